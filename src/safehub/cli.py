@@ -1,0 +1,69 @@
+"""The `safehub` command. Each subcommand lives in its own module, imported only when used,
+so that `safehub kafka status` does not pay for importing faust or SQLAlchemy.
+
+A command module defines `configure(parser)` and `run(args) -> int`. To add a command, add one
+line to COMMANDS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from safehub.errors import SafehubError
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "kafka": ("safehub.deploy.kafka.command", "start, stop or inspect the local Apache Kafka"),
+    "topics": ("safehub.deploy.topics", "create the topics defined in deploy/topics.toml"),
+    "demo": ("safehub.services.demo", "start everything on embedded defaults and stream a demo"),
+}
+
+
+def _build_parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, str | None]:
+    parser = argparse.ArgumentParser(
+        prog="safehub",
+        description="safehub: join the dots between agencies, on pseudonyms.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            module = importlib.import_module(module_name)
+            module.configure(p)
+            p.set_defaults(_run=module.run)
+    return parser, chosen
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser, _ = _build_parser(args_list)
+    args = parser.parse_args(args_list)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Library chatter (kafka-python logs every refused reconnect as ERROR, faust banners) is
+    # not for the operator: our adapters translate the failures that matter into SafehubError.
+    for noisy in ("kafka", "aiokafka", "faust", "mode"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    run = getattr(args, "_run", None)
+    if run is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(run(args))
+    except SafehubError as exc:
+        print(f"safehub {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
