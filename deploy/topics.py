@@ -1,0 +1,111 @@
+"""Topic definitions (deploy/topics.toml) and the admin step that creates them."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from safehub.bus import make_admin
+from safehub.errors import BrokerError, ConfigError
+
+TOPICS_FILE = Path(__file__).with_name("topics.toml")
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int
+    config: dict[str, str]
+
+
+def load_specs(
+    agencies: Iterable[str], brokers: int, path: Path = TOPICS_FILE, prefix: str = ""
+) -> list[TopicSpec]:
+    """Expand the definitions for these agencies on a cluster of `brokers` nodes.
+
+    `prefix` namespaces every name (tests use it so that they never see each other's data).
+    """
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    defaults = raw.get("defaults", {})
+    rf = min(int(defaults.get("replication_factor", 1)), brokers)
+    isr = min(int(defaults.get("min_insync_replicas", 1)), rf)
+    agency_list = sorted(set(agencies))
+    specs = []
+    for t in raw.get("topic", []):
+        config = {
+            "retention.ms": str(t.get("retention_ms", -1)),
+            "cleanup.policy": t.get("cleanup_policy", "delete"),
+            "min.insync.replicas": str(isr if rf > 1 else 1),
+        }
+        names = (
+            [t["name"].format(agency=a) for a in agency_list]
+            if "{agency}" in t["name"] else [t["name"]]
+        )
+        specs.extend(
+            TopicSpec(prefix + n, int(t["partitions"]), rf, config) for n in names
+        )
+    return specs
+
+
+def create_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> list[str]:
+    """Create what is missing; return the names created. Existing topics are left as they are."""
+    admin = make_admin(bootstrap)
+    created = []
+    try:
+        existing = set(admin.list_topics())
+        todo = [s for s in specs if s.name not in existing]
+        for spec in todo:
+            try:
+                admin.create_topics(
+                    [NewTopic(spec.name, spec.partitions, spec.replication_factor,
+                              topic_configs=spec.config)],
+                    timeout_ms=30_000,
+                )
+                created.append(spec.name)
+            except TopicAlreadyExistsError:
+                pass
+    except KafkaError as exc:
+        raise BrokerError(f"creating topics failed: {exc}") from exc
+    finally:
+        admin.close()
+    return created
+
+
+def broker_count(bootstrap: str) -> int:
+    admin = make_admin(bootstrap)
+    try:
+        return len(admin.describe_cluster()["brokers"])
+    except KafkaError as exc:
+        raise BrokerError(f"cannot describe cluster at {bootstrap}: {exc}") from exc
+    finally:
+        admin.close()
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["create", "list"])
+    parser.add_argument("--agency", action="append", default=[], metavar="ID",
+                        help="agency id to create per-agency topics for (repeatable)")
+    parser.add_argument("--bootstrap", default=os.environ.get("SAFEHUB_KAFKA_BOOTSTRAP",
+                                                              "127.0.0.1:19092"))
+
+
+def run(args: argparse.Namespace) -> int:
+    specs = load_specs(args.agency, broker_count(args.bootstrap))
+    if args.action == "list":
+        for s in specs:
+            print(f"{s.name}\tpartitions={s.partitions}\treplication={s.replication_factor}")
+        return 0
+    created = create_topics(args.bootstrap, specs)
+    print(f"created {len(created)} topic(s); {len(specs) - len(created)} already existed")
+    return 0

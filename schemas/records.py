@@ -1,0 +1,173 @@
+"""The contract's records as immutable Python values.
+
+These are what every module passes around; `safehub.schemas.codec` turns them into Avro
+single-object bytes and back. Times are integer milliseconds since the Unix epoch, UTC (the
+event's own time, never the clock of whoever processes it). Identifiers are hex strings of a
+fixed length so that no field can carry free text.
+
+No record here has room for a name, date of birth, NHS number, address, postcode or free text:
+a child appears only as match keys (keyed hashes), a linkage block, an age and an area.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from safehub.schemas.vocabulary import (
+    AckAction,
+    AuditAction,
+    Decision,
+    Indicator,
+    MissingType,
+    RouteReason,
+    Sector,
+    Tier,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MatchKeys:
+    """Keyed hashes (HMAC-SHA256, 32 bytes each) of normalised identifiers; None if not derivable.
+
+    mk1: NHS number; mk2: first name + surname + date of birth;
+    mk3: phonetic codes of the names + date of birth; mk4: surname + date of birth + postcode.
+    """
+
+    mk1: bytes | None = None
+    mk2: bytes | None = None
+    mk3: bytes | None = None
+    mk4: bytes | None = None
+
+    def present(self) -> tuple[tuple[str, bytes], ...]:
+        return tuple(
+            (name, value)
+            for name, value in (("mk1", self.mk1), ("mk2", self.mk2), ("mk3", self.mk3),
+                                ("mk4", self.mk4))
+            if value is not None
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """The child, as the hub may know them: linkable, not identifiable."""
+
+    match_keys: MatchKeys
+    key_epoch: int  # which linkage key made the match keys (rotation)
+    linkage_block: int  # keyed bucket of the date of birth; also the Kafka message key
+    age_years: int  # on the event date, 0-25
+    local_authority: str  # GSS code of the responsible local authority, e.g. E08000035
+    placing_authority: str | None  # GSS code of the placing authority for a looked-after child
+    reid_handle: str  # random 32-hex handle; only the sending agency's vault can resolve it
+
+
+@dataclass(frozen=True, slots=True)
+class WarningSignEvent:
+    event_id: str  # 32 hex, derived from agency + the agency's own record reference
+    agency_id: str  # lower-case slug, e.g. "police-west-yorkshire"; must equal the topic's
+    sector: Sector
+    occurred_at: int  # ms, when it happened
+    reported_at: int  # ms, when the agency recorded it
+    subject: Subject
+    indicator: Indicator
+
+
+@dataclass(frozen=True, slots=True)
+class MissingEpisodeEvent:
+    event_id: str
+    agency_id: str
+    sector: Sector
+    occurred_at: int  # ms, start of the episode
+    reported_at: int
+    subject: Subject
+    ended_at: int | None  # ms; None while the child is still missing
+    missing_type: MissingType
+    return_interview_offered: bool
+    return_interview_done: bool
+
+
+IngressEvent = WarningSignEvent | MissingEpisodeEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One event's contribution to an alert, so a practitioner can see why it fired."""
+
+    event_id: str
+    agency_id: str
+    sector: Sector
+    indicator: Indicator
+    occurred_at: int
+    weight: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReidentificationRef:
+    """Whom the lead agency may ask "who is this?", and with which handle."""
+
+    agency_id: str
+    reid_handle: str
+
+
+@dataclass(frozen=True, slots=True)
+class CorrelatedAlert:
+    alert_id: str  # 32 hex, derived from the cause (cluster, tier, evidence set, rules version)
+    rules_version: str  # 64 hex: SHA-256 of the rules file
+    cluster_id: str  # 32 hex, stable id of the child cluster
+    linkage_block: int
+    tier: Tier
+    rule: str  # id of the rule that fired, e.g. "three-distinct-signs"
+    score: float
+    raised_at: int  # ms, event time of the event that completed the evidence
+    age_years: int
+    local_authority: str
+    placing_authority: str | None
+    agencies: tuple[str, ...]
+    evidence: tuple[Evidence, ...]
+    reidentification: tuple[ReidentificationRef, ...]
+    identity_conflict: bool  # two different NHS-number keys met in one cluster
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedAlert:
+    notification_id: str  # 32 hex, derived from alert id + receiver + escalation level
+    alert: CorrelatedAlert
+    receiver_agency: str
+    lead_authority: str | None  # GSS code the route was chosen for; None for fallback
+    reason: RouteReason
+    escalation_level: int  # 0 for the first notification
+    ack_deadline: int  # ms
+
+
+@dataclass(frozen=True, slots=True)
+class AlertAck:
+    ack_id: str  # 32 hex
+    alert_id: str
+    agency_id: str
+    user_ref: str  # the hub user's opaque staff reference (slug), not a child identifier
+    action: AckAction
+    decision: Decision | None
+    at: int  # ms
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    entry_id: str  # 32 hex
+    service: str  # slug: correlator, router, inbox, web, audit-sink
+    action: AuditAction
+    subject_id: str  # 32 hex: the alert, event or ack the entry is about
+    actor: str  # slug: agency or user reference
+    at: int  # ms
+    digest: bytes  # SHA-256 of the record the entry is about (32 bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """What could not be used, and why. The raw bytes are kept for operators to inspect."""
+
+    source_topic: str
+    partition: int
+    offset: int
+    error_class: str
+    error_message: str
+    at: int  # ms
+    raw: bytes

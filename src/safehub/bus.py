@@ -1,0 +1,134 @@
+"""kafka-python clients with the project's delivery settings, and nothing else.
+
+Producers: acks=all, idempotence on, a delivery report for every record (`send_and_confirm`).
+Consumers: raw bytes in, manual commits, so a consumer validates in our code, dead-letters what
+fails and only then commits (see safehub.consumers.deadletter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
+
+from safehub.errors import BrokerError
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A broker acknowledgement: the record is durably on this topic, partition and offset."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+def make_producer(bootstrap: str, client_id: str, **overrides: Any) -> KafkaProducer:
+    settings: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "client_id": client_id,
+        "acks": "all",
+        "enable_idempotence": True,
+        "retries": 2**31 - 1,
+        "max_in_flight_requests_per_connection": 5,
+        "linger_ms": 5,
+        "batch_size": 64 * 1024,
+        "compression_type": None,
+        "request_timeout_ms": 30_000,
+        "delivery_timeout_ms": 120_000,
+    }
+    settings.update(overrides)
+    try:
+        return KafkaProducer(**settings)
+    except KafkaError as exc:
+        raise BrokerError(f"cannot connect a producer to {bootstrap}: {exc}") from exc
+
+
+def make_consumer(
+    bootstrap: str,
+    group_id: str | None,
+    topics: Iterable[str] = (),
+    *,
+    client_id: str = "safehub",
+    from_beginning: bool = True,
+    **overrides: Any,
+) -> KafkaConsumer:
+    settings: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "group_id": group_id,
+        "client_id": client_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest" if from_beginning else "latest",
+        "isolation_level": "read_committed",
+        "max_poll_records": 2000,
+        "fetch_max_bytes": 50 * 1024 * 1024,
+        "max_partition_fetch_bytes": 8 * 1024 * 1024,
+    }
+    settings.update(overrides)
+    try:
+        consumer = KafkaConsumer(**settings)
+        names = list(topics)
+        if names:
+            consumer.subscribe(names)
+        return consumer
+    except KafkaError as exc:
+        raise BrokerError(f"cannot connect a consumer to {bootstrap}: {exc}") from exc
+
+
+def make_admin(bootstrap: str, client_id: str = "safehub-admin") -> KafkaAdminClient:
+    try:
+        return KafkaAdminClient(bootstrap_servers=bootstrap, client_id=client_id,
+                                request_timeout_ms=30_000)
+    except KafkaError as exc:
+        raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+
+
+def send_and_confirm(
+    producer: KafkaProducer,
+    topic: str,
+    value: bytes,
+    key: bytes | None = None,
+    headers: Headers | None = None,
+    timeout: float = 60.0,
+) -> Delivery:
+    """Send one record and wait for its delivery report."""
+    try:
+        meta = producer.send(topic, value=value, key=key, headers=list(headers or [])).get(timeout)
+    except KafkaError as exc:
+        raise BrokerError(f"record to {topic} not acknowledged: {exc}") from exc
+    return Delivery(meta.topic, meta.partition, meta.offset)
+
+
+def send_all(
+    producer: KafkaProducer,
+    records: Iterable[tuple[str, bytes | None, bytes, Headers | None]],
+    timeout: float = 120.0,
+) -> list[Delivery]:
+    """Send many (topic, key, value, headers) records pipelined; return a report for each.
+
+    Raises BrokerError naming how many were not acknowledged; those reported before the
+    failure are durable.
+    """
+    futures = [
+        producer.send(topic, key=key, value=value, headers=list(headers or []))
+        for topic, key, value, headers in records
+    ]
+    producer.flush(timeout)
+    reports: list[Delivery] = []
+    failed = 0
+    first_error: Exception | None = None
+    for fut in futures:
+        try:
+            meta = fut.get(0)
+            reports.append(Delivery(meta.topic, meta.partition, meta.offset))
+        except KafkaError as exc:
+            failed += 1
+            first_error = first_error or exc
+    if failed:
+        raise BrokerError(f"{failed} of {len(futures)} records not acknowledged: {first_error}")
+    return reports
