@@ -19,6 +19,13 @@ from safehub.errors import SafehubError
 COMMANDS: dict[str, tuple[str, str]] = {
     "kafka": ("safehub.deploy.kafka.command", "start, stop or inspect the local Apache Kafka"),
     "topics": ("safehub.deploy.topics", "create the topics defined in deploy/topics.toml"),
+    "publish": ("safehub.producers.command", "pseudonymise an agency export and publish it"),
+    "correlator": ("safehub.services.correlator.command", "run the correlation stream processor"),
+    "router": ("safehub.services.router.command", "route correlated alerts to lead agencies"),
+    "inbox": ("safehub.consumers.inbox.command", "store an agency's alerts in its hub inbox"),
+    "web": ("safehub.services.web.command", "serve the hub's web page and HTTP API"),
+    "audit": ("safehub.services.audit.command", "replay, verify, or run the audit sink"),
+    "simulate": ("safehub.producers.simulation.command", "generate a synthetic population"),
     "demo": ("safehub.services.demo", "start everything on embedded defaults and stream a demo"),
 }
 
