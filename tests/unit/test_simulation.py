@@ -1,0 +1,126 @@
+"""The synthetic population: deterministic, realistic in shape, and honest about its mess."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from dataclasses import fields
+
+import pytest
+
+from safehub.producers.simulation.trajectories import (
+    MissingRecord,
+    Population,
+    SignRecord,
+    simulate,
+)
+from safehub.producers.simulation.world import nhs_check_digit
+from safehub.schemas.vocabulary import Sector, SignificantIncident
+
+GSS = re.compile(r"^E(06|07|08|09|10)\d{6}$")
+SLUG = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+
+
+@pytest.fixture(scope="module")
+def population() -> Population:
+    return simulate(11, children=3000, authorities=4, months=12)
+
+
+def test_same_seed_same_population_and_another_seed_differs() -> None:
+    a = simulate(5, children=300)
+    b = simulate(5, children=300)
+    c = simulate(6, children=300)
+    assert a.records == b.records
+    assert a.truth == b.truth
+    assert a.records != c.records
+
+
+def test_world_has_real_shaped_codes_ids_and_valid_nhs_numbers(population: Population) -> None:
+    world = population.world
+    assert all(GSS.match(a.gss) for a in world.authorities)
+    assert all(SLUG.match(a) for a in world.agency_ids)
+    assert {a.sector for a in world.agencies} == set(Sector)
+    for child in world.children:
+        nhs = child.identity.nhs_number
+        assert nhs is not None and len(nhs) == 10
+        assert nhs_check_digit(nhs[:9]) == int(nhs[9])
+
+
+def test_ground_truth_is_kept_apart_from_what_agencies_publish(population: Population) -> None:
+    names = {f.name for f in fields(SignRecord)} | {f.name for f in fields(MissingRecord)}
+    assert not any("child" in n or "exploit" in n or "truth" in n for n in names)
+    for r in population.records:
+        assert (r.agency_id, r.record_ref) in population.truth.record_child
+
+
+def test_most_children_have_no_or_one_event_and_a_small_share_are_exploited(
+    population: Population,
+) -> None:
+    per_child = Counter(population.truth.record_child.values())
+    n = len(population.world.children)
+    quiet = sum(1 for c in population.world.children if per_child[c.child_id] <= 1)
+    assert quiet / n > 0.7
+    share = len(population.truth.exploited) / n
+    assert 0.01 < share < 0.06
+
+
+def test_exploited_children_are_seen_in_parts_by_several_agencies(
+    population: Population,
+) -> None:
+    agencies_per_child: dict[int, set[str]] = defaultdict(set)
+    for (agency, _ref), child in population.truth.record_child.items():
+        agencies_per_child[child].add(agency)
+    exploited = population.truth.exploited
+    spread = [len(agencies_per_child[c]) for c in exploited]
+    assert sorted(spread)[len(spread) // 2] >= 3  # the median child is seen by 3+ agencies
+    assert all(c.first_sign_at is not None for c in population.truth.children if c.exploited)
+
+
+def test_realistic_mess(population: Population) -> None:
+    records = population.records
+    refs = Counter((r.agency_id, r.record_ref) for r in records)
+    assert any(n > 1 for n in refs.values()), "resent duplicates"
+    assert any(r.identity.nhs_number is None for r in records), "missing NHS numbers"
+    assert any(r.identity.postcode is None for r in records), "missing postcodes"
+    truth_ids = {c.child_id: c.identity for c in population.world.children}
+    typos = sum(
+        1 for r in records
+        if r.identity.first_name != truth_ids[
+            population.truth.record_child[(r.agency_id, r.record_ref)]].first_name
+    )
+    assert typos > 0, "typos in names"
+    assert any(r.reported_at - r.occurred_at > 30 * 86_400_000 for r in records), "late batches"
+    assert all(r.reported_at >= r.occurred_at for r in records)
+    assert [r.reported_at for r in records] == sorted(r.reported_at for r in records)
+
+
+def test_police_rarely_hold_nhs_numbers_and_health_nearly_always(population: Population) -> None:
+    def missing(sector: Sector) -> float:
+        rs = [r for r in population.records if r.sector is sector]
+        return sum(r.identity.nhs_number is None for r in rs) / len(rs)
+
+    assert missing(Sector.POLICE) > 0.6
+    assert missing(Sector.HEALTH) < 0.1
+
+
+def test_looked_after_children_placed_out_of_area(population: Population) -> None:
+    placed = [c for c in population.world.children if c.placing_authority is not None]
+    assert placed
+    assert all(c.placing_authority != c.home_authority for c in placed)
+    tagged = [r for r in population.records if r.placing_authority is not None]
+    assert tagged and all(r.placing_authority != r.local_authority for r in tagged)
+
+
+def test_missing_episodes_escalate_and_incidents_occur(population: Population) -> None:
+    assert any(isinstance(r, SignRecord) and isinstance(r.indicator, SignificantIncident)
+               for r in population.records)
+    for r in population.records:
+        if isinstance(r, MissingRecord):
+            assert r.ended_at is None or r.ended_at > r.occurred_at
+            assert r.return_interview_offered or not r.return_interview_done
+
+
+def test_a_run_over_years_keeps_events_coming() -> None:
+    p = simulate(3, children=400, months=36)
+    years = Counter((r.occurred_at - p.start_ms) // (365 * 86_400_000) for r in p.records)
+    assert min(years[y] for y in range(3)) > 0.5 * max(years[y] for y in range(3))
