@@ -1,0 +1,534 @@
+"""Avro single-object encoding of the contract's records; the only module that imports fastavro.
+
+Wire format (Avro specification, "Single object encoding"): the two-byte marker C3 01, the
+8-byte little-endian CRC-64-AVRO fingerprint of the writer schema's Parsing Canonical Form, then
+the Avro binary body. Every message thus names its exact schema without a registry server; the
+codec knows every released version in `schemas/history/` and the current one in `schemas/`.
+
+Decoding is defensive because the bytes come from outside the hub:
+- size is bounded (MAX_RECORD_BYTES) before fastavro sees anything, so a record can never make
+  us allocate more than a few MB (every array item in the schemas costs at least one byte);
+- fastavro checks every length against the bytes actually there (no over-read, no big
+  allocation from a forged length);
+- fastavro accepts some non-canonical bodies silently (negative enum/union indices select from
+  the end, over-long varints wrap, any non-zero byte is `true`, trailing bytes are ignored), so the
+  decoded value is written back and must reproduce the body byte for byte;
+- string fields carry a `safehub.pattern` (and optionally `safehub.maxLength`) in the schema that
+  both encode and decode enforce, so no string field can carry free text.
+Every failure is a ValidationError naming the field and the rule, never the offending value.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
+from enum import Enum
+from functools import cache
+from io import BytesIO
+from pathlib import Path
+from typing import Any, TypeVar, overload
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.read import SchemaResolutionError
+from fastavro.schema import to_parsing_canonical_form
+
+from safehub.errors import ValidationError
+from safehub.schemas import records, vocabulary
+from safehub.schemas.records import (
+    AlertAck,
+    AuditEntry,
+    CorrelatedAlert,
+    DeadLetter,
+    MissingEpisodeEvent,
+    RoutedAlert,
+    WarningSignEvent,
+)
+
+MARKER = b"\xc3\x01"
+HEADER_BYTES = len(MARKER) + 8
+# Largest body accepted or produced. A correlated alert with a few thousand pieces of evidence
+# fits; forged collection counts can never make a decode hold more than ~2 MB of objects.
+MAX_RECORD_BYTES = 256 * 1024
+NAMESPACE = "safehub"
+SCHEMA_DIR = Path(__file__).resolve().parent
+HISTORY_DIR = SCHEMA_DIR / "history"
+
+Record = (
+    WarningSignEvent | MissingEpisodeEvent | CorrelatedAlert | RoutedAlert | AlertAck
+    | AuditEntry | DeadLetter
+)
+# Top-level records, each with its own schema file `safehub.<Name>.avsc`.
+TOP_LEVEL: tuple[type[Any], ...] = (
+    WarningSignEvent, MissingEpisodeEvent, CorrelatedAlert, RoutedAlert, AlertAck, AuditEntry,
+    DeadLetter,
+)
+INDICATOR_ENUMS: tuple[type[Enum], ...] = (
+    vocabulary.Sign, vocabulary.Vulnerability, vocabulary.SignificantIncident,
+)
+_PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
+_INT_RANGE = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+# What fastavro raises on malformed bodies (found by the bad-input and hypothesis tests).
+_AVRO_ERRORS: tuple[type[BaseException], ...] = (
+    EOFError, IndexError, ValueError, KeyError, TypeError, OverflowError, UnicodeDecodeError,
+    AttributeError, SchemaResolutionError,
+)
+
+T = TypeVar("T")
+
+# --- CRC-64-AVRO (Rabin) fingerprint, as the specification defines it --------------------------
+
+_CRC_EMPTY = 0xC15D213AA4D7A795
+
+
+def _crc_table() -> tuple[int, ...]:
+    table = []
+    for i in range(256):
+        fp = i
+        for _ in range(8):
+            fp = (fp >> 1) ^ (_CRC_EMPTY & -(fp & 1))
+        table.append(fp)
+    return tuple(table)
+
+
+_CRC_TABLE = _crc_table()
+
+
+def crc64_avro(data: bytes) -> int:
+    fp = _CRC_EMPTY
+    for byte in data:
+        fp = (fp >> 8) ^ _CRC_TABLE[(fp ^ byte) & 0xFF]
+    return fp
+
+
+def fingerprint(schema: dict[str, Any]) -> bytes:
+    """The 8 bytes that follow the marker: CRC-64-AVRO of the Parsing Canonical Form, LE."""
+    canonical = to_parsing_canonical_form(parse_schema(schema, _write_hint=False))
+    return crc64_avro(canonical.encode("utf-8")).to_bytes(8, "little")
+
+
+# --- schema files ------------------------------------------------------------------------------
+
+
+def schema_name(record_type: type[Any]) -> str:
+    return f"{NAMESPACE}.{record_type.__name__}"
+
+
+def expand(name: str, directory: Path = SCHEMA_DIR) -> dict[str, Any]:
+    """The named schema from `directory`, with every referenced named type inlined once.
+
+    This self-contained form is what a released version in schemas/history/ holds.
+    """
+    defined: set[str] = set()
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, str):
+            if node in _PRIMITIVES:
+                return node
+            if node in defined:
+                return node
+            path = directory / f"{node}.avsc"
+            if not path.is_file():
+                raise ValueError(f"schema {name}: unknown type {node}")
+            return walk(json.loads(path.read_text()))
+        if isinstance(node, list):
+            return [walk(branch) for branch in node]
+        if isinstance(node, dict):
+            out = dict(node)
+            kind = node.get("type")
+            if kind in ("record", "enum", "fixed"):
+                defined.add(_full_name(node))
+            if kind == "record":
+                out["fields"] = [{**f, "type": walk(f["type"])} for f in node["fields"]]
+            elif kind == "array":
+                out["items"] = walk(node["items"])
+            elif kind == "map":
+                out["values"] = walk(node["values"])
+            elif isinstance(kind, (dict, list)) or (isinstance(kind, str) and kind
+                                                     not in _PRIMITIVES | {"enum", "fixed"}):
+                out["type"] = walk(kind)
+            return out
+        raise ValueError(f"schema {name}: unexpected node {type(node).__name__}")
+
+    return dict(walk(name))
+
+
+def _full_name(node: dict[str, Any]) -> str:
+    name = str(node["name"])
+    if "." in name:
+        return name
+    return f"{node.get('namespace', NAMESPACE)}.{name}"
+
+
+def history_versions(name: str) -> list[tuple[int, dict[str, Any]]]:
+    """Released versions of one top-level schema, oldest first: (version, schema)."""
+    folder = HISTORY_DIR / name
+    found = []
+    for path in folder.glob("v*.avsc"):
+        version = int(path.stem[1:])
+        found.append((version, json.loads(path.read_text())))
+    return sorted(found, key=lambda item: item[0])
+
+
+def release(name: str) -> Path | None:
+    """Freeze the current schema as the next history version unless it is already released."""
+    current = expand(name)
+    versions = history_versions(name)
+    if any(fingerprint(s) == fingerprint(current) for _, s in versions):
+        return None
+    next_version = (versions[-1][0] + 1) if versions else 1
+    path = HISTORY_DIR / name / f"v{next_version}.avsc"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(current, indent=2) + "\n")
+    return path
+
+
+# --- converters between Avro values and the dataclasses ---------------------------------------
+
+Conv = Callable[[Any], Any]
+
+
+def _classes() -> dict[str, type[Any]]:
+    found: dict[str, type[Any]] = {}
+    for module in (records, vocabulary):
+        for attr in vars(module).values():
+            if isinstance(attr, type) and attr.__module__ == module.__name__:
+                found[f"{NAMESPACE}.{attr.__name__}"] = attr
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class _StringRule:
+    pattern: re.Pattern[str] | None
+    max_length: int | None
+
+    def check(self, path: str, value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValidationError(path, "must be a string")
+        if self.max_length is not None and len(value) > self.max_length:
+            raise ValidationError(path, f"longer than {self.max_length} characters")
+        if self.pattern is not None and self.pattern.fullmatch(value) is None:
+            raise ValidationError(path, f"must match {self.pattern.pattern}")
+        return value
+
+
+class _Compiler:
+    """Turns one expanded schema into two functions: dataclass -> Avro dict, and back."""
+
+    def __init__(self) -> None:
+        self.classes = _classes()
+        self.named: dict[str, dict[str, Any]] = {}
+        self.indicator = {m.value: m for enum in INDICATOR_ENUMS for m in enum}
+        self.indicator_names = {f"{NAMESPACE}.{e.__name__}" for e in INDICATOR_ENUMS}
+
+    def resolve(self, node: Any) -> Any:
+        """A type node with named references replaced by their definitions (seen first)."""
+        if isinstance(node, str) and node not in _PRIMITIVES:
+            return self.named[node]
+        if isinstance(node, dict) and node.get("type") in ("record", "enum", "fixed"):
+            self.named[_full_name(node)] = node
+        return node
+
+    def rule(self, field: dict[str, Any]) -> _StringRule:
+        pattern = field.get("safehub.pattern")
+        return _StringRule(re.compile(pattern) if pattern else None,
+                           field.get("safehub.maxLength"))
+
+    # decode side: Avro value (already canonical) -> Python value
+    def reader(self, node: Any, path: str, field: dict[str, Any]) -> Conv | None:
+        node = self.resolve(node)
+        if isinstance(node, list):
+            branches = [self.resolve(b) for b in node]
+            if all(isinstance(b, dict) and _full_name(b) in self.indicator_names
+                   for b in branches):
+                table = self.indicator
+                return lambda v: _lookup(table, v, path)
+            rest = [b for b in node if b != "null"]
+            if len(rest) == 1 and len(node) == 2:
+                inner = self.reader(rest[0], path, field)
+                if inner is None:
+                    return None
+                return lambda v: None if v is None else inner(v)
+            raise ValueError(f"{path}: unsupported union")
+        kind = node if isinstance(node, str) else node["type"]
+        if kind == "string":
+            rule = self.rule(field)
+            if rule.pattern is None and rule.max_length is None:
+                return None
+            return lambda v: rule.check(path, v)
+        if kind == "array":
+            item = self.reader(node["items"], path + "[]", field)
+            if item is None:
+                return tuple
+            return lambda v: tuple([item(x) for x in v])
+        if kind == "enum":
+            members = self.classes[_full_name(node)]._value2member_map_
+            return lambda v: _lookup(members, v, path)
+        if kind == "record":
+            return self.record_reader(node, path)
+        return None
+
+    def record_reader(self, node: dict[str, Any], path: str) -> Conv:
+        cls = self.classes[_full_name(node)]
+        names = [f.name for f in fields(cls)]
+        avro_names = [f["name"] for f in node["fields"]]
+        if names != avro_names:
+            raise ValueError(f"{_full_name(node)}: schema fields {avro_names} != {names}")
+        prefix = f"{path}." if path else ""
+        convs = [(f["name"], self.reader(f["type"], prefix + f["name"], f))
+                 for f in node["fields"]]
+        plain = tuple(n for n, c in convs if c is None)
+        if len(plain) == len(convs):
+            return lambda d: cls(*[d[n] for n in names])
+        pairs = tuple(convs)
+        return lambda d: cls(*[d[n] if c is None else c(d[n]) for n, c in pairs])
+
+    # encode side: Python value -> Avro value, checking types so the body is what was meant
+    def writer(self, node: Any, path: str, field: dict[str, Any]) -> Conv:
+        node = self.resolve(node)
+        if isinstance(node, list):
+            branches = [self.resolve(b) for b in node]
+            if all(isinstance(b, dict) and _full_name(b) in self.indicator_names
+                   for b in branches):
+                by_class = {e: f"{NAMESPACE}.{e.__name__}" for e in INDICATOR_ENUMS}
+
+                def indicator(v: Any) -> Any:
+                    name = by_class.get(type(v))
+                    if name is None:
+                        raise ValidationError(path, "must be a Sign, Vulnerability or "
+                                                    "SignificantIncident")
+                    return (name, v.value)
+
+                return indicator
+            rest = [b for b in node if b != "null"]
+            inner = self.writer(rest[0], path, field)
+            return lambda v: None if v is None else inner(v)
+        kind = node if isinstance(node, str) else node["type"]
+        if kind == "string":
+            rule = self.rule(field)
+            return lambda v: rule.check(path, v)
+        if kind in _INT_RANGE:
+            low, high = _INT_RANGE[kind]
+
+            def integer(v: Any) -> Any:
+                if type(v) is not int or not low <= v <= high:
+                    raise ValidationError(path, f"must be an integer within Avro {kind}")
+                return v
+
+            return integer
+        if kind == "double":
+            def real(v: Any) -> Any:
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise ValidationError(path, "must be a number")
+                return float(v)
+
+            return real
+        if kind == "boolean":
+            def boolean(v: Any) -> Any:
+                if type(v) is not bool:
+                    raise ValidationError(path, "must be a boolean")
+                return v
+
+            return boolean
+        if kind == "bytes":
+            def raw(v: Any) -> Any:
+                if not isinstance(v, bytes):
+                    raise ValidationError(path, "must be bytes")
+                return v
+
+            return raw
+        if kind == "fixed":
+            size = node["size"]
+
+            def fixed(v: Any) -> Any:
+                if not isinstance(v, bytes) or len(v) != size:
+                    raise ValidationError(path, f"must be exactly {size} bytes")
+                return v
+
+            return fixed
+        if kind == "enum":
+            cls = self.classes[_full_name(node)]
+
+            def symbol(v: Any) -> Any:
+                if not isinstance(v, cls):
+                    raise ValidationError(path, f"must be a {cls.__name__}")
+                return v.value
+
+            return symbol
+        if kind == "array":
+            item = self.writer(node["items"], path + "[]", field)
+
+            def array(v: Any) -> Any:
+                if not isinstance(v, (tuple, list)):
+                    raise ValidationError(path, "must be a tuple")
+                return [item(x) for x in v]
+
+            return array
+        if kind == "record":
+            return self.record_writer(node, path)
+        raise ValueError(f"{path}: unsupported type {kind}")
+
+    def record_writer(self, node: dict[str, Any], path: str) -> Conv:
+        cls = self.classes[_full_name(node)]
+        prefix = f"{path}." if path else ""
+        convs = tuple((f["name"], self.writer(f["type"], prefix + f["name"], f))
+                      for f in node["fields"])
+        where = path or cls.__name__
+
+        def record(obj: Any) -> Any:
+            if type(obj) is not cls:
+                raise ValidationError(where, f"must be a {cls.__name__}")
+            return {n: c(getattr(obj, n)) for n, c in convs}
+
+        return record
+
+
+def _lookup(table: dict[str, Any], value: Any, path: str) -> Any:
+    try:
+        return table[value]
+    except KeyError:
+        raise ValidationError(path, "unknown symbol") from None
+
+
+# --- the registry of known schemas ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Version:
+    name: str
+    writer: Any  # parsed by fastavro
+    reader: Any  # the current schema when this is an older version, else None
+    build: Conv
+
+
+@dataclass(frozen=True, slots=True)
+class _Current:
+    name: str
+    header: bytes
+    parsed: Any
+    to_avro: Conv
+
+
+@dataclass(frozen=True, slots=True)
+class _Registry:
+    by_fingerprint: dict[bytes, _Version]
+    by_class: dict[type[Any], _Current]
+
+
+@cache
+def _registry() -> _Registry:
+    by_fingerprint: dict[bytes, _Version] = {}
+    by_class: dict[type[Any], _Current] = {}
+    for cls in TOP_LEVEL:
+        name = schema_name(cls)
+        expanded = expand(name)
+        compiler = _Compiler()
+        compiler.resolve(expanded)
+        to_avro = compiler.record_writer(expanded, "")
+        build = compiler.record_reader(expanded, "")
+        parsed = parse_schema(expanded)
+        current_fp = fingerprint(expanded)
+        by_class[cls] = _Current(name, MARKER + current_fp, parsed, to_avro)
+        by_fingerprint[current_fp] = _Version(name, parsed, None, build)
+        for _, old in history_versions(name):
+            old_fp = fingerprint(old)
+            if old_fp not in by_fingerprint:
+                by_fingerprint[old_fp] = _Version(name, parse_schema(old), parsed, build)
+    return _Registry(by_fingerprint, by_class)
+
+
+def known_fingerprints() -> Iterator[tuple[str, bytes]]:
+    """(schema name, fingerprint) for every version the codec can decode."""
+    for fp, version in _registry().by_fingerprint.items():
+        yield version.name, fp
+
+
+def header_for(record_type: type[Any]) -> bytes:
+    """Marker and fingerprint of the current schema of this record type."""
+    return _registry().by_class[record_type].header
+
+
+# --- encode and decode -------------------------------------------------------------------------
+
+
+def encode(record: Record) -> bytes:
+    """Single-object Avro bytes of one record; ValidationError if it breaks the contract."""
+    current = _registry().by_class.get(type(record))
+    if current is None:
+        raise ValidationError("record", "not a contract record type")
+    datum = current.to_avro(record)
+    out = BytesIO()
+    out.write(current.header)
+    schemaless_writer(out, current.parsed, datum)
+    data = out.getvalue()
+    if len(data) - HEADER_BYTES > MAX_RECORD_BYTES:
+        raise ValidationError(current.name, f"larger than {MAX_RECORD_BYTES} bytes")
+    return data
+
+
+@overload
+def decode(data: bytes | None) -> Record: ...
+
+
+@overload
+def decode(data: bytes | None, expected: type[T]) -> T: ...
+
+
+def decode(data: bytes | None, expected: type[Any] | None = None) -> Any:
+    """The record in single-object Avro bytes; ValidationError for anything else.
+
+    With `expected`, a valid record of another type is refused too.
+    """
+    if data is None:
+        raise ValidationError("value", "missing (null value)")
+    if not isinstance(data, bytes):
+        if isinstance(data, (bytearray, memoryview)):
+            data = bytes(data)
+        else:
+            raise ValidationError("value", "must be bytes")
+    if not data:
+        raise ValidationError("value", "empty")
+    if len(data) > HEADER_BYTES + MAX_RECORD_BYTES:
+        raise ValidationError("value", f"larger than {MAX_RECORD_BYTES} bytes")
+    if data[:2] != MARKER:
+        raise ValidationError("value", "not Avro single-object encoding (wrong marker)")
+    if len(data) < HEADER_BYTES:
+        raise ValidationError("value", "truncated header")
+    version = _registry().by_fingerprint.get(data[2:HEADER_BYTES])
+    if version is None:
+        raise ValidationError("value", "unknown schema fingerprint")
+    record = version.build(_read_body(version, data[HEADER_BYTES:]))
+    if expected is not None and type(record) is not expected:
+        raise ValidationError("value", f"is a {type(record).__name__}, "
+                                       f"expected a {expected.__name__}")
+    return record
+
+
+def _read_body(version: _Version, body: bytes) -> dict[str, Any]:
+    stream = BytesIO(body)
+    try:
+        datum: Any = schemaless_reader(stream, version.writer, None)
+    except _AVRO_ERRORS as exc:
+        # The library's message may quote bytes of the value: keep only the class.
+        raise ValidationError(version.name, "body is not valid Avro for its schema",
+                              type(exc).__name__) from None
+    if stream.tell() != len(body):
+        raise ValidationError(version.name, "trailing bytes after the record")
+    again = BytesIO()
+    try:
+        schemaless_writer(again, version.writer, datum)
+    except _AVRO_ERRORS as exc:
+        raise ValidationError(version.name, "body is not valid Avro for its schema",
+                              type(exc).__name__) from None
+    if again.getvalue() != body:
+        raise ValidationError(version.name, "body is not canonical Avro (bad union or enum "
+                                            "index, over-long varint or bad boolean)")
+    if version.reader is None:
+        return datum  # type: ignore[no-any-return]
+    try:
+        resolved: Any = schemaless_reader(BytesIO(body), version.writer, version.reader)
+    except _AVRO_ERRORS as exc:
+        raise ValidationError(version.name, "older version cannot be read as the current one",
+                              type(exc).__name__) from None
+    return resolved  # type: ignore[no-any-return]
