@@ -14,6 +14,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from safehub.errors import BrokerError, ValidationError
+from safehub.schemas.codec import encode
 from safehub.schemas.records import AuditEntry
 from safehub.schemas.vocabulary import AuditAction
 
@@ -68,8 +69,6 @@ class AuditJournal:
     def record(
         self, action: AuditAction, subject_id: str, actor: str, digest: bytes, at_ms: int
     ) -> None:
-        from safehub.schemas.codec import encode  # the contract team's codec
-
         entry = make_entry(self._service, action, subject_id, actor, digest, at_ms)
         try:
             # No key: `audit` has one partition, so arrival order is the log's total order.

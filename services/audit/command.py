@@ -1,0 +1,140 @@
+"""`safehub audit sink|verify|replay`.
+
+The sink is a service (it writes the ledger and publishes checkpoints). `verify` and `replay`
+are the auditors' tools: they open the store read-only, read topics without a consumer group,
+and write nothing but their own report file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from safehub.errors import ConfigError
+from safehub.services.audit.checkpoint import load_public_key, load_signing_key
+
+DEFAULT_DB = "sqlite:///safehub-audit.db"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSettings:
+    bootstrap: str
+    prefix: str
+    database_url: str
+
+    def topic(self, name: str) -> str:
+        return self.prefix + name
+
+
+def settings_from_env(env: dict[str, str] | None = None) -> AuditSettings:
+    e = dict(os.environ) if env is None else env
+    return AuditSettings(
+        bootstrap=e.get("SAFEHUB_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
+        prefix=e.get("SAFEHUB_TOPIC_PREFIX", ""),
+        database_url=e.get("SAFEHUB_AUDIT_DB_URL", DEFAULT_DB),
+    )
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+
+    sink = sub.add_parser("sink", help="keep the Merkle log of `audit` and sign checkpoints")
+    sink.add_argument("--db", help="SQLAlchemy URL of the audit store (SAFEHUB_AUDIT_DB_URL)")
+    sink.add_argument("--key-file", type=Path,
+                      help="Ed25519 seed in hex (else SAFEHUB_AUDIT_SIGNING_KEY)")
+    sink.add_argument("--origin", default=os.environ.get("SAFEHUB_AUDIT_ORIGIN",
+                                                         "safehub.local/audit"))
+    sink.add_argument("--checkpoint-every", type=int, default=int(
+        os.environ.get("SAFEHUB_AUDIT_CHECKPOINT_EVERY", "1000")), help="entries")
+    sink.add_argument("--checkpoint-seconds", type=float, default=float(
+        os.environ.get("SAFEHUB_AUDIT_CHECKPOINT_SECONDS", "10")))
+
+    verify = sub.add_parser("verify", help="check the audit log against its checkpoints")
+    verify.add_argument("--db", help="SQLAlchemy URL of the audit store (read-only)")
+    verify.add_argument("--public-key", help="hex, or a file holding it "
+                        "(else SAFEHUB_AUDIT_PUBLIC_KEY)")
+    verify.add_argument("--no-topic", action="store_true",
+                        help="check the store against its checkpoints only")
+    verify.add_argument("--report", type=Path, help="write the findings as JSON here")
+
+    replay = sub.add_parser("replay", help="re-derive every alert from the ingress topics")
+    replay.add_argument("--agency", action="append", default=[], metavar="ID",
+                        help="ingress agency to replay (repeatable; default: every "
+                             "ingress.* topic)")
+    replay.add_argument("--from-ms", type=int, help="start at this event time (ms UTC)")
+    replay.add_argument("--rules", type=Path,
+                        help="replay with this rules file instead of each alert's version")
+    replay.add_argument("--inbox-db", action="append", default=[], metavar="URL",
+                        help="also compare with the alerts stored in this inbox database")
+    replay.add_argument("--report", type=Path, default=Path("replay-report.json"))
+    replay.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_env()
+    if getattr(args, "db", None):
+        settings = AuditSettings(settings.bootstrap, settings.prefix, args.db)
+    if args.audit_command == "sink":
+        return _run_sink(args, settings)
+    if args.audit_command == "verify":
+        return _run_verify(args, settings)
+    from safehub.services.audit.replay import run_replay
+
+    return run_replay(args, settings)
+
+
+def _run_sink(args: argparse.Namespace, settings: AuditSettings) -> int:
+    from safehub.services.audit.sink import (
+        SinkSettings,
+        install_stop_handlers,
+        open_sink,
+        run_until_stopped,
+    )
+
+    if args.checkpoint_every < 1 or args.checkpoint_seconds <= 0:
+        raise ConfigError("checkpoint intervals must be positive")
+    sink_settings = SinkSettings(
+        bootstrap=settings.bootstrap,
+        audit_topic=settings.topic("audit"),
+        deadletter_topic=settings.topic("deadletter"),
+        database_url=settings.database_url,
+        origin=args.origin,
+        key_file=args.key_file,
+        checkpoint_every=args.checkpoint_every,
+        checkpoint_interval_ms=int(args.checkpoint_seconds * 1000),
+    )
+    key = load_signing_key(args.key_file)
+    sink = open_sink(sink_settings, key)
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    run_until_stopped(sink, stop)
+    return 0
+
+
+def _run_verify(args: argparse.Namespace, settings: AuditSettings) -> int:
+    from safehub.services.audit.ledger import Ledger, open_engine
+    from safehub.services.audit.reading import read_all
+    from safehub.services.audit.sink import CHECKPOINT_HEADER
+    from safehub.services.audit.verify import TopicRecord, summary, verify_log
+
+    key = load_public_key(args.public_key)
+    ledger = Ledger(open_engine(settings.database_url, read_only=True))
+    stored = list(ledger.entries())
+    notes = [c.note for c in ledger.checkpoints()]
+    topic = None
+    if not args.no_topic:
+        topic = [
+            TopicRecord(r.offset, r.value or b"",
+                        next((v.decode("utf-8", "replace") for k, v in r.headers
+                              if k == CHECKPOINT_HEADER), None))
+            for r in read_all(settings.bootstrap, [settings.topic("audit")])
+        ]
+    report = verify_log(stored, notes, topic, key)
+    print(summary(report))
+    if args.report:
+        args.report.write_text(json.dumps(report.as_dict(), indent=2))
+    return 0 if report.ok else 1
