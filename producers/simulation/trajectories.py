@@ -140,6 +140,7 @@ class SignRecord:
     agency_id: str
     sector: Sector
     record_ref: str  # the agency's own reference for this record
+    person_ref: str  # the agency's own reference for the child
     identity: Identity  # the agency's copy of the child's identity
     local_authority: str
     placing_authority: str | None
@@ -153,6 +154,7 @@ class MissingRecord:
     agency_id: str
     sector: Sector
     record_ref: str
+    person_ref: str
     identity: Identity
     local_authority: str
     placing_authority: str | None
@@ -280,11 +282,11 @@ def _routine(
             return base + int(rng.uniform(0, span) * DAY_MS)
 
         roll = rng.random()
-        if roll < 0.55:
+        if roll < 0.6:
             count = 0
-        elif roll < 0.85:
+        elif roll < 0.9:
             count = 1
-        elif roll < 0.95:
+        elif roll < 0.98:
             count = 2
         else:
             count = 3
@@ -295,7 +297,7 @@ def _routine(
             # Children in care go missing more often, without being exploited.
             for _ in range(rng.randint(0, 3)):
                 out.append(_Happening(child, some_day(), Sector.SOCIAL_CARE, MISSING, 1, False))
-        if rng.random() < 0.02:
+        if rng.random() < 0.015:
             first = some_day()
             for sector, what in rng.sample(_TROUBLED, rng.randint(2, 4)):
                 at = first + int(rng.uniform(0, 120) * DAY_MS)
@@ -307,8 +309,9 @@ def _record(
     rng: random.Random, world: World, happenings: list[_Happening]
 ) -> tuple[tuple[AgencyRecord, ...], dict[tuple[str, str], int], dict[int, int]]:
     happenings.sort(key=lambda h: (h.at, h.child.child_id, h.what.value))
-    copies: dict[tuple[str, int], Identity] = {}
+    copies: dict[tuple[str, int], tuple[Identity, str]] = {}
     counters: dict[str, int] = {}
+    people: dict[str, int] = {}
     records: list[AgencyRecord] = []
     record_child: dict[tuple[str, str], int] = {}
     first_sign: dict[int, int] = {}
@@ -319,7 +322,9 @@ def _record(
             agency = world.agency(Sector.SOCIAL_CARE, child.placing_authority)
         key = (agency.agency_id, child.child_id)
         if key not in copies:
-            copies[key] = _agency_copy(rng, world, child, h.sector)
+            people[agency.agency_id] = people.get(agency.agency_id, 0) + 1
+            person = f"{_initials(agency.agency_id)}-P{people[agency.agency_id]:06d}"
+            copies[key] = (_agency_copy(rng, world, child, h.sector), person)
         counters[agency.agency_id] = counters.get(agency.agency_id, 0) + 1
         ref = f"{_initials(agency.agency_id)}-{counters[agency.agency_id]:07d}"
         placing = None
@@ -327,7 +332,8 @@ def _record(
             placing = child.placing_authority
         reported = h.at + _delay(rng, h.sector, h.at)
         common = dict(
-            agency_id=agency.agency_id, sector=h.sector, record_ref=ref, identity=copies[key],
+            agency_id=agency.agency_id, sector=h.sector, record_ref=ref, person_ref=copies[key][1],
+            identity=copies[key][0],
             local_authority=child.home_authority, placing_authority=placing,
             occurred_at=h.at, reported_at=reported,
         )

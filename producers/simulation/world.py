@@ -14,16 +14,18 @@ from datetime import date, timedelta
 
 from safehub.schemas.vocabulary import Sector
 
-# (GSS code, slug, postcode area, police force slug). Real codes, so routing tables look real.
+# (GSS code, slug, postcode area, police force slug). Real codes, so routing tables look real;
+# the first four have routes in deploy/routing.toml, York onwards exercise the fallback.
 AUTHORITY_CATALOGUE: tuple[tuple[str, str, str, str], ...] = (
     ("E08000035", "leeds", "LS", "west-yorkshire"),
     ("E08000032", "bradford", "BD", "west-yorkshire"),
+    ("E08000034", "kirklees", "HD", "west-yorkshire"),
+    ("E09000033", "westminster", "W", "metropolitan"),
     ("E06000014", "york", "YO", "north-yorkshire"),
     ("E10000023", "north-yorkshire", "HG", "north-yorkshire"),
-    ("E09000022", "lambeth", "SW", "metropolitan"),
     ("E07000178", "oxford", "OX", "thames-valley"),
-    ("E08000018", "rotherham", "S", "south-yorkshire"),
-    ("E06000018", "nottingham", "NG", "nottinghamshire"),
+    ("E08000033", "calderdale", "HX", "west-yorkshire"),
+    ("E08000036", "wakefield", "WF", "west-yorkshire"),
 )
 
 FIRST_NAMES: tuple[str, ...] = (
@@ -53,7 +55,7 @@ class Authority:
     @property
     def lead_agency(self) -> str:
         """Children's social care of the authority: the hub that receives its alerts."""
-        return f"social-care-{self.slug}"
+        return f"csc-{self.slug}"
 
 
 @dataclass(frozen=True, slots=True)
