@@ -1,0 +1,119 @@
+"""The inbox consumer: `alerts.<agency>` -> SQL rows, rows committed before offsets.
+
+Per batch: decode and check every record; insert the good ones in one transaction (a
+notification id already stored is skipped, so a redelivery is a no-op); only then dead-letter
+the bad ones and commit the offsets. If the database is down, nothing is committed: the
+consumer seeks back to the batch's first offsets, waits (with back-off) and reads the same
+records again, so an outage of any length loses nothing and keeps the consumer in its group.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
+from kafka.errors import KafkaError
+
+from safehub.consumers.deadletter import DeadLetterSink
+from safehub.consumers.inbox.store import InboxStore
+from safehub.errors import BrokerError, StoreError, ValidationError
+from safehub.schemas.codec import decode
+from safehub.schemas.records import RoutedAlert
+from safehub.services.router.core import notification_id
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], int]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    initial_s: float = 0.5
+    max_s: float = 10.0
+
+
+def topic_agency(topic: str, prefix: str) -> str:
+    name = topic[len(prefix):] if prefix and topic.startswith(prefix) else topic
+    if not name.startswith("alerts."):
+        raise ValidationError("topic", "not an alerts topic")
+    return name[len("alerts."):]
+
+
+def check(routed: RoutedAlert, agency: str) -> None:
+    """A record must be for the agency whose topic it came on, with a well-derived id."""
+    if routed.receiver_agency != agency:
+        raise ValidationError("receiver_agency", "differs from the topic's agency")
+    expected = notification_id(routed.alert.alert_id, routed.receiver_agency,
+                               routed.escalation_level)
+    if routed.notification_id != expected:
+        raise ValidationError("notification_id", "not derived from alert, receiver and level")
+
+
+class InboxConsumer:
+    def __init__(self, consumer: KafkaConsumer, store: InboxStore, deadletters: DeadLetterSink,
+                 prefix: str, clock: Clock, retry: RetryPolicy = RetryPolicy()) -> None:
+        self._consumer = consumer
+        self._store = store
+        self._deadletters = deadletters
+        self._prefix = prefix
+        self._clock = clock
+        self._retry = retry
+        self._backoff = retry.initial_s
+        self.stored = 0
+        self.deadlettered = 0
+        self.outages = 0
+
+    def step(self, stop: threading.Event, timeout_ms: int = 500) -> int:
+        """Poll once and process the batch; return how many records were consumed for good."""
+        batches: Mapping[TopicPartition, list[Any]] = self._consumer.poll(timeout_ms=timeout_ms)
+        if not batches:
+            return 0
+        good: list[tuple[RoutedAlert, bytes]] = []
+        bad: list[tuple[Any, Exception]] = []
+        for tp, records in batches.items():
+            for rec in records:
+                try:
+                    routed = decode(rec.value, RoutedAlert)
+                    check(routed, topic_agency(tp.topic, self._prefix))
+                    good.append((routed, rec.value))
+                except ValidationError as exc:
+                    bad.append((rec, exc))
+        try:
+            inserted = self._store.save(good, self._clock()) if good else 0
+        except StoreError as exc:
+            self.outages += 1
+            log.warning("inbox database unavailable (%s); retrying in %.1fs", exc, self._backoff)
+            for tp, records in batches.items():
+                self._consumer.seek(tp, records[0].offset)
+            stop.wait(self._backoff)
+            self._backoff = min(self._backoff * 2, self._retry.max_s)
+            return 0
+        self._backoff = self._retry.initial_s
+        for rec, error in bad:
+            self._deadletters.send(rec.value, rec.key, rec.topic, rec.partition, rec.offset, error)
+            log.warning("dead-lettered %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, error)
+        offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)
+                   for tp, records in batches.items()}
+        try:
+            self._consumer.commit(offsets)
+        except KafkaError as exc:
+            # Rows are in; a redelivery after this is a no-op, so the next commit covers it.
+            raise BrokerError(f"inbox offset commit failed: {type(exc).__name__}") from exc
+        self.stored += inserted
+        self.deadlettered += len(bad)
+        return len(good) + len(bad)
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.step(stop)
+            except BrokerError as exc:
+                log.warning("%s; retrying", exc)
+                stop.wait(self._retry.initial_s)
+
+    def close(self) -> None:
+        self._consumer.close()

@@ -1,0 +1,158 @@
+"""The inbox's reads and writes. Every SQLAlchemy failure surfaces as StoreError, which the
+consumer treats as "database down: wait, retry, commit no offset"."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, Select, func, select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, selectinload
+
+from safehub.consumers.inbox.models import (
+    InboxAck,
+    InboxAlert,
+    InboxEvidence,
+    InboxReidentification,
+)
+from safehub.errors import StoreError
+from safehub.schemas.records import AlertAck, RoutedAlert
+from safehub.schemas.vocabulary import AckAction
+
+STATUSES = ("NEW", "ACKNOWLEDGED", "DECIDED")
+
+
+@dataclass(frozen=True, slots=True)
+class QueueFilter:
+    tier: str | None = None
+    status: str | None = None
+    min_age: int | None = None  # the child's age in years
+    max_age: int | None = None
+    overdue: bool = False
+
+
+def _row(routed: RoutedAlert, raw: bytes, received_at: int) -> InboxAlert:
+    a = routed.alert
+    return InboxAlert(
+        notification_id=routed.notification_id, alert_id=a.alert_id,
+        agency_id=routed.receiver_agency, cluster_id=a.cluster_id, tier=a.tier.value,
+        rule=a.rule, score=a.score, raised_at=a.raised_at, age_years=a.age_years,
+        local_authority=a.local_authority, placing_authority=a.placing_authority,
+        lead_authority=routed.lead_authority, reason=routed.reason.value,
+        escalation_level=routed.escalation_level, ack_deadline=routed.ack_deadline,
+        rules_version=a.rules_version, agencies=" ".join(a.agencies),
+        identity_conflict=a.identity_conflict, digest=hashlib.sha256(raw).digest(),
+        received_at=received_at, status="NEW",
+        evidence=[InboxEvidence(event_id=e.event_id, agency_id=e.agency_id, sector=e.sector.value,
+                                indicator=e.indicator.value, occurred_at=e.occurred_at,
+                                weight=e.weight) for e in a.evidence],
+        reidentification=[InboxReidentification(agency_id=r.agency_id, reid_handle=r.reid_handle)
+                          for r in a.reidentification],
+    )
+
+
+class InboxStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        try:
+            with Session(self.engine, expire_on_commit=False) as session:
+                yield session
+        except SQLAlchemyError as exc:
+            # The class name says what failed; the message could quote row values.
+            raise StoreError(f"inbox database: {type(exc).__name__}") from exc
+
+    def save(self, batch: Sequence[tuple[RoutedAlert, bytes]], received_at: int) -> int:
+        """Insert what is new, in one transaction; return how many rows were new.
+
+        A notification id already stored (a redelivery) is skipped, so replaying a batch is a
+        no-op. A concurrent insert of the same id makes the unique constraint fire: the whole
+        batch is retried once, and then sees the row.
+        """
+        for attempt in (1, 2):
+            try:
+                with self._session() as session:
+                    ids = {r.notification_id for r, _ in batch}
+                    have = set(session.scalars(select(InboxAlert.notification_id)
+                                               .where(InboxAlert.notification_id.in_(ids))))
+                    new: dict[str, InboxAlert] = {}
+                    for routed, raw in batch:
+                        if routed.notification_id not in have:
+                            new.setdefault(routed.notification_id, _row(routed, raw, received_at))
+                    session.add_all(new.values())
+                    session.commit()
+                    return len(new)
+            except StoreError as exc:
+                if attempt == 2 or not isinstance(exc.__cause__, IntegrityError):
+                    raise
+        raise AssertionError("unreachable")
+
+    def count(self, agency_id: str | None = None) -> int:
+        with self._session() as session:
+            query = select(func.count()).select_from(InboxAlert)
+            if agency_id is not None:
+                query = query.where(InboxAlert.agency_id == agency_id)
+            return int(session.scalar(query) or 0)
+
+    def queue(self, agency_id: str, flt: QueueFilter, now: int, limit: int = 500
+              ) -> list[InboxAlert]:
+        query: Select[InboxAlert] = select(InboxAlert).where(
+            InboxAlert.agency_id == agency_id)
+        if flt.tier:
+            query = query.where(InboxAlert.tier == flt.tier)
+        if flt.status:
+            query = query.where(InboxAlert.status == flt.status)
+        if flt.min_age is not None:
+            query = query.where(InboxAlert.age_years >= flt.min_age)
+        if flt.max_age is not None:
+            query = query.where(InboxAlert.age_years <= flt.max_age)
+        if flt.overdue:
+            query = query.where(InboxAlert.status == "NEW", InboxAlert.ack_deadline <= now)
+        query = query.order_by(InboxAlert.ack_deadline, InboxAlert.notification_id).limit(limit)
+        with self._session() as session:
+            return list(session.scalars(query))
+
+    def alert(self, agency_id: str, notification_id: str) -> InboxAlert | None:
+        """The alert if, and only if, it was sent to this agency."""
+        query = (select(InboxAlert)
+                 .where(InboxAlert.notification_id == notification_id,
+                        InboxAlert.agency_id == agency_id)
+                 .options(selectinload(InboxAlert.evidence),
+                          selectinload(InboxAlert.reidentification),
+                          selectinload(InboxAlert.acks)))
+        with self._session() as session:
+            return session.scalars(query).first()
+
+    def record_ack(self, notification_id: str, ack: AlertAck) -> None:
+        """Store the ack (as an unpublished outbox row) and move the alert's status on."""
+        with self._session() as session:
+            row = session.get(InboxAlert, notification_id)
+            if row is None or row.agency_id != ack.agency_id:
+                raise StoreError("inbox database: no such alert for this agency")
+            session.add(InboxAck(
+                ack_id=ack.ack_id, notification_id=notification_id, alert_id=ack.alert_id,
+                agency_id=ack.agency_id, user_ref=ack.user_ref, action=ack.action.value,
+                decision=ack.decision.value if ack.decision else None, at=ack.at))
+            if ack.action is AckAction.DECIDED:
+                row.status, row.decision, row.decided_at = "DECIDED", ack.decision, ack.at
+                row.acknowledged_at = row.acknowledged_at or ack.at
+            elif row.status == "NEW":
+                row.status, row.acknowledged_at = "ACKNOWLEDGED", ack.at
+            session.commit()
+
+    def unpublished_acks(self, limit: int = 100) -> list[InboxAck]:
+        with self._session() as session:
+            return list(session.scalars(select(InboxAck).where(InboxAck.published_at.is_(None))
+                                        .order_by(InboxAck.at).limit(limit)))
+
+    def mark_published(self, ack_id: str, at: int) -> None:
+        with self._session() as session:
+            row = session.get(InboxAck, ack_id)
+            if row is not None:
+                row.published_at = at
+                session.commit()
