@@ -1,0 +1,114 @@
+"""Match keys and linkage blocks: one child links across agencies, two children do not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from safehub.errors import ConfigError
+from safehub.producers.exports import LineError, example_mapping, load_mapping, read_export
+from safehub.producers.linkagekey import LinkageKey, load_linkage_key
+from safehub.producers.matchkeys import BLOCK_COUNT, linkage_block, match_keys, message_key
+from safehub.producers.pseudonymisation import normalise_identity, prepare
+from safehub.producers.records import ChildIdentity, SignRecord
+from safehub.schemas.vocabulary import Sector, Sign
+
+KEY = LinkageKey(bytes(range(32)), epoch=3)
+EXAMPLES = Path(__file__).resolve().parents[2] / "producers" / "examples"
+
+
+def _keys(identity: ChildIdentity, key: LinkageKey = KEY):
+    norm = normalise_identity(identity)
+    return match_keys(norm, key), linkage_block(norm, key)
+
+
+def _shared(a, b) -> set[str]:
+    da, db = dict(a.present()), dict(b.present())
+    return {n for n in da if n in db and da[n] == db[n]}
+
+
+def test_school_and_police_link_the_same_child() -> None:
+    school = ChildIdentity("Chloë", "O'Brien-Walsh", "2009-03-14", "996 030 8243", "LS9 8AB")
+    # Police: no NHS number, a typo in the first name, another date and postcode format.
+    police = ChildIdentity("Chole", "OBRIEN WALSH", "14/03/2009", None, "ls98ab",
+                           date_format="DD/MM/YYYY")
+    school_keys, school_block = _keys(school)
+    police_keys, police_block = _keys(police)
+    assert school_block == police_block
+    assert police_keys.mk1 is None and school_keys.mk1 is not None
+    shared = _shared(school_keys, police_keys)
+    assert "mk4" in shared  # surname + DOB + postcode survive the first-name typo
+    assert "mk2" not in shared  # exact names differ
+
+
+def test_phonetic_key_absorbs_spelling_variants() -> None:
+    a, _ = _keys(ChildIdentity("Jessica", "Smith", "2010-01-05"))
+    b, _ = _keys(ChildIdentity("Jessika", "Smith", "2010-01-05"))
+    assert a.mk3 == b.mk3 and a.mk2 != b.mk2
+
+
+def test_two_children_with_the_same_birthday_share_no_key() -> None:
+    a, block_a = _keys(ChildIdentity("Amira", "Okonkwo", "2010-07-21", "9935181901", "LS6 2QT"))
+    b, block_b = _keys(ChildIdentity("Tyler", "Haddock", "2010-07-21", "6281948211", "LS6 2QT"))
+    assert block_a == block_b  # same DOB, same block: they are correlated side by side
+    assert _shared(a, b) == set()
+
+
+def test_keys_depend_on_the_key_and_its_epoch() -> None:
+    ident = ChildIdentity("Amira", "Okonkwo", "2010-07-21", "9935181901", "LS6 2QT")
+    base, _ = _keys(ident)
+    other_epoch, _ = _keys(ident, LinkageKey(KEY.secret, epoch=4))
+    other_key, _ = _keys(ident, LinkageKey(bytes(32), epoch=3))
+    assert _shared(base, other_epoch) == set() and _shared(base, other_key) == set()
+    # domain tags: no two of one child's keys are equal
+    values = [v for _, v in base.present()]
+    assert len(set(values)) == len(values) == 4 and all(len(v) == 32 for v in values)
+
+
+def test_blocks_spread_and_message_key_is_4_byte_big_endian() -> None:
+    blocks = {
+        _keys(ChildIdentity("A", "B", f"20{y:02d}-{m:02d}-{d:02d}"))[1]
+        for y in range(5, 10) for m in range(1, 13) for d in range(1, 29)
+    }
+    assert all(0 <= b < BLOCK_COUNT for b in blocks)
+    assert len(blocks) > 1000  # 1680 birth dates over 4096 buckets
+    assert message_key(0x0ABC) == b"\x00\x00\x0a\xbc"
+
+
+def test_example_exports_link_across_sectors() -> None:
+    """The bundled school and police examples describe the same child (see examples/README)."""
+    def first(sector: Sector, name: str):
+        rows = list(read_export(EXAMPLES / name, load_mapping(example_mapping(sector))))
+        record = rows[0][1]
+        assert not isinstance(record, LineError)
+        return prepare(record, "agency-" + sector.value.lower(), KEY)
+
+    school, police = first(Sector.EDUCATION, "education.csv"), first(Sector.POLICE, "police.csv")
+    assert school.linkage_block == police.linkage_block
+    assert {"mk3", "mk4"} <= _shared(school.match_keys, police.match_keys)
+
+
+def test_event_id_from_agency_and_record_reference() -> None:
+    rec = SignRecord("R-1", ChildIdentity("Amira", "Okonkwo", "2010-07-21"), "E08000035",
+                     1_710_000_000_000, Sign.SELF_HARM)
+    a, b = prepare(rec, "health-leeds", KEY), prepare(rec, "health-leeds", KEY)
+    other = prepare(rec, "police-wy", KEY)
+    assert a.event_id == b.event_id != other.event_id and len(a.event_id) == 32
+
+
+def test_linkage_key_loading(tmp_path: Path) -> None:
+    secret = "ab" * 32
+    assert load_linkage_key(env={"SAFEHUB_LINKAGE_KEY": secret}).secret == bytes.fromhex(secret)
+    f = tmp_path / "key.hex"
+    f.write_text(secret + "\n")
+    key = load_linkage_key(f, env={"SAFEHUB_LINKAGE_KEY_EPOCH": "7"})
+    assert key.epoch == 7 and secret not in repr(key) and "abab" not in str(key)
+    with pytest.raises(ConfigError, match="no linkage key"):
+        load_linkage_key(env={})
+    with pytest.raises(ConfigError, match="at least 32") as err:
+        load_linkage_key(env={"SAFEHUB_LINKAGE_KEY": "cd" * 16})
+    assert "cdcd" not in str(err.value)
+    with pytest.raises(ConfigError, match="not hexadecimal") as err:
+        load_linkage_key(env={"SAFEHUB_LINKAGE_KEY": "secret-passphrase" * 4})
+    assert "passphrase" not in str(err.value)
