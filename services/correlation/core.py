@@ -1,0 +1,317 @@
+"""The correlation core: `step(rules, state, event) -> (state, alerts)`, pure and deterministic.
+
+One `BlockState` holds everything known about the children of one linkage block. `step` reads no
+clock, makes no random ids and does no I/O: every time comes from events (event time, never
+arrival time) and every id is a hash of what caused it. The stream processor, the auditors'
+replay and the tests therefore get the same alerts from the same input in the same order.
+
+Assessment. A cluster (one child, see linking.py) is assessed in windows: for every event time t
+of the cluster, the window ending at t holds the signs and significant incidents of the last
+`sign_days` and the vulnerabilities of the last `vulnerability_days`. A window with no sign or
+incident raises nothing (vulnerabilities never alert alone). Otherwise, in this order:
+significant incident -> HIGH ("significant-incident"); a sexual-activity sign at an age below
+the limit -> HIGH ("sexual-activity-under-13"); at least `distinct_signs` different signs ->
+HIGH ("distinct-signs"); else the score (sum of weights, times the multi-agency factor when the
+signs come from enough agencies) against the tier thresholds ("score"). The cluster's
+assessment is its peak window: highest tier, then highest score, then latest end. Adding an
+event never lowers any window's tier, so the peak tier only rises as evidence arrives.
+
+Alerting. `step` emits an alert for the event's cluster when its peak tier rises above the
+highest tier already alerted, or when the event itself is in the peak's evidence and comes from
+an agency no earlier alert of the cluster named. An alert's id hashes its cause: cluster id,
+tier, rule, evidence event ids and rules version.
+
+Lateness and bounded state. The block's watermark is the latest event time it has seen. An event
+more than `lateness_days` behind it is too late: it changes nothing and raises nothing (the
+processor still journals it, so replay agrees). Events that no acceptable future event can
+share a window with (older than watermark - lateness - window) are pruned, so a block's state
+stops growing once events age out. A duplicate (same event id) changes nothing: it is either
+still held, or so old that it is too late.
+
+Final alerts, precisely. After a stream of events, the final alerts of a block are
+`standing_alerts(rules, state)`: for each cluster in the state whose peak reaches a tier, the
+alert describing that peak over the events the state retains. Guarantee (tested with property
+tests): for any arrival order of the same set of events, provided each event arrives at most
+`lateness_days` behind the newest event its block has seen and no identity conflict arises,
+(1) the final alerts are equal, alert ids included, and (2) for each final cluster the highest
+tier among the alerts emitted about its events equals its final alert's tier, so no arrival
+order hides or delays an escalation past the event that completes it. Duplicating any event
+anywhere in a stream changes neither the emitted alerts nor the final state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+from safehub.schemas.records import (
+    CorrelatedAlert,
+    Evidence,
+    IngressEvent,
+    MissingEpisodeEvent,
+    ReidentificationRef,
+)
+from safehub.schemas.vocabulary import (
+    Indicator,
+    Sector,
+    Sign,
+    Tier,
+    Vulnerability,
+)
+from safehub.services.correlation.linking import Key, event_keys, link, nhs_keys
+from safehub.services.correlation.rules import Rules
+
+RULE_INCIDENT = "significant-incident"
+RULE_UNDER_13 = "sexual-activity-under-13"
+RULE_DISTINCT = "distinct-signs"
+RULE_SCORE = "score"
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What the rules need of one accepted event."""
+
+    event_id: str
+    agency_id: str
+    sector: Sector
+    indicator: Indicator
+    occurred_at: int
+    age_years: int
+    local_authority: str
+    placing_authority: str | None
+    reid_handle: str
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    keys: frozenset[Key]
+    observations: tuple[Observation, ...]  # sorted by (occurred_at, event_id)
+    conflict: bool = False
+    alerted_rank: int = 0  # highest tier rank alerted so far (0 = none)
+    alerted_agencies: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class BlockState:
+    watermark: int = -1  # latest event time seen in the block; -1 before the first event
+    clusters: tuple[Cluster, ...] = ()
+    event_ids: frozenset[str] = frozenset()  # ids of the observations held, for duplicates
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    tier: Tier
+    rule: str
+    score: float
+    anchor: int
+    evidence: tuple[Observation, ...]
+
+
+def initial_state() -> BlockState:
+    return BlockState()
+
+
+def observation_of(event: IngressEvent) -> Observation:
+    # A missing episode is the MISSING_FROM_HOME_OR_CARE sign at its start; every episode is
+    # its own observation, so repeated episodes add up.
+    indicator: Indicator = (
+        Sign.MISSING_FROM_HOME_OR_CARE if isinstance(event, MissingEpisodeEvent)
+        else event.indicator
+    )
+    s = event.subject
+    return Observation(
+        event.event_id, event.agency_id, event.sector, indicator, event.occurred_at,
+        s.age_years, s.local_authority, s.placing_authority, s.reid_handle,
+    )
+
+
+def step(
+    rules: Rules, state: BlockState, event: IngressEvent
+) -> tuple[BlockState, tuple[CorrelatedAlert, ...]]:
+    """Feed one event to its block's state; return the new state and the alerts it raises."""
+    if event.event_id in state.event_ids:
+        return state, ()
+    if state.watermark >= 0 and event.occurred_at < state.watermark - rules.lateness_ms:
+        return state, ()
+    obs = observation_of(event)
+    keys = event_keys(event.subject.match_keys)
+    clusters = state.clusters
+    linking = link([c.keys for c in clusters], keys)
+    joined = [clusters[i] for i in linking.joined]
+    merged = Cluster(
+        keys=keys.union(*(c.keys for c in joined)),
+        observations=tuple(sorted(
+            (obs, *(o for c in joined for o in c.observations)),
+            key=lambda o: (o.occurred_at, o.event_id),
+        )),
+        conflict=linking.conflict or any(c.conflict for c in joined),
+        alerted_rank=max((c.alerted_rank for c in joined), default=0),
+        alerted_agencies=frozenset().union(*(c.alerted_agencies for c in joined)),
+    )
+    untouched = [
+        replace(c, conflict=True) if i in linking.conflicting else c
+        for i, c in enumerate(clusters) if i not in linking.joined
+    ]
+    block = event.subject.linkage_block
+    alerts: tuple[CorrelatedAlert, ...] = ()
+    peak = assess(rules, merged)
+    if peak is not None and (
+        peak.tier.rank > merged.alerted_rank
+        or (obs in peak.evidence and obs.agency_id not in merged.alerted_agencies)
+    ):
+        alert = alert_for(rules, block, merged, peak)
+        alerts = (alert,)
+        merged = replace(
+            merged,
+            alerted_rank=max(merged.alerted_rank, peak.tier.rank),
+            alerted_agencies=merged.alerted_agencies | frozenset(alert.agencies),
+        )
+    watermark = max(state.watermark, event.occurred_at)
+    new_clusters = _prune(rules, watermark, (*untouched, merged))
+    if watermark == state.watermark:
+        # Nothing is pruned unless the watermark moves.
+        ids = state.event_ids | {obs.event_id}
+    else:
+        ids = frozenset(o.event_id for c in new_clusters for o in c.observations)
+    return BlockState(watermark, new_clusters, ids), alerts
+
+
+def _prune(rules: Rules, watermark: int, clusters: Iterable[Cluster]) -> tuple[Cluster, ...]:
+    sign_cut = watermark - rules.lateness_ms - rules.sign_window_ms
+    vuln_cut = watermark - rules.lateness_ms - rules.vulnerability_window_ms
+    kept: list[Cluster] = []
+    for c in clusters:
+        if c.observations[0].occurred_at >= min(sign_cut, vuln_cut):
+            kept.append(c)
+            continue
+        obs = tuple(
+            o for o in c.observations
+            if o.occurred_at >= (vuln_cut if isinstance(o.indicator, Vulnerability) else sign_cut)
+        )
+        if obs:
+            kept.append(replace(c, observations=obs))
+        # A cluster whose every event aged out is forgotten with its keys: nothing it held
+        # can count again, and a later event starts the child afresh.
+    return tuple(sorted(kept, key=lambda c: min(c.keys)))
+
+
+def _weight(rules: Rules, indicator: Indicator) -> float:
+    if isinstance(indicator, Sign):
+        return rules.sign_weights[indicator]
+    if isinstance(indicator, Vulnerability):
+        return rules.vulnerability_weights[indicator]
+    return rules.significant_incident_weight
+
+
+def _assess_window(rules: Rules, window: tuple[Observation, ...], anchor: int) -> Assessment | None:
+    signs = [o for o in window if not isinstance(o.indicator, Vulnerability)]
+    if not signs:
+        return None
+    raw = sum(_weight(rules, o.indicator) for o in window)
+    agencies = {o.agency_id for o in signs}
+    factor = rules.multi_agency_factor if len(agencies) >= rules.multi_agency_min else 1.0
+    score = round(raw * factor, 3)
+    distinct = {o.indicator for o in signs if isinstance(o.indicator, Sign)}
+    if any(o.indicator in rules.significant_incidents for o in signs):
+        tier, rule = Tier.HIGH, RULE_INCIDENT
+    elif any(
+        o.indicator in rules.sexual_activity_signs
+        and o.age_years < rules.sexual_activity_under_age
+        for o in signs
+    ):
+        tier, rule = Tier.HIGH, RULE_UNDER_13
+    elif len(distinct) >= rules.distinct_signs_high:
+        tier, rule = Tier.HIGH, RULE_DISTINCT
+    elif score >= rules.high:
+        tier, rule = Tier.HIGH, RULE_SCORE
+    elif score >= rules.escalating:
+        tier, rule = Tier.ESCALATING, RULE_SCORE
+    elif score >= rules.emerging:
+        tier, rule = Tier.EMERGING, RULE_SCORE
+    else:
+        return None
+    return Assessment(tier, rule, score, anchor, window)
+
+
+def assess(rules: Rules, cluster: Cluster) -> Assessment | None:
+    """The cluster's peak window (highest tier, then score, then latest end), or None."""
+    best: Assessment | None = None
+    obs = cluster.observations
+    anchors = sorted({o.occurred_at for o in obs})
+    for anchor in anchors:
+        window = tuple(
+            o for o in obs
+            if o.occurred_at <= anchor
+            and o.occurred_at > anchor - (
+                rules.vulnerability_window_ms if isinstance(o.indicator, Vulnerability)
+                else rules.sign_window_ms
+            )
+        )
+        a = _assess_window(rules, window, anchor)
+        if a is not None and (
+            best is None or (a.tier.rank, a.score, a.anchor) >= (best.tier.rank, best.score,
+                                                                  best.anchor)
+        ):
+            best = a
+    return best
+
+
+def cluster_id(block: int, cluster: Cluster) -> str:
+    """Stable id of a child cluster: a hash of its best key (an NHS-number key if it has one).
+
+    Clusters kept apart by an identity conflict can share their smallest key; a conflicted
+    cluster without an NHS key is therefore named by its whole key set.
+    """
+    if cluster.conflict and not nhs_keys(cluster.keys):
+        material = b"".join(bytes([k]) + v for k, v in sorted(cluster.keys))
+    else:
+        kind, value = min(cluster.keys)
+        material = bytes([kind]) + value
+    digest = hashlib.sha256(b"safehub-cluster\x00" + block.to_bytes(4, "big") + material)
+    return digest.hexdigest()[:32]
+
+
+def alert_for(rules: Rules, block: int, cluster: Cluster, peak: Assessment) -> CorrelatedAlert:
+    cid = cluster_id(block, cluster)
+    evidence = peak.evidence
+    cause = "\x00".join(
+        ["safehub-alert", cid, peak.tier.value, peak.rule, rules.version,
+         *(o.event_id for o in evidence)]
+    )
+    latest = max(evidence, key=lambda o: (o.occurred_at, o.event_id))
+    return CorrelatedAlert(
+        alert_id=hashlib.sha256(cause.encode()).hexdigest()[:32],
+        rules_version=rules.version,
+        cluster_id=cid,
+        linkage_block=block,
+        tier=peak.tier,
+        rule=peak.rule,
+        score=peak.score,
+        raised_at=peak.anchor,
+        age_years=latest.age_years,
+        local_authority=latest.local_authority,
+        placing_authority=latest.placing_authority,
+        agencies=tuple(sorted({o.agency_id for o in evidence})),
+        evidence=tuple(
+            Evidence(o.event_id, o.agency_id, o.sector, o.indicator, o.occurred_at,
+                     _weight(rules, o.indicator))
+            for o in evidence
+        ),
+        reidentification=tuple(sorted(
+            {ReidentificationRef(o.agency_id, o.reid_handle) for o in evidence},
+            key=lambda r: (r.agency_id, r.reid_handle),
+        )),
+        identity_conflict=cluster.conflict,
+    )
+
+
+def standing_alerts(rules: Rules, block: int, state: BlockState) -> tuple[CorrelatedAlert, ...]:
+    """The final alerts of a block (see the module docstring), sorted by cluster id."""
+    out = []
+    for c in state.clusters:
+        peak = assess(rules, c)
+        if peak is not None:
+            out.append(alert_for(rules, block, c, peak))
+    return tuple(sorted(out, key=lambda a: a.cluster_id))
+

@@ -1,0 +1,72 @@
+"""Linking pseudonyms into child clusters within one linkage block.
+
+A child is a connected component of match keys: two events belong to the same child when they
+share any match key (directly or through other events). This is union-find over match keys,
+kept as one key set per cluster because a block holds only a handful of children: joining an
+event unites every cluster that shares a key with it.
+
+The one exception is the NHS number (mk1): two different mk1 values in one cluster mean two
+different children whose weaker keys (names, date of birth, postcode) collide. Such clusters are
+not merged; they are flagged as an identity conflict, and every alert about them says so, so a
+practitioner checks identity before acting.
+
+Match keys are stored by a 16-byte prefix: within a block (children sharing a date-of-birth
+bucket) 128 bits cannot collide by chance, and it halves the state kept per child.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from safehub.schemas.records import MatchKeys
+
+KEY_BYTES = 16
+_KINDS = {"mk1": 1, "mk2": 2, "mk3": 3, "mk4": 4}
+
+# (kind number, key prefix); kind 1 (NHS number) sorts first, so a cluster's smallest key is
+# its NHS-number key whenever it has one.
+Key = tuple[int, bytes]
+
+
+def event_keys(match_keys: MatchKeys) -> frozenset[Key]:
+    return frozenset((_KINDS[name], value[:KEY_BYTES]) for name, value in match_keys.present())
+
+
+def nhs_keys(keys: frozenset[Key]) -> frozenset[Key]:
+    return frozenset(k for k in keys if k[0] == 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Linking:
+    """Where one event goes: the clusters it joins, and those it only touches.
+
+    `joined`: indices of existing clusters merged with the event into one cluster.
+    `conflicting`: indices of clusters that share a key with the event but carry a different
+    NHS-number key; they stay apart and are flagged, as is the event's own cluster.
+    """
+
+    joined: tuple[int, ...]
+    conflicting: tuple[int, ...]
+
+    @property
+    def conflict(self) -> bool:
+        return bool(self.conflicting)
+
+
+def link(cluster_keys: Sequence[frozenset[Key]], keys: frozenset[Key]) -> Linking:
+    """Decide how an event with `keys` joins the clusters whose key sets are `cluster_keys`."""
+    touching = [i for i, ck in enumerate(cluster_keys) if not ck.isdisjoint(keys)]
+    own_nhs = nhs_keys(keys)
+    nhs_seen = set(own_nhs)
+    for i in touching:
+        nhs_seen |= nhs_keys(cluster_keys[i])
+    if len(nhs_seen) <= 1:
+        return Linking(tuple(touching), ())
+    # Conflict. The event's own NHS key, if any, decides where it belongs; without one the
+    # event cannot choose between children and joins only clusters that have no NHS key.
+    joined = tuple(
+        i for i in touching if nhs_keys(cluster_keys[i]) <= own_nhs
+    )
+    conflicting = tuple(i for i in touching if i not in joined)
+    return Linking(joined, conflicting)

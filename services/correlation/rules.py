@@ -1,0 +1,163 @@
+"""The correlation rules: a versioned data file (TOML) turned into one immutable value.
+
+The version is the SHA-256 of the file's exact bytes, so an alert names precisely the rules
+that raised it, and the auditors' replay finds them again with `rules_by_version`. A rules file
+is checked completely when loaded: every Sign and Vulnerability must have a weight, every number
+must make sense, and no unknown key is accepted (a typo would otherwise silently fall back to a
+default). Anything wrong raises ConfigError naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safehub.errors import ConfigError
+from safehub.schemas.vocabulary import Sign, SignificantIncident, Vulnerability
+
+RULES_DIR = Path(__file__).with_name("rules")
+DEFAULT_RULES_PATH = RULES_DIR / "default-v1.toml"
+DAY_MS = 86_400_000
+
+_SECTIONS: dict[str, frozenset[str]] = {
+    "windows": frozenset({"sign_days", "vulnerability_days", "lateness_days"}),
+    "tiers": frozenset({"emerging", "escalating", "high"}),
+    "multi_agency": frozenset({"min_agencies", "factor"}),
+    "high_at_once": frozenset({
+        "distinct_signs", "sexual_activity_under_age", "sexual_activity_signs",
+        "significant_incident_weight", "significant_incidents",
+    }),
+    "sign_weights": frozenset(Sign.__members__),
+    "vulnerability_weights": frozenset(Vulnerability.__members__),
+}
+_FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    version: str  # SHA-256 hex of the rules file's bytes
+    sign_window_ms: int
+    vulnerability_window_ms: int
+    lateness_ms: int
+    emerging: float
+    escalating: float
+    high: float
+    multi_agency_min: int
+    multi_agency_factor: float
+    distinct_signs_high: int
+    sexual_activity_under_age: int
+    sexual_activity_signs: frozenset[Sign]
+    significant_incidents: frozenset[SignificantIncident]
+    significant_incident_weight: float
+    sign_weights: Mapping[Sign, float]
+    vulnerability_weights: Mapping[Vulnerability, float]
+
+    @property
+    def horizon_ms(self) -> int:
+        """How far behind a block's newest event anything can still matter (for pruning)."""
+        return max(self.sign_window_ms, self.vulnerability_window_ms) + self.lateness_ms
+
+
+def load_rules(path: Path | str) -> Rules:
+    """Read and check a rules file; ConfigError names the file and the offending key."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"rules file {p}: cannot read ({exc.strerror})") from exc
+    return parse_rules(data, str(p))
+
+
+def rules_by_version(version: str, directory: Path = RULES_DIR) -> Rules:
+    """The rules whose file hashes to `version`, among those kept in `directory`."""
+    for candidate in sorted(directory.glob("*.toml")):
+        if hashlib.sha256(candidate.read_bytes()).hexdigest() == version:
+            return load_rules(candidate)
+    raise ConfigError(f"no rules file in {directory} has version {version}")
+
+
+def parse_rules(data: bytes, source: str = "<rules>") -> Rules:
+    def fail(key: str, problem: str) -> ConfigError:
+        return ConfigError(f"rules file {source}: {key}: {problem}")
+
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"rules file {source}: not valid TOML ({exc})") from exc
+    if raw.get("format") != _FORMAT:
+        raise fail("format", f"must be {_FORMAT}")
+    for name in raw:
+        if name != "format" and name not in _SECTIONS:
+            raise fail(name, "unknown section")
+    sections: dict[str, dict[str, Any]] = {}
+    for name, allowed in _SECTIONS.items():
+        section = raw.get(name)
+        if not isinstance(section, dict):
+            raise fail(name, "missing section")
+        for key in section:
+            if key not in allowed:
+                raise fail(f"{name}.{key}", "unknown key")
+        for key in allowed:
+            if key not in section:
+                raise fail(f"{name}.{key}", "missing")
+        sections[name] = section
+
+    def number(section: str, key: str, minimum: float, integer: bool = False) -> float:
+        value = sections[section][key]
+        ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
+        if isinstance(value, bool) or not ok_type:
+            raise fail(f"{section}.{key}", "must be an integer" if integer else "must be a number")
+        if value < minimum:
+            raise fail(f"{section}.{key}", f"must be at least {minimum}")
+        return float(value)
+
+    def symbols(section: str, key: str, enum: type[Sign] | type[SignificantIncident]) -> set[Any]:
+        value = sections[section][key]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise fail(f"{section}.{key}", "must be a list of symbols")
+        unknown = [v for v in value if v not in enum.__members__]
+        if unknown:
+            raise fail(f"{section}.{key}", f"unknown symbol {unknown[0]}")
+        return {enum[v] for v in value}
+
+    emerging = number("tiers", "emerging", 0.0)
+    escalating = number("tiers", "escalating", 0.0)
+    high = number("tiers", "high", 0.0)
+    if not 0 < emerging < escalating < high:
+        raise fail("tiers", "thresholds must satisfy 0 < emerging < escalating < high")
+    sign_weights = {s: number("sign_weights", s.value, 0.0) for s in Sign}
+    vulnerability_weights = {
+        v: number("vulnerability_weights", v.value, 0.0) for v in Vulnerability
+    }
+    for v, w in vulnerability_weights.items():
+        # Vulnerabilities never alert alone: a set of them scoring "emerging" without any sign
+        # is still no alert (core enforces it), but a weight that large is surely a typo.
+        if w >= emerging:
+            raise fail(f"vulnerability_weights.{v.value}", "must be below tiers.emerging")
+    return Rules(
+        version=hashlib.sha256(data).hexdigest(),
+        sign_window_ms=int(number("windows", "sign_days", 1, integer=True)) * DAY_MS,
+        vulnerability_window_ms=int(number("windows", "vulnerability_days", 1, integer=True))
+        * DAY_MS,
+        lateness_ms=int(number("windows", "lateness_days", 0, integer=True)) * DAY_MS,
+        emerging=emerging,
+        escalating=escalating,
+        high=high,
+        multi_agency_min=int(number("multi_agency", "min_agencies", 2, integer=True)),
+        multi_agency_factor=number("multi_agency", "factor", 1.0),
+        distinct_signs_high=int(number("high_at_once", "distinct_signs", 2, integer=True)),
+        sexual_activity_under_age=int(
+            number("high_at_once", "sexual_activity_under_age", 0, integer=True)
+        ),
+        sexual_activity_signs=frozenset(symbols("high_at_once", "sexual_activity_signs", Sign)),
+        significant_incidents=frozenset(
+            symbols("high_at_once", "significant_incidents", SignificantIncident)
+        ),
+        significant_incident_weight=number("high_at_once", "significant_incident_weight", 0.0),
+        sign_weights=sign_weights,
+        vulnerability_weights=vulnerability_weights,
+    )

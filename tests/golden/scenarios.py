@@ -1,0 +1,161 @@
+"""Golden scenarios: Markdown tables a safeguarding lead can review, turned into events.
+
+Each `tests/golden/*.md` file has an `## Events` table, in arrival order:
+
+| # | ref | day | agency | child | keys | age | indicator |
+
+- `ref` is the agency's own record reference; the event id is derived from agency + ref, so a
+  row repeating an earlier agency + ref is a duplicate delivery of the same event.
+- `day` is event time, in days after Monday 6 January 2025 (rows may arrive out of day order).
+- `child` names the real child; `keys` lists the match keys the agency could make (mk1 = NHS
+  number, mk2 = names + date of birth, mk3 = phonetic, mk4 = surname + date of birth +
+  postcode). `mk1:B` means the agency's record carries child B's NHS number (a data error).
+- `indicator` is a Sign, Vulnerability or SignificantIncident symbol, or MISSING_EPISODE.
+
+and an `## Expected alerts` table, in emission order ("none" rows mean: no alert at all):
+
+| after # | child | tier | rule | score | agencies | evidence | conflict |
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from safehub.schemas.records import (
+    CorrelatedAlert,
+    IngressEvent,
+    MatchKeys,
+    MissingEpisodeEvent,
+    Subject,
+    WarningSignEvent,
+)
+from safehub.schemas.vocabulary import MissingType, Sector, indicator_from_symbol
+
+GOLDEN_DIR = Path(__file__).parent
+EPOCH_MS = 1_736_121_600_000  # 2025-01-06T00:00:00Z
+DAY_MS = 86_400_000
+BLOCK = 4242
+LOCAL_AUTHORITY = "E08000035"
+
+_SECTORS = {
+    "police": Sector.POLICE, "school": Sector.EDUCATION, "health": Sector.HEALTH,
+    "social-care": Sector.SOCIAL_CARE, "youth-justice": Sector.YOUTH_JUSTICE,
+    "voluntary": Sector.VOLUNTARY,
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    number: int
+    ref: str
+    agency: str
+    child: str
+    event: IngressEvent
+
+
+@dataclass(frozen=True)
+class Expected:
+    after: int
+    child: str
+    tier: str
+    rule: str
+    score: float
+    agencies: tuple[str, ...]
+    evidence: tuple[str, ...]  # agency/ref labels, in event-time order
+    conflict: bool
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    rows: tuple[Row, ...]
+    expected: tuple[Expected, ...]
+
+
+def _hex(*parts: str) -> str:
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
+
+
+def event_id(agency: str, ref: str) -> str:
+    return _hex("event", agency, ref)
+
+
+def _sector(agency: str) -> Sector:
+    for prefix, sector in _SECTORS.items():
+        if agency.startswith(prefix + "-"):
+            return sector
+    raise ValueError(f"agency {agency} has no known sector prefix")
+
+
+def _match_keys(child: str, spec: str) -> MatchKeys:
+    values: dict[str, bytes] = {}
+    for item in spec.split():
+        kind, _, owner = item.partition(":")
+        values[kind] = hashlib.sha256(f"{kind}:{owner or child}".encode()).digest()
+    return MatchKeys(**values)
+
+
+def _table(lines: list[str], heading: str) -> list[list[str]]:
+    start = lines.index(heading)
+    rows = []
+    for line in lines[start + 1:]:
+        if line.startswith("## "):
+            break
+        if line.startswith("|") and not set(line) <= set("|-: "):
+            rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+    return rows[1:]  # drop the header row
+
+
+def load(path: Path) -> Scenario:
+    lines = [line.rstrip() for line in path.read_text().splitlines()]
+    rows = []
+    for cells in _table(lines, "## Events"):
+        number, ref, day, agency, child, keys, age, indicator = cells
+        occurred = EPOCH_MS + int(float(day) * DAY_MS)
+        subject = Subject(
+            match_keys=_match_keys(child, keys), key_epoch=1, linkage_block=BLOCK,
+            age_years=int(age), local_authority=LOCAL_AUTHORITY, placing_authority=None,
+            reid_handle=_hex("reid", agency, ref),
+        )
+        common = dict(event_id=event_id(agency, ref), agency_id=agency, sector=_sector(agency),
+                      occurred_at=occurred, reported_at=occurred + DAY_MS, subject=subject)
+        event: IngressEvent
+        if indicator == "MISSING_EPISODE":
+            event = MissingEpisodeEvent(
+                **common, ended_at=occurred + DAY_MS // 2, missing_type=MissingType.MISSING,
+                return_interview_offered=True, return_interview_done=False,
+            )
+        else:
+            event = WarningSignEvent(**common, indicator=indicator_from_symbol(indicator))
+        rows.append(Row(int(number), ref, agency, child, event))
+    expected = []
+    for cells in _table(lines, "## Expected alerts"):
+        if cells[0].lower() == "none":
+            continue
+        after, child, tier, rule, score, agencies, evidence, conflict = cells
+        expected.append(Expected(
+            int(after), child, tier, rule, float(score), tuple(agencies.split()),
+            tuple(evidence.split()), conflict.lower() == "yes",
+        ))
+    return Scenario(path.stem, tuple(rows), tuple(expected))
+
+
+def all_scenarios() -> list[Scenario]:
+    return [load(p) for p in sorted(GOLDEN_DIR.glob("*.md"))]
+
+
+def describe(scenario: Scenario, emitted: list[tuple[int, CorrelatedAlert]]) -> list[Expected]:
+    """Turn emitted (after-row, alert) pairs into the table's terms, for comparison."""
+    label = {event_id(r.agency, r.ref): (f"{r.agency.split('-')[0]}/{r.ref}", r.child)
+             for r in scenario.rows}
+    out = []
+    for after, alert in emitted:
+        children = {label[e.event_id][1] for e in alert.evidence}
+        out.append(Expected(
+            after, "+".join(sorted(children)), alert.tier.value, alert.rule, alert.score,
+            alert.agencies, tuple(label[e.event_id][0] for e in alert.evidence),
+            alert.identity_conflict,
+        ))
+    return out
