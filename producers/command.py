@@ -1,0 +1,162 @@
+"""`safehub publish --agency ID --from FILE`: pseudonymise an agency export and publish it.
+
+Settings come from SAFEHUB_* variables (SAFEHUB_KAFKA_BOOTSTRAP, SAFEHUB_TOPIC_PREFIX,
+SAFEHUB_VAULT_URL, SAFEHUB_LINKAGE_KEY / SAFEHUB_LINKAGE_KEY_FILE, SAFEHUB_LINKAGE_KEY_EPOCH),
+overridden by the flags. Each unusable line is reported as `line N: field: rule`; the exit code
+is 1 if any line failed, so a scheduler notices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from safehub.bus import make_producer
+from safehub.errors import ConfigError
+from safehub.producers.exports import (
+    ColumnMapping,
+    LineError,
+    count_rows,
+    example_mapping,
+    load_mapping,
+    read_export,
+)
+from safehub.producers.linkagekey import LinkageKey, load_linkage_key
+from safehub.producers.publisher import (
+    DeliveryReport,
+    Outcome,
+    Publisher,
+    Rejected,
+    Undelivered,
+)
+from safehub.producers.records import AgencyRecord
+from safehub.producers.vault import Vault
+from safehub.schemas.vocabulary import Sector
+
+log = logging.getLogger(__name__)
+PROGRESS_MIN_ROWS = 1000  # a bar for a handful of lines is noise
+
+
+@dataclass(frozen=True, slots=True)
+class PublishSettings:
+    agency_id: str
+    source: Path
+    mapping: ColumnMapping
+    bootstrap: str
+    topic_prefix: str
+    vault_url: str
+    key: LinkageKey
+    batch_size: int
+
+    def __repr__(self) -> str:
+        return (f"PublishSettings(agency_id={self.agency_id!r}, source={str(self.source)!r}, "
+                f"bootstrap={self.bootstrap!r}, topic_prefix={self.topic_prefix!r})")
+
+
+def default_vault_url(agency_id: str, env: Mapping[str, str]) -> str:
+    base = env.get("SAFEHUB_STATE") or os.path.join(
+        env.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "safehub"
+    )
+    folder = Path(base) / "vault"
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / (agency_id + '.sqlite')}"
+
+
+def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> PublishSettings:
+    if args.mapping:
+        mapping = load_mapping(Path(args.mapping))
+    elif args.sector:
+        mapping = load_mapping(example_mapping(Sector(args.sector.upper())))
+    else:
+        raise ConfigError("say how to read the export: --mapping FILE or --sector NAME")
+    return PublishSettings(
+        agency_id=args.agency,
+        source=Path(args.source),
+        mapping=mapping,
+        bootstrap=args.bootstrap or env.get("SAFEHUB_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
+        topic_prefix=env.get("SAFEHUB_TOPIC_PREFIX", ""),
+        vault_url=args.vault or env.get("SAFEHUB_VAULT_URL")
+        or default_vault_url(args.agency, env),
+        key=load_linkage_key(Path(args.key_file) if args.key_file else None, env,
+                             args.key_epoch),
+        batch_size=args.batch_size,
+    )
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--agency", required=True, metavar="ID",
+                        help="this agency's id (lower-case slug); events go to ingress.<ID>")
+    parser.add_argument("--from", dest="source", required=True, metavar="FILE",
+                        help="the export: .csv or .jsonl")
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument("--mapping", metavar="TOML", help="the export's column mapping")
+    how.add_argument("--sector", choices=[s.value.lower() for s in Sector],
+                     help="use the bundled example mapping of this sector")
+    parser.add_argument("--vault", metavar="URL",
+                        help="SQLAlchemy URL of the re-identification vault "
+                             "(default SAFEHUB_VAULT_URL, else a SQLite file in the state folder)")
+    parser.add_argument("--key-file", metavar="FILE",
+                        help="linkage key as hex (default SAFEHUB_LINKAGE_KEY[_FILE])")
+    parser.add_argument("--key-epoch", type=int, default=None,
+                        help="epoch of the linkage key (default SAFEHUB_LINKAGE_KEY_EPOCH or 1)")
+    parser.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers")
+    parser.add_argument("--batch-size", type=int, default=2000, help=argparse.SUPPRESS)
+
+
+def _records(
+    rows: Iterator[tuple[int, AgencyRecord | LineError]], lines: list[int],
+    errors: list[LineError], bar: tqdm,
+) -> Iterator[AgencyRecord]:
+    """Pass usable records on, noting each one's line; collect the unusable lines."""
+    for line, parsed in rows:
+        if isinstance(parsed, LineError):
+            errors.append(parsed)
+            bar.update(1)
+            continue
+        lines.append(line)
+        yield parsed
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args, os.environ)
+    if not settings.source.is_file():
+        raise ConfigError(f"no such export file: {settings.source}")
+    total = count_rows(settings.source)
+    vault = Vault.open(settings.vault_url)
+    producer = make_producer(settings.bootstrap, f"safehub-publish-{settings.agency_id}")
+    errors: list[LineError] = []
+    lines: list[int] = []
+    delivered = 0
+    try:
+        publisher = Publisher(producer, vault, settings.key, settings.agency_id,
+                              settings.mapping.sector, settings.topic_prefix,
+                              settings.batch_size)
+        with tqdm(total=total, unit="line", file=sys.stderr,
+                  disable=True if total < PROGRESS_MIN_ROWS else None) as bar:
+            def seen(outcome: Outcome) -> None:
+                bar.update(1)
+            rows = read_export(settings.source, settings.mapping)
+            outcomes = publisher.publish_many(_records(rows, lines, errors, bar), seen)
+        for line, outcome in zip(lines, outcomes, strict=True):
+            if isinstance(outcome, DeliveryReport):
+                delivered += 1
+            elif isinstance(outcome, Rejected):
+                errors.append(LineError(line, outcome.field, outcome.rule))
+            elif isinstance(outcome, Undelivered):
+                errors.append(LineError(line, "delivery", f"not acknowledged ({outcome.reason})"))
+    finally:
+        producer.close()
+        vault.close()
+    for error in sorted(errors, key=lambda e: e.line):
+        print(f"{settings.source.name}: {error}", file=sys.stderr)
+    print(f"published {delivered} event(s) to {publisher.topic}; "
+          f"{len(errors)} line(s) failed")
+    log.info("publish finished: %d delivered, %d failed", delivered, len(errors))
+    return 1 if errors else 0

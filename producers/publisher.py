@@ -1,0 +1,194 @@
+"""The publisher: an agency's records in, pseudonymised contract events out to `ingress.<agency>`.
+
+Per record: validate and normalise, derive match keys and the linkage block, record the
+re-identification handle in the agency's vault (committed first, so every handle that leaves is
+resolvable), build the event, check it against the contract as the hub will, encode it with the
+contract's codec, and send it keyed by the linkage block with acks=all and idempotence on
+(safehub.bus). Every record gets an outcome: a delivery report (topic, partition, offset), or
+the field and rule that made it unusable, or the broker error that kept it from being
+acknowledged. The event id is derived from the agency and its record reference, so a re-sent
+export puts nothing new in front of the hub.
+
+Nothing here logs or raises with an identifier in it: outcomes name fields and rules only.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from safehub.errors import BrokerError, ConfigError, ValidationError
+from safehub.producers.linkagekey import LinkageKey
+from safehub.producers.matchkeys import message_key
+from safehub.producers.pseudonymisation import Prepared, prepare, to_event
+from safehub.producers.records import AgencyRecord, MissingEpisodeRecord, SignRecord
+from safehub.producers.vault import Assignment, Vault
+from safehub.schemas import codec
+from safehub.schemas.validation import validate_ingress
+from safehub.schemas.vocabulary import Sector
+
+log = logging.getLogger(__name__)
+
+AGENCY_ID = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
+DEFAULT_BATCH = 2000
+
+
+def ingress_topic(agency_id: str, prefix: str = "") -> str:
+    return f"{prefix}ingress.{agency_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    """The broker acknowledged the event: it is durably at topic/partition/offset."""
+
+    record_ref: str
+    event_id: str
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The record broke a rule; nothing was sent. Names the field and rule, never the value."""
+
+    record_ref: str | None
+    field: str
+    rule: str
+
+
+@dataclass(frozen=True, slots=True)
+class Undelivered:
+    """The event was built but the broker did not acknowledge it in time; send it again."""
+
+    record_ref: str
+    event_id: str
+    reason: str
+
+
+Outcome = DeliveryReport | Rejected | Undelivered
+
+
+def _batches(items: Iterable[AgencyRecord], size: int) -> Iterator[list[AgencyRecord]]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+class Publisher:
+    """One agency's publisher. The producer and vault are owned by the caller."""
+
+    def __init__(
+        self,
+        producer: KafkaProducer,
+        vault: Vault,
+        key: LinkageKey,
+        agency_id: str,
+        sector: Sector,
+        topic_prefix: str = "",
+        batch_size: int = DEFAULT_BATCH,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        if len(agency_id) > 64 or AGENCY_ID.fullmatch(agency_id) is None:
+            raise ConfigError("agency id must be a lower-case slug such as police-west-yorkshire")
+        self.producer = producer
+        self.vault = vault
+        self.key = key
+        self.agency_id = agency_id
+        self.sector = sector
+        self.topic = ingress_topic(agency_id, topic_prefix)
+        self.batch_size = batch_size
+        self._clock_ms = clock_ms
+
+    # -- single records -------------------------------------------------------------------
+    def publish(self, sign: SignRecord) -> DeliveryReport:
+        """Publish one warning sign and wait for its delivery report.
+
+        Raises ValidationError (field, rule) for an unusable record, BrokerError if unacknowledged.
+        """
+        return self._one(sign)
+
+    def publish_missing_episode(self, episode: MissingEpisodeRecord) -> DeliveryReport:
+        return self._one(episode)
+
+    def _one(self, record: AgencyRecord) -> DeliveryReport:
+        (outcome,) = self.publish_many([record])
+        if isinstance(outcome, Rejected):
+            raise ValidationError(outcome.field, outcome.rule)
+        if isinstance(outcome, Undelivered):
+            raise BrokerError(f"event not acknowledged by the broker: {outcome.reason}")
+        return outcome
+
+    # -- batches --------------------------------------------------------------------------
+    def publish_many(
+        self,
+        records: Iterable[AgencyRecord],
+        on_outcome: Callable[[Outcome], None] | None = None,
+    ) -> list[Outcome]:
+        """Publish all records, pipelined in batches; one outcome per record, in input order.
+
+        A rejected record does not stop the others. `on_outcome` is called for each outcome as
+        soon as it is known (a progress bar, a checkpoint).
+        """
+        outcomes: list[Outcome] = []
+        for batch in _batches(records, self.batch_size):
+            for outcome in self._batch(batch):
+                outcomes.append(outcome)
+                if on_outcome is not None:
+                    on_outcome(outcome)
+        return outcomes
+
+    def _batch(self, batch: Sequence[AgencyRecord]) -> list[Outcome]:
+        outcomes: list[Outcome | None] = [None] * len(batch)
+        prepared: list[tuple[int, Prepared]] = []
+        for i, record in enumerate(batch):
+            try:
+                prepared.append((i, prepare(record, self.agency_id, self.key)))
+            except ValidationError as exc:
+                outcomes[i] = Rejected(record.record_ref or None, exc.field, exc.rule)
+        handles = self.vault.assign(self.agency_id, [
+            Assignment(p.person_key, p.record.record_ref.strip(), p.event_id) for _, p in prepared
+        ])
+        now_ms = self._clock_ms()
+        pending: list[tuple[int, Prepared, Any]] = []
+        for (i, p), handle in zip(prepared, handles, strict=True):
+            try:
+                event = to_event(p, self.agency_id, self.sector, self.key, handle)
+                validate_ingress(event, self.agency_id, now_ms)
+                value = codec.encode(event)
+            except ValidationError as exc:
+                outcomes[i] = Rejected(p.record.record_ref, exc.field, exc.rule)
+                continue
+            try:
+                future = self.producer.send(
+                    self.topic, key=message_key(p.linkage_block), value=value
+                )
+            except KafkaError as exc:
+                outcomes[i] = Undelivered(p.record.record_ref, p.event_id, type(exc).__name__)
+                continue
+            pending.append((i, p, future))
+        # No timeout: each record's own delivery.timeout.ms bounds the wait, so every future is
+        # settled (acknowledged or failed) when flush returns; none is left in doubt.
+        self.producer.flush()
+        for i, p, future in pending:
+            try:
+                meta = future.get(0)
+            except KafkaError as exc:
+                outcomes[i] = Undelivered(p.record.record_ref, p.event_id, type(exc).__name__)
+                continue
+            outcomes[i] = DeliveryReport(p.record.record_ref, p.event_id, meta.topic,
+                                         meta.partition, meta.offset)
+        done = [o for o in outcomes if o is not None]
+        assert len(done) == len(batch)
+        failed = sum(1 for o in done if not isinstance(o, DeliveryReport))
+        log.debug("batch of %d to %s: %d acknowledged, %d not", len(batch), self.topic,
+                  len(batch) - failed, failed)
+        return done
