@@ -8,11 +8,9 @@ codec knows every released version in `schemas/history/` and the current one in 
 Decoding is defensive because the bytes come from outside the hub:
 - size is bounded (MAX_RECORD_BYTES) before fastavro sees anything, so a record can never make
   us allocate more than a few MB (every array item in the schemas costs at least one byte);
-- fastavro checks every length against the bytes actually there (no over-read, no big
-  allocation from a forged length);
-- fastavro accepts some non-canonical bodies silently (negative enum/union indices select from
-  the end, over-long varints wrap, any non-zero byte is `true`, trailing bytes are ignored), so the
-  decoded value is written back and must reproduce the body byte for byte;
+- fastavro accepts some malformed bodies silently (negative enum/union indices select from the
+  end, over-long varints wrap, any non-zero byte is `true`, trailing bytes are ignored), so
+  `safehub.schemas.prescan` walks the body's structure first, with bounded work;
 - string fields carry a `safehub.pattern` (and optionally `safehub.maxLength`) in the schema that
   both encode and decode enforce, so no string field can carry free text.
 Every failure is a ValidationError naming the field and the rule, never the offending value.
@@ -36,6 +34,8 @@ from fastavro.schema import to_parsing_canonical_form
 
 from safehub.errors import ValidationError
 from safehub.schemas import records, vocabulary
+from safehub.schemas.decoder import compile_decoder
+from safehub.schemas.prescan import compile_scanner
 from safehub.schemas.records import (
     AlertAck,
     AuditEntry,
@@ -399,7 +399,9 @@ class _Version:
     name: str
     writer: Any  # parsed by fastavro
     reader: Any  # the current schema when this is an older version, else None
+    check: Callable[[bytes], None]
     build: Conv
+    fast: Callable[[bytes], Any] | None  # generated reader; only for the current version
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,11 +432,14 @@ def _registry() -> _Registry:
         parsed = parse_schema(expanded)
         current_fp = fingerprint(expanded)
         by_class[cls] = _Current(name, MARKER + current_fp, parsed, to_avro)
-        by_fingerprint[current_fp] = _Version(name, parsed, None, build)
+        fast = compile_decoder(expanded, compiler.classes, NAMESPACE, name)
+        by_fingerprint[current_fp] = _Version(name, parsed, None,
+                                              compile_scanner(expanded, name), build, fast)
         for _, old in history_versions(name):
             old_fp = fingerprint(old)
             if old_fp not in by_fingerprint:
-                by_fingerprint[old_fp] = _Version(name, parse_schema(old), parsed, build)
+                by_fingerprint[old_fp] = _Version(name, parse_schema(old), parsed,
+                                                  compile_scanner(old, name), build, None)
     return _Registry(by_fingerprint, by_class)
 
 
@@ -498,7 +503,11 @@ def decode(data: bytes | None, expected: type[Any] | None = None) -> Any:
     version = _registry().by_fingerprint.get(data[2:HEADER_BYTES])
     if version is None:
         raise ValidationError("value", "unknown schema fingerprint")
-    record = version.build(_read_body(version, data[HEADER_BYTES:]))
+    body = data[HEADER_BYTES:]
+    if version.fast is not None:
+        record = version.fast(body)
+    else:
+        record = version.build(_read_body(version, body))
     if expected is not None and type(record) is not expected:
         raise ValidationError("value", f"is a {type(record).__name__}, "
                                        f"expected a {expected.__name__}")
@@ -506,29 +515,12 @@ def decode(data: bytes | None, expected: type[Any] | None = None) -> Any:
 
 
 def _read_body(version: _Version, body: bytes) -> dict[str, Any]:
-    stream = BytesIO(body)
+    # Structure first (bounded work, no allocation), so fastavro only ever sees sound bodies.
+    version.check(body)
     try:
-        datum: Any = schemaless_reader(stream, version.writer, None)
+        datum: Any = schemaless_reader(BytesIO(body), version.writer, version.reader)
     except _AVRO_ERRORS as exc:
         # The library's message may quote bytes of the value: keep only the class.
         raise ValidationError(version.name, "body is not valid Avro for its schema",
                               type(exc).__name__) from None
-    if stream.tell() != len(body):
-        raise ValidationError(version.name, "trailing bytes after the record")
-    again = BytesIO()
-    try:
-        schemaless_writer(again, version.writer, datum)
-    except _AVRO_ERRORS as exc:
-        raise ValidationError(version.name, "body is not valid Avro for its schema",
-                              type(exc).__name__) from None
-    if again.getvalue() != body:
-        raise ValidationError(version.name, "body is not canonical Avro (bad union or enum "
-                                            "index, over-long varint or bad boolean)")
-    if version.reader is None:
-        return datum  # type: ignore[no-any-return]
-    try:
-        resolved: Any = schemaless_reader(BytesIO(body), version.writer, version.reader)
-    except _AVRO_ERRORS as exc:
-        raise ValidationError(version.name, "older version cannot be read as the current one",
-                              type(exc).__name__) from None
-    return resolved  # type: ignore[no-any-return]
+    return datum  # type: ignore[no-any-return]
