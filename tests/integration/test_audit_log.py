@@ -1,0 +1,200 @@
+"""The audit sink and `safehub audit verify` against the real broker and a real SQLite file.
+
+Tampering is done the way an insider with the database owner's rights would: drop the
+append-only triggers and edit rows. Verify must fail and name the entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from nacl.signing import SigningKey
+
+from safehub.bus import make_producer, send_and_confirm
+from safehub.cli import main
+from safehub.schemas.vocabulary import AuditAction
+from safehub.services.audit.checkpoint import TreeHead, sign
+from safehub.services.audit.journal import AuditJournal
+from safehub.services.audit.ledger import Ledger, create_schema, open_engine
+from safehub.services.audit.sink import AuditSink, SinkSettings, open_sink
+
+pytestmark = pytest.mark.integration
+
+KEY = SigningKey(hashlib.sha256(b"integration audit key").digest())
+PUBLIC = bytes(KEY.verify_key).hex()
+ENTRIES = 25
+
+
+@dataclass
+class Log:
+    db: Path
+    prefix: str
+    sink: AuditSink
+
+
+def _drain(sink: AuditSink, want: int) -> None:
+    for _ in range(60):
+        if sink.size >= want:
+            return
+        sink.poll_once(timeout_ms=500)
+    raise AssertionError(f"sink stored {sink.size} of {want}")
+
+
+@pytest.fixture
+def audit_log(kafka_bootstrap: str, topic_names: Callable[[str], str],
+              create_topics_fn: Callable[..., list[str]], tmp_path: Path,
+              monkeypatch: pytest.MonkeyPatch) -> Iterator[Log]:
+    prefix = topic_names("")
+    create_topics_fn(prefix + "audit", prefix + "deadletter")
+    monkeypatch.setenv("SAFEHUB_KAFKA_BOOTSTRAP", kafka_bootstrap)
+    monkeypatch.setenv("SAFEHUB_TOPIC_PREFIX", prefix)
+    producer = make_producer(kafka_bootstrap, "test-audit")
+    journal = AuditJournal(producer, prefix + "audit", "correlator")
+    for i in range(ENTRIES):
+        journal.record(AuditAction.EVENT_ACCEPTED, f"{i:032x}", "police-test",
+                       hashlib.sha256(str(i).encode()).digest(), 1_700_000_000_000 + i)
+    journal.flush()
+    # One record that is not an audit entry: stored as a leaf (the log must match the topic)
+    # and dead-lettered with its reason.
+    send_and_confirm(producer, prefix + "audit", b"not avro")
+    db = tmp_path / "audit.db"
+    settings = SinkSettings(kafka_bootstrap, prefix + "audit", prefix + "deadletter",
+                            f"sqlite:///{db}", "safehub.test/audit", None, 10, 3_600_000)
+    sink = open_sink(settings, KEY)
+    _drain(sink, ENTRIES + 1)
+    sink.checkpoint()
+    _drain(sink, ENTRIES + 1 + 3)  # checkpoints at 10, 20 and the final one come back as leaves
+    yield Log(db, prefix, sink)
+    producer.close()
+
+
+def _verify(db: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str]:
+    code = main(["audit", "verify", "--db", f"sqlite:///{db}", "--public-key", PUBLIC, *extra])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def _tampered(log: Log, tmp_path: Path, *sql: str) -> Path:
+    copy = tmp_path / f"tampered-{hashlib.sha256(''.join(sql).encode()).hexdigest()[:8]}.db"
+    src = sqlite3.connect(log.db)
+    dst = sqlite3.connect(copy)
+    src.backup(dst)
+    src.close()
+    for t in ("audit_entries", "audit_checkpoints"):
+        for op in ("update", "delete"):
+            dst.execute(f"DROP TRIGGER {t}_no_{op}")
+    for statement in sql:
+        dst.execute(statement)
+    dst.commit()
+    dst.execute("PRAGMA journal_mode=DELETE")  # a lone copy: no WAL files beside it
+    dst.close()
+    return copy
+
+
+def test_intact_log_verifies(audit_log: Log, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = _verify(audit_log.db, capsys)
+    assert code == 0, out
+    assert "OK" in out
+    ledger = Ledger(open_engine(f"sqlite:///{audit_log.db}", read_only=True))
+    sizes = [c.tree_size for c in ledger.checkpoints()]
+    assert sizes == [10, 20, ENTRIES + 1]
+    stored = list(ledger.entries())
+    assert stored[ENTRIES].entry_id is None and stored[ENTRIES].raw == b"not avro"
+
+
+def test_store_refuses_updates_and_deletes(audit_log: Log) -> None:
+    conn = sqlite3.connect(audit_log.db)
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("UPDATE audit_entries SET raw = x'00' WHERE seq = 3")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("DELETE FROM audit_checkpoints")
+    conn.close()
+
+
+def test_changed_entry_is_named(audit_log: Log, tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    db = _tampered(audit_log, tmp_path,
+                   "UPDATE audit_entries SET raw = CAST(substr(raw, 1, length(raw) - 1) || x'01' AS BLOB), "
+                   "leaf_hash = x'" + "00" * 32 + "' WHERE seq = 7")
+    code, out = _verify(db, capsys)
+    assert code == 1
+    assert "[changed] stored row 7" in out
+    assert "signed root of size 10" in out
+    code, out = _verify(db, capsys, "--no-topic")
+    assert code == 1 and "between 0 and 9" in out  # checkpoints alone narrow it to an interval
+
+
+def test_removed_entry_is_named(audit_log: Log, tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    db = _tampered(audit_log, tmp_path, "DELETE FROM audit_entries WHERE seq = 12",
+                   "UPDATE audit_entries SET seq = seq - 1 WHERE seq > 12")
+    code, out = _verify(db, capsys)
+    assert code == 1
+    assert "[removed] the record at offset 12 is missing" in out
+
+
+def test_swapped_entries_are_named(audit_log: Log, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    db = _tampered(audit_log, tmp_path)
+    conn = sqlite3.connect(db)
+    rows = dict(conn.execute("SELECT seq, raw FROM audit_entries WHERE seq IN (3, 4)"))
+    for seq, other in ((3, 4), (4, 3)):  # the rows keep their numbers but swap their records
+        conn.execute("UPDATE audit_entries SET raw = ?, leaf_hash = ? WHERE seq = ?",
+                     (rows[other], hashlib.sha256(b"\x00" + rows[other]).digest(), seq))
+    conn.commit()
+    conn.close()
+    code, out = _verify(db, capsys)
+    assert code == 1
+    assert "[reordered]" in out
+    assert "stored row 3 holds the record of offset 4" in out
+    assert "stored row 4 holds the record of offset 3" in out
+
+
+def test_inserted_entry_is_named(audit_log: Log, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    db = _tampered(
+        audit_log, tmp_path,
+        "UPDATE audit_entries SET seq = seq + 1000 WHERE seq >= 5",
+        "UPDATE audit_entries SET seq = seq - 999 WHERE seq >= 1000",
+        "INSERT INTO audit_entries (seq, topic_offset, raw, leaf_hash) "
+        "VALUES (5, 100000, x'00', x'" + "11" * 32 + "')",
+    )
+    code, out = _verify(db, capsys)
+    assert code == 1
+    assert "[inserted] stored row 5" in out
+
+
+def test_bad_signature_and_fork_are_named(audit_log: Log, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    ledger = Ledger(open_engine(f"sqlite:///{audit_log.db}", read_only=True))
+    note = ledger.checkpoints()[0].note
+    sig_line = note.rstrip("\n").split("\n")[-1]
+    blob = sig_line.split(" ")[-1]
+    bad = note.replace(blob, blob[:-4] + ("AAA=" if not blob.endswith("AAA=") else "BBB="))
+    forked = sign(TreeHead("safehub.test/audit", 10, hashlib.sha256(b"other").digest()),
+                  KEY).note()
+    db = _tampered(
+        audit_log, tmp_path,
+        f"INSERT INTO audit_checkpoints (tree_size, root_hash, note, signed_at_ms) "
+        f"VALUES (10, x'{'00' * 32}', '{bad}', 0)",
+        f"INSERT INTO audit_checkpoints (tree_size, root_hash, note, signed_at_ms) "
+        f"VALUES (10, x'{'00' * 32}', '{forked}', 0)",
+    )
+    code, out = _verify(db, capsys)
+    assert code == 1
+    assert "[bad-signature]" in out
+    assert "[forked] 2 different signed roots for tree size 10" in out
+
+
+def test_schema_creation_is_idempotent(audit_log: Log) -> None:
+    engine = open_engine(f"sqlite:///{audit_log.db}")
+    create_schema(engine)
+    create_schema(engine)
+    assert Ledger(engine).size() == audit_log.sink.size
+    shutil.rmtree(audit_log.db.parent / "nonexistent", ignore_errors=True)
