@@ -249,6 +249,9 @@ def _exploitation(
     course_days = rng.uniform(90, 240)
     # Onsets anywhere in the run, so a run over years sees children enter and leave the picture.
     onset = start_ms + int(rng.uniform(0, max(1.0, horizon_days - course_days * 0.5)) * DAY_MS)
+    # Some children are far less visible to services than others (not registered with a GP,
+    # missing episodes not reported): every recording chance is scaled by this.
+    visibility = rng.uniform(0.4, 1.0)
     out: list[_Happening] = []
     for frac, sector, what, p_recorded in PATTERNS[pattern]:
         if what == MISSING:
@@ -257,9 +260,10 @@ def _exploitation(
             for i in range(count):
                 pos = frac + (1.0 - frac) * ((i / count) ** 0.6)
                 at = onset + int(pos * course_days * DAY_MS)
-                out.append(_Happening(child, at, sector, MISSING, i + 1, True))
+                if rng.random() < p_recorded * visibility:
+                    out.append(_Happening(child, at, sector, MISSING, i + 1, True))
             continue
-        if rng.random() < p_recorded:
+        if rng.random() < p_recorded * visibility:
             jitter = rng.uniform(-0.04, 0.04)
             at = onset + int(max(0.0, frac + jitter) * course_days * DAY_MS)
             out.append(_Happening(child, at, sector, what, 0, True))
@@ -292,7 +296,9 @@ def _routine(
             count = 3
         for _ in range(count):
             sector, what, _w = rng.choices(_ROUTINE, weights)[0]
-            out.append(_Happening(child, some_day(), sector, what, 1, False))
+            # A part-year at the end of the run gets its share of a year's events, no more.
+            if rng.random() < span / 365:
+                out.append(_Happening(child, some_day(), sector, what, 1, False))
         if child.looked_after:
             # Children in care go missing more often, without being exploited.
             for _ in range(rng.randint(0, 3)):
