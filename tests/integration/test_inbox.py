@@ -30,7 +30,7 @@ from safehub.services.router.table import load_routing_table
 
 pytestmark = pytest.mark.integration
 AGENCY = "csc-leeds"
-NOW = 1_763_287_200_000  # a Monday, 10:00 UTC
+NOW = 1_794_823_200_000  # Monday 16 Nov 2026, 10:00 UTC
 
 
 def routed(n: int, agency_la: str = "E08000035") -> RoutedAlert:

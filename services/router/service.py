@@ -1,0 +1,180 @@
+"""The router's Kafka shell: `correlated` + `alert-acks` in, `alerts.<agency>` + `audit` out.
+
+Per poll: decode, feed the pure core (receive / acknowledge), tick the clusters that are due,
+send the notifications and their audit entries and wait for the broker, save the touched
+clusters to SQL, dead-letter what could not be read, and only then commit the input offsets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
+from kafka.errors import KafkaError
+
+from safehub.bus import send_all
+from safehub.consumers.deadletter import DeadLetterSink
+from safehub.errors import BrokerError, StoreError, ValidationError
+from safehub.schemas.codec import decode, encode
+from safehub.schemas.records import AlertAck, CorrelatedAlert
+from safehub.schemas.vocabulary import RouteReason
+from safehub.services.audit.journal import AuditJournal
+from safehub.services.router import core
+from safehub.services.router.core import ClusterState, Notification
+from safehub.services.router.store import RouterStore
+from safehub.services.router.table import RoutingTable
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], int]
+
+
+class Router:
+    def __init__(self, table: RoutingTable, consumer: KafkaConsumer, producer: KafkaProducer,
+                 store: RouterStore, journal: AuditJournal, deadletters: DeadLetterSink,
+                 prefix: str, clock: Clock) -> None:
+        self._table = table
+        self._consumer = consumer
+        self._producer = producer
+        self._store = store
+        self._journal = journal
+        self._deadletters = deadletters
+        self._prefix = prefix
+        self._clock = clock
+        self._clusters: dict[str, ClusterState] = store.load()
+        self._by_alert = {t.alert.alert_id: cid for cid, s in self._clusters.items()
+                          for t in s.alerts}
+        self._wakeups: dict[str, int] = {}
+        for cid, state in self._clusters.items():
+            self._schedule(cid, state)
+        self.sent = 0
+        self.refused_acks = 0
+
+    @property
+    def correlated_topic(self) -> str:
+        return f"{self._prefix}correlated"
+
+    def _schedule(self, cluster_id: str, state: ClusterState) -> None:
+        wake = core.next_wakeup(self._table, state)
+        if wake is None:
+            self._wakeups.pop(cluster_id, None)
+        else:
+            self._wakeups[cluster_id] = wake
+
+    def _apply(self, state: ClusterState, touched: dict[str, ClusterState]) -> None:
+        self._clusters[state.cluster_id] = state
+        touched[state.cluster_id] = state
+        self._schedule(state.cluster_id, state)
+
+    def _handle(self, topic: str, value: bytes | None, now: int,
+                touched: dict[str, ClusterState], notes: list[Notification]) -> None:
+        if topic == self.correlated_topic:
+            alert = decode(value, CorrelatedAlert)
+            state = self._clusters.get(alert.cluster_id, ClusterState(alert.cluster_id))
+            state, out = core.receive(self._table, state, alert, now)
+            self._by_alert[alert.alert_id] = alert.cluster_id
+            self._apply(state, touched)
+            notes.extend(out)
+            return
+        ack = decode(value, AlertAck)
+        cid = self._by_alert.get(ack.alert_id)
+        accepted = False
+        if cid is not None:
+            state, accepted = core.acknowledge(self._clusters[cid], ack)
+            if accepted:
+                self._apply(state, touched)
+        if not accepted:
+            self.refused_acks += 1
+            log.warning("ack %s for alert %s from %s refused: not sent to that agency",
+                        ack.ack_id, ack.alert_id, ack.agency_id)
+
+    def _tick(self, now: int, touched: dict[str, ClusterState],
+              notes: list[Notification]) -> None:
+        for cid in [c for c, wake in self._wakeups.items() if wake <= now]:
+            state, out = core.tick(self._table, self._clusters[cid], now)
+            self._apply(state, touched)
+            notes.extend(out)
+
+    def _send(self, notes: list[Notification], now: int) -> None:
+        records = []
+        for note in notes:
+            r = note.routed
+            raw = encode(r)
+            records.append((f"{self._prefix}alerts.{r.receiver_agency}",
+                            r.alert.alert_id.encode("ascii"), raw, None))
+            self._journal.record(note.action, r.alert.alert_id, r.receiver_agency,
+                                 hashlib.sha256(raw).digest(), now)
+            if r.reason is RouteReason.FALLBACK:
+                log.warning("alert %s: no route for area %s (placing %s); sent to fallback %s",
+                            r.alert.alert_id, r.alert.local_authority,
+                            r.alert.placing_authority or "none", r.receiver_agency)
+            elif r.reason is RouteReason.ESCALATION:
+                log.info("alert %s escalated to %s", r.alert.alert_id, r.receiver_agency)
+        send_all(self._producer, records)
+        self._journal.flush()
+        self.sent += len(records)
+
+    def step(self, timeout_ms: int = 500) -> int:
+        batches: Mapping[TopicPartition, list[Any]] = self._consumer.poll(timeout_ms=timeout_ms)
+        now = self._clock()
+        touched: dict[str, ClusterState] = {}
+        notes: list[Notification] = []
+        bad: list[tuple[Any, ValidationError]] = []
+        for tp, records in batches.items():
+            for rec in records:
+                try:
+                    self._handle(tp.topic, rec.value, now, touched, notes)
+                except ValidationError as exc:
+                    bad.append((rec, exc))
+        self._tick(now, touched, notes)
+        if notes:
+            self._send(notes, now)
+        if touched:
+            self._store.save(touched.values())
+        for rec, error in bad:
+            self._deadletters.send(rec.value, rec.key, rec.topic, rec.partition, rec.offset, error)
+            log.warning("dead-lettered %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, error)
+        if batches:
+            offsets = {tp: OffsetAndMetadata(recs[-1].offset + 1, "", -1)
+                       for tp, recs in batches.items()}
+            try:
+                self._consumer.commit(offsets)
+            except KafkaError as exc:
+                raise BrokerError(f"router offset commit failed: {type(exc).__name__}") from exc
+        return sum(len(r) for r in batches.values())
+
+    def run(self, stop: threading.Event) -> None:
+        stale = False
+        while not stop.is_set():
+            try:
+                if stale:
+                    self.reload()
+                    stale = False
+                self.step()
+            except (BrokerError, StoreError) as exc:
+                # The in-memory state may be ahead of what was saved or sent: rebuild it from
+                # the store and re-read the uncommitted input. Re-sent notifications keep their
+                # ids, so the inboxes drop them.
+                log.warning("%s; reloading state and retrying", exc)
+                stale = True
+                stop.wait(1.0)
+
+    def reload(self) -> None:
+        self._clusters = self._store.load()
+        self._by_alert = {t.alert.alert_id: cid for cid, s in self._clusters.items()
+                          for t in s.alerts}
+        self._wakeups = {}
+        for cid, state in self._clusters.items():
+            self._schedule(cid, state)
+        for tp in self._consumer.assignment():
+            committed = self._consumer.committed(tp)
+            if committed is not None:
+                self._consumer.seek(tp, committed)
+
+    def close(self) -> None:
+        self._consumer.close()
+        self._producer.close()
