@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         return _run_sink(args, settings)
     if args.audit_command == "verify":
         return _run_verify(args, settings)
-    from safehub.services.audit.replay import run_replay
+    from safehub.services.audit.auditor import run_replay
 
     return run_replay(args, settings)
 

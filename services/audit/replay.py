@@ -1,0 +1,258 @@
+"""Replay: re-derive every alert from the ingress topics and compare with what was emitted.
+
+The correlator journals one EVENT_ACCEPTED entry per event it feeds to `step`, in feeding order,
+with the SHA-256 of the event's raw bytes. Replay walks those entries in the same order, finds
+each event on its ingress topic by that digest (so an altered event is caught, not replayed),
+feeds it to the same pure `step` with the same rules, and compares the alerts it gets with the
+ones on `correlated`, on the routed topics and in inbox databases.
+
+Alerts are paired on what they decide: first by alert id, then by (cluster, tier, rule,
+evidence) whatever the rules version, then by (cluster, tier). What is left is missing (replay
+raises it, nobody emitted it) or unexpected (emitted, replay does not raise it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+
+from safehub.errors import ConfigError, ValidationError
+from safehub.schemas.codec import decode
+from safehub.schemas.records import AuditEntry, CorrelatedAlert
+from safehub.schemas.vocabulary import AuditAction
+from safehub.services.correlation.core import BlockState, initial_state, step
+from safehub.services.correlation.rules import Rules
+
+CORRELATOR = "correlator"
+# Fields that name the rules rather than decide anything: with --rules they are expected to differ.
+_VERSION_FIELDS = {"alert_id", "rules_version"}
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    kind: str  # missing, unexpected, differing, altered-event, missing-event, routed, inbox
+    message: str
+    alert_id: str | None = None
+    cluster_id: str | None = None
+
+
+@dataclass(slots=True)
+class ReplayReport:
+    events_replayed: int = 0
+    ingress_records: int = 0
+    unaccounted_events: int = 0  # on ingress, never journalled (correlator behind?)
+    rules_versions: list[str] = field(default_factory=list)
+    replayed_alerts: int = 0
+    emitted_alerts: int = 0
+    matches: int = 0
+    differences: list[Difference] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences
+
+    def count(self, kind: str) -> int:
+        return sum(1 for d in self.differences if d.kind == kind)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "ok": self.ok, "events_replayed": self.events_replayed,
+            "ingress_records": self.ingress_records,
+            "unaccounted_events": self.unaccounted_events,
+            "rules_versions": self.rules_versions, "replayed_alerts": self.replayed_alerts,
+            "emitted_alerts": self.emitted_alerts, "matches": self.matches,
+            "missing": self.count("missing"), "unexpected": self.count("unexpected"),
+            "differing": self.count("differing"),
+            "differences": [
+                {"kind": d.kind, "message": d.message, "alert_id": d.alert_id,
+                 "cluster_id": d.cluster_id} for d in self.differences
+            ],
+        }
+
+
+def accepted_entries(audit_values: Iterable[bytes]) -> list[AuditEntry]:
+    """The correlator's EVENT_ACCEPTED entries, in journal order; other records are skipped."""
+    out = []
+    for raw in audit_values:
+        try:
+            entry = decode(raw, AuditEntry)
+        except ValidationError:
+            continue  # not an entry: verify reports it; it cannot order anything
+        if entry.service == CORRELATOR and entry.action == AuditAction.EVENT_ACCEPTED:
+            out.append(entry)
+    return out
+
+
+def choose_rules(emitted: Sequence[CorrelatedAlert], override: Rules | None,
+                 lookup: Callable[[str], Rules]) -> Callable[[int], Rules]:
+    """Rules per linkage block: the override, else the version its own alerts name, else the
+    version of the newest alert emitted anywhere (a block that never alerted)."""
+    if override is not None:
+        return lambda _block: override
+    if not emitted:
+        raise ConfigError("no alert on `correlated` names a rules version: pass --rules")
+    cache: dict[str, Rules] = {}
+
+    def get(version: str) -> Rules:
+        if version not in cache:
+            cache[version] = lookup(version)
+        return cache[version]
+
+    by_block: dict[int, str] = {}
+    for alert in emitted:
+        by_block.setdefault(alert.linkage_block, alert.rules_version)
+    newest = emitted[-1].rules_version
+    return lambda block: get(by_block.get(block, newest))
+
+
+def replay_events(entries: Sequence[AuditEntry], ingress_by_digest: Mapping[bytes, bytes],
+                  rules_for: Callable[[int], Rules], report: ReplayReport,
+                  progress: Callable[[int], None] = lambda _n: None
+                  ) -> list[CorrelatedAlert]:
+    """Feed the journalled events to `step` in journal order, per linkage block."""
+    states: dict[int, BlockState] = {}
+    alerts: list[CorrelatedAlert] = []
+    for entry in entries:
+        progress(1)
+        raw = ingress_by_digest.get(entry.digest)
+        if raw is None:
+            report.differences.append(Difference(
+                "altered-event", f"event {entry.subject_id}: no ingress record has the bytes "
+                "the correlator journalled (altered or removed)"))
+            continue
+        try:
+            event = decode(raw)
+        except ValidationError as exc:
+            report.differences.append(Difference(
+                "altered-event", f"event {entry.subject_id}: journalled bytes do not decode "
+                f"({exc.field}: {exc.rule})"))
+            continue
+        if getattr(event, "event_id", None) != entry.subject_id:
+            report.differences.append(Difference(
+                "altered-event", f"journal entry names event {entry.subject_id} but its bytes "
+                "carry another event id"))
+            continue
+        block = event.subject.linkage_block  # type: ignore[union-attr]
+        state = states.get(block) or initial_state()
+        states[block], raised = step(rules_for(block), state, event)  # type: ignore[arg-type]
+        alerts.extend(raised)
+        report.events_replayed += 1
+    return alerts
+
+
+def _evidence_key(a: CorrelatedAlert) -> tuple[str, ...]:
+    return tuple(sorted(e.event_id for e in a.evidence))
+
+
+def _differing_fields(a: CorrelatedAlert, b: CorrelatedAlert, ignore: set[str]) -> list[str]:
+    return [f.name for f in fields(CorrelatedAlert)
+            if f.name not in ignore and getattr(a, f.name) != getattr(b, f.name)]
+
+
+def _describe(fields_: list[str], replayed: CorrelatedAlert, emitted: CorrelatedAlert) -> str:
+    parts = []
+    for name in fields_:
+        if name == "evidence":
+            r = {e.event_id: e.weight for e in replayed.evidence}
+            m = {e.event_id: e.weight for e in emitted.evidence}
+            only_r = sorted(set(r) - set(m))
+            only_m = sorted(set(m) - set(r))
+            reweighted = sorted(k for k in set(r) & set(m) if r[k] != m[k])
+            parts.append(f"evidence (replay only: {only_r}, emitted only: {only_m}, "
+                         f"weights differ: {reweighted})")
+        elif name in ("score", "tier", "rule"):
+            parts.append(f"{name} {getattr(emitted, name)} -> {getattr(replayed, name)}")
+        else:
+            parts.append(name)
+    return ", ".join(parts)
+
+
+def compare(replayed: Sequence[CorrelatedAlert], emitted: Sequence[CorrelatedAlert],
+            report: ReplayReport, other_rules: bool) -> None:
+    """Pair replayed with emitted alerts and record matches and differences."""
+    ignore = _VERSION_FIELDS if other_rules else set()
+    rep = list({a.alert_id: a for a in replayed}.values())
+    emi = list({a.alert_id: a for a in emitted}.values())  # at-least-once: drop redeliveries
+    report.replayed_alerts, report.emitted_alerts = len(rep), len(emi)
+    passes: list[Callable[[CorrelatedAlert], object]] = [
+        lambda a: a.alert_id,
+        lambda a: (a.cluster_id, a.tier, a.rule, _evidence_key(a)),
+        lambda a: (a.cluster_id, a.tier),
+    ]
+    for key in passes:
+        pool: dict[object, list[CorrelatedAlert]] = defaultdict(list)
+        for a in emi:
+            pool[key(a)].append(a)
+        left: list[CorrelatedAlert] = []
+        for a in rep:
+            candidates = pool.get(key(a))
+            if not candidates:
+                left.append(a)
+                continue
+            b = candidates.pop(0)
+            emi.remove(b)
+            diff = _differing_fields(a, b, ignore)
+            if diff:
+                report.differences.append(Difference(
+                    "differing", f"alert {b.alert_id} (cluster {b.cluster_id}, {b.tier}): "
+                    + _describe(diff, a, b), b.alert_id, b.cluster_id))
+            else:
+                report.matches += 1
+        rep = left
+    for a in rep:
+        report.differences.append(Difference(
+            "missing", f"replay raises {a.tier} alert {a.alert_id} for cluster {a.cluster_id} "
+            f"({a.rule}, score {a.score:g}) that was not emitted", a.alert_id, a.cluster_id))
+    for b in emi:
+        report.differences.append(Difference(
+            "unexpected", f"emitted {b.tier} alert {b.alert_id} for cluster {b.cluster_id} "
+            f"({b.rule}, score {b.score:g}) is not raised by replay", b.alert_id, b.cluster_id))
+
+
+def check_delivered(replayed: Sequence[CorrelatedAlert], delivered: Iterable[tuple[str, str]],
+                    where: str, report: ReplayReport) -> None:
+    """Every delivered alert (routed or in an inbox) must be one replay raises, unchanged.
+
+    `delivered` yields (alert id, SHA-256 hex of the alert's decisive fields) pairs.
+    """
+    known = {a.alert_id: alert_fingerprint(a) for a in replayed}
+    for alert_id, fingerprint in delivered:
+        if alert_id not in known:
+            report.differences.append(Difference(
+                where, f"alert {alert_id} in {where} is not raised by replay", alert_id))
+        elif known[alert_id] != fingerprint:
+            report.differences.append(Difference(
+                where, f"alert {alert_id} in {where} differs from the replayed alert", alert_id))
+
+
+def alert_fingerprint(a: CorrelatedAlert) -> str:
+    """What a delivered copy of an alert must agree on: the decision and its evidence."""
+    return fingerprint(a.alert_id, a.rules_version, a.cluster_id, str(a.tier), a.rule, a.score,
+                       [e.event_id for e in a.evidence])
+
+
+def fingerprint(alert_id: str, rules_version: str, cluster_id: str, tier: str, rule: str,
+                score: float, evidence_ids: Iterable[str]) -> str:
+    text = "|".join([alert_id, rules_version, cluster_id, tier, rule, f"{score:.6f}",
+                     *sorted(evidence_ids)])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def summary(report: ReplayReport, other_rules: bool) -> str:
+    head = ("replay with other rules" if other_rules else "replay") + (
+        f": {report.events_replayed} events replayed ({report.ingress_records} ingress "
+        f"records read), {report.replayed_alerts} alerts replayed, {report.emitted_alerts} "
+        f"emitted; {report.matches} match")
+    lines = [head]
+    if report.unaccounted_events:
+        lines.append(f"note: {report.unaccounted_events} ingress record(s) were never "
+                     "journalled by the correlator (not yet processed, or dead-lettered)")
+    if report.ok:
+        lines.append("OK: every emitted alert is re-derived exactly")
+    else:
+        kinds = sorted({d.kind for d in report.differences})
+        lines.append("DIFFERENCES: " + ", ".join(f"{report.count(k)} {k}" for k in kinds))
+        lines += [f"  [{d.kind}] {d.message}" for d in report.differences]
+    return "\n".join(lines)
