@@ -120,7 +120,8 @@ def test_store_refuses_updates_and_deletes(audit_log: Log) -> None:
 def test_changed_entry_is_named(audit_log: Log, tmp_path: Path,
                                 capsys: pytest.CaptureFixture[str]) -> None:
     db = _tampered(audit_log, tmp_path,
-                   "UPDATE audit_entries SET raw = CAST(substr(raw, 1, length(raw) - 1) || x'01' AS BLOB), "
+                   "UPDATE audit_entries SET "
+                   "raw = CAST(substr(raw, 1, length(raw) - 1) || x'01' AS BLOB), "
                    "leaf_hash = x'" + "00" * 32 + "' WHERE seq = 7")
     code, out = _verify(db, capsys)
     assert code == 1
