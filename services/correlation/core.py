@@ -182,7 +182,7 @@ def _prune(rules: Rules, watermark: int, clusters: Iterable[Cluster]) -> tuple[C
     vuln_cut = watermark - rules.lateness_ms - rules.vulnerability_window_ms
     kept: list[Cluster] = []
     for c in clusters:
-        if c.observations[0].occurred_at >= min(sign_cut, vuln_cut):
+        if c.observations[0].occurred_at >= max(sign_cut, vuln_cut):
             kept.append(c)
             continue
         obs = tuple(
