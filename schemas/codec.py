@@ -102,10 +102,14 @@ def crc64_avro(data: bytes) -> int:
     return fp
 
 
+def canonical_form(schema: dict[str, Any]) -> str:
+    """The specification's Parsing Canonical Form (a named type after its first use by name)."""
+    return str(to_parsing_canonical_form(parse_schema(schema, _write_hint=False)))
+
+
 def fingerprint(schema: dict[str, Any]) -> bytes:
     """The 8 bytes that follow the marker: CRC-64-AVRO of the Parsing Canonical Form, LE."""
-    canonical = to_parsing_canonical_form(parse_schema(schema, _write_hint=False))
-    return crc64_avro(canonical.encode("utf-8")).to_bytes(8, "little")
+    return crc64_avro(canonical_form(schema).encode("utf-8")).to_bytes(8, "little")
 
 
 # --- schema files ------------------------------------------------------------------------------
