@@ -1,0 +1,194 @@
+"""Privacy canary: publish known children, then search every byte written for their identities.
+
+300 fictional children are exported by a school (CSV with NHS numbers, through the `safehub
+publish` command in a subprocess) and by the police (JSON Lines without NHS numbers, with typos,
+through the Python API with every logger at DEBUG). Then every key, value and header of every
+topic the run wrote, all captured output and log records, and the vault file are searched for
+each identifier in the forms an agency system might hold it. Zero hits are allowed (the vault
+may hold only references, never identities).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from safehub.bus import make_admin, make_producer
+from safehub.producers.exports import example_mapping, load_mapping, read_export
+from safehub.producers.normalisation import fold
+from safehub.producers.publisher import DeliveryReport, Publisher
+from safehub.producers.records import ChildIdentity
+from safehub.producers.vault import Vault
+from safehub.schemas.vocabulary import Sector
+from tests.integration.test_publish import KEY, children, read_all
+
+pytestmark = pytest.mark.integration
+
+N_CHILDREN = 300
+_HEX_RUN = re.compile(rb"[0-9a-f]{32,}")
+
+
+def identifier_forms(kid: ChildIdentity) -> set[str]:
+    born = date.fromisoformat(kid.date_of_birth)
+    forms: set[str] = set()
+    for name in (kid.first_name, kid.surname):
+        for variant in (name, fold(name), name.upper(), name.lower(), name.title()):
+            if len(variant) >= 4:  # shorter fragments match ordinary words, not people
+                forms.add(variant)
+    forms |= {
+        born.isoformat(), born.strftime("%d/%m/%Y"), born.strftime("%d-%m-%Y"),
+        born.strftime("%d.%m.%Y"), born.strftime("%Y%m%d"), born.strftime("%d%m%Y"),
+        born.strftime("%m/%d/%Y"), f"{born.day}/{born.month}/{born.year}",
+        born.strftime("%d %b %Y"), born.strftime("%d %B %Y"),
+    }
+    assert kid.nhs_number and kid.postcode
+    nhs = kid.nhs_number
+    forms |= {nhs, f"{nhs[:3]} {nhs[3:6]} {nhs[6:]}", f"{nhs[:3]}-{nhs[3:6]}-{nhs[6:]}"}
+    compact = kid.postcode.replace(" ", "")
+    forms |= {kid.postcode, compact, kid.postcode.lower(), compact.lower()}
+    return forms
+
+
+def hits(haystack: bytes, forms: set[str]) -> list[str]:
+    # A pure-digit form (a date as 20090314) can occur by chance inside a 32-hex id or handle,
+    # which is random or a hash; those runs are taken out before such forms are searched.
+    scrubbed = _HEX_RUN.sub(b"-", haystack)
+    found = []
+    for form in forms:
+        needle = form.encode("utf-8")
+        space = scrubbed if form.isdigit() else haystack
+        if needle in space:
+            found.append(form)
+    return found
+
+
+def test_no_identifier_leaves_the_agency(
+    kafka_bootstrap: str, topic_names: Callable[[str], str], create_topics_fn, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str],
+) -> None:
+    prefix = topic_names("")
+    create_topics_fn(prefix + "ingress.school-canary", prefix + "ingress.police-canary",
+                     partitions=3)
+    kids = children(N_CHILDREN, seed=2024)
+    assert len({k.nhs_number for k in kids}) == N_CHILDREN
+
+    # School: CSV in the education mapping, NHS numbers with spaces, plus two unusable lines
+    # whose errors must not quote the identities in them either.
+    school_csv = tmp_path / "school.csv"
+    with school_csv.open("w", newline="", encoding="utf-8") as handle:
+        out = csv.writer(handle)
+        out.writerow(["ConcernId", "UPN", "LegalForename", "LegalSurname", "DateOfBirth",
+                      "NHSNumber", "Postcode", "HomeLA", "ConcernDate", "LoggedAt", "Category"])
+        for i, kid in enumerate(kids):
+            nhs = kid.nhs_number or ""
+            out.writerow([f"C-{i:05d}", f"UPN{i:09d}", kid.first_name, kid.surname,
+                          kid.date_of_birth, f"{nhs[:3]} {nhs[3:6]} {nhs[6:]}", kid.postcode,
+                          "E08000035", "2024-03-04T09:00", "2024-03-04T10:00",
+                          ["ABS", "GIFTS", "ONLINE", "MH"][i % 4]])
+        good = kids[0].nhs_number or ""
+        bad_nhs = good[:9] + str((int(good[9]) + 1) % 10)
+        out.writerow(["C-BAD1", "UPNX", kids[0].first_name, kids[0].surname,
+                      kids[0].date_of_birth, bad_nhs, kids[0].postcode, "E08000035",
+                      "2024-03-04T09:00", "", "ABS"])
+        out.writerow(["C-BAD2", "UPNY", kids[1].first_name, kids[1].surname,
+                      date.fromisoformat(kids[1].date_of_birth).strftime("%d/%m/%Y"),
+                      "", kids[1].postcode, "E08000035", "2024-03-04T09:00", "", "ABS"])
+    env = dict(os.environ, SAFEHUB_KAFKA_BOOTSTRAP=kafka_bootstrap, SAFEHUB_TOPIC_PREFIX=prefix,
+               SAFEHUB_LINKAGE_KEY=KEY.secret.hex(), SAFEHUB_LINKAGE_KEY_EPOCH=str(KEY.epoch),
+               SAFEHUB_VAULT_URL=f"sqlite:///{tmp_path / 'school-vault.db'}")
+    done = subprocess.run(
+        [sys.executable, "-m", "safehub.cli", "-v", "publish", "--agency", "school-canary",
+         "--from", str(school_csv), "--sector", "education"],
+        env=env, capture_output=True, timeout=300, check=False,
+    )
+    assert done.returncode == 1, done.stderr.decode()[-2000:]  # the two bad lines
+    assert b"published 300 event(s)" in done.stdout and b"2 line(s) failed" in done.stdout
+    assert b"line 302: nhs_number: mod-11" in done.stderr
+    assert b"line 303: date_of_birth: not a date in format ISO" in done.stderr
+
+    # Police: JSON Lines, no NHS number, first names misspelt, through the Python API with
+    # every logger (kafka-python's too) at DEBUG.
+    police_jsonl = tmp_path / "police.jsonl"
+    with police_jsonl.open("w", encoding="utf-8") as handle:
+        for i, kid in enumerate(kids):
+            handle.write(json.dumps({
+                "IncidentRef": f"WY-{i:06d}", "NominalId": f"N-{i}",
+                "Forename": kid.first_name[:-1] + kid.first_name[-1] * 2,
+                "Surname": kid.surname.upper(),
+                "DOB": date.fromisoformat(kid.date_of_birth).strftime("%d/%m/%Y"),
+                "HomePostcode": (kid.postcode or "").lower(), "ResponsibleLA": "E08000035",
+                "IncidentDateTime": "02/03/2024 23:10", "ConcernCode": "CAR",
+            }, ensure_ascii=False) + "\n")
+    caplog.set_level(logging.DEBUG)
+    for noisy in ("kafka", "sqlalchemy"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG)
+    police_vault = Vault.open(f"sqlite:///{tmp_path / 'police-vault.db'}")
+    producer = make_producer(kafka_bootstrap, "canary-police")
+    try:
+        publisher = Publisher(producer, police_vault, KEY, "police-canary", Sector.POLICE, prefix)
+        mapping = load_mapping(example_mapping(Sector.POLICE))
+        parsed = [r for _, r in read_export(police_jsonl, mapping)]
+        outcomes = publisher.publish_many(parsed)  # type: ignore[arg-type]
+    finally:
+        producer.close()
+        police_vault.close()
+    assert all(isinstance(o, DeliveryReport) for o in outcomes) and len(outcomes) == N_CHILDREN
+
+    # Everything the run wrote to Kafka: every topic under this test's prefix.
+    admin = make_admin(kafka_bootstrap)
+    try:
+        topics = sorted(t for t in admin.list_topics() if t.startswith(prefix))
+    finally:
+        admin.close()
+    assert len(topics) == 2
+    written = bytearray()
+    count = 0
+    for topic in topics:
+        for record in read_all(kafka_bootstrap, topic):
+            count += 1
+            written += (record.key or b"") + b"\0" + (record.value or b"") + b"\0"
+            for name, value in record.headers or []:
+                written += name.encode() + b"\0" + value + b"\0"
+    assert count == 2 * N_CHILDREN
+    captured = capsys.readouterr()
+    logs = "\n".join(
+        f"{r.name} {r.levelname} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records
+    )
+    assert len(caplog.records) > 0
+    outputs = {
+        "topics": bytes(written),
+        "cli output": done.stdout + done.stderr,
+        "logs": (logs + captured.out + captured.err).encode(),
+    }
+    # Positive control: the same search does find the identities where they really are.
+    control = hits(school_csv.read_bytes() + police_jsonl.read_bytes(), identifier_forms(kids[7]))
+    probe = kids[7]
+    assert {probe.date_of_birth, probe.surname.upper(), (probe.postcode or "").lower()} \
+        <= set(control)
+    leaks = {}
+    for kid in kids:
+        forms = identifier_forms(kid)
+        for where, data in outputs.items():
+            found = hits(data, forms)
+            if found:
+                leaks.setdefault(where, []).extend(found)
+    assert leaks == {}, f"identifiers found: { {k: len(v) for k, v in leaks.items()} }"
+
+    # The agencies' own references stay in their vaults, and the vaults hold no identity.
+    for ref in (b"C-00042", b"UPN000000042", b"WY-000042", b"N-42"):
+        assert ref not in written
+    for vault_file in (tmp_path / "school-vault.db", tmp_path / "police-vault.db"):
+        data = b"".join(p.read_bytes() for p in tmp_path.glob(vault_file.name + "*"))
+        assert data, vault_file
+        for kid in kids:
+            assert hits(data, identifier_forms(kid)) == []
