@@ -1,0 +1,274 @@
+"""`safehub demo`: the whole pipeline from nothing, on a simulated population.
+
+Starts a local Apache Kafka (the launcher in deploy/, cluster "demo"), creates the topics,
+starts the correlator, router, inbox, audit sink and web page as child processes (SQLite files
+and logs in the demo folder), streams a simulated population through the agencies' real
+publishers (pseudonymised at the edge, a vault per agency), waits until every topic has been
+consumed, and prints where to look and what happened. Ctrl-C, `--duration` or
+`--exit-when-done` stop everything it started, broker included, and nothing else.
+
+    safehub demo [--children 1500] [--seed 2025] [--folder safehub-demo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import secrets
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from safehub.deploy.kafka.launcher import Cluster
+from safehub.errors import ConfigError, SafehubError
+from safehub.producers.simulation.trajectories import Population, simulate
+from safehub.services import demo_pipeline as pipeline
+from safehub.services.supervisor import (
+    ServiceSpec,
+    Supervisor,
+    missing_commands,
+    python_env,
+)
+
+SETTLE_QUIET_S = 6.0  # everything consumed and nothing new for this long: the run is done
+
+
+@dataclass(frozen=True, slots=True)
+class DemoSettings:
+    folder: Path
+    children: int
+    months: int
+    seed: int
+    authorities: int
+    duration: float | None  # stop after this many seconds in all
+    exit_when_done: bool
+    settle_timeout: float
+    web_host: str
+    web_port: int
+    bootstrap: str | None  # use this broker instead of starting one (it is left running)
+    topic_prefix: str
+    skip: frozenset[str]
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> DemoSettings:
+        env = os.environ
+        return cls(
+            folder=Path(args.folder).resolve(),
+            children=args.children, months=args.months, seed=args.seed,
+            authorities=args.authorities, duration=args.duration,
+            exit_when_done=args.exit_when_done, settle_timeout=args.settle_timeout,
+            web_host=env.get("SAFEHUB_WEB_HOST", "127.0.0.1"),
+            web_port=args.web_port,
+            bootstrap=args.bootstrap,
+            topic_prefix=env.get("SAFEHUB_TOPIC_PREFIX", "") if args.bootstrap else "",
+            skip=frozenset(args.skip),
+        )
+
+    def db(self, name: str) -> str:
+        return f"sqlite:///{self.folder / (name + '.sqlite')}"
+
+
+class Stop(Exception):
+    """SIGTERM (or SIGINT) asked the demo to stop."""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--folder", default="safehub-demo",
+                        help="where the demo keeps its databases, keys and logs")
+    parser.add_argument("--children", type=int, default=1500)
+    parser.add_argument("--months", type=int, default=12)
+    parser.add_argument("--seed", type=int, default=2025)
+    parser.add_argument("--authorities", type=int, default=5,
+                        help="local authorities to simulate (the fifth, York, has no route: "
+                             "its alerts show the fallback receiver)")
+    parser.add_argument("--duration", type=float, default=None,
+                        help="stop everything after this many seconds")
+    parser.add_argument("--exit-when-done", action="store_true",
+                        help="stop once the population has gone all the way through")
+    parser.add_argument("--settle-timeout", type=float, default=300.0,
+                        help="longest wait for the pipeline to consume everything")
+    parser.add_argument("--web-port", type=int, default=int(os.environ.get("SAFEHUB_WEB_PORT",
+                                                                           "8000")))
+    parser.add_argument("--bootstrap", default=None,
+                        help="use this running Kafka instead of starting one (not stopped; "
+                             "SAFEHUB_TOPIC_PREFIX then namespaces the demo's topics)")
+    parser.add_argument("--skip", action="append", default=[], metavar="SERVICE",
+                        choices=["web", "audit-sink"],
+                        help="run without this service (repeatable)")
+
+
+def service_specs(settings: DemoSettings, receivers: list[str]) -> list[ServiceSpec]:
+    f = settings.folder
+    specs = [
+        ServiceSpec("correlator", ("correlator",), {
+            "SAFEHUB_CORRELATOR_DATA_DIR": str(f / "correlator"),
+            "SAFEHUB_CORRELATOR_WEB_PORT": "0",
+        }),
+        ServiceSpec("router", ("router",), {
+            "SAFEHUB_ROUTER_DATABASE_URL": settings.db("router"),
+        }),
+        ServiceSpec("inbox", ("inbox",), {
+            "SAFEHUB_INBOX_AGENCIES": ",".join(receivers),
+            "SAFEHUB_INBOX_DATABASE_URL": settings.db("inbox"),
+        }),
+        ServiceSpec("audit-sink", ("audit", "sink"), {
+            "SAFEHUB_AUDIT_DB_URL": settings.db("audit"),
+            "SAFEHUB_AUDIT_SIGNING_KEY": _secret(f / "keys" / "audit-signing.hex"),
+            "SAFEHUB_AUDIT_CHECKPOINT_SECONDS": "5",
+        }),
+        ServiceSpec("web", ("web",), {
+            "SAFEHUB_WEB_DATABASE_URL": settings.db("inbox"),
+            "SAFEHUB_INBOX_DATABASE_URL": settings.db("inbox"),
+            "SAFEHUB_WEB_HOST": settings.web_host,
+            "SAFEHUB_WEB_PORT": str(settings.web_port),
+        }),
+    ]
+    return [s for s in specs if s.name not in settings.skip]
+
+
+def _secret(path: Path, size: int = 32) -> str:
+    """A key made once per demo folder (hex), so a restarted demo keeps linking and verifying."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(size))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = DemoSettings.from_args(args)
+    if settings.children < 1:
+        raise ConfigError("--children must be at least 1")
+    from safehub.services.router.table import DEFAULT_ROUTING_PATH, load_routing_table
+
+    receivers = sorted(load_routing_table(
+        Path(os.environ.get("SAFEHUB_ROUTING_TABLE", str(DEFAULT_ROUTING_PATH)))).receivers())
+    specs = service_specs(settings, receivers)
+    missing = missing_commands(specs)
+    if missing:
+        raise SafehubError(
+            "cannot run the demo: these services are not available in this installation: "
+            + "; ".join(missing)
+            + ". Install the complete package, or leave optional ones out with --skip."
+        )
+    settings.folder.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+
+    def on_term(_signum: int, _frame: FrameType | None) -> None:
+        raise Stop()
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    cluster = None if settings.bootstrap else Cluster("demo")
+    supervisor = Supervisor(settings.folder, python_env())
+    try:
+        return _run(settings, specs, receivers, cluster, supervisor, started)
+    except (KeyboardInterrupt, Stop):
+        print("\nstopping ...", flush=True)
+        return 0
+    finally:
+        stopped = supervisor.stop_all()
+        if stopped:
+            print("services stopped: " + ", ".join(
+                f"{name} ({'ok' if code == 0 else f'exit {code}'})" for name, code in stopped))
+        if cluster is not None and cluster.state() is not None:
+            cluster.down()
+            print("kafka stopped")
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(
+    settings: DemoSettings, specs: list[ServiceSpec], receivers: list[str],
+    cluster: Cluster | None, supervisor: Supervisor, started: float,
+) -> int:
+    print(f"simulating {settings.children} children over {settings.months} months "
+          f"(seed {settings.seed}) ...", flush=True)
+    pop = simulate(settings.seed, children=settings.children, months=settings.months,
+                   authorities=settings.authorities)
+    bootstrap = settings.bootstrap
+    if cluster is not None:
+        if cluster.running_nodes():
+            print("a previous demo's broker is still running: stopping it", flush=True)
+            cluster.down()
+        print("starting kafka (first run downloads the broker with Maven) ...", flush=True)
+        bootstrap = cluster.up(nodes=1).bootstrap
+    assert bootstrap is not None
+    prefix = settings.topic_prefix
+    created = pipeline.create_demo_topics(
+        bootstrap, prefix, [*pop.world.agency_ids, *receivers])
+    print(f"kafka at {bootstrap}: {created} topics created", flush=True)
+    env = {"SAFEHUB_KAFKA_BOOTSTRAP": bootstrap, "SAFEHUB_TOPIC_PREFIX": prefix}
+    for spec in specs:
+        supervisor.start(ServiceSpec(spec.name, spec.argv, {**env, **spec.env}))
+    print("services started: " + ", ".join(s.name for s in specs)
+          + f" (logs in {supervisor.logs})", flush=True)
+    key = _secret(settings.folder / "keys" / "linkage.hex")
+    published = pipeline.publish_population(
+        pop, bootstrap, prefix, key, settings.folder / "vaults", supervisor.check)
+    print(f"published {published.delivered} events from {len(pop.world.agencies)} agencies "
+          f"({published.rejected} rejected by the publishers, "
+          f"{published.duplicates} resent duplicates)", flush=True)
+    deadline = time.monotonic() + settings.settle_timeout
+    if settings.duration is not None:
+        deadline = min(deadline, started + settings.duration)
+    settled = pipeline.wait_settled(bootstrap, prefix, deadline, SETTLE_QUIET_S, supervisor.check)
+    summary = pipeline.summarise(bootstrap, prefix, settings.db("inbox"), pop)
+    summary["published"] = published.delivered
+    summary["settled"] = settled
+    summary["seconds"] = round(time.monotonic() - started, 1)
+    (settings.folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _print_summary(settings, summary, pop)
+    if settings.exit_when_done or (settings.duration is not None):
+        remaining = 0.0 if settings.exit_when_done else (
+            started + settings.duration - time.monotonic() if settings.duration else 0.0)
+        _wait(remaining, supervisor)
+        return 0 if settled else 1
+    print("press Ctrl-C to stop everything", flush=True)
+    _wait(None, supervisor)
+    return 0
+
+
+def _wait(seconds: float | None, supervisor: Supervisor) -> None:
+    end = None if seconds is None else time.monotonic() + max(0.0, seconds)
+    while end is None or time.monotonic() < end:
+        supervisor.check()
+        time.sleep(0.5)
+
+
+def _print_summary(settings: DemoSettings, summary: dict[str, Any], pop: Population) -> None:
+    tiers = summary["alerts_by_tier"]
+    lines = [
+        "",
+        "safehub demo",
+        f"  population   {len(pop.world.children)} children in "
+        f"{len(pop.world.authorities)} local authorities, {len(pop.world.agencies)} agencies",
+        f"  events       {summary['published']} published",
+        "  alerts       " + (", ".join(f"{t} {n}" for t, n in tiers.items()) or "none"),
+        f"  inbox        {summary['inbox_rows']} notifications for "
+        f"{len(summary['inbox_by_agency'])} hubs",
+        f"  time taken   {summary['seconds']} s"
+        + ("" if summary["settled"] else " (stopped before everything was consumed)"),
+    ]
+    if "web" not in settings.skip:
+        lines += [
+            f"  web page     http://{settings.web_host}:{settings.web_port}/",
+            *(f"  sign in      {u}" for u in _demo_users()),
+        ]
+    lines += [f"  files        {settings.folder} (summary.json, logs/)", ""]
+    print("\n".join(lines), flush=True)
+
+
+def _demo_users() -> Iterator[str]:
+    try:
+        users = importlib.import_module("safehub.services.web.users")
+    except ImportError:
+        yield "(see the web service's documentation for the demo users)"
+        return
+    describe = getattr(users, "describe_demo_users", None)
+    if callable(describe):
+        yield from describe()

@@ -1,0 +1,209 @@
+"""What `safehub demo` does against the running pipeline: topics, publishing, settling, summary.
+
+Publishing goes through each simulated agency's real `Publisher` (normalisation, match keys,
+vault, contract codec, acks=all), in the population's arrival order. "Settled" means every
+topic the pipeline reads has been consumed to its end by some consumer group and nothing new
+has appeared for a while: the correlator has seen every event, the router every alert, the
+inbox every notification, the audit sink every entry.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+
+from safehub.bus import make_admin, make_consumer, make_producer
+from safehub.deploy.topics import broker_count, create_topics, load_specs
+from safehub.errors import BrokerError
+from safehub.producers.linkagekey import LinkageKey
+from safehub.producers.pseudonymisation import event_id
+from safehub.producers.publisher import DeliveryReport, Publisher, Rejected
+from safehub.producers.simulation.export import publisher_record
+from safehub.producers.simulation.trajectories import AgencyRecord, Population
+from safehub.producers.vault import Vault
+from safehub.schemas import codec
+from safehub.schemas.records import CorrelatedAlert
+
+CHUNK = 500  # records per publishing round, in arrival order
+
+
+def create_demo_topics(bootstrap: str, prefix: str, agencies: Iterable[str]) -> int:
+    specs = load_specs(sorted(set(agencies)), broker_count(bootstrap), prefix=prefix)
+    return len(create_topics(bootstrap, specs))
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    delivered: int
+    rejected: int
+    undelivered: int
+    duplicates: int
+
+
+def publish_population(
+    pop: Population, bootstrap: str, prefix: str, key_hex: str, vaults: Path,
+    check: Callable[[], None],
+) -> Published:
+    """Every agency's records through its own publisher, in arrival order."""
+    key = LinkageKey(bytes.fromhex(key_hex))
+    vaults.mkdir(parents=True, exist_ok=True)
+    sectors = {a.agency_id: a.sector for a in pop.world.agencies}
+    producer = make_producer(bootstrap, "safehub-demo-agencies")
+    publishers: dict[str, Publisher] = {}
+    counts: Counter[str] = Counter()
+    try:
+        for start in range(0, len(pop.records), CHUNK):
+            check()
+            chunk = pop.records[start:start + CHUNK]
+            for agency_id, records in _by_agency(chunk):
+                publisher = publishers.get(agency_id)
+                if publisher is None:
+                    vault = Vault.open(f"sqlite:///{vaults / (agency_id + '.sqlite')}")
+                    publisher = Publisher(producer, vault, key, agency_id, sectors[agency_id],
+                                          topic_prefix=prefix)
+                    publishers[agency_id] = publisher
+                for outcome in publisher.publish_many(publisher_record(r) for r in records):
+                    counts[type(outcome).__name__] += 1
+    finally:
+        producer.close()
+    distinct = len({(r.agency_id, r.record_ref) for r in pop.records})
+    return Published(
+        delivered=counts[DeliveryReport.__name__],
+        rejected=counts[Rejected.__name__],
+        undelivered=counts["Undelivered"],
+        duplicates=len(pop.records) - distinct,
+    )
+
+
+def _by_agency(chunk: Sequence[AgencyRecord]) -> list[tuple[str, list[AgencyRecord]]]:
+    groups: dict[str, list[AgencyRecord]] = {}
+    for r in chunk:
+        groups.setdefault(r.agency_id, []).append(r)
+    return sorted(groups.items())
+
+
+def _watched(name: str, prefix: str) -> bool:
+    bare = name[len(prefix):] if name.startswith(prefix) else None
+    if bare is None:
+        return False
+    return bare.startswith(("ingress.", "alerts.")) or bare in ("correlated", "audit")
+
+
+def consumption(bootstrap: str, prefix: str) -> tuple[dict[str, int], list[str]]:
+    """(end offset total per watched topic, the non-empty topics no group has read to the end)."""
+    admin = make_admin(bootstrap, "safehub-demo-admin")
+    reader = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                           client_id="safehub-demo-watch", enable_auto_commit=False)
+    try:
+        topics = sorted(t for t in reader.topics() if _watched(t, prefix))
+        parts = [TopicPartition(t, p) for t in topics
+                 for p in sorted(reader.partitions_for_topic(t) or ())]
+        ends = reader.end_offsets(parts)
+        groups = [g["group_id"] for g in admin.list_groups()]
+        committed = admin.list_group_offsets(groups) if groups else {}
+    except KafkaError as exc:
+        raise BrokerError(f"cannot read consumer progress: {exc}") from exc
+    finally:
+        reader.close()
+        admin.close()
+    totals: Counter[str] = Counter()
+    for tp, end in ends.items():
+        totals[tp.topic] += end
+    behind = []
+    for topic in topics:
+        if totals[topic] == 0:
+            continue
+        topic_parts = [tp for tp in parts if tp.topic == topic]
+        if not any(
+            all((offsets.get(tp).offset if offsets.get(tp) else 0) >= ends[tp]
+                for tp in topic_parts)
+            for offsets in committed.values()
+        ):
+            behind.append(topic)
+    return dict(totals), behind
+
+
+def wait_settled(
+    bootstrap: str, prefix: str, deadline: float, quiet_s: float, check: Callable[[], None],
+    clock: Callable[[], float] | None = None, sleep: Callable[[float], None] | None = None,
+) -> bool:
+    """Block until everything is consumed and quiet for `quiet_s`; False at the deadline."""
+    import time
+
+    now = clock or time.monotonic
+    pause = sleep or time.sleep
+    last: dict[str, int] | None = None
+    quiet_since = now()
+    while now() < deadline:
+        check()
+        totals, behind = consumption(bootstrap, prefix)
+        if totals != last:
+            last, quiet_since = totals, now()
+        if not behind and now() - quiet_since >= quiet_s:
+            return True
+        pause(1.0)
+    return False
+
+
+def read_alerts(bootstrap: str, topic: str) -> list[CorrelatedAlert]:
+    """Every alert on `correlated`, read from the start without a consumer group."""
+    consumer = make_consumer(bootstrap, None, client_id="safehub-demo-summary")
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic)
+                                                          or ())]
+        if not parts:
+            return []
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        ends = consumer.end_offsets(parts)
+        alerts: list[CorrelatedAlert] = []
+        while any(consumer.position(tp) < ends[tp] for tp in parts):
+            for records in consumer.poll(timeout_ms=1000).values():
+                for rec in records:
+                    alerts.append(codec.decode(rec.value, CorrelatedAlert))
+        return alerts
+    except KafkaError as exc:
+        raise BrokerError(f"cannot read {topic}: {exc}") from exc
+    finally:
+        consumer.close()
+
+
+def summarise(bootstrap: str, prefix: str, inbox_url: str, pop: Population) -> dict[str, Any]:
+    from sqlalchemy import func, select
+
+    from safehub.consumers.inbox.database import make_engine
+    from safehub.consumers.inbox.models import InboxAlert
+
+    alerts = {a.alert_id: a for a in read_alerts(bootstrap, f"{prefix}correlated")}
+    by_tier = Counter(a.tier.value for a in alerts.values())
+    engine = make_engine(inbox_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(InboxAlert.agency_id, func.count()).group_by(InboxAlert.agency_id)
+            ).all()
+    finally:
+        engine.dispose()
+    inbox = {str(agency): int(n) for agency, n in rows}
+    # Score against the ground truth, which never left this process.
+    child_of = {event_id(agency, ref): child
+                for (agency, ref), child in pop.truth.record_child.items()}
+    alerted = {child_of[e.event_id] for a in alerts.values() if a.tier.rank >= 2
+               for e in a.evidence if e.event_id in child_of}
+    exploited = pop.truth.exploited
+    return {
+        "alerts": len(alerts),
+        "alerts_by_tier": {t: by_tier[t] for t in ("EMERGING", "ESCALATING", "HIGH")
+                           if by_tier[t]},
+        "inbox_rows": sum(inbox.values()),
+        "inbox_by_agency": dict(sorted(inbox.items())),
+        "exploited_children": len(exploited),
+        "exploited_children_alerted_escalating_or_high": len(alerted & exploited),
+        "other_children_alerted_escalating_or_high": len(alerted - exploited),
+    }
