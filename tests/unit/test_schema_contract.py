@@ -3,7 +3,9 @@ schemas agree with the Python vocabulary and records they are decoded into."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
@@ -176,3 +178,15 @@ def test_schema_fields_follow_the_dataclass_fields(record_type):
 def test_every_top_level_schema_is_documented():
     for top in codec.TOP_LEVEL:
         assert codec.expand(codec.schema_name(top)).get("doc")
+
+
+def test_only_the_codec_imports_fastavro():
+    root = Path(codec.__file__).resolve().parents[1]
+    importing = re.compile(r"^\s*(import|from)\s+fastavro\b", re.MULTILINE)
+    offenders = [
+        str(path.relative_to(root))
+        for folder in ("schemas", "services", "consumers", "producers", "deploy")
+        for path in (root / folder).rglob("*.py")
+        if importing.search(path.read_text()) and path.name != "codec.py"
+    ]
+    assert offenders == []
