@@ -20,7 +20,6 @@ Pure: no clock, no randomness, no I/O.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import struct
 
@@ -41,7 +40,7 @@ _TAG_BLOCK = b"safehub/linkage-block/dob/v1"
 
 def _keyed(key: LinkageKey, tag: bytes, *fields: str) -> bytes:
     message = _SEP.join((tag, str(key.epoch).encode(), *(f.encode("ascii") for f in fields)))
-    return hmac.new(key.secret, message, hashlib.sha256).digest()
+    return hmac.digest(key.secret, message, "sha256")
 
 
 def phonetic(name: str) -> str:
