@@ -19,10 +19,8 @@ Every failure is a ValidationError naming the field and the rule, never the offe
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
-from enum import Enum
+from dataclasses import dataclass
 from functools import cache
 from io import BytesIO
 from pathlib import Path
@@ -33,7 +31,21 @@ from fastavro.read import SchemaResolutionError
 from fastavro.schema import to_parsing_canonical_form
 
 from safehub.errors import ValidationError
-from safehub.schemas import records, vocabulary
+from safehub.schemas.binding import (
+    INDICATOR_ENUMS,
+    NAMESPACE,
+    PRIMITIVES,
+    Binding,
+    Conv,
+    full_name,
+)
+
+__all__ = [
+    "HEADER_BYTES", "INDICATOR_ENUMS", "MARKER", "MAX_RECORD_BYTES", "TOP_LEVEL", "Record",
+    "ValidationError", "canonical_form", "crc64_avro", "decode", "decode_reference", "encode",
+    "expand", "fingerprint", "header_for", "history_versions", "known_fingerprints", "release",
+    "schema_name",
+]
 from safehub.schemas.decoder import compile_decoder
 from safehub.schemas.prescan import compile_scanner
 from safehub.schemas.records import (
@@ -51,7 +63,6 @@ HEADER_BYTES = len(MARKER) + 8
 # Largest body accepted or produced. A correlated alert with a few thousand pieces of evidence
 # fits; forged collection counts can never make a decode hold more than ~2 MB of objects.
 MAX_RECORD_BYTES = 256 * 1024
-NAMESPACE = "safehub"
 SCHEMA_DIR = Path(__file__).resolve().parent
 HISTORY_DIR = SCHEMA_DIR / "history"
 
@@ -64,11 +75,7 @@ TOP_LEVEL: tuple[type[Any], ...] = (
     WarningSignEvent, MissingEpisodeEvent, CorrelatedAlert, RoutedAlert, AlertAck, AuditEntry,
     DeadLetter,
 )
-INDICATOR_ENUMS: tuple[type[Enum], ...] = (
-    vocabulary.Sign, vocabulary.Vulnerability, vocabulary.SignificantIncident,
-)
-_PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
-_INT_RANGE = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+_PRIMITIVES = PRIMITIVES
 # What fastavro raises on malformed bodies (found by the bad-input and hypothesis tests).
 _AVRO_ERRORS: tuple[type[BaseException], ...] = (
     EOFError, IndexError, ValueError, KeyError, TypeError, OverflowError, UnicodeDecodeError,
@@ -158,11 +165,7 @@ def expand(name: str, directory: Path = SCHEMA_DIR) -> dict[str, Any]:
     return dict(walk(name))
 
 
-def _full_name(node: dict[str, Any]) -> str:
-    name = str(node["name"])
-    if "." in name:
-        return name
-    return f"{node.get('namespace', NAMESPACE)}.{name}"
+_full_name = full_name
 
 
 def history_versions(name: str) -> list[tuple[int, dict[str, Any]]]:
@@ -186,213 +189,6 @@ def release(name: str) -> Path | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(current, indent=2) + "\n")
     return path
-
-
-# --- converters between Avro values and the dataclasses ---------------------------------------
-
-Conv = Callable[[Any], Any]
-
-
-def _classes() -> dict[str, type[Any]]:
-    found: dict[str, type[Any]] = {}
-    for module in (records, vocabulary):
-        for attr in vars(module).values():
-            if isinstance(attr, type) and attr.__module__ == module.__name__:
-                found[f"{NAMESPACE}.{attr.__name__}"] = attr
-    return found
-
-
-@dataclass(frozen=True, slots=True)
-class _StringRule:
-    pattern: re.Pattern[str] | None
-    max_length: int | None
-
-    def check(self, path: str, value: Any) -> str:
-        if not isinstance(value, str):
-            raise ValidationError(path, "must be a string")
-        if self.max_length is not None and len(value) > self.max_length:
-            raise ValidationError(path, f"longer than {self.max_length} characters")
-        if self.pattern is not None and self.pattern.fullmatch(value) is None:
-            raise ValidationError(path, f"must match {self.pattern.pattern}")
-        return value
-
-
-class _Compiler:
-    """Turns one expanded schema into two functions: dataclass -> Avro dict, and back."""
-
-    def __init__(self) -> None:
-        self.classes = _classes()
-        self.named: dict[str, dict[str, Any]] = {}
-        self.indicator = {m.value: m for enum in INDICATOR_ENUMS for m in enum}
-        self.indicator_names = {f"{NAMESPACE}.{e.__name__}" for e in INDICATOR_ENUMS}
-
-    def resolve(self, node: Any) -> Any:
-        """A type node with named references replaced by their definitions (seen first)."""
-        if isinstance(node, str) and node not in _PRIMITIVES:
-            return self.named[node]
-        if isinstance(node, dict) and node.get("type") in ("record", "enum", "fixed"):
-            self.named[_full_name(node)] = node
-        return node
-
-    def rule(self, field: dict[str, Any]) -> _StringRule:
-        pattern = field.get("safehub.pattern")
-        return _StringRule(re.compile(pattern) if pattern else None,
-                           field.get("safehub.maxLength"))
-
-    # decode side: Avro value (already canonical) -> Python value
-    def reader(self, node: Any, path: str, field: dict[str, Any]) -> Conv | None:
-        node = self.resolve(node)
-        if isinstance(node, list):
-            branches = [self.resolve(b) for b in node]
-            if all(isinstance(b, dict) and _full_name(b) in self.indicator_names
-                   for b in branches):
-                table = self.indicator
-                return lambda v: _lookup(table, v, path)
-            rest = [b for b in node if b != "null"]
-            if len(rest) == 1 and len(node) == 2:
-                inner = self.reader(rest[0], path, field)
-                if inner is None:
-                    return None
-                return lambda v: None if v is None else inner(v)
-            raise ValueError(f"{path}: unsupported union")
-        kind = node if isinstance(node, str) else node["type"]
-        if kind == "string":
-            rule = self.rule(field)
-            if rule.pattern is None and rule.max_length is None:
-                return None
-            return lambda v: rule.check(path, v)
-        if kind == "array":
-            item = self.reader(node["items"], path + "[]", field)
-            if item is None:
-                return tuple
-            return lambda v: tuple([item(x) for x in v])
-        if kind == "enum":
-            members = self.classes[_full_name(node)]._value2member_map_
-            return lambda v: _lookup(members, v, path)
-        if kind == "record":
-            return self.record_reader(node, path)
-        return None
-
-    def record_reader(self, node: dict[str, Any], path: str) -> Conv:
-        cls = self.classes[_full_name(node)]
-        names = [f.name for f in fields(cls)]
-        avro_names = [f["name"] for f in node["fields"]]
-        if names != avro_names:
-            raise ValueError(f"{_full_name(node)}: schema fields {avro_names} != {names}")
-        prefix = f"{path}." if path else ""
-        convs = [(f["name"], self.reader(f["type"], prefix + f["name"], f))
-                 for f in node["fields"]]
-        plain = tuple(n for n, c in convs if c is None)
-        if len(plain) == len(convs):
-            return lambda d: cls(*[d[n] for n in names])
-        pairs = tuple(convs)
-        return lambda d: cls(*[d[n] if c is None else c(d[n]) for n, c in pairs])
-
-    # encode side: Python value -> Avro value, checking types so the body is what was meant
-    def writer(self, node: Any, path: str, field: dict[str, Any]) -> Conv:
-        node = self.resolve(node)
-        if isinstance(node, list):
-            branches = [self.resolve(b) for b in node]
-            if all(isinstance(b, dict) and _full_name(b) in self.indicator_names
-                   for b in branches):
-                by_class = {e: f"{NAMESPACE}.{e.__name__}" for e in INDICATOR_ENUMS}
-
-                def indicator(v: Any) -> Any:
-                    name = by_class.get(type(v))
-                    if name is None:
-                        raise ValidationError(path, "must be a Sign, Vulnerability or "
-                                                    "SignificantIncident")
-                    return (name, v.value)
-
-                return indicator
-            rest = [b for b in node if b != "null"]
-            inner = self.writer(rest[0], path, field)
-            return lambda v: None if v is None else inner(v)
-        kind = node if isinstance(node, str) else node["type"]
-        if kind == "string":
-            rule = self.rule(field)
-            return lambda v: rule.check(path, v)
-        if kind in _INT_RANGE:
-            low, high = _INT_RANGE[kind]
-
-            def integer(v: Any) -> Any:
-                if type(v) is not int or not low <= v <= high:
-                    raise ValidationError(path, f"must be an integer within Avro {kind}")
-                return v
-
-            return integer
-        if kind == "double":
-            def real(v: Any) -> Any:
-                if isinstance(v, bool) or not isinstance(v, (int, float)):
-                    raise ValidationError(path, "must be a number")
-                return float(v)
-
-            return real
-        if kind == "boolean":
-            def boolean(v: Any) -> Any:
-                if type(v) is not bool:
-                    raise ValidationError(path, "must be a boolean")
-                return v
-
-            return boolean
-        if kind == "bytes":
-            def raw(v: Any) -> Any:
-                if not isinstance(v, bytes):
-                    raise ValidationError(path, "must be bytes")
-                return v
-
-            return raw
-        if kind == "fixed":
-            size = node["size"]
-
-            def fixed(v: Any) -> Any:
-                if not isinstance(v, bytes) or len(v) != size:
-                    raise ValidationError(path, f"must be exactly {size} bytes")
-                return v
-
-            return fixed
-        if kind == "enum":
-            cls = self.classes[_full_name(node)]
-
-            def symbol(v: Any) -> Any:
-                if not isinstance(v, cls):
-                    raise ValidationError(path, f"must be a {cls.__name__}")
-                return v.value
-
-            return symbol
-        if kind == "array":
-            item = self.writer(node["items"], path + "[]", field)
-
-            def array(v: Any) -> Any:
-                if not isinstance(v, (tuple, list)):
-                    raise ValidationError(path, "must be a tuple")
-                return [item(x) for x in v]
-
-            return array
-        if kind == "record":
-            return self.record_writer(node, path)
-        raise ValueError(f"{path}: unsupported type {kind}")
-
-    def record_writer(self, node: dict[str, Any], path: str) -> Conv:
-        cls = self.classes[_full_name(node)]
-        prefix = f"{path}." if path else ""
-        convs = tuple((f["name"], self.writer(f["type"], prefix + f["name"], f))
-                      for f in node["fields"])
-        where = path or cls.__name__
-
-        def record(obj: Any) -> Any:
-            if type(obj) is not cls:
-                raise ValidationError(where, f"must be a {cls.__name__}")
-            return {n: c(getattr(obj, n)) for n, c in convs}
-
-        return record
-
-
-def _lookup(table: dict[str, Any], value: Any, path: str) -> Any:
-    try:
-        return table[value]
-    except KeyError:
-        raise ValidationError(path, "unknown symbol") from None
 
 
 # --- the registry of known schemas ------------------------------------------------------------
@@ -429,7 +225,7 @@ def _registry() -> _Registry:
     for cls in TOP_LEVEL:
         name = schema_name(cls)
         expanded = expand(name)
-        compiler = _Compiler()
+        compiler = Binding()
         compiler.resolve(expanded)
         to_avro = compiler.record_writer(expanded, "")
         build = compiler.record_reader(expanded, "")
