@@ -1,0 +1,105 @@
+"""`safehub correlator`: run the correlation stream processor (one faust worker).
+
+Settings (environment): SAFEHUB_KAFKA_BOOTSTRAP, SAFEHUB_TOPIC_PREFIX, SAFEHUB_RULES_PATH
+(default: the rules kept in services/correlation/rules/default-v1.toml),
+SAFEHUB_CORRELATOR_APP_ID (consumer group and changelog name; default
+"<prefix>safehub-correlator"), SAFEHUB_CORRELATOR_PARTITIONS (the ingress topics' partition
+count, default 6), SAFEHUB_CORRELATOR_REPLICATION (changelog replication, default 1),
+SAFEHUB_CORRELATOR_DATA_DIR (faust's local data, default ./safehub-correlator-data),
+SAFEHUB_CORRELATOR_BATCH (default 1000), SAFEHUB_CORRELATOR_WEB_PORT (faust's web server; off
+unless set). Start several with the same app id to share the partitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from pathlib import Path
+
+from kafka.errors import KafkaError
+
+from safehub.bus import make_admin
+from safehub.errors import BrokerError, ConfigError
+from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
+from safehub.services.correlator.app import CorrelatorSettings, build_app, ingress_pattern
+
+log = logging.getLogger(__name__)
+
+
+def _int(name: str, default: int, minimum: int = 1) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}")
+    return value
+
+
+def settings_from_env() -> CorrelatorSettings:
+    prefix = os.environ.get("SAFEHUB_TOPIC_PREFIX", "")
+    port = os.environ.get("SAFEHUB_CORRELATOR_WEB_PORT")
+    return CorrelatorSettings(
+        bootstrap=os.environ.get("SAFEHUB_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
+        prefix=prefix,
+        app_id=os.environ.get("SAFEHUB_CORRELATOR_APP_ID") or f"{prefix}safehub-correlator",
+        rules_path=Path(os.environ.get("SAFEHUB_RULES_PATH") or DEFAULT_RULES_PATH),
+        partitions=_int("SAFEHUB_CORRELATOR_PARTITIONS", 6),
+        replication=_int("SAFEHUB_CORRELATOR_REPLICATION", 1),
+        data_dir=Path(os.environ.get("SAFEHUB_CORRELATOR_DATA_DIR")
+                      or "safehub-correlator-data"),
+        batch_max=_int("SAFEHUB_CORRELATOR_BATCH", 1000),
+        batch_within_s=0.1,
+        web_port=_int("SAFEHUB_CORRELATOR_WEB_PORT", 0) if port else None,
+    )
+
+
+def ingress_topics(settings: CorrelatorSettings) -> list[str]:
+    admin = make_admin(settings.bootstrap, "safehub-correlator-admin")
+    try:
+        names = admin.list_topics()
+    except KafkaError as exc:
+        raise BrokerError(f"cannot list topics at {settings.bootstrap}: {exc}") from exc
+    finally:
+        admin.close()
+    pattern = ingress_pattern(settings.prefix)
+    found = sorted(n for n in names if pattern.match(n))
+    if not found:
+        raise ConfigError(f"no topic matches {pattern.pattern}: create the agencies' ingress "
+                          "topics first (safehub topics create --agency ...)")
+    return found
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (parser.description or "") + (
+        ". Reads every ingress topic, writes correlated alerts and audit entries.")
+
+
+def run(args: argparse.Namespace) -> int:
+    del args
+    settings = settings_from_env()
+    # Refuse bad rules before connecting to anything.
+    rules = load_rules(settings.rules_path)
+    log.info("correlator %s: rules version %s", settings.app_id, rules.version)
+    topics = ingress_topics(settings)
+    log.info("correlator %s: reading %d ingress topic(s)", settings.app_id, len(topics))
+    app = build_app(settings, rules, topics, wall_clock_ms)
+    import faust
+
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False,
+                          override_logging=False)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0
