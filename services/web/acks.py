@@ -1,0 +1,69 @@
+"""Acknowledgements and decisions: stored first (an outbox row), then published to
+`alert-acks` for the router. A row whose publication failed is published later by
+`publish_pending`, so a decision is never lost to a broker outage."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from kafka import KafkaProducer
+
+from safehub.bus import send_and_confirm
+from safehub.consumers.inbox.models import InboxAck
+from safehub.consumers.inbox.store import InboxStore
+from safehub.errors import BrokerError, StoreError
+from safehub.schemas.codec import encode
+from safehub.schemas.records import AlertAck
+from safehub.schemas.vocabulary import AckAction, Decision
+
+log = logging.getLogger(__name__)
+
+
+class AckPublisher(Protocol):
+    def publish(self, ack: AlertAck) -> None: ...
+
+
+class KafkaAckPublisher:
+    def __init__(self, producer: KafkaProducer, topic: str, timeout_s: float = 10.0) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._timeout_s = timeout_s
+
+    def publish(self, ack: AlertAck) -> None:
+        # Keyed by alert id, like the alerts, so one alert's acks stay in order.
+        send_and_confirm(self._producer, self._topic, encode(ack),
+                         key=ack.alert_id.encode("ascii"), timeout=self._timeout_s)
+
+
+def ack_from_row(row: InboxAck) -> AlertAck:
+    return AlertAck(ack_id=row.ack_id, alert_id=row.alert_id, agency_id=row.agency_id,
+                    user_ref=row.user_ref, action=AckAction(row.action),
+                    decision=Decision(row.decision) if row.decision else None, at=row.at)
+
+
+def publish_one(store: InboxStore, publisher: AckPublisher, ack: AlertAck, now: int) -> bool:
+    """Publish a stored ack; False (and the row kept for later) if the broker is unavailable."""
+    try:
+        publisher.publish(ack)
+    except BrokerError as exc:
+        log.warning("ack %s not yet published, will retry: %s", ack.ack_id, exc)
+        return False
+    store.mark_published(ack.ack_id, now)
+    return True
+
+
+def publish_pending(store: InboxStore, publisher: AckPublisher, clock: Callable[[], int]) -> int:
+    """Publish every stored ack not yet acknowledged by the broker; return how many went."""
+    sent = 0
+    try:
+        rows = store.unpublished_acks()
+    except StoreError as exc:
+        log.warning("cannot read unpublished acks: %s", exc)
+        return 0
+    for row in rows:
+        if not publish_one(store, publisher, ack_from_row(row), clock()):
+            break
+        sent += 1
+    return sent

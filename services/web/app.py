@@ -1,0 +1,276 @@
+"""The hub's HTTP face: server-rendered pages (Jinja2) and a JSON API (OpenAPI at /docs).
+
+Sign-in sets a signed session cookie (SameSite=strict, HttpOnly); forms carry a per-session
+CSRF token. The app is built by `create_app` from its collaborators; it connects to nothing.
+
+No `from __future__ import annotations` here: FastAPI reads the endpoint annotations at
+runtime, and dependencies defined inside create_app cannot be resolved from strings.
+"""
+
+import secrets
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+from fastapi import Depends, FastAPI, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel
+from starlette.middleware.sessions import SessionMiddleware
+
+from safehub.consumers.inbox.models import InboxAlert
+from safehub.consumers.inbox.store import STATUSES, QueueFilter
+from safehub.errors import BrokerError, StoreError
+from safehub.schemas.vocabulary import Decision, Tier
+from safehub.services.web.hub import Hub, NotFound
+from safehub.services.web.users import Directory, User
+
+TEMPLATES = Path(__file__).with_name("templates")
+LONDON = ZoneInfo("Europe/London")
+
+
+class EvidenceOut(BaseModel):
+    event_id: str
+    agency_id: str
+    sector: str
+    indicator: str
+    occurred_at: int
+    weight: float
+
+
+class AlertOut(BaseModel):
+    notification_id: str
+    alert_id: str
+    tier: str
+    rule: str
+    score: float
+    age_years: int
+    local_authority: str
+    placing_authority: str | None
+    reason: str
+    escalation_level: int
+    raised_at: int
+    ack_deadline: int
+    status: str
+    decision: str | None
+    overdue: bool
+
+
+class AlertDetailOut(AlertOut):
+    rules_version: str
+    agencies: list[str]
+    identity_conflict: bool
+    evidence: list[EvidenceOut]
+    reidentification_agencies: list[str]
+
+
+class DecisionIn(BaseModel):
+    decision: Decision
+
+
+class ActOut(BaseModel):
+    ack_id: str
+    published: bool
+
+
+def _overdue(row: InboxAlert, now: int) -> bool:
+    return row.status == "NEW" and row.ack_deadline <= now
+
+
+def _summary(row: InboxAlert, now: int) -> dict[str, Any]:
+    return {k: getattr(row, k) for k in AlertOut.model_fields if k != "overdue"} | {
+        "overdue": _overdue(row, now)}
+
+
+def _detail(row: InboxAlert, now: int) -> AlertDetailOut:
+    return AlertDetailOut(
+        **_summary(row, now), rules_version=row.rules_version, agencies=row.agencies.split(),
+        identity_conflict=row.identity_conflict,
+        evidence=[EvidenceOut(event_id=e.event_id, agency_id=e.agency_id, sector=e.sector,
+                              indicator=e.indicator, occurred_at=e.occurred_at, weight=e.weight)
+                  for e in row.evidence],
+        reidentification_agencies=sorted({r.agency_id for r in row.reidentification}))
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return ""
+    local = datetime.fromtimestamp(ms / 1000, tz=UTC).astimezone(LONDON)
+    return local.strftime("%a %d %b %Y %H:%M")
+
+
+def _label(symbol: str | None) -> str:
+    return (symbol or "").replace("_", " ").capitalize()
+
+
+def _optional_int(name: str, text: str | None) -> int | None:
+    # HTML forms send "" for an empty field: that means "no filter", not an error.
+    if text is None or not text.strip():
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise HTTPException(422, f"{name} must be a whole number") from None
+
+
+def queue_filter(tier: str | None = None, status: str | None = None,
+                 min_age: str | None = None, max_age: str | None = None,
+                 overdue: bool = False) -> QueueFilter:
+    """The queue's filters: tier, status, the child's age range (years), overdue only."""
+    if tier and tier not in Tier.__members__:
+        raise HTTPException(422, f"tier must be one of {list(Tier.__members__)}")
+    if status and status not in STATUSES:
+        raise HTTPException(422, f"status must be one of {STATUSES}")
+    return QueueFilter(tier or None, status or None, _optional_int("min_age", min_age),
+                       _optional_int("max_age", max_age), overdue)
+
+
+Filter = Annotated[QueueFilter, Depends(queue_filter)]
+
+
+def create_app(hub: Hub, directory: Directory, session_secret: str) -> FastAPI:
+    app = FastAPI(title="safehub hub inbox", version="1",
+                  description="Alerts routed to this agency's safeguarding hub.")
+    app.add_middleware(SessionMiddleware, secret_key=session_secret, same_site="strict",
+                       https_only=False, max_age=8 * 3600, session_cookie="safehub_session")
+    templates = Jinja2Templates(directory=str(TEMPLATES))
+    templates.env.filters["when"] = _when
+    templates.env.filters["label"] = _label
+
+    def current(request: Request) -> User | None:
+        ref = request.session.get("user")
+        return directory.get(ref) if isinstance(ref, str) else None
+
+    def api_user(request: Request) -> User:
+        user = current(request)
+        if user is None:
+            raise HTTPException(401, "sign in first")
+        return user
+
+    def csrf(request: Request) -> str:
+        token = request.session.get("csrf")
+        if not isinstance(token, str):
+            token = secrets.token_urlsafe(24)
+            request.session["csrf"] = token
+        return token
+
+    def check_csrf(request: Request, token: str) -> None:
+        if not secrets.compare_digest(token, str(request.session.get("csrf", ""))):
+            raise HTTPException(400, "stale form: reload the page")
+
+    def page(request: Request, name: str, user: User | None, status_code: int = 200,
+             **context: Any) -> HTMLResponse:
+        return templates.TemplateResponse(request, name, {
+            "user": user, "csrf": csrf(request), **context}, status_code=status_code)
+
+    @app.exception_handler(StoreError)
+    async def store_down(_request: Request, _exc: StoreError) -> Response:
+        return HTMLResponse("The hub database is unavailable; try again shortly.", 503)
+
+    @app.exception_handler(BrokerError)
+    async def audit_down(_request: Request, _exc: BrokerError) -> Response:
+        # Nothing is shown that could not be recorded in the audit log.
+        return HTMLResponse("The audit log is unavailable; try again shortly.", 503)
+
+    @app.get("/", include_in_schema=False)
+    def home() -> RedirectResponse:
+        return RedirectResponse("/alerts", 303)
+
+    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    def login_form(request: Request) -> HTMLResponse:
+        return page(request, "login.html", None, error=None)
+
+    @app.post("/login", include_in_schema=False, response_model=None)
+    def login(request: Request, ref: Annotated[str, Form()],
+              password: Annotated[str, Form()]) -> Response:
+        user = directory.authenticate(ref, password)
+        if user is None:
+            return page(request, "login.html", None, error="Unknown user or wrong password.")
+        request.session.clear()
+        request.session["user"] = user.ref
+        return RedirectResponse("/alerts", 303)
+
+    @app.post("/logout", include_in_schema=False)
+    def logout(request: Request) -> RedirectResponse:
+        request.session.clear()
+        return RedirectResponse("/login", 303)
+
+    @app.get("/alerts", response_class=HTMLResponse, include_in_schema=False, response_model=None)
+    def queue_page(request: Request, flt: Filter) -> Response:
+        user = current(request)
+        if user is None:
+            return RedirectResponse("/login", 303)
+        rows = hub.queue(user, flt)
+        now = hub.clock()
+        return page(request, "queue.html", user, rows=rows, flt=flt, now=now,
+                    overdue={r.notification_id for r in rows if _overdue(r, now)},
+                    tiers=[t.value for t in Tier], statuses=STATUSES)
+
+    @app.get("/alerts/{notification_id}", response_class=HTMLResponse, include_in_schema=False,
+             response_model=None)
+    def alert_page(request: Request, notification_id: str) -> Response:
+        user = current(request)
+        if user is None:
+            return RedirectResponse("/login", 303)
+        try:
+            row = hub.view(user, notification_id)
+        except NotFound:
+            return page(request, "missing.html", user, status_code=404)
+        return page(request, "alert.html", user, row=row, decisions=list(Decision),
+                    overdue=_overdue(row, hub.clock()), published=request.query_params.get("p"))
+
+    @app.post("/alerts/{notification_id}/ack", include_in_schema=False)
+    def ack_form(request: Request, notification_id: str,
+                 token: Annotated[str, Form(alias="csrf")]) -> Response:
+        return _act_form(request, notification_id, token, None)
+
+    @app.post("/alerts/{notification_id}/decision", include_in_schema=False)
+    def decision_form(request: Request, notification_id: str,
+                      token: Annotated[str, Form(alias="csrf")],
+                      decision: Annotated[Decision, Form()]) -> Response:
+        return _act_form(request, notification_id, token, decision)
+
+    def _act_form(request: Request, notification_id: str, token: str,
+                  decision: Decision | None) -> Response:
+        user = current(request)
+        if user is None:
+            return RedirectResponse("/login", 303)
+        check_csrf(request, token)
+        try:
+            outcome = hub.act(user, notification_id, decision)
+        except NotFound:
+            return page(request, "missing.html", user, status_code=404)
+        flag = "1" if outcome.published else "0"
+        return RedirectResponse(f"/alerts/{notification_id}?p={flag}", 303)
+
+    @app.get("/api/alerts", response_model=list[AlertOut], tags=["alerts"])
+    def api_queue(user: Annotated[User, Depends(api_user)], flt: Filter) -> list[dict[str, Any]]:
+        now = hub.clock()
+        return [_summary(r, now) for r in hub.queue(user, flt)]
+
+    @app.get("/api/alerts/{notification_id}", response_model=AlertDetailOut, tags=["alerts"])
+    def api_alert(user: Annotated[User, Depends(api_user)], notification_id: str
+                  ) -> AlertDetailOut:
+        try:
+            return _detail(hub.view(user, notification_id), hub.clock())
+        except NotFound:
+            raise HTTPException(404, "no such alert") from None
+
+    @app.post("/api/alerts/{notification_id}/ack", response_model=ActOut, tags=["alerts"])
+    def api_ack(user: Annotated[User, Depends(api_user)], notification_id: str) -> ActOut:
+        return _api_act(user, notification_id, None)
+
+    @app.post("/api/alerts/{notification_id}/decision", response_model=ActOut, tags=["alerts"])
+    def api_decide(user: Annotated[User, Depends(api_user)], notification_id: str,
+                   body: DecisionIn) -> ActOut:
+        return _api_act(user, notification_id, body.decision)
+
+    def _api_act(user: User, notification_id: str, decision: Decision | None) -> ActOut:
+        try:
+            outcome = hub.act(user, notification_id, decision)
+        except NotFound:
+            raise HTTPException(404, "no such alert") from None
+        return ActOut(ack_id=outcome.ack.ack_id, published=outcome.published)
+
+    return app

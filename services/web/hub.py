@@ -1,0 +1,88 @@
+"""What the web app does, apart from HTTP: scoped reads, audited views, acks and decisions.
+
+Every read is scoped to the signed-in user's agency: an alert sent to another agency does not
+exist for this user (the HTTP layer answers 404, never 403, so its existence is not disclosed).
+A view or decision whose audit entry the broker did not acknowledge is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from safehub.consumers.inbox.models import InboxAlert
+from safehub.consumers.inbox.store import InboxStore, QueueFilter
+from safehub.schemas.codec import encode
+from safehub.schemas.records import AlertAck
+from safehub.schemas.vocabulary import AckAction, AuditAction, Decision
+from safehub.services.web.acks import AckPublisher, publish_one
+from safehub.services.web.users import User
+
+
+class Audit(Protocol):
+    def record(self, action: AuditAction, subject_id: str, actor: str, digest: bytes,
+               at_ms: int) -> None: ...
+
+    def flush(self, timeout: float = 60.0) -> None: ...
+
+
+class NotFound(Exception):
+    """No such alert for this user's agency."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    ack: AlertAck
+    published: bool  # False: stored, and will be sent to the router when the broker is back
+
+
+class Hub:
+    def __init__(self, store: InboxStore, audit: Audit, publisher: AckPublisher,
+                 clock: Callable[[], int]) -> None:
+        self.store = store
+        self.audit = audit
+        self.publisher = publisher
+        self.clock = clock
+        # The journal batches sends; requests run on a thread pool, so one request's flush
+        # must cover its own entries: record-and-flush is one critical section.
+        self._audit_lock = threading.Lock()
+
+    def queue(self, user: User, flt: QueueFilter) -> list[InboxAlert]:
+        return self.store.queue(user.agency, flt, self.clock())
+
+    def view(self, user: User, notification_id: str) -> InboxAlert:
+        row = self.store.alert(user.agency, notification_id)
+        if row is None:
+            raise NotFound(notification_id)
+        now = self.clock()
+        # A view's digest binds the record seen to the moment it was seen, so that two views
+        # are two audit entries rather than one redelivered entry.
+        digest = hashlib.sha256(row.digest + now.to_bytes(8, "big")).digest()
+        with self._audit_lock:
+            self.audit.record(AuditAction.ALERT_VIEWED, row.alert_id, user.ref, digest, now)
+            self.audit.flush()
+        return row
+
+    def act(self, user: User, notification_id: str, decision: Decision | None) -> Outcome:
+        row = self.store.alert(user.agency, notification_id)
+        if row is None:
+            raise NotFound(notification_id)
+        now = self.clock()
+        action = AckAction.ACKNOWLEDGED if decision is None else AckAction.DECIDED
+        ack = AlertAck(ack_id=uuid.uuid4().hex, alert_id=row.alert_id, agency_id=user.agency,
+                       user_ref=user.ref, action=action, decision=decision, at=now)
+        digest = hashlib.sha256(encode(ack)).digest()
+        self.store.record_ack(notification_id, ack)
+        actions = [AuditAction.ALERT_ACKNOWLEDGED] if decision is None else [
+            AuditAction.ALERT_DECIDED]
+        if decision is Decision.REQUEST_REIDENTIFICATION:
+            actions.append(AuditAction.REIDENTIFICATION_REQUESTED)
+        with self._audit_lock:
+            for action_name in actions:
+                self.audit.record(action_name, row.alert_id, user.ref, digest, now)
+            self.audit.flush()
+        return Outcome(ack, publish_one(self.store, self.publisher, ack, now))

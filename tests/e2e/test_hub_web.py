@@ -1,0 +1,263 @@
+"""The hub's web page in a real headless Chromium (Debian's chromium + chromedriver, Selenium):
+sign in, see the queue, open an alert, read its timeline, record a decision; and a user of one
+agency cannot reach another agency's alert by any URL.
+
+The web app runs as a real `safehub web` process over an inbox filled by the real inbox
+consumer from the real broker; the decision is checked on `alert-acks` and `audit`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from safehub.bus import make_consumer, make_producer, send_all
+from safehub.consumers.deadletter import DeadLetterSink
+from safehub.consumers.inbox.consumer import InboxConsumer
+from safehub.consumers.inbox.database import make_engine, migrate
+from safehub.consumers.inbox.store import InboxStore
+from safehub.schemas.codec import decode, encode
+from safehub.schemas.records import (
+    AlertAck,
+    AuditEntry,
+    CorrelatedAlert,
+    Evidence,
+    ReidentificationRef,
+    RoutedAlert,
+)
+from safehub.schemas.vocabulary import AckAction, AuditAction, Decision, Sector, Sign, Tier
+from safehub.schemas.vocabulary import SignificantIncident as SI
+from safehub.services.router import core
+from safehub.services.router.core import ClusterState
+from safehub.services.router.table import load_routing_table
+from safehub.services.web.users import hash_password
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+NOW = int(time.time() * 1000)
+PASSWORD = "correct horse battery staple"
+
+
+def routed(n: int, la: str, tier: Tier = Tier.ESCALATING) -> RoutedAlert:
+    evidence = (
+        Evidence("a" * 31 + str(n), "police-west-yorkshire", Sector.POLICE,
+                 Sign.MISSING_FROM_HOME_OR_CARE, NOW - 5 * 86_400_000, 1.0),
+        Evidence("b" * 31 + str(n), "school-leeds-high", Sector.EDUCATION,
+                 Sign.ABSENT_FROM_SCHOOL, NOW - 4 * 86_400_000, 1.0),
+        Evidence("c" * 31 + str(n), "health-leeds-sexual-health", Sector.HEALTH,
+                 SI.FOUND_IN_CAR_WITH_UNKNOWN_ADULTS, NOW - 3 * 86_400_000, 3.0),
+    )
+    alert = CorrelatedAlert(
+        alert_id=uuid.uuid4().hex, rules_version="d" * 64, cluster_id=uuid.uuid4().hex,
+        linkage_block=n, tier=tier, rule="significant-incident", score=5.0,
+        raised_at=NOW - 3 * 86_400_000, age_years=13 + n, local_authority=la,
+        placing_authority=None, agencies=tuple(sorted({e.agency_id for e in evidence})),
+        evidence=evidence,
+        reidentification=(ReidentificationRef("police-west-yorkshire", "e" * 32),),
+        identity_conflict=False)
+    _, (note,) = core.receive(load_routing_table(), ClusterState(alert.cluster_id), alert, NOW)
+    return note.routed
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def hub(kafka_bootstrap: str, topic_names: Callable[[str], str],
+        create_topics_fn: Callable[..., list[str]], tmp_path: Path) -> Iterator[dict[str, object]]:
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.skip("Debian chromium/chromedriver not installed")
+    prefix = topic_names("")
+    create_topics_fn(*(prefix + t for t in ("alerts.csc-leeds", "alerts.csc-bradford",
+                                            "alert-acks", "audit", "deadletter")))
+    leeds = [routed(1, "E08000035", Tier.HIGH), routed(2, "E08000035")]
+    bradford = routed(3, "E08000032")
+    producer = make_producer(kafka_bootstrap, "e2e-router")
+    send_all(producer, [(prefix + f"alerts.{r.receiver_agency}", r.alert.alert_id.encode(),
+                         encode(r), None) for r in [*leeds, bradford]])
+    url = f"sqlite:///{tmp_path / 'inbox.db'}"
+    store = InboxStore(make_engine(url))
+    migrate(store.engine)
+    inbox = InboxConsumer(
+        make_consumer(kafka_bootstrap, "e2e-" + uuid.uuid4().hex,
+                      [prefix + "alerts.csc-leeds", prefix + "alerts.csc-bradford"]),
+        store, DeadLetterSink(producer, prefix + "deadletter"), prefix, lambda: NOW)
+    stop = threading.Event()
+    end = time.monotonic() + 30
+    while store.count() < 3:
+        assert time.monotonic() < end, "inbox did not store the alerts"
+        inbox.step(stop, timeout_ms=300)
+    inbox.close()
+    users = tmp_path / "users.toml"
+    users.write_text(
+        f'[[user]]\nref = "sw-leeds-1"\nagency = "csc-leeds"\n'
+        f'password = "{hash_password(PASSWORD)}"\n'
+        f'[[user]]\nref = "sw-bradford-1"\nagency = "csc-bradford"\n'
+        f'password = "{hash_password(PASSWORD)}"\n')
+    port = free_port()
+    env = {**os.environ, "SAFEHUB_KAFKA_BOOTSTRAP": kafka_bootstrap,
+           "SAFEHUB_TOPIC_PREFIX": prefix, "SAFEHUB_WEB_USERS": str(users),
+           "SAFEHUB_WEB_PORT": str(port), "SAFEHUB_INBOX_DATABASE_URL": url}
+    safehub = shutil.which("safehub") or f"{sys.executable} -m safehub.cli"
+    proc = subprocess.Popen([*safehub.split(), "web"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    end = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(base + "/login", timeout=1)
+            break
+        except httpx.TransportError:
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            assert time.monotonic() < end, "safehub web did not start"
+            time.sleep(0.3)
+    yield {"base": base, "leeds": leeds, "bradford": bradford, "prefix": prefix,
+           "bootstrap": kafka_bootstrap}
+    proc.terminate()
+    assert proc.wait(15) == 0, "safehub web did not exit cleanly on SIGTERM"
+    producer.close()
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def sign_in(driver, base: str, ref: str) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+
+    driver.get(base + "/alerts")
+    assert "/login" in driver.current_url  # not signed in: sent to the sign-in page
+    driver.find_element(By.ID, "ref").send_keys(ref)
+    driver.find_element(By.ID, "password").send_keys(PASSWORD)
+    driver.find_element(By.ID, "sign-in").click()
+    assert wait_for(driver, "#who").text == ref
+
+
+def wait_for(driver, css: str):  # type: ignore[no-untyped-def]
+    """Clicks return before the next page has loaded: wait for what it must show."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, 15).until(ec.presence_of_element_located((By.CSS_SELECTOR, css)))
+
+
+def read_topic(bootstrap: str, topic: str, want: Callable[[list[bytes]], bool]) -> list[bytes]:
+    consumer = make_consumer(bootstrap, None, [topic], client_id="e2e-reader")
+    seen: list[bytes] = []
+    end = time.monotonic() + 20
+    while not want(seen) and time.monotonic() < end:
+        for recs in consumer.poll(timeout_ms=500).values():
+            seen += [r.value for r in recs]
+    consumer.close()
+    return seen
+
+
+def test_sign_in_queue_timeline_decision(hub: dict, browser) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    base, leeds = hub["base"], hub["leeds"]
+    sign_in(browser, base, "sw-leeds-1")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#queue tr.alert-row")
+    assert {r.get_attribute("data-id") for r in rows} == {x.notification_id for x in leeds}
+    # Filter: high tier only.
+    Select(browser.find_element(By.ID, "f-tier")).select_by_value("HIGH")
+    browser.find_element(By.ID, "apply").click()
+    wait_for(browser, "#f-tier option[value=HIGH][selected]")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#queue tr.alert-row")
+    assert [r.get_attribute("data-id") for r in rows] == [leeds[0].notification_id]
+    rows[0].find_element(By.CSS_SELECTOR, "a.open").click()
+    timeline = wait_for(browser, "#timeline")
+    items = timeline.find_elements(By.CSS_SELECTOR, "li.evidence")
+    assert [i.find_element(By.CLASS_NAME, "agency").text for i in items] == [
+        "police-west-yorkshire", "school-leeds-high", "health-leeds-sexual-health"]
+    assert [i.find_element(By.CLASS_NAME, "indicator").text for i in items] == [
+        "Missing from home or care", "Absent from school", "Found in car with unknown adults"]
+    assert browser.find_element(By.ID, "rule").text == "significant-incident"
+
+    Select(browser.find_element(By.ID, "decision-choice")).select_by_value("STRATEGY_MEETING")
+    browser.find_element(By.ID, "record-decision").click()
+    assert wait_for(browser, "#decision").text == "Strategy meeting"
+    assert "sw-leeds-1 decided: Strategy meeting" in browser.find_element(By.ID, "timeline").text
+
+    prefix, bootstrap = hub["prefix"], hub["bootstrap"]
+    acks = [decode(v, AlertAck) for v in read_topic(bootstrap, prefix + "alert-acks",
+                                                    lambda s: len(s) >= 1)]
+    assert [(a.alert_id, a.agency_id, a.user_ref, a.action, a.decision) for a in acks] == [
+        (leeds[0].alert.alert_id, "csc-leeds", "sw-leeds-1", AckAction.DECIDED,
+         Decision.STRATEGY_MEETING)]
+    entries = [decode(v, AuditEntry) for v in read_topic(
+        bootstrap, prefix + "audit",
+        lambda s: AuditAction.ALERT_DECIDED in {decode(v, AuditEntry).action for v in s})]
+    mine = {(e.action, e.subject_id, e.actor) for e in entries}
+    assert (AuditAction.ALERT_VIEWED, leeds[0].alert.alert_id, "sw-leeds-1") in mine
+    assert (AuditAction.ALERT_DECIDED, leeds[0].alert.alert_id, "sw-leeds-1") in mine
+
+
+def test_another_agencys_alert_is_not_found_by_any_url(hub: dict, browser) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+
+    base, other = hub["base"], hub["bradford"].notification_id
+    sign_in(browser, base, "sw-leeds-1")
+    browser.get(f"{base}/alerts/{other}")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Not found"
+    assert other not in browser.page_source
+    browser.get(f"{base}/api/alerts/{other}")
+    assert "no such alert" in browser.page_source
+    browser.get(f"{base}/api/alerts")
+    assert other not in browser.page_source
+    # The same through the API with the browser's session, for every method and path.
+    cookie = browser.get_cookie("safehub_session")["value"]
+    with httpx.Client(base_url=base, cookies={"safehub_session": cookie}) as client:
+        assert client.get(f"/alerts/{other}").status_code == 404
+        assert client.get(f"/api/alerts/{other}").status_code == 404
+        assert client.post(f"/api/alerts/{other}/ack").status_code == 404
+        assert client.post(f"/api/alerts/{other}/decision",
+                           json={"decision": "NO_FURTHER_ACTION"}).status_code == 404
+        page = client.get("/alerts").text
+        token = page.split('name="csrf" value="')[1].split('"')[0] if 'name="csrf"' in page \
+            else client.get(f"/alerts/{hub['leeds'][0].notification_id}").text.split(
+                'name="csrf" value="')[1].split('"')[0]
+        assert client.post(f"/alerts/{other}/ack", data={"csrf": token}).status_code == 404
+        assert client.post(f"/alerts/{other}/decision",
+                           data={"csrf": token, "decision": "NO_FURTHER_ACTION"}
+                           ).status_code == 404
+        assert other not in client.get("/api/alerts", params={"status": "NEW"}).text
+    # Signed out, nothing at all.
+    with httpx.Client(base_url=base) as anon:
+        assert anon.get(f"/api/alerts/{other}").status_code == 401
+        assert anon.get(f"/alerts/{other}", follow_redirects=False).status_code == 303
+    # Bradford's own user does see it.
+    browser.delete_all_cookies()
+    sign_in(browser, base, "sw-bradford-1")
+    ids = [r.get_attribute("data-id")
+           for r in browser.find_elements(By.CSS_SELECTOR, "#queue tr.alert-row")]
+    assert ids == [other]
