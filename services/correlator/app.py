@@ -111,6 +111,9 @@ def build_app(
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
+        # A killed worker's partitions move to the others after 10 s, not faust's default 60 s.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
         stream_buffer_maxsize=max(4096, settings.batch_max * 2),
         table_cleanup_interval=3600.0,
         **web,

@@ -89,11 +89,12 @@ def _sector(agency: str) -> Sector:
     raise ValueError(f"agency {agency} has no known sector prefix")
 
 
-def _match_keys(child: str, spec: str) -> MatchKeys:
+def _match_keys(scenario: str, child: str, spec: str) -> MatchKeys:
+    # Keys are salted by the scenario, so scenarios run side by side never link to each other.
     values: dict[str, bytes] = {}
     for item in spec.split():
         kind, _, owner = item.partition(":")
-        values[kind] = hashlib.sha256(f"{kind}:{owner or child}".encode()).digest()
+        values[kind] = hashlib.sha256(f"{scenario}:{kind}:{owner or child}".encode()).digest()
     return MatchKeys(**values)
 
 
@@ -108,14 +109,15 @@ def _table(lines: list[str], heading: str) -> list[list[str]]:
     return rows[1:]  # drop the header row
 
 
-def load(path: Path) -> Scenario:
+def load(path: Path, block: int = BLOCK) -> Scenario:
+    """The scenario in `path`, its events in linkage block `block`."""
     lines = [line.rstrip() for line in path.read_text().splitlines()]
     rows = []
     for cells in _table(lines, "## Events"):
         number, ref, day, agency, child, keys, age, indicator = cells
         occurred = EPOCH_MS + int(float(day) * DAY_MS)
         subject = Subject(
-            match_keys=_match_keys(child, keys), key_epoch=1, linkage_block=BLOCK,
+            match_keys=_match_keys(path.stem, child, keys), key_epoch=1, linkage_block=block,
             age_years=int(age), local_authority=LOCAL_AUTHORITY, placing_authority=None,
             reid_handle=_hex("reid", agency, ref),
         )
@@ -142,8 +144,10 @@ def load(path: Path) -> Scenario:
     return Scenario(path.stem, tuple(rows), tuple(expected))
 
 
-def all_scenarios() -> list[Scenario]:
-    return [load(p) for p in sorted(GOLDEN_DIR.glob("*.md"))]
+def all_scenarios(first_block: int = BLOCK, spread: int = 0) -> list[Scenario]:
+    """Every scenario; with `spread`, scenario i is put in block first_block + i * spread."""
+    paths = sorted(GOLDEN_DIR.glob("*.md"))
+    return [load(p, first_block + i * spread) for i, p in enumerate(paths)]
 
 
 def describe(scenario: Scenario, emitted: list[tuple[int, CorrelatedAlert]]) -> list[Expected]:

@@ -1,0 +1,200 @@
+"""The golden scenarios through the running correlator (`safehub correlator`, a real faust worker)
+on the real broker: the alerts on `correlated` are identical to the pure core's.
+
+Each scenario gets its own linkage block; rows are produced round by round (row r of every
+scenario, then wait until the correlator has journalled them), so the processor sees each
+block's events in the table's order even though they arrive on different agencies' topics.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from safehub.bus import make_consumer, make_producer, send_all
+from safehub.schemas.codec import decode, encode
+from safehub.schemas.records import AuditEntry, CorrelatedAlert, IngressEvent
+from safehub.schemas.vocabulary import AuditAction
+from safehub.services.correlation.core import initial_state, step
+from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
+from tests.golden.scenarios import all_scenarios, describe
+
+pytestmark = pytest.mark.integration
+PARTITIONS = 3
+
+
+class Correlator:
+    """`safehub correlator` as a child process, as the demo and an operator run it."""
+
+    def __init__(self, bootstrap: str, prefix: str, workdir: Path, **env: str) -> None:
+        self.log = workdir / "correlator.log"
+        self.env = {
+            **os.environ,
+            "SAFEHUB_KAFKA_BOOTSTRAP": bootstrap,
+            "SAFEHUB_TOPIC_PREFIX": prefix,
+            "SAFEHUB_CORRELATOR_PARTITIONS": str(PARTITIONS),
+            "SAFEHUB_CORRELATOR_DATA_DIR": str(workdir / "data"),
+            **env,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        out = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "safehub.cli", "correlator"], env=self.env,
+            stdout=out, stderr=subprocess.STDOUT)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(30)
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(60)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class TopicReader:
+    """Reads a whole topic from the beginning, remembering its position between calls."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.consumer: KafkaConsumer = make_consumer(bootstrap, None, client_id="test-reader")
+        parts = self.consumer.partitions_for_topic(topic) or set()
+        self.consumer.assign([TopicPartition(topic, p) for p in sorted(parts)])
+        self.consumer.seek_to_beginning()
+        self.records: list = []
+
+    def poll(self) -> list:
+        for batch in self.consumer.poll(timeout_ms=200).values():
+            self.records.extend(batch)
+        return self.records
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def wait_until(what: str, done: Callable[[], bool], timeout: float, proc: Correlator) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if not proc.alive():
+            raise AssertionError(f"correlator exited while waiting for {what}: "
+                                 f"{proc.log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}: {proc.log.read_text()[-3000:]}")
+        time.sleep(0.05)
+
+
+def audit_entries(reader: TopicReader) -> list[AuditEntry]:
+    return [decode(r.value, AuditEntry) for r in reader.poll()]
+
+
+@pytest.fixture
+def prefix(topic_names: Callable[[str], str]) -> str:
+    return topic_names("")
+
+
+@pytest.fixture
+def correlator_factory(kafka_bootstrap: str, prefix: str,
+                       tmp_path: Path) -> Iterator[Callable[..., Correlator]]:
+    made: list[Correlator] = []
+
+    def make(**env: str) -> Correlator:
+        c = Correlator(kafka_bootstrap, prefix, tmp_path, **env)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        if c.alive():
+            c.kill()
+
+
+def ingress_message(prefix: str, event: IngressEvent) -> tuple[str, bytes, bytes, None]:
+    key = event.subject.linkage_block.to_bytes(4, "big")
+    return (f"{prefix}ingress.{event.agency_id}", key, encode(event), None)
+
+
+@pytest.mark.timeout(240)
+def test_golden_scenarios_through_the_processor_give_the_cores_alerts(
+    kafka_bootstrap: str, prefix: str, create_topics_fn, correlator_factory
+) -> None:
+    rules = load_rules(DEFAULT_RULES_PATH)
+    scenarios = all_scenarios(first_block=5000, spread=7)
+    agencies = sorted({r.agency for s in scenarios for r in s.rows})
+    create_topics_fn(*(f"{prefix}ingress.{a}" for a in agencies), f"{prefix}correlated",
+                     partitions=PARTITIONS)
+    create_topics_fn(f"{prefix}audit", f"{prefix}deadletter")
+
+    expected: dict[str, list[CorrelatedAlert]] = {}
+    for s in scenarios:
+        state = initial_state()
+        emitted = []
+        for row in s.rows:
+            state, alerts = step(rules, state, row.event)
+            emitted.extend((row.number, a) for a in alerts)
+        assert describe(s, emitted) == list(s.expected), s.name
+        expected[s.name] = [a for _, a in emitted]
+
+    correlator = correlator_factory()
+    correlator.start()
+    producer = make_producer(kafka_bootstrap, "test-golden")
+    audit = TopicReader(kafka_bootstrap, f"{prefix}audit")
+    correlated = TopicReader(kafka_bootstrap, f"{prefix}correlated")
+    deadletter = TopicReader(kafka_bootstrap, f"{prefix}deadletter")
+    try:
+        sent = 0
+        for r in range(max(len(s.rows) for s in scenarios)):
+            batch = [ingress_message(prefix, s.rows[r].event) for s in scenarios
+                     if r < len(s.rows)]
+            send_all(producer, batch)
+            sent += len(batch)
+            wait_until(f"round {r} journalled",
+                       lambda n=sent: len(audit_entries(audit)) >= n, 90, correlator)
+        # A message that is not an event goes to the dead-letter topic, with its reason.
+        send_all(producer, [(f"{prefix}ingress.{agencies[0]}", b"\0\0\0\1", b"not avro", None)])
+        wait_until("dead letter", lambda: len(deadletter.poll()) >= 1, 60, correlator)
+        total = sum(len(v) for v in expected.values())
+        wait_until("alerts", lambda: len(correlated.poll()) >= total, 60, correlator)
+        time.sleep(1.0)
+        records = correlated.poll()
+        assert correlator.stop() == 0
+    finally:
+        producer.close()
+
+    # The same alerts, value for value, in the same order for each child.
+    got: dict[int, list[CorrelatedAlert]] = defaultdict(list)
+    for rec in sorted(records, key=lambda r: (r.partition, r.offset)):
+        alert = decode(rec.value, CorrelatedAlert)
+        assert rec.key == alert.cluster_id.encode("ascii")
+        got[alert.linkage_block].append(alert)
+    for s in scenarios:
+        block = s.rows[0].event.subject.linkage_block
+        mine = got.pop(block, [])
+        by_cluster = lambda alerts: {  # noqa: E731
+            c: [a for a in alerts if a.cluster_id == c] for c in {a.cluster_id for a in alerts}}
+        assert by_cluster(mine) == by_cluster(expected[s.name]), s.name
+    assert not got
+
+    entries = audit_entries(audit)
+    actions = Counter(e.action for e in entries)
+    assert actions[AuditAction.EVENT_ACCEPTED] == sent
+    assert actions[AuditAction.ALERT_EMITTED] == len(records)
+    assert actions[AuditAction.EVENT_DEADLETTERED] == 1
+    dead = deadletter.poll()[0]
+    assert dict(dead.headers)["safehub.error.class"] == b"ValidationError"
+    assert dead.value == b"not avro"
+    for reader in (audit, correlated, deadletter):
+        reader.close()
