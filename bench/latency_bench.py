@@ -1,0 +1,183 @@
+"""End-to-end latency: an event's publish -> its alert's row in the lead agency's hub inbox.
+
+    SAFEHUB_KAFKA_BOOTSTRAP=127.0.0.1:19092 python -m bench.latency_bench [--children N] [--rate R]
+
+Runs the real services as the demo does (`safehub correlator`, `safehub router`, `safehub
+inbox`, separate processes) on fresh prefixed topics, then publishes through three agencies'
+real Publishers at a paced rate (default 1,000 events/s). Each child gets three signs from three
+agencies, so each child raises two alerts (emerging at the second sign, high at the third).
+For every alert, latency = the inbox row's received_at (the inbox's clock, just before its
+commit) - the wall-clock moment the publisher was called for the newest event in the alert's
+evidence. Same machine, same clock. Writes bench/results/latency.json; target p99 < 1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from safehub.bus import make_producer
+from safehub.deploy.topics import TopicSpec, create_topics
+from safehub.producers.publisher import DeliveryReport, Publisher
+from safehub.producers.records import SignRecord
+from safehub.producers.vault import Vault
+from safehub.schemas.vocabulary import Sector, Sign
+from tests.integration.test_publish import KEY, children
+
+RESULTS = Path(__file__).resolve().parent / "results"
+AGENCIES = (("police-bench", Sector.POLICE, Sign.MISSING_FROM_HOME_OR_CARE),
+            ("school-bench", Sector.EDUCATION, Sign.ABSENT_FROM_SCHOOL),
+            ("health-bench", Sector.HEALTH, Sign.SELF_HARM))
+LEEDS = "E08000035"
+TARGET_P99_MS = 1000
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def percentile(values: list[int], q: float) -> int:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--children", type=int, default=4000)
+    parser.add_argument("--rate", type=int, default=1000, help="events per second")
+    parser.add_argument("--warmup", type=int, default=20, help="children before measuring")
+    args = parser.parse_args()
+    bootstrap = os.environ.get("SAFEHUB_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
+    prefix = f"bench{uuid.uuid4().hex[:8]}."
+    create_topics(bootstrap, [TopicSpec(prefix + f"ingress.{a}", 6, 1, {}) for a, _, _ in AGENCIES]
+                  + [TopicSpec(prefix + t, p, 1, {}) for t, p in (
+                      ("correlated", 6), ("alert-acks", 3), ("audit", 1), ("deadletter", 1))])
+    tmp = Path(tempfile.mkdtemp(prefix="safehub-latency-"))
+    inbox_url = f"sqlite:///{tmp / 'inbox.db'}"
+    env = {**os.environ, "SAFEHUB_KAFKA_BOOTSTRAP": bootstrap, "SAFEHUB_TOPIC_PREFIX": prefix,
+           "SAFEHUB_ROUTER_DATABASE_URL": f"sqlite:///{tmp / 'router.db'}",
+           "SAFEHUB_ROUTER_GROUP": prefix + "router", "SAFEHUB_INBOX_GROUP": prefix + "inbox",
+           "SAFEHUB_INBOX_AGENCIES": "csc-leeds", "SAFEHUB_INBOX_DATABASE_URL": inbox_url,
+           "SAFEHUB_CORRELATOR_DATA_DIR": str(tmp / "correlator")}
+    cmd = (shutil.which("safehub") or f"{sys.executable} -m safehub.cli").split()
+    procs = [start([*cmd, "router"], env, tmp / "router.log")]
+    time.sleep(3)  # the router creates the alert topics the inbox subscribes to
+    procs += [start([*cmd, "inbox"], env, tmp / "inbox.log"),
+              start([*cmd, "correlator"], env, tmp / "correlator.log")]
+    kids = children(args.warmup + args.children, seed=7)
+    producer = make_producer(bootstrap, "bench-latency")
+    publishers = [Publisher(producer, Vault.open(f"sqlite:///{tmp / f'vault-{a}.db'}"), KEY, a,
+                            sector, prefix) for a, sector, _ in AGENCIES]
+    published: dict[str, int] = {}
+    base = now_ms() - 86_400_000
+
+    def publish_round(kid_range: range, round_no: int, rate: int) -> None:
+        agency, _, sign = AGENCIES[round_no]
+        step = max(1, rate // 20)  # 50 ms slices
+        ids = list(kid_range)
+        t0 = time.monotonic()
+        for i in range(0, len(ids), step):
+            due = t0 + i / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            records = [SignRecord(record_ref=f"{agency}-{k:07d}", identity=kids[k],
+                                  local_authority=LEEDS, occurred_at=base + round_no * 1000 + k,
+                                  indicator=sign) for k in ids[i:i + step]]
+            called = now_ms()
+            for outcome in publishers[round_no].publish_many(records):
+                if isinstance(outcome, DeliveryReport):
+                    published[outcome.event_id] = called
+
+    engine = sa.create_engine(inbox_url)
+
+    def rows() -> list[tuple[str, int, str]]:
+        query = sa.text("SELECT a.alert_id, a.received_at, e.event_id FROM inbox_alert a "
+                        "JOIN inbox_evidence e ON e.notification_id = a.notification_id")
+        try:
+            with engine.connect() as conn:
+                return [(r[0], r[1], r[2]) for r in conn.execute(query)]
+        except sa.exc.OperationalError:
+            return []  # the inbox has not created its tables yet
+
+    def alert_count() -> int:
+        return len({r[0] for r in rows()})
+
+    try:
+        # Warm-up: wait until the pipeline delivers end to end, so start-up is not measured.
+        warm = range(0, args.warmup)
+        for r in range(3):
+            publish_round(warm, r, 200)
+        deadline = time.monotonic() + 180
+        while alert_count() < 2 * args.warmup:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"pipeline did not warm up; logs in {tmp}")
+            time.sleep(1)
+        measured_from = len(published)
+        measured = range(args.warmup, args.warmup + args.children)
+        started = time.monotonic()
+        for r in range(3):
+            publish_round(measured, r, args.rate)
+        publish_s = time.monotonic() - started
+        expected = 2 * (args.warmup + args.children)
+        deadline = time.monotonic() + 120
+        while alert_count() < expected and time.monotonic() < deadline:
+            time.sleep(1)
+        by_alert: dict[str, tuple[int, list[str]]] = {}
+        for alert_id, received, event_id in rows():
+            by_alert.setdefault(alert_id, (received, []))[1].append(event_id)
+        warm_events = set(list(published)[:measured_from])
+        latencies = [received - max(published[e] for e in events)
+                     for received, events in by_alert.values()
+                     if not set(events) & warm_events and all(e in published for e in events)]
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        producer.close()
+        for p in publishers:
+            p.vault.close()
+    result = {
+        "bench": "latency: event publish -> alert row in the hub inbox",
+        "events_published": 3 * args.children,
+        "target_rate_events_per_s": args.rate,
+        "achieved_rate_events_per_s": round(3 * args.children / publish_s),
+        "alerts_measured": len(latencies),
+        "alerts_expected": 2 * args.children,
+        "p50_ms": percentile(latencies, 0.50) if latencies else None,
+        "p99_ms": percentile(latencies, 0.99) if latencies else None,
+        "max_ms": max(latencies) if latencies else None,
+        "target_p99_ms": TARGET_P99_MS,
+        "target_met": bool(latencies) and percentile(latencies, 0.99) < TARGET_P99_MS
+        and len(latencies) == 2 * args.children,
+        "pipeline": "publisher -> correlator -> router -> inbox (SQLite, WAL, synchronous=FULL)",
+        "cores": os.cpu_count(),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latency.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0 if result["target_met"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
