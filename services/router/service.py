@@ -49,6 +49,7 @@ class Router:
         self._by_alert = {t.alert.alert_id: cid for cid, s in self._clusters.items()
                           for t in s.alerts}
         self._wakeups: dict[str, int] = {}
+        self._payloads: dict[str, bytes] = {}  # alert id -> bytes as received, for the store
         for cid, state in self._clusters.items():
             self._schedule(cid, state)
         self.sent = 0
@@ -74,6 +75,8 @@ class Router:
                 touched: dict[str, ClusterState], notes: list[Notification]) -> None:
         if topic == self.correlated_topic:
             alert = decode(value, CorrelatedAlert)
+            if value is not None:
+                self._payloads[alert.alert_id] = value
             state = self._clusters.get(alert.cluster_id, ClusterState(alert.cluster_id))
             state, out = core.receive(self._table, state, alert, now)
             self._by_alert[alert.alert_id] = alert.cluster_id
@@ -134,7 +137,7 @@ class Router:
         if notes:
             self._send(notes, now)
         if touched:
-            self._store.save(touched.values())
+            self._store.save(touched.values(), self._payloads)
         for rec, error in bad:
             self._deadletters.send(rec.value, rec.key, rec.topic, rec.partition, rec.offset, error)
             log.warning("dead-lettered %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, error)

@@ -10,12 +10,14 @@ every sink drops.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import BigInteger, Boolean, Engine, Integer, LargeBinary, String, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -26,6 +28,8 @@ from safehub.schemas.vocabulary import RouteReason
 from safehub.services.router.core import ClusterState, Status, Tracked
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+# What routing changes about an alert; the alert itself (payload, cluster, route) never changes.
+_MUTABLE = ("status", "level", "sent_at", "deadline")
 
 
 class Base(DeclarativeBase):
@@ -84,19 +88,31 @@ class RouterStore:
             raise StoreError(f"router database: {type(exc).__name__}") from exc
         return {cid: ClusterState(cid, tuple(ts)) for cid, ts in grouped.items()}
 
-    def save(self, clusters: Iterable[ClusterState]) -> None:
-        """Upsert every alert of these clusters, in one transaction."""
+    def save(self, clusters: Iterable[ClusterState],
+             payloads: Mapping[str, bytes] | None = None) -> None:
+        """Upsert every alert of these clusters, in one transaction, as one batched statement.
+
+        `payloads` maps alert ids to their encoded bytes as received, sparing a re-encode.
+        """
+        known = payloads or {}
+        rows = [
+            {"alert_id": t.alert.alert_id, "cluster_id": state.cluster_id,
+             "payload": known.get(t.alert.alert_id) or encode(t.alert), "receiver": t.receiver,
+             "escalation": t.escalation, "lead_authority": t.lead_authority,
+             "reason": t.reason.value, "urgent": t.urgent, "received_at": t.received_at,
+             "status": t.status.value, "level": t.level, "sent_at": t.sent_at,
+             "deadline": t.deadline}
+            for state in clusters for t in state.alerts
+        ]
+        if not rows:
+            return
+        insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        stmt = insert(RouterAlert)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["alert_id"],
+            set_={name: stmt.excluded[name] for name in _MUTABLE})
         try:
-            with Session(self.engine) as session:
-                for state in clusters:
-                    for t in state.alerts:
-                        session.merge(RouterAlert(
-                            alert_id=t.alert.alert_id, cluster_id=state.cluster_id,
-                            payload=encode(t.alert), receiver=t.receiver,
-                            escalation=t.escalation, lead_authority=t.lead_authority,
-                            reason=t.reason.value, urgent=t.urgent, received_at=t.received_at,
-                            status=t.status.value, level=t.level, sent_at=t.sent_at,
-                            deadline=t.deadline))
-                session.commit()
+            with self.engine.begin() as connection:
+                connection.execute(stmt, rows)
         except SQLAlchemyError as exc:
             raise StoreError(f"router database: {type(exc).__name__}") from exc
