@@ -251,8 +251,11 @@ def test_another_agencys_alert_is_not_found_by_any_url(hub: dict, browser) -> No
                            data={"csrf": token, "decision": "NO_FURTHER_ACTION"}
                            ).status_code == 404
         assert other not in client.get("/api/alerts", params={"status": "NEW"}).text
-    # Signed out, nothing at all.
+    # Signed out, nothing at all; a wrong password signs nobody in.
     with httpx.Client(base_url=base) as anon:
+        refused = anon.post("/login", data={"ref": "sw-bradford-1", "password": "guess"})
+        assert "Unknown user or wrong password." in refused.text
+        assert anon.get("/api/alerts").status_code == 401
         assert anon.get(f"/api/alerts/{other}").status_code == 401
         assert anon.get(f"/alerts/{other}", follow_redirects=False).status_code == 303
     # Bradford's own user does see it.
