@@ -133,10 +133,16 @@ def _port_taken(port: int) -> bool:
 
 def _is_our_broker(pid: int, root: str) -> bool:
     """True only for a live JVM running kafka.Kafka with a config under our root."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
+    # Right after exec the kernel may show an empty cmdline for a moment: look again briefly.
+    for _ in range(40):
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        if raw:
+            break
+        time.sleep(0.05)
+    cmdline = raw.split(b"\0")
     args = [a.decode(errors="replace") for a in cmdline]
     return "kafka.Kafka" in args and any(a.startswith(root) for a in args)
 

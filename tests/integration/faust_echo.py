@@ -1,0 +1,27 @@
+"""A minimal faust-streaming app for the broker test: uppercases raw values from IN to OUT."""
+
+import os
+
+import faust
+
+app = faust.App(
+    os.environ["ECHO_APP_ID"],
+    broker=f"kafka://{os.environ['SAFEHUB_KAFKA_BOOTSTRAP']}",
+    value_serializer="raw",
+    key_serializer="raw",
+    web_enabled=False,
+    topic_replication_factor=1,
+    consumer_auto_offset_reset="earliest",
+)
+source = app.topic(os.environ["ECHO_IN"], value_type=bytes, key_type=bytes)
+sink = app.topic(os.environ["ECHO_OUT"], value_type=bytes, key_type=bytes)
+
+
+@app.agent(source)
+async def echo(stream):
+    async for event in stream.events():
+        await sink.send(key=event.key, value=event.value.upper())
+
+
+if __name__ == "__main__":
+    app.main()

@@ -1,0 +1,68 @@
+"""kafka-python against the real broker, with the project's delivery settings."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from safehub.bus import make_consumer, make_producer, send_all, send_and_confirm
+from safehub.deploy.topics import broker_count, create_topics, load_specs
+from safehub.errors import BrokerError
+
+pytestmark = pytest.mark.integration
+
+
+def test_produce_and_consume_round_trip(kafka_bootstrap, topic_names, create_topics_fn):
+    (topic,) = create_topics_fn(topic_names("roundtrip"), partitions=3)
+    producer = make_producer(kafka_bootstrap, "test-producer")
+    sent = {f"k{i}".encode(): f"v{i}".encode() for i in range(200)}
+    reports = send_all(producer, [(topic, k, v, [("h", b"1")]) for k, v in sent.items()])
+    producer.close()
+    assert len(reports) == 200 and {r.topic for r in reports} == {topic}
+
+    consumer = make_consumer(kafka_bootstrap, topic_names("group"), [topic])
+    got: dict[bytes, bytes] = {}
+    deadline = time.monotonic() + 30
+    while len(got) < len(sent) and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=500).values():
+            for r in records:
+                got[r.key] = r.value
+                assert r.headers == [("h", b"1")]
+    consumer.commit()
+    consumer.close()
+    assert got == sent
+
+
+def test_same_key_same_partition(kafka_bootstrap, topic_names, create_topics_fn):
+    (topic,) = create_topics_fn(topic_names("keyed"), partitions=6)
+    producer = make_producer(kafka_bootstrap, "test-keyed")
+    reports = [send_and_confirm(producer, topic, b"x", key=b"\x00\x00\x01\x02") for _ in range(10)]
+    producer.close()
+    assert len({r.partition for r in reports}) == 1
+    assert [r.offset for r in reports] == sorted(r.offset for r in reports)
+
+
+def test_topics_created_from_definitions(kafka_bootstrap, topic_names):
+    prefix = topic_names("")
+    specs = load_specs(["police-x", "school-y"], broker_count(kafka_bootstrap), prefix=prefix)
+    names = {s.name for s in specs}
+    assert prefix + "ingress.police-x" in names and prefix + "alerts.school-y" in names
+    assert prefix + "audit" in names and prefix + "deadletter" in names
+    created = create_topics(kafka_bootstrap, specs)
+    assert set(created) == names
+    assert create_topics(kafka_bootstrap, specs) == []  # idempotent
+
+    consumer = make_consumer(kafka_bootstrap, None)
+    parts = consumer.partitions_for_topic(prefix + "ingress.police-x")
+    consumer.close()
+    assert parts is not None and len(parts) == 6
+
+
+def test_broker_does_not_auto_create_topics(kafka_bootstrap, topic_names):
+    producer = make_producer(kafka_bootstrap, "test-nocreate", max_block_ms=3000)
+    with pytest.raises(BrokerError):
+        send_and_confirm(producer, topic_names("never-created"), b"x", timeout=5)
+    producer.close(timeout=1)
+    consumer = make_consumer(kafka_bootstrap, None)
+    assert topic_names("never-created") not in consumer.topics()
+    consumer.close()
