@@ -41,7 +41,7 @@ def load_specs(
     rf = min(int(defaults.get("replication_factor", 1)), brokers)
     isr = min(int(defaults.get("min_insync_replicas", 1)), rf)
     agency_list = sorted(set(agencies))
-    specs = []
+    specs: list[TopicSpec] = []
     for t in raw.get("topic", []):
         config = {
             "retention.ms": str(t.get("retention_ms", -1)),

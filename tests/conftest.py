@@ -48,7 +48,7 @@ def kafka_bootstrap() -> Iterator[str]:
 
 @pytest.fixture
 def topic_names(request: pytest.FixtureRequest) -> Callable[[str], str]:
-    """Unique topic names for this test: topic_names("ingress.police") -> "t3f9a...ingress.police"."""
+    """Unique topic names for a test: topic_names("ingress.x") -> "t3f9a0b1c2d.ingress.x"."""
     prefix = "t" + uuid.uuid4().hex[:10] + "."
     del request
     return lambda name: prefix + name

@@ -33,10 +33,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"stopped {len(stopped)} broker process(es)" if stopped else "nothing was running")
         return 0
     live = cluster.running_nodes()
-    state = cluster.state()
-    if not live or state is None:
+    current = cluster.state()
+    if not live or current is None:
         print(f"kafka '{args.name}': not running")
         return 3
-    print(f"kafka '{args.name}': {len(live)}/{len(state.nodes)} node(s) up, "
-          f"bootstrap {state.bootstrap}")
+    print(f"kafka '{args.name}': {len(live)}/{len(current.nodes)} node(s) up, "
+          f"bootstrap {current.bootstrap}")
     return 0

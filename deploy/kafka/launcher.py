@@ -12,6 +12,7 @@ keeps the pre-KIP-896 versions Kafka 4 still accepts. The integration tests prov
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -233,7 +234,9 @@ class Cluster:
                 capture_output=True, text=True, check=False,
             )
             if fmt.returncode != 0:
-                raise BrokerError(f"formatting node {node.node_id} failed:\n{fmt.stdout}{fmt.stderr}")
+                raise BrokerError(
+                    f"formatting node {node.node_id} failed:\n{fmt.stdout}{fmt.stderr}"
+                )
         started = tuple(self._spawn(java, classpath, node) for node in layout)
         state = ClusterState(name=self.name, nodes=started, root=str(self.root))
         self.state_file.write_text(state.to_json())
@@ -349,11 +352,9 @@ class Cluster:
 def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            # Reap our own child if it is one; otherwise just probe.
+        # Reap our own child if it is one; otherwise just probe.
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
         try:
             os.kill(pid, 0)
         except ProcessLookupError:

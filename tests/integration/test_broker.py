@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from safehub.bus import make_consumer, make_producer, send_all, send_and_confirm
 from safehub.deploy.topics import broker_count, create_topics, load_specs
 from safehub.errors import BrokerError

@@ -16,7 +16,9 @@ from safehub.bus import make_consumer, make_producer, send_all
 pytestmark = pytest.mark.integration
 
 
-def test_faust_agent_consumes_and_produces(kafka_bootstrap, topic_names, create_topics_fn, tmp_path):
+def test_faust_agent_consumes_and_produces(
+    kafka_bootstrap, topic_names, create_topics_fn, tmp_path
+):
     src, dst = create_topics_fn(topic_names("echo-in"), topic_names("echo-out"), partitions=2)
     env = {
         **os.environ,
@@ -26,7 +28,7 @@ def test_faust_agent_consumes_and_produces(kafka_bootstrap, topic_names, create_
         "ECHO_OUT": dst,
     }
     app = Path(__file__).with_name("faust_echo.py")
-    log = open(tmp_path / "faust.log", "wb")
+    log = open(tmp_path / "faust.log", "wb")  # noqa: SIM115 - held by the worker process
     worker = subprocess.Popen(
         [sys.executable, str(app), "worker", "-l", "warn"],
         env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
