@@ -26,12 +26,15 @@ import uuid
 from pathlib import Path
 
 import sqlalchemy as sa
+from kafka import KafkaConsumer, TopicPartition
 
-from safehub.bus import make_producer
+from safehub.bus import make_admin, make_producer
 from safehub.deploy.topics import TopicSpec, create_topics
 from safehub.producers.publisher import DeliveryReport, Publisher
 from safehub.producers.records import SignRecord
 from safehub.producers.vault import Vault
+from safehub.schemas.codec import decode
+from safehub.schemas.records import CorrelatedAlert, RoutedAlert
 from safehub.schemas.vocabulary import Sector, Sign
 from tests.integration.test_publish import KEY, children
 
@@ -50,6 +53,28 @@ def now_ms() -> int:
 def percentile(values: list[int], q: float) -> int:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def topic_times(bootstrap: str, topic: str) -> dict[str, int]:
+    """alert id -> the record's timestamp (CreateTime: the producing process's wall clock)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                             enable_auto_commit=False, consumer_timeout_ms=3000)
+    parts = [TopicPartition(topic, i) for i in sorted(consumer.partitions_for_topic(topic) or [])]
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)
+    out: dict[str, int] = {}
+    for rec in consumer:
+        record = decode(rec.value)
+        alert = record.alert if isinstance(record, RoutedAlert) else record
+        if isinstance(alert, CorrelatedAlert):
+            out.setdefault(alert.alert_id, rec.timestamp)
+    consumer.close()
+    return out
+
+
+def stage(values: list[int]) -> dict[str, int | None]:
+    return {"p50_ms": percentile(values, 0.5) if values else None,
+            "p99_ms": percentile(values, 0.99) if values else None}
 
 
 def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -142,9 +167,19 @@ def main() -> int:
         for alert_id, received, event_id in rows():
             by_alert.setdefault(alert_id, (received, []))[1].append(event_id)
         warm_events = set(list(published)[:measured_from])
-        latencies = [received - max(published[e] for e in events)
-                     for received, events in by_alert.values()
-                     if not set(events) & warm_events and all(e in published for e in events)]
+        latencies: list[int] = []
+        hops: dict[str, list[int]] = {"correlator": [], "router": [], "inbox": []}
+        correlated = topic_times(bootstrap, prefix + "correlated")
+        routed = topic_times(bootstrap, prefix + "alerts.csc-leeds")
+        for alert_id, (received, events) in by_alert.items():
+            if set(events) & warm_events or not all(e in published for e in events):
+                continue
+            newest = max(published[e] for e in events)
+            latencies.append(received - newest)
+            if alert_id in correlated and alert_id in routed:
+                hops["correlator"].append(correlated[alert_id] - newest)
+                hops["router"].append(routed[alert_id] - correlated[alert_id])
+                hops["inbox"].append(received - routed[alert_id])
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -156,6 +191,11 @@ def main() -> int:
         producer.close()
         for p in publishers:
             p.vault.close()
+        admin = make_admin(bootstrap)
+        try:
+            admin.delete_topics([n for n in admin.list_topics() if n.startswith(prefix)])
+        finally:
+            admin.close()
     result = {
         "bench": "latency: event publish -> alert row in the hub inbox",
         "events_published": 3 * args.children,
@@ -166,6 +206,9 @@ def main() -> int:
         "p50_ms": percentile(latencies, 0.50) if latencies else None,
         "p99_ms": percentile(latencies, 0.99) if latencies else None,
         "max_ms": max(latencies) if latencies else None,
+        "by_stage": {name: stage(values) for name, values in hops.items()},
+        "stage_note": "hops from Kafka record CreateTime: publish call -> correlated record, "
+                      "correlated -> alerts.<agency> record, alerts record -> inbox row",
         "target_p99_ms": TARGET_P99_MS,
         "target_met": bool(latencies) and percentile(latencies, 0.99) < TARGET_P99_MS
         and len(latencies) == 2 * args.children,
