@@ -78,7 +78,9 @@ def build(settings: RouterSettings) -> Router:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (parser.description or "") + (
-        " Settings come from SAFEHUB_* environment variables (see the module docstring).")
+        ". Settings come from SAFEHUB_* environment variables: SAFEHUB_KAFKA_BOOTSTRAP, "
+        "SAFEHUB_TOPIC_PREFIX, SAFEHUB_ROUTING_TABLE, SAFEHUB_ROUTER_DATABASE_URL, "
+        "SAFEHUB_ROUTER_GROUP.")
 
 
 def run(args: argparse.Namespace) -> int:
