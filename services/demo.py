@@ -13,13 +13,12 @@ consumed, and prints where to look and what happened. Ctrl-C, `--duration` or
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
+import logging
 import os
 import secrets
 import signal
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -49,7 +48,6 @@ class DemoSettings:
     duration: float | None  # stop after this many seconds in all
     exit_when_done: bool
     settle_timeout: float
-    web_host: str
     web_port: int
     bootstrap: str | None  # use this broker instead of starting one (it is left running)
     topic_prefix: str
@@ -63,7 +61,6 @@ class DemoSettings:
             children=args.children, months=args.months, seed=args.seed,
             authorities=args.authorities, duration=args.duration,
             exit_when_done=args.exit_when_done, settle_timeout=args.settle_timeout,
-            web_host=env.get("SAFEHUB_WEB_HOST", "127.0.0.1"),
             web_port=args.web_port,
             bootstrap=args.bootstrap,
             topic_prefix=env.get("SAFEHUB_TOPIC_PREFIX", "") if args.bootstrap else "",
@@ -94,7 +91,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--settle-timeout", type=float, default=300.0,
                         help="longest wait for the pipeline to consume everything")
     parser.add_argument("--web-port", type=int, default=int(os.environ.get("SAFEHUB_WEB_PORT",
-                                                                           "8000")))
+                                                                           "8080")))
     parser.add_argument("--bootstrap", default=None,
                         help="use this running Kafka instead of starting one (not stopped; "
                              "SAFEHUB_TOPIC_PREFIX then namespaces the demo's topics)")
@@ -108,7 +105,6 @@ def service_specs(settings: DemoSettings, receivers: list[str]) -> list[ServiceS
     specs = [
         ServiceSpec("correlator", ("correlator",), {
             "SAFEHUB_CORRELATOR_DATA_DIR": str(f / "correlator"),
-            "SAFEHUB_CORRELATOR_WEB_PORT": "0",
         }),
         ServiceSpec("router", ("router",), {
             "SAFEHUB_ROUTER_DATABASE_URL": settings.db("router"),
@@ -123,9 +119,9 @@ def service_specs(settings: DemoSettings, receivers: list[str]) -> list[ServiceS
             "SAFEHUB_AUDIT_CHECKPOINT_SECONDS": "5",
         }),
         ServiceSpec("web", ("web",), {
-            "SAFEHUB_WEB_DATABASE_URL": settings.db("inbox"),
             "SAFEHUB_INBOX_DATABASE_URL": settings.db("inbox"),
-            "SAFEHUB_WEB_HOST": settings.web_host,
+            "SAFEHUB_WEB_USERS": str(f / "users.toml"),
+            "SAFEHUB_WEB_SECRET": _secret(f / "keys" / "web-session.hex"),
             "SAFEHUB_WEB_PORT": str(settings.web_port),
         }),
     ]
@@ -143,6 +139,8 @@ def _secret(path: Path, size: int = 32) -> str:
 
 def run(args: argparse.Namespace) -> int:
     settings = DemoSettings.from_args(args)
+    # Migrations announce themselves at INFO; the demo's own output is the summary.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     if settings.children < 1:
         raise ConfigError("--children must be at least 1")
     from safehub.services.router.table import DEFAULT_ROUTING_PATH, load_routing_table
@@ -158,20 +156,26 @@ def run(args: argparse.Namespace) -> int:
             + ". Install the complete package, or leave optional ones out with --skip."
         )
     settings.folder.mkdir(parents=True, exist_ok=True)
+    password, users = write_users(settings.folder, receivers)
     started = time.monotonic()
 
     def on_term(_signum: int, _frame: FrameType | None) -> None:
         raise Stop()
 
     previous = signal.signal(signal.SIGTERM, on_term)
+    if settings.duration is not None:
+        # A hard bound on the whole run, whatever it is doing when the time is up.
+        signal.signal(signal.SIGALRM, on_term)
+        signal.setitimer(signal.ITIMER_REAL, settings.duration)
     cluster = None if settings.bootstrap else Cluster("demo")
     supervisor = Supervisor(settings.folder, python_env())
     try:
-        return _run(settings, specs, receivers, cluster, supervisor, started)
+        return _run(settings, specs, receivers, cluster, supervisor, started, (password, users))
     except (KeyboardInterrupt, Stop):
         print("\nstopping ...", flush=True)
-        return 0
+        return 0 if settings.duration is not None or not settings.exit_when_done else 1
     finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
         stopped = supervisor.stop_all()
         if stopped:
             print("services stopped: " + ", ".join(
@@ -185,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(
     settings: DemoSettings, specs: list[ServiceSpec], receivers: list[str],
     cluster: Cluster | None, supervisor: Supervisor, started: float,
+    sign_in: tuple[str, list[str]],
 ) -> int:
     print(f"simulating {settings.children} children over {settings.months} months "
           f"(seed {settings.seed}) ...", flush=True)
@@ -214,28 +219,25 @@ def _run(
           f"({published.rejected} rejected by the publishers, "
           f"{published.duplicates} resent duplicates)", flush=True)
     deadline = time.monotonic() + settings.settle_timeout
-    if settings.duration is not None:
-        deadline = min(deadline, started + settings.duration)
-    settled = pipeline.wait_settled(bootstrap, prefix, deadline, SETTLE_QUIET_S, supervisor.check)
+    positions = ({} if "audit-sink" in settings.skip
+                 else {f"{prefix}audit": pipeline.audit_position(settings.db("audit"))})
+    unread = pipeline.wait_settled(bootstrap, prefix, deadline, SETTLE_QUIET_S, supervisor.check,
+                                   positions)
+    settled = not unread
     summary = pipeline.summarise(bootstrap, prefix, settings.db("inbox"), pop)
     summary["published"] = published.delivered
     summary["settled"] = settled
+    summary["not_read_to_the_end"] = unread
     summary["seconds"] = round(time.monotonic() - started, 1)
     (settings.folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    _print_summary(settings, summary, pop)
-    if settings.exit_when_done or (settings.duration is not None):
-        remaining = 0.0 if settings.exit_when_done else (
-            started + settings.duration - time.monotonic() if settings.duration else 0.0)
-        _wait(remaining, supervisor)
+    # Users with alerts first: those are the ones worth signing in as.
+    with_alerts = [f"{a}-demo" for a in summary["inbox_by_agency"]]
+    users = with_alerts + [u for u in sign_in[1] if u not in with_alerts]
+    _print_summary(settings, {**summary, "password": sign_in[0], "users": users}, pop)
+    if settings.exit_when_done:
         return 0 if settled else 1
     print("press Ctrl-C to stop everything", flush=True)
-    _wait(None, supervisor)
-    return 0
-
-
-def _wait(seconds: float | None, supervisor: Supervisor) -> None:
-    end = None if seconds is None else time.monotonic() + max(0.0, seconds)
-    while end is None or time.monotonic() < end:
+    while True:  # until Ctrl-C, SIGTERM or the --duration alarm
         supervisor.check()
         time.sleep(0.5)
 
@@ -252,23 +254,32 @@ def _print_summary(settings: DemoSettings, summary: dict[str, Any], pop: Populat
         f"  inbox        {summary['inbox_rows']} notifications for "
         f"{len(summary['inbox_by_agency'])} hubs",
         f"  time taken   {summary['seconds']} s"
-        + ("" if summary["settled"] else " (stopped before everything was consumed)"),
+        + ("" if summary["settled"] else " (stopped before everything was consumed: "
+                                         + ", ".join(summary["not_read_to_the_end"]) + ")"),
     ]
     if "web" not in settings.skip:
         lines += [
-            f"  web page     http://{settings.web_host}:{settings.web_port}/",
-            *(f"  sign in      {u}" for u in _demo_users()),
+            f"  web page     http://127.0.0.1:{settings.web_port}/",
+            f"  sign in      user {', '.join(summary['users'][:3])} (or any <agency>-demo), "
+            f"password {summary['password']}",
         ]
     lines += [f"  files        {settings.folder} (summary.json, logs/)", ""]
     print("\n".join(lines), flush=True)
 
 
-def _demo_users() -> Iterator[str]:
-    try:
-        users = importlib.import_module("safehub.services.web.users")
-    except ImportError:
-        yield "(see the web service's documentation for the demo users)"
-        return
-    describe = getattr(users, "describe_demo_users", None)
-    if callable(describe):
-        yield from describe()
+def write_users(folder: Path, agencies: list[str]) -> tuple[str, list[str]]:
+    """A hub user per receiving agency, sharing one demo password made for this folder."""
+    from safehub.services.web.users import hash_password
+
+    password = _secret(folder / "keys" / "demo-password.txt", 9)
+    path = folder / "users.toml"
+    refs = [f"{agency}-demo" for agency in agencies]
+    if not path.exists():
+        hashed = hash_password(password)  # one hash: scrypt is slow on purpose
+        entries = [
+            f'[[user]]\nref = "{ref}"\nagency = "{agency}"\npassword = "{hashed}"\n'
+            for ref, agency in zip(refs, agencies, strict=True)
+        ]
+        path.write_text("# Demo hub users made by `safehub demo`.\n\n" + "\n".join(entries))
+        path.chmod(0o600)
+    return password, refs

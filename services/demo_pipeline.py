@@ -9,8 +9,9 @@ inbox every notification, the audit sink every entry.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from kafka.errors import KafkaError
 
 from safehub.bus import make_admin, make_consumer, make_producer
 from safehub.deploy.topics import broker_count, create_topics, load_specs
-from safehub.errors import BrokerError
+from safehub.errors import BrokerError, SafehubError
 from safehub.producers.linkagekey import LinkageKey
 from safehub.producers.pseudonymisation import event_id
 from safehub.producers.publisher import DeliveryReport, Publisher, Rejected
@@ -30,6 +31,7 @@ from safehub.producers.vault import Vault
 from safehub.schemas import codec
 from safehub.schemas.records import CorrelatedAlert
 
+log = logging.getLogger(__name__)
 CHUNK = 500  # records per publishing round, in arrival order
 
 
@@ -88,20 +90,48 @@ def _by_agency(chunk: Sequence[AgencyRecord]) -> list[tuple[str, list[AgencyReco
     return sorted(groups.items())
 
 
-def _watched(name: str, prefix: str) -> bool:
+Positions = Mapping[str, Callable[[], int]]  # topic -> where a group-less reader has got to
+
+
+def _watched(name: str, prefix: str, positions: Positions) -> bool:
+    if name in positions:
+        return True
     bare = name[len(prefix):] if name.startswith(prefix) else None
     if bare is None:
         return False
-    return bare.startswith(("ingress.", "alerts.")) or bare in ("correlated", "audit")
+    return bare.startswith(("ingress.", "alerts.")) or bare == "correlated"
 
 
-def consumption(bootstrap: str, prefix: str) -> tuple[dict[str, int], list[str]]:
-    """(end offset total per watched topic, the non-empty topics no group has read to the end)."""
+def audit_position(database_url: str) -> Callable[[], int]:
+    """The audit sink keeps its place in its ledger, not in a consumer group: read it there."""
+    from safehub.services.audit.ledger import Ledger, open_engine
+
+    def position() -> int:
+        engine = open_engine(database_url, read_only=True)
+        try:
+            return Ledger(engine).next_offset() or 0
+        except SafehubError:
+            return 0  # the sink has not created its ledger yet
+        finally:
+            engine.dispose()
+
+    return position
+
+
+def consumption(
+    bootstrap: str, prefix: str, positions: Positions | None = None
+) -> tuple[dict[str, int], list[str]]:
+    """(end offset total per watched topic, the non-empty topics not yet read to the end).
+
+    A topic counts as read when some consumer group has committed its end offsets, or, for a
+    topic in `positions` (single-partition, read without a group), when that reader has got there.
+    """
+    positions = positions or {}
     admin = make_admin(bootstrap, "safehub-demo-admin")
     reader = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
                            client_id="safehub-demo-watch", enable_auto_commit=False)
     try:
-        topics = sorted(t for t in reader.topics() if _watched(t, prefix))
+        topics = sorted(t for t in reader.topics() if _watched(t, prefix, positions))
         parts = [TopicPartition(t, p) for t in topics
                  for p in sorted(reader.partitions_for_topic(t) or ())]
         ends = reader.end_offsets(parts)
@@ -119,6 +149,10 @@ def consumption(bootstrap: str, prefix: str) -> tuple[dict[str, int], list[str]]
     for topic in topics:
         if totals[topic] == 0:
             continue
+        if topic in positions:
+            if positions[topic]() < totals[topic]:
+                behind.append(topic)
+            continue
         topic_parts = [tp for tp in parts if tp.topic == topic]
         if not any(
             all((offsets.get(tp).offset if offsets.get(tp) else 0) >= ends[tp]
@@ -131,24 +165,33 @@ def consumption(bootstrap: str, prefix: str) -> tuple[dict[str, int], list[str]]
 
 def wait_settled(
     bootstrap: str, prefix: str, deadline: float, quiet_s: float, check: Callable[[], None],
-    clock: Callable[[], float] | None = None, sleep: Callable[[float], None] | None = None,
-) -> bool:
-    """Block until everything is consumed and quiet for `quiet_s`; False at the deadline."""
+    positions: Positions | None = None,
+) -> list[str]:
+    """Block until everything is consumed and quiet for `quiet_s`.
+
+    Returns the topics still not read to the end at the deadline (empty when settled).
+    """
     import time
 
-    now = clock or time.monotonic
-    pause = sleep or time.sleep
+    now, pause = time.monotonic, time.sleep
     last: dict[str, int] | None = None
+    behind: list[str] = ["(not asked yet)"]
     quiet_since = now()
     while now() < deadline:
         check()
-        totals, behind = consumption(bootstrap, prefix)
+        try:
+            totals, behind = consumption(bootstrap, prefix, positions)
+        except BrokerError as exc:
+            # A fresh broker loads its group coordinator lazily; ask again shortly.
+            log.info("consumer progress not available yet: %s", exc)
+            pause(1.0)
+            continue
         if totals != last:
             last, quiet_since = totals, now()
         if not behind and now() - quiet_since >= quiet_s:
-            return True
+            return []
         pause(1.0)
-    return False
+    return behind
 
 
 def read_alerts(bootstrap: str, topic: str) -> list[CorrelatedAlert]:

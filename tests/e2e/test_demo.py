@@ -1,0 +1,83 @@
+"""`safehub demo` from nothing: its own broker, every service, a population, alerts in an inbox.
+
+Bounded: a small population and --exit-when-done, under a hard timeout. The demo keeps its
+broker state under a temporary SAFEHUB_STATE so it never touches a developer's own demo.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from safehub.deploy.kafka.launcher import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def _run_demo(folder: Path, state: Path, *extra: str, timeout: float = 600) -> tuple[int, str]:
+    env = {**os.environ, "SAFEHUB_STATE": str(state), "PYTHONUNBUFFERED": "1"}
+    env.pop("SAFEHUB_TOPIC_PREFIX", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "safehub.cli", "demo", "--folder", str(folder),
+         "--children", "400", "--web-port", str(free_port()), *extra],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # Ask it to stop as a user would, so it still takes its broker and services down.
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        pytest.fail(f"demo did not finish in {timeout}s:\n{out[-3000:]}")
+    return proc.returncode, out
+
+
+def _no_demo_processes_left(folder: Path, state: Path) -> None:
+    leftovers = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().decode(errors="replace")
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if str(state) in cmd or cwd.startswith(str(folder)):
+            leftovers.append(proc.name)
+    assert not leftovers, f"processes of the demo still running: {leftovers}"
+
+
+def test_demo_runs_from_nothing_and_puts_alerts_in_an_inbox(tmp_path: Path) -> None:
+    folder, state = tmp_path / "demo", tmp_path / "state"
+    code, out = _run_demo(folder, state, "--exit-when-done")
+    assert code == 0, out[-3000:]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["settled"], out[-3000:]
+    assert summary["published"] > 300
+    assert summary["alerts_by_tier"].get("HIGH", 0) + summary["alerts_by_tier"].get(
+        "ESCALATING", 0) > 0
+    # The inbox database itself holds the notifications, for the lead agencies' hubs.
+    with sqlite3.connect(folder / "inbox.sqlite") as db:
+        rows = db.execute("SELECT agency_id, tier FROM inbox_alert").fetchall()
+    assert len(rows) == summary["inbox_rows"] > 0
+    assert any(agency.startswith("csc-") for agency, _tier in rows)
+    assert summary["exploited_children_alerted_escalating_or_high"] > 0
+    for expected in ("web page", "sign in", "alerts", "kafka stopped"):
+        assert expected in out
+    _no_demo_processes_left(folder, state)
+
+
+def test_demo_stops_everything_after_its_duration(tmp_path: Path) -> None:
+    folder, state = tmp_path / "demo", tmp_path / "state"
+    code, out = _run_demo(folder, state, "--duration", "40", timeout=300)
+    assert code == 0, out[-3000:]
+    assert "stopping" in out and "kafka stopped" in out, out[-3000:]
+    _no_demo_processes_left(folder, state)
