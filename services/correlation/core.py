@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from safehub.schemas.records import (
     CorrelatedAlert,
@@ -84,12 +84,26 @@ class Observation:
 
 
 @dataclass(frozen=True, slots=True)
+class Assessment:
+    tier: Tier
+    rule: str
+    score: float
+    anchor: int
+    evidence: tuple[Observation, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Cluster:
     keys: frozenset[Key]
     observations: tuple[Observation, ...]  # sorted by (occurred_at, event_id)
     conflict: bool = False
     alerted_rank: int = 0  # highest tier rank alerted so far (0 = none)
     alerted_agencies: frozenset[str] = frozenset()
+    # The peak, cached so that a new event re-assesses only the windows it falls in. It is a
+    # function of `observations` (see assess), hence left out of equality; `peak_known` is
+    # False when it must be recomputed (after pruning, or when read back from a snapshot).
+    peak: Assessment | None = field(default=None, compare=False)
+    peak_known: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,15 +111,6 @@ class BlockState:
     watermark: int = -1  # latest event time seen in the block; -1 before the first event
     clusters: tuple[Cluster, ...] = ()
     event_ids: frozenset[str] = frozenset()  # ids of the observations held, for duplicates
-
-
-@dataclass(frozen=True, slots=True)
-class Assessment:
-    tier: Tier
-    rule: str
-    score: float
-    anchor: int
-    evidence: tuple[Observation, ...]
 
 
 def initial_state() -> BlockState:
@@ -155,7 +160,11 @@ def step(
     ]
     block = event.subject.linkage_block
     alerts: tuple[CorrelatedAlert, ...] = ()
-    peak = assess(rules, merged)
+    if len(joined) == 1 and joined[0].peak_known:
+        peak = _reassess(rules, merged, joined[0].peak, obs)
+    else:
+        peak = assess(rules, merged)
+    merged = replace(merged, peak=peak, peak_known=True)
     if peak is not None and (
         peak.tier.rank > merged.alerted_rank
         or (obs in peak.evidence and obs.agency_id not in merged.alerted_agencies)
@@ -190,7 +199,7 @@ def _prune(rules: Rules, watermark: int, clusters: Iterable[Cluster]) -> tuple[C
             if o.occurred_at >= (vuln_cut if isinstance(o.indicator, Vulnerability) else sign_cut)
         )
         if obs:
-            kept.append(replace(c, observations=obs))
+            kept.append(replace(c, observations=obs, peak=None, peak_known=False))
         # A cluster whose every event aged out is forgotten with its keys: nothing it held
         # can count again, and a later event starts the child afresh.
     return tuple(sorted(kept, key=lambda c: min(c.keys)))
@@ -234,27 +243,49 @@ def _assess_window(rules: Rules, window: tuple[Observation, ...], anchor: int) -
     return Assessment(tier, rule, score, anchor, window)
 
 
-def assess(rules: Rules, cluster: Cluster) -> Assessment | None:
-    """The cluster's peak window (highest tier, then score, then latest end), or None."""
-    best: Assessment | None = None
-    obs = cluster.observations
-    anchors = sorted({o.occurred_at for o in obs})
+def _window_ms(rules: Rules, o: Observation) -> int:
+    if isinstance(o.indicator, Vulnerability):
+        return rules.vulnerability_window_ms
+    return rules.sign_window_ms
+
+
+def _best(rules: Rules, obs: tuple[Observation, ...], anchors: Iterable[int],
+          best: Assessment | None) -> Assessment | None:
     for anchor in anchors:
         window = tuple(
             o for o in obs
-            if o.occurred_at <= anchor
-            and o.occurred_at > anchor - (
-                rules.vulnerability_window_ms if isinstance(o.indicator, Vulnerability)
-                else rules.sign_window_ms
-            )
+            if anchor - _window_ms(rules, o) < o.occurred_at <= anchor
         )
         a = _assess_window(rules, window, anchor)
         if a is not None and (
-            best is None or (a.tier.rank, a.score, a.anchor) >= (best.tier.rank, best.score,
-                                                                  best.anchor)
+            best is None or (a.tier.rank, a.score, a.anchor) > (best.tier.rank, best.score,
+                                                                 best.anchor)
         ):
             best = a
     return best
+
+
+def assess(rules: Rules, cluster: Cluster) -> Assessment | None:
+    """The cluster's peak window (highest tier, then score, then latest end), or None.
+
+    Ties cannot remain: two windows with the same end are the same window.
+    """
+    return _best(rules, cluster.observations, sorted({o.occurred_at for o in cluster.observations}),
+                 None)
+
+
+def _reassess(rules: Rules, cluster: Cluster, old: Assessment | None,
+              new: Observation) -> Assessment | None:
+    """`assess` after adding `new` to a cluster whose previous peak was `old`.
+
+    Only windows that contain `new` changed, and they only gained; every other window is as it
+    was, so none of them beats `old` unless `old` itself was one that changed.
+    """
+    start, end = new.occurred_at, new.occurred_at + _window_ms(rules, new)
+    keep = old if old is not None and not start <= old.anchor < end else None
+    anchors = sorted({o.occurred_at for o in cluster.observations
+                      if start <= o.occurred_at < end})
+    return _best(rules, cluster.observations, anchors, keep)
 
 
 def cluster_id(block: int, cluster: Cluster) -> str:

@@ -28,7 +28,13 @@ from safehub.schemas.vocabulary import (
     Vulnerability,
 )
 from safehub.services.correlation import snapshot
-from safehub.services.correlation.core import BlockState, initial_state, standing_alerts, step
+from safehub.services.correlation.core import (
+    BlockState,
+    assess,
+    initial_state,
+    standing_alerts,
+    step,
+)
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, Rules, parse_rules
 
 BLOCK = 77
@@ -84,6 +90,10 @@ def run(stream: list[IngressEvent]) -> tuple[BlockState, list[CorrelatedAlert]]:
     for event in stream:
         state, alerts = step(RULES, state, event)
         emitted.extend(alerts)
+        for cluster in state.clusters:
+            # The incrementally kept peak is exactly the full assessment.
+            if cluster.peak_known:
+                assert cluster.peak == assess(RULES, cluster)
     return state, emitted
 
 
