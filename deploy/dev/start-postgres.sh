@@ -4,11 +4,11 @@
 set -euo pipefail
 ver=$(ls /usr/lib/postgresql | sort -n | tail -1)
 if ! pg_lsclusters -h | grep -q "^$ver main"; then
-  pg_createcluster "$ver" main >/dev/null
+  pg_createcluster "$ver" main >/dev/null 2>&1
 fi
 # Loopback only.
 sed -i "s/^#\?listen_addresses.*/listen_addresses = '127.0.0.1'/" "/etc/postgresql/$ver/main/postgresql.conf"
-pg_ctlcluster "$ver" main start 2>/dev/null || true
+pg_ctlcluster "$ver" main start >/dev/null 2>&1 || true
 port=$(pg_lsclusters -h | awk -v v="$ver" '$1==v && $2=="main" {print $3}')
 for _ in $(seq 1 30); do
   su postgres -c "pg_isready -q -h 127.0.0.1 -p $port" && break

@@ -134,15 +134,10 @@ def _port_taken(port: int) -> bool:
 
 def _is_our_broker(pid: int, root: str) -> bool:
     """True only for a live JVM running kafka.Kafka with a config under our root."""
-    # Right after exec the kernel may show an empty cmdline for a moment: look again briefly.
-    for _ in range(40):
-        try:
-            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return False
-        if raw:
-            break
-        time.sleep(0.05)
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
     cmdline = raw.split(b"\0")
     args = [a.decode(errors="replace") for a in cmdline]
     return "kafka.Kafka" in args and any(a.startswith(root) for a in args)
@@ -271,6 +266,13 @@ class Cluster:
             start_new_session=True,  # Ctrl-C in a terminal goes to us; we stop the broker in order
         )
         log.close()
+        # While the JVM launcher execs, /proc shows an empty cmdline for a moment; wait until
+        # the process is recognisably ours so that status and down can trust /proc.
+        deadline = time.monotonic() + 10
+        while not _is_our_broker(proc.pid, str(self.root)) and proc.poll() is None:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
         return Node(node.node_id, node.broker_port, node.controller_port, proc.pid)
 
     def wait_ready(self, expected_brokers: int, timeout: float = READY_TIMEOUT_S) -> None:
