@@ -7,7 +7,7 @@ publishers (pseudonymised at the edge, a vault per agency), waits until every to
 consumed, and prints where to look and what happened. Ctrl-C, `--duration` or
 `--exit-when-done` stop everything it started, broker included, and nothing else.
 
-    safehub demo [--children 1500] [--seed 2025] [--folder safehub-demo]
+    safehub demo [--children 1500] [--seed 2025] [--folder DIR] [--exit-when-done]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from safehub.deploy.kafka.launcher import Cluster
+from safehub.deploy.kafka.launcher import Cluster, state_root
 from safehub.errors import ConfigError, SafehubError
 from safehub.producers.simulation.trajectories import Population, simulate
 from safehub.services import demo_pipeline as pipeline
@@ -57,7 +57,7 @@ class DemoSettings:
     def from_args(cls, args: argparse.Namespace) -> DemoSettings:
         env = os.environ
         return cls(
-            folder=Path(args.folder).resolve(),
+            folder=(Path(args.folder) if args.folder else state_root().parent / "demo").resolve(),
             children=args.children, months=args.months, seed=args.seed,
             authorities=args.authorities, duration=args.duration,
             exit_when_done=args.exit_when_done, settle_timeout=args.settle_timeout,
@@ -76,8 +76,9 @@ class Stop(Exception):
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--folder", default="safehub-demo",
-                        help="where the demo keeps its databases, keys and logs")
+    parser.add_argument("--folder", default=None,
+                        help="where the demo keeps its databases, keys and logs "
+                             "(default: the safehub state folder, ~/.local/state/safehub/demo)")
     parser.add_argument("--children", type=int, default=1500)
     parser.add_argument("--months", type=int, default=12)
     parser.add_argument("--seed", type=int, default=2025)
@@ -204,8 +205,7 @@ def _run(
         bootstrap = cluster.up(nodes=1).bootstrap
     assert bootstrap is not None
     prefix = settings.topic_prefix
-    created = pipeline.create_demo_topics(
-        bootstrap, prefix, [*pop.world.agency_ids, *receivers])
+    created = pipeline.create_demo_topics(bootstrap, prefix, pop.world.agency_ids, receivers)
     print(f"kafka at {bootstrap}: {created} topics created", flush=True)
     env = {"SAFEHUB_KAFKA_BOOTSTRAP": bootstrap, "SAFEHUB_TOPIC_PREFIX": prefix}
     for spec in specs:

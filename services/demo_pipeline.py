@@ -35,9 +35,39 @@ log = logging.getLogger(__name__)
 CHUNK = 500  # records per publishing round, in arrival order
 
 
-def create_demo_topics(bootstrap: str, prefix: str, agencies: Iterable[str]) -> int:
-    specs = load_specs(sorted(set(agencies)), broker_count(bootstrap), prefix=prefix)
-    return len(create_topics(bootstrap, specs))
+def create_demo_topics(
+    bootstrap: str, prefix: str, agencies: Iterable[str], receivers: Iterable[str],
+    timeout: float = 60.0,
+) -> int:
+    """Every topic for the publishing agencies, and an alert topic for every receiver.
+
+    Returns once a fresh client sees them all: a service that lists the ingress topics at
+    start (the correlator) must not start before the broker's metadata has caught up.
+    """
+    import time
+
+    brokers = broker_count(bootstrap)
+    specs = load_specs(sorted(set(agencies)), brokers, prefix=prefix)
+    specs += [s for s in load_specs(sorted(set(receivers)), brokers, prefix=prefix)
+              if s.name.startswith(f"{prefix}alerts.") and s.name not in {x.name for x in specs}]
+    created = create_topics(bootstrap, specs)
+    wanted = {s.name for s in specs}
+    deadline = time.monotonic() + timeout
+    while True:
+        reader = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                               client_id="safehub-demo-topics")
+        try:
+            missing = wanted - reader.topics()
+        except KafkaError as exc:
+            raise BrokerError(f"cannot list topics: {exc}") from exc
+        finally:
+            reader.close()
+        if not missing:
+            return len(created)
+        if time.monotonic() > deadline:
+            raise BrokerError(f"{len(missing)} created topics are still not visible after "
+                              f"{timeout:.0f}s, e.g. {sorted(missing)[0]}")
+        time.sleep(0.5)
 
 
 @dataclass(frozen=True, slots=True)
