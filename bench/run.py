@@ -2,7 +2,7 @@
 
     python -m bench.run [--only NAME ...] [--skip NAME ...] [--timeout SECONDS]
 
-Runs each `bench/<name>_bench.py` as `python -m bench.<name>_bench` (each writes its own JSON
+Runs each benchmark module in bench/ as `python -m bench.<name>` (each writes its own JSON
 into bench/results/), one after another so that they do not compete for the machine's cores.
 Benchmarks that need Kafka use SAFEHUB_KAFKA_BOOTSTRAP; when it is unset, a local broker is
 started with the launcher (cluster "bench") for the run and stopped afterwards.
@@ -29,11 +29,13 @@ BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "results"
 ROOT = BENCH_DIR.parent
 # Pure benchmarks first: they do not need the broker.
-PURE = ("detection_bench",)
+PURE = ("detection_bench", "codec")
 
 
 def discover() -> list[str]:
-    names = sorted(p.stem for p in BENCH_DIR.glob("*_bench.py"))
+    """Every runnable module in bench/ (one with a __main__ block), pure ones first."""
+    names = sorted(p.stem for p in BENCH_DIR.glob("*.py")
+                   if p.stem != "run" and "__main__" in p.read_text())
     return [n for n in PURE if n in names] + [n for n in names if n not in PURE]
 
 
@@ -163,7 +165,8 @@ def plot(results: dict[str, Any]) -> list[str]:
     rates = [(f"{name}: {path}", float(v)) for name, data in results.items() if name != "detection"
              for path, v in _flatten(data)
              if isinstance(v, int | float) and not isinstance(v, bool)
-             and ("per_s" in path or "per_second" in path or "events_s" in path)]
+             and ("per_s" in path or "per_second" in path or "events_s" in path)
+             and "target" not in path]
     if rates:
         fig, ax = plt.subplots(figsize=(10, 0.35 * len(rates) + 1.5))
         ax.barh([r[0] for r in rates], [r[1] for r in rates])
