@@ -81,3 +81,10 @@ def test_demo_stops_everything_after_its_duration(tmp_path: Path) -> None:
     assert code == 0, out[-3000:]
     assert "stopping" in out and "kafka stopped" in out, out[-3000:]
     _no_demo_processes_left(folder, state)
+
+
+def test_a_missing_service_command_is_named_before_anything_starts() -> None:
+    from safehub.services.supervisor import ServiceSpec, missing_commands
+
+    specs = [ServiceSpec("router", ("router",), {}), ServiceSpec("pager", ("pager",), {})]
+    assert missing_commands(specs) == ["pager (no `safehub pager` command)"]
