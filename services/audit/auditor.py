@@ -24,7 +24,7 @@ from safehub.schemas.codec import decode
 from safehub.schemas.records import CorrelatedAlert, RoutedAlert
 from safehub.services.audit.command import AuditSettings
 from safehub.services.audit.ledger import open_engine
-from safehub.services.audit.reading import Record, SnapshotReader, read_all
+from safehub.services.audit.reading import Record, SnapshotReader, read_all, read_fast
 from safehub.services.audit.replay import (
     Difference,
     ReplayReport,
@@ -53,21 +53,23 @@ def topics_with_prefix(bootstrap: str, start: str) -> list[str]:
 def read_ingress(bootstrap: str, topics: Sequence[str], from_ms: int | None,
                  show_progress: bool) -> tuple[dict[bytes, bytes], int]:
     """Every ingress record's bytes, indexed by SHA-256: the digest the correlator journals."""
-    reader = SnapshotReader(bootstrap, topics, from_ms=from_ms)
     by_digest: dict[bytes, bytes] = {}
-    count = 0
-    bar = tqdm(total=reader.total, unit="ev", desc="reading ingress", disable=not show_progress,
+    plan = SnapshotReader(bootstrap, topics, from_ms=from_ms)
+    total = plan.total
+    plan.close()
+    bar = tqdm(total=total, unit="ev", desc="reading ingress", disable=not show_progress,
                file=sys.stderr)
+
+    def index(batch: list[Record]) -> None:
+        for r in batch:
+            if r.value is not None:
+                by_digest[hashlib.sha256(r.value).digest()] = r.value
+        bar.update(len(batch))
+
     try:
-        for batch in reader.batches():
-            for r in batch:
-                if r.value is not None:
-                    by_digest[hashlib.sha256(r.value).digest()] = r.value
-            count += len(batch)
-            bar.update(len(batch))
+        count = read_fast(bootstrap, topics, index, from_ms=from_ms)
     finally:
         bar.close()
-        reader.close()
     return by_digest, count
 
 

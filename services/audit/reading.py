@@ -6,9 +6,13 @@ started, so a run is a well-defined snapshot even while the live system keeps wr
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import asyncio
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from aiokafka import AIOKafkaConsumer
+from aiokafka import TopicPartition as AioTopicPartition
+from aiokafka.errors import KafkaError as AioKafkaError
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
@@ -97,13 +101,69 @@ class SnapshotReader:
         except KafkaError as exc:
             raise BrokerError(f"reading the topic snapshot failed: {exc}") from exc
 
+    @property
+    def bounds(self) -> dict[TopicPartition, tuple[int, int]]:
+        """Start and end offset of every partition in the snapshot."""
+        return {tp: (self._start[tp], self._end[tp]) for tp in self._end}
+
     def close(self) -> None:
         self._consumer.close(autocommit=False)
 
 
-def read_all(bootstrap: str, topics: Sequence[str]) -> list[Record]:
-    reader = SnapshotReader(bootstrap, topics)
+def read_fast(bootstrap: str, topics: Sequence[str], on_batch: Callable[[list[Record]], None],
+              *, from_ms: int | None = None) -> int:
+    """The same snapshot as SnapshotReader, fetched with aiokafka: bench/replay_bench.py measured
+    it an order of magnitude faster for bulk reads (its record parsing is compiled; kafka-python
+    parses every record in Python). kafka-python still plans the snapshot (partitions, start and
+    end offsets). Calls `on_batch` for each batch; returns how many records were read."""
+    plan = SnapshotReader(bootstrap, topics, from_ms=from_ms)
     try:
-        return [r for batch in reader.batches() for r in batch]
+        bounds = plan.bounds
     finally:
-        reader.close()
+        plan.close()
+    try:
+        return asyncio.run(_fetch(bootstrap, bounds, on_batch))
+    except (AioKafkaError, OSError) as exc:
+        raise BrokerError(f"reading {', '.join(topics)} failed: {exc}") from exc
+
+
+async def _fetch(bootstrap: str, bounds: dict[TopicPartition, tuple[int, int]],
+                 on_batch: Callable[[list[Record]], None]) -> int:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+        client_id="safehub-auditor", isolation_level="read_committed",
+        fetch_max_bytes=50 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024)
+    await consumer.start()
+    try:
+        parts = {AioTopicPartition(tp.topic, tp.partition): b for tp, b in bounds.items()}
+        consumer.assign(list(parts))
+        for tp, (start, _end) in parts.items():
+            consumer.seek(tp, start)
+        pending = {tp for tp, (start, end) in parts.items() if start < end}
+        count, idle = 0, 0
+        while pending:
+            got = await consumer.getmany(*pending, timeout_ms=1000, max_records=20_000)
+            idle = 0 if got else idle + 1
+            if idle > 30:
+                raise BrokerError("topic snapshot stopped arriving before its end")
+            out: list[Record] = []
+            for tp, recs in got.items():
+                end = parts[tp][1]
+                out.extend(Record(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value,
+                                  tuple((k, bytes(v)) for k, v in r.headers or ()))
+                           for r in recs if r.offset < end)
+            for tp in list(pending):
+                if await consumer.position(tp) >= parts[tp][1]:
+                    pending.discard(tp)
+            if out:
+                count += len(out)
+                on_batch(out)
+        return count
+    finally:
+        await consumer.stop()
+
+
+def read_all(bootstrap: str, topics: Sequence[str]) -> list[Record]:
+    out: list[Record] = []
+    read_fast(bootstrap, topics, out.extend)
+    return out
