@@ -80,6 +80,7 @@ class BatchProcessor:
         self._journal = journal
         self._deadletters = deadletters
         self._clock_ms = clock_ms
+        self._sent: list[Any] = []
 
     def admit(self, message: Incoming, now_ms: int) -> IngressEvent:
         """The event in `message`, or ValidationError saying which rule it breaks."""
@@ -95,6 +96,15 @@ class BatchProcessor:
     def process(
         self, batch: Sequence[Incoming], load: Callable[[int], BlockState]
     ) -> BatchResult:
+        """`prepare` then `confirm`: the whole batch, acknowledged."""
+        result = self.prepare(batch, load)
+        self.confirm()
+        return result
+
+    def prepare(
+        self, batch: Sequence[Incoming], load: Callable[[int], BlockState]
+    ) -> BatchResult:
+        """Run the batch and queue its outputs (dead letters are confirmed one by one)."""
         now = self._clock_ms()
         states: dict[int, BlockState] = {}
         sent: list[Any] = []
@@ -124,9 +134,14 @@ class BatchProcessor:
                     raise BrokerError(f"alert to {self._correlated} not queued: {exc}") from exc
                 self._journal.record(AuditAction.ALERT_EMITTED, alert.alert_id, SERVICE,
                                      hashlib.sha256(data).digest(), now)
+        self._sent.extend(sent)
+        return BatchResult(states, accepted, deadlettered, len(sent))
+
+    def confirm(self) -> None:
+        """Block until every alert and audit entry queued by `prepare` is acknowledged."""
+        sent, self._sent = self._sent, []
         self._confirm(sent)
         self._journal.flush()
-        return BatchResult(states, accepted, deadlettered, len(sent))
 
     def _deadletter(self, message: Incoming, error: ValidationError, digest: bytes,
                     now: int) -> None:
