@@ -117,6 +117,28 @@ class Throughput:
             self._reset()
 
 
+def resume_stalled_partitions(app: faust.App) -> None:
+    """Resume ingress partitions faust left paused after a rebalance.
+
+    With two workers, losing one sometimes left the survivor with a partition assigned but
+    never fetched again (its committed offset stuck, no error). This reaches into faust's
+    consumer internals, so it only acts when faust itself says no rebalance or recovery is in
+    progress, and says so in the log.
+    """
+    if getattr(app, "rebalancing", False) or getattr(app, "in_recovery", False):
+        return
+    consumer: Any = app.consumer
+    changelogs = app.tables.changelog_topics
+    assigned = {tp for tp in consumer.assignment() if tp.topic not in changelogs}
+    active = consumer._get_active_partitions()
+    stalled = {tp for tp in assigned if tp not in active
+               and tp not in consumer._buffered_partitions}
+    if stalled:
+        log.warning("resuming %d ingress partition(s) left paused after a rebalance: %s",
+                    len(stalled), sorted(f"{tp.topic}[{tp.partition}]" for tp in stalled))
+        consumer.resume_partitions(stalled)
+
+
 def ingress_pattern(prefix: str) -> re.Pattern[str]:
     return re.compile("^" + re.escape(prefix) + r"ingress\..*")
 
@@ -172,6 +194,11 @@ def build_app(
                 clock_ms,
             )
         return holder["p"]
+
+    async def watchdog() -> None:
+        resume_stalled_partitions(app)
+
+    app.timer(10.0)(watchdog)
 
     stats = Throughput(float(os.environ.get("SAFEHUB_CORRELATOR_STATS_EVERY_S", "30")))
 
