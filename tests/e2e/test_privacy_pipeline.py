@@ -1,0 +1,317 @@
+"""Privacy canary over the whole pipeline: no identifier of a simulated child reaches the hub.
+
+Runs the real `safehub demo --exit-when-done` (every service as a process, the agencies' real
+publishers) on the session's broker under a unique topic prefix, with `--duration` as a hard
+bound. The population is rebuilt here from the same seed (the simulator is deterministic), which
+gives every identifier the simulator handed out: each child's true first name, surname, full
+name, date of birth, NHS number and postcode, every agency's own copy of them (misspelt,
+outdated, incomplete), and the agencies' record and person references. Each is searched in the
+forms systems write it (tests/e2e/identifiers.py: raw, upper, lower, normalised; dates as ISO,
+dd/mm/yyyy, ddmmyyyy, yyyymmdd and more; NHS numbers with and without spaces; postcodes with
+and without the space) in:
+
+1. every key, value and header of every partition of every topic the demo wrote (all topics
+   under its prefix, the correlator's changelog included), as raw bytes and as decoded fields;
+2. every hub-side file in the demo folder (the inbox, router and audit SQLite files with their
+   WAL and shared-memory files, logs, users file, summary): raw bytes, and every cell of every
+   table through sqlite3 (on a copy, so reading does not checkpoint the originals);
+3. every service log and the demo's own stdout and stderr.
+
+Zero hits are allowed. Short single names (under five characters) are searched only as whole
+words in decoded text, never in raw bytes; identifiers.py explains why. Positive controls keep
+the test from passing vacuously: the same search finds every identifier in the simulator's
+export files and every reference in the agencies' vaults (the one place references may be),
+and the references found there are exactly the ones this rebuilt population published.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+
+from safehub.deploy.kafka.launcher import free_port
+from safehub.producers.simulation.command import write_population
+from safehub.producers.simulation.trajectories import Population, simulate
+from safehub.schemas import codec
+from safehub.schemas.records import DeadLetter
+from tests.e2e.identifiers import (
+    FULL_NAME,
+    MIN_RAW_NAME,
+    PERSON_REF,
+    RECORD_REF,
+    SINGLE_NAMES,
+    Hit,
+    Identifier,
+    Search,
+    as_text,
+    bytes_strings,
+    forms,
+    population_identifiers,
+    record_identifiers,
+    record_strings,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+CHILDREN, SEED, MONTHS, AUTHORITIES = 600, 4242, 12, 5
+DURATION_S = 240  # the demo stops everything after this, settled or not
+Leaks = list[str]
+
+
+def _run_demo(folder: Path, env: dict[str, str], bootstrap: str) -> tuple[int, bytes, bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "safehub.cli", "demo", "--folder", str(folder),
+         "--children", str(CHILDREN), "--seed", str(SEED), "--months", str(MONTHS),
+         "--authorities", str(AUTHORITIES), "--bootstrap", bootstrap, "--exit-when-done",
+         "--duration", str(DURATION_S), "--web-port", str(free_port())],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=DURATION_S + 60)
+    except subprocess.TimeoutExpired:
+        # Past its own hard bound: stop it as a user would, so it takes its services down.
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        pytest.fail(f"demo outlived --duration {DURATION_S}:\n{err[-3000:]!r}")
+    return proc.returncode, out, err
+
+
+def _topic_records(bootstrap: str, prefix: str, timeout_s: float = 120.0
+                   ) -> dict[str, list[ConsumerRecord]]:
+    """Every record of every partition of every topic under `prefix`, from the beginning."""
+    # read_uncommitted: records of aborted transactions are bytes on the broker too.
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             isolation_level="read_uncommitted", client_id="privacy-canary")
+    try:
+        topics = sorted(t for t in consumer.topics() if t.startswith(prefix))
+        parts = [TopicPartition(t, p) for t in topics
+                 for p in sorted(consumer.partitions_for_topic(t) or ())]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        ends = consumer.end_offsets(parts)
+        records: dict[str, list[ConsumerRecord]] = {t: [] for t in topics}
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < ends[tp] for tp in parts):
+            assert time.monotonic() < deadline, "timed out reading the demo's topics"
+            for tp, batch in consumer.poll(timeout_ms=500).items():
+                records[tp.topic].extend(batch)
+        return records
+    finally:
+        consumer.close()
+
+
+def _describe(search: Search, where: str, hits: list[Hit]) -> Leaks:
+    return [f"{where}: {h.form!r} ({', '.join(sorted({o.kind for o in search.owner[h.form]}))}) "
+            f"at {h.at} in {h.context}" for h in hits]
+
+
+def _search_bytes(search: Search, where: str, data: bytes) -> Leaks:
+    """Raw bytes, and their text if they are printable UTF-8 or a contract record."""
+    leaks = _describe(search, where, search.in_bytes(data))
+    text = "\n".join(bytes_strings(data))
+    return leaks + _describe(search, where + " (decoded)", search.in_text(text))
+
+
+def _search_topics(search: Search, records: dict[str, list[ConsumerRecord]]) -> Leaks:
+    leaks: Leaks = []
+    for topic, recs in records.items():
+        for r in recs:
+            where = f"topic {topic} partition {r.partition} offset {r.offset}"
+            leaks += _search_bytes(search, where + " key", r.key or b"")
+            leaks += _search_bytes(search, where + " value", r.value or b"")
+            for name, value in r.headers or []:
+                leaks += _search_text(search, where + " header name", name)
+                leaks += _search_bytes(search, f"{where} header {name}", value or b"")
+    return leaks
+
+
+def _search_text(search: Search, where: str, text: str) -> Leaks:
+    return _describe(search, where, search.in_text(text))
+
+
+def _sqlite_cells(path: Path, scratch: Path) -> Iterator[tuple[str, object]]:
+    """(table, cell) for every cell of every table, sqlite_master included, read from a copy.
+
+    A copy with its -wal and -shm: the last connection to close checkpoints the WAL into the
+    database file, which would change the bytes this test searches raw.
+    """
+    scratch.mkdir(parents=True, exist_ok=True)
+    for part in path.parent.glob(path.name + "*"):
+        shutil.copy2(part, scratch / part.name)
+    db = sqlite3.connect(scratch / path.name)
+    try:
+        tables = [name for (name,) in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in ["sqlite_master", *tables]:
+            for row in db.execute(f'SELECT * FROM "{table}"'):
+                for cell in row:
+                    yield table, cell
+    finally:
+        db.close()
+
+
+def _search_database(search: Search, path: Path, scratch: Path
+                     ) -> tuple[Leaks, set[Identifier], int]:
+    """(hits described, identifiers hit, cells read) over every cell, as sqlite3 gives it."""
+    leaks: Leaks = []
+    found: set[Identifier] = set()
+    texts: dict[str, list[str]] = {}
+    cells = 0
+    for table, cell in _sqlite_cells(path, scratch):
+        cells += 1
+        where = f"{path.name} table {table}"
+        if isinstance(cell, bytes):
+            hits = search.in_bytes(cell)
+            found |= search.identifiers(hits)
+            leaks += _describe(search, where + " (blob)", hits)
+        texts.setdefault(where, []).extend(record_strings(cell))
+    for where, strings in texts.items():
+        hits = search.in_text("\n".join(strings))
+        found |= search.identifiers(hits)
+        leaks += _describe(search, where, hits)
+    return leaks, found, cells
+
+
+def _exports_control(search: Search, pop: Population, identifiers: set[Identifier],
+                     out: Path) -> None:
+    """The search finds the identities where they legitimately are: the agencies' exports."""
+    write_population(pop, out)
+    raw_found: set[Identifier] = set()
+    text_found: set[Identifier] = set()
+    for path in sorted((out / "exports").glob("*.jsonl")):
+        data = path.read_bytes()
+        raw_found |= search.identifiers(search.in_bytes(data))
+        text_found |= search.identifiers(search.in_text(data.decode("utf-8")))
+    # Exports keep first name and surname apart, so no full name is written there; children
+    # no agency recorded are in no export.
+    expected = {i for i in record_identifiers(pop) if i.kind != FULL_NAME}
+    assert expected - text_found == set()
+    short = {i for i in expected if i.kind in SINGLE_NAMES and len(i.value) < MIN_RAW_NAME}
+    assert expected - short - raw_found == set()
+    # Every form of every kind is found, in text and (long enough) in bytes.
+    for kind in sorted({i.kind for i in identifiers}):
+        probe = next(i for i in sorted(identifiers) if i.kind == kind)
+        written = " | ".join(sorted(forms(probe)))
+        assert {h.form for h in search.in_text(written)} >= forms(probe), probe
+        raw = {f for f in forms(probe) if kind not in SINGLE_NAMES or len(f) >= MIN_RAW_NAME}
+        assert {h.form for h in search.in_bytes(written.encode())} >= raw, probe
+
+
+def _topic_control(search: Search, pop: Population) -> None:
+    """A record carrying identifiers in a header and inside a dead letter's raw bytes is caught."""
+    ident = next(r.identity for r in pop.records if len(r.identity.first_name) < MIN_RAW_NAME)
+    ref = pop.records[0].record_ref
+    raw = json.dumps({"forename": ident.first_name, "dob": f"{ident.date_of_birth:%d/%m/%Y}"})
+    value = codec.encode(DeadLetter("ingress.x", 0, 1, "ValidationError", "bad", 1, raw.encode()))
+    record = ConsumerRecord(
+        topic="control", partition=0, leader_epoch=0, offset=1, timestamp=0, timestamp_type=0,
+        key=b"\x00\x00\x01\x02", value=value, headers=[("ref", ref.encode())], checksum=None,
+        serialized_key_size=4, serialized_value_size=len(value), serialized_header_size=3)
+    found = "\n".join(_search_topics(search, {"control": [record]}))
+    # The short first name only in the decoded dead letter; date and reference in both forms.
+    assert f"value (decoded): {ident.first_name!r}" in found, found
+    assert f"value: {ident.first_name!r}" not in found, found
+    assert f"value: '{ident.date_of_birth:%d/%m/%Y}'" in found, found
+    assert f"header ref: {ref!r}" in found, found
+
+
+def _vaults_control(search: Search, pop: Population, vaults: Path, scratch: Path) -> int:
+    """Each agency's vault holds exactly the references it published, and no identity."""
+    files = sorted(vaults.glob("*.sqlite"))
+    assert len(files) == len({r.agency_id for r in pop.records})
+    for vault in files:
+        agency = vault.stem
+        raw = b"".join(p.read_bytes() for p in sorted(vaults.glob(vault.name + "*")))
+        in_raw = search.identifiers(search.in_bytes(raw))
+        _leaks, in_cells, _cells = _search_database(search, vault, scratch / agency)
+        expected = {Identifier(RECORD_REF, r.record_ref) for r in pop.records
+                    if r.agency_id == agency}
+        expected |= {Identifier(PERSON_REF, r.person_ref) for r in pop.records
+                     if r.agency_id == agency}
+        # References only (no identity), and exactly this agency's: in the file's bytes and
+        # in its cells as sqlite3 reads them.
+        assert in_raw == expected, (agency, sorted(in_raw ^ expected)[:10])
+        assert in_cells == expected, (agency, sorted(in_cells ^ expected)[:10])
+    return len(files)
+
+
+def test_no_identifier_reaches_any_topic_hub_database_or_log(
+    kafka_bootstrap: str, topic_names: Callable[[str], str], tmp_path: Path,
+) -> None:
+    started = time.monotonic()
+    prefix = topic_names("")
+    folder = tmp_path / "demo"
+    env = {**os.environ, "SAFEHUB_TOPIC_PREFIX": prefix, "SAFEHUB_STATE": str(tmp_path / "state"),
+           "PYTHONUNBUFFERED": "1"}
+    code, out, err = _run_demo(folder, env, kafka_bootstrap)
+    assert code == 0, err[-3000:]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["settled"], summary
+    # Not vacuous: events went all the way to the hubs' inboxes.
+    assert summary["published"] > 300 and summary["inbox_rows"] > 0, summary
+    demo_s = time.monotonic() - started
+
+    pop = simulate(SEED, children=CHILDREN, months=MONTHS, authorities=AUTHORITIES)
+    identifiers = population_identifiers(pop)
+    search = Search(identifiers)
+    _exports_control(search, pop, identifiers, tmp_path / "sim")
+    _topic_control(search, pop)
+    vaults = _vaults_control(search, pop, folder / "vaults", tmp_path / "scratch" / "vaults")
+
+    leaks: Leaks = []
+    records = _topic_records(kafka_bootstrap, prefix)
+    per_topic = Counter({t[len(prefix):]: len(r) for t, r in records.items()})
+    assert sum(n for t, n in per_topic.items() if t.startswith("ingress.")) \
+        == summary["published"]
+    for bare in ("correlated", "audit"):
+        assert per_topic[bare] > 0, per_topic
+    assert any(t.startswith("alerts.") and n for t, n in per_topic.items()), per_topic
+    assert any(t.endswith("-changelog") and n for t, n in per_topic.items()), per_topic
+    leaks += _search_topics(search, records)
+
+    hub_files = sorted(p for p in folder.rglob("*")
+                       if p.is_file() and "vaults" not in p.relative_to(folder).parts)
+    databases = [p for p in hub_files if p.suffix == ".sqlite"]
+    assert {p.stem for p in databases} >= {"inbox", "router", "audit"}, databases
+    logs = [p for p in hub_files if p.suffix == ".log"]
+    assert {p.stem for p in logs} >= {"correlator", "router", "inbox", "audit-sink", "web"}
+    for path in hub_files:
+        data = path.read_bytes()
+        where = str(path.relative_to(folder))
+        leaks += _describe(search, where, search.in_bytes(data))
+        text = as_text(data)
+        if text is not None:
+            leaks += _search_text(search, where + " (text)", text)
+    cells = 0
+    for db in databases:
+        found, _identifiers, n = _search_database(search, db,
+                                                  tmp_path / "scratch" / "hub" / db.stem)
+        leaks += found
+        cells += n
+    assert cells > 1000
+    for name, stream in (("demo stdout", out), ("demo stderr", err)):
+        leaks += _describe(search, name, search.in_bytes(stream))
+        leaks += _search_text(search, name + " (text)", stream.decode("utf-8", "replace"))
+
+    searched = (sum(len(r.key or b"") + len(r.value or b"") for rs in records.values()
+                    for r in rs), sum(p.stat().st_size for p in hub_files))
+    print(f"\nprivacy canary: {len(identifiers)} identifiers in {search.counts['forms']} forms "
+          f"({dict(Counter(i.kind for i in identifiers))}); searched {sum(per_topic.values())} "
+          f"records on {len(records)} topics ({searched[0]} bytes), {len(hub_files)} hub files "
+          f"({searched[1]} bytes, {cells} database cells), {len(out) + len(err)} bytes of demo "
+          f"output; {vaults} vaults as positive control; demo {demo_s:.0f} s, "
+          f"all {time.monotonic() - started:.0f} s")
+    assert leaks == [], f"{len(leaks)} identifier hits, first ones:\n" + "\n".join(leaks[:40])
