@@ -103,14 +103,17 @@ async def _read_aiokafka(bootstrap: str, topic: str) -> int:
         parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
         consumer.assign(parts)
         end = await consumer.end_offsets(parts)
-        await consumer.seek_to_beginning(*parts)
+        start = await consumer.beginning_offsets(parts)
+        for tp in parts:
+            consumer.seek(tp, start[tp])
         count = 0
         pending = {tp for tp in parts if end[tp] > 0}
         while pending:
-            got = await consumer.getmany(timeout_ms=1000, max_records=20_000)
-            for tp, recs in got.items():
+            got = await consumer.getmany(*pending, timeout_ms=1000, max_records=20_000)
+            for recs in got.values():
                 count += len(recs)
-                if recs and recs[-1].offset + 1 >= end[tp]:
+            for tp in list(pending):
+                if await consumer.position(tp) >= end[tp]:
                     pending.discard(tp)
         return count
     finally:
