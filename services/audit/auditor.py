@@ -28,11 +28,11 @@ from safehub.services.audit.reading import Record, SnapshotReader, read_all, rea
 from safehub.services.audit.replay import (
     Difference,
     ReplayReport,
-    accepted_entries,
     alert_fingerprint,
     check_delivered,
     choose_rules,
     compare,
+    correlator_entries,
     fingerprint,
     replay_events,
     summary,
@@ -73,15 +73,24 @@ def read_ingress(bootstrap: str, topics: Sequence[str], from_ms: int | None,
     return by_digest, count
 
 
-def decode_alerts(records: Iterable[Record], report: ReplayReport) -> list[CorrelatedAlert]:
+def decode_alerts(records: Iterable[Record], journalled: set[bytes],
+                  report: ReplayReport) -> list[CorrelatedAlert]:
+    """The alerts on `correlated`; each must have the correlator's ALERT_EMITTED entry."""
     out = []
     for r in records:
         try:
-            out.append(decode(r.value, CorrelatedAlert))
+            alert = decode(r.value, CorrelatedAlert)
         except ValidationError as exc:
             report.differences.append(Difference(
                 "unexpected", f"record {r.partition}/{r.offset} on {r.topic} is not an alert "
                 f"({exc.field}: {exc.rule})"))
+            continue
+        if hashlib.sha256(r.value or b"").digest() not in journalled:
+            report.differences.append(Difference(
+                "unjournalled", f"alert {alert.alert_id} on {r.topic} has no ALERT_EMITTED "
+                "entry with its digest (altered, or not written by the correlator)",
+                alert.alert_id, alert.cluster_id))
+        out.append(alert)
     return out
 
 
@@ -133,8 +142,10 @@ def run_replay(args: argparse.Namespace, settings: AuditSettings) -> int:
     if not ingress_topics:
         raise BrokerError(f"no {prefix}ingress.* topics to replay")
 
-    entries = accepted_entries(r.value or b"" for r in read_all(bootstrap, [prefix + "audit"]))
-    emitted = decode_alerts(read_all(bootstrap, [prefix + "correlated"]), report)
+    entries, journalled_alerts = correlator_entries(
+        r.value or b"" for r in read_all(bootstrap, [prefix + "audit"]))
+    emitted = decode_alerts(read_all(bootstrap, [prefix + "correlated"]), journalled_alerts,
+                            report)
     by_digest, report.ingress_records = read_ingress(bootstrap, ingress_topics, args.from_ms,
                                                      show)
     if args.from_ms is not None:

@@ -65,7 +65,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     replay.add_argument("--agency", action="append", default=[], metavar="ID",
                         help="ingress agency to replay (repeatable; default: every "
                              "ingress.* topic)")
-    replay.add_argument("--from-ms", type=int, help="start at this event time (ms UTC)")
+    replay.add_argument("--from-ms", type=int,
+                        help="replay only ingress records appended at or after this time "
+                             "(ms UTC); alerts raised before it are left out of the comparison")
     replay.add_argument("--rules", type=Path,
                         help="replay with this rules file instead of each alert's version")
     replay.add_argument("--inbox-db", action="append", default=[], metavar="URL",

@@ -72,17 +72,23 @@ class ReplayReport:
         }
 
 
-def accepted_entries(audit_values: Iterable[bytes]) -> list[AuditEntry]:
-    """The correlator's EVENT_ACCEPTED entries, in journal order; other records are skipped."""
-    out = []
+def correlator_entries(audit_values: Iterable[bytes]) -> tuple[list[AuditEntry], set[bytes]]:
+    """The correlator's EVENT_ACCEPTED entries in journal order, and the digests of the alerts
+    it journalled as emitted. Other records are skipped (verify reports undecodable ones)."""
+    accepted = []
+    emitted: set[bytes] = set()
     for raw in audit_values:
         try:
             entry = decode(raw, AuditEntry)
         except ValidationError:
-            continue  # not an entry: verify reports it; it cannot order anything
-        if entry.service == CORRELATOR and entry.action == AuditAction.EVENT_ACCEPTED:
-            out.append(entry)
-    return out
+            continue
+        if entry.service != CORRELATOR:
+            continue
+        if entry.action == AuditAction.EVENT_ACCEPTED:
+            accepted.append(entry)
+        elif entry.action == AuditAction.ALERT_EMITTED:
+            emitted.add(entry.digest)
+    return accepted, emitted
 
 
 def choose_rules(emitted: Sequence[CorrelatedAlert], override: Rules | None,

@@ -149,3 +149,6 @@ def test_replay_names_a_missing_and_an_unexpected_alert(
     data = json.loads(report.read_text())
     assert data["unexpected"] == 1 and data["missing"] == 0
     assert "f" * 32 in out
+    # It was never journalled as emitted by the correlator, and replay says so.
+    assert [d["alert_id"] for d in data["differences"] if d["kind"] == "unjournalled"] == [
+        "f" * 32]
