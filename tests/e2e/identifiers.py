@@ -106,16 +106,19 @@ def forms(ident: Identifier) -> set[str]:
     return {v, v.lower()}
 
 
+Trie = dict[str, "Trie"]
+
+
 def _alternation(words: Iterable[str]) -> str:
     """A regex matching any of `words`, as a trie, so one pass finds them all."""
-    trie: dict[str, dict] = {}  # type: ignore[type-arg]
+    trie: Trie = {}
     for word in words:
         node = trie
         for ch in word:
             node = node.setdefault(ch, {})
         node[""] = {}
 
-    def render(node: dict) -> str:  # type: ignore[type-arg]
+    def render(node: Trie) -> str:
         branches = [re.escape(ch) + render(child) for ch, child in sorted(node.items()) if ch]
         if not branches:
             return ""

@@ -15,13 +15,16 @@ and without the space) in:
 2. every hub-side file in the demo folder (the inbox, router and audit SQLite files with their
    WAL and shared-memory files, logs, users file, summary): raw bytes, and every cell of every
    table through sqlite3 (on a copy, so reading does not checkpoint the originals);
-3. every service log and the demo's own stdout and stderr.
+3. every service log and the demo's own stdout and stderr (the demo runs with -v, so the
+   agencies' publishers in it log at DEBUG).
 
 Zero hits are allowed. Short single names (under five characters) are searched only as whole
 words in decoded text, never in raw bytes; identifiers.py explains why. Positive controls keep
 the test from passing vacuously: the same search finds every identifier in the simulator's
 export files and every reference in the agencies' vaults (the one place references may be),
-and the references found there are exactly the ones this rebuilt population published.
+and the references found there are exactly the ones this rebuilt population published; a
+synthetic dead letter shows the topic reading finds identifiers in headers and nested bytes.
+The demo's topics are deleted afterwards (the broker is shared).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
+from safehub.bus import make_admin
 from safehub.deploy.kafka.launcher import free_port
 from safehub.producers.simulation.command import write_population
 from safehub.producers.simulation.trajectories import Population, simulate
@@ -73,7 +77,8 @@ Leaks = list[str]
 
 def _run_demo(folder: Path, env: dict[str, str], bootstrap: str) -> tuple[int, bytes, bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "safehub.cli", "demo", "--folder", str(folder),
+        # -v: the demo process (the agencies' publishers) logs at DEBUG, more to search.
+        [sys.executable, "-m", "safehub.cli", "-v", "demo", "--folder", str(folder),
          "--children", str(CHILDREN), "--seed", str(SEED), "--months", str(MONTHS),
          "--authorities", str(AUTHORITIES), "--bootstrap", bootstrap, "--exit-when-done",
          "--duration", str(DURATION_S), "--web-port", str(free_port())],
@@ -111,6 +116,17 @@ def _topic_records(bootstrap: str, prefix: str, timeout_s: float = 120.0
         return records
     finally:
         consumer.close()
+
+
+def _delete_topics(bootstrap: str, prefix: str) -> None:
+    """The demo's 70-odd topics would otherwise stay on the shared broker after every run."""
+    admin = make_admin(bootstrap, "privacy-canary-cleanup")
+    try:
+        mine = [t for t in admin.list_topics() if t.startswith(prefix)]
+        if mine:
+            admin.delete_topics(mine)
+    finally:
+        admin.close()
 
 
 def _describe(search: Search, where: str, hits: list[Hit]) -> Leaks:
@@ -251,8 +267,15 @@ def _vaults_control(search: Search, pop: Population, vaults: Path, scratch: Path
 def test_no_identifier_reaches_any_topic_hub_database_or_log(
     kafka_bootstrap: str, topic_names: Callable[[str], str], tmp_path: Path,
 ) -> None:
-    started = time.monotonic()
     prefix = topic_names("")
+    try:
+        _canary(kafka_bootstrap, prefix, tmp_path)
+    finally:
+        _delete_topics(kafka_bootstrap, prefix)
+
+
+def _canary(kafka_bootstrap: str, prefix: str, tmp_path: Path) -> None:
+    started = time.monotonic()
     folder = tmp_path / "demo"
     env = {**os.environ, "SAFEHUB_TOPIC_PREFIX": prefix, "SAFEHUB_STATE": str(tmp_path / "state"),
            "PYTHONUNBUFFERED": "1"}
