@@ -152,3 +152,40 @@ def test_replay_names_a_missing_and_an_unexpected_alert(
     # It was never journalled as emitted by the correlator, and replay says so.
     assert [d["alert_id"] for d in data["differences"] if d["kind"] == "unjournalled"] == [
         "f" * 32]
+
+
+def _end_offsets(bootstrap: str, prefix: str) -> dict[tuple[str, int], int]:
+    from kafka import TopicPartition
+
+    from safehub.bus import make_consumer
+
+    consumer = make_consumer(bootstrap, None)
+    try:
+        parts = [TopicPartition(t, p) for t in consumer.topics() if t.startswith(prefix)
+                 for p in consumer.partitions_for_topic(t) or ()]
+        return {(tp.topic, tp.partition): o for tp, o in consumer.end_offsets(parts).items()}
+    finally:
+        consumer.close()
+
+
+def test_replay_writes_nothing_and_catches_an_altered_event(
+        pipeline: dict[str, object], kafka_bootstrap: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    prefix = str(pipeline["prefix"])
+    # The correlator journalled bytes that are no longer on ingress: an event was altered.
+    altered = hashlib.sha256(b"the bytes the correlator really saw").digest()
+    producer = make_producer(kafka_bootstrap, "test-replay-alter")
+    journal = AuditJournal(producer, prefix + "audit", "correlator")
+    journal.record(AuditAction.EVENT_ACCEPTED, "a" * 32, "police-test", altered, T0)
+    journal.flush()
+    producer.close()
+    before = _end_offsets(kafka_bootstrap, prefix)
+    report = tmp_path / "replay.json"
+    code = main(["audit", "replay", "--report", str(report), "--no-progress"])
+    out = capsys.readouterr().out
+    assert _end_offsets(kafka_bootstrap, prefix) == before  # replay produced nothing
+    assert code == 1
+    data = json.loads(report.read_text())
+    assert [d["kind"] for d in data["differences"]] == ["altered-event"]
+    assert "event " + "a" * 32 in out
+    assert data["matches"] == 40
