@@ -189,3 +189,60 @@ def test_replay_writes_nothing_and_catches_an_altered_event(
     assert [d["kind"] for d in data["differences"]] == ["altered-event"]
     assert "event " + "a" * 32 in out
     assert data["matches"] == 40
+
+
+def test_replay_checks_routed_alerts_and_inbox_rows(
+        pipeline: dict[str, object], kafka_bootstrap: str,
+        create_topics_fn: Callable[..., list[str]], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from dataclasses import replace
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    from safehub.consumers.inbox.models import Base, InboxAlert, InboxEvidence
+    from safehub.schemas.records import RoutedAlert
+    from safehub.schemas.vocabulary import RouteReason
+
+    prefix = str(pipeline["prefix"])
+    alerts = pipeline["alerts"]
+    good, other = alerts[0], alerts[1]  # type: ignore[index]
+    tampered = replace(other, score=other.score + 1)
+    create_topics_fn(prefix + "alerts.hub-test")
+    producer = make_producer(kafka_bootstrap, "test-replay-routed")
+    send_all(producer, [
+        (prefix + "alerts.hub-test", a.alert_id.encode(),
+         encode(RoutedAlert(_hex("n", a.alert_id), a, "hub-test", "E08000035",
+                            RouteReason.RESPONSIBLE_AUTHORITY, 0, T0 + DAY)), None)
+        for a in (good, tampered)])
+    producer.close()
+
+    inbox = tmp_path / "inbox.db"
+    engine = create_engine(f"sqlite:///{inbox}")
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        for a, score in ((good, good.score), (other, 99.0)):
+            nid = _hex("n", a.alert_id)
+            session.add(InboxAlert(
+                notification_id=nid, alert_id=a.alert_id, agency_id="hub-test",
+                cluster_id=a.cluster_id, tier=str(a.tier), rule=a.rule, score=score,
+                raised_at=a.raised_at, age_years=a.age_years, local_authority=a.local_authority,
+                placing_authority=None, lead_authority="E08000035", reason="RESPONSIBLE_AUTHORITY",
+                escalation_level=0, ack_deadline=T0 + DAY, rules_version=a.rules_version,
+                agencies=" ".join(a.agencies), identity_conflict=False, digest=bytes(32),
+                received_at=T0, status="NEW"))
+            session.add_all(InboxEvidence(
+                notification_id=nid, event_id=e.event_id, agency_id=e.agency_id,
+                sector=str(e.sector), indicator=str(e.indicator), occurred_at=e.occurred_at,
+                weight=e.weight) for e in a.evidence)
+        session.commit()
+    engine.dispose()
+
+    report = tmp_path / "replay.json"
+    code = main(["audit", "replay", "--report", str(report), "--no-progress",
+                 "--inbox-db", f"sqlite:///{inbox}"])
+    capsys.readouterr()
+    assert code == 1
+    data = json.loads(report.read_text())
+    assert sorted((d["kind"], d["alert_id"]) for d in data["differences"]) == [
+        ("inbox", other.alert_id), ("routed", other.alert_id)]
