@@ -113,7 +113,10 @@ def _run_sink(args: argparse.Namespace, settings: AuditSettings) -> int:
     sink = open_sink(sink_settings, key)
     stop = threading.Event()
     install_stop_handlers(stop)
-    run_until_stopped(sink, stop)
+    try:
+        run_until_stopped(sink, stop)
+    finally:
+        sink.close()
     return 0
 
 

@@ -152,6 +152,11 @@ class AuditSink:
             self._tree.append(row.leaf_hash)
         return len(rows)
 
+    def close(self) -> None:
+        self._consumer.close(autocommit=False)
+        self._producer.flush(30)
+        self._producer.close(30)
+
     def _checkpoint_due(self) -> bool:
         if self._since_checkpoint == 0:
             return False

@@ -199,3 +199,15 @@ def test_schema_creation_is_idempotent(audit_log: Log) -> None:
     create_schema(engine)
     assert Ledger(engine).size() == audit_log.sink.size
     shutil.rmtree(audit_log.db.parent / "nonexistent", ignore_errors=True)
+
+
+def test_a_sink_behind_the_topic_is_a_note_not_a_failure(
+        audit_log: Log, kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]) -> None:
+    producer = make_producer(kafka_bootstrap, "test-audit-late")
+    journal = AuditJournal(producer, audit_log.prefix + "audit", "web")
+    journal.record(AuditAction.ALERT_VIEWED, "b" * 32, "hub-user", bytes(32), 1)
+    journal.flush()
+    producer.close()
+    code, out = _verify(audit_log.db, capsys)
+    assert code == 0, out
+    assert "note: 1 record(s)" in out
