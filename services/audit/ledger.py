@@ -68,7 +68,8 @@ _PG_GUARDS = [
     "CREATE OR REPLACE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS "
     "$$ BEGIN RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END $$",
     *[
-        f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = '{t}_append_only')"
+        f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = '{t}_append_only'"
+        f" AND tgrelid = '{t}'::regclass)"
         f" THEN CREATE TRIGGER {t}_append_only BEFORE UPDATE OR DELETE ON {t} "
         f"FOR EACH ROW EXECUTE FUNCTION audit_append_only(); END IF; END $$"
         for t in ("audit_entries", "audit_checkpoints")
