@@ -17,6 +17,9 @@ from itertools import pairwise
 
 from nacl.signing import VerifyKey
 
+from safehub.errors import ValidationError
+from safehub.schemas.codec import decode
+from safehub.schemas.records import AuditEntry
 from safehub.services.audit.checkpoint import (
     CheckpointError,
     SignedCheckpoint,
@@ -72,6 +75,14 @@ def _label(entry_id: str | None) -> str:
     return f"entry {entry_id}" if entry_id else "an undecodable entry"
 
 
+def _topic_label(value: bytes) -> str:
+    """The entry a topic record holds, for findings about rows that are gone or moved."""
+    try:
+        return _label(decode(value, AuditEntry).entry_id)
+    except ValidationError:
+        return _label(None)
+
+
 def compare_with_topic(stored: Sequence[StoredEntry], topic: Sequence[TopicRecord],
                        report: Report) -> None:
     """Name each stored row that differs from the record it claims to be."""
@@ -98,7 +109,9 @@ def compare_with_topic(stored: Sequence[StoredEntry], topic: Sequence[TopicRecor
             elsewhere = offset_of_value.get(s.raw)
             if elsewhere is not None:
                 report.add("reordered", f"stored row {s.seq} holds the record of offset "
-                           f"{elsewhere}, not of offset {s.topic_offset}", s.seq, s.topic_offset)
+                           f"{elsewhere} ({_label(s.entry_id)}), not of offset "
+                           f"{s.topic_offset} ({_topic_label(original)})", s.seq,
+                           s.topic_offset)
             else:
                 report.add("changed", f"stored row {s.seq} ({_label(s.entry_id)}) differs from "
                            f"the record at offset {s.topic_offset}", s.seq, s.topic_offset)
@@ -109,8 +122,8 @@ def compare_with_topic(stored: Sequence[StoredEntry], topic: Sequence[TopicRecor
     tail = [r.offset for r in topic if r.offset > last_stored]
     for r in topic:
         if r.offset <= last_stored and r.offset not in stored_offsets:
-            report.add("removed", f"the record at offset {r.offset} is missing from the store",
-                       None, r.offset)
+            report.add("removed", f"the record at offset {r.offset} ({_topic_label(r.value)})"
+                       " is missing from the store", None, r.offset)
     if tail:
         # Indistinguishable from a sink that is a few records behind, so a note, not a
         # failure; a removed tail that a checkpoint covers is a failure below.
