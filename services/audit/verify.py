@@ -122,8 +122,8 @@ def compare_with_topic(stored: Sequence[StoredEntry], topic: Sequence[TopicRecor
     tail = [r.offset for r in topic if r.offset > last_stored]
     for r in topic:
         if r.offset <= last_stored and r.offset not in stored_offsets:
-            report.add("removed", f"the record at offset {r.offset} ({_topic_label(r.value)})"
-                       " is missing from the store", None, r.offset)
+            report.add("removed", f"the record at offset {r.offset} is missing from the store"
+                       f" ({_topic_label(r.value)})", None, r.offset)
     if tail:
         # Indistinguishable from a sink that is a few records behind, so a note, not a
         # failure; a removed tail that a checkpoint covers is a failure below.
