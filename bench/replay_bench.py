@@ -11,7 +11,15 @@ with each candidate client, several times, and keeps the median:
 
     SAFEHUB_KAFKA_BOOTSTRAP=127.0.0.1:19092 python -m bench.replay_bench [--events N]
 
-writes bench/results/replay.json. Target: >= 50,000 events/s.
+Then the whole replay, end to end (`safehub audit replay`'s own function, in process): a fresh
+prefix gets an ingress topic of children's events (several per child, so clusters form and
+alerts are raised), the correlator's journal on `audit` (EVENT_ACCEPTED per event in feeding
+order, ALERT_EMITTED per alert) and the alerts on `correlated`, written here the way the
+correlator writes them; replay then reads all three topics, decodes, runs `step` over every
+event and compares. The CPU part alone (decode + step + compare over the records already in
+memory) is timed separately, so the figure says where the time goes.
+
+writes bench/results/replay.json. Target: >= 50,000 events/s of reading.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import json
 import os
 import platform
 import statistics
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -124,7 +133,122 @@ def read_aiokafka(bootstrap: str, topic: str) -> int:
     return asyncio.run(_read_aiokafka(bootstrap, topic))
 
 
-def measure(fn: Callable[[], int], runs: int, expected: int) -> dict[str, float]:
+DAY_MS = 86_400_000
+
+
+def _child_event(i: int) -> WarningSignEvent:
+    """Event `i`: children of six events each, five days apart, so clusters reach alerts."""
+    child, n = divmod(i, 6)
+    h = hashlib.sha256(b"child" + child.to_bytes(8, "big")).digest()
+    subject = Subject(MatchKeys(mk2=h), 1, child % 4096, 14, "E08000035", None, h.hex()[:32])
+    signs = list(Sign)
+    at = 1_760_000_000_000 + child * 60_000 + n * 5 * DAY_MS
+    eid = hashlib.sha256(b"event" + i.to_bytes(8, "big")).hexdigest()[:32]
+    return WarningSignEvent(eid, "police-bench", Sector.POLICE, at, at, subject,
+                            signs[(child + 7 * n) % len(signs)])
+
+
+def fill_pipeline(bootstrap: str, prefix: str, n: int) -> tuple[int, int]:
+    """Ingress, journal and alerts for `n` events, as the correlator leaves them.
+
+    Returns (events, alerts)."""
+    from safehub.schemas.vocabulary import AuditAction
+    from safehub.services.audit.journal import AuditJournal
+    from safehub.services.correlation.core import BlockState, initial_state, step
+    from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
+
+    create_topics(bootstrap, [TopicSpec(prefix + "ingress.police-bench", PARTITIONS, 1, {}),
+                              TopicSpec(prefix + "correlated", PARTITIONS, 1, {}),
+                              TopicSpec(prefix + "audit", 1, 1, {})])
+    rules = load_rules(DEFAULT_RULES_PATH)
+    producer = make_producer(bootstrap, "replay-bench", linger_ms=20, batch_size=512 * 1024)
+    journal = AuditJournal(producer, prefix + "audit", "correlator")
+    states: dict[int, BlockState] = {}
+    alerts = 0
+    for i in range(n):
+        event = _child_event(i)
+        raw = encode(event)
+        block = event.subject.linkage_block
+        producer.send(prefix + "ingress.police-bench", key=block.to_bytes(4, "big"), value=raw)
+        states[block], raised = step(rules, states.get(block) or initial_state(), event)
+        journal.record(AuditAction.EVENT_ACCEPTED, event.event_id, event.agency_id,
+                       hashlib.sha256(raw).digest(), event.reported_at)
+        for alert in raised:
+            data = encode(alert)
+            producer.send(prefix + "correlated", key=alert.cluster_id.encode(), value=data)
+            journal.record(AuditAction.ALERT_EMITTED, alert.alert_id, "correlator",
+                           hashlib.sha256(data).digest(), alert.raised_at)
+            alerts += 1
+        if i % 20_000 == 0:
+            journal.flush(300)  # bounds the futures held in memory
+    journal.flush(300)
+    producer.close()
+    return n, alerts
+
+
+def full_replay(bootstrap: str, prefix: str, report: Path) -> dict[str, object]:
+    """`safehub audit replay` end to end, then its CPU part alone on the same records."""
+    from safehub.schemas.codec import decode
+    from safehub.schemas.records import CorrelatedAlert
+    from safehub.services.audit.auditor import run_replay
+    from safehub.services.audit.command import AuditSettings
+    from safehub.services.audit.reading import read_all
+    from safehub.services.audit.replay import (
+        ReplayReport,
+        compare,
+        correlator_entries,
+        replay_events,
+    )
+    from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
+
+    args = argparse.Namespace(agency=[], from_ms=None, rules=None, inbox_db=[], report=report,
+                              no_progress=True)
+    start = time.perf_counter()
+    code = run_replay(args, AuditSettings(bootstrap, prefix, "sqlite://"))
+    wall = time.perf_counter() - start
+    result = json.loads(report.read_text())
+    if code != 0:
+        raise SystemExit(f"replay did not match: {result}")
+
+    audit = [r.value or b"" for r in read_all(bootstrap, [prefix + "audit"])]
+    emitted_raw = [r.value or b"" for r in read_all(bootstrap, [prefix + "correlated"])]
+    ingress = {hashlib.sha256(r.value).digest(): r.value
+               for r in read_all(bootstrap, [prefix + "ingress.police-bench"]) if r.value}
+    rules = load_rules(DEFAULT_RULES_PATH)
+    t = time.perf_counter()
+    entries, _emitted_digests = correlator_entries(audit)
+    emitted = [decode(v, CorrelatedAlert) for v in emitted_raw]
+    cpu_report = ReplayReport()
+    replayed = replay_events(entries, ingress, lambda _b: rules, cpu_report)
+    compare(replayed, emitted, cpu_report, other_rules=False)
+    cpu = time.perf_counter() - t
+    if not cpu_report.ok:
+        raise SystemExit("in-memory replay did not match")
+    events = int(result["events_replayed"])
+    read = int(result["ingress_records"]) + len(audit) + len(emitted_raw)
+    return {
+        "events": events, "alerts": int(result["emitted_alerts"]),
+        "records_read": read, "seconds": round(wall, 2),
+        "events_per_s": round(events / wall),
+        "records_read_per_s": round(read / wall),
+        "cpu_only_seconds": round(cpu, 2),
+        "cpu_only_events_per_s": round(events / cpu),
+    }
+
+
+def delete_prefix(bootstrap: str, prefix: str) -> None:
+    from safehub.bus import make_admin
+
+    admin = make_admin(bootstrap, "replay-bench-cleanup")
+    try:
+        mine = [t for t in admin.list_topics() if t.startswith(prefix)]
+        if mine:
+            admin.delete_topics(mine)
+    finally:
+        admin.close()
+
+
+def measure(fn: Callable[[], int], runs: int, expected: int) -> dict[str, object]:
     rates = []
     for _ in range(runs):
         start = time.perf_counter()
@@ -142,6 +266,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--topic", help="reuse a topic filled by an earlier run")
+    parser.add_argument("--full-events", type=int, default=60_000,
+                        help="events for the end-to-end replay (0: skip it)")
     args = parser.parse_args()
     bootstrap = os.environ.get("SAFEHUB_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
     if args.topic:
@@ -164,12 +290,29 @@ def main() -> None:
     }
     for name, r in results.items():
         print(f"{name}: {r['events_per_s_median']:,} events/s (runs {r['events_per_s_runs']})")
+    full: dict[str, object] | None = None
+    if args.full_events:
+        prefix = f"bench-{uuid.uuid4().hex[:8]}."
+        try:
+            t = time.perf_counter()
+            events, alerts = fill_pipeline(bootstrap, prefix, args.full_events)
+            print(f"filled {prefix}* with {events} events, their journal and {alerts} alerts "
+                  f"in {time.perf_counter() - t:.1f}s")
+            with tempfile.TemporaryDirectory() as scratch:
+                full = full_replay(bootstrap, prefix, Path(scratch) / "replay-report.json")
+        finally:
+            delete_prefix(bootstrap, prefix)
+        print(f"full replay: {full['events']:,} events, {full['alerts']:,} alerts in "
+              f"{full['seconds']} s: {full['events_per_s']:,} events/s "
+              f"({full['records_read_per_s']:,} records read/s); decode + step + compare "
+              f"alone {full['cpu_only_events_per_s']:,} events/s")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
         "events": args.events, "partitions": PARTITIONS, "avg_event_bytes": avg,
         "broker": bootstrap, "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)",
         "python": platform.python_version(), "target_events_per_s": 50_000,
         "results": results,
+        "full_replay (read ingress + audit + correlated, decode, step, compare)": full,
     }, indent=2) + "\n")
     print(f"wrote {RESULTS}")
 
