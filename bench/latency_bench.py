@@ -86,6 +86,8 @@ def main() -> int:
     parser.add_argument("--children", type=int, default=4000)
     parser.add_argument("--rate", type=int, default=1000, help="events per second")
     parser.add_argument("--warmup", type=int, default=20, help="children before measuring")
+    parser.add_argument("--keep-logs", action="store_true",
+                        help="keep the services' logs and databases (the folder is printed)")
     args = parser.parse_args()
     bootstrap = os.environ.get("SAFEHUB_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
     prefix = f"bench{uuid.uuid4().hex[:8]}."
@@ -218,7 +220,10 @@ def main() -> int:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latency.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-    shutil.rmtree(tmp, ignore_errors=True)
+    if args.keep_logs:
+        print(f"services' logs kept in {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0 if result["target_met"] else 1
 
 

@@ -10,9 +10,8 @@
   the agencies' producers use for ingress, so a block's changelog partition is its ingress
   partition: whichever worker owns the ingress partition recovers exactly that block's state.
 - Messages are processed in batches (`take_events`). For each batch: alerts and audit entries
-  are sent and acknowledged, then the changed blocks' states are written to the table's
-  changelog (by us, see `Changelog`) and acknowledged, then put in the table's store, and only
-  then are the events acked, so faust can commit their offsets.
+  are sent and acknowledged, then the blocks' states are written to the table, and only then
+  are the events acked; faust flushes its producer (the changelog) before it commits offsets.
   Faust's exactly_once mode is not used: duplicates after a crash are harmless by design.
 - An error we cannot recover from (the broker not acknowledging) ends the process at once,
   without committing, so that the batch is redelivered when it is restarted.
@@ -31,16 +30,15 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from kafka import KafkaProducer
-from kafka.errors import KafkaError
 
 from safehub.bus import make_producer
 from safehub.consumers.deadletter import DeadLetterSink
-from safehub.errors import BrokerError, SafehubError
+from safehub.errors import SafehubError
 from safehub.services.audit.journal import AuditJournal
 from safehub.services.correlation import snapshot
 from safehub.services.correlation.core import BlockState, initial_state
 from safehub.services.correlation.rules import Rules
+from safehub.services.correlator import transport
 from safehub.services.correlator.processing import (
     SERVICE,
     BatchProcessor,
@@ -50,9 +48,6 @@ from safehub.services.correlator.processing import (
 
 log = logging.getLogger(__name__)
 EXIT_UNRECOVERABLE = 70
-OUTPUT_LINGER_MS = 500
-# Below the broker's default message.max.bytes (1 MB): one batch is sent as one record batch.
-OUTPUT_BATCH_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +75,7 @@ class StateCache:
         self._entries: dict[int, tuple[bytes, BlockState]] = {}
 
     def load(self, table: Any, block: int) -> BlockState:
-        raw = table.data.get(block_key(block))
+        raw = table.get(block_key(block))
         if raw is None:
             return initial_state()
         cached = self._entries.get(block)
@@ -90,40 +85,17 @@ class StateCache:
         self._entries[block] = (raw, state)
         return state
 
-    def remember(self, table: Any, block: int, raw: bytes, state: BlockState) -> None:
-        # Straight into the table's store: its changelog record was written and acknowledged
-        # by `Changelog.write`, so faust must not send a second copy.
-        table.data[block_key(block)] = raw
+    def save(self, table: Any, block: int, raw: bytes, state: BlockState) -> None:
+        table[block_key(block)] = raw
         self._entries[block] = (raw, state)
 
 
-class Changelog:
-    """Writes the table's changelog records through the batch producer, then waits for them.
-
-    faust sends a table's changelog one record at a time through its buffer, a task and
-    aiokafka's sender: measured, about a third of the worker's time with one changed block per
-    event. Written here instead, a batch's block states go out in a few produce requests. The
-    records are the ones faust would write (raw 4-byte key, raw value, the default murmur2
-    partitioner faust's `use_partitioner=True` also uses), so faust's own recovery reads them.
-    """
-
-    def __init__(self, producer: KafkaProducer, topic: str) -> None:
-        self._producer = producer
-        self.topic = topic
-
-    def write(self, records: Sequence[tuple[bytes, bytes]]) -> None:
-        """Block until every (key, value) record is acknowledged; BrokerError if not."""
-        try:
-            futures = [self._producer.send(self.topic, key=k, value=v) for k, v in records]
-            self._producer.flush(60)
-            for fut in futures:
-                fut.get(0)
-        except KafkaError as exc:
-            raise BrokerError(f"block states to {self.topic} not acknowledged: {exc}") from exc
-
-
 class Throughput:
-    """Logs, every 30 s, events processed and where the time went (for operators)."""
+    """Logs, every 30 s, events processed and where the time went (for operators).
+
+    `lag`: how long the oldest event of each batch waited between its producer's send
+    (the record's CreateTime) and the start of the batch; the largest in the period is logged.
+    """
 
     def __init__(self, every_s: float = 30.0) -> None:
         self.every_s = every_s
@@ -134,18 +106,21 @@ class Throughput:
         self.batches = 0
         self.process_s = 0.0
         self.save_s = 0.0
+        self.lag_s = 0.0
         self.since = time.monotonic()
 
-    def add(self, events: int, process_s: float, save_s: float) -> None:
+    def add(self, events: int, process_s: float, save_s: float, lag_s: float = 0.0) -> None:
         self.events += events
         self.batches += 1
         self.process_s += process_s
         self.save_s += save_s
+        self.lag_s = max(self.lag_s, lag_s)
         now = time.monotonic()
         if now - self.since >= self.every_s:
             log.info("correlated %d events in %d batches in %.1f s (%.0f/s): processing %.1f s, "
-                     "saving block states %.1f s", self.events, self.batches, now - self.since,
-                     self.events / (now - self.since), self.process_s, self.save_s)
+                     "saving block states %.1f s, largest lag %.2f s", self.events, self.batches,
+                     now - self.since, self.events / (now - self.since), self.process_s,
+                     self.save_s, self.lag_s)
             self._reset()
 
 
@@ -203,6 +178,7 @@ def build_app(
         table_standby_replicas=0,
         **web,
     )
+    transport.install(app)
     ingress = app.topic(
         *ingress_topics,
         key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
@@ -214,32 +190,18 @@ def build_app(
     )
     cache = StateCache()
     holder: dict[str, BatchProcessor] = {}
-    clog: dict[str, Changelog] = {}
 
     def processor() -> BatchProcessor:
         # Clients are made on first use inside the running worker, never at import or build.
         if "p" not in holder:
-            # `confirm` flushes at the end of every batch, so a long linger never delays an
-            # acknowledgement; it keeps kafka-python from building, waking its sender for and
-            # shipping a small batch every few records while the loop is still stepping events
-            # (measured: the wake-ups alone cost ~5% of the worker's time at linger 2 ms).
-            producer = make_producer(settings.bootstrap, SERVICE, linger_ms=OUTPUT_LINGER_MS,
-                                     batch_size=OUTPUT_BATCH_BYTES)
-            # Dead letters wait for their acknowledgement one by one: they get a producer
-            # without linger, so each is not held back by the batch producer's linger.
-            letters = make_producer(settings.bootstrap, SERVICE + "-deadletter", linger_ms=0)
+            producer = make_producer(settings.bootstrap, SERVICE, linger_ms=2)
             holder["p"] = BatchProcessor(
                 rules, settings.prefix, producer, settings.prefix + "correlated",
                 AuditJournal(producer, settings.prefix + "audit", SERVICE),
-                DeadLetterSink(letters, settings.prefix + "deadletter"),
+                DeadLetterSink(producer, settings.prefix + "deadletter"),
                 clock_ms,
             )
         return holder["p"]
-
-    def changelog() -> Changelog:
-        if "c" not in clog:
-            clog["c"] = Changelog(processor().producer, table.changelog_topic.get_topic_name())
-        return clog["c"]
 
     async def watchdog() -> None:
         resume_stalled_partitions(app)
@@ -253,6 +215,8 @@ def build_app(
         loop = asyncio.get_running_loop()
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
             t0 = time.perf_counter()
+            # faust gives the record's timestamp in seconds (CreateTime: the producer's clock).
+            lag = time.time() - min(e.message.timestamp for e in events)
             batch = [
                 Incoming(e.message.topic, e.message.partition, e.message.offset,
                          e.message.key, e.message.value)
@@ -264,14 +228,9 @@ def build_app(
                 result = processor().prepare(batch, lambda b: cache.load(table, b))
                 await loop.run_in_executor(None, processor().confirm)
                 t1 = time.perf_counter()
-                # Only once alerts and audit entries are acknowledged are the states saved.
-                saved = {block: snapshot.encode(state) for block, state in result.states.items()}
-                await loop.run_in_executor(
-                    None, changelog().write,
-                    [(block_key(block), raw) for block, raw in saved.items()])
-                for block, raw in saved.items():
-                    cache.remember(table, block, raw, result.states[block])
-                stats.add(len(batch), t1 - t0, time.perf_counter() - t1)
+                for block, state in result.states.items():
+                    cache.save(table, block, snapshot.encode(state), state)
+                stats.add(len(batch), t1 - t0, time.perf_counter() - t1, lag)
             except (SafehubError, OSError) as exc:
                 # Exit without acking or committing: the batch is redelivered on restart.
                 log.critical("correlator stopping, batch not committed: %s", exc)

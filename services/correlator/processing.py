@@ -82,10 +82,6 @@ class BatchProcessor:
         self._clock_ms = clock_ms
         self._sent: list[Any] = []
 
-    @property
-    def producer(self) -> KafkaProducer:
-        return self._producer
-
     def admit(self, message: Incoming, now_ms: int) -> IngressEvent:
         """The event in `message`, or ValidationError saying which rule it breaks."""
         agency = agency_from_topic(message.topic, self._prefix)
