@@ -20,8 +20,8 @@ from pathlib import Path
 
 from safehub.bus import make_admin, make_producer
 from safehub.deploy.topics import TopicSpec, create_topics
-from safehub.producers.publisher import DeliveryReport, Publisher
 from safehub.producers.pseudonymisation import prepare, to_event
+from safehub.producers.publisher import DeliveryReport, Publisher
 from safehub.producers.vault import Vault
 from safehub.schemas import codec
 from safehub.schemas.vocabulary import Sector
