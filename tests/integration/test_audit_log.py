@@ -211,3 +211,26 @@ def test_a_sink_behind_the_topic_is_a_note_not_a_failure(
     code, out = _verify(audit_log.db, capsys)
     assert code == 0, out
     assert "note: 1 record(s)" in out
+
+
+def test_a_clean_stop_signs_the_unsigned_tail(audit_log: Log, kafka_bootstrap: str) -> None:
+    import threading
+
+    from safehub.services.audit.sink import run_until_stopped
+
+    sink = audit_log.sink
+    producer = make_producer(kafka_bootstrap, "test-audit-tail")
+    journal = AuditJournal(producer, audit_log.prefix + "audit", "router")
+    journal.record(AuditAction.ALERT_ROUTED, "f" * 32, "csc-test", b"\x01" * 32,
+                   1_700_000_001_000)
+    journal.flush()
+    producer.close()
+    before = sink.size
+    _drain(sink, before + 1)
+    assert sink.unsigned_entries == 1
+    stop = threading.Event()
+    stop.set()
+    run_until_stopped(sink, stop)
+    assert sink.unsigned_entries == 0
+    newest = Ledger(open_engine(f"sqlite:///{audit_log.db}")).checkpoints()[-1]
+    assert newest.tree_size == before + 1
