@@ -11,13 +11,17 @@ exception only its class is kept, because a library's message may quote the data
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from typing import Protocol
 
 from kafka import KafkaProducer
 
 from safehub.bus import Delivery, send_and_confirm
 from safehub.errors import SafehubError, ValidationError
 from safehub.schemas.records import DeadLetter
+
+log = logging.getLogger(__name__)
 
 HEADER_SOURCE_TOPIC = "safehub.source.topic"
 HEADER_SOURCE_PARTITION = "safehub.source.partition"
@@ -29,6 +33,21 @@ HEADER_AT = "safehub.deadlettered.at"
 # bytes with this header, which keeps "null" and "empty" apart.
 HEADER_NULL_VALUE = "safehub.source.null-value"
 MAX_MESSAGE_CHARS = 512
+
+
+class ConsumedRecord(Protocol):
+    """What a dead letter needs of a consumed record (kafka-python's or the correlator's)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
 
 
 def error_text(error: BaseException) -> str:
@@ -84,6 +103,15 @@ class DeadLetterSink:
     @property
     def topic(self) -> str:
         return self._topic
+
+    def send_record(self, record: ConsumedRecord, error: Exception,
+                    at_ms: int | None = None) -> Delivery:
+        """Dead-letter a consumed record and say so in the log (topic, partition, offset)."""
+        delivery = self.send(record.value, record.key, record.topic, record.partition,
+                             record.offset, error, at_ms)
+        log.warning("dead-lettered %s[%d]@%d: %s", record.topic, record.partition,
+                    record.offset, error_text(error))
+        return delivery
 
     def send(self, raw_value: bytes | None, raw_key: bytes | None, source_topic: str,
              partition: int, offset: int, error: Exception, at_ms: int | None = None) -> Delivery:

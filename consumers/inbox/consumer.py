@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
-from kafka.errors import KafkaError
+from kafka import KafkaConsumer, TopicPartition
 
+from safehub.bus import commit_batches
 from safehub.consumers.deadletter import DeadLetterSink
 from safehub.consumers.inbox.store import InboxStore
 from safehub.errors import BrokerError, StoreError, ValidationError
@@ -94,15 +94,9 @@ class InboxConsumer:
             return 0
         self._backoff = self._retry.initial_s
         for rec, error in bad:
-            self._deadletters.send(rec.value, rec.key, rec.topic, rec.partition, rec.offset, error)
-            log.warning("dead-lettered %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, error)
-        offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)
-                   for tp, records in batches.items()}
-        try:
-            self._consumer.commit(offsets)
-        except KafkaError as exc:
-            # Rows are in; a redelivery after this is a no-op, so the next commit covers it.
-            raise BrokerError(f"inbox offset commit failed: {type(exc).__name__}") from exc
+            self._deadletters.send_record(rec, error)
+        # Rows are in; a redelivery after a failed commit is a no-op.
+        commit_batches(self._consumer, batches, "inbox")
         self.stored += inserted
         self.deadlettered += len(bad)
         return len(good) + len(bad)

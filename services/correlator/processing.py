@@ -145,8 +145,7 @@ class BatchProcessor:
 
     def _deadletter(self, message: Incoming, error: ValidationError, digest: bytes,
                     now: int) -> None:
-        self._deadletters.send(message.value, message.key, message.topic, message.partition,
-                               message.offset, error, now)
+        self._deadletters.send_record(message, error, now)
         try:
             actor = agency_from_topic(message.topic, self._prefix)
         except ValidationError:
@@ -154,8 +153,6 @@ class BatchProcessor:
         # The event id may be unreadable; the entry is about the bytes, named by their digest.
         self._journal.record(AuditAction.EVENT_DEADLETTERED, digest.hex()[:32], actor, digest,
                              now)
-        log.warning("dead-lettered %s[%d]@%d: %s", message.topic, message.partition,
-                    message.offset, error)
 
     def _confirm(self, sent: list[Any]) -> None:
         if not sent:

@@ -13,10 +13,9 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
-from kafka.errors import KafkaError
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from safehub.bus import send_all
+from safehub.bus import commit_batches, send_all
 from safehub.consumers.deadletter import DeadLetterSink
 from safehub.errors import BrokerError, StoreError, ValidationError
 from safehub.schemas.codec import decode, encode
@@ -139,15 +138,8 @@ class Router:
         if touched:
             self._store.save(touched.values(), self._payloads)
         for rec, error in bad:
-            self._deadletters.send(rec.value, rec.key, rec.topic, rec.partition, rec.offset, error)
-            log.warning("dead-lettered %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, error)
-        if batches:
-            offsets = {tp: OffsetAndMetadata(recs[-1].offset + 1, "", -1)
-                       for tp, recs in batches.items()}
-            try:
-                self._consumer.commit(offsets)
-            except KafkaError as exc:
-                raise BrokerError(f"router offset commit failed: {type(exc).__name__}") from exc
+            self._deadletters.send_record(rec, error)
+        commit_batches(self._consumer, batches, "router")
         return sum(len(r) for r in batches.values())
 
     def run(self, stop: threading.Event) -> None:

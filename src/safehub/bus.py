@@ -7,11 +7,11 @@ fails and only then commits (see safehub.consumers.deadletter).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
 
 from safehub.errors import BrokerError
@@ -132,3 +132,21 @@ def send_all(
     if failed:
         raise BrokerError(f"{failed} of {len(futures)} records not acknowledged: {first_error}")
     return reports
+
+
+def commit_batches(
+    consumer: KafkaConsumer, batches: Mapping[TopicPartition, Sequence[Any]], who: str
+) -> None:
+    """Commit the offsets after the last record of each polled partition.
+
+    Call it only once everything the records caused is stored or acknowledged: a redelivery
+    after a failed commit is then a no-op for an idempotent sink.
+    """
+    if not batches:
+        return
+    offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)
+               for tp, records in batches.items()}
+    try:
+        consumer.commit(offsets)
+    except KafkaError as exc:
+        raise BrokerError(f"{who} offset commit failed: {type(exc).__name__}") from exc
