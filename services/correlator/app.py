@@ -6,12 +6,11 @@
   driver), so the pattern is resolved against the broker's topic list when the worker starts;
   a topic for a newly onboarded agency is picked up by restarting the workers.
 - Each linkage block's state lives in a changelog-backed faust Table keyed by the block's
-  4-byte key. The table uses the producer's partitioner, which is the same murmur2 partitioner
-  the agencies' producers use for ingress, so a block's changelog partition is its ingress
-  partition: whichever worker owns the ingress partition recovers exactly that block's state.
+  4-byte key. A block's state is logged to the changelog partition its events arrived on, so
+  whichever worker owns the ingress partition recovers exactly that block's state.
 - Messages are processed in batches (`take_events`). For each batch: alerts and audit entries
-  are sent and acknowledged, then the blocks' states are written to the table, and only then
-  are the events acked; faust flushes its producer (the changelog) before it commits offsets.
+  are sent and acknowledged, then the blocks' states are written to the table and its
+  changelog (changelog.py) and acknowledged, and only then are the events acked.
   Faust's exactly_once mode is not used: duplicates after a crash are harmless by design.
 - An error we cannot recover from (the broker not acknowledging) ends the process at once,
   without committing, so that the batch is redelivered when it is restarted.
@@ -19,7 +18,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import re
@@ -34,17 +32,19 @@ import faust
 from safehub.bus import make_producer
 from safehub.consumers.deadletter import DeadLetterSink
 from safehub.errors import SafehubError
-from safehub.services.audit.journal import AuditJournal
 from safehub.services.correlation import snapshot
 from safehub.services.correlation.core import BlockState, initial_state
 from safehub.services.correlation.rules import Rules
 from safehub.services.correlator import transport
+from safehub.services.correlator.changelog import ChangelogWriter
+from safehub.services.correlator.outputs import OutputWriter
 from safehub.services.correlator.processing import (
     SERVICE,
     BatchProcessor,
     Incoming,
     block_key,
 )
+from safehub.services.correlator.stalls import STALL_CHECK_S, StallWatch
 
 log = logging.getLogger(__name__)
 EXIT_UNRECOVERABLE = 70
@@ -85,8 +85,8 @@ class StateCache:
         self._entries[block] = (raw, state)
         return state
 
-    def save(self, table: Any, block: int, raw: bytes, state: BlockState) -> None:
-        table[block_key(block)] = raw
+    def remember(self, block: int, raw: bytes, state: BlockState) -> None:
+        """Cache `state`, whose encoding `raw` the changelog writer puts in the table."""
         self._entries[block] = (raw, state)
 
 
@@ -122,28 +122,6 @@ class Throughput:
                      now - self.since, self.events / (now - self.since), self.process_s,
                      self.save_s, self.lag_s)
             self._reset()
-
-
-def resume_stalled_partitions(app: faust.App) -> None:
-    """Resume ingress partitions faust left paused after a rebalance.
-
-    With two workers, losing one sometimes left the survivor with a partition assigned but
-    never fetched again (its committed offset stuck, no error). This reaches into faust's
-    consumer internals, so it only acts when faust itself says no rebalance or recovery is in
-    progress, and says so in the log.
-    """
-    if getattr(app, "rebalancing", False) or getattr(app, "in_recovery", False):
-        return
-    consumer: Any = app.consumer
-    changelogs = app.tables.changelog_topics
-    assigned = {tp for tp in consumer.assignment() if tp.topic not in changelogs}
-    active = consumer._get_active_partitions()
-    stalled = {tp for tp in assigned if tp not in active
-               and tp not in consumer._buffered_partitions}
-    if stalled:
-        log.warning("resuming %d ingress partition(s) left paused after a rebalance: %s",
-                    len(stalled), sorted(f"{tp.topic}[{tp.partition}]" for tp in stalled))
-        consumer.resume_partitions(stalled)
 
 
 def ingress_pattern(prefix: str) -> re.Pattern[str]:
@@ -189,30 +167,38 @@ def build_app(
         partitions=settings.partitions, use_partitioner=True,
     )
     cache = StateCache()
+    changelog = ChangelogWriter(app, table)
     holder: dict[str, BatchProcessor] = {}
 
     def processor() -> BatchProcessor:
         # Clients are made on first use inside the running worker, never at import or build.
         if "p" not in holder:
-            producer = make_producer(settings.bootstrap, SERVICE, linger_ms=2)
+            deadletters = make_producer(settings.bootstrap, SERVICE, linger_ms=2)
             holder["p"] = BatchProcessor(
-                rules, settings.prefix, producer, settings.prefix + "correlated",
-                AuditJournal(producer, settings.prefix + "audit", SERVICE),
-                DeadLetterSink(producer, settings.prefix + "deadletter"),
-                clock_ms,
+                rules, settings.prefix,
+                DeadLetterSink(deadletters, settings.prefix + "deadletter"), clock_ms,
             )
         return holder["p"]
 
-    async def watchdog() -> None:
-        resume_stalled_partitions(app)
+    outputs = OutputWriter(settings.bootstrap, SERVICE, settings.prefix + "correlated",
+                           settings.prefix + "audit")
 
-    app.timer(10.0)(watchdog)
+    async def close_outputs(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await outputs.close()
+
+    app.on_before_shutdown.connect(close_outputs)
+
+    stalls = StallWatch()
+
+    async def watchdog() -> None:
+        await stalls.check(app)
+
+    app.timer(STALL_CHECK_S)(watchdog)
 
     stats = Throughput(float(os.environ.get("SAFEHUB_CORRELATOR_STATS_EVERY_S", "30")))
 
     @app.agent(ingress)
     async def correlate(stream: Any) -> None:
-        loop = asyncio.get_running_loop()
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
             t0 = time.perf_counter()
             # faust gives the record's timestamp in seconds (CreateTime: the producer's clock).
@@ -223,13 +209,16 @@ def build_app(
                 for e in events
             ]
             try:
-                # The CPU-bound part runs on the loop (fewer threads contending for the GIL);
-                # waiting for the broker's acknowledgements does not.
-                result = processor().prepare(batch, lambda b: cache.load(table, b))
-                await loop.run_in_executor(None, processor().confirm)
+                result = processor().process(batch, lambda b: cache.load(table, b))
+                await outputs.write(result.alerts, result.audit)
                 t1 = time.perf_counter()
+                partition_of = {m.key: m.partition for m in batch}
+                records = []
                 for block, state in result.states.items():
-                    cache.save(table, block, snapshot.encode(state), state)
+                    key, raw = block_key(block), snapshot.encode(state)
+                    cache.remember(block, raw, state)
+                    records.append((partition_of[key], key, raw))
+                await changelog.write(records)
                 stats.add(len(batch), t1 - t0, time.perf_counter() - t1, lag)
             except (SafehubError, OSError) as exc:
                 # Exit without acking or committing: the batch is redelivered on restart.

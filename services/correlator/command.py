@@ -95,8 +95,9 @@ def run(args: argparse.Namespace) -> int:
     app = build_app(settings, rules, topics, wall_clock_ms)
     import faust
 
-    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False,
-                          override_logging=False)
+    # SAFEHUB_FAUST_LOGLEVEL=INFO shows faust's rebalances and recovery, for diagnosis.
+    worker = faust.Worker(app, loglevel=os.environ.get("SAFEHUB_FAUST_LOGLEVEL", "WARNING"),
+                          quiet=True, redirect_stdouts=False, override_logging=False)
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

@@ -7,10 +7,11 @@ message key must be the event's linkage block (else the block's events could be 
 workers); then `step` runs on the block's state, an EVENT_ACCEPTED entry is journalled, and each
 alert is sent to `correlated` keyed by its cluster id with an ALERT_EMITTED entry.
 
-`process` returns only after every alert and audit entry of the batch is acknowledged; the
-caller then saves the blocks' states and only then lets the input offsets be committed. A crash
-at any point therefore re-runs messages whose effects may already be out: the same state and
-events give the same alert ids and audit entry ids, which every sink drops as duplicates.
+`process` does no output but dead letters: it returns the batch's alerts and audit entries,
+encoded, for the shell (outputs.py) to send; the shell has them acknowledged, then saves the
+blocks' states, and only then lets the input offsets be committed. A crash at any point
+therefore re-runs messages whose effects may already be out: the same state and events give
+the same alert ids and audit entry ids, which every sink drops as duplicates.
 """
 
 from __future__ import annotations
@@ -19,18 +20,14 @@ import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from kafka import KafkaProducer
-from kafka.errors import KafkaError
 
 from safehub.consumers.deadletter import DeadLetterSink
-from safehub.errors import BrokerError, ValidationError
+from safehub.errors import ValidationError
 from safehub.schemas.codec import decode, encode
 from safehub.schemas.records import IngressEvent, MissingEpisodeEvent, WarningSignEvent
 from safehub.schemas.validation import agency_from_topic, validate_ingress
 from safehub.schemas.vocabulary import AuditAction
-from safehub.services.audit.journal import AuditJournal
+from safehub.services.audit.journal import make_entry
 from safehub.services.correlation.core import BlockState, step
 from safehub.services.correlation.rules import Rules
 
@@ -52,9 +49,10 @@ class Incoming:
 @dataclass(frozen=True, slots=True)
 class BatchResult:
     states: dict[int, BlockState]  # the blocks this batch changed (or touched), by block
+    alerts: list[tuple[bytes, bytes]]  # (cluster id key, encoded alert), in emission order
+    audit: list[bytes]  # encoded audit entries, in processing order
     accepted: int
     deadlettered: int
-    alerts: int
 
 
 def block_key(block: int) -> bytes:
@@ -67,20 +65,13 @@ class BatchProcessor:
         self,
         rules: Rules,
         prefix: str,
-        producer: KafkaProducer,
-        correlated_topic: str,
-        journal: AuditJournal,
         deadletters: DeadLetterSink,
         clock_ms: Callable[[], int],
     ) -> None:
         self._rules = rules
         self._prefix = prefix
-        self._producer = producer
-        self._correlated = correlated_topic
-        self._journal = journal
         self._deadletters = deadletters
         self._clock_ms = clock_ms
-        self._sent: list[Any] = []
 
     def admit(self, message: Incoming, now_ms: int) -> IngressEvent:
         """The event in `message`, or ValidationError saying which rule it breaks."""
@@ -96,70 +87,49 @@ class BatchProcessor:
     def process(
         self, batch: Sequence[Incoming], load: Callable[[int], BlockState]
     ) -> BatchResult:
-        """`prepare` then `confirm`: the whole batch, acknowledged."""
-        result = self.prepare(batch, load)
-        self.confirm()
-        return result
+        """Run the batch: new block states, and the alerts and audit entries to send.
 
-    def prepare(
-        self, batch: Sequence[Incoming], load: Callable[[int], BlockState]
-    ) -> BatchResult:
-        """Run the batch and queue its outputs (dead letters are confirmed one by one)."""
+        Dead letters are sent (and acknowledged) here, one by one: they are rare, and each
+        must be on `deadletter` before its EVENT_DEADLETTERED entry can be.
+        """
         now = self._clock_ms()
         states: dict[int, BlockState] = {}
-        sent: list[Any] = []
+        alerts: list[tuple[bytes, bytes]] = []
+        audit: list[bytes] = []
         accepted = deadlettered = 0
         for message in batch:
             digest = hashlib.sha256(message.value or b"").digest()
             try:
                 event = self.admit(message, now)
             except ValidationError as exc:
-                self._deadletter(message, exc, digest, now)
+                audit.append(self._deadletter(message, exc, digest, now))
                 deadlettered += 1
                 continue
             block = event.subject.linkage_block
             state = states.get(block)
             if state is None:
                 state = load(block)
-            states[block], alerts = step(self._rules, state, event)
-            self._journal.record(AuditAction.EVENT_ACCEPTED, event.event_id, event.agency_id,
-                                 digest, now)
+            states[block], raised = step(self._rules, state, event)
+            audit.append(_entry(AuditAction.EVENT_ACCEPTED, event.event_id, event.agency_id,
+                                digest, now))
             accepted += 1
-            for alert in alerts:
+            for alert in raised:
                 data = encode(alert)
-                try:
-                    sent.append(self._producer.send(
-                        self._correlated, key=alert.cluster_id.encode("ascii"), value=data))
-                except KafkaError as exc:
-                    raise BrokerError(f"alert to {self._correlated} not queued: {exc}") from exc
-                self._journal.record(AuditAction.ALERT_EMITTED, alert.alert_id, SERVICE,
-                                     hashlib.sha256(data).digest(), now)
-        self._sent.extend(sent)
-        return BatchResult(states, accepted, deadlettered, len(sent))
-
-    def confirm(self) -> None:
-        """Block until every alert and audit entry queued by `prepare` is acknowledged."""
-        sent, self._sent = self._sent, []
-        self._confirm(sent)
-        self._journal.flush()
+                alerts.append((alert.cluster_id.encode("ascii"), data))
+                audit.append(_entry(AuditAction.ALERT_EMITTED, alert.alert_id, SERVICE,
+                                    hashlib.sha256(data).digest(), now))
+        return BatchResult(states, alerts, audit, accepted, deadlettered)
 
     def _deadletter(self, message: Incoming, error: ValidationError, digest: bytes,
-                    now: int) -> None:
+                    now: int) -> bytes:
         self._deadletters.send_record(message, error, now)
         try:
             actor = agency_from_topic(message.topic, self._prefix)
         except ValidationError:
             actor = UNKNOWN_AGENCY
         # The event id may be unreadable; the entry is about the bytes, named by their digest.
-        self._journal.record(AuditAction.EVENT_DEADLETTERED, digest.hex()[:32], actor, digest,
-                             now)
+        return _entry(AuditAction.EVENT_DEADLETTERED, digest.hex()[:32], actor, digest, now)
 
-    def _confirm(self, sent: list[Any]) -> None:
-        if not sent:
-            return
-        try:
-            self._producer.flush(60)
-            for fut in sent:
-                fut.get(0)
-        except KafkaError as exc:
-            raise BrokerError(f"alert to {self._correlated} not acknowledged: {exc}") from exc
+
+def _entry(action: AuditAction, subject_id: str, actor: str, digest: bytes, now: int) -> bytes:
+    return encode(make_entry(SERVICE, action, subject_id, actor, digest, now))

@@ -55,10 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # Library chatter (kafka-python logs every refused reconnect as ERROR, faust banners) is
-    # not for the operator: our adapters translate the failures that matter into SafehubError.
-    for noisy in ("kafka", "aiokafka", "faust", "mode"):
+    # Client chatter (kafka-python logs every refused reconnect as ERROR) is not for the
+    # operator: our adapters translate the failures that matter into SafehubError. faust's and
+    # mode's errors are kept: an agent that crashes is restarted by faust, and only says so there.
+    for noisy in ("kafka", "aiokafka"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    for framework in ("faust", "mode"):
+        logging.getLogger(framework).setLevel(logging.ERROR)
     run = getattr(args, "_run", None)
     if run is None:
         parser.print_help()

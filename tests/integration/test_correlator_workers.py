@@ -30,11 +30,6 @@ from tests.integration.test_correlator_recovery import (
 pytestmark = pytest.mark.integration
 
 
-# Known defect, open: in roughly 1 run in 5 on a loaded 2-core machine the surviving worker
-# leaves one partition unconsumed after the rebalance, with no error (faust-streaming's
-# rebalance/recovery path; see services/correlator/app.py resume_stalled_partitions). A retry
-# keeps CI meaningful for everything else while the cause is found; it is not a fix.
-@pytest.mark.flaky(reruns=2)
 @pytest.mark.timeout(300)
 def test_two_workers_share_partitions_and_survive_losing_one(
     kafka_bootstrap: str, prefix: str, create_topics_fn,  # noqa: F811
