@@ -214,21 +214,30 @@ def _weight(rules: Rules, indicator: Indicator) -> float:
 
 
 def _assess_window(rules: Rules, window: tuple[Observation, ...], anchor: int) -> Assessment | None:
-    signs = [o for o in window if not isinstance(o.indicator, Vulnerability)]
-    if not signs:
-        return None
-    raw = sum(_weight(rules, o.indicator) for o in window)
-    agencies = {o.agency_id for o in signs}
+    # One pass over the window: this runs for every candidate window of every event.
+    raw = 0.0
+    agencies: set[str] = set()
+    distinct: set[Indicator] = set()
+    incident = under_age = False
+    for o in window:
+        ind = o.indicator
+        raw += _weight(rules, ind)
+        if isinstance(ind, Vulnerability):
+            continue
+        agencies.add(o.agency_id)
+        if isinstance(ind, Sign):
+            distinct.add(ind)
+        if ind in rules.significant_incidents:
+            incident = True
+        if ind in rules.sexual_activity_signs and o.age_years < rules.sexual_activity_under_age:
+            under_age = True
+    if not agencies:
+        return None  # vulnerabilities only, or nothing
     factor = rules.multi_agency_factor if len(agencies) >= rules.multi_agency_min else 1.0
     score = round(raw * factor, 3)
-    distinct = {o.indicator for o in signs if isinstance(o.indicator, Sign)}
-    if any(o.indicator in rules.significant_incidents for o in signs):
+    if incident:
         tier, rule = Tier.HIGH, RULE_INCIDENT
-    elif any(
-        o.indicator in rules.sexual_activity_signs
-        and o.age_years < rules.sexual_activity_under_age
-        for o in signs
-    ):
+    elif under_age:
         tier, rule = Tier.HIGH, RULE_UNDER_13
     elif len(distinct) >= rules.distinct_signs_high:
         tier, rule = Tier.HIGH, RULE_DISTINCT
@@ -251,11 +260,9 @@ def _window_ms(rules: Rules, o: Observation) -> int:
 
 def _best(rules: Rules, obs: tuple[Observation, ...], anchors: Iterable[int],
           best: Assessment | None) -> Assessment | None:
+    spans = [(o, o.occurred_at, _window_ms(rules, o)) for o in obs]
     for anchor in anchors:
-        window = tuple(
-            o for o in obs
-            if anchor - _window_ms(rules, o) < o.occurred_at <= anchor
-        )
+        window = tuple(o for o, at, span in spans if anchor - span < at <= anchor)
         a = _assess_window(rules, window, anchor)
         if a is not None and (
             best is None or (a.tier.rank, a.score, a.anchor) > (best.tier.rank, best.score,
