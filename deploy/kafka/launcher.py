@@ -218,7 +218,7 @@ class Cluster:
         layout = self._layout(nodes, base_port)
         shutil.rmtree(self.root, ignore_errors=True)
         self.root.mkdir(parents=True)
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         classpath = f"{libs}/*"
         for node in layout:
             props = self.root / f"node-{node.node_id}.properties"
@@ -369,3 +369,15 @@ def _wait_gone(pid: int, timeout: float) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id: a random UUID, URL-safe base64.
+
+    Like Kafka's own Uuid.randomUuid, never one starting with "-": kafka-storage would read it
+    as an option ("--cluster-id: expected one argument"), which failed 1 in 64 starts.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
