@@ -13,9 +13,9 @@ committed past events that were never correlated; now such a gap is a hole, re-r
 
 All of this reaches into faust's consumer internals, so the checks act only when faust says no
 rebalance or recovery is in progress, and log what they do. A hole is re-read by seeking the
-partition back to its committed offset: the messages after it are processed again, which the design makes
-harmless (same events and states give the same alert and audit entry ids; duplicates are
-dropped by every sink, and faust ignores a second ack of an offset).
+partition back to its committed offset: the messages after it are processed again, which the
+design makes harmless (same events and states give the same alert and audit entry ids;
+duplicates are dropped by every sink, and faust ignores a second ack of an offset).
 """
 
 from __future__ import annotations
