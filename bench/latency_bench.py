@@ -28,8 +28,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from kafka import KafkaConsumer, TopicPartition
 
-from safehub.bus import make_admin, make_producer
-from safehub.deploy.topics import TopicSpec, create_topics
+from safehub.bus import make_producer
+from safehub.deploy.topics import TopicSpec, create_topics, delete_topics_with_prefix
 from safehub.producers.publisher import DeliveryReport, Publisher
 from safehub.producers.records import SignRecord
 from safehub.producers.vault import Vault
@@ -193,11 +193,7 @@ def main() -> int:
         producer.close()
         for p in publishers:
             p.vault.close()
-        admin = make_admin(bootstrap)
-        try:
-            admin.delete_topics([n for n in admin.list_topics() if n.startswith(prefix)])
-        finally:
-            admin.close()
+        delete_topics_with_prefix(bootstrap, prefix)
     result = {
         "bench": "latency: event publish -> alert row in the hub inbox",
         "events_published": 3 * args.children,

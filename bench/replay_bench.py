@@ -40,7 +40,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from safehub.bus import make_producer
-from safehub.deploy.topics import TopicSpec, create_topics
+from safehub.deploy.topics import TopicSpec, create_topics, delete_topics_with_prefix
 from safehub.schemas.codec import encode
 from safehub.schemas.records import MatchKeys, Subject, WarningSignEvent
 from safehub.schemas.vocabulary import Sector, Sign
@@ -236,18 +236,6 @@ def full_replay(bootstrap: str, prefix: str, report: Path) -> dict[str, object]:
     }
 
 
-def delete_prefix(bootstrap: str, prefix: str) -> None:
-    from safehub.bus import make_admin
-
-    admin = make_admin(bootstrap, "replay-bench-cleanup")
-    try:
-        mine = [t for t in admin.list_topics() if t.startswith(prefix)]
-        if mine:
-            admin.delete_topics(mine)
-    finally:
-        admin.close()
-
-
 def measure(fn: Callable[[], int], runs: int, expected: int) -> dict[str, object]:
     rates = []
     for _ in range(runs):
@@ -301,7 +289,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as scratch:
                 full = full_replay(bootstrap, prefix, Path(scratch) / "replay-report.json")
         finally:
-            delete_prefix(bootstrap, prefix)
+            delete_topics_with_prefix(bootstrap, prefix)
         print(f"full replay: {full['events']:,} events, {full['alerts']:,} alerts in "
               f"{full['seconds']} s: {full['events_per_s']:,} events/s "
               f"({full['records_read_per_s']:,} records read/s); decode + step + compare "

@@ -82,6 +82,20 @@ def create_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> list[str]:
     return created
 
 
+def delete_topics_with_prefix(bootstrap: str, prefix: str) -> list[str]:
+    """Delete every topic named `prefix...` (a test's or a benchmark's own); return the names."""
+    admin = make_admin(bootstrap)
+    try:
+        mine = [t for t in admin.list_topics() if t.startswith(prefix)]
+        if mine:
+            admin.delete_topics(mine)
+    except KafkaError as exc:
+        raise BrokerError(f"deleting topics {prefix}* failed: {exc}") from exc
+    finally:
+        admin.close()
+    return mine
+
+
 def broker_count(bootstrap: str) -> int:
     admin = make_admin(bootstrap)
     try:

@@ -35,8 +35,8 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from nacl.signing import SigningKey
 
-from safehub.bus import make_admin
 from safehub.deploy.kafka.launcher import free_port
+from safehub.deploy.topics import delete_topics_with_prefix
 from safehub.schemas.codec import decode
 from safehub.schemas.records import AuditEntry, CorrelatedAlert
 from safehub.schemas.vocabulary import AuditAction, Sign
@@ -59,16 +59,6 @@ class Demo:
     env: dict[str, str]
     bootstrap: str
     published: int
-
-
-def _delete_topics(bootstrap: str, prefix: str) -> None:
-    admin = make_admin(bootstrap, "audit-pipeline-cleanup")
-    try:
-        mine = [t for t in admin.list_topics() if t.startswith(prefix)]
-        if mine:
-            admin.delete_topics(mine)
-    finally:
-        admin.close()
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +90,7 @@ def demo(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         assert summary["alerts"] > 0 and summary["inbox_rows"] > 0, summary
         yield Demo(folder, prefix, env, kafka_bootstrap, int(summary["published"]))
     finally:
-        _delete_topics(kafka_bootstrap, prefix)
+        delete_topics_with_prefix(kafka_bootstrap, prefix)
 
 
 def _safehub(demo: Demo, *argv: str) -> tuple[int, str, float]:

@@ -45,8 +45,8 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
-from safehub.bus import make_admin
 from safehub.deploy.kafka.launcher import free_port
+from safehub.deploy.topics import delete_topics_with_prefix
 from safehub.producers.simulation.command import write_population
 from safehub.producers.simulation.trajectories import Population, simulate
 from safehub.schemas import codec
@@ -116,17 +116,6 @@ def _topic_records(bootstrap: str, prefix: str, timeout_s: float = 120.0
         return records
     finally:
         consumer.close()
-
-
-def _delete_topics(bootstrap: str, prefix: str) -> None:
-    """The demo's 70-odd topics would otherwise stay on the shared broker after every run."""
-    admin = make_admin(bootstrap, "privacy-canary-cleanup")
-    try:
-        mine = [t for t in admin.list_topics() if t.startswith(prefix)]
-        if mine:
-            admin.delete_topics(mine)
-    finally:
-        admin.close()
 
 
 def _describe(search: Search, where: str, hits: list[Hit]) -> Leaks:
@@ -271,7 +260,7 @@ def test_no_identifier_reaches_any_topic_hub_database_or_log(
     try:
         _canary(kafka_bootstrap, prefix, tmp_path)
     finally:
-        _delete_topics(kafka_bootstrap, prefix)
+        delete_topics_with_prefix(kafka_bootstrap, prefix)
 
 
 def _canary(kafka_bootstrap: str, prefix: str, tmp_path: Path) -> None:
