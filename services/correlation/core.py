@@ -41,6 +41,7 @@ anywhere in a stream changes neither the emitted alerts nor the final state.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -57,7 +58,6 @@ from safehub.schemas.vocabulary import (
     Sector,
     Sign,
     Tier,
-    Vulnerability,
 )
 from safehub.services.correlation.linking import Key, event_keys, link, nhs_keys
 from safehub.services.correlation.rules import Rules
@@ -144,131 +144,168 @@ def step(
     clusters = state.clusters
     linking = link([c.keys for c in clusters], keys)
     joined = [clusters[i] for i in linking.joined]
-    merged = Cluster(
-        keys=keys.union(*(c.keys for c in joined)),
-        observations=tuple(sorted(
-            (obs, *(o for c in joined for o in c.observations)),
-            key=lambda o: (o.occurred_at, o.event_id),
-        )),
-        conflict=linking.conflict or any(c.conflict for c in joined),
-        alerted_rank=max((c.alerted_rank for c in joined), default=0),
-        alerted_agencies=frozenset().union(*(c.alerted_agencies for c in joined)),
-    )
-    untouched = [
+    if len(joined) == 1:
+        # The common case: another event about a child already known.
+        (only,) = joined
+        merged_keys = only.keys if keys <= only.keys else only.keys | keys
+        observations = _insert(only.observations, obs)
+        conflict = linking.conflict or only.conflict
+        alerted_rank, alerted_agencies = only.alerted_rank, only.alerted_agencies
+        peak = (_reassess(rules, observations, only.peak, obs) if only.peak_known
+                else _best(rules, observations, _anchors(observations), None))
+    else:
+        merged_keys = keys.union(*(c.keys for c in joined))
+        observations = tuple(sorted(
+            (obs, *(o for c in joined for o in c.observations)), key=_order,
+        ))
+        conflict = linking.conflict or any(c.conflict for c in joined)
+        alerted_rank = max((c.alerted_rank for c in joined), default=0)
+        alerted_agencies = frozenset().union(*(c.alerted_agencies for c in joined))
+        peak = _best(rules, observations, _anchors(observations), None)
+    alerts: tuple[CorrelatedAlert, ...] = ()
+    if peak is not None and (
+        peak.tier.rank > alerted_rank
+        # Identity, not equality: `obs` is a new object and its event id is not yet held.
+        or (obs.agency_id not in alerted_agencies and any(o is obs for o in peak.evidence))
+    ):
+        alert = alert_for(rules, event.subject.linkage_block,
+                          Cluster(merged_keys, observations, conflict), peak)
+        alerts = (alert,)
+        alerted_rank = max(alerted_rank, peak.tier.rank)
+        alerted_agencies = alerted_agencies | frozenset(alert.agencies)
+    merged = Cluster(merged_keys, observations, conflict, alerted_rank, alerted_agencies,
+                     peak, True)
+    kept = [
         replace(c, conflict=True) if i in linking.conflicting else c
         for i, c in enumerate(clusters) if i not in linking.joined
     ]
-    block = event.subject.linkage_block
-    alerts: tuple[CorrelatedAlert, ...] = ()
-    if len(joined) == 1 and joined[0].peak_known:
-        peak = _reassess(rules, merged, joined[0].peak, obs)
-    else:
-        peak = assess(rules, merged)
-    merged = replace(merged, peak=peak, peak_known=True)
-    if peak is not None and (
-        peak.tier.rank > merged.alerted_rank
-        or (obs in peak.evidence and obs.agency_id not in merged.alerted_agencies)
-    ):
-        alert = alert_for(rules, block, merged, peak)
-        alerts = (alert,)
-        merged = replace(
-            merged,
-            alerted_rank=max(merged.alerted_rank, peak.tier.rank),
-            alerted_agencies=merged.alerted_agencies | frozenset(alert.agencies),
-        )
+    kept.append(merged)
     watermark = max(state.watermark, event.occurred_at)
-    new_clusters = _prune(rules, watermark, (*untouched, merged))
-    if watermark == state.watermark:
-        # Nothing is pruned unless the watermark moves.
-        ids = state.event_ids | {obs.event_id}
+    # Nothing can age out unless the watermark moves.
+    dropped = watermark != state.watermark and _prune(rules, watermark, kept)
+    if len(kept) > 1:
+        kept.sort(key=_cluster_order)
+    if dropped:
+        ids = frozenset(o.event_id for c in kept for o in c.observations)
     else:
-        ids = frozenset(o.event_id for c in new_clusters for o in c.observations)
-    return BlockState(watermark, new_clusters, ids), alerts
+        ids = state.event_ids | {obs.event_id}
+    return BlockState(watermark, tuple(kept), ids), alerts
 
 
-def _prune(rules: Rules, watermark: int, clusters: Iterable[Cluster]) -> tuple[Cluster, ...]:
+def _order(o: Observation) -> tuple[int, str]:
+    return o.occurred_at, o.event_id
+
+
+def _cluster_order(c: Cluster) -> Key:
+    return min(c.keys)
+
+
+def _insert(observations: tuple[Observation, ...], obs: Observation) -> tuple[Observation, ...]:
+    """`observations` with `obs` in its place (they are sorted by time, then event id)."""
+    last = observations[-1]
+    if (last.occurred_at, last.event_id) < (obs.occurred_at, obs.event_id):
+        return (*observations, obs)  # events mostly arrive in time order
+    at = bisect.bisect(observations, (obs.occurred_at, obs.event_id), key=_order)
+    return (*observations[:at], obs, *observations[at:])
+
+
+def _anchors(observations: tuple[Observation, ...]) -> list[int]:
+    return sorted({o.occurred_at for o in observations})
+
+
+def _prune(rules: Rules, watermark: int, clusters: list[Cluster]) -> bool:
+    """Drop, in place, what no acceptable future event can share a window with.
+
+    True when anything was dropped. A cluster whose every event aged out is forgotten with its
+    keys: nothing it held can count again, and a later event starts the child afresh.
+    """
     sign_cut = watermark - rules.lateness_ms - rules.sign_window_ms
     vuln_cut = watermark - rules.lateness_ms - rules.vulnerability_window_ms
-    kept: list[Cluster] = []
-    for c in clusters:
-        if c.observations[0].occurred_at >= max(sign_cut, vuln_cut):
-            kept.append(c)
+    safe = max(sign_cut, vuln_cut)  # anything at or after this is kept whatever it is
+    table = rules.by_indicator
+    dropped = False
+    def expired(o: Observation) -> bool:
+        return o.occurred_at < (vuln_cut if table[o.indicator].vulnerability else sign_cut)
+
+    def any_expired(observations: tuple[Observation, ...]) -> bool:
+        for o in observations:  # in time order: only those before `safe` can have expired
+            if o.occurred_at >= safe:
+                return False
+            if expired(o):
+                return True
+        return False
+
+    for i in range(len(clusters) - 1, -1, -1):
+        c = clusters[i]
+        if not any_expired(c.observations):
             continue
-        obs = tuple(
-            o for o in c.observations
-            if o.occurred_at >= (vuln_cut if isinstance(o.indicator, Vulnerability) else sign_cut)
-        )
+        obs = tuple(o for o in c.observations if not expired(o))
+        dropped = True
         if obs:
-            kept.append(replace(c, observations=obs, peak=None, peak_known=False))
-        # A cluster whose every event aged out is forgotten with its keys: nothing it held
-        # can count again, and a later event starts the child afresh.
-    return tuple(sorted(kept, key=lambda c: min(c.keys)))
+            # The peak may have lost evidence: it is worked out again when next needed.
+            clusters[i] = Cluster(c.keys, obs, c.conflict, c.alerted_rank, c.alerted_agencies)
+        else:
+            del clusters[i]
+    return dropped
 
 
 def _weight(rules: Rules, indicator: Indicator) -> float:
-    if isinstance(indicator, Sign):
-        return rules.sign_weights[indicator]
-    if isinstance(indicator, Vulnerability):
-        return rules.vulnerability_weights[indicator]
-    return rules.significant_incident_weight
-
-
-def _assess_window(rules: Rules, window: tuple[Observation, ...], anchor: int) -> Assessment | None:
-    # One pass over the window: this runs for every candidate window of every event.
-    raw = 0.0
-    agencies: set[str] = set()
-    distinct: set[Indicator] = set()
-    incident = under_age = False
-    for o in window:
-        ind = o.indicator
-        raw += _weight(rules, ind)
-        if isinstance(ind, Vulnerability):
-            continue
-        agencies.add(o.agency_id)
-        if isinstance(ind, Sign):
-            distinct.add(ind)
-        if ind in rules.significant_incidents:
-            incident = True
-        if ind in rules.sexual_activity_signs and o.age_years < rules.sexual_activity_under_age:
-            under_age = True
-    if not agencies:
-        return None  # vulnerabilities only, or nothing
-    factor = rules.multi_agency_factor if len(agencies) >= rules.multi_agency_min else 1.0
-    score = round(raw * factor, 3)
-    if incident:
-        tier, rule = Tier.HIGH, RULE_INCIDENT
-    elif under_age:
-        tier, rule = Tier.HIGH, RULE_UNDER_13
-    elif len(distinct) >= rules.distinct_signs_high:
-        tier, rule = Tier.HIGH, RULE_DISTINCT
-    elif score >= rules.high:
-        tier, rule = Tier.HIGH, RULE_SCORE
-    elif score >= rules.escalating:
-        tier, rule = Tier.ESCALATING, RULE_SCORE
-    elif score >= rules.emerging:
-        tier, rule = Tier.EMERGING, RULE_SCORE
-    else:
-        return None
-    return Assessment(tier, rule, score, anchor, window)
-
-
-def _window_ms(rules: Rules, o: Observation) -> int:
-    if isinstance(o.indicator, Vulnerability):
-        return rules.vulnerability_window_ms
-    return rules.sign_window_ms
+    return rules.by_indicator[indicator].weight
 
 
 def _best(rules: Rules, obs: tuple[Observation, ...], anchors: Iterable[int],
           best: Assessment | None) -> Assessment | None:
-    spans = [(o, o.occurred_at, _window_ms(rules, o)) for o in obs]
+    """The best of `best` and the windows ending at `anchors` (see `assess`).
+
+    This is the core's inner loop (every candidate window of every event), hence one pass per
+    window over observations sorted by time, and a window's evidence built only if it wins.
+    """
+    rows = [(o, o.occurred_at, rules.by_indicator[o.indicator]) for o in obs]
+    best_key = None if best is None else (best.tier.rank, best.score, best.anchor)
+    under = rules.sexual_activity_under_age
     for anchor in anchors:
-        window = tuple(o for o, at, span in spans if anchor - span < at <= anchor)
-        a = _assess_window(rules, window, anchor)
-        if a is not None and (
-            best is None or (a.tier.rank, a.score, a.anchor) > (best.tier.rank, best.score,
-                                                                 best.anchor)
-        ):
-            best = a
+        raw = 0.0
+        members: list[Observation] = []
+        agencies: set[str] = set()
+        distinct: set[Indicator] = set()
+        incident = under_age = False
+        for o, at, r in rows:
+            if at > anchor:
+                break
+            if at <= anchor - r.window_ms:
+                continue
+            members.append(o)
+            raw += r.weight
+            if r.vulnerability:
+                continue
+            agencies.add(o.agency_id)
+            if r.sign:
+                distinct.add(o.indicator)
+            if r.incident:
+                incident = True
+            elif r.sexual_activity and o.age_years < under:
+                under_age = True
+        if not agencies:
+            continue  # vulnerabilities only, or nothing
+        factor = rules.multi_agency_factor if len(agencies) >= rules.multi_agency_min else 1.0
+        score = round(raw * factor, 3)
+        if incident:
+            tier, rule = Tier.HIGH, RULE_INCIDENT
+        elif under_age:
+            tier, rule = Tier.HIGH, RULE_UNDER_13
+        elif len(distinct) >= rules.distinct_signs_high:
+            tier, rule = Tier.HIGH, RULE_DISTINCT
+        elif score >= rules.high:
+            tier, rule = Tier.HIGH, RULE_SCORE
+        elif score >= rules.escalating:
+            tier, rule = Tier.ESCALATING, RULE_SCORE
+        elif score >= rules.emerging:
+            tier, rule = Tier.EMERGING, RULE_SCORE
+        else:
+            continue
+        key = (tier.rank, score, anchor)
+        if best_key is None or key > best_key:
+            best, best_key = Assessment(tier, rule, score, anchor, tuple(members)), key
     return best
 
 
@@ -277,22 +314,20 @@ def assess(rules: Rules, cluster: Cluster) -> Assessment | None:
 
     Ties cannot remain: two windows with the same end are the same window.
     """
-    return _best(rules, cluster.observations, sorted({o.occurred_at for o in cluster.observations}),
-                 None)
+    return _best(rules, cluster.observations, _anchors(cluster.observations), None)
 
 
-def _reassess(rules: Rules, cluster: Cluster, old: Assessment | None,
+def _reassess(rules: Rules, observations: tuple[Observation, ...], old: Assessment | None,
               new: Observation) -> Assessment | None:
     """`assess` after adding `new` to a cluster whose previous peak was `old`.
 
     Only windows that contain `new` changed, and they only gained; every other window is as it
     was, so none of them beats `old` unless `old` itself was one that changed.
     """
-    start, end = new.occurred_at, new.occurred_at + _window_ms(rules, new)
+    start, end = new.occurred_at, new.occurred_at + rules.by_indicator[new.indicator].window_ms
     keep = old if old is not None and not start <= old.anchor < end else None
-    anchors = sorted({o.occurred_at for o in cluster.observations
-                      if start <= o.occurred_at < end})
-    return _best(rules, cluster.observations, anchors, keep)
+    anchors = sorted({o.occurred_at for o in observations if start <= o.occurred_at < end})
+    return _best(rules, observations, anchors, keep)
 
 
 def cluster_id(block: int, cluster: Cluster) -> str:
@@ -336,10 +371,10 @@ def alert_for(rules: Rules, block: int, cluster: Cluster, peak: Assessment) -> C
                      _weight(rules, o.indicator))
             for o in evidence
         ),
-        reidentification=tuple(sorted(
-            {ReidentificationRef(o.agency_id, o.reid_handle) for o in evidence},
-            key=lambda r: (r.agency_id, r.reid_handle),
-        )),
+        reidentification=tuple(
+            ReidentificationRef(agency, handle)
+            for agency, handle in sorted({(o.agency_id, o.reid_handle) for o in evidence})
+        ),
         identity_conflict=cluster.conflict,
     )
 

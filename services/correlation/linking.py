@@ -37,6 +37,11 @@ def nhs_keys(keys: frozenset[Key]) -> frozenset[Key]:
     return frozenset(k for k in keys if k[0] == 1)
 
 
+def _nhs(keys: frozenset[Key]) -> list[Key]:
+    # A plain list: this runs for every cluster an event touches, and holds at most a few keys.
+    return [k for k in keys if k[0] == 1]
+
+
 @dataclass(frozen=True, slots=True)
 class Linking:
     """Where one event goes: the clusters it joins, and those it only touches.
@@ -57,12 +62,12 @@ class Linking:
 def link(cluster_keys: Sequence[frozenset[Key]], keys: frozenset[Key]) -> Linking:
     """Decide how an event with `keys` joins the clusters whose key sets are `cluster_keys`."""
     touching = [i for i, ck in enumerate(cluster_keys) if not ck.isdisjoint(keys)]
-    own_nhs = nhs_keys(keys)
-    nhs_seen = set(own_nhs)
+    nhs_seen = set(_nhs(keys))
     for i in touching:
-        nhs_seen |= nhs_keys(cluster_keys[i])
+        nhs_seen.update(_nhs(cluster_keys[i]))
     if len(nhs_seen) <= 1:
         return Linking(tuple(touching), ())
+    own_nhs = nhs_keys(keys)
     # Conflict. The event's own NHS key, if any, decides where it belongs; without one the
     # event cannot choose between children and joins only clusters that have no NHS key.
     joined = tuple(

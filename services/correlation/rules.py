@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from safehub.errors import ConfigError
-from safehub.schemas.vocabulary import Sign, SignificantIncident, Vulnerability
+from safehub.schemas.vocabulary import Indicator, Sign, SignificantIncident, Vulnerability
 
 RULES_DIR = Path(__file__).with_name("rules")
 DEFAULT_RULES_PATH = RULES_DIR / "default-v1.toml"
@@ -38,6 +38,18 @@ _FORMAT = 1
 
 
 @dataclass(frozen=True, slots=True)
+class IndicatorRule:
+    """What the rules say of one indicator (a sign, vulnerability or significant incident)."""
+
+    weight: float
+    window_ms: int  # how long it counts: the sign window, or the vulnerability window
+    vulnerability: bool  # context only: never alerts alone, names no agency in the window
+    sign: bool  # counts towards the distinct signs
+    incident: bool  # a significant incident: HIGH at once
+    sexual_activity: bool  # HIGH at once below the age limit
+
+
+@dataclass(frozen=True, slots=True)
 class Rules:
     version: str  # SHA-256 hex of the rules file's bytes
     sign_window_ms: int
@@ -55,6 +67,34 @@ class Rules:
     significant_incident_weight: float
     sign_weights: Mapping[Sign, float]
     vulnerability_weights: Mapping[Vulnerability, float]
+
+    # Derived from the fields above when the value is made: how the rules read each indicator,
+    # in one lookup, because the core consults it for every event of every window it assesses.
+    by_indicator: Mapping[Indicator, IndicatorRule] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        table: dict[Indicator, IndicatorRule] = {}
+        for sign in Sign:
+            table[sign] = IndicatorRule(
+                self.sign_weights[sign], self.sign_window_ms, vulnerability=False, sign=True,
+                incident=False, sexual_activity=sign in self.sexual_activity_signs,
+            )
+        for vulnerability in Vulnerability:
+            table[vulnerability] = IndicatorRule(
+                self.vulnerability_weights[vulnerability], self.vulnerability_window_ms,
+                vulnerability=True, sign=False, incident=False, sexual_activity=False,
+            )
+        for incident in SignificantIncident:
+            table[incident] = IndicatorRule(
+                self.significant_incident_weight, self.sign_window_ms, vulnerability=False,
+                sign=False, incident=incident in self.significant_incidents,
+                sexual_activity=False,
+            )
+        # The enums are StrEnums: a symbol shared by two of them would make one key of both.
+        assert len(table) == len(Sign) + len(Vulnerability) + len(SignificantIncident)
+        object.__setattr__(self, "by_indicator", table)
 
     @property
     def horizon_ms(self) -> int:
