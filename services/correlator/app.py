@@ -10,7 +10,8 @@
   whichever worker owns the ingress partition recovers exactly that block's state.
 - Messages are processed in batches (`take_events`). For each batch: alerts and audit entries
   are sent and acknowledged, then the blocks' states are written to the table and its
-  changelog (changelog.py) and acknowledged, and only then are the events acked.
+  changelog (changelog.py) and acknowledged, and only then are the events acked; the next
+  batch is processed meanwhile (`Pipeline`).
   Faust's exactly_once mode is not used: duplicates after a crash are harmless by design.
 - An error we cannot recover from (the broker not acknowledging) ends the process at once,
   without committing, so that the batch is redelivered when it is restarted.
@@ -18,6 +19,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -25,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 
@@ -41,6 +43,7 @@ from safehub.services.correlator.outputs import OutputWriter
 from safehub.services.correlator.processing import (
     SERVICE,
     BatchProcessor,
+    BatchResult,
     Incoming,
     block_key,
 )
@@ -105,21 +108,25 @@ class Throughput:
         self.events = 0
         self.batches = 0
         self.process_s = 0.0
+        self.send_s = 0.0
         self.save_s = 0.0
         self.lag_s = 0.0
         self.since = time.monotonic()
 
-    def add(self, events: int, process_s: float, save_s: float, lag_s: float = 0.0) -> None:
+    def add(self, events: int, process_s: float, send_s: float, save_s: float,
+            lag_s: float = 0.0) -> None:
         self.events += events
         self.batches += 1
         self.process_s += process_s
+        self.send_s += send_s
         self.save_s += save_s
         self.lag_s = max(self.lag_s, lag_s)
         now = time.monotonic()
         if now - self.since >= self.every_s:
             log.info("correlated %d events in %d batches in %.1f s (%.0f/s): processing %.1f s, "
-                     "saving block states %.1f s, largest lag %.2f s", self.events, self.batches,
-                     now - self.since, self.events / (now - self.since), self.process_s,
+                     "sending alerts and audit entries %.1f s, saving block states %.1f s, "
+                     "largest lag %.2f s", self.events, self.batches, now - self.since,
+                     self.events / (now - self.since), self.process_s, self.send_s,
                      self.save_s, self.lag_s)
             self._reset()
 
@@ -199,30 +206,90 @@ def build_app(
 
     @app.agent(ingress)
     async def correlate(stream: Any) -> None:
+        # One batch is processed while the previous one's outputs and states are still on
+        # their way to the broker (see `Pipeline`).
+        pipeline = Pipeline(app, outputs, changelog, cache, stats)
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
             t0 = time.perf_counter()
             # faust gives the record's timestamp in seconds (CreateTime: the producer's clock).
             lag = time.time() - min(e.message.timestamp for e in events)
+            for e in events:
+                # take_events acks each event when this body returns; the extra reference
+                # holds the offset until the batch's outputs and states are acknowledged.
+                e.message.incref()
             batch = [
                 Incoming(e.message.topic, e.message.partition, e.message.offset,
                          e.message.key, e.message.value)
                 for e in events
             ]
             try:
-                result = processor().process(batch, lambda b: cache.load(table, b))
-                await outputs.write(result.alerts, result.audit)
-                t1 = time.perf_counter()
-                partition_of = {m.key: m.partition for m in batch}
-                records = []
-                for block, state in result.states.items():
-                    key, raw = block_key(block), snapshot.encode(state)
-                    cache.remember(block, raw, state)
-                    records.append((partition_of[key], key, raw))
-                await changelog.write(records)
-                stats.add(len(batch), t1 - t0, time.perf_counter() - t1, lag)
+                result = processor().process(batch, lambda b: pipeline.load(table, b))
             except (SafehubError, OSError) as exc:
-                # Exit without acking or committing: the batch is redelivered on restart.
-                log.critical("correlator stopping, batch not committed: %s", exc)
-                os._exit(EXIT_UNRECOVERABLE)
+                _stop(exc)
+            await pipeline.hand_over(events, batch, result, time.perf_counter() - t0, lag)
 
     return app
+
+
+def _stop(exc: BaseException) -> NoReturn:
+    # Exit without acking or committing: the batch is redelivered on restart.
+    log.critical("correlator stopping, batch not committed: %s", exc)
+    os._exit(EXIT_UNRECOVERABLE)
+
+
+class Pipeline:
+    """Sends each batch's results while the next batch is processed.
+
+    Per batch, strictly in this order: alerts and audit entries are sent and acknowledged,
+    then the blocks' states are written to the table and its changelog and acknowledged, and
+    only then are the batch's events acked (so their offsets may be committed). Batches are
+    flushed one after another, so audit entries and states keep the processing order. The next
+    batch is processed meanwhile, on the states of the batch in flight (`load`), which is why
+    at most one batch is ever in flight.
+    """
+
+    def __init__(self, app: Any, outputs: OutputWriter, changelog: ChangelogWriter,
+                 cache: StateCache, stats: Throughput) -> None:
+        self._app = app
+        self._outputs = outputs
+        self._changelog = changelog
+        self._cache = cache
+        self._stats = stats
+        self._in_flight: asyncio.Future[None] | None = None
+        self._pending: dict[int, BlockState] = {}
+
+    def load(self, table: Any, block: int) -> BlockState:
+        pending = self._pending.get(block)
+        return pending if pending is not None else self._cache.load(table, block)
+
+    async def hand_over(self, events: Sequence[Any], batch: Sequence[Incoming],
+                        result: BatchResult, process_s: float, lag_s: float) -> None:
+        """Wait for the previous batch's flush, then start this one's."""
+        if self._in_flight is not None:
+            await self._in_flight
+        self._pending = result.states
+        self._in_flight = asyncio.ensure_future(
+            self._flush(events, batch, result, process_s, lag_s)
+        )
+
+    async def _flush(self, events: Sequence[Any], batch: Sequence[Incoming],
+                     result: BatchResult, process_s: float, lag_s: float) -> None:
+        try:
+            t1 = time.perf_counter()
+            await self._outputs.write(result.alerts, result.audit)
+            t2 = time.perf_counter()
+            partition_of = {m.key: m.partition for m in batch}
+            records = []
+            for block, state in result.states.items():
+                key, raw = block_key(block), snapshot.encode(state)
+                self._cache.remember(block, raw, state)
+                records.append((partition_of[key], key, raw))
+            await self._changelog.write(records)
+        except (SafehubError, OSError) as exc:
+            _stop(exc)
+        consumer = self._app.consumer
+        for e in events:
+            message = e.message
+            if message.ack(consumer):
+                self._app.sensors.on_message_out(message.tp, message.offset, message)
+        self._stats.add(len(batch), process_s, t2 - t1, time.perf_counter() - t2, lag_s)
