@@ -34,19 +34,12 @@ import faust
 from safehub.bus import make_producer
 from safehub.consumers.deadletter import DeadLetterSink
 from safehub.errors import SafehubError
-from safehub.services.correlation import snapshot
-from safehub.services.correlation.core import BlockState, initial_state
 from safehub.services.correlation.rules import Rules
 from safehub.services.correlator import transport
 from safehub.services.correlator.changelog import ChangelogWriter
+from safehub.services.correlator.offload import Child, Reply
 from safehub.services.correlator.outputs import OutputWriter
-from safehub.services.correlator.processing import (
-    SERVICE,
-    BatchProcessor,
-    BatchResult,
-    Incoming,
-    block_key,
-)
+from safehub.services.correlator.processing import SERVICE, Incoming, block_key
 from safehub.services.correlator.stalls import STALL_CHECK_S, StallWatch
 
 log = logging.getLogger(__name__)
@@ -65,32 +58,6 @@ class CorrelatorSettings:
     batch_max: int
     batch_within_s: float
     web_port: int | None  # None: faust's web server is off
-
-
-class StateCache:
-    """Decoded block states, valid only while the table still holds the bytes they came from.
-
-    Decoding a block's JSON for every batch would dominate the cost; the check against the
-    table's current bytes keeps the cache honest across rebalances and recovery.
-    """
-
-    def __init__(self) -> None:
-        self._entries: dict[int, tuple[bytes, BlockState]] = {}
-
-    def load(self, table: Any, block: int) -> BlockState:
-        raw = table.get(block_key(block))
-        if raw is None:
-            return initial_state()
-        cached = self._entries.get(block)
-        if cached is not None and (cached[0] is raw or cached[0] == raw):
-            return cached[1]
-        state = snapshot.decode(raw)
-        self._entries[block] = (raw, state)
-        return state
-
-    def remember(self, block: int, raw: bytes, state: BlockState) -> None:
-        """Cache `state`, whose encoding `raw` the changelog writer puts in the table."""
-        self._entries[block] = (raw, state)
 
 
 class Throughput:
@@ -173,24 +140,23 @@ def build_app(
         "blocks", default=None, key_type=bytes, value_type=bytes,
         partitions=settings.partitions, use_partitioner=True,
     )
-    cache = StateCache()
     changelog = ChangelogWriter(app, table)
-    holder: dict[str, BatchProcessor] = {}
+    holder: dict[str, Any] = {}
 
-    def processor() -> BatchProcessor:
+    def deadletters() -> DeadLetterSink:
         # Clients are made on first use inside the running worker, never at import or build.
-        if "p" not in holder:
-            deadletters = make_producer(settings.bootstrap, SERVICE, linger_ms=2)
-            holder["p"] = BatchProcessor(
-                rules, settings.prefix,
-                DeadLetterSink(deadletters, settings.prefix + "deadletter"), clock_ms,
-            )
-        return holder["p"]
+        if "sink" not in holder:
+            producer = make_producer(settings.bootstrap, SERVICE, linger_ms=2)
+            holder["sink"] = DeadLetterSink(producer, settings.prefix + "deadletter")
+        sink: DeadLetterSink = holder["sink"]
+        return sink
 
     outputs = OutputWriter(settings.bootstrap, SERVICE, settings.prefix + "correlated",
                            settings.prefix + "audit")
 
     async def close_outputs(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        if "pipeline" in holder:
+            holder["pipeline"].close()
         await outputs.close()
 
     app.on_before_shutdown.connect(close_outputs)
@@ -206,27 +172,16 @@ def build_app(
 
     @app.agent(ingress)
     async def correlate(stream: Any) -> None:
-        # One batch is processed while the previous one's outputs and states are still on
-        # their way to the broker (see `Pipeline`).
-        pipeline = Pipeline(app, outputs, changelog, cache, stats)
+        if "pipeline" not in holder:
+            holder["pipeline"] = Pipeline(app, table, Child(rules, settings.prefix), outputs,
+                                          changelog, deadletters, clock_ms, stats)
+        pipeline: Pipeline = holder["pipeline"]
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
-            t0 = time.perf_counter()
-            # faust gives the record's timestamp in seconds (CreateTime: the producer's clock).
-            lag = time.time() - min(e.message.timestamp for e in events)
             for e in events:
                 # take_events acks each event when this body returns; the extra reference
                 # holds the offset until the batch's outputs and states are acknowledged.
                 e.message.incref()
-            batch = [
-                Incoming(e.message.topic, e.message.partition, e.message.offset,
-                         e.message.key, e.message.value)
-                for e in events
-            ]
-            try:
-                result = processor().process(batch, lambda b: pipeline.load(table, b))
-            except (SafehubError, OSError) as exc:
-                _stop(exc)
-            await pipeline.hand_over(events, batch, result, time.perf_counter() - t0, lag)
+            await pipeline.submit(events)
 
     return app
 
@@ -238,53 +193,82 @@ def _stop(exc: BaseException) -> NoReturn:
 
 
 class Pipeline:
-    """Sends each batch's results while the next batch is processed.
+    """Batches through the child process (offload.py), then out to the broker, in order.
 
-    Per batch, strictly in this order: alerts and audit entries are sent and acknowledged,
-    then the blocks' states are written to the table and its changelog and acknowledged, and
-    only then are the batch's events acked (so their offsets may be committed). Batches are
-    flushed one after another, so audit entries and states keep the processing order. The next
-    batch is processed meanwhile, on the states of the batch in flight (`load`), which is why
-    at most one batch is ever in flight.
+    While the child works on a batch, faust buffers the next one and the previous batch's
+    results are sent. Per batch, strictly in this order: dead letters are sent, then alerts and
+    audit entries, and acknowledged; then the blocks' states are written to the table and its
+    changelog and acknowledged; only then are the batch's events acked (so their offsets may
+    be committed). Batches are flushed one at a time in submission order, so audit entries and
+    states keep the processing order. At most `DEPTH` batches are outstanding.
     """
 
-    def __init__(self, app: Any, outputs: OutputWriter, changelog: ChangelogWriter,
-                 cache: StateCache, stats: Throughput) -> None:
+    DEPTH = 2
+
+    def __init__(self, app: Any, table: Any, child: Child, outputs: OutputWriter,
+                 changelog: ChangelogWriter, deadletters: Callable[[], DeadLetterSink],
+                 clock_ms: Callable[[], int], stats: Throughput) -> None:
         self._app = app
+        self._table = table
+        self._child = child
         self._outputs = outputs
         self._changelog = changelog
-        self._cache = cache
+        self._deadletters = deadletters
+        self._clock_ms = clock_ms
         self._stats = stats
-        self._in_flight: asyncio.Future[None] | None = None
-        self._pending: dict[int, BlockState] = {}
+        # block -> the table value (bytes object, or None) the child's state was last based on
+        self._basis: dict[int, bytes | None] = {}
+        self._flushes: list[asyncio.Future[None]] = []
+        self._last: asyncio.Future[None] | None = None
 
-    def load(self, table: Any, block: int) -> BlockState:
-        pending = self._pending.get(block)
-        return pending if pending is not None else self._cache.load(table, block)
-
-    async def hand_over(self, events: Sequence[Any], batch: Sequence[Incoming],
-                        result: BatchResult, process_s: float, lag_s: float) -> None:
-        """Wait for the previous batch's flush, then start this one's."""
-        if self._in_flight is not None:
-            await self._in_flight
-        self._pending = result.states
-        self._in_flight = asyncio.ensure_future(
-            self._flush(events, batch, result, process_s, lag_s)
-        )
+    async def submit(self, events: Sequence[Any]) -> None:
+        self._flushes = [f for f in self._flushes if not f.done()]
+        if len(self._flushes) >= self.DEPTH:
+            await self._flushes[0]
+        # faust gives the record's timestamp in seconds (CreateTime: the producer's clock).
+        lag = time.time() - min(e.message.timestamp for e in events)
+        batch = [
+            Incoming(e.message.topic, e.message.partition, e.message.offset, e.message.key,
+                     e.message.value)
+            for e in events
+        ]
+        shipped: dict[int, bytes | None] = {}
+        for m in batch:
+            if m.key is None or len(m.key) != 4:
+                continue  # not a block key: the child dead-letters the message
+            block = int.from_bytes(m.key, "big")
+            if block in shipped:
+                continue
+            raw = self._table.get(m.key)
+            if block not in self._basis or self._basis[block] is not raw:
+                shipped[block] = self._basis[block] = raw
+        reply = self._child.submit(self._clock_ms(), shipped, batch)
+        flush = asyncio.ensure_future(self._flush(events, batch, reply, self._last, lag))
+        self._last = flush
+        self._flushes.append(flush)
 
     async def _flush(self, events: Sequence[Any], batch: Sequence[Incoming],
-                     result: BatchResult, process_s: float, lag_s: float) -> None:
+                     reply_future: asyncio.Future[Reply], previous: asyncio.Future[None] | None,
+                     lag_s: float) -> None:
         try:
+            reply = await reply_future
+            if previous is not None:
+                await previous
             t1 = time.perf_counter()
-            await self._outputs.write(result.alerts, result.audit)
+            for rejected in reply.rejected:
+                # Rare, and each must be on `deadletter` before its EVENT_DEADLETTERED entry.
+                self._deadletters().send_record(batch[rejected.index], rejected.error())
+            await self._outputs.write(reply.alerts, reply.audit)
             t2 = time.perf_counter()
             partition_of = {m.key: m.partition for m in batch}
             records = []
-            for block, state in result.states.items():
-                key, raw = block_key(block), snapshot.encode(state)
-                self._cache.remember(block, raw, state)
+            for block, raw in reply.states.items():
+                key = block_key(block)
+                self._basis[block] = raw
                 records.append((partition_of[key], key, raw))
             await self._changelog.write(records)
+        except asyncio.CancelledError:
+            raise  # shutting down: the batch is not acked, so it is redelivered
         except (SafehubError, OSError) as exc:
             _stop(exc)
         consumer = self._app.consumer
@@ -292,4 +276,7 @@ class Pipeline:
             message = e.message
             if message.ack(consumer):
                 self._app.sensors.on_message_out(message.tp, message.offset, message)
-        self._stats.add(len(batch), process_s, t2 - t1, time.perf_counter() - t2, lag_s)
+        self._stats.add(len(batch), reply.process_s, t2 - t1, time.perf_counter() - t2, lag_s)
+
+    def close(self) -> None:
+        self._child.close()

@@ -7,21 +7,19 @@ message key must be the event's linkage block (else the block's events could be 
 workers); then `step` runs on the block's state, an EVENT_ACCEPTED entry is journalled, and each
 alert is sent to `correlated` keyed by its cluster id with an ALERT_EMITTED entry.
 
-`process` does no output but dead letters: it returns the batch's alerts and audit entries,
-encoded, for the shell (outputs.py) to send; the shell has them acknowledged, then saves the
-blocks' states, and only then lets the input offsets be committed. A crash at any point
-therefore re-runs messages whose effects may already be out: the same state and events give
-the same alert ids and audit entry ids, which every sink drops as duplicates.
+`process` does no output: it returns the batch's dead letters, alerts and audit entries (the
+last two encoded) for the shell to send; the shell has them acknowledged, dead letters first,
+then saves the blocks' states, and only then lets the input offsets be committed. A crash at
+any point therefore re-runs messages whose effects may already be out: the same state and
+events give the same alert ids and audit entry ids, which every sink drops as duplicates.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from safehub.consumers.deadletter import DeadLetterSink
 from safehub.errors import ValidationError
 from safehub.schemas.codec import decode, encode
 from safehub.schemas.records import IngressEvent, MissingEpisodeEvent, WarningSignEvent
@@ -30,8 +28,6 @@ from safehub.schemas.vocabulary import AuditAction
 from safehub.services.audit.journal import make_entry
 from safehub.services.correlation.core import BlockState, step
 from safehub.services.correlation.rules import Rules
-
-log = logging.getLogger(__name__)
 
 SERVICE = "correlator"
 UNKNOWN_AGENCY = "unknown"
@@ -47,12 +43,25 @@ class Incoming:
 
 
 @dataclass(frozen=True, slots=True)
+class Rejected:
+    """A message of the batch that breaks the contract: it goes to `deadletter`."""
+
+    index: int  # in the batch
+    field: str
+    rule: str
+    detail: str
+
+    def error(self) -> ValidationError:
+        return ValidationError(self.field, self.rule, self.detail)
+
+
+@dataclass(frozen=True, slots=True)
 class BatchResult:
     states: dict[int, BlockState]  # the blocks this batch changed (or touched), by block
+    rejected: list[Rejected]  # to dead-letter before any audit entry is sent
     alerts: list[tuple[bytes, bytes]]  # (cluster id key, encoded alert), in emission order
     audit: list[bytes]  # encoded audit entries, in processing order
     accepted: int
-    deadlettered: int
 
 
 def block_key(block: int) -> bytes:
@@ -61,17 +70,9 @@ def block_key(block: int) -> bytes:
 
 
 class BatchProcessor:
-    def __init__(
-        self,
-        rules: Rules,
-        prefix: str,
-        deadletters: DeadLetterSink,
-        clock_ms: Callable[[], int],
-    ) -> None:
+    def __init__(self, rules: Rules, prefix: str) -> None:
         self._rules = rules
         self._prefix = prefix
-        self._deadletters = deadletters
-        self._clock_ms = clock_ms
 
     def admit(self, message: Incoming, now_ms: int) -> IngressEvent:
         """The event in `message`, or ValidationError saying which rule it breaks."""
@@ -85,25 +86,21 @@ class BatchProcessor:
         return record
 
     def process(
-        self, batch: Sequence[Incoming], load: Callable[[int], BlockState]
+        self, batch: Sequence[Incoming], load: Callable[[int], BlockState], now: int
     ) -> BatchResult:
-        """Run the batch: new block states, and the alerts and audit entries to send.
-
-        Dead letters are sent (and acknowledged) here, one by one: they are rare, and each
-        must be on `deadletter` before its EVENT_DEADLETTERED entry can be.
-        """
-        now = self._clock_ms()
+        """Run the batch at time `now`: new block states, and what to send."""
         states: dict[int, BlockState] = {}
+        rejected: list[Rejected] = []
         alerts: list[tuple[bytes, bytes]] = []
         audit: list[bytes] = []
-        accepted = deadlettered = 0
-        for message in batch:
+        accepted = 0
+        for index, message in enumerate(batch):
             digest = hashlib.sha256(message.value or b"").digest()
             try:
                 event = self.admit(message, now)
             except ValidationError as exc:
-                audit.append(self._deadletter(message, exc, digest, now))
-                deadlettered += 1
+                rejected.append(Rejected(index, exc.field, exc.rule, exc.detail))
+                audit.append(self._deadletter_entry(message, digest, now))
                 continue
             block = event.subject.linkage_block
             state = states.get(block)
@@ -118,11 +115,9 @@ class BatchProcessor:
                 alerts.append((alert.cluster_id.encode("ascii"), data))
                 audit.append(_entry(AuditAction.ALERT_EMITTED, alert.alert_id, SERVICE,
                                     hashlib.sha256(data).digest(), now))
-        return BatchResult(states, alerts, audit, accepted, deadlettered)
+        return BatchResult(states, rejected, alerts, audit, accepted)
 
-    def _deadletter(self, message: Incoming, error: ValidationError, digest: bytes,
-                    now: int) -> bytes:
-        self._deadletters.send_record(message, error, now)
+    def _deadletter_entry(self, message: Incoming, digest: bytes, now: int) -> bytes:
         try:
             actor = agency_from_topic(message.topic, self._prefix)
         except ValidationError:
