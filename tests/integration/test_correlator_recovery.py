@@ -4,10 +4,13 @@ puts no second, different copy of any alert id on `correlated`."""
 from __future__ import annotations
 
 import hashlib
+import os
 import random
+import signal
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -32,6 +35,7 @@ from safehub.schemas.vocabulary import (
 )
 from safehub.services.correlation.core import BlockState, initial_state, standing_alerts, step
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, Rules, load_rules
+from safehub.services.correlator.app import EXIT_UNRECOVERABLE
 from tests.integration.test_correlator_golden import (  # noqa: F401 (fixtures)
     PARTITIONS,
     TopicReader,
@@ -169,3 +173,80 @@ def check_no_effect_lost(rules: Rules, events: list[IngressEvent], records: list
                        if e.action == AuditAction.ALERT_EMITTED}
     assert emitted_entries == set(alerts)
     return sum(e.action == AuditAction.EVENT_ACCEPTED for e in entries) - len(events)
+
+
+def correlation_child(correlator_pid: int) -> int:
+    """The pid of the worker's correlation child process (offload.py), once it is running."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                # /proc/<pid>/stat: "pid (name) state ppid ..."; the name may hold spaces.
+                ppid = int((proc / "stat").read_text().rpartition(")")[2].split()[1])
+                cmdline = (proc / "cmdline").read_bytes()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if ppid == correlator_pid and b"spawn_main" in cmdline:
+                return int(proc.name)
+        time.sleep(0.1)
+    raise AssertionError("the correlator started no correlation child")
+
+
+def gone(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "State:\tZ" in status  # exited, not yet reaped by its (killed) parent
+
+
+@pytest.mark.timeout(300)
+def test_a_dead_correlation_child_stops_the_worker_and_a_killed_worker_leaves_no_child(
+    kafka_bootstrap: str, prefix: str, create_topics_fn,  # noqa: F811
+    correlator_factory: Callable,  # noqa: F811
+) -> None:
+    rules = load_rules(DEFAULT_RULES_PATH)
+    events = population(children=300, events_per_child=12, seed=23)
+    create_topics_fn(*(f"{prefix}ingress.{a}" for a in AGENCIES), f"{prefix}correlated",
+                     partitions=PARTITIONS)
+    create_topics_fn(f"{prefix}audit", f"{prefix}deadletter")
+    producer = make_producer(kafka_bootstrap, "test-child")
+    send_all(producer, [ingress_message(prefix, e) for e in events])
+    producer.close()
+    audit = TopicReader(kafka_bootstrap, f"{prefix}audit")
+    correlated = TopicReader(kafka_bootstrap, f"{prefix}correlated")
+
+    def accepted() -> set[str]:
+        return {e.subject_id for e in audit_entries(audit)
+                if e.action == AuditAction.EVENT_ACCEPTED}
+
+    correlator = correlator_factory(SAFEHUB_CORRELATOR_BATCH="40")
+    correlator.start()
+    child = correlation_child(correlator.proc.pid)
+    wait_until("a quarter of the events", lambda: len(accepted()) >= len(events) // 4, 120,
+               correlator)
+    os.kill(child, signal.SIGKILL)
+    # The worker cannot correlate without its child: it stops at once, committing nothing more.
+    assert correlator.proc.wait(30) == EXIT_UNRECOVERABLE
+    assert "correlation child exited" in correlator.log.read_text()
+    at_first_stop = len(accepted())
+    assert at_first_stop < len(events), "the child was killed too late to be mid-stream"
+
+    correlator.start()
+    child = correlation_child(correlator.proc.pid)
+    wait_until("half of the events", lambda: len(accepted()) >= len(events) // 2, 120,
+               correlator)
+    correlator.kill()
+    deadline = time.monotonic() + 15
+    while not gone(child):
+        assert time.monotonic() < deadline, "the correlation child outlived its killed worker"
+        time.sleep(0.1)
+
+    correlator.start()
+    wait_until("every event", lambda: len(accepted()) == len(events), 180, correlator)
+    time.sleep(2.0)  # let the reader catch up with the last batch's alerts
+    records = correlated.poll()
+    assert correlator.stop() == 0
+    check_no_effect_lost(rules, events, records, audit_entries(audit))
+    audit.close()
+    correlated.close()
