@@ -8,13 +8,14 @@
 - Each linkage block's state lives in a changelog-backed faust Table keyed by the block's
   4-byte key. A block's state is logged to the changelog partition its events arrived on, so
   whichever worker owns the ingress partition recovers exactly that block's state.
-- Messages are processed in batches (`take_events`). For each batch: alerts and audit entries
-  are sent and acknowledged, then the blocks' states are written to the table and its
-  changelog (changelog.py) and acknowledged, and only then are the events acked; the next
-  batch is processed meanwhile (`Pipeline`).
+- Messages are taken in batches (`take_events`) and correlated in a child process on the
+  machine's other core (offload.py). For each batch, in order: dead letters, alerts and audit
+  entries are sent and acknowledged, then the blocks' states are written to the table and its
+  changelog (changelog.py) and acknowledged, and only then are the events acked; faust buffers
+  the next batch meanwhile (`Pipeline`).
   Faust's exactly_once mode is not used: duplicates after a crash are harmless by design.
-- An error we cannot recover from (the broker not acknowledging) ends the process at once,
-  without committing, so that the batch is redelivered when it is restarted.
+- An error we cannot recover from (the broker not acknowledging, the child process gone) ends
+  the process at once, without committing, so that the batch is redelivered on restart.
 """
 
 from __future__ import annotations
