@@ -224,6 +224,7 @@ def _prune(rules: Rules, watermark: int, clusters: list[Cluster]) -> bool:
     safe = max(sign_cut, vuln_cut)  # anything at or after this is kept whatever it is
     table = rules.by_indicator
     dropped = False
+
     def expired(o: Observation) -> bool:
         return o.occurred_at < (vuln_cut if table[o.indicator].vulnerability else sign_cut)
 

@@ -76,13 +76,16 @@ class Hub:
         ack = AlertAck(ack_id=uuid.uuid4().hex, alert_id=row.alert_id, agency_id=user.agency,
                        user_ref=user.ref, action=action, decision=decision, at=now)
         digest = hashlib.sha256(encode(ack)).digest()
-        self.store.record_ack(notification_id, ack)
         actions = [AuditAction.ALERT_ACKNOWLEDGED] if decision is None else [
             AuditAction.ALERT_DECIDED]
         if decision is Decision.REQUEST_REIDENTIFICATION:
             actions.append(AuditAction.REIDENTIFICATION_REQUESTED)
+        # The audit entry first: a decision is stored (and so takes effect) only once the log
+        # holds it. If storing then fails, the log shows a decision that the inbox does not,
+        # which an auditor sees; the other order could leave a decision the log never saw.
         with self._audit_lock:
             for action_name in actions:
                 self.audit.record(action_name, row.alert_id, user.ref, digest, now)
             self.audit.flush()
+        self.store.record_ack(notification_id, ack)
         return Outcome(ack, publish_one(self.store, self.publisher, ack, now))

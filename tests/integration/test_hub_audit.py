@@ -1,0 +1,73 @@
+"""A decision takes effect only once the audit log holds it (real broker, real SQLite)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from safehub.bus import make_producer
+from safehub.consumers.inbox.database import make_engine, migrate
+from safehub.consumers.inbox.store import InboxStore
+from safehub.errors import BrokerError
+from safehub.schemas.codec import decode, encode
+from safehub.schemas.records import AlertAck, AuditEntry
+from safehub.schemas.vocabulary import AuditAction, Decision
+from safehub.services.audit.journal import AuditJournal
+from safehub.services.web.acks import AckPublisher
+from safehub.services.web.hub import Hub
+from safehub.services.web.users import User
+from tests.integration.test_correlator_golden import TopicReader
+from tests.integration.test_inbox import AGENCY, NOW, routed
+
+pytestmark = pytest.mark.integration
+
+
+class Published:
+    """Where acks would go; the router's topic is not what this test is about."""
+
+    def __init__(self) -> None:
+        self.acks: list[AlertAck] = []
+
+    def publish(self, ack: AlertAck) -> None:
+        self.acks.append(ack)
+
+
+def test_a_decision_whose_audit_entry_is_refused_is_not_stored(
+    kafka_bootstrap: str, topic_names: Callable[[str], str],
+    create_topics_fn: Callable[..., list[str]], tmp_path: Path,
+) -> None:
+    store = InboxStore(make_engine(f"sqlite:///{tmp_path / 'inbox.db'}"))
+    migrate(store.engine)
+    note = routed(1)
+    store.save([(note, encode(note))], NOW)
+    user = User("sw-leeds-1", AGENCY, "unused")
+    publisher: AckPublisher = Published()
+
+    # The audit topic does not exist (the broker creates none by itself): no entry is taken.
+    missing = topic_names("audit-missing")
+    producer = make_producer(kafka_bootstrap, "test-hub-audit", max_block_ms=2000)
+    refusing = Hub(store, AuditJournal(producer, missing, "web"), publisher, lambda: NOW)
+    with pytest.raises(BrokerError):
+        refusing.act(user, note.notification_id, Decision.STRATEGY_MEETING)
+    row = store.alert(AGENCY, note.notification_id)
+    assert row is not None and row.status == "NEW" and row.decision is None
+    assert store.unpublished_acks() == []
+
+    # With the log reachable, the same decision is logged, then stored.
+    (audit_topic,) = create_topics_fn(topic_names("audit"))
+    hub = Hub(store, AuditJournal(producer, audit_topic, "web"), publisher, lambda: NOW)
+    outcome = hub.act(user, note.notification_id, Decision.STRATEGY_MEETING)
+    row = store.alert(AGENCY, note.notification_id)
+    assert row is not None and row.status == "DECIDED"
+    reader = TopicReader(kafka_bootstrap, audit_topic)
+    deadline = time.monotonic() + 20
+    while not reader.poll() and time.monotonic() < deadline:
+        pass
+    entries = [decode(r.value, AuditEntry) for r in reader.poll()]
+    reader.close()
+    producer.close()
+    assert [(e.action, e.subject_id) for e in entries] == [
+        (AuditAction.ALERT_DECIDED, outcome.ack.alert_id)]
