@@ -48,6 +48,7 @@ from safehub.services.audit.reading import Record, SnapshotReader, read_fast
 
 RESULTS = Path(__file__).with_name("results") / "replay.json"
 PARTITIONS = 6
+TARGET_EVENTS_PER_S = 50_000
 
 
 def _event(i: int) -> WarningSignEvent:
@@ -233,6 +234,8 @@ def full_replay(bootstrap: str, prefix: str, report: Path) -> dict[str, object]:
         "records_read_per_s": round(read / wall),
         "cpu_only_seconds": round(cpu, 2),
         "cpu_only_events_per_s": round(events / cpu),
+        # The target is for replay as a whole, not only for reading the topics.
+        "meets_target": events / wall >= TARGET_EVENTS_PER_S,
     }
 
 
@@ -298,8 +301,10 @@ def main() -> None:
     RESULTS.write_text(json.dumps({
         "events": args.events, "partitions": PARTITIONS, "avg_event_bytes": avg,
         "broker": bootstrap, "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)",
-        "python": platform.python_version(), "target_events_per_s": 50_000,
+        "python": platform.python_version(), "target_events_per_s": TARGET_EVENTS_PER_S,
         "results": results,
+        "reading_meets_target": all(r["events_per_s_median"] >= TARGET_EVENTS_PER_S
+                                    for name, r in results.items() if "safehub" in name),
         "full_replay (read ingress + audit + correlated, decode, step, compare)": full,
     }, indent=2) + "\n")
     print(f"wrote {RESULTS}")
