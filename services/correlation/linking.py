@@ -33,13 +33,13 @@ def event_keys(match_keys: MatchKeys) -> frozenset[Key]:
     return frozenset((_KINDS[name], value[:KEY_BYTES]) for name, value in match_keys.present())
 
 
-def nhs_keys(keys: frozenset[Key]) -> frozenset[Key]:
-    return frozenset(k for k in keys if k[0] == 1)
-
-
 def _nhs(keys: frozenset[Key]) -> list[Key]:
     # A plain list: this runs for every cluster an event touches, and holds at most a few keys.
     return [k for k in keys if k[0] == 1]
+
+
+def nhs_keys(keys: frozenset[Key]) -> frozenset[Key]:
+    return frozenset(_nhs(keys))
 
 
 @dataclass(frozen=True, slots=True)

@@ -219,8 +219,8 @@ class Pipeline:
         self._stats = stats
         # block -> the table value (bytes object, or None) the child's state was last based on
         self._basis: dict[int, bytes | None] = {}
+        # Flushes not yet done, oldest first; each waits for the one before it.
         self._flushes: list[asyncio.Future[None]] = []
-        self._last: asyncio.Future[None] | None = None
 
     async def submit(self, events: Sequence[Any]) -> None:
         self._flushes = [f for f in self._flushes if not f.done()]
@@ -244,9 +244,9 @@ class Pipeline:
             if block not in self._basis or self._basis[block] is not raw:
                 shipped[block] = self._basis[block] = raw
         reply = self._child.submit(self._clock_ms(), shipped, batch)
-        flush = asyncio.ensure_future(self._flush(events, batch, reply, self._last, lag))
-        self._last = flush
-        self._flushes.append(flush)
+        previous = self._flushes[-1] if self._flushes else None
+        self._flushes.append(asyncio.ensure_future(
+            self._flush(events, batch, reply, previous, lag)))
 
     async def _flush(self, events: Sequence[Any], batch: Sequence[Incoming],
                      reply_future: asyncio.Future[Reply], previous: asyncio.Future[None] | None,
