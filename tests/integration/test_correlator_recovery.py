@@ -86,6 +86,32 @@ def population(children: int, events_per_child: int, seed: int) -> list[IngressE
     return out
 
 
+class Outputs:
+    """Readers of a test correlator's audit journal and alerts, from the beginning."""
+
+    def __init__(self, bootstrap: str, topic_prefix: str) -> None:
+        self.audit = TopicReader(bootstrap, f"{topic_prefix}audit")
+        self.correlated = TopicReader(bootstrap, f"{topic_prefix}correlated")
+
+    def accepted(self) -> set[str]:
+        """Ids of the events the correlator has journalled as accepted so far."""
+        return {e.subject_id for e in audit_entries(self.audit)
+                if e.action == AuditAction.EVENT_ACCEPTED}
+
+    def close(self) -> None:
+        self.audit.close()
+        self.correlated.close()
+
+
+def correlator_topics(bootstrap: str, topic_prefix: str, create_topics_fn: Callable) -> Outputs:
+    """Create the correlator's topics for a test (ingress of AGENCIES, outputs); read them."""
+    p = topic_prefix
+    create_topics_fn(*(f"{p}ingress.{a}" for a in AGENCIES), f"{p}correlated",
+                     partitions=PARTITIONS)
+    create_topics_fn(f"{p}audit", f"{p}deadletter")
+    return Outputs(bootstrap, p)
+
+
 @pytest.mark.timeout(300)
 def test_kill_mid_stream_and_restart_loses_nothing_and_duplicates_no_alert(
     kafka_bootstrap: str, prefix: str, create_topics_fn,  # noqa: F811
@@ -93,41 +119,32 @@ def test_kill_mid_stream_and_restart_loses_nothing_and_duplicates_no_alert(
 ) -> None:
     rules = load_rules(DEFAULT_RULES_PATH)
     events = population(children=400, events_per_child=12, seed=11)
-    create_topics_fn(*(f"{prefix}ingress.{a}" for a in AGENCIES), f"{prefix}correlated",
-                     partitions=PARTITIONS)
-    create_topics_fn(f"{prefix}audit", f"{prefix}deadletter")
+    out = correlator_topics(kafka_bootstrap, prefix, create_topics_fn)
     producer = make_producer(kafka_bootstrap, "test-recovery")
-    audit = TopicReader(kafka_bootstrap, f"{prefix}audit")
-    correlated = TopicReader(kafka_bootstrap, f"{prefix}correlated")
-
-    def accepted() -> set[str]:
-        return {e.subject_id for e in audit_entries(audit)
-                if e.action == AuditAction.EVENT_ACCEPTED}
 
     first, second = events[: len(events) * 2 // 3], events[len(events) * 2 // 3:]
     send_all(producer, [ingress_message(prefix, e) for e in first])
     # Small batches, so that the kill lands between many committed and uncommitted ones.
     correlator = correlator_factory(SAFEHUB_CORRELATOR_BATCH="40")
     correlator.start()
-    wait_until("a third of the events", lambda: len(accepted()) >= len(events) // 3, 120,
+    wait_until("a third of the events", lambda: len(out.accepted()) >= len(events) // 3, 120,
                correlator)
     correlator.kill()
-    at_kill = len(accepted())
+    at_kill = len(out.accepted())
     assert at_kill < len(first), "the kill came too late to be mid-stream"
     send_all(producer, [ingress_message(prefix, e) for e in second])
     producer.close()
 
     correlator.start()
-    wait_until("every event", lambda: len(accepted()) == len(events), 180, correlator)
+    wait_until("every event", lambda: len(out.accepted()) == len(events), 180, correlator)
     time.sleep(2.0)  # let the reader catch up with the last batch's alerts
-    records = correlated.poll()
+    records = out.correlated.poll()
     assert correlator.stop() == 0
 
-    refed = check_no_effect_lost(rules, events, records, audit_entries(audit))
+    refed = check_no_effect_lost(rules, events, records, audit_entries(out.audit))
     print(f"killed after {at_kill} events; {refed} re-fed after restart; "
           f"{len(records)} alert records")
-    audit.close()
-    correlated.close()
+    out.close()
 
 
 def check_no_effect_lost(rules: Rules, events: list[IngressEvent], records: list,
@@ -207,34 +224,26 @@ def test_a_dead_correlation_child_stops_the_worker_and_a_killed_worker_leaves_no
 ) -> None:
     rules = load_rules(DEFAULT_RULES_PATH)
     events = population(children=300, events_per_child=12, seed=23)
-    create_topics_fn(*(f"{prefix}ingress.{a}" for a in AGENCIES), f"{prefix}correlated",
-                     partitions=PARTITIONS)
-    create_topics_fn(f"{prefix}audit", f"{prefix}deadletter")
+    out = correlator_topics(kafka_bootstrap, prefix, create_topics_fn)
     producer = make_producer(kafka_bootstrap, "test-child")
     send_all(producer, [ingress_message(prefix, e) for e in events])
     producer.close()
-    audit = TopicReader(kafka_bootstrap, f"{prefix}audit")
-    correlated = TopicReader(kafka_bootstrap, f"{prefix}correlated")
-
-    def accepted() -> set[str]:
-        return {e.subject_id for e in audit_entries(audit)
-                if e.action == AuditAction.EVENT_ACCEPTED}
 
     correlator = correlator_factory(SAFEHUB_CORRELATOR_BATCH="40")
     correlator.start()
     child = correlation_child(correlator.proc.pid)
-    wait_until("a quarter of the events", lambda: len(accepted()) >= len(events) // 4, 120,
+    wait_until("a quarter of the events", lambda: len(out.accepted()) >= len(events) // 4, 120,
                correlator)
     os.kill(child, signal.SIGKILL)
     # The worker cannot correlate without its child: it stops at once, committing nothing more.
     assert correlator.proc.wait(30) == EXIT_UNRECOVERABLE
     assert "correlation child exited" in correlator.log.read_text()
-    at_first_stop = len(accepted())
+    at_first_stop = len(out.accepted())
     assert at_first_stop < len(events), "the child was killed too late to be mid-stream"
 
     correlator.start()
     child = correlation_child(correlator.proc.pid)
-    wait_until("half of the events", lambda: len(accepted()) >= len(events) // 2, 120,
+    wait_until("half of the events", lambda: len(out.accepted()) >= len(events) // 2, 120,
                correlator)
     correlator.kill()
     deadline = time.monotonic() + 15
@@ -243,10 +252,9 @@ def test_a_dead_correlation_child_stops_the_worker_and_a_killed_worker_leaves_no
         time.sleep(0.1)
 
     correlator.start()
-    wait_until("every event", lambda: len(accepted()) == len(events), 180, correlator)
+    wait_until("every event", lambda: len(out.accepted()) == len(events), 180, correlator)
     time.sleep(2.0)  # let the reader catch up with the last batch's alerts
-    records = correlated.poll()
+    records = out.correlated.poll()
     assert correlator.stop() == 0
-    check_no_effect_lost(rules, events, records, audit_entries(audit))
-    audit.close()
-    correlated.close()
+    check_no_effect_lost(rules, events, records, audit_entries(out.audit))
+    out.close()

@@ -10,11 +10,8 @@ from collections.abc import Callable
 import pytest
 
 from safehub.bus import make_producer, send_all
-from safehub.schemas.vocabulary import AuditAction
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
 from tests.integration.test_correlator_golden import (  # noqa: F401 (fixtures)
-    PARTITIONS,
-    TopicReader,
     audit_entries,
     correlator_factory,
     ingress_message,
@@ -22,8 +19,8 @@ from tests.integration.test_correlator_golden import (  # noqa: F401 (fixtures)
     wait_until,
 )
 from tests.integration.test_correlator_recovery import (
-    AGENCIES,
     check_no_effect_lost,
+    correlator_topics,
     population,
 )
 
@@ -37,15 +34,7 @@ def test_two_workers_share_partitions_and_survive_losing_one(
 ) -> None:
     rules = load_rules(DEFAULT_RULES_PATH)
     events = population(children=300, events_per_child=12, seed=23)
-    create_topics_fn(*(f"{prefix}ingress.{a}" for a in AGENCIES), f"{prefix}correlated",
-                     partitions=PARTITIONS)
-    create_topics_fn(f"{prefix}audit", f"{prefix}deadletter")
-    audit = TopicReader(kafka_bootstrap, f"{prefix}audit")
-    correlated = TopicReader(kafka_bootstrap, f"{prefix}correlated")
-
-    def accepted() -> set[str]:
-        return {e.subject_id for e in audit_entries(audit)
-                if e.action == AuditAction.EVENT_ACCEPTED}
+    out = correlator_topics(kafka_bootstrap, prefix, create_topics_fn)
 
     a = correlator_factory(SAFEHUB_CORRELATOR_BATCH="40")
     b = correlator_factory(SAFEHUB_CORRELATOR_BATCH="40")
@@ -55,15 +44,14 @@ def test_two_workers_share_partitions_and_survive_losing_one(
     producer = make_producer(kafka_bootstrap, "test-workers")
     half = len(events) // 2
     send_all(producer, [ingress_message(prefix, e) for e in events[:half]])
-    wait_until("the first half", lambda: len(accepted()) >= half, 120, a)
+    wait_until("the first half", lambda: len(out.accepted()) >= half, 120, a)
     a.kill()
     send_all(producer, [ingress_message(prefix, e) for e in events[half:]])
     producer.close()
-    wait_until("every event, on the surviving worker", lambda: len(accepted()) == len(events),
+    wait_until("every event, on the surviving worker", lambda: len(out.accepted()) == len(events),
                180, b)
     time.sleep(2.0)
-    records = correlated.poll()
+    records = out.correlated.poll()
     assert b.stop() == 0
-    check_no_effect_lost(rules, events, records, audit_entries(audit))
-    audit.close()
-    correlated.close()
+    check_no_effect_lost(rules, events, records, audit_entries(out.audit))
+    out.close()
