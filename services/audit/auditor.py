@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -19,25 +20,22 @@ from sqlalchemy.exc import SQLAlchemyError
 from tqdm import tqdm
 
 from safehub.bus import make_consumer
-from safehub.errors import BrokerError, StoreError, ValidationError
+from safehub.errors import BrokerError, ConfigError, StoreError, ValidationError
 from safehub.schemas.codec import decode
-from safehub.schemas.records import CorrelatedAlert, RoutedAlert
+from safehub.schemas.records import RoutedAlert
 from safehub.services.audit.command import AuditSettings
 from safehub.services.audit.ledger import open_engine
-from safehub.services.audit.reading import Record, SnapshotReader, read_all, read_fast
+from safehub.services.audit.reading import Fetched, Record, SnapshotReader, read_all, read_fast
 from safehub.services.audit.replay import (
     Difference,
     ReplayReport,
     alert_fingerprint,
     check_delivered,
-    choose_rules,
-    compare,
-    correlator_entries,
     fingerprint,
-    replay_events,
     summary,
 )
-from safehub.services.correlation.rules import load_rules, rules_by_version
+from safehub.services.audit.sharding import ShardJob, ShardPool, combine, shard_count, split
+from safehub.services.correlation.rules import load_rules
 
 
 def topics_with_prefix(bootstrap: str, start: str) -> list[str]:
@@ -51,19 +49,20 @@ def topics_with_prefix(bootstrap: str, start: str) -> list[str]:
 
 
 def read_ingress(bootstrap: str, topics: Sequence[str], from_ms: int | None,
-                 show_progress: bool) -> tuple[dict[bytes, bytes], int]:
-    """Every ingress record's bytes, indexed by SHA-256: the digest the correlator journals."""
-    by_digest: dict[bytes, bytes] = {}
+                 show_progress: bool) -> tuple[dict[bytes, tuple[bytes, bytes | None]], int]:
+    """Every ingress record's (value, key), indexed by the SHA-256 of its value: the digest the
+    correlator journals."""
+    by_digest: dict[bytes, tuple[bytes, bytes | None]] = {}
     plan = SnapshotReader(bootstrap, topics, from_ms=from_ms)
     total = plan.total
     plan.close()
     bar = tqdm(total=total, unit="ev", desc="reading ingress", disable=not show_progress,
                file=sys.stderr)
 
-    def index(batch: list[Record]) -> None:
+    def index(batch: list[Fetched]) -> None:
         for r in batch:
             if r.value is not None:
-                by_digest[hashlib.sha256(r.value).digest()] = r.value
+                by_digest[hashlib.sha256(r.value).digest()] = (r.value, r.key)
         bar.update(len(batch))
 
     try:
@@ -71,27 +70,6 @@ def read_ingress(bootstrap: str, topics: Sequence[str], from_ms: int | None,
     finally:
         bar.close()
     return by_digest, count
-
-
-def decode_alerts(records: Iterable[Record], journalled: set[bytes],
-                  report: ReplayReport) -> list[CorrelatedAlert]:
-    """The alerts on `correlated`; each must have the correlator's ALERT_EMITTED entry."""
-    out = []
-    for r in records:
-        try:
-            alert = decode(r.value, CorrelatedAlert)
-        except ValidationError as exc:
-            report.differences.append(Difference(
-                "unexpected", f"record {r.partition}/{r.offset} on {r.topic} is not an alert "
-                f"({exc.field}: {exc.rule})"))
-            continue
-        if hashlib.sha256(r.value or b"").digest() not in journalled:
-            report.differences.append(Difference(
-                "unjournalled", f"alert {alert.alert_id} on {r.topic} has no ALERT_EMITTED "
-                "entry with its digest (altered, or not written by the correlator)",
-                alert.alert_id, alert.cluster_id))
-        out.append(alert)
-    return out
 
 
 def routed_fingerprints(records: Iterable[Record], report: ReplayReport
@@ -141,38 +119,48 @@ def run_replay(args: argparse.Namespace, settings: AuditSettings) -> int:
     )
     if not ingress_topics:
         raise BrokerError(f"no {prefix}ingress.* topics to replay")
-
-    entries, journalled_alerts = correlator_entries(
-        r.value or b"" for r in read_all(bootstrap, [prefix + "audit"]))
-    emitted = decode_alerts(read_all(bootstrap, [prefix + "correlated"]), journalled_alerts,
-                            report)
-    by_digest, report.ingress_records = read_ingress(bootstrap, ingress_topics, args.from_ms,
-                                                     show)
-    if args.from_ms is not None:
-        # A partial replay: only events read, and only alerts they can have raised.
-        entries = [e for e in entries if e.digest in by_digest]
-        emitted = [a for a in emitted if a.raised_at >= args.from_ms]
-    journalled = {e.digest for e in entries}
-    report.unaccounted_events = sum(1 for d in by_digest if d not in journalled)
-
+    workers = args.workers or os.cpu_count() or 1
+    if workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    # Loaded here so that a bad file is reported before anything is read (the shards load it
+    # again, from the same path).
     override = load_rules(args.rules) if args.rules else None
-    rules_for = choose_rules(emitted, override, rules_by_version)
-    report.rules_versions = sorted(
-        {override.version} if override else {a.rules_version for a in emitted})
-    bar = tqdm(total=len(entries), unit="ev", desc="replaying", disable=not show,
-               file=sys.stderr)
+    pool = ShardPool(workers)
     try:
-        replayed = replay_events(entries, by_digest, rules_for, report, bar.update)
+        # The journal is read first: every event it names was on ingress before it was
+        # journalled, so a live system cannot make a later snapshot of ingress miss one.
+        audit: list[bytes] = []
+        read_fast(bootstrap, [prefix + "audit"],
+                  lambda batch: audit.extend(r.value or b"" for r in batch))
+        alerts: list[tuple[str, bytes | None]] = []
+        read_fast(bootstrap, [prefix + "correlated"], lambda batch: alerts.extend(
+            (f"{r.partition}/{r.offset} on {r.topic}", r.value) for r in batch))
+        by_digest, report.ingress_records = read_ingress(bootstrap, ingress_topics,
+                                                         args.from_ms, show)
+        shards = split(audit, alerts, by_digest, shard_count(len(by_digest), workers),
+                       args.from_ms, report)
+        if shards.fallback_version is None and override is None:
+            raise ConfigError("no alert on `correlated` names a rules version: pass --rules")
+        jobs = [ShardJob(shard, args.rules, shards.fallback_version or "", args.from_ms)
+                for shard in shards.shards]
+        bar = tqdm(total=sum(len(j.shard.entries) for j in jobs), unit="ev", desc="replaying",
+                   disable=not show, file=sys.stderr)
+        try:
+            outcomes = pool.run(jobs, bar.update)
+        finally:
+            bar.close()
     finally:
-        bar.close()
-    compare(replayed, emitted, report, other_rules=override is not None)
+        pool.close()
+
+    fingerprints = combine(report, outcomes, len(by_digest),
+                           override.version if override else None)
     if override is None:
         routed_topics = topics_with_prefix(bootstrap, prefix + "alerts.")
         if routed_topics:
-            check_delivered(replayed, routed_fingerprints(read_all(bootstrap, routed_topics),
-                                                          report), "routed", report)
+            check_delivered(fingerprints, routed_fingerprints(read_all(bootstrap, routed_topics),
+                                                              report), "routed", report)
         for url in args.inbox_db:
-            check_delivered(replayed, inbox_fingerprints(url), "inbox", report)
+            check_delivered(fingerprints, inbox_fingerprints(url), "inbox", report)
 
     print(summary(report, override is not None))
     args.report.write_text(json.dumps(report.as_dict(), indent=2))

@@ -74,6 +74,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="also compare with the alerts stored in this inbox database")
     replay.add_argument("--report", type=Path, default=Path("replay-report.json"))
     replay.add_argument("--no-progress", action="store_true")
+    replay.add_argument("--workers", type=int, default=0, metavar="N",
+                        help="processes replaying linkage blocks in parallel (default: one per "
+                             "core; 1 replays in this process)")
 
 
 def run(args: argparse.Namespace) -> int:

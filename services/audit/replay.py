@@ -18,12 +18,13 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 
-from safehub.errors import ConfigError, ValidationError
+from safehub.errors import ValidationError
 from safehub.schemas.codec import decode
 from safehub.schemas.records import AuditEntry, CorrelatedAlert
 from safehub.schemas.vocabulary import AuditAction
 from safehub.services.correlation.core import BlockState, initial_state, step
 from safehub.services.correlation.rules import Rules
+from safehub.services.correlator.processing import block_key
 
 CORRELATOR = "correlator"
 # Fields that name the rules rather than decide anything: with --rules they are expected to differ.
@@ -92,13 +93,12 @@ def correlator_entries(audit_values: Iterable[bytes]) -> tuple[list[AuditEntry],
 
 
 def choose_rules(emitted: Sequence[CorrelatedAlert], override: Rules | None,
-                 lookup: Callable[[str], Rules]) -> Callable[[int], Rules]:
-    """Rules per linkage block: the override, else the version its own alerts name, else the
-    version of the newest alert emitted anywhere (a block that never alerted)."""
+                 lookup: Callable[[str], Rules], fallback: str) -> Callable[[int], Rules]:
+    """Rules per linkage block: the override, else the version the block's own alerts name,
+    else `fallback` (the version of the newest alert on `correlated`: a block that never
+    alerted)."""
     if override is not None:
         return lambda _block: override
-    if not emitted:
-        raise ConfigError("no alert on `correlated` names a rules version: pass --rules")
     cache: dict[str, Rules] = {}
 
     def get(version: str) -> Rules:
@@ -109,25 +109,47 @@ def choose_rules(emitted: Sequence[CorrelatedAlert], override: Rules | None,
     by_block: dict[int, str] = {}
     for alert in emitted:
         by_block.setdefault(alert.linkage_block, alert.rules_version)
-    newest = emitted[-1].rules_version
-    return lambda block: get(by_block.get(block, newest))
+    return lambda block: get(by_block.get(block, fallback))
 
 
-def replay_events(entries: Sequence[AuditEntry], ingress_by_digest: Mapping[bytes, bytes],
+def emitted_alerts(records: Iterable[tuple[str, bytes | None, bool]], report: ReplayReport
+                   ) -> list[CorrelatedAlert]:
+    """The alerts on `correlated`, given as (where, raw bytes, journalled); each must have the
+    correlator's ALERT_EMITTED entry (journalled: its digest is one the correlator wrote)."""
+    out = []
+    for where, raw, journalled in records:
+        try:
+            alert = decode(raw, CorrelatedAlert)
+        except ValidationError as exc:
+            report.differences.append(Difference(
+                "unexpected", f"record {where} is not an alert ({exc.field}: {exc.rule})"))
+            continue
+        if not journalled:
+            report.differences.append(Difference(
+                "unjournalled", f"alert {alert.alert_id} at {where} has no ALERT_EMITTED "
+                "entry with its digest (altered, or not written by the correlator)",
+                alert.alert_id, alert.cluster_id))
+        out.append(alert)
+    return out
+
+
+def replay_events(entries: Sequence[AuditEntry],
+                  ingress: Mapping[bytes, tuple[bytes, bytes | None]],
                   rules_for: Callable[[int], Rules], report: ReplayReport,
                   progress: Callable[[int], None] = lambda _n: None
                   ) -> list[CorrelatedAlert]:
-    """Feed the journalled events to `step` in journal order, per linkage block."""
+    """Feed the journalled events to `step` in journal order, per linkage block.
+
+    `ingress` maps the SHA-256 of each ingress record's value to its (value, key)."""
     states: dict[int, BlockState] = {}
     alerts: list[CorrelatedAlert] = []
     for entry in entries:
         progress(1)
-        raw = ingress_by_digest.get(entry.digest)
-        if raw is None:
-            report.differences.append(Difference(
-                "altered-event", f"event {entry.subject_id}: no ingress record has the bytes "
-                "the correlator journalled (altered or removed)"))
+        found = ingress.get(entry.digest)
+        if found is None:
+            report.differences.append(missing_event(entry))
             continue
+        raw, key = found
         try:
             event = decode(raw)
         except ValidationError as exc:
@@ -141,11 +163,23 @@ def replay_events(entries: Sequence[AuditEntry], ingress_by_digest: Mapping[byte
                 "carry another event id"))
             continue
         block = event.subject.linkage_block  # type: ignore[union-attr]
+        if key != block_key(block):
+            # The correlator refuses an event not keyed by its block, so this record is not
+            # the one it accepted (and replay would file it under the wrong block).
+            report.differences.append(Difference(
+                "altered-event", f"event {entry.subject_id}: its ingress record's key is not "
+                "its linkage block"))
+            continue
         state = states.get(block) or initial_state()
         states[block], raised = step(rules_for(block), state, event)  # type: ignore[arg-type]
         alerts.extend(raised)
         report.events_replayed += 1
     return alerts
+
+
+def missing_event(entry: AuditEntry) -> Difference:
+    return Difference("altered-event", f"event {entry.subject_id}: no ingress record has the "
+                      "bytes the correlator journalled (altered or removed)")
 
 
 def _evidence_key(a: CorrelatedAlert) -> tuple[str, ...]:
@@ -221,13 +255,13 @@ def compare(replayed: Sequence[CorrelatedAlert], emitted: Sequence[CorrelatedAle
             f"({b.rule}, score {b.score:g}) is not raised by replay", b.alert_id, b.cluster_id))
 
 
-def check_delivered(replayed: Sequence[CorrelatedAlert], delivered: Iterable[tuple[str, str]],
+def check_delivered(known: Mapping[str, str], delivered: Iterable[tuple[str, str]],
                     where: str, report: ReplayReport) -> None:
     """Every delivered alert (routed or in an inbox) must be one replay raises, unchanged.
 
-    `delivered` yields (alert id, SHA-256 hex of the alert's decisive fields) pairs.
+    `known` and `delivered` hold (alert id, `alert_fingerprint`) pairs: of the replayed alerts,
+    and of the delivered copies.
     """
-    known = {a.alert_id: alert_fingerprint(a) for a in replayed}
     for alert_id, fingerprint in delivered:
         if alert_id not in known:
             report.differences.append(Difference(

@@ -1,0 +1,165 @@
+"""Replay split by linkage block must decide exactly what one pass over everything decides.
+
+The records are built here the way the correlator leaves them (journal entries in feeding
+order, alerts encoded on `correlated`), in memory: the broker side is tested in
+tests/integration/test_audit_replay.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from safehub.schemas.codec import decode, encode
+from safehub.schemas.records import CorrelatedAlert, MatchKeys, Subject, WarningSignEvent
+from safehub.schemas.vocabulary import AuditAction, Sector, Sign, Tier
+from safehub.services.audit.journal import make_entry
+from safehub.services.audit.replay import ReplayReport
+from safehub.services.audit.sharding import (
+    ShardJob,
+    ShardPool,
+    _alert_head,
+    combine,
+    shard_count,
+    split,
+)
+from safehub.services.correlation.core import BlockState, initial_state, step
+from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
+from safehub.services.correlator.processing import block_key
+
+DAY = 86_400_000
+T0 = 1_760_000_000_000
+AGENCIES = {"police-test": Sector.POLICE, "school-test": Sector.EDUCATION}
+PLANS = [(Sign.MISSING_FROM_HOME_OR_CARE, Sign.UNEXPLAINED_GIFTS_OR_MONEY),
+         (Sign.MISSING_FROM_HOME_OR_CARE, Sign.SELF_HARM)]
+
+
+def _hex(*parts: object) -> str:
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:32]
+
+
+class World:
+    """Ingress records, the correlator's journal and its alerts, for 60 children in 13 blocks
+    (several children per block, so shards hold whole blocks of more than one child)."""
+
+    def __init__(self) -> None:
+        rules = load_rules(DEFAULT_RULES_PATH)
+        self.ingress: dict[bytes, tuple[bytes, bytes | None]] = {}
+        self.audit: list[bytes] = []
+        self.alerts: list[tuple[str, bytes | None]] = []
+        states: dict[int, BlockState] = {}
+        for child in range(60):
+            block = (child * 7919) % 13
+            subject = Subject(MatchKeys(mk2=hashlib.sha256(f"child{child}".encode()).digest()),
+                              1, block, 14, "E08000035", None, _hex("reid", child))
+            for n, (agency, sign) in enumerate(zip(AGENCIES, PLANS[child % 2], strict=True)):
+                at = T0 + child * 1000 + n * DAY
+                event = WarningSignEvent(_hex(agency, child, n), agency, AGENCIES[agency], at,
+                                         at, subject, sign)
+                raw = encode(event)
+                digest = hashlib.sha256(raw).digest()
+                self.ingress[digest] = (raw, block_key(block))
+                self.journal(AuditAction.EVENT_ACCEPTED, event.event_id, agency, digest, at)
+                states[block], raised = step(rules, states.get(block) or initial_state(), event)
+                for alert in raised:
+                    self.emit(alert)
+
+    def journal(self, action: AuditAction, subject: str, actor: str, digest: bytes,
+                at: int) -> None:
+        self.audit.append(encode(make_entry("correlator", action, subject, actor, digest, at)))
+
+    def emit(self, alert: CorrelatedAlert) -> None:
+        data = encode(alert)
+        self.journal(AuditAction.ALERT_EMITTED, alert.alert_id, "correlator",
+                     hashlib.sha256(data).digest(), alert.raised_at)
+        self.alerts.append((f"0/{len(self.alerts)} on correlated", data))
+
+
+def replay(world: World, shards: int, rules_file: Path | None = None,
+           pool: ShardPool | None = None) -> dict[str, object]:
+    report = ReplayReport()
+    routed = split(world.audit, world.alerts, world.ingress, shards, None, report)
+    jobs = [ShardJob(s, rules_file, routed.fallback_version or "", None)
+            for s in routed.shards]
+    outcomes = (pool or ShardPool(1)).run(jobs, lambda _n: None)
+    override = load_rules(rules_file).version if rules_file else None
+    combine(report, outcomes, len(world.ingress), override)
+    out = report.as_dict()
+    # Shards report in shard order; the verdicts, not their order, must agree.
+    out["differences"] = sorted(out["differences"], key=repr)  # type: ignore[arg-type]
+    return out
+
+
+@pytest.fixture(scope="module")
+def world() -> World:
+    return World()
+
+
+def test_a_clean_record_matches_in_one_shard_and_in_many(world: World) -> None:
+    one = replay(world, 1)
+    assert one["ok"] is True and one["events_replayed"] == 120
+    assert one["matches"] == one["emitted_alerts"] == 60
+    assert one["unaccounted_events"] == 0
+    for shards in (2, 5, 13, 64):
+        assert replay(world, shards) == one
+
+
+def test_differences_are_the_same_in_one_shard_and_in_many(world: World,
+                                                           tmp_path: Path) -> None:
+    tampered = World()
+    # An altered event: its journalled digest no longer finds its bytes.
+    digest = next(iter(tampered.ingress))
+    raw, key = tampered.ingress.pop(digest)
+    tampered.ingress[hashlib.sha256(raw + b"x").digest()] = (raw + b"x", key)
+    # A record whose key is not its event's block: not the record the correlator accepted.
+    digest2, (raw2, _key) = list(tampered.ingress.items())[10]
+    tampered.ingress[digest2] = (raw2, block_key(12345))
+    # A forged alert (journalled, so only the comparison can catch it) and an unjournalled one.
+    forged = replace(decode(tampered.alerts[0][1], CorrelatedAlert), alert_id=_hex("forged"),
+                     tier=Tier.HIGH)
+    tampered.emit(forged)
+    tampered.alerts.append(("0/999 on correlated",
+                            encode(replace(forged, alert_id=_hex("unjournalled")))))
+    tampered.alerts.append(("0/1000 on correlated", b"not an alert"))
+    one = replay(tampered, 1)
+    assert one["ok"] is False
+    kinds = sorted(d["kind"] for d in one["differences"])  # type: ignore[attr-defined, index]
+    assert kinds.count("altered-event") == 2 and "unjournalled" in kinds
+    # The two children whose events were altered lose their alerts; then the forged alert, its
+    # unjournalled copy and the record that is not an alert.
+    assert kinds.count("unexpected") == 5
+    for shards in (3, 13):
+        assert replay(tampered, shards) == one
+
+    lighter = tmp_path / "lighter.toml"
+    lighter.write_text(DEFAULT_RULES_PATH.read_text().replace(
+        "UNEXPLAINED_GIFTS_OR_MONEY = 2.5", "UNEXPLAINED_GIFTS_OR_MONEY = 1.0"))
+    changed = replay(world, 1, lighter)
+    assert changed["missing"] == changed["unexpected"] == 30 and changed["matches"] == 30
+    assert replay(world, 7, lighter) == changed
+
+
+def test_shards_replayed_in_worker_processes_agree(world: World) -> None:
+    pool = ShardPool(2)
+    try:
+        assert replay(world, 8, pool=pool) == replay(world, 1)
+    finally:
+        pool.close()
+
+
+def test_an_alert_is_routed_by_the_block_and_version_it_carries(world: World) -> None:
+    raw = world.alerts[3][1]
+    alert = decode(raw, CorrelatedAlert)
+    assert _alert_head(raw) == (alert.linkage_block, alert.rules_version)
+    assert raw is not None
+    for broken in (None, b"", raw[:20], raw[:12] + b"\xff" * 8, b"\xc3\x01" + b"\x00" * 8):
+        assert _alert_head(broken) is None
+
+
+def test_shard_count_grows_with_the_replay() -> None:
+    assert shard_count(100, 2) == 8
+    assert shard_count(1_000_000, 2) == 40
+    assert shard_count(10**9, 2) == 1024
