@@ -25,7 +25,7 @@ from safehub.schemas.codec import decode
 from safehub.schemas.records import RoutedAlert
 from safehub.services.audit.command import AuditSettings
 from safehub.services.audit.ledger import open_engine
-from safehub.services.audit.reading import Fetched, Record, SnapshotReader, read_all, read_fast
+from safehub.services.audit.reading import Fetched, Record, fetch, plan_snapshot, read_all
 from safehub.services.audit.replay import (
     Difference,
     ReplayReport,
@@ -46,30 +46,6 @@ def topics_with_prefix(bootstrap: str, start: str) -> list[str]:
         raise BrokerError(f"cannot list topics: {exc}") from exc
     finally:
         consumer.close(autocommit=False)
-
-
-def read_ingress(bootstrap: str, topics: Sequence[str], from_ms: int | None,
-                 show_progress: bool) -> tuple[dict[bytes, tuple[bytes, bytes | None]], int]:
-    """Every ingress record's (value, key), indexed by the SHA-256 of its value: the digest the
-    correlator journals."""
-    by_digest: dict[bytes, tuple[bytes, bytes | None]] = {}
-    plan = SnapshotReader(bootstrap, topics, from_ms=from_ms)
-    total = plan.total
-    plan.close()
-    bar = tqdm(total=total, unit="ev", desc="reading ingress", disable=not show_progress,
-               file=sys.stderr)
-
-    def index(batch: list[Fetched]) -> None:
-        for r in batch:
-            if r.value is not None:
-                by_digest[hashlib.sha256(r.value).digest()] = (r.value, r.key)
-        bar.update(len(batch))
-
-    try:
-        count = read_fast(bootstrap, topics, index, from_ms=from_ms)
-    finally:
-        bar.close()
-    return by_digest, count
 
 
 def routed_fingerprints(records: Iterable[Record], report: ReplayReport
@@ -108,6 +84,46 @@ def inbox_fingerprints(url: str) -> list[tuple[str, str]]:
             for r in rows]
 
 
+def read_snapshot(bootstrap: str, prefix: str, ingress_topics: Sequence[str],
+                  from_ms: int | None, show_progress: bool
+                  ) -> tuple[list[bytes], list[tuple[str, bytes | None]],
+                             dict[bytes, tuple[bytes, bytes | None]], int]:
+    """The journal's entries, the alerts on `correlated` as (where, value), and every ingress
+    record's (value, key) by the SHA-256 of its value (the digest the correlator journals),
+    with the number of ingress records read.
+
+    The journal's end offsets are taken first: every event it names was on ingress before it
+    was journalled, so a live system cannot make the ingress snapshot miss one."""
+    audit_topic, correlated_topic = prefix + "audit", prefix + "correlated"
+    bounds = plan_snapshot(bootstrap, [([audit_topic], None), ([correlated_topic], None),
+                                       (ingress_topics, from_ms)])
+    audit: list[bytes] = []
+    alerts: list[tuple[str, bytes | None]] = []
+    by_digest: dict[bytes, tuple[bytes, bytes | None]] = {}
+    ingress_records = 0
+    bar = tqdm(total=sum(max(0, end - start) for start, end in bounds.values()), unit="rec",
+               desc="reading topics", disable=not show_progress, file=sys.stderr)
+
+    def collect(batch: list[Fetched]) -> None:
+        nonlocal ingress_records
+        for r in batch:
+            if r.topic == audit_topic:
+                audit.append(r.value or b"")
+            elif r.topic == correlated_topic:
+                alerts.append((f"{r.partition}/{r.offset} on {r.topic}", r.value))
+            else:
+                ingress_records += 1
+                if r.value is not None:
+                    by_digest[hashlib.sha256(r.value).digest()] = (r.value, r.key)
+        bar.update(len(batch))
+
+    try:
+        fetch(bootstrap, bounds, collect)
+    finally:
+        bar.close()
+    return audit, alerts, by_digest, ingress_records
+
+
 def run_replay(args: argparse.Namespace, settings: AuditSettings) -> int:
     bootstrap = settings.bootstrap
     prefix = settings.prefix
@@ -127,16 +143,8 @@ def run_replay(args: argparse.Namespace, settings: AuditSettings) -> int:
     override = load_rules(args.rules) if args.rules else None
     pool = ShardPool(workers)
     try:
-        # The journal is read first: every event it names was on ingress before it was
-        # journalled, so a live system cannot make a later snapshot of ingress miss one.
-        audit: list[bytes] = []
-        read_fast(bootstrap, [prefix + "audit"],
-                  lambda batch: audit.extend(r.value or b"" for r in batch))
-        alerts: list[tuple[str, bytes | None]] = []
-        read_fast(bootstrap, [prefix + "correlated"], lambda batch: alerts.extend(
-            (f"{r.partition}/{r.offset} on {r.topic}", r.value) for r in batch))
-        by_digest, report.ingress_records = read_ingress(bootstrap, ingress_topics,
-                                                         args.from_ms, show)
+        audit, alerts, by_digest, report.ingress_records = read_snapshot(
+            bootstrap, prefix, ingress_topics, args.from_ms, show)
         shards = split(audit, alerts, by_digest, shard_count(len(by_digest), workers),
                        args.from_ms, report)
         if shards.fallback_version is None and override is None:

@@ -131,21 +131,40 @@ class Fetched(Protocol):
     def headers(self) -> Sequence[tuple[str, bytes]]: ...
 
 
-def read_fast(bootstrap: str, topics: Sequence[str], on_batch: Callable[[list[Fetched]], None],
-              *, from_ms: int | None = None) -> int:
-    """The same snapshot as SnapshotReader, fetched with aiokafka: bench/replay_bench.py measured
-    it an order of magnitude faster for bulk reads (its record parsing is compiled; kafka-python
-    parses every record in Python). kafka-python still plans the snapshot (partitions, start and
-    end offsets). Calls `on_batch` for each batch; returns how many records were read."""
-    plan = SnapshotReader(bootstrap, topics, from_ms=from_ms)
+def plan_snapshot(bootstrap: str, groups: Sequence[tuple[Sequence[str], int | None]]
+                  ) -> dict[TopicPartition, tuple[int, int]]:
+    """Start and end offsets of each group of topics (read from a time, or from the beginning
+    when it is None), planned in the order given with one client: a group's end offsets are
+    taken after the previous group's, so a record the earlier group refers to cannot fall
+    after the later group's end."""
+    consumer = make_consumer(bootstrap, None, client_id="safehub-auditor")
     try:
-        bounds = plan.bounds
+        bounds: dict[TopicPartition, tuple[int, int]] = {}
+        for topics, from_ms in groups:
+            bounds.update(SnapshotReader(bootstrap, topics, from_ms=from_ms,
+                                         consumer=consumer).bounds)
+        return bounds
     finally:
-        plan.close()
+        consumer.close(autocommit=False)
+
+
+def fetch(bootstrap: str, bounds: dict[TopicPartition, tuple[int, int]],
+          on_batch: Callable[[list[Fetched]], None]) -> int:
+    """The planned snapshot, fetched with aiokafka: bench/replay_bench.py measured it an order
+    of magnitude faster for bulk reads than kafka-python (its record parsing is compiled;
+    kafka-python parses every record in Python). Calls `on_batch` for each batch (within a
+    partition in offset order); returns how many records were read."""
     try:
         return asyncio.run(_fetch(bootstrap, bounds, on_batch))
     except (AioKafkaError, OSError) as exc:
+        topics = sorted({tp.topic for tp in bounds})
         raise BrokerError(f"reading {', '.join(topics)} failed: {exc}") from exc
+
+
+def read_fast(bootstrap: str, topics: Sequence[str], on_batch: Callable[[list[Fetched]], None],
+              *, from_ms: int | None = None) -> int:
+    """The same snapshot as SnapshotReader, planned by kafka-python and fetched by aiokafka."""
+    return fetch(bootstrap, plan_snapshot(bootstrap, [(topics, from_ms)]), on_batch)
 
 
 async def _fetch(bootstrap: str, bounds: dict[TopicPartition, tuple[int, int]],
