@@ -16,7 +16,7 @@ from safehub.schemas.codec import decode, encode
 from safehub.schemas.records import AlertAck, AuditEntry
 from safehub.schemas.vocabulary import AuditAction, Decision
 from safehub.services.audit.journal import AuditJournal
-from safehub.services.web.acks import AckPublisher
+from safehub.services.web.acks import AckPublisher, KafkaAckPublisher, publish_pending
 from safehub.services.web.hub import Hub
 from safehub.services.web.users import User
 from tests.integration.test_correlator_golden import TopicReader
@@ -71,3 +71,48 @@ def test_a_decision_whose_audit_entry_is_refused_is_not_stored(
     producer.close()
     assert [(e.action, e.subject_id) for e in entries] == [
         (AuditAction.ALERT_DECIDED, outcome.ack.alert_id)]
+
+
+def test_a_decision_the_broker_could_not_take_is_published_once_it_can(
+    kafka_bootstrap: str, topic_names: Callable[[str], str],
+    create_topics_fn: Callable[..., list[str]], tmp_path: Path,
+) -> None:
+    """The outbox: a decision stored and logged, whose ack the broker refused, reaches the
+    router's topic on a later `publish_pending`, and is then no longer pending.
+
+    At least once, not exactly once: a send that times out after the broker took the record
+    is sent again (seen in this test while the new topic's leader was being elected). The
+    router's `acknowledge` is idempotent, so a repeated ack changes nothing."""
+    store = InboxStore(make_engine(f"sqlite:///{tmp_path / 'inbox.db'}"))
+    migrate(store.engine)
+    note = routed(1)
+    store.save([(note, encode(note))], NOW)
+    user = User("sw-leeds-1", AGENCY, "unused")
+    (audit_topic,) = create_topics_fn(topic_names("audit"))
+    acks_topic = topic_names("alert-acks")  # not created yet: the broker refuses the ack
+    producer = make_producer(kafka_bootstrap, "test-hub-outbox", max_block_ms=2000)
+    publisher = KafkaAckPublisher(producer, acks_topic, timeout_s=5)
+    hub = Hub(store, AuditJournal(producer, audit_topic, "web"), publisher, lambda: NOW)
+
+    outcome = hub.act(user, note.notification_id, Decision.STRATEGY_MEETING)
+    assert outcome.published is False
+    row = store.alert(AGENCY, note.notification_id)
+    assert row is not None and row.status == "DECIDED"
+    assert [a.ack_id for a in store.unpublished_acks()] == [outcome.ack.ack_id]
+    assert publish_pending(store, publisher, lambda: NOW + 1) == 0  # still refused: kept
+
+    create_topics_fn(acks_topic)
+    deadline = time.monotonic() + 30
+    sent = 0
+    while not sent and time.monotonic() < deadline:  # until the producer sees the new topic
+        sent = publish_pending(store, publisher, lambda: NOW + 2)
+    assert sent == 1 and store.unpublished_acks() == []
+    assert publish_pending(store, publisher, lambda: NOW + 3) == 0  # nothing sent twice
+    reader = TopicReader(kafka_bootstrap, acks_topic)
+    got: list[AlertAck] = []
+    deadline = time.monotonic() + 20
+    while not got and time.monotonic() < deadline:
+        got = [decode(r.value, AlertAck) for r in reader.poll()]
+    reader.close()
+    producer.close()
+    assert got and all(ack == outcome.ack for ack in got)

@@ -139,6 +139,27 @@ def test_inhibition_ends_once_the_high_alert_is_decided() -> None:
     assert len(notes) == 1
 
 
+def test_an_ack_delivered_twice_changes_nothing_the_second_time() -> None:
+    """The hub's outbox sends at least once, so the same ack can arrive again, even after a
+    later decision about the same alert."""
+    from safehub.schemas.records import AlertAck
+    from safehub.schemas.vocabulary import AckAction, Decision
+
+    state, _ = core.receive(TABLE, ClusterState("c" * 32), alert(1, Tier.HIGH), MON_10)
+    seen = AlertAck("a" * 32, f"{1:032x}", "csc-leeds", "sw-1", AckAction.ACKNOWLEDGED, None,
+                    MON_10 + HOUR)
+    decided = AlertAck("b" * 32, f"{1:032x}", "csc-leeds", "sw-1", AckAction.DECIDED,
+                       Decision.STRATEGY_MEETING, MON_10 + 2 * HOUR)
+    once, _ = core.acknowledge(state, seen)
+    twice, ok = core.acknowledge(once, seen)
+    assert ok and twice == once
+    assert once.find(f"{1:032x}").status is Status.ACKNOWLEDGED  # type: ignore[union-attr]
+    final, _ = core.acknowledge(once, decided)
+    again, ok = core.acknowledge(final, seen)  # the earlier ack, redelivered late
+    assert ok and again == final
+    assert again.find(f"{1:032x}").status is Status.DECIDED  # type: ignore[union-attr]
+
+
 def test_routing_table_rejects_missing_fallback_and_bad_codes(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="fallback"):
         parse_routing_table({"route": []})
