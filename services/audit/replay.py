@@ -6,6 +6,8 @@ each event on its ingress topic by that digest (so an altered event is caught, n
 feeds it to the same pure `step` with the same rules, and compares the alerts it gets with the
 ones on `correlated`, on the routed topics and in inbox databases.
 
+sharding.py runs this per group of linkage blocks, in parallel: blocks never meet in `step`.
+
 Alerts are paired on what they decide: first by alert id, then by (cluster, tier, rule,
 evidence) whatever the rules version, then by (cluster, tier). What is left is missing (replay
 raises it, nobody emitted it) or unexpected (emitted, replay does not raise it).
@@ -135,8 +137,7 @@ def emitted_alerts(records: Iterable[tuple[str, bytes | None, bool]], report: Re
 
 def replay_events(entries: Sequence[AuditEntry],
                   ingress: Mapping[bytes, tuple[bytes, bytes | None]],
-                  rules_for: Callable[[int], Rules], report: ReplayReport,
-                  progress: Callable[[int], None] = lambda _n: None
+                  rules_for: Callable[[int], Rules], report: ReplayReport
                   ) -> list[CorrelatedAlert]:
     """Feed the journalled events to `step` in journal order, per linkage block.
 
@@ -144,7 +145,6 @@ def replay_events(entries: Sequence[AuditEntry],
     states: dict[int, BlockState] = {}
     alerts: list[CorrelatedAlert] = []
     for entry in entries:
-        progress(1)
         found = ingress.get(entry.digest)
         if found is None:
             report.differences.append(missing_event(entry))
