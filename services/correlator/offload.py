@@ -126,7 +126,9 @@ class Child:
         try:
             self._conn.send_bytes(data)
         except OSError as exc:
-            self._fail(f"correlation child not reachable: {exc}")
+            code = self._process.exitcode  # usually known by now: a dead child broke the pipe
+            self._fail(f"correlation child exited (code {code})" if code is not None
+                       else f"correlation child not reachable: {exc}")
 
     def _read(self) -> None:
         while True:

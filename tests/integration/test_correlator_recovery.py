@@ -237,7 +237,9 @@ def test_a_dead_correlation_child_stops_the_worker_and_a_killed_worker_leaves_no
     os.kill(child, signal.SIGKILL)
     # The worker cannot correlate without its child: it stops at once, committing nothing more.
     assert correlator.proc.wait(30) == EXIT_UNRECOVERABLE
-    assert "correlation child exited" in correlator.log.read_text()
+    # Whether the worker was writing to the child or reading from it when it died.
+    log = correlator.log.read_text()
+    assert "correlation child exited" in log or "correlation child not reachable" in log, log
     at_first_stop = len(out.accepted())
     assert at_first_stop < len(events), "the child was killed too late to be mid-stream"
 
