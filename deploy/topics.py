@@ -122,4 +122,18 @@ def run(args: argparse.Namespace) -> int:
         return 0
     created = create_topics(args.bootstrap, specs)
     print(f"created {len(created)} topic(s); {len(specs) - len(created)} already existed")
+    notice = onboarding_notice(created)
+    if notice:
+        print(notice)
     return 0
+
+
+def onboarding_notice(created: Iterable[str]) -> str | None:
+    """What the operator must do after new ingress topics appear: the correlator resolves its
+    ingress topics when it starts (services/correlator/app.py), so a new agency's events wait
+    on their topic, unlost but uncorrelated, until the workers restart."""
+    new = [name for name in created if name.startswith("ingress.") or ".ingress." in name]
+    if not new:
+        return None
+    return (f"new ingress topic(s) {', '.join(new)}: restart the correlator workers so that "
+            "they subscribe (the events wait on the topic until then)")

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from safehub.bus import make_consumer, make_producer, send_all, send_and_confirm
-from safehub.deploy.topics import broker_count, create_topics, load_specs
+from safehub.deploy.topics import broker_count, create_topics, load_specs, onboarding_notice
 from safehub.errors import BrokerError
 
 pytestmark = pytest.mark.integration
@@ -51,7 +51,14 @@ def test_topics_created_from_definitions(kafka_bootstrap, topic_names):
     assert prefix + "audit" in names and prefix + "deadletter" in names
     created = create_topics(kafka_bootstrap, specs)
     assert set(created) == names
+    # The operator is told to restart the correlator for the new agencies' ingress topics,
+    # and only when one was created.
+    notice = onboarding_notice(created)
+    assert notice is not None and "restart the correlator" in notice
+    assert prefix + "ingress.police-x" in notice and prefix + "ingress.school-y" in notice
+    assert "alerts." not in notice and "audit" not in notice
     assert create_topics(kafka_bootstrap, specs) == []  # idempotent
+    assert onboarding_notice([]) is None
 
     consumer = make_consumer(kafka_bootstrap, None)
     parts = consumer.partitions_for_topic(prefix + "ingress.police-x")
