@@ -18,6 +18,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from safehub.bus import make_consumer
+from safehub.consumers.deadletter import ConsumedRecord
 from safehub.errors import BrokerError
 
 
@@ -111,22 +112,12 @@ class SnapshotReader:
         self._consumer.close(autocommit=False)
 
 
-class Fetched(Protocol):
+class Fetched(ConsumedRecord, Protocol):
     """A record as read_fast hands it on (aiokafka's ConsumerRecord, not copied: replay reads
     hundreds of thousands, and building a Record for each cost a fifth of its reading time)."""
 
     @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
     def timestamp(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
     @property
     def headers(self) -> Sequence[tuple[str, bytes]]: ...
 

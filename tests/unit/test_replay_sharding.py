@@ -1,8 +1,8 @@
 """Replay split by linkage block must decide exactly what one pass over everything decides.
 
-The records are built here the way the correlator leaves them (journal entries in feeding
-order, alerts encoded on `correlated`), in memory: the broker side is tested in
-tests/integration/test_audit_replay.py.
+The events of tests/integration/test_audit_replay.py are turned here into the records the
+correlator leaves (journal entries in feeding order, alerts encoded on `correlated`), in memory;
+the broker side is tested in that file.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from safehub.schemas.codec import decode, encode
-from safehub.schemas.records import CorrelatedAlert, MatchKeys, Subject, WarningSignEvent
-from safehub.schemas.vocabulary import AuditAction, Sector, Sign, Tier
+from safehub.schemas.records import CorrelatedAlert
+from safehub.schemas.vocabulary import AuditAction, Tier
 from safehub.services.audit.journal import make_entry
 from safehub.services.audit.replay import ReplayReport
 from safehub.services.audit.sharding import (
@@ -29,21 +29,13 @@ from safehub.services.audit.sharding import (
 from safehub.services.correlation.core import BlockState, initial_state, step
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
 from safehub.services.correlator.processing import block_key
-
-DAY = 86_400_000
-T0 = 1_760_000_000_000
-AGENCIES = {"police-test": Sector.POLICE, "school-test": Sector.EDUCATION}
-PLANS = [(Sign.MISSING_FROM_HOME_OR_CARE, Sign.UNEXPLAINED_GIFTS_OR_MONEY),
-         (Sign.MISSING_FROM_HOME_OR_CARE, Sign.SELF_HARM)]
-
-
-def _hex(*parts: object) -> str:
-    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:32]
+from tests.integration.test_audit_replay import _events, _hex
 
 
 class World:
-    """Ingress records, the correlator's journal and its alerts, for 60 children in 13 blocks
-    (several children per block, so shards hold whole blocks of more than one child)."""
+    """Ingress records, the correlator's journal and its alerts for the 60 children of the
+    integration test's plan, in 7 blocks (several children per block, so shards hold whole
+    blocks of more than one child)."""
 
     def __init__(self) -> None:
         rules = load_rules(DEFAULT_RULES_PATH)
@@ -51,21 +43,16 @@ class World:
         self.audit: list[bytes] = []
         self.alerts: list[tuple[str, bytes | None]] = []
         states: dict[int, BlockState] = {}
-        for child in range(60):
-            block = (child * 7919) % 13
-            subject = Subject(MatchKeys(mk2=hashlib.sha256(f"child{child}".encode()).digest()),
-                              1, block, 14, "E08000035", None, _hex("reid", child))
-            for n, (agency, sign) in enumerate(zip(AGENCIES, PLANS[child % 2], strict=True)):
-                at = T0 + child * 1000 + n * DAY
-                event = WarningSignEvent(_hex(agency, child, n), agency, AGENCIES[agency], at,
-                                         at, subject, sign)
-                raw = encode(event)
-                digest = hashlib.sha256(raw).digest()
-                self.ingress[digest] = (raw, block_key(block))
-                self.journal(AuditAction.EVENT_ACCEPTED, event.event_id, agency, digest, at)
-                states[block], raised = step(rules, states.get(block) or initial_state(), event)
-                for alert in raised:
-                    self.emit(alert)
+        for agency, event in _events(60):
+            raw = encode(event)
+            digest = hashlib.sha256(raw).digest()
+            block = event.subject.linkage_block
+            self.ingress[digest] = (raw, block_key(block))
+            self.journal(AuditAction.EVENT_ACCEPTED, event.event_id, agency, digest,
+                         event.occurred_at)
+            states[block], raised = step(rules, states.get(block) or initial_state(), event)
+            for alert in raised:
+                self.emit(alert)
 
     def journal(self, action: AuditAction, subject: str, actor: str, digest: bytes,
                 at: int) -> None:
