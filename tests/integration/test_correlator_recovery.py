@@ -98,6 +98,11 @@ class Outputs:
         return {e.subject_id for e in audit_entries(self.audit)
                 if e.action == AuditAction.EVENT_ACCEPTED}
 
+    def final(self) -> tuple[list, list[AuditEntry]]:
+        """Every alert record and audit entry on the topics (once the correlator has stopped)."""
+        return (self.correlated.read_to_end(),
+                [decode(r.value, AuditEntry) for r in self.audit.read_to_end()])
+
     def close(self) -> None:
         self.audit.close()
         self.correlated.close()
@@ -137,11 +142,10 @@ def test_kill_mid_stream_and_restart_loses_nothing_and_duplicates_no_alert(
 
     correlator.start()
     wait_until("every event", lambda: len(out.accepted()) == len(events), 180, correlator)
-    time.sleep(2.0)  # let the reader catch up with the last batch's alerts
-    records = out.correlated.poll()
     assert correlator.stop() == 0
 
-    refed = check_no_effect_lost(rules, events, records, audit_entries(out.audit))
+    records, entries = out.final()
+    refed = check_no_effect_lost(rules, events, records, entries)
     print(f"killed after {at_kill} events; {refed} re-fed after restart; "
           f"{len(records)} alert records")
     out.close()
@@ -255,8 +259,6 @@ def test_a_dead_correlation_child_stops_the_worker_and_a_killed_worker_leaves_no
 
     correlator.start()
     wait_until("every event", lambda: len(out.accepted()) == len(events), 180, correlator)
-    time.sleep(2.0)  # let the reader catch up with the last batch's alerts
-    records = out.correlated.poll()
     assert correlator.stop() == 0
-    check_no_effect_lost(rules, events, records, audit_entries(out.audit))
+    check_no_effect_lost(rules, events, *out.final())
     out.close()
