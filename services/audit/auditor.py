@@ -13,6 +13,7 @@ import os
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from contextlib import closing
 
 from kafka.errors import KafkaError
 from sqlalchemy import text
@@ -34,7 +35,14 @@ from safehub.services.audit.replay import (
     fingerprint,
     summary,
 )
-from safehub.services.audit.sharding import ShardJob, ShardPool, combine, shard_count, split
+from safehub.services.audit.sharding import (
+    ShardJob,
+    ShardPool,
+    combine,
+    cyclic_gc_paused,
+    shard_count,
+    split,
+)
 from safehub.services.correlation.rules import load_rules
 
 
@@ -141,8 +149,8 @@ def run_replay(args: argparse.Namespace, settings: AuditSettings) -> int:
     # Loaded here so that a bad file is reported before anything is read (the shards load it
     # again, from the same path).
     override = load_rules(args.rules) if args.rules else None
-    pool = ShardPool(workers)
-    try:
+    # The pool starts before reading, so that its processes' start-up overlaps it.
+    with cyclic_gc_paused(), closing(ShardPool(workers)) as pool:
         audit, alerts, by_digest, report.ingress_records = read_snapshot(
             bootstrap, prefix, ingress_topics, args.from_ms, show)
         shards = split(audit, alerts, by_digest, shard_count(len(by_digest), workers),
@@ -157,8 +165,6 @@ def run_replay(args: argparse.Namespace, settings: AuditSettings) -> int:
             outcomes = pool.run(jobs, bar.update)
         finally:
             bar.close()
-    finally:
-        pool.close()
 
     fingerprints = combine(report, outcomes, len(by_digest),
                            override.version if override else None)

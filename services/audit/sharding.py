@@ -14,11 +14,13 @@ decodable, are decoded here (or sent to shard 0 to be reported).
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -162,9 +164,32 @@ def _alert_head(raw: bytes | None) -> tuple[int, str] | None:
     return block, version
 
 
+@contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for a while.
+
+    Replay builds millions of objects (records, events, states, alerts) that live until it ends
+    and hold no reference cycles. The collector re-walked all of them at each of its full
+    passes, which grow with them: about a fifth of a 60,000-event replay's time. Plain
+    reference counting still frees everything else as it goes.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def replay_shard(job: ShardJob) -> ShardOutcome:
     """Decode, replay and compare one shard: everything `safehub audit replay` decides, for the
     shard's blocks. Pure apart from reading rules files."""
+    with cyclic_gc_paused():
+        return _replay_shard(job)
+
+
+def _replay_shard(job: ShardJob) -> ShardOutcome:
     report = ReplayReport()
     entries, _ = correlator_entries(job.shard.entries)
     emitted = emitted_alerts(job.shard.alerts, report)
