@@ -7,6 +7,7 @@ the broker side is tested in that file.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +24,7 @@ from safehub.services.audit.sharding import (
     ShardPool,
     _alert_head,
     combine,
+    cyclic_gc_paused,
     shard_count,
     split,
 )
@@ -150,3 +152,18 @@ def test_shard_count_grows_with_the_replay() -> None:
     assert shard_count(100, 2) == 8
     assert shard_count(1_000_000, 2) == 40
     assert shard_count(10**9, 2) == 1024
+
+
+def test_the_garbage_collector_is_paused_only_while_replaying() -> None:
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), cyclic_gc_paused():
+        assert not gc.isenabled()
+        raise RuntimeError("a failed replay")
+    assert gc.isenabled()  # restored, even after an error
+    gc.disable()
+    try:
+        with cyclic_gc_paused():
+            pass
+        assert not gc.isenabled()  # left off if it was off before
+    finally:
+        gc.enable()
