@@ -183,7 +183,9 @@ def _decision(a: CorrelatedAlert) -> tuple[object, ...]:
 def test_replay_of_the_demo_rederives_every_alert(demo: Demo, decisions: Decisions,
                                                   tmp_path: Path) -> None:
     # The journal accounts for every event published, and the core alone gives what was emitted.
-    assert len(decisions.accepted) == decisions.ingress_records == demo.published > 500
+    # Distinct events: one redelivered after a rebalance is journalled (harmlessly) twice.
+    accepted = len({e.digest for e in decisions.accepted})
+    assert accepted == decisions.ingress_records == demo.published > 500
     assert set(decisions.derive(load_rules(DEFAULT_RULES_PATH))) == set(decisions.emitted)
 
     report = tmp_path / "replay.json"

@@ -8,11 +8,12 @@ import time
 from collections.abc import Callable
 
 import pytest
+from kafka import KafkaAdminClient
 
 from safehub.bus import make_producer, send_all
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
 from tests.integration.test_correlator_golden import (  # noqa: F401 (fixtures)
-    audit_entries,
+    Correlator,
     correlator_factory,
     ingress_message,
     prefix,
@@ -40,7 +41,8 @@ def test_two_workers_share_partitions_and_survive_losing_one(
     b = correlator_factory(SAFEHUB_CORRELATOR_BATCH="40")
     a.start()
     b.start()
-    time.sleep(8)  # let both join the group before the data arrives
+    # Both in the group before the data arrives, so that the two share the partitions.
+    wait_for_members(kafka_bootstrap, f"{prefix}safehub-correlator", 2, 90, (a, b))
     producer = make_producer(kafka_bootstrap, "test-workers")
     half = len(events) // 2
     send_all(producer, [ingress_message(prefix, e) for e in events[:half]])
@@ -53,3 +55,23 @@ def test_two_workers_share_partitions_and_survive_losing_one(
     assert b.stop() == 0
     check_no_effect_lost(rules, events, *out.final())
     out.close()
+
+
+def wait_for_members(bootstrap: str, group: str, members: int, timeout: float,
+                     procs: tuple[Correlator, ...]) -> None:
+    """Until the consumer group is stable with `members` members."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="test-workers-admin")
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            info = admin.describe_groups([group])[group]
+            state, joined = info["group_state"], len(info["members"])
+            if state == "Stable" and joined == members:
+                return
+            assert all(p.alive() for p in procs), "a correlator exited while joining"
+            assert time.monotonic() < deadline, (
+                f"group {group} not stable with {members} members in {timeout} s: "
+                f"{state}, {joined} members")
+            time.sleep(0.5)
+    finally:
+        admin.close()

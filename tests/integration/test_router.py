@@ -28,6 +28,7 @@ from safehub.services.audit.journal import AuditJournal
 from safehub.services.router.service import Router
 from safehub.services.router.store import RouterStore
 from safehub.services.router.table import parse_routing_table
+from tests.integration.test_correlator_golden import partitions_of
 
 pytestmark = pytest.mark.integration
 HOUR = 3_600_000
@@ -78,10 +79,10 @@ class Harness:
         self.group = "router-" + uuid.uuid4().hex
         self.now = MON_10
         self.producer = make_producer(bootstrap, "test-router-in")
-        self.reader = make_consumer(
-            bootstrap, None,
-            [f"{prefix}alerts.{a}" for a in sorted(TABLE.receivers())] + [f"{prefix}audit"],
-            client_id="test-router-out")
+        self.reader = make_consumer(bootstrap, None, client_id="test-router-out")
+        outputs = [f"{prefix}alerts.{a}" for a in sorted(TABLE.receivers())] + [f"{prefix}audit"]
+        self.reader.assign([tp for t in outputs for tp in partitions_of(self.reader, t)])
+        self.reader.seek_to_beginning()
         self.routed: list[RoutedAlert] = []
         self.audit: list[AuditEntry] = []
 
@@ -109,15 +110,26 @@ class Harness:
             done += router.step(timeout_ms=200)
         router.step(timeout_ms=50)
 
-    def collect(self, seconds: float = 3) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            for tp, recs in self.reader.poll(timeout_ms=300).items():
-                for r in recs:
-                    if tp.topic.endswith("audit"):
-                        self.audit.append(decode(r.value, AuditEntry))
-                    else:
-                        self.routed.append(decode(r.value, RoutedAlert))
+    def collect(self, settle_s: float = 0.5) -> None:
+        """Read the outputs to their end offsets as they are now (the router has flushed its
+        sends when a step returns), then for `settle_s` more: a duplicate it should not have
+        sent would be there already, so that is only a margin."""
+        ends = self.reader.end_offsets(sorted(self.reader.assignment()))
+        deadline = time.monotonic() + 30
+        while any(self.reader.position(tp) < end for tp, end in ends.items()):
+            assert time.monotonic() < deadline, f"outputs not read to {ends} in 30 s"
+            self._poll()
+        settled = time.monotonic() + settle_s
+        while time.monotonic() < settled:
+            self._poll()
+
+    def _poll(self) -> None:
+        for tp, recs in self.reader.poll(timeout_ms=100).items():
+            for r in recs:
+                if tp.topic.endswith("audit"):
+                    self.audit.append(decode(r.value, AuditEntry))
+                else:
+                    self.routed.append(decode(r.value, RoutedAlert))
 
 
 @pytest.fixture
@@ -170,7 +182,7 @@ def test_routes_escalates_stops_on_ack_and_survives_restart(harness: Harness) ->
     harness.now = MON_10 + 2 * HOUR
     router = harness.router()
     harness.run_until(router, 3)
-    harness.collect(2)
+    harness.collect()
     assert len(harness.routed) == 3, "redelivery after a restart sent a duplicate"
 
     # One working day later: the unacknowledged ones escalate, the acknowledged one does not.
@@ -191,6 +203,6 @@ def test_routes_escalates_stops_on_ack_and_survives_restart(harness: Harness) ->
     router = harness.router()
     harness.now += 48 * HOUR
     router.step(timeout_ms=300)
-    harness.collect(2)
+    harness.collect()
     assert len([r for r in harness.routed if r.escalation_level == 1]) == 2
     router.close()

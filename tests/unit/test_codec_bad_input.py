@@ -158,7 +158,8 @@ def test_huge_collections_from_few_bytes_fail_fast_and_small():
             started = time.monotonic()
             err = refused(header + body[:arrays_at] + attack)
             assert err.field == "agencies"
-            assert time.monotonic() - started < 0.5
+            # Generous (tracemalloc slows everything, CI is shared): a hang would take minutes.
+            assert time.monotonic() - started < 5
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
