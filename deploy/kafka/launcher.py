@@ -117,9 +117,20 @@ class ClusterState:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports: each socket stays bound until all are chosen, so
+    the kernel cannot hand the same port out twice."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def _port_taken(port: int) -> bool:
@@ -244,7 +255,8 @@ class Cluster:
 
     def _layout(self, nodes: int, base_port: int | None) -> tuple[Node, ...]:
         if base_port is None:
-            return tuple(Node(i + 1, free_port(), free_port()) for i in range(nodes))
+            ports = free_ports(2 * nodes)
+            return tuple(Node(i + 1, ports[2 * i], ports[2 * i + 1]) for i in range(nodes))
         layout = tuple(
             Node(i + 1, base_port + i, base_port + 100 + i) for i in range(nodes)
         )
