@@ -78,11 +78,11 @@ def partitions_of(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
 
 
 class TopicReader:
-    """Reads a whole topic from the beginning, remembering its position between calls."""
+    """Reads whole topics from the beginning, remembering its position between calls."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, *topics: str) -> None:
         self.consumer: KafkaConsumer = make_consumer(bootstrap, None, client_id="test-reader")
-        self.consumer.assign(partitions_of(self.consumer, topic))
+        self.consumer.assign([tp for t in topics for tp in partitions_of(self.consumer, t)])
         self.consumer.seek_to_beginning()
         self.records: list = []
         self._decoded: list = []
@@ -100,9 +100,9 @@ class TopicReader:
         return self._decoded
 
     def read_to_end(self, timeout_s: float = 60.0) -> list:
-        """Everything on the topic up to its end offsets as of this call. One poll may return
-        only part of what is there (a fetch per partition, up to a size), so a check of a
-        whole topic reads to the end offsets instead."""
+        """Everything on the topics up to their end offsets as of this call. One poll may
+        return only part of what is there (a fetch per partition, up to a size), so a check of
+        a whole topic reads to the end offsets instead."""
         ends = self.consumer.end_offsets(sorted(self.consumer.assignment()))
         assert ends, "the reader has no partitions"
         deadline = time.monotonic() + timeout_s
@@ -204,6 +204,7 @@ def test_golden_scenarios_through_the_processor_give_the_cores_alerts(
         wait_until("alerts", lambda: len(correlated.poll()) >= total, 60, correlator)
         assert correlator.stop() == 0
         records = correlated.read_to_end()
+        audit.read_to_end()
     finally:
         producer.close()
 
@@ -221,7 +222,7 @@ def test_golden_scenarios_through_the_processor_give_the_cores_alerts(
         assert by_cluster(mine) == by_cluster(expected[s.name]), s.name
     assert not got
 
-    entries = [decode(r.value, AuditEntry) for r in audit.read_to_end()]
+    entries = audit_entries(audit)
     actions = Counter(e.action for e in entries)
     assert actions[AuditAction.EVENT_ACCEPTED] == sent
     assert actions[AuditAction.ALERT_EMITTED] == len(records)

@@ -100,8 +100,8 @@ class Outputs:
 
     def final(self) -> tuple[list, list[AuditEntry]]:
         """Every alert record and audit entry on the topics (once the correlator has stopped)."""
-        return (self.correlated.read_to_end(),
-                [decode(r.value, AuditEntry) for r in self.audit.read_to_end()])
+        self.audit.read_to_end()
+        return self.correlated.read_to_end(), audit_entries(self.audit)
 
     def close(self) -> None:
         self.audit.close()

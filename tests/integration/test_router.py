@@ -28,7 +28,7 @@ from safehub.services.audit.journal import AuditJournal
 from safehub.services.router.service import Router
 from safehub.services.router.store import RouterStore
 from safehub.services.router.table import parse_routing_table
-from tests.integration.test_correlator_golden import partitions_of
+from tests.integration.test_correlator_golden import TopicReader
 
 pytestmark = pytest.mark.integration
 HOUR = 3_600_000
@@ -79,10 +79,9 @@ class Harness:
         self.group = "router-" + uuid.uuid4().hex
         self.now = MON_10
         self.producer = make_producer(bootstrap, "test-router-in")
-        self.reader = make_consumer(bootstrap, None, client_id="test-router-out")
-        outputs = [f"{prefix}alerts.{a}" for a in sorted(TABLE.receivers())] + [f"{prefix}audit"]
-        self.reader.assign([tp for t in outputs for tp in partitions_of(self.reader, t)])
-        self.reader.seek_to_beginning()
+        self.reader = TopicReader(bootstrap, *(f"{prefix}alerts.{a}"
+                                                for a in sorted(TABLE.receivers())),
+                                  f"{prefix}audit")
         self.routed: list[RoutedAlert] = []
         self.audit: list[AuditEntry] = []
 
@@ -114,22 +113,16 @@ class Harness:
         """Read the outputs to their end offsets as they are now (the router has flushed its
         sends when a step returns), then for `settle_s` more: a duplicate it should not have
         sent would be there already, so that is only a margin."""
-        ends = self.reader.end_offsets(sorted(self.reader.assignment()))
-        deadline = time.monotonic() + 30
-        while any(self.reader.position(tp) < end for tp, end in ends.items()):
-            assert time.monotonic() < deadline, f"outputs not read to {ends} in 30 s"
-            self._poll()
+        seen = len(self.reader.records)
+        self.reader.read_to_end()
         settled = time.monotonic() + settle_s
         while time.monotonic() < settled:
-            self._poll()
-
-    def _poll(self) -> None:
-        for tp, recs in self.reader.poll(timeout_ms=100).items():
-            for r in recs:
-                if tp.topic.endswith("audit"):
-                    self.audit.append(decode(r.value, AuditEntry))
-                else:
-                    self.routed.append(decode(r.value, RoutedAlert))
+            self.reader.poll()
+        for r in self.reader.records[seen:]:
+            if r.topic.endswith("audit"):
+                self.audit.append(decode(r.value, AuditEntry))
+            else:
+                self.routed.append(decode(r.value, RoutedAlert))
 
 
 @pytest.fixture
