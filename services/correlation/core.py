@@ -202,10 +202,10 @@ def _cluster_order(c: Cluster) -> Key:
 
 def _insert(observations: tuple[Observation, ...], obs: Observation) -> tuple[Observation, ...]:
     """`observations` with `obs` in its place (they are sorted by time, then event id)."""
-    last = observations[-1]
-    if (last.occurred_at, last.event_id) < (obs.occurred_at, obs.event_id):
+    place = _order(obs)
+    if _order(observations[-1]) < place:
         return (*observations, obs)  # events mostly arrive in time order
-    at = bisect.bisect(observations, (obs.occurred_at, obs.event_id), key=_order)
+    at = bisect.bisect(observations, place, key=_order)
     return (*observations[:at], obs, *observations[at:])
 
 
@@ -353,7 +353,7 @@ def alert_for(rules: Rules, block: int, cluster: Cluster, peak: Assessment) -> C
         ["safehub-alert", cid, peak.tier.value, peak.rule, rules.version,
          *(o.event_id for o in evidence)]
     )
-    latest = max(evidence, key=lambda o: (o.occurred_at, o.event_id))
+    latest = max(evidence, key=_order)
     return CorrelatedAlert(
         alert_id=hashlib.sha256(cause.encode()).hexdigest()[:32],
         rules_version=rules.version,
