@@ -10,6 +10,7 @@ inbox every notification, the audit sink every entry.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,7 +45,6 @@ def create_demo_topics(
     Returns once a fresh client sees them all: a service that lists the ingress topics at
     start (the correlator) must not start before the broker's metadata has caught up.
     """
-    import time
 
     brokers = broker_count(bootstrap)
     specs = load_specs(sorted(set(agencies)), brokers, prefix=prefix)
@@ -180,7 +180,9 @@ def consumption(
         if totals[topic] == 0:
             continue
         if topic in positions:
-            if positions[topic]() < totals[topic]:
+            tp = TopicPartition(topic, 0)
+            if positions[topic]() < ends[tp] and positions[topic]() < record_end(bootstrap, tp,
+                                                                                ends[tp]):
                 behind.append(topic)
             continue
         topic_parts = [tp for tp in parts if tp.topic == topic]
@@ -193,6 +195,33 @@ def consumption(
     return dict(totals), behind
 
 
+def record_end(bootstrap: str, tp: TopicPartition, end: int) -> int:
+    """The offset after the partition's last committed record, which is below `end` when the
+    partition ends with a transaction marker (the correlator writes `audit` in transactions)."""
+    reader = make_consumer(bootstrap, None, client_id="safehub-demo-watch")
+    try:
+        reader.assign([tp])
+        window = 16
+        # An open transaction holds committed readers below `end` until it ends: not settled.
+        deadline = time.monotonic() + 5
+        while True:
+            start = max(0, end - window)
+            reader.seek(tp, start)
+            last = -1
+            while reader.position(tp) < end:
+                if time.monotonic() > deadline:
+                    return end
+                for record in reader.poll(timeout_ms=200).get(tp, []):
+                    last = record.offset
+            if last >= 0 or start == 0:
+                return last + 1
+            window *= 4
+    except KafkaError as exc:
+        raise BrokerError(f"cannot read the end of {tp.topic}: {exc}") from exc
+    finally:
+        reader.close()
+
+
 def wait_settled(
     bootstrap: str, prefix: str, deadline: float, quiet_s: float, check: Callable[[], None],
     positions: Positions | None = None,
@@ -201,8 +230,6 @@ def wait_settled(
 
     Returns the topics still not read to the end at the deadline (empty when settled).
     """
-    import time
-
     now, pause = time.monotonic, time.sleep
     last: dict[str, int] | None = None
     behind: list[str] = ["(not asked yet)"]

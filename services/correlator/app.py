@@ -9,11 +9,14 @@
   4-byte key. A block's state is logged to the changelog partition its events arrived on, so
   whichever worker owns the ingress partition recovers exactly that block's state.
 - Messages are taken in batches (`take_events`) and correlated in a child process on the
-  machine's other core (offload.py). For each batch, in order: dead letters, alerts and audit
-  entries are sent and acknowledged, then the blocks' states are written to the table and its
-  changelog (changelog.py) and acknowledged, and only then are the events acked; faust buffers
-  the next batch meanwhile (`Pipeline`).
-  Faust's exactly_once mode is not used: duplicates after a crash are harmless by design.
+  machine's other core (offload.py). For each batch, in order: dead letters are sent and
+  acknowledged; alerts, audit entries and the blocks' states (for the table's changelog) are
+  sent as one transaction and committed (outputs.py); the states are put in the table's store
+  (changelog.py); and only then are the events acked; faust buffers the next batch meanwhile
+  (`Pipeline`). Input offsets are committed by faust afterwards, outside the transaction
+  (faust's exactly_once mode is not used): an event redelivered after a crash is either in its
+  block's committed state, and changes nothing, or in nothing committed, and is correlated
+  again.
 - An error we cannot recover from (the broker not acknowledging, the child process gone) ends
   the process at once, without committing, so that the batch is redelivered on restart.
 """
@@ -37,7 +40,7 @@ from safehub.consumers.deadletter import DeadLetterSink
 from safehub.errors import SafehubError
 from safehub.services.correlation.rules import Rules
 from safehub.services.correlator import transport
-from safehub.services.correlator.changelog import ChangelogWriter
+from safehub.services.correlator.changelog import BlockStates
 from safehub.services.correlator.offload import Child, Reply
 from safehub.services.correlator.outputs import OutputWriter
 from safehub.services.correlator.processing import SERVICE, Incoming, block_key
@@ -92,10 +95,10 @@ class Throughput:
         now = time.monotonic()
         if now - self.since >= self.every_s:
             log.info("correlated %d events in %d batches in %.1f s (%.0f/s): processing %.1f s, "
-                     "sending alerts and audit entries %.1f s, saving block states %.1f s, "
-                     "largest lag %.2f s", self.events, self.batches, now - self.since,
-                     self.events / (now - self.since), self.process_s, self.send_s,
-                     self.save_s, self.lag_s)
+                     "committing alerts, audit entries and block states %.1f s, storing "
+                     "states and acking %.1f s, largest lag %.2f s", self.events, self.batches,
+                     now - self.since, self.events / (now - self.since), self.process_s,
+                     self.send_s, self.save_s, self.lag_s)
             self._reset()
 
 
@@ -141,7 +144,7 @@ def build_app(
         "blocks", default=None, key_type=bytes, value_type=bytes,
         partitions=settings.partitions, use_partitioner=True,
     )
-    changelog = ChangelogWriter(app, table)
+    states = BlockStates(table)
     holder: dict[str, Any] = {}
 
     def deadletters() -> DeadLetterSink:
@@ -153,7 +156,7 @@ def build_app(
         return sink
 
     outputs = OutputWriter(settings.bootstrap, SERVICE, settings.prefix + "correlated",
-                           settings.prefix + "audit")
+                           settings.prefix + "audit", settings.app_id)
 
     async def close_outputs(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         if "pipeline" in holder:
@@ -175,7 +178,7 @@ def build_app(
     async def correlate(stream: Any) -> None:
         if "pipeline" not in holder:
             holder["pipeline"] = Pipeline(app, table, Child(rules, settings.prefix), outputs,
-                                          changelog, deadletters, clock_ms, stats)
+                                          states, deadletters, clock_ms, stats)
         pipeline: Pipeline = holder["pipeline"]
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
             for e in events:
@@ -197,23 +200,24 @@ class Pipeline:
     """Batches through the child process (offload.py), then out to the broker, in order.
 
     While the child works on a batch, faust buffers the next one and the previous batch's
-    results are sent. Per batch, strictly in this order: dead letters are sent, then alerts and
-    audit entries, and acknowledged; then the blocks' states are written to the table and its
-    changelog and acknowledged; only then are the batch's events acked (so their offsets may
-    be committed). Batches are flushed one at a time in submission order, so audit entries and
-    states keep the processing order. At most `DEPTH` batches are outstanding.
+    results are sent. Per batch, strictly in this order: dead letters are sent and
+    acknowledged; then alerts, audit entries and the blocks' states in one committed
+    transaction; then the states go into the table's store; only then are the batch's events
+    acked (so their offsets may be committed). Batches are flushed one at a time in submission
+    order, so audit entries and states keep the processing order. At most `DEPTH` batches are
+    outstanding.
     """
 
     DEPTH = 2
 
     def __init__(self, app: Any, table: Any, child: Child, outputs: OutputWriter,
-                 changelog: ChangelogWriter, deadletters: Callable[[], DeadLetterSink],
+                 states: BlockStates, deadletters: Callable[[], DeadLetterSink],
                  clock_ms: Callable[[], int], stats: Throughput) -> None:
         self._app = app
         self._table = table
         self._child = child
         self._outputs = outputs
-        self._changelog = changelog
+        self._states = states
         self._deadletters = deadletters
         self._clock_ms = clock_ms
         self._stats = stats
@@ -259,15 +263,13 @@ class Pipeline:
             for rejected in reply.rejected:
                 # Rare, and each must be on `deadletter` before its EVENT_DEADLETTERED entry.
                 self._deadletters().send_record(batch[rejected.index], rejected.error())
-            await self._outputs.write(reply.alerts, reply.audit)
-            t2 = time.perf_counter()
             partition_of = {m.key: m.partition for m in batch}
-            records = []
-            for block, raw in reply.states.items():
-                key = block_key(block)
-                self._basis[block] = raw
-                records.append((partition_of[key], key, raw))
-            await self._changelog.write(records)
+            records = [(partition_of[key], key, raw)
+                       for key, raw in ((block_key(b), raw) for b, raw in reply.states.items())]
+            await self._outputs.write(reply.alerts, reply.audit, self._states.topic, records)
+            self._states.store(records)
+            self._basis.update(reply.states)
+            t2 = time.perf_counter()
         except asyncio.CancelledError:
             raise  # shutting down: the batch is not acked, so it is redelivered
         except (SafehubError, OSError) as exc:

@@ -1,22 +1,38 @@
-"""The correlator's alerts and audit entries, sent a record batch at a time on faust's loop.
+"""A batch's alerts, audit entries and block states, sent as one Kafka transaction.
 
-The other services send through kafka-python (safehub.bus), whose per-record `send` and
-network thread run Python code for every record. In the correlator, which writes an audit
+Why one transaction. The auditors' replay follows the journal (`audit`): every event it shows
+accepted must be in its block's state from then on. Sent separately, a worker killed after its
+audit entries were acknowledged but before the block states were saved came back with states
+that lacked events the journal shows accepted; the events were redelivered, but events of the
+same block from other topics could overtake them, and were correlated without them (seen in
+CI, test_correlator_recovery.py and test_correlator_workers.py). In one transaction the
+journal, `correlated` and the table's changelog either all have the batch or none has it, so
+the state a worker recovers is exactly what the journal says. Every reader of those topics reads
+committed records only (safehub.bus, the auditor, the table's recovery: transport.py).
+
+A worker killed mid-transaction leaves it open; the broker aborts it after
+TRANSACTION_TIMEOUT_MS, and until then committed readers of the partitions it touched wait.
+Each worker process has its own transactional id, so a restarted worker does not fence its
+dead predecessor's transaction but lets it time out.
+
+Sending. The other services send through kafka-python (safehub.bus), whose per-record `send`
+and network thread run Python code for every record. In the correlator, which writes an audit
 entry for every event, that path and its thread's share of the GIL took about a fifth of the
-worker's time. Here an idempotent aiokafka producer (acks=all, as in safehub.bus) on the worker's
-own event loop takes whole batches built by aiokafka's BatchBuilder (compiled code).
+worker's time. Here an aiokafka producer (acks=all) on the worker's own event loop takes whole
+record batches built by aiokafka's BatchBuilder (compiled code).
 
 Order: the `audit` topic has one partition, and its order is the processing order the auditors'
-replay follows. Entries go to partition 0 in the order given, and `write` returns only when
-all are acknowledged, so one batch's entries are on the log before the next batch's are sent;
-the idempotent producer keeps the order within a write across retries. Alerts go to the
-partition of `correlated` that kafka-python's producers would pick for the same key (murmur2),
-so one cluster's alerts stay in order on one partition.
+replay follows. Entries go to partition 0 in the order given, and `write` returns only when the
+transaction is committed, so one batch's entries are on the log before the next batch's are
+sent. Alerts go to the partition of `correlated` that kafka-python's producers would pick for
+the same key (murmur2), so one cluster's alerts stay in order on one partition. A block's state
+goes to the changelog partition its events arrived on (app.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,15 +42,17 @@ from aiokafka.partitioner import DefaultPartitioner
 from safehub.errors import BrokerError
 
 AUDIT_PARTITION = 0
+TRANSACTION_TIMEOUT_MS = 10_000
 
 
 class OutputWriter:
     def __init__(self, bootstrap: str, client_id: str, correlated_topic: str,
-                 audit_topic: str) -> None:
+                 audit_topic: str, transactional_prefix: str) -> None:
         self._bootstrap = bootstrap
         self._client_id = client_id
         self._correlated = correlated_topic
         self._audit = audit_topic
+        self._transactional_id = f"{transactional_prefix}-{uuid.uuid4().hex}"
         self._producer: AIOKafkaProducer | None = None
         self._partitions: list[int] = []
         self._partitioner = DefaultPartitioner()
@@ -44,6 +62,8 @@ class OutputWriter:
             producer = AIOKafkaProducer(
                 bootstrap_servers=self._bootstrap, client_id=self._client_id,
                 acks="all", enable_idempotence=True, linger_ms=0,
+                transactional_id=self._transactional_id,
+                transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
             )
             await producer.start()
             partitions = await producer.partitions_for(self._correlated)
@@ -53,26 +73,31 @@ class OutputWriter:
             self._producer, self._partitions = producer, sorted(partitions)
         return self._producer
 
-    async def write(self, alerts: Sequence[tuple[bytes, bytes]], audit: Sequence[bytes]) -> None:
-        """Send alerts (key, value) and audit entries; return once all are acknowledged."""
-        if not alerts and not audit:
+    async def write(self, alerts: Sequence[tuple[bytes, bytes]], audit: Sequence[bytes],
+                    states_topic: str, states: Sequence[tuple[int, bytes, bytes]]) -> None:
+        """Send alerts (key, value), audit entries and block states (partition, key, value) in
+        one transaction; return once it is committed."""
+        if not alerts and not audit and not states:
             return
         try:
             producer = await self._started()
-            by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
-            for key, value in alerts:
-                p = self._partitioner(key, self._partitions, self._partitions)
-                by_partition.setdefault(p, []).append((key, value))
-            delivered: list[Any] = []
-            for p, records in by_partition.items():
-                delivered += await send_in_batches(producer, self._correlated, p, records)
-            delivered += await send_in_batches(producer, self._audit, AUDIT_PARTITION,
-                                               [(None, v) for v in audit])
-            await asyncio.gather(*delivered)
+            async with producer.transaction():
+                by_partition: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = {}
+                for key, value in alerts:
+                    p = self._partitioner(key, self._partitions, self._partitions)
+                    by_partition.setdefault((self._correlated, p), []).append((key, value))
+                by_partition[(self._audit, AUDIT_PARTITION)] = [(None, v) for v in audit]
+                for p, key, value in states:
+                    by_partition.setdefault((states_topic, p), []).append((key, value))
+                delivered: list[Any] = []
+                for (topic, p), records in by_partition.items():
+                    delivered += await send_in_batches(producer, topic, p, records)
+                await asyncio.gather(*delivered)
         except BrokerError:
             raise
         except Exception as exc:  # aiokafka's errors have no common base besides Exception
-            raise BrokerError(f"alerts or audit entries not acknowledged: {exc}") from exc
+            raise BrokerError(f"alerts, audit entries or block states not committed: {exc}") \
+                from exc
 
     async def close(self) -> None:
         if self._producer is not None:

@@ -8,8 +8,9 @@ Two stalls were seen with two workers when one is killed, neither with an error:
   processed and acked behind it. Seen in tests/integration/test_correlator_workers.py:
   committed offset 187 while offsets up to 350 were read and 160 of them acked, forever.
 
-A third, the worst, is refused in transport.py: faust counted skipped offsets as done and
-committed past events that were never correlated; now such a gap is a hole, re-read here.
+transport.py now keeps faust from delivering a partition's records out of order (the cause of
+most holes), and refuses to count offsets faust skipped as done; this watch remains the last
+resort for a hole that still gets past both.
 
 All of this reaches into faust's consumer internals, so the checks act only when faust says no
 rebalance or recovery is in progress, and log what they do. A hole is re-read by seeking the

@@ -1,4 +1,4 @@
-"""faust's aiokafka transport with a short fetch wait, and no commit past skipped offsets.
+"""faust's aiokafka transport with a short fetch wait, and every partition read in order.
 
 faust-streaming builds its aiokafka consumer with `fetch_max_wait_ms=1500`, fixed in its
 driver. aiokafka keeps at most one fetch in flight per broker and leaves out of it every
@@ -7,42 +7,172 @@ partitions, the fetch already in flight asks only for the quiet ones and the bro
 for up to 1.5 s before the busy partitions can be fetched again. Measured at 1,000 events/s in
 bench/latency_bench.py: batches waited up to 2-3 s for records already on the broker. Here the
 wait is FETCH_MAX_WAIT_MS; an idle worker then sends a few more (empty) fetches a second.
+
+Reading in order. The correlator's state of a block must hold every event of the block's
+partition before the next one is correlated: the auditors' replay follows the journal, and an
+event correlated ahead of an earlier one it never saw raises different alerts. faust can skip
+records without noticing:
+- its `getmany` stops iterating a fetched batch when a rebalance starts and drops the rest,
+  while aiokafka's position has already moved past them;
+- after the rebalance it seeks back to the committed offsets, but aiokafka's
+  `seek_to_committed` seeks only partitions whose committed offset is above 0, so a partition
+  with no commit yet carries on from the moved position.
+Seen in CI: a restarted worker correlated offsets 0-13 and then 57 onwards of every partition,
+so events the killed worker had journalled but not saved were overtaken by later ones. Here
+each partition's next offset is known (`NextOffsets`): a record past it is not delivered, and
+the partition is sought back to it; and partitions without a committed offset are sought to
+their beginning after every rebalance, as the committed ones are to their commit.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiokafka
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from mode import Service
 
 log = logging.getLogger(__name__)
 FETCH_MAX_WAIT_MS = 100
+MARKER_CHECK_S = 1.0
 
 
 class PromptConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
-        # aiokafka reads this when the consumer starts and builds its fetcher.
+        # aiokafka reads these when the consumer starts and builds its fetcher. The table's
+        # changelog is written in transactions (outputs.py): recovery must not apply the states
+        # of an aborted one.
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        consumer._isolation_level = "read_committed"
         return consumer
 
 
+class NextOffsets:
+    """The offset each partition must deliver next, and what to do with a record that is not it.
+
+    `admit` returns the offset to re-read the partition from when records before this one were
+    skipped. The log itself may have no record at an offset (a transaction marker, compaction):
+    then re-reading finds the same hole again, and the second time it is let through.
+    """
+
+    def __init__(self) -> None:
+        self._next: dict[Any, int] = {}
+        self._reread: dict[Any, int] = {}  # partition -> the offset it was sought back to
+        self.genuine: set[tuple[Any, int]] = set()  # (partition, offset) holes in the log
+
+    def reset(self, tp: Any, offset: int) -> None:
+        self._next[tp] = offset
+
+    def keep_only(self, tps: set[Any]) -> None:
+        """Forget partitions no longer assigned."""
+        for tp in [tp for tp in self._next if tp not in tps]:
+            del self._next[tp]
+            self._reread.pop(tp, None)
+
+    def admit(self, tp: Any, offset: int) -> int | None:
+        expected = self._next.get(tp)
+        if expected is not None and offset > expected:
+            if self._reread.get(tp) != expected:
+                self._reread[tp] = expected
+                return expected
+            self.genuine.add((tp, offset))
+        self._reread.pop(tp, None)
+        if expected is None or offset >= expected:
+            self._next[tp] = offset + 1
+        return None
+
+
 class PromptConsumer(faust_aiokafka.Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.next_offsets = NextOffsets()
+
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return PromptConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+        acked = self.app.topics.acks_enabled_for  # ingress yes; the table's changelog no
+        holes: set[Any] = set()
+        async for tp, message in super().getmany(timeout):
+            if tp in holes:
+                continue  # the rest of this partition's batch comes again after the seek
+            if acked(tp.topic):
+                reread_from = self.next_offsets.admit(tp, message.offset)
+                if reread_from is not None:
+                    log.warning("%s[%d]: offset %d delivered before %d-%d; re-reading from %d",
+                                tp.topic, tp.partition, message.offset, reread_from,
+                                message.offset - 1, reread_from)
+                    holes.add(tp)
+                    await self.seek(tp, reread_from)
+                    continue
+            yield tp, message
+
+    async def seek(self, partition: Any, offset: int) -> None:
+        await super().seek(partition, offset)
+        self.next_offsets.reset(partition, offset)
+
+    async def perform_seek(self) -> None:
+        """Seek every ingress partition to its committed offset, or its beginning if none."""
+        await super().perform_seek()  # aiokafka seeks only commits above 0
+        acked = self.app.topics.acks_enabled_for
+        tps = {tp for tp in self.assignment() if acked(tp.topic)}
+        self.next_offsets.keep_only(tps)
+        unsought = [tp for tp in tps if not self._committed_offset.get(tp)]
+        earliest = await self.earliest_offsets(*unsought) if unsought else {}
+        for tp in tps:
+            committed = self._committed_offset.get(tp)
+            if committed:
+                self.next_offsets.reset(tp, committed)
+            elif tp in earliest:
+                await self.seek(tp, earliest[tp])
+
+    @Service.task
+    async def _recover_past_markers(self) -> None:
+        """Let table recovery end when only transaction markers are left to read.
+
+        The changelog is written in transactions (outputs.py), so each partition ends with a
+        commit or abort marker: an offset that holds no record. faust's recovery waits to have
+        read up to the partition's last offset, which it never gets, and would wait forever.
+        faust has this very check for its own transactions (`detect_aborted_tx` in
+        faust.tables.recovery), run only in its exactly_once mode, which the correlator does not
+        use: a partition whose read position has passed its last offset is marked recovered,
+        and faust ends recovery at its next 5 s poll. A task of the consumer, because the app's
+        timers start only after the first recovery.
+        """
+        while not self.should_stop:
+            await self.sleep(MARKER_CHECK_S)
+            tables: Any = self.app.tables  # TableManager; its type stub lacks `recovery`
+            recovery = tables.recovery
+            if not recovery.in_recovery:
+                continue
+            offsets = recovery.active_offsets
+            for tp, last in list(recovery.active_highwaters.items()):
+                seen = offsets.get(tp)
+                if last is None or seen is None or seen >= last:
+                    continue
+                position = await self.position(tp)
+                if position is not None and position > last:
+                    log.info("%s[%d]: recovered up to its transaction marker at %d",
+                             tp.topic, tp.partition, last)
+                    offsets[tp] = last
+
     async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
-        """Refuse to treat skipped offsets of an acked topic as done.
+        """Treat skipped offsets as done only when the log has no record there.
 
         faust counts offsets it never received as acknowledged ("gaps", for compacted or
-        transactional topics), so its commit moves past them. Our ingress topics are neither,
-        so a gap is messages lost inside faust during a rebalance: seen in
+        transactional topics), so its commit moves past them. A hole that NextOffsets did not
+        find in the log itself is messages lost inside faust: seen in
         tests/integration/test_correlator_workers.py, two events committed past and never
         correlated. Left unrecorded, the gap holds the commit at the first missing offset, and
         stalls.StallWatch re-reads the partition from there.
         """
+        if (tp, offset_to) in self.next_offsets.genuine:
+            self.next_offsets.genuine.discard((tp, offset_to))
+            await super()._add_gap(tp, offset_from, offset_to)
+            return
         log.warning("%s[%d]: offsets %d-%d skipped by the consumer; not committing past them",
                     tp.topic, tp.partition, offset_from, offset_to)
 

@@ -140,11 +140,14 @@ def commit_batches(
     """Commit the offsets after the last record of each polled partition.
 
     Call it only once everything the records caused is stored or acknowledged: a redelivery
-    after a failed commit is then a no-op for an idempotent sink.
+    after a failed commit is then a no-op for an idempotent sink. The consumer's position may
+    be past the last record: over the marker that ends a transaction (the correlator writes
+    `correlated` in transactions), which is committed past too, so that a group that has read
+    everything has committed the topic's end offset.
     """
     if not batches:
         return
-    offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)
+    offsets = {tp: OffsetAndMetadata(max(records[-1].offset + 1, consumer.position(tp)), "", -1)
                for tp, records in batches.items()}
     try:
         consumer.commit(offsets)

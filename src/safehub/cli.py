@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -60,8 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # mode's errors are kept: an agent that crashes is restarted by faust, and only says so there.
     for noisy in ("kafka", "aiokafka"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    # SAFEHUB_FAUST_LOGLEVEL=INFO shows faust's rebalances and recovery, for diagnosis.
     for framework in ("faust", "mode"):
-        logging.getLogger(framework).setLevel(logging.ERROR)
+        logging.getLogger(framework).setLevel(os.environ.get("SAFEHUB_FAUST_LOGLEVEL", "ERROR"))
     run = getattr(args, "_run", None)
     if run is None:
         parser.print_help()

@@ -1,0 +1,59 @@
+"""The correlator reads each ingress partition in order: a record past the next offset is held
+back and the partition re-read, unless the log itself has no record there."""
+
+from safehub.services.correlator.transport import NextOffsets
+
+TP = ("ingress.police", 0)
+OTHER = ("ingress.police", 1)
+
+
+def test_records_in_order_are_admitted_and_a_skip_asks_for_a_re_read() -> None:
+    offsets = NextOffsets()
+    offsets.reset(TP, 14)
+    assert [offsets.admit(TP, o) for o in (14, 15, 16)] == [None, None, None]
+    # faust dropped 17-56 during a rebalance: 57 must not overtake them.
+    assert offsets.admit(TP, 57) == 17
+    # After the seek back, the partition is read from 17 and nothing is genuine.
+    offsets.reset(TP, 17)
+    assert [offsets.admit(TP, o) for o in range(17, 58)] == [None] * 41
+    assert offsets.genuine == set()
+
+
+def test_a_hole_found_again_after_the_re_read_is_in_the_log_and_let_through() -> None:
+    offsets = NextOffsets()
+    offsets.reset(TP, 5)
+    assert offsets.admit(TP, 7) == 5  # offset 5 is a transaction marker, say
+    offsets.reset(TP, 5)
+    assert offsets.admit(TP, 7) is None
+    assert offsets.genuine == {(TP, 7)}
+    assert offsets.admit(TP, 8) is None
+    # A later, different hole is re-read again.
+    assert offsets.admit(TP, 20) == 9
+
+
+def test_partitions_are_independent_and_unknown_ones_start_anywhere() -> None:
+    offsets = NextOffsets()
+    assert offsets.admit(OTHER, 100) is None  # no known position: nothing to compare with
+    offsets.reset(TP, 0)
+    assert offsets.admit(TP, 0) is None
+    assert offsets.admit(OTHER, 101) is None
+    assert offsets.admit(OTHER, 103) == 102
+    assert offsets.admit(TP, 1) is None
+
+
+def test_a_redelivered_record_does_not_move_the_next_offset_back() -> None:
+    offsets = NextOffsets()
+    offsets.reset(TP, 10)
+    assert offsets.admit(TP, 10) is None
+    assert offsets.admit(TP, 11) is None
+    assert offsets.admit(TP, 10) is None  # a duplicate: the sinks and the state drop it
+    assert offsets.admit(TP, 13) == 12
+
+
+def test_revoked_partitions_are_forgotten() -> None:
+    offsets = NextOffsets()
+    offsets.reset(TP, 3)
+    offsets.reset(OTHER, 4)
+    offsets.keep_only({OTHER})
+    assert offsets.admit(TP, 50) is None  # unknown again
+    assert offsets.admit(OTHER, 6) == 4
