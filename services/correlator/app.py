@@ -264,8 +264,8 @@ class Pipeline:
                 # Rare, and each must be on `deadletter` before its EVENT_DEADLETTERED entry.
                 self._deadletters().send_record(batch[rejected.index], rejected.error())
             partition_of = {m.key: m.partition for m in batch}
-            records = [(partition_of[key], key, raw)
-                       for key, raw in ((block_key(b), raw) for b, raw in reply.states.items())]
+            keys = {block: block_key(block) for block in reply.states}
+            records = [(partition_of[keys[b]], keys[b], raw) for b, raw in reply.states.items()]
             await self._outputs.write(reply.alerts, reply.audit, self._states.topic, records)
             self._states.store(records)
             self._basis.update(reply.states)
