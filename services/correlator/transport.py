@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiokafka
+from aiokafka.errors import IllegalStateError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode import Service
 
@@ -85,13 +86,44 @@ class NextOffsets:
         return None
 
 
+def recovery_complete(last: int, applied: int | None, fetched: int | None,
+                      read_to: int | None) -> bool:
+    """Whether a changelog partition whose last offset `last` is a transaction marker is
+    recovered: fetches have read past `last` (`read_to`, the position after them), and
+    recovery has applied the last record they returned (`fetched`), if they returned any."""
+    if read_to is None or read_to <= last:
+        return False
+    return fetched is None or applied == fetched
+
+
 class PromptConsumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.next_offsets = NextOffsets()
+        # Per changelog partition: the last record's offset fetched, and the position after
+        # the last fetch during recovery.
+        self._fetched: dict[Any, int] = {}
+        self._read_to: dict[Any, int | None] = {}
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return PromptConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _getmany(self, active_partitions: Any, timeout: float) -> Any:
+        records = await super()._getmany(active_partitions, timeout)
+        acked = self.app.topics.acks_enabled_for
+        for tp, fetched in records.items():
+            if fetched and not acked(tp.topic):
+                self._fetched[tp] = fetched[-1].offset
+        tables: Any = self.app.tables  # TableManager; its type stub lacks `recovery`
+        if tables.recovery.in_recovery:
+            # Fetches run one at a time, and only they move positions: these hold until the next.
+            assigned = self.assignment()
+            for tp in list(tables.recovery.active_highwaters):
+                try:
+                    self._read_to[tp] = await self.position(tp) if tp in assigned else None
+                except IllegalStateError:  # revoked meanwhile: recovery restarts after it
+                    self._read_to[tp] = None
+        return records
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
         acked = self.app.topics.acks_enabled_for  # ingress yes; the table's changelog no
@@ -135,12 +167,17 @@ class PromptConsumer(faust_aiokafka.Consumer):
 
         The changelog is written in transactions (outputs.py), so each partition ends with a
         commit or abort marker: an offset that holds no record. faust's recovery waits to have
-        read up to the partition's last offset, which it never gets, and would wait forever.
-        faust has this very check for its own transactions (`detect_aborted_tx` in
-        faust.tables.recovery), run only in its exactly_once mode, which the correlator does not
-        use: a partition whose read position has passed its last offset is marked recovered,
-        and faust ends recovery at its next 5 s poll. A task of the consumer, because the app's
-        timers start only after the first recovery.
+        applied the partition's last offset, which it never gets, and would wait forever. faust
+        has a check for its own transactions (`detect_aborted_tx` in faust.tables.recovery),
+        run only in its exactly_once mode, which the correlator does not use.
+
+        aiokafka's position passes the marker as soon as the last records are fetched, while
+        faust may still have thousands of them queued to apply. Ending recovery on the position
+        alone (as this did until CI caught it in test_correlator_recovery.py) let the worker
+        correlate on states that lacked events the journal showed accepted. So recovery is
+        ended here only once a fetch has passed the marker and recovery has applied the last
+        record the fetches returned (`recovery_complete`).
+        A task of the consumer, because the app's timers start only after the first recovery.
         """
         while not self.should_stop:
             await self.sleep(MARKER_CHECK_S)
@@ -150,11 +187,10 @@ class PromptConsumer(faust_aiokafka.Consumer):
                 continue
             offsets = recovery.active_offsets
             for tp, last in list(recovery.active_highwaters.items()):
-                seen = offsets.get(tp)
-                if last is None or seen is None or seen >= last:
+                applied = offsets.get(tp)
+                if last is None or (applied is not None and applied >= last):
                     continue
-                position = await self.position(tp)
-                if position is not None and position > last:
+                if recovery_complete(last, applied, self._fetched.get(tp), self._read_to.get(tp)):
                     log.info("%s[%d]: recovered up to its transaction marker at %d",
                              tp.topic, tp.partition, last)
                     offsets[tp] = last

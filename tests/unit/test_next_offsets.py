@@ -1,7 +1,8 @@
 """The correlator reads each ingress partition in order: a record past the next offset is held
-back and the partition re-read, unless the log itself has no record there."""
+back and the partition re-read, unless the log itself has no record there. Table recovery ends
+at a trailing transaction marker only once every record read before it has been applied."""
 
-from safehub.services.correlator.transport import NextOffsets
+from safehub.services.correlator.transport import NextOffsets, recovery_complete
 
 TP = ("ingress.police", 0)
 OTHER = ("ingress.police", 1)
@@ -57,3 +58,15 @@ def test_revoked_partitions_are_forgotten() -> None:
     offsets.keep_only({OTHER})
     assert offsets.admit(TP, 50) is None  # unknown again
     assert offsets.admit(OTHER, 6) == 4
+
+
+def test_recovery_ends_only_once_every_record_fetched_is_applied() -> None:
+    # The changelog partition's last offset, 580, is a commit marker; fetches read past it.
+    assert recovery_complete(580, applied=579, fetched=579, read_to=581)
+    # The last records were fetched but 200 of them are still queued in faust.
+    assert not recovery_complete(580, applied=379, fetched=579, read_to=581)
+    # Not read up to the marker yet, or not known how far.
+    assert not recovery_complete(580, applied=570, fetched=570, read_to=571)
+    assert not recovery_complete(580, applied=-1, fetched=None, read_to=None)
+    # Only aborted transactions in the partition: nothing fetched, nothing to apply.
+    assert recovery_complete(3, applied=-1, fetched=None, read_to=4)
