@@ -26,6 +26,7 @@ from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
 from safehub.services.correlator.app import CorrelatorSettings, build_app, ingress_pattern
 
 log = logging.getLogger(__name__)
+READY = "tables recovered, correlating"
 
 
 def _int(name: str, default: int, minimum: int = 1) -> int:
@@ -95,9 +96,15 @@ def run(args: argparse.Namespace) -> int:
     app = build_app(settings, rules, topics, wall_clock_ms)
     import faust
 
+    class Worker(faust.Worker):
+        async def on_startup_finished(self) -> None:
+            await super().on_startup_finished()
+            # For operators: the worker's tables are recovered and it is correlating.
+            log.info("correlator %s: %s", settings.app_id, READY)
+
     # SAFEHUB_FAUST_LOGLEVEL=INFO shows faust's rebalances and recovery, for diagnosis.
-    worker = faust.Worker(app, loglevel=os.environ.get("SAFEHUB_FAUST_LOGLEVEL", "WARNING"),
-                          quiet=True, redirect_stdouts=False, override_logging=False)
+    worker = Worker(app, loglevel=os.environ.get("SAFEHUB_FAUST_LOGLEVEL", "WARNING"),
+                    quiet=True, redirect_stdouts=False, override_logging=False)
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

@@ -26,6 +26,7 @@ from safehub.schemas.records import AuditEntry, CorrelatedAlert, IngressEvent
 from safehub.schemas.vocabulary import AuditAction
 from safehub.services.correlation.core import initial_state, step
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
+from safehub.services.correlator.command import READY
 from tests.golden.scenarios import all_scenarios, describe
 
 pytestmark = pytest.mark.integration
@@ -48,10 +49,14 @@ class Correlator:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        self._ready_before = self._readies()
         out = self.log.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "safehub.cli", "correlator"], env=self.env,
             stdout=out, stderr=subprocess.STDOUT)
+
+    def _readies(self) -> int:
+        return self.log.read_text().count(READY) if self.log.exists() else 0
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -59,7 +64,14 @@ class Correlator:
         self.proc.wait(30)
 
     def stop(self) -> int:
+        """Stop the worker gracefully, once it is running: a SIGTERM that comes before faust
+        has installed its signal handlers (say, right after a restart whose work was already
+        done) kills the process instead."""
         assert self.proc is not None
+        deadline = time.monotonic() + 120
+        while self._readies() == self._ready_before and self.proc.poll() is None:
+            assert time.monotonic() < deadline, "the correlator never finished starting"
+            time.sleep(0.1)
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(60)
 
