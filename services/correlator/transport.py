@@ -116,7 +116,8 @@ class PromptConsumer(faust_aiokafka.Consumer):
                 self._fetched[tp] = fetched[-1].offset
         tables: Any = self.app.tables  # TableManager; its type stub lacks `recovery`
         if tables.recovery.in_recovery:
-            # Fetches run one at a time, and only they move positions: these hold until the next.
+            # Fetches run one at a time and positions move as they return records (or by a
+            # seek, after which the next fetch refreshes these), so each holds until the next.
             assigned = self.assignment()
             for tp in list(tables.recovery.active_highwaters):
                 try:
