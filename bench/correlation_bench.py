@@ -44,6 +44,7 @@ from safehub.schemas.vocabulary import AuditAction, Sector, Sign, Vulnerability
 from safehub.services.correlation import snapshot
 from safehub.services.correlation.core import BlockState, initial_state, step
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
+from safehub.services.correlator.command import DEFAULT_BATCH
 
 AGENCIES = {"police-b": Sector.POLICE, "health-b": Sector.HEALTH, "school-b": Sector.EDUCATION}
 BLOCKS = 4096
@@ -192,12 +193,20 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=60_000)
     parser.add_argument("--core-events", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3, help="processor runs (median kept)")
     args = parser.parse_args()
     bootstrap = os.environ.get("SAFEHUB_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
     load_before = os.getloadavg()[0]
     results: dict[str, dict[str, object]] = {"core": bench_core(args.core_events)}
     print(json.dumps(results["core"], indent=2))
-    results["processor"] = bench_processor(bootstrap, args.events)
+    # The machine is shared and noisy: the median of a few runs, with every run kept.
+    runs = sorted((bench_processor(bootstrap, args.events) for _ in range(args.runs)),
+                  key=lambda r: r["processor_events_per_s"])
+    results["processor"] = {
+        **runs[len(runs) // 2],
+        "processor_events_per_s_runs": [r["processor_events_per_s"] for r in runs],
+        "batch_max": int(os.environ.get("SAFEHUB_CORRELATOR_BATCH", DEFAULT_BATCH)),
+    }
     print(json.dumps(results["processor"], indent=2))
     results["machine"] = {
         "cpus": os.cpu_count(),
