@@ -47,6 +47,7 @@ class Correlator:
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None
+        self._ready_before = 0  # "ready" lines in the log before the latest start
 
     def start(self) -> None:
         self._ready_before = self._readies()
@@ -56,7 +57,7 @@ class Correlator:
             stdout=out, stderr=subprocess.STDOUT)
 
     def _readies(self) -> int:
-        return self.log.read_text().count(READY) if self.log.exists() else 0
+        return self.log.read_text(errors="replace").count(READY) if self.log.exists() else 0
 
     def kill(self) -> None:
         assert self.proc is not None
