@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 from kafka import KafkaAdminClient
+from kafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailableError
 
 from safehub.bus import make_producer, send_all
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
@@ -64,8 +65,12 @@ def wait_for_members(bootstrap: str, group: str, members: int, timeout: float,
     deadline = time.monotonic() + timeout
     try:
         while True:
-            info = admin.describe_groups([group])[group]
-            state, joined = info["group_state"], len(info["members"])
+            try:
+                info = admin.describe_groups([group])[group]
+                state, joined = info["group_state"], len(info["members"])
+            except (CoordinatorNotAvailableError, CoordinatorLoadInProgressError) as exc:
+                # A new group's coordinator may still be loading (seen on a loaded machine).
+                state, joined = type(exc).__name__, 0
             if state == "Stable" and joined == members:
                 return
             assert all(p.alive() for p in procs), "a correlator exited while joining"
