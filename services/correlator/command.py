@@ -18,6 +18,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from kafka.errors import KafkaError
 
@@ -102,6 +103,11 @@ def run(args: argparse.Namespace) -> int:
     import faust
 
     class Worker(faust.Worker):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # faust's terminal spinner writes cursor escapes into the service's log.
+            self.spinner = None
+
         async def on_startup_finished(self) -> None:
             await super().on_startup_finished()
             # For operators: the worker's tables are recovered and it is correlating.
