@@ -8,13 +8,15 @@ real Publishers at a paced rate (default 1,000 events/s). Each child gets three 
 agencies, so each child raises two alerts (emerging at the second sign, high at the third).
 For every alert, latency = the inbox row's received_at (the inbox's clock, just before its
 commit) - the wall-clock moment the publisher was called for the newest event in the alert's
-evidence. Same machine, same clock. Writes bench/results/latency.json; target p99 < 1 s.
+evidence. Same machine, same clock. Writes bench/results/latency.json: the run with the median
+p99 of `--runs` whole runs (default 3), with every run's p50 and p99; target p99 < 1 s.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import signal
@@ -24,6 +26,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from kafka import KafkaConsumer, TopicPartition
@@ -88,7 +91,27 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=20, help="children before measuring")
     parser.add_argument("--keep-logs", action="store_true",
                         help="keep the services' logs and databases (the folder is printed)")
+    parser.add_argument("--runs", type=int, default=3, help="whole runs (the median is kept)")
     args = parser.parse_args()
+    # The machine is shared and noisy (p99 varied 0.4-2.1 s between runs of the same code):
+    # the run with the median p99 is kept, and every run's figures with it.
+    runs = sorted((run_once(args) for _ in range(args.runs)),
+                  key=lambda r: math.inf if r["p99_ms"] is None else r["p99_ms"])
+    result = {
+        **runs[len(runs) // 2],
+        "runs": len(runs),
+        "p50_ms_runs": [r["p50_ms"] for r in runs],
+        "p99_ms_runs": [r["p99_ms"] for r in runs],
+        "runs_meeting_target": sum(bool(r["target_met"]) for r in runs),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latency.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0 if result["target_met"] else 1
+
+
+def run_once(args: argparse.Namespace) -> dict[str, Any]:
+    """One whole run: fresh topics and services, warm-up, then the measured rounds."""
     bootstrap = os.environ.get("SAFEHUB_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     create_topics(bootstrap, [TopicSpec(prefix + f"ingress.{a}", 6, 1, {}) for a, _, _ in AGENCIES]
@@ -194,7 +217,7 @@ def main() -> int:
         for p in publishers:
             p.vault.close()
         delete_topics_with_prefix(bootstrap, prefix)
-    result = {
+    result: dict[str, Any] = {
         "bench": "latency: event publish -> alert row in the hub inbox",
         "events_published": 3 * args.children,
         "target_rate_events_per_s": args.rate,
@@ -213,14 +236,12 @@ def main() -> int:
         "pipeline": "publisher -> correlator -> router -> inbox (SQLite, WAL, synchronous=FULL)",
         "cores": os.cpu_count(),
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latency.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     if args.keep_logs:
         print(f"services' logs kept in {tmp}")
     else:
         shutil.rmtree(tmp, ignore_errors=True)
-    return 0 if result["target_met"] else 1
+    return result
 
 
 if __name__ == "__main__":
