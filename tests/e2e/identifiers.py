@@ -13,9 +13,13 @@ two modes, because short names collide with chance bytes:
   a letter), so "Ava" or "Lee" is found in "child Ava Lee" but not in "csc-leeds".
 
 Both modes first blank out machine-made random tokens: runs of 32 or more hex digits (ids,
-handles, hashes) and padded base64 of 16 or more characters (how the correlator's block states
-write ids and match keys). They are random or keyed hashes, so a name or a date inside one is a
-coincidence, not a leak; leaving them in makes the search flaky rather than stricter.
+handles, hashes), runs of 16 or more that mix hex letters and digits (the demo's generated
+password, 18 hex digits, once held "aa" between two digits: a whole word to this search, and a
+two-letter simulated first name), and padded base64 of 16 or more characters (how the
+correlator's block states write ids and match keys). They are random or keyed hashes, so a name
+or a date inside one is a coincidence, not a leak; leaving them in makes the search flaky rather
+than stricter. A run of digits alone is never blanked below 32, so dates and NHS numbers that
+touch other digits are still searched.
 """
 
 from __future__ import annotations
@@ -37,9 +41,25 @@ RECORD_REF, PERSON_REF = "record reference", "person reference"
 SINGLE_NAMES = frozenset({FIRST_NAME, SURNAME})
 MIN_RAW_NAME = 5  # characters: shorter single names are searched only as words in text
 
-_RANDOM_BYTES = re.compile(rb"[0-9a-fA-F]{32,}|[A-Za-z0-9+/]{16,}={1,2}")
-_RANDOM_TEXT = re.compile(r"[0-9a-fA-F]{32,}|[A-Za-z0-9+/]{16,}={1,2}")
+_RANDOM_BYTES = re.compile(rb"[0-9a-fA-F]{16,}|[A-Za-z0-9+/]{16,}={1,2}")
+_RANDOM_TEXT = re.compile(r"[0-9a-fA-F]{16,}|[A-Za-z0-9+/]{16,}={1,2}")
+_HEX_LETTERS = re.compile(r"[a-fA-F]")
+_DIGITS = re.compile(r"[0-9]")
 _BLANK = " "
+
+
+def _blanked(token: str) -> str:
+    random = (len(token) >= 32 or token.endswith("=")
+              or (_HEX_LETTERS.search(token) is not None and _DIGITS.search(token) is not None))
+    return _BLANK * len(token) if random else token
+
+
+def _blank_text(m: re.Match[str]) -> str:
+    return _blanked(m.group())
+
+
+def _blank_bytes(m: re.Match[bytes]) -> bytes:
+    return _blanked(m.group().decode("ascii")).encode("ascii")  # both patterns are ASCII
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -169,7 +189,7 @@ class Search:
                 yield match[:end]
 
     def in_bytes(self, data: bytes) -> list[Hit]:
-        data = _RANDOM_BYTES.sub(lambda m: _BLANK.encode() * len(m.group()), data)
+        data = _RANDOM_BYTES.sub(_blank_bytes, data)
         hits: dict[tuple[str, int], Hit] = {}
         for pattern in (self._bytes_plain, self._bytes_digits):
             for m in pattern.finditer(data):
@@ -180,7 +200,7 @@ class Search:
         return list(hits.values())
 
     def in_text(self, text: str) -> list[Hit]:
-        text = _RANDOM_TEXT.sub(lambda m: _BLANK * len(m.group()), text)
+        text = _RANDOM_TEXT.sub(_blank_text, text)
         hits: dict[tuple[str, int], Hit] = {}  # a long name is both a substring and a word
         for pattern in (self._text_plain, self._text_digits, self._text_words):
             for m in pattern.finditer(text):

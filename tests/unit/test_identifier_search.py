@@ -1,0 +1,24 @@
+"""The privacy canary's search (tests/e2e/identifiers.py) ignores names that turn up by chance
+inside machine-made random tokens, and still finds them anywhere else."""
+
+from tests.e2e.identifiers import FIRST_NAME, NHS_NUMBER, Identifier, Search
+
+SEARCH = Search({Identifier(FIRST_NAME, "Aa"), Identifier(NHS_NUMBER, "9434765919")})
+
+
+def forms_found(text: str) -> set[str]:
+    return {hit.form for hit in SEARCH.in_text(text)} | {
+        hit.form for hit in SEARCH.in_bytes(text.encode())}
+
+
+def test_a_short_name_inside_a_generated_password_is_chance() -> None:
+    # The demo's password (18 hex digits) as CI once generated it.
+    assert forms_found("account <agency>-demo, password 52aa3c3aef610ecaed\n") == set()
+
+
+def test_the_same_name_and_numbers_outside_random_tokens_are_found() -> None:
+    assert forms_found("child Aa seen at 14:02") == {"Aa"}
+    assert forms_found("password 52-aa-3c") == {"aa"}  # short, but a whole word here
+    assert forms_found("nhs=9434765919;") == {"9434765919"}
+    # A run of digits alone is never taken for a random token below 32 digits.
+    assert "9434765919" in forms_found("x 9434765919 20100314 y")
