@@ -181,8 +181,8 @@ def consumption(
             continue
         if topic in positions:
             tp = TopicPartition(topic, 0)
-            if positions[topic]() < ends[tp] and positions[topic]() < record_end(bootstrap, tp,
-                                                                                ends[tp]):
+            at = positions[topic]()  # opens the reader's store: once per check
+            if at < ends[tp] and at < record_end(bootstrap, tp, ends[tp]):
                 behind.append(topic)
             continue
         topic_parts = [tp for tp in parts if tp.topic == topic]
