@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from safehub.schemas.frozen import quick_init
 from safehub.schemas.vocabulary import (
     AckAction,
     AuditAction,
@@ -25,6 +26,7 @@ from safehub.schemas.vocabulary import (
 )
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class MatchKeys:
     """Keyed hashes (HMAC-SHA256, 32 bytes each) of normalised identifiers; None if not derivable.
@@ -47,6 +49,7 @@ class MatchKeys:
         )
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Subject:
     """The child, as the hub may know them: linkable, not identifiable."""
@@ -60,6 +63,7 @@ class Subject:
     reid_handle: str  # random 32-hex handle; only the sending agency's vault can resolve it
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class WarningSignEvent:
     event_id: str  # 32 hex, derived from agency + the agency's own record reference
@@ -71,6 +75,7 @@ class WarningSignEvent:
     indicator: Indicator
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class MissingEpisodeEvent:
     event_id: str
@@ -88,6 +93,7 @@ class MissingEpisodeEvent:
 IngressEvent = WarningSignEvent | MissingEpisodeEvent
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Evidence:
     """One event's contribution to an alert, so a practitioner can see why it fired."""
@@ -100,6 +106,7 @@ class Evidence:
     weight: float
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ReidentificationRef:
     """Whom the lead agency may ask "who is this?", and with which handle."""
@@ -108,6 +115,7 @@ class ReidentificationRef:
     reid_handle: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class CorrelatedAlert:
     alert_id: str  # 32 hex, derived from the cause (cluster, tier, evidence set, rules version)
@@ -127,6 +135,7 @@ class CorrelatedAlert:
     identity_conflict: bool  # two different NHS-number keys met in one cluster
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RoutedAlert:
     notification_id: str  # 32 hex, derived from alert id + receiver + escalation level
@@ -138,6 +147,7 @@ class RoutedAlert:
     ack_deadline: int  # ms
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class AlertAck:
     ack_id: str  # 32 hex
@@ -149,6 +159,7 @@ class AlertAck:
     at: int  # ms
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
     entry_id: str  # 32 hex
@@ -160,6 +171,7 @@ class AuditEntry:
     digest: bytes  # SHA-256 of the record the entry is about (32 bytes)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """What could not be used, and why. The raw bytes are kept for operators to inspect."""

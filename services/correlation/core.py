@@ -46,6 +46,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
+from safehub.schemas.frozen import quick_init
 from safehub.schemas.records import (
     CorrelatedAlert,
     Evidence,
@@ -68,6 +69,7 @@ RULE_DISTINCT = "distinct-signs"
 RULE_SCORE = "score"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Observation:
     """What the rules need of one accepted event."""
@@ -83,6 +85,7 @@ class Observation:
     reid_handle: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Assessment:
     tier: Tier
@@ -92,6 +95,7 @@ class Assessment:
     evidence: tuple[Observation, ...]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Cluster:
     keys: frozenset[Key]
@@ -106,6 +110,7 @@ class Cluster:
     peak_known: bool = field(default=False, compare=False)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class BlockState:
     watermark: int = -1  # latest event time seen in the block; -1 before the first event

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from safehub.schemas.frozen import quick_init
 from safehub.schemas.records import MatchKeys
 
 KEY_BYTES = 16
@@ -42,6 +43,7 @@ def nhs_keys(keys: frozenset[Key]) -> frozenset[Key]:
     return frozenset(_nhs(keys))
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Linking:
     """Where one event goes: the clusters it joins, and those it only touches.
