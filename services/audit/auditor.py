@@ -12,21 +12,27 @@ import json
 import os
 import sys
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from contextlib import closing
+from collections.abc import Iterable
 
-from kafka.errors import KafkaError
+from kafka import TopicPartition
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from tqdm import tqdm
 
-from safehub.bus import make_consumer
 from safehub.errors import BrokerError, ConfigError, StoreError, ValidationError
 from safehub.schemas.codec import decode
 from safehub.schemas.records import RoutedAlert
 from safehub.services.audit.command import AuditSettings
 from safehub.services.audit.ledger import open_engine
-from safehub.services.audit.reading import Fetched, Record, fetch, plan_snapshot, read_all
+from safehub.services.audit.reading import (
+    Fetched,
+    Record,
+    auditor_client,
+    fetch,
+    list_topics,
+    plan_snapshot,
+    read_all,
+)
 from safehub.services.audit.replay import (
     Difference,
     ReplayReport,
@@ -37,23 +43,13 @@ from safehub.services.audit.replay import (
 )
 from safehub.services.audit.sharding import (
     ShardJob,
-    ShardPool,
     combine,
     cyclic_gc_paused,
+    run_shards,
     shard_count,
     split,
 )
 from safehub.services.correlation.rules import load_rules
-
-
-def topics_with_prefix(bootstrap: str, start: str) -> list[str]:
-    consumer = make_consumer(bootstrap, None, client_id="safehub-auditor")
-    try:
-        return sorted(t for t in consumer.topics() if t.startswith(start))
-    except KafkaError as exc:
-        raise BrokerError(f"cannot list topics: {exc}") from exc
-    finally:
-        consumer.close(autocommit=False)
 
 
 def routed_fingerprints(records: Iterable[Record], report: ReplayReport
@@ -92,19 +88,14 @@ def inbox_fingerprints(url: str) -> list[tuple[str, str]]:
             for r in rows]
 
 
-def read_snapshot(bootstrap: str, prefix: str, ingress_topics: Sequence[str],
-                  from_ms: int | None, show_progress: bool
+def read_snapshot(bootstrap: str, bounds: dict[TopicPartition, tuple[int, int]],
+                  audit_topic: str, correlated_topic: str, show_progress: bool
                   ) -> tuple[list[bytes], list[tuple[str, bytes | None]],
                              dict[bytes, tuple[bytes, bytes | None]], int]:
     """The journal's entries, the alerts on `correlated` as (where, value), and every ingress
     record's (value, key) by the SHA-256 of its value (the digest the correlator journals),
-    with the number of ingress records read.
-
-    The journal's end offsets are taken first: every event it names was on ingress before it
-    was journalled, so a live system cannot make the ingress snapshot miss one."""
-    audit_topic, correlated_topic = prefix + "audit", prefix + "correlated"
-    bounds = plan_snapshot(bootstrap, [([audit_topic], None), ([correlated_topic], None),
-                                       (ingress_topics, from_ms)])
+    with the number of ingress records read: everything in `bounds` (the other topics are
+    ingress)."""
     audit: list[bytes] = []
     alerts: list[tuple[str, bytes | None]] = []
     by_digest: dict[bytes, tuple[bytes, bytes | None]] = {}
@@ -137,22 +128,29 @@ def run_replay(args: argparse.Namespace, settings: AuditSettings) -> int:
     prefix = settings.prefix
     show = not args.no_progress
     report = ReplayReport()
-    ingress_topics = (
-        [f"{prefix}ingress.{a}" for a in args.agency] if args.agency
-        else topics_with_prefix(bootstrap, prefix + "ingress.")
-    )
-    if not ingress_topics:
-        raise BrokerError(f"no {prefix}ingress.* topics to replay")
+    audit_topic, correlated_topic = prefix + "audit", prefix + "correlated"
+    with auditor_client(bootstrap) as consumer:
+        topics = list_topics(consumer)
+        ingress_topics = ([f"{prefix}ingress.{a}" for a in args.agency] if args.agency
+                          else sorted(t for t in topics if t.startswith(prefix + "ingress.")))
+        routed_topics = sorted(t for t in topics if t.startswith(prefix + "alerts."))
+        if not ingress_topics:
+            raise BrokerError(f"no {prefix}ingress.* topics to replay")
+        # The journal's end offsets are taken first: every event it names was on ingress
+        # before it was journalled, so a live system cannot make the ingress snapshot miss one.
+        bounds = plan_snapshot(consumer, [([audit_topic], None), ([correlated_topic], None),
+                                          (ingress_topics, args.from_ms)])
     workers = args.workers or os.cpu_count() or 1
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
     # Loaded here so that a bad file is reported before anything is read (the shards load it
     # again, from the same path).
     override = load_rules(args.rules) if args.rules else None
-    # The pool starts before reading, so that its processes' start-up overlaps it.
-    with cyclic_gc_paused(), closing(ShardPool(workers)) as pool:
+    # No tqdm monitor thread: run_shards forks its processes only while no other thread runs.
+    tqdm.monitor_interval = 0
+    with cyclic_gc_paused():
         audit, alerts, by_digest, report.ingress_records = read_snapshot(
-            bootstrap, prefix, ingress_topics, args.from_ms, show)
+            bootstrap, bounds, audit_topic, correlated_topic, show)
         shards = split(audit, alerts, by_digest, shard_count(len(by_digest), workers),
                        args.from_ms, report)
         if shards.fallback_version is None and override is None:
@@ -162,14 +160,13 @@ def run_replay(args: argparse.Namespace, settings: AuditSettings) -> int:
         bar = tqdm(total=sum(len(j.shard.entries) for j in jobs), unit="ev", desc="replaying",
                    disable=not show, file=sys.stderr)
         try:
-            outcomes = pool.run(jobs, bar.update)
+            outcomes = run_shards(jobs, workers, bar.update)
         finally:
             bar.close()
 
     fingerprints = combine(report, outcomes, len(by_digest),
                            override.version if override else None)
     if override is None:
-        routed_topics = topics_with_prefix(bootstrap, prefix + "alerts.")
         if routed_topics:
             check_delivered(fingerprints, routed_fingerprints(read_all(bootstrap, routed_topics),
                                                               report), "routed", report)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -122,21 +123,35 @@ class Fetched(ConsumedRecord, Protocol):
     def headers(self) -> Sequence[tuple[str, bytes]]: ...
 
 
-def plan_snapshot(bootstrap: str, groups: Sequence[tuple[Sequence[str], int | None]]
+def plan_snapshot(consumer: KafkaConsumer, groups: Sequence[tuple[Sequence[str], int | None]]
                   ) -> dict[TopicPartition, tuple[int, int]]:
     """Start and end offsets of each group of topics (read from a time, or from the beginning
     when it is None), planned in the order given with one client: a group's end offsets are
     taken after the previous group's, so a record the earlier group refers to cannot fall
     after the later group's end."""
+    bounds: dict[TopicPartition, tuple[int, int]] = {}
+    for topics, from_ms in groups:
+        bounds.update(SnapshotReader(consumer.config["bootstrap_servers"], topics,
+                                     from_ms=from_ms, consumer=consumer).bounds)
+    return bounds
+
+
+@contextmanager
+def auditor_client(bootstrap: str) -> Iterator[KafkaConsumer]:
+    """A kafka-python client that lists and plans: no group, no commits. Closed on leaving,
+    which ends its thread."""
     consumer = make_consumer(bootstrap, None, client_id="safehub-auditor")
     try:
-        bounds: dict[TopicPartition, tuple[int, int]] = {}
-        for topics, from_ms in groups:
-            bounds.update(SnapshotReader(bootstrap, topics, from_ms=from_ms,
-                                         consumer=consumer).bounds)
-        return bounds
+        yield consumer
     finally:
         consumer.close(autocommit=False)
+
+
+def list_topics(consumer: KafkaConsumer) -> set[str]:
+    try:
+        return set(consumer.topics())
+    except KafkaError as exc:
+        raise BrokerError(f"cannot list topics: {exc}") from exc
 
 
 def fetch(bootstrap: str, bounds: dict[TopicPartition, tuple[int, int]],
@@ -155,7 +170,9 @@ def fetch(bootstrap: str, bounds: dict[TopicPartition, tuple[int, int]],
 def read_fast(bootstrap: str, topics: Sequence[str], on_batch: Callable[[list[Fetched]], None],
               *, from_ms: int | None = None) -> int:
     """The same snapshot as SnapshotReader, planned by kafka-python and fetched by aiokafka."""
-    return fetch(bootstrap, plan_snapshot(bootstrap, [(topics, from_ms)]), on_batch)
+    with auditor_client(bootstrap) as consumer:
+        bounds = plan_snapshot(consumer, [(topics, from_ms)])
+    return fetch(bootstrap, bounds, on_batch)
 
 
 async def _fetch(bootstrap: str, bounds: dict[TopicPartition, tuple[int, int]],

@@ -17,12 +17,13 @@ from __future__ import annotations
 import gc
 import hashlib
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
 from safehub.errors import SafehubError, ValidationError
@@ -226,41 +227,48 @@ def combine(report: ReplayReport, outcomes: Iterable[ShardOutcome], indexed: int
     return fingerprints
 
 
-def _ready() -> None:
-    """Nothing: submitted once per worker so the processes start (and import) early."""
+_JOBS: Sequence[ShardJob] = ()  # in a worker process: the jobs, inherited from the parent
 
 
-class ShardPool:
-    """Processes that replay shards. Started before the topics are read, so that their start-up
-    (a fresh interpreter importing the core) overlaps the reading. One worker: no processes."""
+def _install(jobs: Sequence[ShardJob]) -> None:
+    global _JOBS
+    _JOBS = jobs
 
-    def __init__(self, workers: int) -> None:
-        self._pool: ProcessPoolExecutor | None = None
-        if workers > 1:
-            # spawn, not fork: the parent holds Kafka client threads that fork would copy mid-use.
-            self._pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
-            for _ in range(workers):
-                self._pool.submit(_ready)
 
-    def run(self, jobs: Sequence[ShardJob], progress: Callable[[int], None]
-            ) -> list[ShardOutcome]:
-        """Every job's outcome, in the order of `jobs` (so the report does not depend on which
-        process finished first)."""
-        if self._pool is None:
-            outcomes = []
-            for job in jobs:
-                outcomes.append(replay_shard(job))
-                progress(len(job.shard.entries))
-            return outcomes
-        try:
-            futures = {self._pool.submit(replay_shard, job): len(job.shard.entries)
-                       for job in jobs}
-            for done in as_completed(futures):
-                progress(futures[done])
-            return [f.result() for f in futures]
-        except BrokenProcessPool as exc:
-            raise SafehubError("a replay worker process died; nothing was compared") from exc
+def _replay_job(index: int) -> ShardOutcome:
+    return replay_shard(_JOBS[index])
 
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
+
+def run_shards(jobs: Sequence[ShardJob], workers: int, progress: Callable[[int], None]
+               ) -> list[ShardOutcome]:
+    """Every job's outcome, in the order of `jobs` (so the report does not depend on which
+    process finished first), replayed by `workers` processes (one: in this process).
+
+    The processes are forked once everything is read and split, and find the jobs in the memory
+    they inherit: nothing is pickled to them, and they import nothing. Spawned processes cost a
+    fresh interpreter importing the core each, competing with the reading for the same two
+    cores, and then the shards pickled to them: a fifth of a 60,000-event replay. Forking is
+    safe only with no other thread running (a thread's lock would be copied held); Kafka
+    clients are closed by then, and if some thread is still alive the processes are spawned
+    instead.
+    """
+    if workers <= 1 or len(jobs) <= 1:
+        outcomes = []
+        for job in jobs:
+            outcomes.append(replay_shard(job))
+            progress(len(job.shard.entries))
+        return outcomes
+    fork = "fork" in get_all_start_methods() and threading.active_count() == 1
+    pool = ProcessPoolExecutor(min(workers, len(jobs)),
+                               mp_context=get_context("fork" if fork else "spawn"),
+                               initializer=_install, initargs=(jobs,))
+    try:
+        futures = {pool.submit(_replay_job, i): len(job.shard.entries)
+                   for i, job in enumerate(jobs)}
+        for done in as_completed(futures):
+            progress(futures[done])
+        return [f.result() for f in futures]
+    except BrokenProcessPool as exc:
+        raise SafehubError("a replay worker process died; nothing was compared") from exc
+    finally:
+        pool.shutdown(cancel_futures=True)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import threading
 from dataclasses import replace
+from multiprocessing import get_context
+from multiprocessing.context import BaseContext
 from pathlib import Path
 
 import pytest
@@ -17,14 +20,15 @@ import pytest
 from safehub.schemas.codec import decode, encode
 from safehub.schemas.records import CorrelatedAlert
 from safehub.schemas.vocabulary import AuditAction, Tier
+from safehub.services.audit import sharding
 from safehub.services.audit.journal import make_entry
 from safehub.services.audit.replay import ReplayReport
 from safehub.services.audit.sharding import (
     ShardJob,
-    ShardPool,
     _alert_head,
     combine,
     cyclic_gc_paused,
+    run_shards,
     shard_count,
     split,
 )
@@ -68,12 +72,12 @@ class World:
 
 
 def replay(world: World, shards: int, rules_file: Path | None = None,
-           pool: ShardPool | None = None) -> dict[str, object]:
+           workers: int = 1) -> dict[str, object]:
     report = ReplayReport()
     routed = split(world.audit, world.alerts, world.ingress, shards, None, report)
     jobs = [ShardJob(s, rules_file, routed.fallback_version or "", None)
             for s in routed.shards]
-    outcomes = (pool or ShardPool(1)).run(jobs, lambda _n: None)
+    outcomes = run_shards(jobs, workers, lambda _n: None)
     override = load_rules(rules_file).version if rules_file else None
     combine(report, outcomes, len(world.ingress), override)
     out = report.as_dict()
@@ -131,12 +135,27 @@ def test_differences_are_the_same_in_one_shard_and_in_many(world: World,
     assert replay(world, 7, lighter) == changed
 
 
-def test_shards_replayed_in_worker_processes_agree(world: World) -> None:
-    pool = ShardPool(2)
+def test_shards_replayed_in_forked_and_in_spawned_processes_agree(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    methods: list[str] = []
+
+    def spy(method: str) -> BaseContext:
+        methods.append(method)
+        return get_context(method)
+
+    monkeypatch.setattr(sharding, "get_context", spy)
+    one = replay(world, 1)
+    assert replay(world, 8, workers=2) == one
+    # Another thread running: forking would copy its locks mid-use, so processes are spawned.
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
     try:
-        assert replay(world, 8, pool=pool) == replay(world, 1)
+        assert replay(world, 8, workers=2) == one
     finally:
-        pool.close()
+        release.set()
+        other.join()
+    assert methods == ["fork", "spawn"]
 
 
 def test_an_alert_is_routed_by_the_block_and_version_it_carries(world: World) -> None:
