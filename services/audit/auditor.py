@@ -128,6 +128,12 @@ def run_replay(args: argparse.Namespace, settings: AuditSettings) -> int:
     prefix = settings.prefix
     show = not args.no_progress
     report = ReplayReport()
+    workers = args.workers or os.cpu_count() or 1
+    if workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    # Loaded here so that a bad file is reported before anything is read (the shards load it
+    # again, from the same path).
+    override = load_rules(args.rules) if args.rules else None
     audit_topic, correlated_topic = prefix + "audit", prefix + "correlated"
     with auditor_client(bootstrap) as consumer:
         topics = list_topics(consumer)
@@ -140,12 +146,6 @@ def run_replay(args: argparse.Namespace, settings: AuditSettings) -> int:
         # before it was journalled, so a live system cannot make the ingress snapshot miss one.
         bounds = plan_snapshot(consumer, [([audit_topic], None), ([correlated_topic], None),
                                           (ingress_topics, args.from_ms)])
-    workers = args.workers or os.cpu_count() or 1
-    if workers < 1:
-        raise ConfigError("--workers must be at least 1")
-    # Loaded here so that a bad file is reported before anything is read (the shards load it
-    # again, from the same path).
-    override = load_rules(args.rules) if args.rules else None
     # No tqdm monitor thread: run_shards forks its processes only while no other thread runs.
     tqdm.monitor_interval = 0
     with cyclic_gc_paused():
