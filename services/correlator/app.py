@@ -1,10 +1,9 @@
 """The faust-streaming shell around the correlation core.
 
 - Consumes every ingress topic (those matching `^<prefix>ingress\\..*`) as raw bytes; decoding
-  and validation are ours (processing.py), not faust's. faust-streaming's `pattern=` topics
-  subscribe to nothing (faust-streaming issue #62, "XXX pattern does not work" in its aiokafka
-  driver), so the pattern is resolved against the broker's topic list when the worker starts;
-  a topic for a newly onboarded agency is picked up by restarting the workers.
+  and validation are ours (processing.py), not faust's. The topics are those on the broker
+  when the worker starts; one created later is read after a restart, and until then the worker
+  warns of it (ingress.py).
 - Each linkage block's state lives in a changelog-backed faust Table keyed by the block's
   4-byte key. A block's state is logged to the changelog partition its events arrived on, so
   whichever worker owns the ingress partition recovers exactly that block's state.
@@ -26,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,6 +39,7 @@ from safehub.errors import SafehubError
 from safehub.services.correlation.rules import Rules
 from safehub.services.correlator import transport
 from safehub.services.correlator.changelog import BlockStates
+from safehub.services.correlator.ingress import warn_of_unread_topics
 from safehub.services.correlator.offload import Child, Reply
 from safehub.services.correlator.outputs import OutputWriter
 from safehub.services.correlator.processing import SERVICE, Incoming, block_key
@@ -62,6 +61,7 @@ class CorrelatorSettings:
     batch_max: int
     batch_within_s: float
     web_port: int | None  # None: faust's web server is off
+    topic_check_s: float  # how often to look for ingress topics this worker does not read
 
 
 class Throughput:
@@ -100,10 +100,6 @@ class Throughput:
                      now - self.since, self.events / (now - self.since), self.process_s,
                      self.send_s, self.save_s, self.lag_s)
             self._reset()
-
-
-def ingress_pattern(prefix: str) -> re.Pattern[str]:
-    return re.compile("^" + re.escape(prefix) + r"ingress\..*")
 
 
 def build_app(
@@ -171,6 +167,8 @@ def build_app(
         await stalls.check(app)
 
     app.timer(STALL_CHECK_S)(watchdog)
+    warn_of_unread_topics(app, settings.bootstrap, settings.prefix, ingress_topics,
+                          settings.topic_check_s)
 
     stats = Throughput(float(os.environ.get("SAFEHUB_CORRELATOR_STATS_EVERY_S", "30")))
 

@@ -7,8 +7,10 @@ SAFEHUB_CORRELATOR_APP_ID (consumer group and changelog name; default
 count, default 6), SAFEHUB_CORRELATOR_REPLICATION (changelog replication, default 1),
 SAFEHUB_CORRELATOR_DATA_DIR (faust's local data, default ./safehub-correlator-data),
 SAFEHUB_CORRELATOR_BATCH (most events per batch and transaction, default 3000),
-SAFEHUB_CORRELATOR_WEB_PORT (faust's web server; off unless set). Start several with the
-same app id to share the partitions.
+SAFEHUB_CORRELATOR_WEB_PORT (faust's web server; off unless set),
+SAFEHUB_CORRELATOR_TOPIC_CHECK_S (how often to warn of ingress topics created since the worker
+started, which it reads only after a restart; default 300). Start several with the same app id
+to share the partitions.
 """
 
 from __future__ import annotations
@@ -20,12 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kafka.errors import KafkaError
-
-from safehub.bus import make_admin
-from safehub.errors import BrokerError, ConfigError
+from safehub.errors import ConfigError
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
-from safehub.services.correlator.app import CorrelatorSettings, build_app, ingress_pattern
+from safehub.services.correlator.app import CorrelatorSettings, build_app
+from safehub.services.correlator.ingress import ingress_pattern, list_ingress
 
 log = logging.getLogger(__name__)
 READY = "tables recovered, correlating"
@@ -63,22 +63,15 @@ def settings_from_env() -> CorrelatorSettings:
         batch_max=_int("SAFEHUB_CORRELATOR_BATCH", DEFAULT_BATCH),
         batch_within_s=0.1,
         web_port=_int("SAFEHUB_CORRELATOR_WEB_PORT", 0) if port else None,
+        topic_check_s=_int("SAFEHUB_CORRELATOR_TOPIC_CHECK_S", 300),
     )
 
 
 def ingress_topics(settings: CorrelatorSettings) -> list[str]:
-    admin = make_admin(settings.bootstrap, "safehub-correlator-admin")
-    try:
-        names = admin.list_topics()
-    except KafkaError as exc:
-        raise BrokerError(f"cannot list topics at {settings.bootstrap}: {exc}") from exc
-    finally:
-        admin.close()
-    pattern = ingress_pattern(settings.prefix)
-    found = sorted(n for n in names if pattern.match(n))
+    found = list_ingress(settings.bootstrap, settings.prefix)
     if not found:
-        raise ConfigError(f"no topic matches {pattern.pattern}: create the agencies' ingress "
-                          "topics first (safehub topics create --agency ...)")
+        raise ConfigError(f"no topic matches {ingress_pattern(settings.prefix).pattern}: create "
+                          "the agencies' ingress topics first (safehub topics create --agency ...)")
     return found
 
 

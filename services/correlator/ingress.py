@@ -1,0 +1,67 @@
+"""Which ingress topics the correlator reads, and telling operators about the ones it does not.
+
+faust-streaming's `pattern=` topics subscribe to nothing (faust-streaming issue #62, "XXX
+pattern does not work" in its aiokafka driver), so the pattern is resolved against the broker's
+topic list when a worker starts. A topic created later, for a newly onboarded agency, is read
+only once the workers restart. Until then its events wait on the topic (nothing is lost), but
+nothing correlates them: each worker checks the topic list every few minutes and says so in its
+log, naming the topics and what to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Iterable, Sequence
+
+import faust
+from kafka.errors import KafkaError
+
+from safehub.bus import make_admin
+from safehub.errors import BrokerError
+
+log = logging.getLogger(__name__)
+
+
+def ingress_pattern(prefix: str) -> re.Pattern[str]:
+    return re.compile("^" + re.escape(prefix) + r"ingress\..*")
+
+
+def list_ingress(bootstrap: str, prefix: str) -> list[str]:
+    """The ingress topics on the broker now, sorted."""
+    admin = make_admin(bootstrap, "safehub-correlator-admin")
+    try:
+        names = admin.list_topics()
+    except KafkaError as exc:
+        raise BrokerError(f"cannot list topics at {bootstrap}: {exc}") from exc
+    finally:
+        admin.close()
+    pattern = ingress_pattern(prefix)
+    return sorted(n for n in names if pattern.match(n))
+
+
+def unread(found: Iterable[str], read: Iterable[str]) -> list[str]:
+    return sorted(set(found) - set(read))
+
+
+def warn_of_unread_topics(app: faust.App, bootstrap: str, prefix: str, read: Sequence[str],
+                          every_s: float) -> None:
+    """Every `every_s`, log a warning naming the ingress topics this worker does not read."""
+
+    async def check() -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            # kafka-python blocks: off the worker's event loop.
+            found = await loop.run_in_executor(None, list_ingress, bootstrap, prefix)
+        except BrokerError as exc:
+            log.warning("could not check for new ingress topics: %s", exc)
+            return
+        new = unread(found, read)
+        if new:
+            log.warning("ingress topic(s) %s are NOT read by this worker: it reads the topics "
+                        "that existed when it started. Restart the correlator workers to "
+                        "correlate their events (which wait on the topics; none is lost).",
+                        ", ".join(new))
+
+    app.timer(every_s)(check)

@@ -1,0 +1,87 @@
+"""Onboarding an agency while the correlator runs: its new ingress topic is not read until the
+workers restart (faust's pattern subscriptions do not work), so the worker must say so in its
+log, and after a restart the events that waited on the topic are correlated."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+
+import pytest
+
+from safehub.bus import make_producer, send_all
+from safehub.schemas.records import MatchKeys, Subject, WarningSignEvent
+from safehub.schemas.vocabulary import AuditAction, Sector, Sign
+from safehub.services.correlator.ingress import unread
+from tests.integration.test_correlator_golden import (  # noqa: F401 (fixtures)
+    PARTITIONS,
+    Correlator,
+    TopicReader,
+    audit_entries,
+    correlator_factory,
+    ingress_message,
+    prefix,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+WARNING = "are NOT read by this worker"
+
+
+def _event(agency: str, sector: Sector, n: int) -> WarningSignEvent:
+    key = hashlib.sha256(b"onboarding child").digest()
+    at = 1_780_000_000_000 + n * 86_400_000
+    subject = Subject(MatchKeys(mk1=key), 1, 77, 14, "E08000035", None, "a" * 32)
+    return WarningSignEvent(hashlib.md5(f"{agency}{n}".encode()).hexdigest(), agency, sector,
+                            at, at, subject, Sign.MISSING_FROM_HOME_OR_CARE)
+
+
+def test_unread_names_only_topics_the_worker_does_not_read() -> None:
+    assert unread(["p.ingress.a", "p.ingress.b", "p.ingress.c"], ["p.ingress.b"]) == \
+        ["p.ingress.a", "p.ingress.c"]
+    assert unread(["p.ingress.a"], ["p.ingress.a", "p.ingress.gone"]) == []
+
+
+@pytest.mark.timeout(240)
+def test_a_topic_created_while_running_is_reported_then_read_after_a_restart(
+        kafka_bootstrap: str, prefix: str,  # noqa: F811
+        create_topics_fn: Callable[..., list[str]],
+        correlator_factory: Callable[..., Correlator]) -> None:  # noqa: F811
+    create_topics_fn(f"{prefix}ingress.police-x", f"{prefix}correlated", partitions=PARTITIONS)
+    create_topics_fn(f"{prefix}audit", f"{prefix}deadletter")
+    correlator = correlator_factory(SAFEHUB_CORRELATOR_TOPIC_CHECK_S="1")
+    correlator.start()
+    audit = TopicReader(kafka_bootstrap, f"{prefix}audit")
+    producer = make_producer(kafka_bootstrap, "test-onboarding")
+
+    def accepted() -> set[str]:
+        return {e.subject_id for e in audit_entries(audit)
+                if e.action == AuditAction.EVENT_ACCEPTED}
+
+    try:
+        police = _event("police-x", Sector.POLICE, 0)
+        send_all(producer, [ingress_message(prefix, police)])
+        wait_until("the police event", lambda: police.event_id in accepted(), 90, correlator)
+        assert WARNING not in correlator.log.read_text()
+
+        # A school is onboarded while the worker runs, and sends at once.
+        create_topics_fn(f"{prefix}ingress.school-z", partitions=PARTITIONS)
+        school = _event("school-z", Sector.EDUCATION, 1)
+        send_all(producer, [ingress_message(prefix, school)])
+        wait_until("the warning", lambda: f"{prefix}ingress.school-z {WARNING}"
+                   in correlator.log.read_text(), 60, correlator)
+        assert school.event_id not in accepted()
+
+        assert correlator.stop() == 0
+        warnings_before = correlator.log.read_text().count(WARNING)
+        correlator.start()
+        wait_until("the school's event, after the restart",
+                   lambda: school.event_id in accepted(), 90, correlator)
+        # The restarted worker reads every topic: no more warnings over a few of its checks.
+        time.sleep(3)
+        assert correlator.log.read_text().count(WARNING) == warnings_before
+        assert correlator.stop() == 0
+    finally:
+        producer.close()
+        audit.close()
