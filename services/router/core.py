@@ -21,6 +21,10 @@ events rather than continuously firing conditions):
   escalation receiver (level 1, reason ESCALATION). An ack or decision from a receiver stops it.
 - Redelivery: an alert id already seen changes nothing; a notification id is derived from
   alert id + receiver + escalation level, so a repeated send is deduplicated by every sink.
+- Forget: a cluster with nothing left to do (no alert pending, none that can still escalate)
+  is forgotten once its newest alert is `forget_after_ms` old (a year by default), so the
+  router's state does not grow forever. A later alert about the child starts afresh: it is
+  notified at once, and an old undecided HIGH alert no longer inhibits it.
 """
 
 from __future__ import annotations
@@ -231,3 +235,11 @@ def next_wakeup(table: RoutingTable, state: ClusterState) -> int | None:
             last = max((g.sent_at for g in group if g.sent_at is not None), default=t.received_at)
             moments.append(last + table.repeat_interval_ms)
     return min(moments, default=None)
+
+
+def forgettable(table: RoutingTable, state: ClusterState, now: int) -> bool:
+    """Whether the router may forget this cluster (see Forget above)."""
+    if next_wakeup(table, state) is not None:
+        return False
+    newest = max((t.received_at for t in state.alerts), default=None)
+    return newest is None or now - newest >= table.forget_after_ms

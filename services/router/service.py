@@ -30,6 +30,7 @@ from safehub.services.router.table import RoutingTable
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], int]
+FORGET_CHECK_MS = 3_600_000  # how often to look for clusters to forget (core.forgettable)
 
 
 class Router:
@@ -49,6 +50,7 @@ class Router:
                           for t in s.alerts}
         self._wakeups: dict[str, int] = {}
         self._payloads: dict[str, bytes] = {}  # alert id -> bytes as received, for the store
+        self._next_forget = 0  # at the first step: a restart forgets what aged meanwhile
         for cid, state in self._clusters.items():
             self._schedule(cid, state)
         self.sent = 0
@@ -120,9 +122,26 @@ class Router:
         self._journal.flush()
         self.sent += len(records)
 
+    def _forget(self, now: int) -> None:
+        gone = [cid for cid, state in self._clusters.items()
+                if core.forgettable(self._table, state, now)]
+        if not gone:
+            return
+        self._store.forget(gone)
+        for cid in gone:
+            for t in self._clusters.pop(cid).alerts:
+                self._by_alert.pop(t.alert.alert_id, None)
+                self._payloads.pop(t.alert.alert_id, None)
+            self._wakeups.pop(cid, None)
+        log.info("forgot %d cluster(s) with nothing left to do and no alert for %.0f days",
+                 len(gone), self._table.forget_after_ms / 86_400_000)
+
     def step(self, timeout_ms: int = 500) -> int:
         batches: Mapping[TopicPartition, list[Any]] = self._consumer.poll(timeout_ms=timeout_ms)
         now = self._clock()
+        if now >= self._next_forget:
+            self._forget(now)
+            self._next_forget = now + FORGET_CHECK_MS
         touched: dict[str, ClusterState] = {}
         notes: list[Notification] = []
         bad: list[tuple[Any, ValidationError]] = []
@@ -159,6 +178,7 @@ class Router:
                 stop.wait(1.0)
 
     def reload(self) -> None:
+        self._next_forget = 0
         self._clusters = self._store.load()
         self._by_alert = {t.alert.alert_id: cid for cid, s in self._clusters.items()
                           for t in s.alerts}

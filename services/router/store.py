@@ -10,12 +10,21 @@ every sink drops.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import BigInteger, Boolean, Engine, Integer, LargeBinary, String, select
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Engine,
+    Integer,
+    LargeBinary,
+    String,
+    delete,
+    select,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
@@ -30,6 +39,7 @@ from safehub.services.router.core import ClusterState, Status, Tracked
 MIGRATIONS = Path(__file__).with_name("migrations")
 # What routing changes about an alert; the alert itself (payload, cluster, route) never changes.
 _MUTABLE = ("status", "level", "sent_at", "deadline")
+_DELETE_CHUNK = 500  # cluster ids per DELETE: within every database's limit on bound parameters
 
 
 class Base(DeclarativeBase):
@@ -87,6 +97,17 @@ class RouterStore:
         except SQLAlchemyError as exc:
             raise StoreError(f"router database: {type(exc).__name__}") from exc
         return {cid: ClusterState(cid, tuple(ts)) for cid, ts in grouped.items()}
+
+    def forget(self, cluster_ids: Sequence[str]) -> None:
+        """Delete every alert of these clusters, in one transaction."""
+        try:
+            with self.engine.begin() as connection:
+                for at in range(0, len(cluster_ids), _DELETE_CHUNK):
+                    chunk = cluster_ids[at:at + _DELETE_CHUNK]
+                    connection.execute(delete(RouterAlert)
+                                       .where(RouterAlert.cluster_id.in_(chunk)))
+        except SQLAlchemyError as exc:
+            raise StoreError(f"router database: {type(exc).__name__}") from exc
 
     def save(self, clusters: Iterable[ClusterState],
              payloads: Mapping[str, bytes] | None = None) -> None:

@@ -47,6 +47,8 @@ class RoutingTable:
     ack_working_hours: float  # ordinary alerts: working hours of the receiver
     urgent_ack_ms: int  # significant incidents: wall-clock, around the clock
     repeat_interval_ms: int
+    # A cluster with nothing left to do is forgotten this long after its newest alert arrived.
+    forget_after_ms: int = 365 * 24 * _HOUR_MS
 
     def receivers(self) -> frozenset[str]:
         """Every agency the router may write to (their alert topics must exist)."""
@@ -124,11 +126,16 @@ def parse_routing_table(raw: Mapping[str, Any], source: str = "routing table") -
         ack_hours = float(defaults.get("ack_working_hours", 8))
         urgent = float(defaults.get("urgent_ack_hours", 4))
         repeat = float(defaults.get("repeat_interval_hours", 24))
+        forget_days = float(defaults.get("forget_settled_after_days", 365))
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{source}: hour settings must be numbers") from exc
+        raise ConfigError(f"{source}: hour and day settings must be numbers") from exc
     if ack_hours <= 0 or urgent <= 0 or repeat < 0:
         raise ConfigError(f"{source}: hour settings must be positive")
-    return RoutingTable(routes, fallback, ack_hours, int(urgent * _HOUR_MS), int(repeat * _HOUR_MS))
+    if forget_days * 24 <= repeat:
+        raise ConfigError(f"{source}: forget_settled_after_days must be longer than the "
+                          "repeat interval")
+    return RoutingTable(routes, fallback, ack_hours, int(urgent * _HOUR_MS), int(repeat * _HOUR_MS),
+                        int(forget_days * 24 * _HOUR_MS))
 
 
 def load_routing_table(path: Path = DEFAULT_ROUTING_PATH) -> RoutingTable:

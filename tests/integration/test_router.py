@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -198,4 +199,52 @@ def test_routes_escalates_stops_on_ack_and_survives_restart(harness: Harness) ->
     router.step(timeout_ms=300)
     harness.collect()
     assert len([r for r in harness.routed if r.escalation_level == 1]) == 2
+    router.close()
+
+
+def test_clusters_with_nothing_left_to_do_are_forgotten_a_year_on(harness: Harness) -> None:
+    day = 24 * HOUR
+
+    def stored() -> set[str]:
+        engine = make_engine(harness.url)
+        try:
+            with engine.connect() as conn:
+                return {r[0] for r in conn.execute(sa.text("SELECT cluster_id FROM router_alert"))}
+        finally:
+            engine.dispose()
+
+    acked, ignored = alert(11, "E08000035"), alert(12, "E08000032")
+    for a in (acked, ignored):
+        harness.publish("correlated", a.cluster_id.encode(), encode(a))
+    router = harness.router()
+    harness.run_until(router, 2)
+    ack = AlertAck(uuid.uuid4().hex, acked.alert_id, "csc-leeds", "sw-1",
+                   AckAction.ACKNOWLEDGED, None, MON_10 + HOUR)
+    harness.publish("alert-acks", acked.alert_id.encode(), encode(ack))
+    harness.run_until(router, 1)
+    assert stored() == {acked.cluster_id, ignored.cluster_id}
+
+    # Within the year both are kept; the ignored one escalates.
+    harness.now = MON_10 + 300 * day
+    router.step(timeout_ms=100)
+    harness.collect()
+    assert [r.alert.alert_id for r in harness.routed if r.escalation_level == 1] == \
+        [ignored.alert_id]
+    assert stored() == {acked.cluster_id, ignored.cluster_id}
+    # A year after their alerts, with nothing more to do for either (one acknowledged, one
+    # escalated), both are forgotten.
+    harness.now = MON_10 + 366 * day
+    router.step(timeout_ms=100)
+    assert stored() == set()
+    router.close()
+
+    # A later alert about the same child starts afresh, after a restart too.
+    router = harness.router()
+    again = replace(alert(13, "E08000035"), cluster_id=acked.cluster_id)
+    harness.publish("correlated", acked.cluster_id.encode(), encode(again))
+    harness.run_until(router, 1)
+    harness.collect()
+    assert [r.alert.alert_id for r in harness.routed if r.alert.cluster_id == acked.cluster_id
+            and r.escalation_level == 0] == [acked.alert_id, again.alert_id]
+    assert stored() == {acked.cluster_id}
     router.close()

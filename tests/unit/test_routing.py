@@ -173,3 +173,40 @@ def test_routing_table_rejects_missing_fallback_and_bad_codes(tmp_path: Path) ->
     bad.write_text("[fallback\n")
     with pytest.raises(ConfigError):
         load_routing_table(bad)
+
+
+def test_a_cluster_is_forgotten_only_when_nothing_is_left_to_do_and_it_is_old() -> None:
+    from safehub.schemas.records import AlertAck
+    from safehub.schemas.vocabulary import AckAction
+
+    year = TABLE.forget_after_ms
+    assert year == 365 * 24 * HOUR  # the shipped table keeps the default
+    state, _ = core.receive(TABLE, ClusterState("c" * 32), alert(1), MON_10)
+    # Notified, not acknowledged: it can still escalate, however old.
+    assert not core.forgettable(TABLE, state, MON_10 + 2 * year)
+    # A second alert inside the repeat interval waits (PENDING): never forgotten either.
+    pending, _ = core.receive(TABLE, state, alert(2), MON_10 + HOUR)
+    acked, ok = core.acknowledge(pending, AlertAck("a" * 32, f"{1:032x}", "csc-leeds", "sw-1",
+                                                  AckAction.ACKNOWLEDGED, None, MON_10 + HOUR))
+    assert ok and not core.forgettable(TABLE, acked, MON_10 + 2 * year)
+    # Acknowledged and nothing waiting: forgotten a year after its newest alert, not before.
+    done, ok = core.acknowledge(state, AlertAck("a" * 32, f"{1:032x}", "csc-leeds", "sw-1",
+                                                AckAction.ACKNOWLEDGED, None, MON_10 + HOUR))
+    assert ok
+    assert not core.forgettable(TABLE, done, MON_10 + year - 1)
+    assert core.forgettable(TABLE, done, MON_10 + year)
+    # Escalated and never acknowledged: nothing more the router can do, so it goes too.
+    late = MON_10 + 10 * 24 * HOUR
+    escalated, notes = core.tick(TABLE, state, late)
+    assert [n.routed.escalation_level for n in notes] == [1]
+    assert core.forgettable(TABLE, escalated, MON_10 + year)
+
+
+def test_routing_table_forget_setting_must_outlast_the_repeat_interval() -> None:
+    fb = {"agency": "a", "escalation": "b"}
+    table = parse_routing_table({"fallback": fb, "defaults": {"forget_settled_after_days": 30}})
+    assert table.forget_after_ms == 30 * 24 * HOUR
+    with pytest.raises(ConfigError, match="forget_settled_after_days"):
+        parse_routing_table({"fallback": fb, "defaults": {"forget_settled_after_days": 0.5}})
+    with pytest.raises(ConfigError, match="numbers"):
+        parse_routing_table({"fallback": fb, "defaults": {"forget_settled_after_days": "x"}})
