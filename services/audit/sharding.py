@@ -247,10 +247,10 @@ def run_shards(jobs: Sequence[ShardJob], workers: int, progress: Callable[[int],
     The processes are forked once everything is read and split, and find the jobs in the memory
     they inherit: nothing is pickled to them, and they import nothing. Spawned processes cost a
     fresh interpreter importing the core each, competing with the reading for the same two
-    cores, and then the shards pickled to them: a fifth of a 60,000-event replay. Forking is
-    safe only with no other thread running (a thread's lock would be copied held); Kafka
-    clients are closed by then, and if some thread is still alive the processes are spawned
-    instead.
+    cores, then the shards pickled to them, and their shutdown: a 60,000-event replay took
+    2.3 s forked against 2.65 s spawned. Forking is safe only with no other thread running (a
+    thread's lock would be copied held); Kafka clients are closed by then, and if some thread
+    is still alive the processes are spawned instead (each is then sent every job).
     """
     if workers <= 1 or len(jobs) <= 1:
         outcomes = []
