@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import subprocess
+import sys
 import threading
 from dataclasses import replace
 from multiprocessing import get_context
@@ -135,27 +137,50 @@ def test_differences_are_the_same_in_one_shard_and_in_many(world: World,
     assert replay(world, 7, lighter) == changed
 
 
-def test_shards_replayed_in_forked_and_in_spawned_processes_agree(
-        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+def _replay_in_processes_recording_how(world: World) -> list[str]:
+    """Replay with 2 worker processes, checking it agrees with one pass; the start methods used."""
     methods: list[str] = []
 
     def spy(method: str) -> BaseContext:
         methods.append(method)
         return get_context(method)
 
-    monkeypatch.setattr(sharding, "get_context", spy)
-    one = replay(world, 1)
-    assert replay(world, 8, workers=2) == one
-    # Another thread running: forking would copy its locks mid-use, so processes are spawned.
+    real = sharding.get_context
+    sharding.get_context = spy  # type: ignore[assignment]
+    try:
+        assert replay(world, 8, workers=2) == replay(world, 1)
+    finally:
+        sharding.get_context = real
+    return methods
+
+
+def forked_replay_agrees() -> None:
+    """Run in a fresh interpreter, whose only thread is the main one (see the test below)."""
+    assert threading.active_count() == 1
+    assert _replay_in_processes_recording_how(World()) == ["fork"]
+
+
+def test_shards_replayed_in_forked_processes_agree() -> None:
+    # A fresh interpreter: earlier tests in this one may have left threads running, and then
+    # run_shards rightly spawns instead of forking.
+    done = subprocess.run(
+        [sys.executable, "-c",
+         "from tests.unit.test_replay_sharding import forked_replay_agrees as f; f()"],
+        cwd=Path(__file__).parents[2], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_with_another_thread_running_the_processes_are_spawned_and_agree(
+        world: World) -> None:
+    # Forking would copy the other thread's locks mid-use.
     release = threading.Event()
     other = threading.Thread(target=release.wait)
     other.start()
     try:
-        assert replay(world, 8, workers=2) == one
+        assert _replay_in_processes_recording_how(world) == ["spawn"]
     finally:
         release.set()
         other.join()
-    assert methods == ["fork", "spawn"]
 
 
 def test_an_alert_is_routed_by_the_block_and_version_it_carries(world: World) -> None:
