@@ -12,18 +12,17 @@ import pytest
 
 from safehub.bus import make_producer, send_all
 from safehub.schemas.records import MatchKeys, Subject, WarningSignEvent
-from safehub.schemas.vocabulary import AuditAction, Sector, Sign
+from safehub.schemas.vocabulary import Sector, Sign
 from safehub.services.correlator.ingress import unread
 from tests.integration.test_correlator_golden import (  # noqa: F401 (fixtures)
     PARTITIONS,
     Correlator,
-    TopicReader,
-    audit_entries,
     correlator_factory,
     ingress_message,
     prefix,
     wait_until,
 )
+from tests.integration.test_correlator_recovery import Outputs
 
 pytestmark = pytest.mark.integration
 WARNING = "are NOT read by this worker"
@@ -52,13 +51,9 @@ def test_a_topic_created_while_running_is_reported_then_read_after_a_restart(
     create_topics_fn(f"{prefix}audit", f"{prefix}deadletter")
     correlator = correlator_factory(SAFEHUB_CORRELATOR_TOPIC_CHECK_S="1")
     correlator.start()
-    audit = TopicReader(kafka_bootstrap, f"{prefix}audit")
+    outputs = Outputs(kafka_bootstrap, prefix)
+    accepted = outputs.accepted
     producer = make_producer(kafka_bootstrap, "test-onboarding")
-
-    def accepted() -> set[str]:
-        return {e.subject_id for e in audit_entries(audit)
-                if e.action == AuditAction.EVENT_ACCEPTED}
-
     try:
         police = _event("police-x", Sector.POLICE, 0)
         send_all(producer, [ingress_message(prefix, police)])
@@ -84,4 +79,4 @@ def test_a_topic_created_while_running_is_reported_then_read_after_a_restart(
         assert correlator.stop() == 0
     finally:
         producer.close()
-        audit.close()
+        outputs.close()
