@@ -184,12 +184,11 @@ def step(
         replace(c, conflict=True) if i in linking.conflicting else c
         for i, c in enumerate(clusters) if i not in linking.joined
     ]
-    kept.append(merged)
+    # The clusters stay sorted by their smallest key: the others already are.
+    bisect.insort(kept, merged, key=_cluster_order)
     watermark = max(state.watermark, event.occurred_at)
     # Nothing can age out unless the watermark moves.
     dropped = watermark != state.watermark and _prune(rules, watermark, kept)
-    if len(kept) > 1:
-        kept.sort(key=_cluster_order)
     if dropped:
         ids = frozenset(o.event_id for c in kept for o in c.observations)
     else:
@@ -229,23 +228,16 @@ def _prune(rules: Rules, watermark: int, clusters: list[Cluster]) -> bool:
     safe = max(sign_cut, vuln_cut)  # anything at or after this is kept whatever it is
     table = rules.by_indicator
     dropped = False
-
-    def expired(o: Observation) -> bool:
-        return o.occurred_at < (vuln_cut if table[o.indicator].vulnerability else sign_cut)
-
-    def any_expired(observations: tuple[Observation, ...]) -> bool:
-        for o in observations:  # in time order: only those before `safe` can have expired
-            if o.occurred_at >= safe:
-                return False
-            if expired(o):
-                return True
-        return False
-
     for i in range(len(clusters) - 1, -1, -1):
         c = clusters[i]
-        if not any_expired(c.observations):
+        if c.observations[0].occurred_at >= safe:
+            continue  # its observations are in time order: none has expired
+        obs = tuple(
+            o for o in c.observations
+            if o.occurred_at >= (vuln_cut if table[o.indicator].vulnerability else sign_cut)
+        )
+        if len(obs) == len(c.observations):
             continue
-        obs = tuple(o for o in c.observations if not expired(o))
         dropped = True
         if obs:
             # The peak may have lost evidence: it is worked out again when next needed.
@@ -358,7 +350,7 @@ def alert_for(rules: Rules, block: int, cluster: Cluster, peak: Assessment) -> C
         ["safehub-alert", cid, peak.tier.value, peak.rule, rules.version,
          *(o.event_id for o in evidence)]
     )
-    latest = max(evidence, key=_order)
+    latest = evidence[-1]  # evidence is in time order, as the observations are
     return CorrelatedAlert(
         alert_id=hashlib.sha256(cause.encode()).hexdigest()[:32],
         rules_version=rules.version,
