@@ -136,4 +136,5 @@ def onboarding_notice(created: Iterable[str]) -> str | None:
     if not new:
         return None
     return (f"new ingress topic(s) {', '.join(new)}: restart the correlator workers so that "
-            "they subscribe (the events wait on the topic until then)")
+            "they subscribe (the events wait on the topic until then); with several workers, "
+            "stop them all before starting any again")

@@ -6,6 +6,12 @@ topic list when a worker starts. A topic created later, for a newly onboarded ag
 only once the workers restart. Until then its events wait on the topic (nothing is lost), but
 nothing correlates them: each worker checks the topic list every few minutes and says so in its
 log, naming the topics and what to do.
+
+With several workers, all of them must be stopped before any is started again. faust's
+assignor shares out each set of topics among the workers subscribed to that set: while a
+restarted worker reads the new topic and the others do not, the new topic's partitions are
+shared out apart from the others' (and from the table's changelog), so events of one block
+could be correlated by two workers at once.
 """
 
 from __future__ import annotations
@@ -60,8 +66,9 @@ def warn_of_unread_topics(app: faust.App, bootstrap: str, prefix: str, read: Seq
         new = unread(found, read)
         if new:
             log.warning("ingress topic(s) %s are NOT read by this worker: it reads the topics "
-                        "that existed when it started. Restart the correlator workers to "
-                        "correlate their events (which wait on the topics; none is lost).",
+                        "that existed when it started. Stop every correlator worker, then start "
+                        "them again, to correlate their events (which wait on the topics; none "
+                        "is lost).",
                         ", ".join(new))
 
     app.timer(every_s)(check)
