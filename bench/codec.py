@@ -29,9 +29,12 @@ def main() -> None:
         dec = min(timeit.repeat(lambda d=data: codec.decode(d), number=N, repeat=3)) / N
         ref = min(timeit.repeat(lambda d=data: codec.decode_reference(d), number=N,
                                 repeat=3)) / N
+        enc_ref = min(timeit.repeat(lambda r=record: codec.encode_reference(r), number=N,
+                                    repeat=3)) / N
         results[name] = {
             "bytes": len(data),
             "encode_us": round(enc * 1e6, 1),
+            "encode_fastavro_path_us": round(enc_ref * 1e6, 1),
             "decode_us": round(dec * 1e6, 1),
             "decode_fastavro_path_us": round(ref * 1e6, 1),
             "decodes_per_s": int(1 / dec),
