@@ -62,6 +62,8 @@ class CorrelatorSettings:
     batch_within_s: float
     web_port: int | None  # None: faust's web server is off
     topic_check_s: float  # how often to look for ingress topics this worker does not read
+    transactional_id: str  # of its outputs (outputs.transactional_id)
+    fences: bool  # a stable transactional id: fence earlier processes with it before starting
 
 
 class Throughput:
@@ -152,7 +154,7 @@ def build_app(
         return sink
 
     outputs = OutputWriter(settings.bootstrap, SERVICE, settings.prefix + "correlated",
-                           settings.prefix + "audit", settings.app_id)
+                           settings.prefix + "audit", settings.transactional_id)
 
     async def close_outputs(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         if "pipeline" in holder:

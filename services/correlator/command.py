@@ -9,15 +9,19 @@ SAFEHUB_CORRELATOR_DATA_DIR (faust's local data, default ./safehub-correlator-da
 SAFEHUB_CORRELATOR_BATCH (most events per batch and transaction, default 3000),
 SAFEHUB_CORRELATOR_WEB_PORT (faust's web server; off unless set),
 SAFEHUB_CORRELATOR_TOPIC_CHECK_S (how often to warn of ingress topics created since the worker
-started, which it reads only after a restart; default 300). Start several with the same app id
-to share the partitions.
+started, which it reads only after a restart; default 300), SAFEHUB_CORRELATOR_WORKER_ID (this
+worker's name, stable across its restarts and different for every worker: a restarted worker
+then aborts what its killed predecessor left open at once and fences it off, see outputs.py;
+unset, each process is anonymous). Start several with the same app id to share the partitions.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,8 @@ from safehub.errors import ConfigError
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
 from safehub.services.correlator.app import CorrelatorSettings, build_app
 from safehub.services.correlator.ingress import ingress_pattern, list_ingress
+from safehub.services.correlator.outputs import fence, transactional_id
+from safehub.services.correlator.processing import SERVICE
 
 log = logging.getLogger(__name__)
 READY = "tables recovered, correlating"
@@ -33,6 +39,7 @@ READY = "tables recovered, correlating"
 # event: 3,000 gave ~1.3x the events/s of 1,000 in bench/correlation_bench.py. At low rates a
 # batch holds what arrived within 0.1 s, so this does not add latency.
 DEFAULT_BATCH = 3000
+_WORKER_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def _int(name: str, default: int, minimum: int = 1) -> int:
@@ -48,13 +55,23 @@ def _int(name: str, default: int, minimum: int = 1) -> int:
     return value
 
 
+def worker_id_from_env() -> str | None:
+    raw = os.environ.get("SAFEHUB_CORRELATOR_WORKER_ID") or None
+    if raw is not None and not _WORKER_ID.fullmatch(raw):
+        raise ConfigError("SAFEHUB_CORRELATOR_WORKER_ID must be 1-64 letters, digits, '.', '_' "
+                          "or '-'")
+    return raw
+
+
 def settings_from_env() -> CorrelatorSettings:
     prefix = os.environ.get("SAFEHUB_TOPIC_PREFIX", "")
     port = os.environ.get("SAFEHUB_CORRELATOR_WEB_PORT")
+    app_id = os.environ.get("SAFEHUB_CORRELATOR_APP_ID") or f"{prefix}safehub-correlator"
+    worker_id = worker_id_from_env()
     return CorrelatorSettings(
         bootstrap=os.environ.get("SAFEHUB_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
         prefix=prefix,
-        app_id=os.environ.get("SAFEHUB_CORRELATOR_APP_ID") or f"{prefix}safehub-correlator",
+        app_id=app_id,
         rules_path=Path(os.environ.get("SAFEHUB_RULES_PATH") or DEFAULT_RULES_PATH),
         partitions=_int("SAFEHUB_CORRELATOR_PARTITIONS", 6),
         replication=_int("SAFEHUB_CORRELATOR_REPLICATION", 1),
@@ -64,6 +81,8 @@ def settings_from_env() -> CorrelatorSettings:
         batch_within_s=0.1,
         web_port=_int("SAFEHUB_CORRELATOR_WEB_PORT", 0) if port else None,
         topic_check_s=_int("SAFEHUB_CORRELATOR_TOPIC_CHECK_S", 300),
+        transactional_id=transactional_id(app_id, worker_id),
+        fences=worker_id is not None,
     )
 
 
@@ -82,6 +101,8 @@ def wall_clock_ms() -> int:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (parser.description or "") + (
         ". Reads every ingress topic, writes correlated alerts and audit entries.")
+    # The settings are environment variables: the module's docstring lists them.
+    parser.epilog = " ".join((__doc__ or "").split("\n\n", 1)[1].split())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,6 +113,16 @@ def run(args: argparse.Namespace) -> int:
     log.info("correlator %s: rules version %s", settings.app_id, rules.version)
     topics = ingress_topics(settings)
     log.info("correlator %s: reading %d ingress topic(s)", settings.app_id, len(topics))
+    if settings.fences:
+        # Before the worker reads anything: its table's recovery reads the changelog, which an
+        # open transaction of a killed predecessor would hold back until the broker's timeout.
+        loop = asyncio.new_event_loop()  # not installed as the current loop: faust makes its own
+        try:
+            loop.run_until_complete(fence(settings.bootstrap, SERVICE, settings.transactional_id))
+        finally:
+            loop.close()
+        log.info("correlator %s: earlier processes of this worker fenced off (%s)",
+                 settings.app_id, settings.transactional_id)
     app = build_app(settings, rules, topics, wall_clock_ms)
     import faust
 

@@ -10,10 +10,21 @@ journal, `correlated` and the table's changelog either all have the batch or non
 the state a worker recovers is exactly what the journal says. Every reader of those topics reads
 committed records only (safehub.bus, the auditor, the table's recovery: transport.py).
 
-A worker killed mid-transaction leaves it open; the broker aborts it after
-TRANSACTION_TIMEOUT_MS, and until then committed readers of the partitions it touched wait.
-Each worker process has its own transactional id, so a restarted worker does not fence its
-dead predecessor's transaction but lets it time out.
+A worker killed mid-transaction leaves it open, and until it ends, committed readers of the
+partitions it touched wait (the router, the auditors, a worker recovering the changelog). Who
+ends it depends on the worker's transactional id:
+- with SAFEHUB_CORRELATOR_WORKER_ID set (one per worker, stable across its restarts: a
+  process manager's instance name), the id is the app id and the worker id, and a restarted
+  worker fences its predecessor before it reads anything (`fence`): the broker aborts the open
+  transaction at once, and the predecessor, if it still runs (a zombie, say after a long
+  pause), can commit nothing more: its next commit fails and it stops. This does not make the
+  restarted worker resume sooner: its group waits for the killed member's session to expire
+  (10 s) before sharing out the partitions again;
+- without it, each process has a new random id, and the broker aborts the open transaction
+  after TRANSACTION_TIMEOUT_MS (checked every 10 s by default: 10-20 s in all), and a zombie
+  is not fenced off by a restart.
+Two live workers given the same worker id fence each other in turn: each stops with an error
+that says so.
 
 Sending. The other services send through kafka-python (safehub.bus), whose per-record `send`
 and network thread run Python code for every record. In the correlator, which writes an audit
@@ -37,6 +48,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import ProducerFenced
 from aiokafka.partitioner import DefaultPartitioner
 
 from safehub.errors import BrokerError
@@ -45,26 +57,50 @@ AUDIT_PARTITION = 0
 TRANSACTION_TIMEOUT_MS = 10_000
 
 
+def transactional_id(app_id: str, worker_id: str | None) -> str:
+    """The worker's transactional id: stable with a worker id, else new for each process."""
+    if worker_id is None:
+        return f"{app_id}-{uuid.uuid4().hex}"
+    return f"{app_id}-worker-{worker_id}"
+
+
+def _producer(bootstrap: str, client_id: str, transactional: str) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap, client_id=client_id, acks="all", enable_idempotence=True,
+        linger_ms=0, transactional_id=transactional,
+        transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
+    )
+
+
+async def fence(bootstrap: str, client_id: str, transactional: str) -> None:
+    """End what an earlier process with this transactional id left: its open transaction is
+    aborted, and it can commit nothing more. Returns once the broker has done both."""
+    producer = _producer(bootstrap, client_id, transactional)
+    try:
+        # Starting a transactional producer registers the id, which is the fencing.
+        await producer.start()
+    except Exception as exc:  # aiokafka's errors have no common base besides Exception
+        raise BrokerError(f"could not fence earlier workers with transactional id "
+                          f"{transactional}: {exc}") from exc
+    finally:
+        await producer.stop()
+
+
 class OutputWriter:
     def __init__(self, bootstrap: str, client_id: str, correlated_topic: str,
-                 audit_topic: str, transactional_prefix: str) -> None:
+                 audit_topic: str, transactional: str) -> None:
         self._bootstrap = bootstrap
         self._client_id = client_id
         self._correlated = correlated_topic
         self._audit = audit_topic
-        self._transactional_id = f"{transactional_prefix}-{uuid.uuid4().hex}"
+        self._transactional_id = transactional
         self._producer: AIOKafkaProducer | None = None
         self._partitions: list[int] = []
         self._partitioner = DefaultPartitioner()
 
     async def _started(self) -> AIOKafkaProducer:
         if self._producer is None:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self._bootstrap, client_id=self._client_id,
-                acks="all", enable_idempotence=True, linger_ms=0,
-                transactional_id=self._transactional_id,
-                transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
-            )
+            producer = _producer(self._bootstrap, self._client_id, self._transactional_id)
             await producer.start()
             partitions = await producer.partitions_for(self._correlated)
             if not partitions:
@@ -92,9 +128,18 @@ class OutputWriter:
                 delivered: list[Any] = []
                 for (topic, p), records in by_partition.items():
                     delivered += await send_in_batches(producer, topic, p, records)
-                await asyncio.gather(*delivered)
+                # Every future retrieved: a fenced producer fails them all with one exception.
+                outcomes = await asyncio.gather(*delivered, return_exceptions=True)
+                failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+                if failed is not None:
+                    raise failed
         except BrokerError:
             raise
+        except ProducerFenced as exc:
+            raise BrokerError(f"another worker started with this worker's transactional id "
+                              f"({self._transactional_id}): this one may commit nothing more. "
+                              "If both run, give each its own SAFEHUB_CORRELATOR_WORKER_ID") \
+                from exc
         except Exception as exc:  # aiokafka's errors have no common base besides Exception
             raise BrokerError(f"alerts, audit entries or block states not committed: {exc}") \
                 from exc

@@ -129,8 +129,11 @@ def test_kill_mid_stream_and_restart_loses_nothing_and_duplicates_no_alert(
 
     first, second = events[: len(events) * 2 // 3], events[len(events) * 2 // 3:]
     send_all(producer, [ingress_message(prefix, e) for e in first])
-    # Small batches, so that the kill lands between many committed and uncommitted ones.
-    correlator = correlator_factory(SAFEHUB_CORRELATOR_BATCH="40")
+    # Small batches, so that the kill lands between many committed and uncommitted ones. A
+    # worker id, as a process manager would give: the restarted worker fences its predecessor
+    # (the other recovery test runs anonymous workers).
+    correlator = correlator_factory(SAFEHUB_CORRELATOR_BATCH="40",
+                                    SAFEHUB_CORRELATOR_WORKER_ID="w1")
     correlator.start()
     # Killed well before the first part is done (4,800 events, 3,200 sent before the kill),
     # however far the correlator runs ahead of this loop's reads on a busy machine.
@@ -141,14 +144,17 @@ def test_kill_mid_stream_and_restart_loses_nothing_and_duplicates_no_alert(
     send_all(producer, [ingress_message(prefix, e) for e in second])
     producer.close()
 
+    restarted = time.monotonic()
     correlator.start()
     wait_until("every event", lambda: len(out.accepted()) == len(events), 180, correlator)
+    caught_up = time.monotonic() - restarted
     assert correlator.stop() == 0
+    assert correlator.log.read_text().count("earlier processes of this worker fenced off") == 2
 
     records, entries = out.final()
     refed = check_no_effect_lost(rules, events, records, entries)
     print(f"killed after {at_kill} events; {refed} re-fed after restart; "
-          f"{len(records)} alert records")
+          f"{len(records)} alert records; all accepted {caught_up:.1f} s after the restart")
     out.close()
 
 
