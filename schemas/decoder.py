@@ -25,47 +25,19 @@ from enum import Enum
 from typing import Any
 
 from safehub.errors import ValidationError
+from safehub.schemas.generated import SourceGenerator
 from safehub.schemas.prescan import Truncated, read_varint
 
 _DOUBLE = struct.Struct("<d").unpack_from
 _FLOAT = struct.Struct("<f").unpack_from
-_PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 
 
-class _Generator:
+class _Generator(SourceGenerator):
     def __init__(self, classes: dict[str, type[Any]], namespace: str) -> None:
-        self.classes = classes
-        self.namespace = namespace
-        self.lines: list[str] = []
-        self.globals: dict[str, Any] = {
+        super().__init__(classes, namespace, {
             "_VE": ValidationError, "_T": Truncated, "_varint": read_varint,
             "_double": _DOUBLE, "_float": _FLOAT,
-        }
-        self.named: dict[str, dict[str, Any]] = {}
-        self.count = 0
-
-    def var(self, stem: str = "v") -> str:
-        self.count += 1
-        return f"{stem}{self.count}"
-
-    def const(self, value: Any) -> str:
-        name = self.var("k")
-        self.globals[name] = value
-        return name
-
-    def emit(self, indent: int, line: str) -> None:
-        self.lines.append("    " * indent + line)
-
-    def full_name(self, node: dict[str, Any]) -> str:
-        name = str(node["name"])
-        return name if "." in name else f"{node.get('namespace', self.namespace)}.{name}"
-
-    def resolve(self, node: Any) -> Any:
-        if isinstance(node, str) and node not in _PRIMITIVES:
-            return self.named[node]
-        if isinstance(node, dict) and node.get("type") in ("record", "enum", "fixed"):
-            self.named[self.full_name(node)] = node
-        return node
+        })
 
     def varint(self, ind: int, target: str, field: str) -> None:
         self.emit(ind, "x = b[p]")
@@ -238,11 +210,7 @@ def compile_decoder(schema: dict[str, Any], classes: dict[str, type[Any]], names
     gen.emit(1, "if p != n:")
     gen.emit(2, f"raise _VE({name!r}, 'trailing bytes after the record')")
     gen.emit(1, f"return {result}")
-    source = "\n".join(gen.lines)
-    namespace_dict = dict(gen.globals)
-    # The source is generated from our own schema files only; no input reaches it.
-    exec(compile(source, f"<decoder {name}>", "exec"), namespace_dict)
-    generated: Callable[[bytes], Any] = namespace_dict["decode"]
+    generated: Callable[[bytes], Any] = gen.function("decode", f"<decoder {name}>")
 
     def decode(body: bytes) -> Any:
         try:
@@ -250,5 +218,5 @@ def compile_decoder(schema: dict[str, Any], classes: dict[str, type[Any]], names
         except (IndexError, Truncated):
             raise ValidationError(name, "truncated body") from None
 
-    decode.__doc__ = source  # the generated code, for anyone debugging a verdict
+    decode.__doc__ = generated.__doc__
     return decode

@@ -114,8 +114,8 @@ def run(args: argparse.Namespace) -> int:
     topics = ingress_topics(settings)
     log.info("correlator %s: reading %d ingress topic(s)", settings.app_id, len(topics))
     if settings.fences:
-        # Before the worker reads anything: its table's recovery reads the changelog, which an
-        # open transaction of a killed predecessor would hold back until the broker's timeout.
+        # Before the worker reads or writes anything: what a killed predecessor left open is
+        # aborted, and a paused one can commit nothing more once it resumes.
         loop = asyncio.new_event_loop()  # not installed as the current loop: faust makes its own
         try:
             loop.run_until_complete(fence(settings.bootstrap, SERVICE, settings.transactional_id))
