@@ -62,6 +62,7 @@ class CorrelatorSettings:
     batch_within_s: float
     web_port: int | None  # None: faust's web server is off
     topic_check_s: float  # how often to look for ingress topics this worker does not read
+    worker_id: str | None  # SAFEHUB_CORRELATOR_WORKER_ID
     transactional_id: str  # of its outputs (outputs.transactional_id)
     fences: bool  # a stable transactional id: fence earlier processes with it before starting
 
@@ -132,7 +133,7 @@ def build_app(
         table_standby_replicas=0,
         **web,
     )
-    transport.install(app)
+    transport.install(app, settings.worker_id)
     ingress = app.topic(
         *ingress_topics,
         key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",

@@ -11,8 +11,10 @@ SAFEHUB_CORRELATOR_WEB_PORT (faust's web server; off unless set),
 SAFEHUB_CORRELATOR_TOPIC_CHECK_S (how often to warn of ingress topics created since the worker
 started, which it reads only after a restart; default 300), SAFEHUB_CORRELATOR_WORKER_ID (this
 worker's name, stable across its restarts and different for every worker: a restarted worker
-then aborts what its killed predecessor left open at once and fences it off, see outputs.py;
-unset, each process is anonymous). Start several with the same app id to share the partitions.
+then aborts what its killed predecessor left open and fences it off (outputs.py), and takes its
+partitions back at once as a static group member (transport.py), though a worker stopped for
+good hands its partitions on only after the group's 10 s session timeout; unset, each process is
+anonymous). Start several with the same app id to share the partitions.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ def settings_from_env() -> CorrelatorSettings:
         batch_within_s=0.1,
         web_port=_int("SAFEHUB_CORRELATOR_WEB_PORT", 0) if port else None,
         topic_check_s=_int("SAFEHUB_CORRELATOR_TOPIC_CHECK_S", 300),
+        worker_id=worker_id,
         transactional_id=transactional_id(app_id, worker_id),
         fences=worker_id is not None,
     )

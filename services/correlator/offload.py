@@ -67,8 +67,8 @@ def serve(conn: Connection, rules: Rules, prefix: str) -> None:
     while True:
         try:
             request = conn.recv_bytes()
-        except EOFError:
-            return
+        except (EOFError, ConnectionResetError):
+            return  # the worker closed the pipe, or was killed: nothing is left to do
         try:
             now, shipped, batch = pickle.loads(request)
             t0 = time.perf_counter()

@@ -17,9 +17,9 @@ ends it depends on the worker's transactional id:
   process manager's instance name), the id is the app id and the worker id, and a restarted
   worker fences its predecessor before it reads anything (`fence`): the broker aborts the open
   transaction at once, and the predecessor, if it still runs (a zombie, say after a long
-  pause), can commit nothing more: its next commit fails and it stops. This does not make the
-  restarted worker resume sooner: its group waits for the killed member's session to expire
-  (10 s) before sharing out the partitions again;
+  pause), can commit nothing more: its next commit fails and it stops. The worker id also
+  makes the worker a static member of its consumer group (transport.py), so that it takes its
+  partitions back at once rather than after the group has timed its predecessor out;
 - without it, each process has a new random id, and the broker aborts the open transaction
   after TRANSACTION_TIMEOUT_MS (checked every 10 s by default: 10-20 s in all), and a zombie
   is not fenced off by a restart.

@@ -131,7 +131,7 @@ def test_kill_mid_stream_and_restart_loses_nothing_and_duplicates_no_alert(
     send_all(producer, [ingress_message(prefix, e) for e in first])
     # Small batches, so that the kill lands between many committed and uncommitted ones. A
     # worker id, as a process manager would give: the restarted worker fences its predecessor
-    # (the other recovery test runs anonymous workers).
+    # and takes its place in the group at once (the other recovery test runs anonymous workers).
     correlator = correlator_factory(SAFEHUB_CORRELATOR_BATCH="40",
                                     SAFEHUB_CORRELATOR_WORKER_ID="w1")
     correlator.start()

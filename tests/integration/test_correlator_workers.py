@@ -30,16 +30,18 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("ids", [("", ""), ("a", "b")], ids=["anonymous", "worker-ids"])
 def test_two_workers_share_partitions_and_survive_losing_one(
     kafka_bootstrap: str, prefix: str, create_topics_fn,  # noqa: F811
-    correlator_factory: Callable,  # noqa: F811
+    correlator_factory: Callable, ids: tuple[str, str],  # noqa: F811
 ) -> None:
     rules = load_rules(DEFAULT_RULES_PATH)
     events = population(children=300, events_per_child=12, seed=23)
     out = correlator_topics(kafka_bootstrap, prefix, create_topics_fn)
 
-    a = correlator_factory(SAFEHUB_CORRELATOR_BATCH="40")
-    b = correlator_factory(SAFEHUB_CORRELATOR_BATCH="40")
+    # With worker ids, both are static members of the group, and fence by transactional id.
+    a = correlator_factory(SAFEHUB_CORRELATOR_BATCH="40", SAFEHUB_CORRELATOR_WORKER_ID=ids[0])
+    b = correlator_factory(SAFEHUB_CORRELATOR_BATCH="40", SAFEHUB_CORRELATOR_WORKER_ID=ids[1])
     a.start()
     b.start()
     # Both in the group before the data arrives, so that the two share the partitions.
