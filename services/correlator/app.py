@@ -133,7 +133,8 @@ def build_app(
         table_standby_replicas=0,
         **web,
     )
-    transport.install(app, settings.worker_id)
+    transport.install(app, None if settings.worker_id is None
+                      else transport.static_member_id(settings.worker_id, ingress_topics))
     ingress = app.topic(
         *ingress_topics,
         key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",

@@ -26,8 +26,9 @@ their beginning after every rebalance, as the committed ones are to their commit
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiokafka
@@ -218,6 +219,18 @@ class PromptConsumer(faust_aiokafka.Consumer):
 class PromptTransport(faust_aiokafka.Transport):
     Consumer = PromptConsumer
     group_instance_id: str | None = None
+
+
+def static_member_id(worker_id: str, topics: Sequence[str]) -> str:
+    """The worker's group instance id: its worker id and the set of topics it reads.
+
+    A static member that rejoins is given its previous assignment without a rebalance, even if
+    it now subscribes to more topics: a worker restarted to read a new agency's topic would
+    never be assigned it (seen in tests/integration/test_correlator_onboarding.py). Naming the
+    topic set makes such a worker a new member, whose joining shares the partitions out again.
+    """
+    digest = hashlib.sha256("\n".join(sorted(topics)).encode()).hexdigest()[:12]
+    return f"{worker_id}-{digest}"
 
 
 def install(app: Any, group_instance_id: str | None = None) -> None:

@@ -43,13 +43,17 @@ def test_unread_names_only_topics_the_worker_does_not_read() -> None:
 
 
 @pytest.mark.timeout(240)
+# With a worker id the worker is a static group member, whose rejoining alone would not have
+# the new topic assigned to it (transport.static_member_id).
+@pytest.mark.parametrize("worker_id", ["", "w1"], ids=["anonymous", "worker-id"])
 def test_a_topic_created_while_running_is_reported_then_read_after_a_restart(
         kafka_bootstrap: str, prefix: str,  # noqa: F811
         create_topics_fn: Callable[..., list[str]],
-        correlator_factory: Callable[..., Correlator]) -> None:  # noqa: F811
+        correlator_factory: Callable[..., Correlator], worker_id: str) -> None:  # noqa: F811
     create_topics_fn(f"{prefix}ingress.police-x", f"{prefix}correlated", partitions=PARTITIONS)
     create_topics_fn(f"{prefix}audit", f"{prefix}deadletter")
-    correlator = correlator_factory(SAFEHUB_CORRELATOR_TOPIC_CHECK_S="1")
+    correlator = correlator_factory(SAFEHUB_CORRELATOR_TOPIC_CHECK_S="1",
+                                    SAFEHUB_CORRELATOR_WORKER_ID=worker_id)
     correlator.start()
     outputs = Outputs(kafka_bootstrap, prefix)
     accepted = outputs.accepted

@@ -1,4 +1,4 @@
-"""The correlator's settings from the environment: the worker id decides the transactional id."""
+"""The correlator's settings from the environment, and the ids a worker id gives it."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import pytest
 
 from safehub.errors import ConfigError
 from safehub.services.correlator.command import settings_from_env
+from safehub.services.correlator.transport import static_member_id
 
 
 def test_a_worker_id_gives_a_stable_transactional_id_that_fences(
@@ -33,3 +34,11 @@ def test_a_bad_worker_id_is_refused_with_its_variable_named(
     monkeypatch.setenv("SAFEHUB_CORRELATOR_WORKER_ID", bad)
     with pytest.raises(ConfigError, match="SAFEHUB_CORRELATOR_WORKER_ID"):
         settings_from_env()
+
+
+def test_the_static_member_id_names_the_topic_set_whatever_its_order() -> None:
+    a = static_member_id("w1", ["p.ingress.police-x", "p.ingress.school-z"])
+    assert a == static_member_id("w1", ["p.ingress.school-z", "p.ingress.police-x"])
+    assert a.startswith("w1-")
+    assert a != static_member_id("w1", ["p.ingress.police-x"])  # a new topic: a new member
+    assert a != static_member_id("w2", ["p.ingress.police-x", "p.ingress.school-z"])
