@@ -62,9 +62,8 @@ class CorrelatorSettings:
     batch_within_s: float
     web_port: int | None  # None: faust's web server is off
     topic_check_s: float  # how often to look for ingress topics this worker does not read
-    worker_id: str | None  # SAFEHUB_CORRELATOR_WORKER_ID
+    worker_id: str | None  # SAFEHUB_CORRELATOR_WORKER_ID; None: an anonymous worker
     transactional_id: str  # of its outputs (outputs.transactional_id)
-    fences: bool  # a stable transactional id: fence earlier processes with it before starting
 
 
 class Throughput:

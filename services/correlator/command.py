@@ -85,7 +85,6 @@ def settings_from_env() -> CorrelatorSettings:
         topic_check_s=_int("SAFEHUB_CORRELATOR_TOPIC_CHECK_S", 300),
         worker_id=worker_id,
         transactional_id=transactional_id(app_id, worker_id),
-        fences=worker_id is not None,
     )
 
 
@@ -116,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     log.info("correlator %s: rules version %s", settings.app_id, rules.version)
     topics = ingress_topics(settings)
     log.info("correlator %s: reading %d ingress topic(s)", settings.app_id, len(topics))
-    if settings.fences:
+    if settings.worker_id is not None:
         # Before the worker reads or writes anything: what a killed predecessor left open is
         # aborted, and a paused one can commit nothing more once it resumes.
         loop = asyncio.new_event_loop()  # not installed as the current loop: faust makes its own

@@ -17,14 +17,14 @@ def test_a_worker_id_gives_a_stable_transactional_id_that_fences(
     first, again = settings_from_env(), settings_from_env()
     assert first.transactional_id == again.transactional_id == \
         "demo.safehub-correlator-worker-hub-a.1"
-    assert first.fences
+    assert first.worker_id == "hub-a.1"
 
 
 def test_without_a_worker_id_each_process_is_anonymous(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SAFEHUB_CORRELATOR_WORKER_ID", raising=False)
     first, again = settings_from_env(), settings_from_env()
     assert first.transactional_id != again.transactional_id
-    assert not first.fences
+    assert first.worker_id is None
 
 
 @pytest.mark.parametrize("bad", ["two words", "x" * 65, "ünïcode", "a/b"])
