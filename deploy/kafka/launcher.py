@@ -4,6 +4,17 @@ The broker's jars come from Maven Central through Maven, once, into a cache outs
 repository. `up` formats fresh storage and starts 1 or 3 combined broker+controller nodes;
 `down` stops exactly the processes `up` recorded, and nothing else.
 
+The cluster is secure by default, like the real one:
+- CLIENT (SASL_SSL, SCRAM-SHA-512) is the only listener clients use;
+- INTERNAL (replication) and CONTROLLER (KRaft) are TLS with a required client certificate:
+  only a holder of the node certificate (principal User:safehub-node) gets in;
+- StandardAuthorizer with no ACL meaning no access; super users are the nodes and `admin`.
+The CA, the node key and `secrets/` (one 0600 password file per principal) are made at the
+first `up` and kept by `down`, so that a client's CA and password files stay valid across
+restarts; `down(purge=True)` removes them too. The admin's SCRAM credential is written through
+the INTERNAL listener with the node certificate, so no password is ever on a command line, in
+an environment value or in a properties file.
+
 Kafka 4.4 is the newest release on Maven Central that both clients work against:
 kafka-python 3.x negotiates current API versions, and aiokafka 0.14 (under faust-streaming)
 keeps the pre-KIP-896 versions Kafka 4 still accepts. The integration tests prove both.
@@ -15,6 +26,7 @@ import base64
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -23,8 +35,11 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
-from safehub.errors import BrokerError
+from safehub.connection import KafkaConnection, local_cluster_folder, write_secret
+from safehub.deploy.kafka.certificates import NODE_PRINCIPAL, Certificates, ensure_certificates
+from safehub.errors import BrokerError, SafehubError
 
 KAFKA_VERSION = "4.4.0"
 SLF4J_VERSION = "1.7.36"  # the SLF4J API line Kafka 4.4 is built against
@@ -33,6 +48,9 @@ HEAP = ("-Xms256m", "-Xmx768m")
 JVM_FLAGS = ("-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true")
 DEFAULT_BROKER_PORT = 19092
 READY_TIMEOUT_S = 90.0
+ADMIN = "admin"
+SECRETS = "secrets"
+AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 
 
 def cache_dir() -> Path:
@@ -43,10 +61,8 @@ def cache_dir() -> Path:
 
 
 def state_root() -> Path:
-    base = os.environ.get("SAFEHUB_STATE") or os.path.join(
-        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "safehub"
-    )
-    return Path(base) / "kafka"
+    """The folder of all local clusters (`local_cluster_folder(name)` is one of them)."""
+    return local_cluster_folder().parent
 
 
 def _need(tool: str, what: str) -> str:
@@ -87,13 +103,22 @@ def fetch_jars() -> Path:
 @dataclass(frozen=True)
 class Node:
     node_id: int
-    broker_port: int
-    controller_port: int
+    broker_port: int  # CLIENT listener (SASL_SSL): the one clients use
+    controller_port: int  # CONTROLLER listener (mutual TLS)
+    internal_port: int  # INTERNAL listener (mutual TLS): replication between brokers
     pid: int = 0
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.broker_port}"
+
+    @property
+    def internal_address(self) -> str:
+        return f"127.0.0.1:{self.internal_port}"
+
+    @property
+    def controller_address(self) -> str:
+        return f"127.0.0.1:{self.controller_port}"
 
 
 @dataclass(frozen=True)
@@ -104,7 +129,33 @@ class ClusterState:
 
     @property
     def bootstrap(self) -> str:
+        """The CLIENT listeners: the only way in for clients."""
         return ",".join(n.address for n in self.nodes)
+
+    @property
+    def internal_bootstrap(self) -> str:
+        return ",".join(n.internal_address for n in self.nodes)
+
+    @property
+    def secrets_dir(self) -> Path:
+        return Path(self.root) / SECRETS
+
+    @property
+    def ca_file(self) -> Path:
+        return Certificates(Path(self.root)).ca_file
+
+    @property
+    def node_file(self) -> Path:
+        return Certificates(Path(self.root)).node_file
+
+    def connection(self, principal: str = ADMIN) -> KafkaConnection:
+        """How `principal` reaches this cluster (its password file is in `secrets/`)."""
+        return KafkaConnection(
+            bootstrap=self.bootstrap,
+            principal=principal,
+            password_file=self.secrets_dir / f"{principal}.password",
+            ca_file=self.ca_file,
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -112,7 +163,8 @@ class ClusterState:
     @staticmethod
     def from_json(text: str) -> ClusterState:
         raw = json.loads(text)
-        nodes = tuple(Node(**n) for n in raw["nodes"])
+        # A state file written before the INTERNAL listener existed has no internal port.
+        nodes = tuple(Node(**{"internal_port": 0, **n}) for n in raw["nodes"])
         return ClusterState(name=raw["name"], nodes=nodes, root=raw["root"])
 
 
@@ -154,19 +206,39 @@ def _is_our_broker(pid: int, root: str) -> bool:
     return "kafka.Kafka" in args and any(a.startswith(root) for a in args)
 
 
-def _properties(node: Node, nodes: tuple[Node, ...], data_dir: Path) -> str:
+def _properties(node: Node, nodes: tuple[Node, ...], data_dir: Path, certs: Certificates) -> str:
     n = len(nodes)
     voters = ",".join(f"{x.node_id}@127.0.0.1:{x.controller_port}" for x in nodes)
-    props = {
+    props: dict[str, Any] = {
         "process.roles": "broker,controller",
         "node.id": node.node_id,
         "controller.quorum.voters": voters,
-        "listeners": f"PLAINTEXT://127.0.0.1:{node.broker_port},"
+        "listeners": f"CLIENT://127.0.0.1:{node.broker_port},"
+        f"INTERNAL://127.0.0.1:{node.internal_port},"
         f"CONTROLLER://127.0.0.1:{node.controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.broker_port}",
+        "advertised.listeners": f"CLIENT://127.0.0.1:{node.broker_port},"
+        f"INTERNAL://127.0.0.1:{node.internal_port}",
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": "INTERNAL",
+        "listener.security.protocol.map": "CLIENT:SASL_SSL,INTERNAL:SSL,CONTROLLER:SSL",
+        # Clients: SCRAM over TLS, credentials kept in the metadata log.
+        "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+        "listener.name.client.sasl.enabled.mechanisms": "SCRAM-SHA-512",
+        "listener.name.client.scram-sha-512.sasl.jaas.config":
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        # Nodes: mutual TLS with the node certificate; nothing else opens these listeners.
+        "listener.name.internal.ssl.client.auth": "required",
+        "listener.name.controller.ssl.client.auth": "required",
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(certs.node_file),
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(certs.ca_file),
+        "ssl.enabled.protocols": "TLSv1.3,TLSv1.2",
+        "ssl.principal.mapping.rules": "RULE:^CN=([^,]+).*$/$1/,DEFAULT",
+        # No ACL means no access; the nodes and the bootstrap admin are super users.
+        "authorizer.class.name": AUTHORIZER,
+        "allow.everyone.if.no.acl.found": "false",
+        "super.users": f"{NODE_PRINCIPAL};User:{ADMIN}",
         "log.dirs": str(data_dir),
         # Topics are created explicitly from deploy/topics.toml, never by a typo.
         "auto.create.topics.enable": "false",
@@ -190,8 +262,44 @@ class Cluster:
 
     def __init__(self, name: str = "default") -> None:
         self.name = name
-        self.root = state_root() / name
+        self.root = local_cluster_folder(name)
         self.state_file = self.root / "cluster.json"
+        self.certificates = Certificates(self.root)
+
+    @property
+    def secrets_dir(self) -> Path:
+        """One 0600 `<principal>.password` file per principal; kept across down/up."""
+        return self.root / SECRETS
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA clients trust; kept across down/up."""
+        return self.certificates.ca_file
+
+    def _kept(self) -> set[str]:
+        return {*self.certificates.names, SECRETS}
+
+    def _clear(self, purge: bool) -> None:
+        """Remove data, logs, properties and state; the CA, node key and secrets unless purge."""
+        if purge:
+            shutil.rmtree(self.root, ignore_errors=True)
+            return
+        if not self.root.is_dir():
+            return
+        kept = self._kept()
+        for entry in self.root.iterdir():
+            if entry.name in kept:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+    def _admin_password(self) -> str:
+        path = self.secrets_dir / f"{ADMIN}.password"
+        if not path.exists():
+            write_secret(path, secrets.token_urlsafe(32))
+        return KafkaConnection("", ADMIN, path, self.ca_file).password()
 
     # -- inspection ---------------------------------------------------------------------
     def state(self) -> ClusterState | None:
@@ -227,13 +335,19 @@ class Cluster:
         libs = fetch_jars()
         java = _need("java", "the Kafka broker needs a Java runtime (17 or newer)")
         layout = self._layout(nodes, base_port)
-        shutil.rmtree(self.root, ignore_errors=True)
-        self.root.mkdir(parents=True)
+        self._clear(purge=False)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o700)
+        self.secrets_dir.mkdir(mode=0o700, exist_ok=True)
+        self.secrets_dir.chmod(0o700)
+        certs = ensure_certificates(self.root)
+        self._admin_password()  # made now, so a failed start still leaves it for the next
         cluster_id = new_cluster_id()
         classpath = f"{libs}/*"
         for node in layout:
             props = self.root / f"node-{node.node_id}.properties"
-            props.write_text(_properties(node, layout, self.root / f"data-{node.node_id}"))
+            write_secret(props, _properties(node, layout, self.root / f"data-{node.node_id}",
+                                            certs))
             fmt = subprocess.run(
                 [java, "-cp", classpath, "kafka.tools.StorageTool", "format",
                  "-t", cluster_id, "-c", str(props)],
@@ -247,6 +361,7 @@ class Cluster:
         state = ClusterState(name=self.name, nodes=started, root=str(self.root))
         self.state_file.write_text(state.to_json())
         try:
+            self.bootstrap_admin()
             self.wait_ready(len(started))
         except BrokerError:
             self.down()
@@ -255,13 +370,15 @@ class Cluster:
 
     def _layout(self, nodes: int, base_port: int | None) -> tuple[Node, ...]:
         if base_port is None:
-            ports = free_ports(2 * nodes)
-            return tuple(Node(i + 1, ports[2 * i], ports[2 * i + 1]) for i in range(nodes))
+            ports = free_ports(3 * nodes)
+            return tuple(Node(i + 1, ports[3 * i], ports[3 * i + 1], ports[3 * i + 2])
+                         for i in range(nodes))
         layout = tuple(
-            Node(i + 1, base_port + i, base_port + 100 + i) for i in range(nodes)
+            Node(i + 1, base_port + i, base_port + 100 + i, base_port + 200 + i)
+            for i in range(nodes)
         )
         for n in layout:
-            for port in (n.broker_port, n.controller_port):
+            for port in (n.broker_port, n.controller_port, n.internal_port):
                 if _port_taken(port):
                     raise BrokerError(
                         f"port {port} on 127.0.0.1 is taken; stop what holds it or choose "
@@ -285,29 +402,89 @@ class Cluster:
             if time.monotonic() > deadline:
                 break
             time.sleep(0.02)
-        return Node(node.node_id, node.broker_port, node.controller_port, proc.pid)
+        return Node(node.node_id, node.broker_port, node.controller_port, node.internal_port,
+                    proc.pid)
+
+    def _check_alive(self, st: ClusterState) -> None:
+        for node in st.nodes:
+            if not _is_our_broker(node.pid, st.root):
+                raise BrokerError(
+                    f"broker node {node.node_id} exited during start; last lines of its log:\n"
+                    + self.log_tail(node.node_id)
+                )
+
+    def node_client(self, **overrides: Any) -> dict[str, Any]:
+        """kafka-python settings for the node's own identity on the INTERNAL listeners (mutual
+        TLS, super user): how the launcher writes the first credential, before any exists."""
+        st = self.state()
+        assert st is not None
+        node_file = str(self.certificates.node_file)
+        return {
+            "bootstrap_servers": st.internal_bootstrap,
+            "security_protocol": "SSL",
+            "ssl_cafile": str(self.certificates.ca_file),
+            "ssl_certfile": node_file,  # key and chain in one file, as Kafka reads it
+            "ssl_keyfile": node_file,
+            "client_id": "safehub-launcher",
+            **overrides,
+        }
+
+    def bootstrap_admin(self, timeout: float = READY_TIMEOUT_S) -> None:
+        """Give the `admin` principal its SCRAM-SHA-512 credential from `secrets/admin.password`.
+
+        Sent as the node over mutual TLS, salted and hashed by the client (the request carries
+        PBKDF2 output, not the password); the password never leaves this process otherwise.
+        """
+        from kafka import KafkaAdminClient  # imported here: `kafka status` should start fast
+        from kafka.admin import ScramMechanism, UserScramCredentialUpsertion
+        from kafka.errors import KafkaError
+
+        st = self.state()
+        assert st is not None
+        password = self._admin_password()
+        deadline = time.monotonic() + timeout
+        last_error = "no answer yet"
+        while time.monotonic() < deadline:
+            self._check_alive(st)
+            try:
+                admin = KafkaAdminClient(**self.node_client(request_timeout_ms=5000))
+                try:
+                    result = admin.alter_user_scram_credentials([
+                        UserScramCredentialUpsertion(ADMIN, ScramMechanism.SCRAM_SHA_512,
+                                                     password)
+                    ])
+                finally:
+                    admin.close()
+                error = result.get(ADMIN)
+                if error is None:
+                    return
+                last_error = f"the broker refused the admin credential: {error}"
+            except KafkaError as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
+            time.sleep(0.5)
+        raise BrokerError(
+            f"could not give '{ADMIN}' its credential within {timeout:.0f}s ({last_error}); "
+            f"last lines of node 1's log:\n{self.log_tail(1)}"
+        )
 
     def wait_ready(self, expected_brokers: int, timeout: float = READY_TIMEOUT_S) -> None:
-        """Block until the cluster answers metadata with every broker; explain a failure."""
-        from kafka import KafkaAdminClient  # imported here: `kafka status` should start fast
+        """Block until `admin`, on the CLIENT listeners, sees every broker; explain a failure.
+
+        Authentication failures are retried: a new SCRAM credential reaches each broker through
+        the metadata log, a moment after the controller accepted it.
+        """
         from kafka.errors import KafkaError
+
+        from safehub.bus import make_admin
 
         st = self.state()
         assert st is not None
         deadline = time.monotonic() + timeout
         last_error = "no answer yet"
         while time.monotonic() < deadline:
-            for node in st.nodes:
-                if not _is_our_broker(node.pid, st.root):
-                    raise BrokerError(
-                        f"broker node {node.node_id} exited during start; last lines of its log:\n"
-                        + self.log_tail(node.node_id)
-                    )
+            self._check_alive(st)
             try:
-                admin = KafkaAdminClient(
-                    bootstrap_servers=st.bootstrap, request_timeout_ms=5000,
-                    client_id="safehub-launcher",
-                )
+                admin = make_admin(st.connection(), "safehub-launcher", request_timeout_ms=5000)
                 try:
                     meta = admin.describe_cluster()
                 finally:
@@ -315,11 +492,11 @@ class Cluster:
                 if len(meta.get("brokers", [])) >= expected_brokers:
                     return
                 last_error = f"{len(meta.get('brokers', []))} of {expected_brokers} brokers up"
-            except KafkaError as exc:
+            except (KafkaError, SafehubError) as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
             time.sleep(0.5)
         raise BrokerError(
-            f"cluster did not answer metadata requests within {timeout:.0f}s ({last_error}); "
+            f"cluster did not answer '{ADMIN}' within {timeout:.0f}s ({last_error}); "
             f"last lines of node 1's log:\n{self.log_tail(1)}"
         )
 
@@ -344,10 +521,15 @@ class Cluster:
             ClusterState(name=st.name, nodes=nodes, root=st.root).to_json()
         )
 
-    def down(self, timeout: float = 30.0) -> list[int]:
-        """Stop the processes this cluster recorded; return their pids."""
+    def down(self, timeout: float = 30.0, purge: bool = False) -> list[int]:
+        """Stop the processes this cluster recorded and remove their data; return their pids.
+
+        The CA, the node key and `secrets/` stay for the next `up` unless `purge`.
+        """
         st = self.state()
         if st is None:
+            if purge:
+                self._clear(purge=True)
             return []
         stopped = []
         for node in st.nodes:
@@ -359,7 +541,7 @@ class Cluster:
             if not _wait_gone(pid, max(0.1, deadline - time.monotonic())):
                 os.kill(pid, signal.SIGKILL)
                 _wait_gone(pid, 10.0)
-        shutil.rmtree(self.root, ignore_errors=True)
+        self._clear(purge)
         return stopped
 
 
