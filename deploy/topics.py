@@ -13,6 +13,8 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from safehub.bus import make_admin
+from safehub.connection import KafkaConnection
+from safehub.deploy.registry import REGISTRY_FILE, Registry, load_registry
 from safehub.errors import BrokerError, ConfigError
 
 TOPICS_FILE = Path(__file__).with_name("topics.toml")
@@ -26,10 +28,17 @@ class TopicSpec:
     config: dict[str, str]
 
 
+def registry_specs(registry: Registry, brokers: int, prefix: str = "",
+                   path: Path = TOPICS_FILE) -> list[TopicSpec]:
+    """Every topic of the registry's agencies and hubs, and the internal ones."""
+    return load_specs(registry.agencies, brokers, path, prefix, hubs=registry.hubs)
+
+
 def load_specs(
-    agencies: Iterable[str], brokers: int, path: Path = TOPICS_FILE, prefix: str = ""
+    agencies: Iterable[str], brokers: int, path: Path = TOPICS_FILE, prefix: str = "",
+    hubs: Iterable[str] = (),
 ) -> list[TopicSpec]:
-    """Expand the definitions for these agencies on a cluster of `brokers` nodes.
+    """Expand the definitions for these agencies and hubs on a cluster of `brokers` nodes.
 
     `prefix` namespaces every name (tests use it so that they never see each other's data).
     """
@@ -41,26 +50,30 @@ def load_specs(
     rf = min(int(defaults.get("replication_factor", 1)), brokers)
     isr = min(int(defaults.get("min_insync_replicas", 1)), rf)
     agency_list = sorted(set(agencies))
+    hub_list = sorted(set(hubs))
     specs: list[TopicSpec] = []
     for t in raw.get("topic", []):
         config = {
             "retention.ms": str(t.get("retention_ms", -1)),
-            "cleanup.policy": t.get("cleanup_policy", "delete"),
+            "cleanup.policy": str(t.get("cleanup_policy", "delete")),
             "min.insync.replicas": str(isr if rf > 1 else 1),
         }
-        names = (
-            [t["name"].format(agency=a) for a in agency_list]
-            if "{agency}" in t["name"] else [t["name"]]
-        )
+        name = str(t["name"])
+        if "{agency}" in name:
+            names = [name.format(agency=a) for a in agency_list]
+        elif "{hub}" in name:
+            names = [name.format(hub=h) for h in hub_list]
+        else:
+            names = [name]
         specs.extend(
             TopicSpec(prefix + n, int(t["partitions"]), rf, config) for n in names
         )
     return specs
 
 
-def create_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> list[str]:
+def create_topics(kafka: KafkaConnection, specs: Iterable[TopicSpec]) -> list[str]:
     """Create what is missing; return the names created. Existing topics are left as they are."""
-    admin = make_admin(bootstrap)
+    admin = make_admin(kafka)
     created = []
     try:
         existing = set(admin.list_topics())
@@ -82,9 +95,9 @@ def create_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> list[str]:
     return created
 
 
-def delete_topics_with_prefix(bootstrap: str, prefix: str) -> list[str]:
+def delete_topics_with_prefix(kafka: KafkaConnection, prefix: str) -> list[str]:
     """Delete every topic named `prefix...` (a test's or a benchmark's own); return the names."""
-    admin = make_admin(bootstrap)
+    admin = make_admin(kafka)
     try:
         mine = [t for t in admin.list_topics() if t.startswith(prefix)]
         if mine:
@@ -96,31 +109,40 @@ def delete_topics_with_prefix(bootstrap: str, prefix: str) -> list[str]:
     return mine
 
 
-def broker_count(bootstrap: str) -> int:
-    admin = make_admin(bootstrap)
+def broker_count(kafka: KafkaConnection) -> int:
+    admin = make_admin(kafka)
     try:
         return len(admin.describe_cluster()["brokers"])
     except KafkaError as exc:
-        raise BrokerError(f"cannot describe cluster at {bootstrap}: {exc}") from exc
+        raise BrokerError(f"cannot describe cluster at {kafka.bootstrap}: {exc}") from exc
     finally:
         admin.close()
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["create", "list"])
+    parser.add_argument("--registry", type=Path, default=REGISTRY_FILE,
+                        help="the agency registry whose agencies' and hubs' topics to make "
+                             "(default deploy/agencies.toml)")
     parser.add_argument("--agency", action="append", default=[], metavar="ID",
-                        help="agency id to create per-agency topics for (repeatable)")
-    parser.add_argument("--bootstrap", default=os.environ.get("SAFEHUB_KAFKA_BOOTSTRAP",
-                                                              "127.0.0.1:19092"))
+                        help="only this registry agency's per-agency topics, besides the shared "
+                             "ones (repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:
-    specs = load_specs(args.agency, broker_count(args.bootstrap))
+    # Creating topics is the admin principal's job alone.
+    kafka = KafkaConnection.from_env("admin")
+    prefix = os.environ.get("SAFEHUB_TOPIC_PREFIX", "")
+    registry = load_registry(args.registry)
+    for agency in args.agency:
+        registry.get(agency)
+    agencies = args.agency or registry.agencies
+    specs = load_specs(agencies, broker_count(kafka), prefix=prefix, hubs=registry.hubs)
     if args.action == "list":
         for s in specs:
             print(f"{s.name}\tpartitions={s.partitions}\treplication={s.replication_factor}")
         return 0
-    created = create_topics(args.bootstrap, specs)
+    created = create_topics(kafka, specs)
     print(f"created {len(created)} topic(s); {len(specs) - len(created)} already existed")
     notice = onboarding_notice(created)
     if notice:

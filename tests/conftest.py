@@ -1,49 +1,88 @@
-"""Shared fixtures: one real Kafka cluster per test session, unique topics per test."""
+"""Shared fixtures: one real, secure Kafka cluster per test session, unique topics per test."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 import pytest
 
-from safehub.deploy.topics import TopicSpec, create_topics
-
-
-def _docker_answers() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    try:
-        done = subprocess.run(["docker", "info"], capture_output=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
+from safehub.connection import KafkaConnection
+from safehub.deploy.access import apply
+from safehub.deploy.registry import ADMIN, Kind, Party, Registry, load_registry, validate
+from safehub.deploy.topics import TopicSpec, create_topics, registry_specs
+from safehub.schemas.vocabulary import Sector
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
-    """A real broker: SAFEHUB_KAFKA_BOOTSTRAP, else testcontainers, else the local launcher."""
-    env = os.environ.get("SAFEHUB_KAFKA_BOOTSTRAP")
-    if env:
-        yield env
-        return
-    if _docker_answers():
-        from testcontainers.kafka import KafkaContainer
-
-        with KafkaContainer().with_kraft() as container:
-            yield container.get_bootstrap_server()
+def kafka() -> Iterator[KafkaConnection]:
+    """The admin principal of a real, secure cluster (SASL_SSL, SCRAM, ACLs): the one named by
+    SAFEHUB_KAFKA_BOOTSTRAP and its SAFEHUB_KAFKA_SECRETS and SAFEHUB_KAFKA_CA_FILE if set,
+    else a local cluster from the launcher. There is no insecure mode to fall back to."""
+    if os.environ.get("SAFEHUB_KAFKA_BOOTSTRAP"):
+        yield KafkaConnection.from_env(ADMIN)
         return
     from safehub.deploy.kafka.launcher import Cluster
 
     cluster = Cluster(f"pytest-{os.getpid()}")
     state = cluster.up(nodes=1)
     try:
-        yield state.bootstrap
+        yield state.connection(ADMIN)
     finally:
-        cluster.down()
+        cluster.down(purge=True)
+
+
+@dataclass(frozen=True)
+class Namespace:
+    """A test's own registry, topics and ACLs, under a prefix no other test uses."""
+
+    kafka: KafkaConnection  # admin
+    prefix: str
+    registry: Registry
+
+    def connection(self, principal: str) -> KafkaConnection:
+        """The principal as the registry made it (only the ACLs of its kind)."""
+        return self.kafka.as_principal(principal)
+
+    def topic(self, name: str) -> str:
+        return self.prefix + name
+
+    def env(self, principal: str) -> dict[str, str]:
+        """What a service started as a child process needs to run as this principal here."""
+        return {**self.connection(principal).env(), "SAFEHUB_TOPIC_PREFIX": self.prefix}
+
+
+SERVICES = (Party("correlator", Kind.SERVICE), Party("router", Kind.SERVICE),
+            Party("audit-sink", Kind.SERVICE), Party("auditor", Kind.AUDITOR))
+
+
+@pytest.fixture
+def secure_namespace(kafka: KafkaConnection) -> Callable[..., Namespace]:
+    """secure_namespace(agencies={"police-x": "POLICE"}, hubs=["csc-x"]) -> Namespace: the
+    registry's topics (one broker) and principals with exactly their ACLs, under a new prefix.
+    With no arguments, the project's own registry (deploy/agencies.toml)."""
+
+    def make(agencies: dict[str, str] | None = None, hubs: Iterable[str] = (),
+             partitions: int | None = None) -> Namespace:
+        if agencies is None and not hubs:
+            registry = load_registry()
+        else:
+            parties = [Party(a, Kind.AGENCY, Sector(s)) for a, s in (agencies or {}).items()]
+            parties += [Party(h, Kind.HUB) for h in hubs]
+            registry = Registry(validate((*parties, *SERVICES), "test registry"))
+        prefix = "t" + uuid.uuid4().hex[:10] + "."
+        specs = registry_specs(registry, 1, prefix)
+        if partitions is not None:
+            specs = [TopicSpec(s.name, partitions if ".ingress." in s.name
+                               or s.name.endswith("changelog") else s.partitions,
+                               1, s.config) for s in specs]
+        create_topics(kafka, specs)
+        apply(kafka, registry, prefix)
+        return Namespace(kafka, prefix, registry)
+
+    return make
 
 
 @pytest.fixture
@@ -55,12 +94,12 @@ def topic_names(request: pytest.FixtureRequest) -> Callable[[str], str]:
 
 
 @pytest.fixture
-def create_topics_fn(kafka_bootstrap: str) -> Callable[..., list[str]]:
+def create_topics_fn(kafka: KafkaConnection) -> Callable[..., list[str]]:
     """create_topics_fn(name, ..., partitions=N): create single-broker topics for a test."""
 
     def make(*names: str, partitions: int = 1, config: dict[str, str] | None = None) -> list[str]:
         specs = [TopicSpec(n, partitions, 1, dict(config or {})) for n in names]
-        create_topics(kafka_bootstrap, specs)
+        create_topics(kafka, specs)
         return list(names)
 
     return make

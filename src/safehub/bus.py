@@ -3,6 +3,8 @@
 Producers: acks=all, idempotence on, a delivery report for every record (`send_and_confirm`).
 Consumers: raw bytes in, manual commits, so a consumer validates in our code, dead-letters what
 fails and only then commits (see safehub.consumers.deadletter).
+Every client authenticates as the principal of its `KafkaConnection` (SASL_SSL, SCRAM-SHA-512):
+the connection settings come from there and nowhere else.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
 
+from safehub.connection import KafkaConnection
 from safehub.errors import BrokerError
 
 Headers = Sequence[tuple[str, bytes]]
@@ -28,9 +31,9 @@ class Delivery:
     offset: int
 
 
-def make_producer(bootstrap: str, client_id: str, **overrides: Any) -> KafkaProducer:
+def make_producer(kafka: KafkaConnection, client_id: str, **overrides: Any) -> KafkaProducer:
     settings: dict[str, Any] = {
-        "bootstrap_servers": bootstrap,
+        **kafka.kafka_python(),
         "client_id": client_id,
         "acks": "all",
         "enable_idempotence": True,
@@ -46,11 +49,12 @@ def make_producer(bootstrap: str, client_id: str, **overrides: Any) -> KafkaProd
     try:
         return KafkaProducer(**settings)
     except KafkaError as exc:
-        raise BrokerError(f"cannot connect a producer to {bootstrap}: {exc}") from exc
+        raise BrokerError(f"cannot connect a producer to {kafka.bootstrap} as "
+                          f"{kafka.principal}: {exc}") from exc
 
 
 def make_consumer(
-    bootstrap: str,
+    kafka: KafkaConnection,
     group_id: str | None,
     topics: Iterable[str] = (),
     *,
@@ -59,7 +63,7 @@ def make_consumer(
     **overrides: Any,
 ) -> KafkaConsumer:
     settings: dict[str, Any] = {
-        "bootstrap_servers": bootstrap,
+        **kafka.kafka_python(),
         "group_id": group_id,
         "client_id": client_id,
         "enable_auto_commit": False,
@@ -77,15 +81,18 @@ def make_consumer(
             consumer.subscribe(names)
         return consumer
     except KafkaError as exc:
-        raise BrokerError(f"cannot connect a consumer to {bootstrap}: {exc}") from exc
+        raise BrokerError(f"cannot connect a consumer to {kafka.bootstrap} as "
+                          f"{kafka.principal}: {exc}") from exc
 
 
-def make_admin(bootstrap: str, client_id: str = "safehub-admin") -> KafkaAdminClient:
+def make_admin(kafka: KafkaConnection, client_id: str = "safehub-admin",
+               **overrides: Any) -> KafkaAdminClient:
     try:
-        return KafkaAdminClient(bootstrap_servers=bootstrap, client_id=client_id,
-                                request_timeout_ms=30_000)
+        return KafkaAdminClient(**{**kafka.kafka_python(), "client_id": client_id,
+                                   "request_timeout_ms": 30_000, **overrides})
     except KafkaError as exc:
-        raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+        raise BrokerError(f"cannot reach Kafka at {kafka.bootstrap} as {kafka.principal}: "
+                          f"{exc}") from exc
 
 
 def send_and_confirm(

@@ -20,6 +20,7 @@ from safehub.errors import SafehubError
 COMMANDS: dict[str, tuple[str, str]] = {
     "kafka": ("safehub.deploy.kafka.command", "start, stop or inspect the local Apache Kafka"),
     "topics": ("safehub.deploy.topics", "create the topics defined in deploy/topics.toml"),
+    "access": ("safehub.deploy.access", "apply or show principals and ACLs from the registry"),
     "publish": ("safehub.producers.command", "pseudonymise an agency export and publish it"),
     "correlator": ("safehub.services.correlator.command", "run the correlation stream processor"),
     "router": ("safehub.services.router.command", "route correlated alerts to lead agencies"),

@@ -1,0 +1,160 @@
+"""How a service reaches Kafka: the one settings object behind every client in the project.
+
+Every party is a Kafka principal that authenticates with SASL/SCRAM-SHA-512 over TLS
+(SASL_SSL); there is no other way in. A `KafkaConnection` names the bootstrap servers, the
+principal, the file holding its password and the CA that signed the brokers' certificates.
+The password is read from its file only when a client is built and never kept on the object,
+so that a settings object can be printed, logged or put in an error message safely.
+
+Settings (environment), read by `KafkaConnection.from_env`:
+- SAFEHUB_KAFKA_BOOTSTRAP: host:port[,host:port...] (default: the local cluster's);
+- SAFEHUB_KAFKA_PRINCIPAL: who this service is (each service has its own default);
+- SAFEHUB_KAFKA_PASSWORD_FILE: the principal's password file (0600); default
+  `<SAFEHUB_KAFKA_SECRETS>/<principal>.password`;
+- SAFEHUB_KAFKA_SECRETS: a folder of password files (default: the local cluster's);
+- SAFEHUB_KAFKA_CA_FILE: the CA certificate in PEM (default: the local cluster's).
+A password never travels in an environment variable's value.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from safehub.errors import ConfigError
+
+SECURITY_PROTOCOL = "SASL_SSL"
+SASL_MECHANISM = "SCRAM-SHA-512"
+DEFAULT_BOOTSTRAP = "127.0.0.1:19092"
+LOCAL_CLUSTER = "default"
+
+
+def local_cluster_folder(name: str = LOCAL_CLUSTER) -> Path:
+    """Where `safehub kafka up` keeps a local cluster's state, CA and secrets."""
+    base = os.environ.get("SAFEHUB_STATE") or os.path.join(
+        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "safehub"
+    )
+    return Path(base) / "kafka" / name
+
+
+def read_secret(path: Path, what: str) -> str:
+    """The content of a secret file that only its owner may read; the error names the file and
+    the rule, never the content."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read {path}: {exc.strerror}") from exc
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"{what}: {path} must be readable by its owner only (chmod 600)")
+    if info.st_uid != os.getuid():
+        raise ConfigError(f"{what}: {path} must belong to the user running this service")
+    text = path.read_text().strip()
+    if not text:
+        raise ConfigError(f"{what}: {path} is empty")
+    return text
+
+
+def write_secret(path: Path, text: str) -> None:
+    """Create a 0600 file with this content (created with that mode, never widened first)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text + "\n")
+    path.chmod(0o600)
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaConnection:
+    bootstrap: str
+    principal: str
+    password_file: Path
+    ca_file: Path
+
+    @classmethod
+    def from_env(cls, default_principal: str,
+                 env: Mapping[str, str] | None = None) -> KafkaConnection:
+        e = os.environ if env is None else env
+        local = local_cluster_folder()
+        principal = e.get("SAFEHUB_KAFKA_PRINCIPAL") or default_principal
+        secrets = Path(e.get("SAFEHUB_KAFKA_SECRETS") or local / "secrets")
+        password_file = e.get("SAFEHUB_KAFKA_PASSWORD_FILE")
+        bootstrap = e.get("SAFEHUB_KAFKA_BOOTSTRAP") or DEFAULT_BOOTSTRAP
+        if any(not part.strip() or ":" not in part for part in bootstrap.split(",")):
+            raise ConfigError(f"SAFEHUB_KAFKA_BOOTSTRAP must be host:port[,host:port...], "
+                              f"got {bootstrap!r}")
+        return cls(
+            bootstrap=bootstrap,
+            principal=principal,
+            password_file=Path(password_file) if password_file
+            else secrets / f"{principal}.password",
+            ca_file=Path(e.get("SAFEHUB_KAFKA_CA_FILE") or local / "ca.pem"),
+        )
+
+    def as_principal(self, principal: str, password_file: Path | None = None) -> KafkaConnection:
+        """The same cluster as another principal whose password file sits beside this one's."""
+        return replace(self, principal=principal,
+                       password_file=password_file
+                       or self.password_file.with_name(f"{principal}.password"))
+
+    def env(self) -> dict[str, str]:
+        """The environment that gives a child service this connection (paths, never secrets)."""
+        return {
+            "SAFEHUB_KAFKA_BOOTSTRAP": self.bootstrap,
+            "SAFEHUB_KAFKA_PRINCIPAL": self.principal,
+            "SAFEHUB_KAFKA_PASSWORD_FILE": str(self.password_file),
+            "SAFEHUB_KAFKA_SECRETS": str(self.password_file.parent),
+            "SAFEHUB_KAFKA_CA_FILE": str(self.ca_file),
+        }
+
+    def password(self) -> str:
+        return read_secret(self.password_file, f"Kafka password of {self.principal}")
+
+    def _check_ca(self) -> None:
+        if not self.ca_file.is_file():
+            raise ConfigError(f"SAFEHUB_KAFKA_CA_FILE: no CA certificate at {self.ca_file}")
+
+    def kafka_python(self) -> dict[str, Any]:
+        """kafka-python keyword arguments (also what `safehub access client-config` prints)."""
+        self._check_ca()
+        return {
+            "bootstrap_servers": self.bootstrap,
+            "security_protocol": SECURITY_PROTOCOL,
+            "sasl_mechanism": SASL_MECHANISM,
+            "sasl_plain_username": self.principal,
+            "sasl_plain_password": self.password(),
+            "ssl_cafile": str(self.ca_file),
+        }
+
+    def ssl_context(self) -> ssl.SSLContext:
+        self._check_ca()
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        return context
+
+    def aiokafka(self) -> dict[str, Any]:
+        """aiokafka keyword arguments."""
+        return {
+            "bootstrap_servers": self.bootstrap,
+            "security_protocol": SECURITY_PROTOCOL,
+            "sasl_mechanism": SASL_MECHANISM,
+            "sasl_plain_username": self.principal,
+            "sasl_plain_password": self.password(),
+            "ssl_context": self.ssl_context(),
+        }
+
+    def faust(self) -> dict[str, Any]:
+        """faust.App keyword arguments: the broker URL and its credentials."""
+        import faust  # only the correlator pays for importing faust
+
+        return {
+            "broker": ",".join(f"kafka://{b}" for b in self.bootstrap.split(",")),
+            "broker_credentials": faust.SASLCredentials(
+                username=self.principal, password=self.password(),
+                ssl_context=self.ssl_context(), mechanism=SASL_MECHANISM,
+            ),
+        }
