@@ -1,9 +1,12 @@
 """`safehub publish --agency ID --from FILE`: pseudonymise an agency export and publish it.
 
-Settings come from SAFEHUB_* variables (SAFEHUB_KAFKA_BOOTSTRAP, SAFEHUB_TOPIC_PREFIX,
-SAFEHUB_VAULT_URL, SAFEHUB_LINKAGE_KEY / SAFEHUB_LINKAGE_KEY_FILE, SAFEHUB_LINKAGE_KEY_EPOCH),
-overridden by the flags. Each unusable line is reported as `line N: field: rule`; the exit code
-is 1 if any line failed, so a scheduler notices.
+Settings come from SAFEHUB_* variables (SAFEHUB_TOPIC_PREFIX, SAFEHUB_VAULT_URL,
+SAFEHUB_LINKAGE_KEY / SAFEHUB_LINKAGE_KEY_FILE, SAFEHUB_LINKAGE_KEY_EPOCH, and the Kafka
+connection's SAFEHUB_KAFKA_*, see safehub.connection), overridden by the flags. The agency is
+its own Kafka principal (by default the one named by --agency, with its password file in
+SAFEHUB_KAFKA_SECRETS): the broker lets it write its own ingress.<ID> and nothing else.
+Each unusable line is reported as `line N: field: rule`; the exit code is 1 if any line
+failed, so a scheduler notices.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from safehub.bus import make_producer
+from safehub.connection import KafkaConnection
 from safehub.errors import ConfigError
 from safehub.producers.exports import (
     ColumnMapping,
@@ -49,7 +53,7 @@ class PublishSettings:
     agency_id: str
     source: Path
     mapping: ColumnMapping
-    bootstrap: str
+    kafka: KafkaConnection
     topic_prefix: str
     vault_url: str
     key: LinkageKey
@@ -57,7 +61,7 @@ class PublishSettings:
 
     def __repr__(self) -> str:
         return (f"PublishSettings(agency_id={self.agency_id!r}, source={str(self.source)!r}, "
-                f"bootstrap={self.bootstrap!r}, topic_prefix={self.topic_prefix!r})")
+                f"kafka={self.kafka!r}, topic_prefix={self.topic_prefix!r})")
 
 
 def default_vault_url(agency_id: str, env: Mapping[str, str]) -> str:
@@ -76,11 +80,13 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> PublishSe
         mapping = load_mapping(example_mapping(Sector(args.sector.upper())))
     else:
         raise ConfigError("say how to read the export: --mapping FILE or --sector NAME")
+    kafka = KafkaConnection.from_env(args.agency, {**env, "SAFEHUB_KAFKA_BOOTSTRAP":
+                                                   args.bootstrap} if args.bootstrap else env)
     return PublishSettings(
         agency_id=args.agency,
         source=Path(args.source),
         mapping=mapping,
-        bootstrap=args.bootstrap or env.get("SAFEHUB_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
+        kafka=kafka,
         topic_prefix=env.get("SAFEHUB_TOPIC_PREFIX", ""),
         vault_url=args.vault or env.get("SAFEHUB_VAULT_URL")
         or default_vault_url(args.agency, env),
@@ -106,7 +112,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="linkage key as hex (default SAFEHUB_LINKAGE_KEY[_FILE])")
     parser.add_argument("--key-epoch", type=int, default=None,
                         help="epoch of the linkage key (default SAFEHUB_LINKAGE_KEY_EPOCH or 1)")
-    parser.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers")
+    parser.add_argument("--bootstrap", default=None,
+                        help="Kafka bootstrap servers (default SAFEHUB_KAFKA_BOOTSTRAP)")
     parser.add_argument("--batch-size", type=int, default=2000, help=argparse.SUPPRESS)
 
 
@@ -130,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"no such export file: {settings.source}")
     total = count_rows(settings.source)
     vault = Vault.open(settings.vault_url)
-    producer = make_producer(settings.bootstrap, f"safehub-publish-{settings.agency_id}")
+    producer = make_producer(settings.kafka, f"safehub-publish-{settings.agency_id}")
     errors: list[LineError] = []
     lines: list[int] = []
     delivered = 0

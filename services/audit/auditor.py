@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from tqdm import tqdm
 
+from safehub.connection import KafkaConnection
 from safehub.errors import BrokerError, ConfigError, StoreError, ValidationError
 from safehub.schemas.codec import decode
 from safehub.schemas.records import RoutedAlert
@@ -88,7 +89,7 @@ def inbox_fingerprints(url: str) -> list[tuple[str, str]]:
             for r in rows]
 
 
-def read_snapshot(bootstrap: str, bounds: dict[TopicPartition, tuple[int, int]],
+def read_snapshot(kafka: KafkaConnection, bounds: dict[TopicPartition, tuple[int, int]],
                   audit_topic: str, correlated_topic: str, show_progress: bool
                   ) -> tuple[list[bytes], list[tuple[str, bytes | None]],
                              dict[bytes, tuple[bytes, bytes | None]], int]:
@@ -117,14 +118,14 @@ def read_snapshot(bootstrap: str, bounds: dict[TopicPartition, tuple[int, int]],
         bar.update(len(batch))
 
     try:
-        fetch(bootstrap, bounds, collect)
+        fetch(kafka, bounds, collect)
     finally:
         bar.close()
     return audit, alerts, by_digest, ingress_records
 
 
 def run_replay(args: argparse.Namespace, settings: AuditSettings) -> int:
-    bootstrap = settings.bootstrap
+    kafka = settings.kafka
     prefix = settings.prefix
     show = not args.no_progress
     report = ReplayReport()
@@ -135,7 +136,7 @@ def run_replay(args: argparse.Namespace, settings: AuditSettings) -> int:
     # again, from the same path).
     override = load_rules(args.rules) if args.rules else None
     audit_topic, correlated_topic = prefix + "audit", prefix + "correlated"
-    with auditor_client(bootstrap) as consumer:
+    with auditor_client(kafka) as consumer:
         topics = list_topics(consumer)
         ingress_topics = ([f"{prefix}ingress.{a}" for a in args.agency] if args.agency
                           else sorted(t for t in topics if t.startswith(prefix + "ingress.")))
@@ -150,7 +151,7 @@ def run_replay(args: argparse.Namespace, settings: AuditSettings) -> int:
     tqdm.monitor_interval = 0
     with cyclic_gc_paused():
         audit, alerts, by_digest, report.ingress_records = read_snapshot(
-            bootstrap, bounds, audit_topic, correlated_topic, show)
+            kafka, bounds, audit_topic, correlated_topic, show)
         shards = split(audit, alerts, by_digest, shard_count(len(by_digest), workers),
                        args.from_ms, report)
         if shards.fallback_version is None and override is None:
@@ -168,7 +169,7 @@ def run_replay(args: argparse.Namespace, settings: AuditSettings) -> int:
                            override.version if override else None)
     if override is None:
         if routed_topics:
-            check_delivered(fingerprints, routed_fingerprints(read_all(bootstrap, routed_topics),
+            check_delivered(fingerprints, routed_fingerprints(read_all(kafka, routed_topics),
                                                               report), "routed", report)
         for url in args.inbox_db:
             check_delivered(fingerprints, inbox_fingerprints(url), "inbox", report)

@@ -11,18 +11,21 @@ import argparse
 import json
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from safehub.connection import KafkaConnection
+from safehub.deploy.registry import Service
 from safehub.errors import ConfigError
 from safehub.services.audit.checkpoint import load_public_key, load_signing_key
 
 DEFAULT_DB = "sqlite:///safehub-audit.db"
+AUDITOR = "auditor"  # the principal of verify and replay: reads every topic, writes nothing
 
 
 @dataclass(frozen=True, slots=True)
 class AuditSettings:
-    bootstrap: str
+    kafka: KafkaConnection
     prefix: str
     database_url: str
 
@@ -30,10 +33,12 @@ class AuditSettings:
         return self.prefix + name
 
 
-def settings_from_env(env: dict[str, str] | None = None) -> AuditSettings:
+def settings_from_env(principal: str, env: dict[str, str] | None = None) -> AuditSettings:
+    """`principal` is the default: the sink runs as `audit-sink`, verify and replay as
+    `auditor` (read-only, no consumer group), unless SAFEHUB_KAFKA_PRINCIPAL says otherwise."""
     e = dict(os.environ) if env is None else env
     return AuditSettings(
-        bootstrap=e.get("SAFEHUB_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
+        kafka=KafkaConnection.from_env(principal, e),
         prefix=e.get("SAFEHUB_TOPIC_PREFIX", ""),
         database_url=e.get("SAFEHUB_AUDIT_DB_URL", DEFAULT_DB),
     )
@@ -80,9 +85,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_from_env()
+    sink = args.audit_command == "sink"
+    settings = settings_from_env(Service.AUDIT_SINK if sink else AUDITOR)
     if getattr(args, "db", None):
-        settings = AuditSettings(settings.bootstrap, settings.prefix, args.db)
+        settings = replace(settings, database_url=args.db)
     if args.audit_command == "sink":
         return _run_sink(args, settings)
     if args.audit_command == "verify":
@@ -103,7 +109,7 @@ def _run_sink(args: argparse.Namespace, settings: AuditSettings) -> int:
     if args.checkpoint_every < 1 or args.checkpoint_seconds <= 0:
         raise ConfigError("checkpoint intervals must be positive")
     sink_settings = SinkSettings(
-        bootstrap=settings.bootstrap,
+        kafka=settings.kafka,
         audit_topic=settings.topic("audit"),
         deadletter_topic=settings.topic("deadletter"),
         database_url=settings.database_url,
@@ -139,7 +145,7 @@ def _run_verify(args: argparse.Namespace, settings: AuditSettings) -> int:
             TopicRecord(r.offset, r.value or b"",
                         next((v.decode("utf-8", "replace") for k, v in r.headers
                               if k == CHECKPOINT_HEADER), None))
-            for r in read_all(settings.bootstrap, [settings.topic("audit")])
+            for r in read_all(settings.kafka, [settings.topic("audit")])
         ]
     report = verify_log(stored, notes, topic, key)
     print(summary(report))

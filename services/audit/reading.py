@@ -1,5 +1,8 @@
 """Read-only access to topics for auditors: no consumer group, no commits, no writes.
 
+Every client here is built from the caller's KafkaConnection: the `auditor` principal, which
+may read every topic but deadletter, write none and join no group.
+
 A topic is read from its beginning (or from a time) up to the end offsets it had when reading
 started, so a run is a well-defined snapshot even while the live system keeps writing.
 """
@@ -19,6 +22,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from safehub.bus import make_consumer
+from safehub.connection import KafkaConnection
 from safehub.consumers.deadletter import ConsumedRecord
 from safehub.errors import BrokerError
 
@@ -35,15 +39,17 @@ class Record:
 
 
 class SnapshotReader:
-    """Reads fixed topics from start (or a time) to the end offsets seen at construction."""
+    """Reads fixed topics from start (or a time) to the end offsets seen at construction.
 
-    def __init__(self, bootstrap: str, topics: Sequence[str], *, from_ms: int | None = None,
-                 client_id: str = "safehub-auditor", consumer: KafkaConsumer | None = None
-                 ) -> None:
+    `source` is the connection to read with, or a client to borrow (plan_snapshot's)."""
+
+    def __init__(self, source: KafkaConnection | KafkaConsumer, topics: Sequence[str], *,
+                 from_ms: int | None = None, client_id: str = "safehub-auditor") -> None:
         # group_id=None: the auditor has no group, commits nothing, and cannot disturb any
         # live consumer's position.
-        self._consumer = consumer or make_consumer(bootstrap, None, client_id=client_id,
-                                                   max_poll_records=10_000)
+        self._consumer = (source if isinstance(source, KafkaConsumer)
+                          else make_consumer(source, None, client_id=client_id,
+                                             max_poll_records=10_000))
         try:
             parts: list[TopicPartition] = []
             for topic in topics:
@@ -131,16 +137,15 @@ def plan_snapshot(consumer: KafkaConsumer, groups: Sequence[tuple[Sequence[str],
     after the later group's end."""
     bounds: dict[TopicPartition, tuple[int, int]] = {}
     for topics, from_ms in groups:
-        bounds.update(SnapshotReader(consumer.config["bootstrap_servers"], topics,
-                                     from_ms=from_ms, consumer=consumer).bounds)
+        bounds.update(SnapshotReader(consumer, topics, from_ms=from_ms).bounds)
     return bounds
 
 
 @contextmanager
-def auditor_client(bootstrap: str) -> Iterator[KafkaConsumer]:
+def auditor_client(kafka: KafkaConnection) -> Iterator[KafkaConsumer]:
     """A kafka-python client that lists and plans: no group, no commits. Closed on leaving,
     which ends its thread."""
-    consumer = make_consumer(bootstrap, None, client_id="safehub-auditor")
+    consumer = make_consumer(kafka, None, client_id="safehub-auditor")
     try:
         yield consumer
     finally:
@@ -154,31 +159,31 @@ def list_topics(consumer: KafkaConsumer) -> set[str]:
         raise BrokerError(f"cannot list topics: {exc}") from exc
 
 
-def fetch(bootstrap: str, bounds: dict[TopicPartition, tuple[int, int]],
+def fetch(kafka: KafkaConnection, bounds: dict[TopicPartition, tuple[int, int]],
           on_batch: Callable[[list[Fetched]], None]) -> int:
     """The planned snapshot, fetched with aiokafka: bench/replay_bench.py measured it an order
     of magnitude faster for bulk reads than kafka-python (its record parsing is compiled;
     kafka-python parses every record in Python). Calls `on_batch` for each batch (within a
     partition in offset order); returns how many records were read."""
     try:
-        return asyncio.run(_fetch(bootstrap, bounds, on_batch))
+        return asyncio.run(_fetch(kafka, bounds, on_batch))
     except (AioKafkaError, OSError) as exc:
         topics = sorted({tp.topic for tp in bounds})
         raise BrokerError(f"reading {', '.join(topics)} failed: {exc}") from exc
 
 
-def read_fast(bootstrap: str, topics: Sequence[str], on_batch: Callable[[list[Fetched]], None],
-              *, from_ms: int | None = None) -> int:
+def read_fast(kafka: KafkaConnection, topics: Sequence[str],
+              on_batch: Callable[[list[Fetched]], None], *, from_ms: int | None = None) -> int:
     """The same snapshot as SnapshotReader, planned by kafka-python and fetched by aiokafka."""
-    with auditor_client(bootstrap) as consumer:
+    with auditor_client(kafka) as consumer:
         bounds = plan_snapshot(consumer, [(topics, from_ms)])
-    return fetch(bootstrap, bounds, on_batch)
+    return fetch(kafka, bounds, on_batch)
 
 
-async def _fetch(bootstrap: str, bounds: dict[TopicPartition, tuple[int, int]],
+async def _fetch(kafka: KafkaConnection, bounds: dict[TopicPartition, tuple[int, int]],
                  on_batch: Callable[[list[Fetched]], None]) -> int:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+        **kafka.aiokafka(), group_id=None, enable_auto_commit=False,
         client_id="safehub-auditor", isolation_level="read_committed",
         fetch_max_bytes=50 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024)
     await consumer.start()
@@ -211,7 +216,7 @@ async def _fetch(bootstrap: str, bounds: dict[TopicPartition, tuple[int, int]],
         await consumer.stop()
 
 
-def read_all(bootstrap: str, topics: Sequence[str]) -> list[Record]:
+def read_all(kafka: KafkaConnection, topics: Sequence[str]) -> list[Record]:
     out: list[Record] = []
 
     def keep(batch: list[Fetched]) -> None:
@@ -219,5 +224,5 @@ def read_all(bootstrap: str, topics: Sequence[str]) -> list[Record]:
                           tuple((k, bytes(v)) for k, v in r.headers or ()))
                    for r in batch)
 
-    read_fast(bootstrap, topics, keep)
+    read_fast(kafka, topics, keep)
     return out

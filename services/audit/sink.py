@@ -26,6 +26,7 @@ from kafka.errors import KafkaError
 from nacl.signing import SigningKey
 
 from safehub.bus import make_consumer, make_producer, send_and_confirm
+from safehub.connection import KafkaConnection
 from safehub.consumers.deadletter import DeadLetterSink
 from safehub.errors import BrokerError, ValidationError
 from safehub.schemas.codec import decode, encode
@@ -50,7 +51,7 @@ CHECKPOINT_HEADER = "safehub-checkpoint"
 
 @dataclass(frozen=True, slots=True)
 class SinkSettings:
-    bootstrap: str
+    kafka: KafkaConnection  # as `audit-sink`: reads and writes `audit`, writes `deadletter`
     audit_topic: str
     deadletter_topic: str
     database_url: str
@@ -196,8 +197,9 @@ class AuditSink:
 def open_sink(settings: SinkSettings, key: SigningKey) -> AuditSink:
     engine = open_engine(settings.database_url)
     create_schema(engine)
-    consumer = make_consumer(settings.bootstrap, None, client_id=SERVICE)
-    producer = make_producer(settings.bootstrap, SERVICE)
+    # No consumer group (the ledger holds the position): the sink's principal has none.
+    consumer = make_consumer(settings.kafka, None, client_id=SERVICE)
+    producer = make_producer(settings.kafka, SERVICE)
     return AuditSink(settings, key, Ledger(engine), consumer, producer,
                      lambda: time.time_ns() // 1_000_000)
 
