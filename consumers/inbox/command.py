@@ -1,8 +1,14 @@
-"""`safehub inbox`: store the alerts sent to one or more agencies in their hub inbox database.
+"""`safehub inbox`: store the alerts sent to one or more hubs in their hub inbox database.
 
-Settings (environment): SAFEHUB_KAFKA_BOOTSTRAP, SAFEHUB_TOPIC_PREFIX, SAFEHUB_INBOX_AGENCIES
-(comma-separated agency ids), SAFEHUB_INBOX_DATABASE_URL (default sqlite:///safehub-inbox.db),
-SAFEHUB_INBOX_GROUP (consumer group, default safehub-inbox).
+Settings (environment): the Kafka connection (SAFEHUB_KAFKA_BOOTSTRAP, SAFEHUB_KAFKA_SECRETS, a
+folder holding each served hub's `<hub>.password`, SAFEHUB_KAFKA_CA_FILE; see safehub.connection),
+SAFEHUB_TOPIC_PREFIX, SAFEHUB_INBOX_AGENCIES (comma-separated hub ids, or --agency),
+SAFEHUB_INBOX_DATABASE_URL (default sqlite:///safehub-inbox.db).
+
+Each hub is read by its own consumer, authenticated as that hub's principal, in the hub's own
+consumer group `<prefix><hub>`: no hub's credentials can read another hub's alerts, whichever
+process serves them. SAFEHUB_KAFKA_PRINCIPAL may be left unset; if set, it must be one of the
+served hubs (a process serving one hub may be given its password file directly).
 """
 
 from __future__ import annotations
@@ -13,26 +19,41 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import FrameType
 
 from safehub.bus import make_consumer, make_producer
+from safehub.connection import KafkaConnection
 from safehub.consumers.deadletter import DeadLetterSink
-from safehub.consumers.inbox.consumer import InboxConsumer
+from safehub.consumers.inbox.consumer import HubInboxes, InboxConsumer
 from safehub.consumers.inbox.database import make_engine, migrate
 from safehub.consumers.inbox.store import InboxStore
+from safehub.deploy.acl import alerts, service_group
 from safehub.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
+def hub_connections(hubs: tuple[str, ...], env: Mapping[str, str] | None = None
+                    ) -> dict[str, KafkaConnection]:
+    """One connection per hub, each as that hub's principal, from one set of settings."""
+    e = os.environ if env is None else env
+    named = e.get("SAFEHUB_KAFKA_PRINCIPAL")
+    if named and named not in hubs:
+        raise ConfigError(f"SAFEHUB_KAFKA_PRINCIPAL={named} is not one of the hubs served "
+                          f"({', '.join(hubs)}): each hub connects as its own principal; leave "
+                          "it unset and give SAFEHUB_KAFKA_SECRETS")
+    base = KafkaConnection.from_env(named or hubs[0], e)
+    return {hub: base if hub == base.principal else base.as_principal(hub) for hub in hubs}
+
+
 @dataclass(frozen=True, slots=True)
 class InboxSettings:
-    bootstrap: str
+    kafka: Mapping[str, KafkaConnection]  # hub -> its own principal's connection
     prefix: str
     agencies: tuple[str, ...]
     database_url: str
-    group_id: str
 
     @classmethod
     def from_env(cls, agencies: list[str] | None = None) -> InboxSettings:
@@ -40,13 +61,13 @@ class InboxSettings:
                              os.environ.get("SAFEHUB_INBOX_AGENCIES", "").split(",") if a.strip()]
         if not named:
             raise ConfigError("no agency: pass --agency or set SAFEHUB_INBOX_AGENCIES")
+        hubs = tuple(sorted(set(named)))
         return cls(
-            bootstrap=os.environ.get("SAFEHUB_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
+            kafka=hub_connections(hubs),
             prefix=os.environ.get("SAFEHUB_TOPIC_PREFIX", ""),
-            agencies=tuple(sorted(set(named))),
+            agencies=hubs,
             database_url=os.environ.get("SAFEHUB_INBOX_DATABASE_URL",
                                         "sqlite:///safehub-inbox.db"),
-            group_id=os.environ.get("SAFEHUB_INBOX_GROUP", "safehub-inbox"),
         )
 
 
@@ -54,20 +75,36 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def build(settings: InboxSettings) -> InboxConsumer:
+def hub_inbox(kafka: KafkaConnection, hub: str, store: InboxStore, prefix: str) -> InboxConsumer:
+    """Hub `hub`'s consumer and dead-letter producer, both as `kafka` (that hub's principal)."""
+    consumer = make_consumer(kafka, service_group(prefix, hub), [alerts(prefix, hub)],
+                             client_id=f"safehub-inbox-{hub}")
+    try:
+        producer = make_producer(kafka, f"safehub-inbox-deadletter-{hub}")
+    except BaseException:
+        consumer.close()
+        raise
+    deadletters = DeadLetterSink(producer, f"{prefix}deadletter")
+    return InboxConsumer(consumer, store, deadletters, prefix, wall_clock_ms, producer=producer)
+
+
+def build(settings: InboxSettings) -> HubInboxes:
     store = InboxStore(make_engine(settings.database_url))
     migrate(store.engine)
-    topics = [f"{settings.prefix}alerts.{a}" for a in settings.agencies]
-    consumer = make_consumer(settings.bootstrap, settings.group_id, topics,
-                             client_id="safehub-inbox")
-    producer = make_producer(settings.bootstrap, "safehub-inbox-deadletter")
-    deadletters = DeadLetterSink(producer, f"{settings.prefix}deadletter")
-    return InboxConsumer(consumer, store, deadletters, settings.prefix, wall_clock_ms)
+    inboxes: dict[str, InboxConsumer] = {}
+    try:
+        for hub in settings.agencies:
+            inboxes[hub] = hub_inbox(settings.kafka[hub], hub, store, settings.prefix)
+    except BaseException:
+        for inbox in inboxes.values():
+            inbox.close()
+        raise
+    return HubInboxes(inboxes)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--agency", action="append", default=[], metavar="ID",
-                        help="agency whose alerts to store (repeatable)")
+                        help="hub whose alerts to store (repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,10 +116,10 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    inbox = build(settings)
+    inboxes = build(settings)
     log.info("inbox storing alerts for %s", ", ".join(settings.agencies))
     try:
-        inbox.run(stop)
+        inboxes.run(stop)
     finally:
-        inbox.close()
+        inboxes.close()
     return 0

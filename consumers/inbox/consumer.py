@@ -1,10 +1,13 @@
-"""The inbox consumer: `alerts.<agency>` -> SQL rows, rows committed before offsets.
+"""The inbox consumer: `alerts.<hub>` -> SQL rows, rows committed before offsets.
 
 Per batch: decode and check every record; insert the good ones in one transaction (a
 notification id already stored is skipped, so a redelivery is a no-op); only then dead-letter
 the bad ones and commit the offsets. If the database is down, nothing is committed: the
 consumer seeks back to the batch's first offsets, waits (with back-off) and reads the same
 records again, so an outage of any length loses nothing and keeps the consumer in its group.
+
+One process may serve several hubs (`HubInboxes`): one consumer per hub, each authenticated as
+that hub and in that hub's group, each on its own thread, all sharing the store.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from safehub.bus import commit_batches
 from safehub.consumers.deadletter import DeadLetterSink
@@ -55,8 +58,10 @@ def check(routed: RoutedAlert, agency: str) -> None:
 
 class InboxConsumer:
     def __init__(self, consumer: KafkaConsumer, store: InboxStore, deadletters: DeadLetterSink,
-                 prefix: str, clock: Clock, retry: RetryPolicy = RetryPolicy()) -> None:
+                 prefix: str, clock: Clock, retry: RetryPolicy = RetryPolicy(),
+                 producer: KafkaProducer | None = None) -> None:
         self._consumer = consumer
+        self._producer = producer  # the dead letters', closed with the consumer if given
         self._store = store
         self._deadletters = deadletters
         self._prefix = prefix
@@ -111,3 +116,41 @@ class InboxConsumer:
 
     def close(self) -> None:
         self._consumer.close()
+        if self._producer is not None:
+            self._producer.close()
+
+
+class HubInboxes:
+    """Several hubs' inbox consumers in one process, one thread each.
+
+    An unexpected error on any thread stops them all and is raised by `run`, so the process
+    exits with it rather than go on serving some hubs and silently not others.
+    """
+
+    def __init__(self, inboxes: Mapping[str, InboxConsumer]) -> None:
+        self.inboxes = dict(inboxes)
+        self._failures: list[BaseException] = []
+
+    def _serve(self, inbox: InboxConsumer, stop: threading.Event) -> None:
+        try:
+            inbox.run(stop)
+        except BaseException as exc:
+            self._failures.append(exc)
+            stop.set()
+            raise
+
+    def run(self, stop: threading.Event) -> None:
+        threads = [threading.Thread(target=self._serve, args=(inbox, stop), daemon=True,
+                                    name=f"inbox-{hub}")
+                   for hub, inbox in self.inboxes.items()]
+        for t in threads:
+            t.start()
+        stop.wait()
+        for t in threads:
+            t.join()
+        if self._failures:
+            raise self._failures[0]
+
+    def close(self) -> None:
+        for inbox in self.inboxes.values():
+            inbox.close()

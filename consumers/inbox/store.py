@@ -4,7 +4,7 @@ consumer treats as "database down: wait, retry, commit no offset"."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -168,10 +168,14 @@ class InboxStore:
                 row.status, row.acknowledged_at = "ACKNOWLEDGED", ack.at
             session.commit()
 
-    def unpublished_acks(self, limit: int = 100) -> list[InboxAck]:
+    def unpublished_acks(self, limit: int = 100,
+                         agencies: Collection[str] | None = None) -> list[InboxAck]:
+        """The oldest acks not yet acknowledged by the broker (of these agencies only, if given)."""
+        query = select(InboxAck).where(InboxAck.published_at.is_(None))
+        if agencies is not None:
+            query = query.where(InboxAck.agency_id.in_(sorted(agencies)))
         with self._session() as session:
-            return list(session.scalars(select(InboxAck).where(InboxAck.published_at.is_(None))
-                                        .order_by(InboxAck.at).limit(limit)))
+            return list(session.scalars(query.order_by(InboxAck.at).limit(limit)))
 
     def mark_published(self, ack_id: str, at: int) -> None:
         with self._session() as session:

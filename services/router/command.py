@@ -1,8 +1,13 @@
 """`safehub router`: route correlated alerts to the lead agency's inbox topic, escalate overdue.
 
-Settings (environment): SAFEHUB_KAFKA_BOOTSTRAP, SAFEHUB_TOPIC_PREFIX, SAFEHUB_ROUTING_TABLE
-(default deploy/routing.toml), SAFEHUB_ROUTER_DATABASE_URL (router state, default
-sqlite:///safehub-router.db), SAFEHUB_ROUTER_GROUP (default safehub-router).
+Settings (environment): the Kafka connection (SAFEHUB_KAFKA_BOOTSTRAP, SAFEHUB_KAFKA_PRINCIPAL,
+default `router`, SAFEHUB_KAFKA_PASSWORD_FILE or SAFEHUB_KAFKA_SECRETS, SAFEHUB_KAFKA_CA_FILE; see
+safehub.connection), SAFEHUB_TOPIC_PREFIX, SAFEHUB_ROUTING_TABLE (default deploy/routing.toml),
+SAFEHUB_ROUTER_DATABASE_URL (router state, default sqlite:///safehub-router.db),
+SAFEHUB_ROUTER_GROUP (default `<prefix>router`, the one group the router's ACLs allow).
+
+The router creates no topic (only the admin principal may): every topic it reads or writes must
+exist when it starts (`safehub topics create`), or it stops at once naming the missing ones.
 """
 
 from __future__ import annotations
@@ -17,12 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from kafka.errors import KafkaError
+
 from safehub.bus import make_consumer, make_producer
+from safehub.connection import KafkaConnection
 from safehub.consumers.deadletter import DeadLetterSink
 from safehub.consumers.inbox.database import make_engine
-from safehub.deploy.topics import broker_count, create_topics, load_specs
+from safehub.deploy.acl import service_group
+from safehub.deploy.registry import Service
+from safehub.errors import BrokerError, ConfigError
 from safehub.services.audit.journal import AuditJournal
-from safehub.services.router.service import Router
+from safehub.services.router.service import Router, input_topics, output_topics
 from safehub.services.router.store import RouterStore
 from safehub.services.router.table import DEFAULT_ROUTING_PATH, load_routing_table
 
@@ -31,7 +41,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class RouterSettings:
-    bootstrap: str
+    kafka: KafkaConnection
     prefix: str
     routing_table: Path
     database_url: str
@@ -39,13 +49,15 @@ class RouterSettings:
 
     @classmethod
     def from_env(cls) -> RouterSettings:
+        prefix = os.environ.get("SAFEHUB_TOPIC_PREFIX", "")
         return cls(
-            bootstrap=os.environ.get("SAFEHUB_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
-            prefix=os.environ.get("SAFEHUB_TOPIC_PREFIX", ""),
+            kafka=KafkaConnection.from_env(Service.ROUTER),
+            prefix=prefix,
             routing_table=Path(os.environ.get("SAFEHUB_ROUTING_TABLE", str(DEFAULT_ROUTING_PATH))),
             database_url=os.environ.get("SAFEHUB_ROUTER_DATABASE_URL",
                                         "sqlite:///safehub-router.db"),
-            group_id=os.environ.get("SAFEHUB_ROUTER_GROUP", "safehub-router"),
+            group_id=os.environ.get("SAFEHUB_ROUTER_GROUP")
+            or service_group(prefix, Service.ROUTER),
         )
 
 
@@ -53,23 +65,37 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def check_topics(visible: set[str], needed: list[str], principal: str) -> None:
+    """Every topic the router reads or writes must exist before it starts: a notification for a
+    receiver without its alerts topic could not be delivered, an ack on a missing ack topic could
+    never stop an escalation. The broker shows a principal only the topics it may use, so a
+    missing ACL looks the same as a missing topic; the message names both remedies."""
+    missing = [t for t in needed if t not in visible]
+    if missing:
+        raise ConfigError(
+            f"missing Kafka topic(s) for the routing table: {', '.join(missing)}. Only the admin "
+            f"principal creates topics: run `safehub topics create` (and `safehub access apply` "
+            f"if {principal} may not yet use them) for every receiver, then start the router")
+
+
 def build(settings: RouterSettings) -> Router:
     table = load_routing_table(settings.routing_table)
-    # The router owns its output topics: every receiver in the table must have one, or a
-    # notification for it could not be delivered.
-    specs = [s for s in load_specs(sorted(table.receivers()), broker_count(settings.bootstrap),
-                                   prefix=settings.prefix)
-             if s.name.startswith(f"{settings.prefix}alerts.")]
-    created = create_topics(settings.bootstrap, specs)
-    if created:
-        log.info("created %d alert topic(s) for the routing table's receivers", len(created))
     store = RouterStore(make_engine(settings.database_url))
     store.migrate()
-    producer = make_producer(settings.bootstrap, "safehub-router")
-    consumer = make_consumer(
-        settings.bootstrap, settings.group_id,
-        [f"{settings.prefix}correlated", f"{settings.prefix}alert-acks"],
-        client_id="safehub-router")
+    consumer = make_consumer(settings.kafka, settings.group_id, client_id="safehub-router")
+    try:
+        try:
+            visible = set(consumer.topics())
+        except KafkaError as exc:
+            raise BrokerError(f"cannot list topics as {settings.kafka.principal}: "
+                              f"{type(exc).__name__}") from exc
+        check_topics(visible, [*input_topics(table, settings.prefix),
+                               *output_topics(table, settings.prefix)], settings.kafka.principal)
+        consumer.subscribe(input_topics(table, settings.prefix))
+    except BaseException:
+        consumer.close()
+        raise
+    producer = make_producer(settings.kafka, "safehub-router")
     return Router(table, consumer, producer, store,
                   AuditJournal(producer, f"{settings.prefix}audit", "router"),
                   DeadLetterSink(producer, f"{settings.prefix}deadletter"),
@@ -79,8 +105,10 @@ def build(settings: RouterSettings) -> Router:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (parser.description or "") + (
         ". Settings come from SAFEHUB_* environment variables: SAFEHUB_KAFKA_BOOTSTRAP, "
-        "SAFEHUB_TOPIC_PREFIX, SAFEHUB_ROUTING_TABLE, SAFEHUB_ROUTER_DATABASE_URL, "
-        "SAFEHUB_ROUTER_GROUP.")
+        "SAFEHUB_KAFKA_PRINCIPAL (default router), SAFEHUB_KAFKA_PASSWORD_FILE or "
+        "SAFEHUB_KAFKA_SECRETS, SAFEHUB_KAFKA_CA_FILE, SAFEHUB_TOPIC_PREFIX, "
+        "SAFEHUB_ROUTING_TABLE, SAFEHUB_ROUTER_DATABASE_URL, SAFEHUB_ROUTER_GROUP. Every topic "
+        "must exist first (`safehub topics create`).")
 
 
 def run(args: argparse.Namespace) -> int:

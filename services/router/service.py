@@ -1,8 +1,12 @@
-"""The router's Kafka shell: `correlated` + `alert-acks` in, `alerts.<agency>` + `audit` out.
+"""The router's Kafka shell: `correlated` + `alert-acks.<hub>` in, `alerts.<hub>` + `audit` out.
 
 Per poll: decode, feed the pure core (receive / acknowledge), tick the clusters that are due,
 send the notifications and their audit entries and wait for the broker, save the touched
 clusters to SQL, dead-letter what could not be read, and only then commit the input offsets.
+
+Who acknowledged is said by the topic, never by the payload: only hub H may write
+`alert-acks.H` (deploy/acl.py). An ack on H's topic that claims another agency is refused and
+dead-lettered; one that agrees with its topic is handed to the core as H's.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from safehub.bus import commit_batches, send_all
 from safehub.consumers.deadletter import DeadLetterSink
+from safehub.deploy.acl import acks, alerts
 from safehub.errors import BrokerError, StoreError, ValidationError
 from safehub.schemas.codec import decode, encode
 from safehub.schemas.records import AlertAck, CorrelatedAlert
@@ -33,6 +38,16 @@ Clock = Callable[[], int]
 FORGET_CHECK_MS = 3_600_000  # how often to look for clusters to forget (core.forgettable)
 
 
+def input_topics(table: RoutingTable, prefix: str) -> list[str]:
+    """`correlated` and the ack topic of every hub the router may send an alert to."""
+    return [f"{prefix}correlated", *(acks(prefix, hub) for hub in sorted(table.receivers()))]
+
+
+def output_topics(table: RoutingTable, prefix: str) -> list[str]:
+    return [*(alerts(prefix, hub) for hub in sorted(table.receivers())), f"{prefix}audit",
+            f"{prefix}deadletter"]
+
+
 class Router:
     def __init__(self, table: RoutingTable, consumer: KafkaConsumer, producer: KafkaProducer,
                  store: RouterStore, journal: AuditJournal, deadletters: DeadLetterSink,
@@ -45,6 +60,7 @@ class Router:
         self._deadletters = deadletters
         self._prefix = prefix
         self._clock = clock
+        self._ack_topics = {acks(prefix, hub): hub for hub in table.receivers()}
         self._clusters: dict[str, ClusterState] = store.load()
         self._by_alert = {t.alert.alert_id: cid for cid, s in self._clusters.items()
                           for t in s.alerts}
@@ -84,7 +100,16 @@ class Router:
             self._apply(state, touched)
             notes.extend(out)
             return
+        hub = self._ack_topics.get(topic)
+        if hub is None:
+            raise ValidationError("topic", "not an input topic of the router")
         ack = decode(value, AlertAck)
+        if ack.agency_id != hub:
+            # Only `hub` can write this topic: a payload naming another agency is a forgery
+            # attempt (or a bug) by `hub`, and must not stop the other agency's escalation.
+            self.refused_acks += 1
+            raise ValidationError("agency_id", f"differs from the hub of {topic}: an ack is "
+                                  "taken only from the acting hub's own topic; refused")
         cid = self._by_alert.get(ack.alert_id)
         accepted = False
         if cid is not None:
@@ -94,7 +119,7 @@ class Router:
         if not accepted:
             self.refused_acks += 1
             log.warning("ack %s for alert %s from %s refused: not sent to that agency",
-                        ack.ack_id, ack.alert_id, ack.agency_id)
+                        ack.ack_id, ack.alert_id, hub)
 
     def _tick(self, now: int, touched: dict[str, ClusterState],
               notes: list[Notification]) -> None:
@@ -108,7 +133,7 @@ class Router:
         for note in notes:
             r = note.routed
             raw = encode(r)
-            records.append((f"{self._prefix}alerts.{r.receiver_agency}",
+            records.append((alerts(self._prefix, r.receiver_agency),
                             r.alert.alert_id.encode("ascii"), raw, None))
             self._journal.record(note.action, r.alert.alert_id, r.receiver_agency,
                                  hashlib.sha256(raw).digest(), now)

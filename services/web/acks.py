@@ -1,11 +1,12 @@
-"""Acknowledgements and decisions: stored first (an outbox row), then published to
-`alert-acks` for the router. A row whose publication failed is published later by
-`publish_pending`, so a decision is never lost to a broker outage."""
+"""Acknowledgements and decisions: stored first (an outbox row), then published to the acting
+hub's `alert-acks.<hub>` for the router, as that hub's principal. A row whose publication failed
+is published later by `publish_pending` with the publisher of the row's hub, so a decision is
+never lost to a broker outage and never sent with another hub's credentials."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from kafka import KafkaProducer
@@ -54,16 +55,25 @@ def publish_one(store: InboxStore, publisher: AckPublisher, ack: AlertAck, now: 
     return True
 
 
-def publish_pending(store: InboxStore, publisher: AckPublisher, clock: Callable[[], int]) -> int:
-    """Publish every stored ack not yet acknowledged by the broker; return how many went."""
+def publish_pending(store: InboxStore, publishers: Mapping[str, AckPublisher],
+                    clock: Callable[[], int]) -> int:
+    """Publish every stored ack not yet acknowledged by the broker, each with its own hub's
+    publisher; return how many went. A hub whose publication fails is left for the next round
+    (its later acks too, to keep their order); the other hubs' go on. Rows of a hub this
+    process does not serve are left for the process that does."""
     sent = 0
     try:
-        rows = store.unpublished_acks()
+        rows = store.unpublished_acks(agencies=set(publishers))
     except StoreError as exc:
         log.warning("cannot read unpublished acks: %s", exc)
         return 0
+    stalled: set[str] = set()
     for row in rows:
+        publisher = publishers.get(row.agency_id)
+        if publisher is None or row.agency_id in stalled:
+            continue
         if not publish_one(store, publisher, ack_from_row(row), clock()):
-            break
+            stalled.add(row.agency_id)
+            continue
         sent += 1
     return sent

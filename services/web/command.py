@@ -1,9 +1,15 @@
 """`safehub web`: the hub's web page and HTTP API, on 127.0.0.1 only.
 
-Settings (environment): SAFEHUB_KAFKA_BOOTSTRAP, SAFEHUB_TOPIC_PREFIX, SAFEHUB_WEB_USERS (users
-file, required), SAFEHUB_WEB_PORT (default 8080), SAFEHUB_WEB_SECRET (session signing key;
-random per start if unset, which signs everyone out on restart), SAFEHUB_INBOX_DATABASE_URL.
+Settings (environment): the Kafka connection (SAFEHUB_KAFKA_BOOTSTRAP, SAFEHUB_KAFKA_SECRETS, a
+folder holding each served hub's `<hub>.password`, SAFEHUB_KAFKA_CA_FILE; see safehub.connection),
+SAFEHUB_TOPIC_PREFIX, SAFEHUB_WEB_USERS (users file, required), SAFEHUB_WEB_PORT (default 8080),
+SAFEHUB_WEB_SECRET (session signing key; random per start if unset, which signs everyone out on
+restart), SAFEHUB_INBOX_DATABASE_URL.
 `safehub web --hash-password` reads a password on stdin and prints the hash for the users file.
+
+The hubs served are the agencies of the users in the users file. Each has its own producer,
+authenticated as that hub, which writes that hub's acks (to `alert-acks.<hub>`) and its users'
+audit entries; SAFEHUB_KAFKA_PRINCIPAL may be left unset (if set, it must be one of those hubs).
 """
 
 from __future__ import annotations
@@ -17,19 +23,25 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from kafka import KafkaProducer
+
 from safehub.bus import make_producer
+from safehub.connection import KafkaConnection
+from safehub.consumers.inbox.command import hub_connections
 from safehub.consumers.inbox.database import make_engine, migrate
 from safehub.consumers.inbox.store import InboxStore
+from safehub.deploy.acl import acks
 from safehub.errors import ConfigError
 from safehub.services.audit.journal import AuditJournal
 from safehub.services.web.acks import KafkaAckPublisher, publish_pending
 from safehub.services.web.app import create_app
-from safehub.services.web.hub import Hub
-from safehub.services.web.users import Directory, hash_password, load_users
+from safehub.services.web.hub import Hub, Outlet
+from safehub.services.web.users import Directory, User, hash_password, load_users
 
 log = logging.getLogger(__name__)
 HOST = "127.0.0.1"  # never exposed beyond loopback; a reverse proxy with TLS fronts it
@@ -37,26 +49,31 @@ HOST = "127.0.0.1"  # never exposed beyond loopback; a reverse proxy with TLS fr
 
 @dataclass(frozen=True, slots=True)
 class WebSettings:
-    bootstrap: str
+    kafka: Mapping[str, KafkaConnection]  # hub -> its own principal's connection
     prefix: str
     users_file: Path
+    users: Mapping[str, User]
     port: int
     secret: str
     database_url: str
 
     @classmethod
     def from_env(cls) -> WebSettings:
-        users = os.environ.get("SAFEHUB_WEB_USERS")
-        if not users:
+        users_file = os.environ.get("SAFEHUB_WEB_USERS")
+        if not users_file:
             raise ConfigError("SAFEHUB_WEB_USERS must name the hub's users file")
         try:
             port = int(os.environ.get("SAFEHUB_WEB_PORT", "8080"))
         except ValueError as exc:
             raise ConfigError("SAFEHUB_WEB_PORT must be a number") from exc
+        users = load_users(Path(users_file))
+        hubs = tuple(sorted({u.agency for u in users.values()}))
+        if not hubs:
+            raise ConfigError(f"{users_file}: no [[user]]: the web service would serve no hub")
         return cls(
-            bootstrap=os.environ.get("SAFEHUB_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
+            kafka=hub_connections(hubs),
             prefix=os.environ.get("SAFEHUB_TOPIC_PREFIX", ""),
-            users_file=Path(users), port=port,
+            users_file=Path(users_file), users=users, port=port,
             secret=os.environ.get("SAFEHUB_WEB_SECRET") or secrets.token_urlsafe(32),
             database_url=os.environ.get("SAFEHUB_INBOX_DATABASE_URL",
                                         "sqlite:///safehub-inbox.db"),
@@ -65,6 +82,24 @@ class WebSettings:
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def outlets(kafka: Mapping[str, KafkaConnection], prefix: str
+            ) -> tuple[dict[str, Outlet], list[KafkaProducer]]:
+    """One producer per hub, as that hub: its acks to its own ack topic, its users' audit."""
+    out: dict[str, Outlet] = {}
+    producers: list[KafkaProducer] = []
+    try:
+        for hub, connection in kafka.items():
+            producer = make_producer(connection, f"safehub-web-{hub}")
+            producers.append(producer)
+            out[hub] = Outlet(AuditJournal(producer, f"{prefix}audit", "web"),
+                              KafkaAckPublisher(producer, acks(prefix, hub)))
+    except BaseException:
+        for p in producers:
+            p.close()
+        raise
+    return out, producers
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -80,13 +115,11 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = WebSettings.from_env()
-    directory = Directory(load_users(settings.users_file))
+    directory = Directory(settings.users)
     store = InboxStore(make_engine(settings.database_url))
     migrate(store.engine)
-    producer = make_producer(settings.bootstrap, "safehub-web")
-    publisher = KafkaAckPublisher(producer, f"{settings.prefix}alert-acks")
-    journal = AuditJournal(producer, f"{settings.prefix}audit", "web")
-    hub = Hub(store, journal, publisher, wall_clock_ms)
+    hub_outlets, producers = outlets(settings.kafka, settings.prefix)
+    hub = Hub(store, hub_outlets, wall_clock_ms)
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -100,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     def republish() -> None:
         # Acks stored while the broker was away go out as soon as it is back.
         while not stop.wait(5.0):
-            publish_pending(store, publisher, wall_clock_ms)
+            publish_pending(store, hub.publishers, wall_clock_ms)
 
     threading.Thread(target=republish, name="ack-outbox", daemon=True).start()
     server = uvicorn.Server(uvicorn.Config(create_app(hub, directory, settings.secret), host=HOST,
@@ -110,5 +143,6 @@ def run(args: argparse.Namespace) -> int:
         server.run()  # uvicorn handles SIGINT/SIGTERM and returns
     finally:
         stop.set()
-        producer.close()
+        for producer in producers:
+            producer.close()
     return 0

@@ -3,6 +3,10 @@
 Every read is scoped to the signed-in user's agency: an alert sent to another agency does not
 exist for this user (the HTTP layer answers 404, never 403, so its existence is not disclosed).
 A view or decision whose audit entry the broker did not acknowledge is refused.
+
+Every write goes out through the user's own hub's `Outlet`: its audit journal and its ack
+publisher authenticate as that hub, and the ack goes to that hub's `alert-acks.<hub>`, the only
+ack topic its principal may write, so the router knows which hub acted from the topic.
 """
 
 from __future__ import annotations
@@ -10,8 +14,8 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from safehub.consumers.inbox.models import InboxAlert
@@ -35,21 +39,40 @@ class NotFound(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Outlet:
+    """What one hub writes, each as that hub's principal."""
+
+    audit: Audit
+    publisher: AckPublisher
+    # The journal batches sends; requests run on a thread pool, so one request's flush
+    # must cover its own entries: record-and-flush is one critical section per journal.
+    lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     ack: AlertAck
     published: bool  # False: stored, and will be sent to the router when the broker is back
 
 
 class Hub:
-    def __init__(self, store: InboxStore, audit: Audit, publisher: AckPublisher,
+    def __init__(self, store: InboxStore, outlets: Mapping[str, Outlet],
                  clock: Callable[[], int]) -> None:
         self.store = store
-        self.audit = audit
-        self.publisher = publisher
+        self.outlets = dict(outlets)
         self.clock = clock
-        # The journal batches sends; requests run on a thread pool, so one request's flush
-        # must cover its own entries: record-and-flush is one critical section.
-        self._audit_lock = threading.Lock()
+
+    def outlet(self, user: User) -> Outlet:
+        # Every user's hub has an outlet (they are made from the users file); a user without
+        # one must not fall back to another hub's credentials.
+        try:
+            return self.outlets[user.agency]
+        except KeyError:
+            raise NotFound(user.agency) from None
+
+    @property
+    def publishers(self) -> dict[str, AckPublisher]:
+        return {hub: o.publisher for hub, o in self.outlets.items()}
 
     def queue(self, user: User, flt: QueueFilter) -> list[InboxAlert]:
         return self.store.queue(user.agency, flt, self.clock())
@@ -62,12 +85,14 @@ class Hub:
         # A view's digest binds the record seen to the moment it was seen, so that two views
         # are two audit entries rather than one redelivered entry.
         digest = hashlib.sha256(row.digest + now.to_bytes(8, "big")).digest()
-        with self._audit_lock:
-            self.audit.record(AuditAction.ALERT_VIEWED, row.alert_id, user.ref, digest, now)
-            self.audit.flush()
+        out = self.outlet(user)
+        with out.lock:
+            out.audit.record(AuditAction.ALERT_VIEWED, row.alert_id, user.ref, digest, now)
+            out.audit.flush()
         return row
 
     def act(self, user: User, notification_id: str, decision: Decision | None) -> Outcome:
+        out = self.outlet(user)
         row = self.store.alert(user.agency, notification_id)
         if row is None:
             raise NotFound(notification_id)
@@ -83,9 +108,9 @@ class Hub:
         # The audit entry first: a decision is stored (and so takes effect) only once the log
         # holds it. If storing then fails, the log shows a decision that the inbox does not,
         # which an auditor sees; the other order could leave a decision the log never saw.
-        with self._audit_lock:
+        with out.lock:
             for action_name in actions:
-                self.audit.record(action_name, row.alert_id, user.ref, digest, now)
-            self.audit.flush()
+                out.audit.record(action_name, row.alert_id, user.ref, digest, now)
+            out.audit.flush()
         self.store.record_ack(notification_id, ack)
-        return Outcome(ack, publish_one(self.store, self.publisher, ack, now))
+        return Outcome(ack, publish_one(self.store, out.publisher, ack, now))
