@@ -1,5 +1,10 @@
-"""The router against the real broker and both databases: routing cases, escalation with an
-injected clock, an ack that stops it, redelivery and restart producing no duplicates."""
+"""The router against the real secure broker and both databases: routing cases, escalation with
+an injected clock, an ack that stops it, redelivery and restart producing no duplicates. The
+router runs as its own principal; acks are written by each hub as itself to its own topic.
+
+Attacks: a hub cannot write another hub's ack topic; a hub that writes, on its own topic, an ack
+claiming to be another hub is dead-lettered and does not stop the other hub's escalation; no one
+but the router can write `alerts.<hub>`; the router refuses to start without its topics."""
 
 from __future__ import annotations
 
@@ -12,9 +17,16 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from safehub.bus import make_consumer, make_producer, send_all
-from safehub.consumers.deadletter import DeadLetterSink
+from safehub.bus import make_consumer, make_producer, send_all, send_and_confirm
+from safehub.connection import KafkaConnection
+from safehub.consumers.deadletter import (
+    HEADER_ERROR_MESSAGE,
+    HEADER_SOURCE_TOPIC,
+    DeadLetterSink,
+)
 from safehub.consumers.inbox.database import make_engine
+from safehub.deploy.acl import acks, alerts, service_group
+from safehub.errors import BrokerError, ConfigError
 from safehub.schemas.codec import decode, encode
 from safehub.schemas.records import (
     AlertAck,
@@ -26,9 +38,11 @@ from safehub.schemas.records import (
 )
 from safehub.schemas.vocabulary import AckAction, AuditAction, RouteReason, Sector, Sign, Tier
 from safehub.services.audit.journal import AuditJournal
-from safehub.services.router.service import Router
+from safehub.services.router.command import RouterSettings, build
+from safehub.services.router.service import Router, input_topics
 from safehub.services.router.store import RouterStore
 from safehub.services.router.table import parse_routing_table
+from tests.conftest import Namespace
 from tests.integration.test_correlator_golden import TopicReader
 
 pytestmark = pytest.mark.integration
@@ -75,31 +89,44 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 class Harness:
-    def __init__(self, bootstrap: str, prefix: str, url: str) -> None:
-        self.bootstrap, self.prefix, self.url = bootstrap, prefix, url
-        self.group = "router-" + uuid.uuid4().hex
+    def __init__(self, ns: Namespace, url: str) -> None:
+        self.ns, self.prefix, self.url = ns, ns.prefix, url
         self.now = MON_10
-        self.producer = make_producer(bootstrap, "test-router-in")
-        self.reader = TopicReader(bootstrap, *(f"{prefix}alerts.{a}"
-                                                for a in sorted(TABLE.receivers())),
-                                  f"{prefix}audit")
+        # Only the correlator may write `correlated`; each hub writes its own acks.
+        self.producers = {p: make_producer(ns.connection(p), f"test-{p}")
+                          for p in ("correlator", *sorted(TABLE.receivers()))}
+        self.reader = TopicReader(ns.connection("auditor"),
+                                  *(alerts(ns.prefix, a) for a in sorted(TABLE.receivers())),
+                                  f"{ns.prefix}audit")
         self.routed: list[RoutedAlert] = []
         self.audit: list[AuditEntry] = []
 
     def router(self) -> Router:
         store = RouterStore(make_engine(self.url))
         store.migrate()
-        producer = make_producer(self.bootstrap, "test-router")
-        consumer = make_consumer(self.bootstrap, self.group,
-                                 [f"{self.prefix}correlated", f"{self.prefix}alert-acks"],
-                                 client_id="test-router")
+        kafka = self.ns.connection("router")
+        producer = make_producer(kafka, "test-router")
+        consumer = make_consumer(kafka, service_group(self.prefix, "router"),
+                                 input_topics(TABLE, self.prefix), client_id="test-router")
         return Router(TABLE, consumer, producer, store,
                       AuditJournal(producer, f"{self.prefix}audit", "router"),
                       DeadLetterSink(producer, f"{self.prefix}deadletter"), self.prefix,
                       lambda: self.now)
 
     def publish(self, topic: str, key: bytes, value: bytes) -> None:
-        send_all(self.producer, [(self.prefix + topic, key, value, None)])
+        """An alert on `correlated`, as the correlator."""
+        assert topic == "correlated"
+        send_all(self.producers["correlator"], [(self.prefix + topic, key, value, None)])
+
+    def ack(self, hub: str, ack: AlertAck) -> None:
+        """An ack written by `hub`, as itself, to its own ack topic."""
+        send_all(self.producers[hub],
+                 [(acks(self.prefix, hub), ack.alert_id.encode(), encode(ack), None)])
+
+    def close(self) -> None:
+        self.reader.close()
+        for producer in self.producers.values():
+            producer.close()
 
     def run_until(self, router: Router, consumed: int, seconds: float = 30) -> None:
         """Step until `consumed` input records were processed, then once more (a tick)."""
@@ -126,17 +153,37 @@ class Harness:
                 self.routed.append(decode(r.value, RoutedAlert))
 
 
+def dead_letters(ns: Namespace) -> list[tuple[dict[str, bytes], bytes]]:
+    """(headers, value) of everything on `deadletter` (only the admin may read it)."""
+    reader = TopicReader(ns.kafka, f"{ns.prefix}deadletter")
+    try:
+        return [(dict(r.headers), r.value) for r in reader.read_to_end()]
+    finally:
+        reader.close()
+
+
+def refused(kafka: KafkaConnection, topic: str) -> str:
+    """Write one record to `topic` as `kafka`'s principal; the error it must get."""
+    producer = make_producer(kafka, f"attack-{kafka.principal}", enable_idempotence=False,
+                             max_block_ms=10_000)
+    try:
+        with pytest.raises(BrokerError) as caught:
+            send_and_confirm(producer, topic, b"forged", key=b"k", timeout=15)
+    finally:
+        producer.close(timeout=5)
+    return str(caught.value)
+
+
 @pytest.fixture
-def harness(kafka_bootstrap: str, database: str, topic_names: Callable[[str], str],
-            create_topics_fn: Callable[..., list[str]]) -> Iterator[Harness]:
-    prefix = topic_names("")
-    create_topics_fn(*[f"{prefix}alerts.{a}" for a in sorted(TABLE.receivers())],
-                     f"{prefix}correlated", f"{prefix}alert-acks", f"{prefix}audit",
-                     f"{prefix}deadletter")
-    h = Harness(kafka_bootstrap, prefix, database)
+def namespace(secure_namespace: Callable[..., Namespace]) -> Namespace:
+    return secure_namespace(agencies={"police-wy": "POLICE"}, hubs=sorted(TABLE.receivers()))
+
+
+@pytest.fixture
+def harness(namespace: Namespace, database: str) -> Iterator[Harness]:
+    h = Harness(namespace, database)
     yield h
-    h.reader.close()
-    h.producer.close()
+    h.close()
 
 
 def test_routes_escalates_stops_on_ack_and_survives_restart(harness: Harness) -> None:
@@ -162,14 +209,24 @@ def test_routes_escalates_stops_on_ack_and_survives_restart(harness: Harness) ->
     assert {e.actor for e in routed_audit} == {"csc-leeds", "csc-bradford", "hub-duty"}
 
     # Bradford acknowledges; then the router restarts and the same alerts are redelivered.
+    # Bradford also tries to silence Leeds's alert: with its own name (it was never sent
+    # that alert), and claiming to be Leeds on its own topic (the only one it can write).
     ack = AlertAck(uuid.uuid4().hex, placed.alert_id, "csc-bradford", "sw-1",
                    AckAction.ACKNOWLEDGED, None, MON_10 + HOUR)
-    forged = AlertAck(uuid.uuid4().hex, leeds.alert_id, "csc-bradford", "sw-9",
+    not_sent = AlertAck(uuid.uuid4().hex, leeds.alert_id, "csc-bradford", "sw-9",
+                        AckAction.ACKNOWLEDGED, None, MON_10 + HOUR)
+    posing = AlertAck(uuid.uuid4().hex, leeds.alert_id, "csc-leeds", "sw-9",
                       AckAction.ACKNOWLEDGED, None, MON_10 + HOUR)
-    harness.publish("alert-acks", placed.alert_id.encode(), encode(ack))
-    harness.publish("alert-acks", leeds.alert_id.encode(), encode(forged))
-    harness.run_until(router, 2)
-    assert router.refused_acks == 1
+    for a in (ack, not_sent, posing):
+        harness.ack("csc-bradford", a)
+    harness.run_until(router, 3)
+    assert router.refused_acks == 2
+    dead = [(h, v) for h, v in dead_letters(harness.ns)
+            if ".alert-acks." in h[HEADER_SOURCE_TOPIC].decode()]
+    assert [(h[HEADER_SOURCE_TOPIC].decode(), v) for h, v in dead] == [
+        (acks(harness.prefix, "csc-bradford"), encode(posing))]
+    reason = dead[0][0][HEADER_ERROR_MESSAGE].decode()
+    assert "agency_id" in reason and "alert-acks.csc-bradford" in reason, reason
     router.close()
     for a in (leeds, placed, unknown):
         harness.publish("correlated", a.cluster_id.encode(), encode(a))
@@ -220,7 +277,7 @@ def test_clusters_with_nothing_left_to_do_are_forgotten_a_year_on(harness: Harne
     harness.run_until(router, 2)
     ack = AlertAck(uuid.uuid4().hex, acked.alert_id, "csc-leeds", "sw-1",
                    AckAction.ACKNOWLEDGED, None, MON_10 + HOUR)
-    harness.publish("alert-acks", acked.alert_id.encode(), encode(ack))
+    harness.ack("csc-leeds", ack)
     harness.run_until(router, 1)
     assert stored() == {acked.cluster_id, ignored.cluster_id}
 
@@ -248,3 +305,45 @@ def test_clusters_with_nothing_left_to_do_are_forgotten_a_year_on(harness: Harne
             and r.escalation_level == 0] == [acked.alert_id, again.alert_id]
     assert stored() == {acked.cluster_id}
     router.close()
+
+
+def test_a_hub_cannot_write_another_hubs_acks(namespace: Namespace) -> None:
+    """So Bradford cannot forge Leeds's acknowledgement: the broker refuses the write."""
+    error = refused(namespace.connection("csc-bradford"), acks(namespace.prefix, "csc-leeds"))
+    assert "TopicAuthorizationFailed" in error, error
+    # Its own ack topic it may write.
+    producer = make_producer(namespace.connection("csc-bradford"), "own-acks")
+    send_and_confirm(producer, acks(namespace.prefix, "csc-bradford"), b"x", key=b"k")
+    producer.close()
+
+
+def test_no_one_but_the_router_writes_alerts(namespace: Namespace) -> None:
+    target = alerts(namespace.prefix, "csc-leeds")
+    for principal in ("police-wy", "csc-leeds", "csc-bradford", "correlator"):
+        error = refused(namespace.connection(principal), target)
+        assert "TopicAuthorizationFailed" in error, (principal, error)
+
+
+def test_the_router_creates_no_topic_and_names_the_missing_ones(
+    namespace: Namespace, tmp_path: Path
+) -> None:
+    table = tmp_path / "routing.toml"
+    table.write_text(
+        '[fallback]\nagency = "hub-duty"\nescalation = "hub-manager"\n'
+        '[[route]]\nlocal_authority = "E08000035"\nagency = "csc-leeds"\n'
+        'escalation = "csc-nowhere"\n')
+    settings = RouterSettings(namespace.connection("router"), namespace.prefix, table,
+                              f"sqlite:///{tmp_path / 'router.db'}",
+                              service_group(namespace.prefix, "router"))
+    with pytest.raises(ConfigError) as caught:
+        build(settings)
+    message = str(caught.value)
+    assert alerts(namespace.prefix, "csc-nowhere") in message
+    assert acks(namespace.prefix, "csc-nowhere") in message
+    assert alerts(namespace.prefix, "csc-leeds") not in message
+    assert "safehub topics create" in message
+    admin = make_consumer(namespace.kafka, None, client_id="probe")
+    try:
+        assert alerts(namespace.prefix, "csc-nowhere") not in admin.topics()
+    finally:
+        admin.close()
