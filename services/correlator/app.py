@@ -34,6 +34,7 @@ from typing import Any, NoReturn
 import faust
 
 from safehub.bus import make_producer
+from safehub.connection import KafkaConnection
 from safehub.consumers.deadletter import DeadLetterSink
 from safehub.errors import SafehubError
 from safehub.services.correlation.rules import Rules
@@ -47,11 +48,12 @@ from safehub.services.correlator.stalls import STALL_CHECK_S, StallWatch
 
 log = logging.getLogger(__name__)
 EXIT_UNRECOVERABLE = 70
+TABLE = "blocks"  # its changelog topic is "<app id>-blocks-changelog"
 
 
 @dataclass(frozen=True, slots=True)
 class CorrelatorSettings:
-    bootstrap: str
+    kafka: KafkaConnection  # as the correlator principal
     prefix: str
     app_id: str
     rules_path: Path
@@ -114,7 +116,11 @@ def build_app(
     )
     app = faust.App(
         settings.app_id,
-        broker=f"kafka://{settings.bootstrap}",
+        **settings.kafka.faust(),
+        # Only the admin principal may create topics: the table's changelog is made with the
+        # others (deploy/topics.toml), and faust's leader topic is not used.
+        topic_allow_declare=False,
+        topic_disable_leader=True,
         store="memory://",
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
@@ -140,7 +146,7 @@ def build_app(
     )
     table = app.Table(
         # bytes key and value types make faust use its "raw" codec for the changelog.
-        "blocks", default=None, key_type=bytes, value_type=bytes,
+        TABLE, default=None, key_type=bytes, value_type=bytes,
         partitions=settings.partitions, use_partitioner=True,
     )
     states = BlockStates(table)
@@ -149,12 +155,12 @@ def build_app(
     def deadletters() -> DeadLetterSink:
         # Clients are made on first use inside the running worker, never at import or build.
         if "sink" not in holder:
-            producer = make_producer(settings.bootstrap, SERVICE, linger_ms=2)
+            producer = make_producer(settings.kafka, SERVICE, linger_ms=2)
             holder["sink"] = DeadLetterSink(producer, settings.prefix + "deadletter")
         sink: DeadLetterSink = holder["sink"]
         return sink
 
-    outputs = OutputWriter(settings.bootstrap, SERVICE, settings.prefix + "correlated",
+    outputs = OutputWriter(settings.kafka, SERVICE, settings.prefix + "correlated",
                            settings.prefix + "audit", settings.transactional_id)
 
     async def close_outputs(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -170,7 +176,7 @@ def build_app(
         await stalls.check(app)
 
     app.timer(STALL_CHECK_S)(watchdog)
-    warn_of_unread_topics(app, settings.bootstrap, settings.prefix, ingress_topics,
+    warn_of_unread_topics(app, settings.kafka, settings.prefix, ingress_topics,
                           settings.topic_check_s)
 
     stats = Throughput(float(os.environ.get("SAFEHUB_CORRELATOR_STATS_EVERY_S", "30")))

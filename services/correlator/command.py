@@ -1,10 +1,13 @@
 """`safehub correlator`: run the correlation stream processor (one faust worker).
 
-Settings (environment): SAFEHUB_KAFKA_BOOTSTRAP, SAFEHUB_TOPIC_PREFIX, SAFEHUB_RULES_PATH
-(default: the rules kept in services/correlation/rules/default-v1.toml),
-SAFEHUB_CORRELATOR_APP_ID (consumer group and changelog name; default
-"<prefix>safehub-correlator"), SAFEHUB_CORRELATOR_PARTITIONS (the ingress topics' partition
-count, default 6), SAFEHUB_CORRELATOR_REPLICATION (changelog replication, default 1),
+Settings (environment): the Kafka connection (SAFEHUB_KAFKA_BOOTSTRAP, SAFEHUB_KAFKA_PRINCIPAL,
+default "correlator", SAFEHUB_KAFKA_PASSWORD_FILE or SAFEHUB_KAFKA_SECRETS, SAFEHUB_KAFKA_CA_FILE:
+safehub.connection), SAFEHUB_TOPIC_PREFIX, SAFEHUB_RULES_PATH (default: the rules kept in
+services/correlation/rules/default-v1.toml), SAFEHUB_CORRELATOR_APP_ID (consumer group, prefix of
+the transactional ids and of the table's changelog topic; default "<prefix>correlator", the only
+one the ACLs of `safehub access apply` allow), SAFEHUB_CORRELATOR_PARTITIONS (the ingress and
+changelog topics' partition count, default 6), SAFEHUB_CORRELATOR_REPLICATION (changelog
+replication, default 1),
 SAFEHUB_CORRELATOR_DATA_DIR (faust's local data, default ./safehub-correlator-data),
 SAFEHUB_CORRELATOR_BATCH (most events per batch and transaction, default 3000),
 SAFEHUB_CORRELATOR_WEB_PORT (faust's web server; off unless set),
@@ -15,6 +18,9 @@ then aborts what its killed predecessor left open and fences it off (outputs.py)
 partitions back at once as a static group member (transport.py), though a worker stopped for
 good hands its partitions on only after the group's 10 s session timeout; unset, each process is
 anonymous). Start several with the same app id to share the partitions.
+
+The worker creates no topic (only the admin principal may): the ingress topics and the table's
+changelog `<app id>-blocks-changelog` are made by `safehub topics create`.
 """
 
 from __future__ import annotations
@@ -28,10 +34,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from safehub.connection import KafkaConnection
+from safehub.deploy.acl import correlator_group
 from safehub.errors import ConfigError
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
-from safehub.services.correlator.app import CorrelatorSettings, build_app
-from safehub.services.correlator.ingress import ingress_pattern, list_ingress
+from safehub.services.correlator.app import TABLE, CorrelatorSettings, build_app
+from safehub.services.correlator.ingress import (
+    ingress_pattern,
+    matching_ingress,
+    partition_counts,
+)
 from safehub.services.correlator.outputs import fence, transactional_id
 from safehub.services.correlator.processing import SERVICE
 
@@ -68,10 +80,10 @@ def worker_id_from_env() -> str | None:
 def settings_from_env() -> CorrelatorSettings:
     prefix = os.environ.get("SAFEHUB_TOPIC_PREFIX", "")
     port = os.environ.get("SAFEHUB_CORRELATOR_WEB_PORT")
-    app_id = os.environ.get("SAFEHUB_CORRELATOR_APP_ID") or f"{prefix}safehub-correlator"
+    app_id = os.environ.get("SAFEHUB_CORRELATOR_APP_ID") or correlator_group(prefix)
     worker_id = worker_id_from_env()
     return CorrelatorSettings(
-        bootstrap=os.environ.get("SAFEHUB_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
+        kafka=KafkaConnection.from_env("correlator"),
         prefix=prefix,
         app_id=app_id,
         rules_path=Path(os.environ.get("SAFEHUB_RULES_PATH") or DEFAULT_RULES_PATH),
@@ -88,11 +100,33 @@ def settings_from_env() -> CorrelatorSettings:
     )
 
 
+def changelog_topic(app_id: str) -> str:
+    """faust's name for the table's changelog (deploy/acl.changelog_topic for the default id)."""
+    return f"{app_id}-{TABLE}-changelog"
+
+
 def ingress_topics(settings: CorrelatorSettings) -> list[str]:
-    found = list_ingress(settings.bootstrap, settings.prefix)
+    """The ingress topics to read, once the topics the worker needs are known to be there.
+
+    The worker may not create topics, and faust, told not to, would otherwise start without
+    its table's changelog and fail later and obscurely; so a missing topic stops it here."""
+    counts = partition_counts(settings.kafka)
+    who = settings.kafka.principal
+    found = matching_ingress(counts, settings.prefix)
     if not found:
-        raise ConfigError(f"no topic matches {ingress_pattern(settings.prefix).pattern}: create "
-                          "the agencies' ingress topics first (safehub topics create --agency ...)")
+        raise ConfigError(f"no topic matches {ingress_pattern(settings.prefix).pattern} that "
+                          f"{who} may read: create the agencies' ingress topics first (safehub "
+                          "topics create, then safehub access apply)")
+    changelog = changelog_topic(settings.app_id)
+    if changelog not in counts:
+        raise ConfigError(f"the correlator's table changelog topic {changelog} is missing (or "
+                          f"{who} may not read it): run `safehub topics create` (and `safehub "
+                          "access apply`) as the admin principal first; the correlator may not "
+                          "create topics")
+    if counts[changelog] != settings.partitions:
+        raise ConfigError(f"the changelog topic {changelog} has {counts[changelog]} partitions, "
+                          f"SAFEHUB_CORRELATOR_PARTITIONS is {settings.partitions}: they must be "
+                          "equal (and equal to the ingress topics' partitions)")
     return found
 
 
@@ -112,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_env()
     # Refuse bad rules before connecting to anything.
     rules = load_rules(settings.rules_path)
-    log.info("correlator %s: rules version %s", settings.app_id, rules.version)
+    log.info("correlator %s: rules version %s; connecting as %s", settings.app_id,
+             rules.version, settings.kafka.principal)
     topics = ingress_topics(settings)
     log.info("correlator %s: reading %d ingress topic(s)", settings.app_id, len(topics))
     if settings.worker_id is not None:
@@ -120,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         # aborted, and a paused one can commit nothing more once it resumes.
         loop = asyncio.new_event_loop()  # not installed as the current loop: faust makes its own
         try:
-            loop.run_until_complete(fence(settings.bootstrap, SERVICE, settings.transactional_id))
+            loop.run_until_complete(fence(settings.kafka, SERVICE, settings.transactional_id))
         finally:
             loop.close()
         log.info("correlator %s: earlier processes of this worker fenced off (%s)",

@@ -25,6 +25,7 @@ import faust
 from kafka.errors import KafkaError
 
 from safehub.bus import make_admin
+from safehub.connection import KafkaConnection
 from safehub.errors import BrokerError
 
 log = logging.getLogger(__name__)
@@ -34,15 +35,25 @@ def ingress_pattern(prefix: str) -> re.Pattern[str]:
     return re.compile("^" + re.escape(prefix) + r"ingress\..*")
 
 
-def list_ingress(bootstrap: str, prefix: str) -> list[str]:
-    """The ingress topics on the broker now, sorted."""
-    admin = make_admin(bootstrap, "safehub-correlator-admin")
+def partition_counts(kafka: KafkaConnection) -> dict[str, int]:
+    """Topic -> partition count, for the topics on the broker that this principal may see
+    (those it has rights on: the broker leaves the others out)."""
+    admin = make_admin(kafka, "safehub-correlator-admin")
     try:
-        names = admin.list_topics()
+        topics = admin.describe_topics()
     except KafkaError as exc:
-        raise BrokerError(f"cannot list topics at {bootstrap}: {exc}") from exc
+        raise BrokerError(f"cannot list topics at {kafka.bootstrap}: {exc}") from exc
     finally:
         admin.close()
+    return {t["name"]: len(t["partitions"]) for t in topics if not t.get("error_code")}
+
+
+def list_ingress(kafka: KafkaConnection, prefix: str) -> list[str]:
+    """The ingress topics on the broker now that this principal may read, sorted."""
+    return matching_ingress(partition_counts(kafka), prefix)
+
+
+def matching_ingress(names: Iterable[str], prefix: str) -> list[str]:
     pattern = ingress_pattern(prefix)
     return sorted(n for n in names if pattern.match(n))
 
@@ -51,7 +62,7 @@ def unread(found: Iterable[str], read: Iterable[str]) -> list[str]:
     return sorted(set(found) - set(read))
 
 
-def warn_of_unread_topics(app: faust.App, bootstrap: str, prefix: str, read: Sequence[str],
+def warn_of_unread_topics(app: faust.App, kafka: KafkaConnection, prefix: str, read: Sequence[str],
                           every_s: float) -> None:
     """Every `every_s`, log a warning naming the ingress topics this worker does not read."""
 
@@ -59,7 +70,7 @@ def warn_of_unread_topics(app: faust.App, bootstrap: str, prefix: str, read: Seq
         loop = asyncio.get_running_loop()
         try:
             # kafka-python blocks: off the worker's event loop.
-            found = await loop.run_in_executor(None, list_ingress, bootstrap, prefix)
+            found = await loop.run_in_executor(None, list_ingress, kafka, prefix)
         except BrokerError as exc:
             log.warning("could not check for new ingress topics: %s", exc)
             return

@@ -48,9 +48,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import ProducerFenced
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    ProducerFenced,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+)
 from aiokafka.partitioner import DefaultPartitioner
 
+from safehub.connection import KafkaConnection
 from safehub.errors import BrokerError
 
 AUDIT_PARTITION = 0
@@ -64,32 +70,40 @@ def transactional_id(app_id: str, worker_id: str | None) -> str:
     return f"{app_id}-worker-{worker_id}"
 
 
-def _producer(bootstrap: str, client_id: str, transactional: str) -> AIOKafkaProducer:
+def _producer(kafka: KafkaConnection, client_id: str, transactional: str) -> AIOKafkaProducer:
     return AIOKafkaProducer(
-        bootstrap_servers=bootstrap, client_id=client_id, acks="all", enable_idempotence=True,
+        **kafka.aiokafka(), client_id=client_id, acks="all", enable_idempotence=True,
         linger_ms=0, transactional_id=transactional,
         transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
     )
 
 
-async def fence(bootstrap: str, client_id: str, transactional: str) -> None:
+def _refused(exc: BaseException) -> bool:
+    """Whether the broker refused this principal (ACLs), as opposed to failing."""
+    return isinstance(exc, (TransactionalIdAuthorizationFailed, TopicAuthorizationFailedError,
+                            ClusterAuthorizationFailedError))
+
+
+async def fence(kafka: KafkaConnection, client_id: str, transactional: str) -> None:
     """End what an earlier process with this transactional id left: its open transaction is
     aborted, and it can commit nothing more. Returns once the broker has done both."""
-    producer = _producer(bootstrap, client_id, transactional)
+    producer = _producer(kafka, client_id, transactional)
     try:
         # Starting a transactional producer registers the id, which is the fencing.
         await producer.start()
     except Exception as exc:  # aiokafka's errors have no common base besides Exception
+        why = (f"{kafka.principal} may not use it (ACLs allow the correlator principal its "
+               "app id's transactional ids only)" if _refused(exc) else str(exc))
         raise BrokerError(f"could not fence earlier workers with transactional id "
-                          f"{transactional}: {exc}") from exc
+                          f"{transactional}: {why}") from exc
     finally:
         await producer.stop()
 
 
 class OutputWriter:
-    def __init__(self, bootstrap: str, client_id: str, correlated_topic: str,
+    def __init__(self, kafka: KafkaConnection, client_id: str, correlated_topic: str,
                  audit_topic: str, transactional: str) -> None:
-        self._bootstrap = bootstrap
+        self._kafka = kafka
         self._client_id = client_id
         self._correlated = correlated_topic
         self._audit = audit_topic
@@ -100,7 +114,7 @@ class OutputWriter:
 
     async def _started(self) -> AIOKafkaProducer:
         if self._producer is None:
-            producer = _producer(self._bootstrap, self._client_id, self._transactional_id)
+            producer = _producer(self._kafka, self._client_id, self._transactional_id)
             await producer.start()
             partitions = await producer.partitions_for(self._correlated)
             if not partitions:

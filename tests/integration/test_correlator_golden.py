@@ -1,5 +1,8 @@
 """The golden scenarios through the running correlator (`safehub correlator`, a real faust worker)
-on the real broker: the alerts on `correlated` are identical to the pure core's.
+on the real, secure broker: the alerts on `correlated` are identical to the pure core's.
+
+The correlator runs as the `correlator` principal with exactly its ACLs, in a namespace of its
+own (conftest.secure_namespace); events are published by the agencies' own principals.
 
 Each scenario gets its own linkage block; rows are produced round by round (row r of every
 scenario, then wait until the correlator has journalled them), so the processor sees each
@@ -14,34 +17,40 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from safehub.bus import make_consumer, make_producer, send_all
+from safehub.bus import Headers, make_consumer, make_producer, send_all
+from safehub.connection import KafkaConnection
 from safehub.schemas.codec import decode, encode
 from safehub.schemas.records import AuditEntry, CorrelatedAlert, IngressEvent
 from safehub.schemas.vocabulary import AuditAction
 from safehub.services.correlation.core import initial_state, step
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
 from safehub.services.correlator.command import READY
+from tests.conftest import Namespace
 from tests.golden.scenarios import all_scenarios, describe
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 3
+HUBS = ["csc-a"]
+Message = tuple[str, bytes | None, bytes, Headers | None]
 
 
 class Correlator:
-    """`safehub correlator` as a child process, as the demo and an operator run it."""
+    """`safehub correlator` as a child process, as the demo and an operator run it: as the
+    `correlator` principal of `ns`, with nothing but that principal's rights."""
 
-    def __init__(self, bootstrap: str, prefix: str, workdir: Path, **env: str) -> None:
+    def __init__(self, ns: Namespace, workdir: Path, **env: str) -> None:
         self.log = workdir / "correlator.log"
+        inherited = {k: v for k, v in os.environ.items()
+                     if not k.startswith(("SAFEHUB_KAFKA_", "SAFEHUB_CORRELATOR_"))}
         self.env = {
-            **os.environ,
-            "SAFEHUB_KAFKA_BOOTSTRAP": bootstrap,
-            "SAFEHUB_TOPIC_PREFIX": prefix,
+            **inherited,
+            **ns.env("correlator"),
             "SAFEHUB_CORRELATOR_PARTITIONS": str(PARTITIONS),
             "SAFEHUB_CORRELATOR_DATA_DIR": str(workdir / "data"),
             **env,
@@ -93,8 +102,8 @@ def partitions_of(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
 class TopicReader:
     """Reads whole topics from the beginning, remembering its position between calls."""
 
-    def __init__(self, bootstrap: str, *topics: str) -> None:
-        self.consumer: KafkaConsumer = make_consumer(bootstrap, None, client_id="test-reader")
+    def __init__(self, kafka: KafkaConnection, *topics: str) -> None:
+        self.consumer: KafkaConsumer = make_consumer(kafka, None, client_id="test-reader")
         self.consumer.assign([tp for t in topics for tp in partitions_of(self.consumer, t)])
         self.consumer.seek_to_beginning()
         self.records: list = []
@@ -148,18 +157,19 @@ def accepted_count(reader: TopicReader) -> int:
     return sum(e.action is AuditAction.EVENT_ACCEPTED for e in audit_entries(reader))
 
 
-@pytest.fixture
-def prefix(topic_names: Callable[[str], str]) -> str:
-    return topic_names("")
+def correlator_namespace(secure_namespace: Callable[..., Namespace],
+                         agencies: Iterable[tuple[str, str]]) -> Namespace:
+    """A namespace with these (agency, sector) pairs, a hub, and the correlator's topics (its
+    ingress topics and table changelog with PARTITIONS partitions), credentials and ACLs."""
+    return secure_namespace(agencies=dict(agencies), hubs=HUBS, partitions=PARTITIONS)
 
 
 @pytest.fixture
-def correlator_factory(kafka_bootstrap: str, prefix: str,
-                       tmp_path: Path) -> Iterator[Callable[..., Correlator]]:
+def correlator_factory(tmp_path: Path) -> Iterator[Callable[..., Correlator]]:
     made: list[Correlator] = []
 
-    def make(**env: str) -> Correlator:
-        c = Correlator(kafka_bootstrap, prefix, tmp_path, **env)
+    def make(ns: Namespace, **env: str) -> Correlator:
+        c = Correlator(ns, tmp_path, **env)
         made.append(c)
         return c
 
@@ -169,21 +179,45 @@ def correlator_factory(kafka_bootstrap: str, prefix: str,
             c.kill()
 
 
-def ingress_message(prefix: str, event: IngressEvent) -> tuple[str, bytes, bytes, None]:
+class Agencies:
+    """Publishes ingress messages as the agency each topic belongs to (one producer each)."""
+
+    def __init__(self, ns: Namespace) -> None:
+        self.ns = ns
+        self._producers: dict[str, KafkaProducer] = {}
+
+    def send(self, messages: Sequence[Message]) -> None:
+        by_agency: dict[str, list[Message]] = defaultdict(list)
+        ingress = self.ns.topic("ingress.")
+        for m in messages:
+            assert m[0].startswith(ingress), m[0]
+            by_agency[m[0].removeprefix(ingress)].append(m)
+        for agency, batch in by_agency.items():
+            if agency not in self._producers:
+                self._producers[agency] = make_producer(self.ns.connection(agency),
+                                                        f"test-{agency}")
+            send_all(self._producers[agency], batch)
+
+    def close(self) -> None:
+        for producer in self._producers.values():
+            producer.close()
+
+
+def ingress_message(prefix: str, event: IngressEvent) -> Message:
     key = event.subject.linkage_block.to_bytes(4, "big")
     return (f"{prefix}ingress.{event.agency_id}", key, encode(event), None)
 
 
 @pytest.mark.timeout(240)
 def test_golden_scenarios_through_the_processor_give_the_cores_alerts(
-    kafka_bootstrap: str, prefix: str, create_topics_fn, correlator_factory
+    secure_namespace: Callable[..., Namespace], correlator_factory: Callable[..., Correlator],
 ) -> None:
     rules = load_rules(DEFAULT_RULES_PATH)
     scenarios = all_scenarios(first_block=5000, spread=7)
-    agencies = sorted({r.agency for s in scenarios for r in s.rows})
-    create_topics_fn(*(f"{prefix}ingress.{a}" for a in agencies), f"{prefix}correlated",
-                     partitions=PARTITIONS)
-    create_topics_fn(f"{prefix}audit", f"{prefix}deadletter")
+    ns = correlator_namespace(secure_namespace, {
+        (r.event.agency_id, r.event.sector.value) for s in scenarios for r in s.rows})
+    prefix = ns.prefix
+    agencies = list(ns.registry.agencies)
 
     expected: dict[str, list[CorrelatedAlert]] = {}
     for s in scenarios:
@@ -195,23 +229,24 @@ def test_golden_scenarios_through_the_processor_give_the_cores_alerts(
         assert describe(s, emitted) == list(s.expected), s.name
         expected[s.name] = [a for _, a in emitted]
 
-    correlator = correlator_factory()
+    correlator = correlator_factory(ns)
     correlator.start()
-    producer = make_producer(kafka_bootstrap, "test-golden")
-    audit = TopicReader(kafka_bootstrap, f"{prefix}audit")
-    correlated = TopicReader(kafka_bootstrap, f"{prefix}correlated")
-    deadletter = TopicReader(kafka_bootstrap, f"{prefix}deadletter")
+    producer = Agencies(ns)
+    # The test reads as the admin: it looks at everything, dead letters included.
+    audit = TopicReader(ns.kafka, f"{prefix}audit")
+    correlated = TopicReader(ns.kafka, f"{prefix}correlated")
+    deadletter = TopicReader(ns.kafka, f"{prefix}deadletter")
     try:
         sent = 0
         for r in range(max(len(s.rows) for s in scenarios)):
             batch = [ingress_message(prefix, s.rows[r].event) for s in scenarios
                      if r < len(s.rows)]
-            send_all(producer, batch)
+            producer.send(batch)
             sent += len(batch)
             wait_until(f"round {r} journalled",
                        lambda n=sent: accepted_count(audit) >= n, 90, correlator)
         # A message that is not an event goes to the dead-letter topic, with its reason.
-        send_all(producer, [(f"{prefix}ingress.{agencies[0]}", b"\0\0\0\1", b"not avro", None)])
+        producer.send([(f"{prefix}ingress.{agencies[0]}", b"\0\0\0\1", b"not avro", None)])
         wait_until("dead letter", lambda: len(deadletter.poll()) >= 1, 60, correlator)
         total = sum(len(v) for v in expected.values())
         wait_until("alerts", lambda: len(correlated.poll()) >= total, 60, correlator)
