@@ -26,7 +26,7 @@ from types import FrameType
 from safehub.bus import make_consumer, make_producer
 from safehub.connection import KafkaConnection
 from safehub.consumers.deadletter import DeadLetterSink
-from safehub.consumers.inbox.consumer import HubInboxes, InboxConsumer
+from safehub.consumers.inbox.consumer import Clock, HubInboxes, InboxConsumer, RetryPolicy
 from safehub.consumers.inbox.database import make_engine, migrate
 from safehub.consumers.inbox.store import InboxStore
 from safehub.deploy.acl import alerts, service_group
@@ -75,7 +75,8 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def hub_inbox(kafka: KafkaConnection, hub: str, store: InboxStore, prefix: str) -> InboxConsumer:
+def hub_inbox(kafka: KafkaConnection, hub: str, store: InboxStore, prefix: str,
+              clock: Clock = wall_clock_ms, retry: RetryPolicy | None = None) -> InboxConsumer:
     """Hub `hub`'s consumer and dead-letter producer, both as `kafka` (that hub's principal)."""
     consumer = make_consumer(kafka, service_group(prefix, hub), [alerts(prefix, hub)],
                              client_id=f"safehub-inbox-{hub}")
@@ -85,7 +86,8 @@ def hub_inbox(kafka: KafkaConnection, hub: str, store: InboxStore, prefix: str) 
         consumer.close()
         raise
     deadletters = DeadLetterSink(producer, f"{prefix}deadletter")
-    return InboxConsumer(consumer, store, deadletters, prefix, wall_clock_ms, producer=producer)
+    return InboxConsumer(consumer, store, deadletters, prefix, clock, retry or RetryPolicy(),
+                         producer=producer)
 
 
 def build(settings: InboxSettings) -> HubInboxes:

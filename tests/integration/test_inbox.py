@@ -1,35 +1,49 @@
-"""The inbox consumer against the real broker and both databases: rows before offsets,
-redelivery is a no-op, bad records are dead-lettered, a database outage loses nothing."""
+"""The inbox consumer against the real secure broker and both databases: rows before offsets,
+redelivery is a no-op, bad records are dead-lettered, a database outage loses nothing. Each hub's
+inbox runs as that hub's principal in its own group; one process may serve several hubs.
+
+Attacks: no one but hub H can join H's consumer group, and a hub cannot read another hub's
+alerts."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from kafka import TopicPartition
+from kafka import OffsetAndMetadata, TopicPartition
+from kafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError
 
 from safehub.bus import make_consumer, make_producer, send_all
-from safehub.consumers.deadletter import DeadLetterSink
+from safehub.connection import KafkaConnection
+from safehub.consumers.deadletter import HEADER_SOURCE_TOPIC, DeadLetterSink
+from safehub.consumers.inbox.command import InboxSettings, build, hub_inbox
 from safehub.consumers.inbox.consumer import InboxConsumer, RetryPolicy
 from safehub.consumers.inbox.database import make_engine, migrate
 from safehub.consumers.inbox.store import InboxStore, QueueFilter
+from safehub.deploy.acl import alerts, service_group
+from safehub.errors import ConfigError
 from safehub.schemas.codec import encode
 from safehub.schemas.records import CorrelatedAlert, Evidence, ReidentificationRef, RoutedAlert
 from safehub.schemas.vocabulary import Sector, Sign, Tier
 from safehub.services.router import core
 from safehub.services.router.core import ClusterState
 from safehub.services.router.table import load_routing_table
+from tests.conftest import Namespace
+from tests.integration.test_correlator_golden import TopicReader
 
 pytestmark = pytest.mark.integration
 AGENCY = "csc-leeds"
+OTHER = "csc-bradford"
 NOW = 1_794_823_200_000  # Monday 16 Nov 2026, 10:00 UTC
 
 
@@ -119,24 +133,34 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[s
         admin.dispose()
 
 
+@dataclass(frozen=True)
+class Topics:
+    ns: Namespace
+    prefix: str
+    alerts: str
+    deadletter: str
+    group: str  # the one group the hub's principal may use
+
+
 @pytest.fixture
-def topics(topic_names: Callable[[str], str], create_topics_fn: Callable[..., list[str]]
-           ) -> tuple[str, str, str]:
-    prefix = topic_names("")
-    alerts, deadletter = prefix + f"alerts.{AGENCY}", prefix + "deadletter"
-    create_topics_fn(alerts, partitions=2)
-    create_topics_fn(deadletter)
-    return prefix, alerts, deadletter
+def topics(secure_namespace: Callable[..., Namespace]) -> Topics:
+    ns = secure_namespace(hubs=[AGENCY, OTHER])
+    return Topics(ns, ns.prefix, alerts(ns.prefix, AGENCY), ns.topic("deadletter"),
+                  service_group(ns.prefix, AGENCY))
 
 
-def make_inbox(bootstrap: str, url: str, prefix: str, alerts: str, deadletter: str,
-               group: str) -> InboxConsumer:
+def make_inbox(kafka: KafkaConnection, url: str, t: Topics, group: str | None = None
+               ) -> InboxConsumer:
+    """The hub's inbox as its command builds it (as `kafka`), or in another group."""
     store = InboxStore(make_engine(url, busy_timeout_s=0.2))
     migrate(store.engine)
-    consumer = make_consumer(bootstrap, group, [alerts], client_id="test-inbox")
-    sink = DeadLetterSink(make_producer(bootstrap, "test-inbox-dl"), deadletter)
-    return InboxConsumer(consumer, store, sink, prefix, lambda: NOW,
+    if group is None:
+        return hub_inbox(kafka, AGENCY, store, t.prefix, lambda: NOW,
                          RetryPolicy(initial_s=0.1, max_s=0.5))
+    consumer = make_consumer(kafka, group, [t.alerts], client_id="test-inbox")
+    producer = make_producer(kafka, "test-inbox-dl")
+    return InboxConsumer(consumer, store, DeadLetterSink(producer, t.deadletter), t.prefix,
+                         lambda: NOW, RetryPolicy(initial_s=0.1, max_s=0.5), producer=producer)
 
 
 def drain(inbox: InboxConsumer, until: Callable[[], bool], seconds: float = 40) -> None:
@@ -147,33 +171,36 @@ def drain(inbox: InboxConsumer, until: Callable[[], bool], seconds: float = 40) 
         inbox.step(stop, timeout_ms=200)
 
 
-def publish(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> None:
-    producer = make_producer(bootstrap, "test-alerts")
+def publish(ns: Namespace, topic: str, values: list[tuple[bytes, bytes]]) -> None:
+    """As the router: the only principal that may write an alerts topic."""
+    producer = make_producer(ns.connection("router"), "test-alerts")
     send_all(producer, [(topic, k, v, None) for k, v in values])
     producer.close()
 
 
-def committed(bootstrap: str, group: str, topic: str) -> int:
-    probe = make_consumer(bootstrap, group, client_id="probe")
+def committed(kafka: KafkaConnection, group: str, topic: str) -> int:
+    probe = make_consumer(kafka, group, client_id="probe")
     try:
-        return sum(probe.committed(TopicPartition(topic, p)) or 0 for p in (0, 1))
+        parts = probe.partitions_for_topic(topic) or set()
+        assert parts, f"{kafka.principal} sees no partitions of {topic}"
+        return sum(probe.committed(TopicPartition(topic, p)) or 0 for p in parts)
     finally:
         probe.close()
 
 
 def test_rows_stored_redelivery_no_op_bad_records_dead_lettered(
-    kafka_bootstrap: str, database: tuple[str, str], topics: tuple[str, str, str]
+    database: tuple[str, str], topics: Topics
 ) -> None:
     url, _ = database
-    prefix, alerts, deadletter = topics
+    t = topics
+    hub = t.ns.connection(AGENCY)
     good = [routed(n) for n in range(20)]
     elsewhere = routed(99, agency_la="E08000032")  # for csc-bradford, on Leeds's topic
     values = [(r.alert.alert_id.encode(), encode(r)) for r in good]
     values += [(b"junk", b"\x00not avro"), (b"x", encode(elsewhere))]
-    publish(kafka_bootstrap, alerts, values + values[:5])  # five redelivered at once
-    group = "g-" + uuid.uuid4().hex
-    inbox = make_inbox(kafka_bootstrap, url, prefix, alerts, deadletter, group)
-    drain(inbox, lambda: committed(kafka_bootstrap, group, alerts) == len(values) + 5)
+    publish(t.ns, t.alerts, values + values[:5])  # five redelivered at once
+    inbox = make_inbox(hub, url, t)
+    drain(inbox, lambda: committed(hub, t.group, t.alerts) == len(values) + 5)
     store = InboxStore(make_engine(url))
     assert store.count(AGENCY) == 20
     assert inbox.deadlettered == 2
@@ -182,36 +209,37 @@ def test_rows_stored_redelivery_no_op_bad_records_dead_lettered(
         "OFFENDING", "ABSENT_FROM_SCHOOL"]
     assert store.alert("csc-bradford", good[3].notification_id) is None
     assert len(store.queue(AGENCY, QueueFilter(tier="ESCALATING"), NOW)) == 20
-    # A second consumer group reading everything again adds nothing.
-    again = make_inbox(kafka_bootstrap, url, prefix, alerts, deadletter, group + "-2")
-    drain(again, lambda: committed(kafka_bootstrap, group + "-2", alerts) == len(values) + 5)
+    inbox.close()
+    # A second consumer group reading everything again adds nothing (the hub may use only its
+    # own group: an operator's replay runs as the admin).
+    replay = "replay-" + uuid.uuid4().hex
+    again = make_inbox(t.ns.kafka, url, t, group=replay)
+    drain(again, lambda: committed(t.ns.kafka, replay, t.alerts) == len(values) + 5)
+    again.close()
     assert store.count() == 20
-    dl = make_consumer(kafka_bootstrap, None, [deadletter], client_id="probe-dl")
-    seen: list[bytes] = []
-    end = time.monotonic() + 20
-    while len(seen) < 2 and time.monotonic() < end:
-        for recs in dl.poll(timeout_ms=500).values():
-            seen += [r.value for r in recs]
-    dl.close()
-    assert b"\x00not avro" in seen
+    reader = TopicReader(t.ns.kafka, t.deadletter)  # only the admin reads dead letters
+    seen = [(dict(r.headers)[HEADER_SOURCE_TOPIC].decode(), r.value)
+            for r in reader.read_to_end()]
+    reader.close()
+    assert (t.alerts, b"\x00not avro") in seen
 
 
 def test_database_outage_during_consumption_loses_nothing(
-    kafka_bootstrap: str, database: tuple[str, str], topics: tuple[str, str, str]
+    database: tuple[str, str], topics: Topics
 ) -> None:
     url, kind = database
-    prefix, alerts, deadletter = topics
-    group = "g-" + uuid.uuid4().hex
+    t = topics
+    hub = t.ns.connection(AGENCY)
     proxy: TcpProxy | None = None
     lock: sqlite3.Connection | None = None
     if kind == "postgresql":
         parsed = sa.make_url(url)
         proxy = TcpProxy(parsed.host or "127.0.0.1", parsed.port or 5432)
         url = parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-    inbox = make_inbox(kafka_bootstrap, url, prefix, alerts, deadletter, group)
+    inbox = make_inbox(hub, url, t)
     first = [routed(n) for n in range(10)]
-    publish(kafka_bootstrap, alerts, [(r.alert.alert_id.encode(), encode(r)) for r in first])
-    drain(inbox, lambda: committed(kafka_bootstrap, group, alerts) == 10)
+    publish(t.ns, t.alerts, [(r.alert.alert_id.encode(), encode(r)) for r in first])
+    drain(inbox, lambda: committed(hub, t.group, t.alerts) == 10)
     # The database goes away: SQLite is held locked by another writer, PostgreSQL's link is cut.
     if proxy is not None:
         proxy.cut()
@@ -219,23 +247,122 @@ def test_database_outage_during_consumption_loses_nothing(
         lock = sqlite3.connect(url.removeprefix("sqlite:///"))
         lock.execute("BEGIN EXCLUSIVE")
     second = [routed(n) for n in range(10, 40)]
-    publish(kafka_bootstrap, alerts, [(r.alert.alert_id.encode(), encode(r)) for r in second])
+    publish(t.ns, t.alerts, [(r.alert.alert_id.encode(), encode(r)) for r in second])
     stop = threading.Event()
     end = time.monotonic() + 30
     while inbox.outages < 3:
         assert time.monotonic() < end
         inbox.step(stop, timeout_ms=200)
-    assert committed(kafka_bootstrap, group, alerts) == 10  # no offset moved past unstored rows
+    assert committed(hub, t.group, t.alerts) == 10  # no offset moved past unstored rows
     if proxy is not None:
         proxy.restore()
     else:
         assert lock is not None
         lock.rollback()
         lock.close()
-    drain(inbox, lambda: committed(kafka_bootstrap, group, alerts) == 40)
+    drain(inbox, lambda: committed(hub, t.group, t.alerts) == 40)
     store = InboxStore(make_engine(url))
     assert store.count(AGENCY) == 40
     assert {r.notification_id for r in store.queue(AGENCY, QueueFilter(), NOW)} == {
         r.notification_id for r in first + second}
     if proxy is not None:
         proxy.close()
+
+
+def test_one_process_serves_several_hubs_each_as_itself(
+    topics: Topics, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the demo runs it: SAFEHUB_INBOX_AGENCIES lists the hubs, SAFEHUB_KAFKA_SECRETS holds
+    their password files, and no principal is named: each hub is read as itself."""
+    t = topics
+    for name in [n for n in os.environ if n.startswith("SAFEHUB_")]:
+        monkeypatch.delenv(name)
+    env = t.ns.kafka.env()
+    for name in ("SAFEHUB_KAFKA_BOOTSTRAP", "SAFEHUB_KAFKA_SECRETS", "SAFEHUB_KAFKA_CA_FILE"):
+        monkeypatch.setenv(name, env[name])
+    url = f"sqlite:///{tmp_path / 'inbox.db'}"
+    monkeypatch.setenv("SAFEHUB_TOPIC_PREFIX", t.prefix)
+    monkeypatch.setenv("SAFEHUB_INBOX_AGENCIES", f"{AGENCY}, {OTHER}")
+    monkeypatch.setenv("SAFEHUB_INBOX_DATABASE_URL", url)
+    settings = InboxSettings.from_env()
+    assert {h: c.principal for h, c in settings.kafka.items()} == {AGENCY: AGENCY, OTHER: OTHER}
+    leeds, bradford = routed(1), routed(2, agency_la="E08000032")
+    publish(t.ns, t.alerts, [(b"1", encode(leeds)), (b"bad", b"junk")])
+    publish(t.ns, alerts(t.prefix, OTHER), [(b"2", encode(bradford)), (b"bad", b"junk")])
+    inboxes = build(settings)
+    stop = threading.Event()
+    runner = threading.Thread(target=inboxes.run, args=(stop,))
+    runner.start()
+    try:
+        store = InboxStore(make_engine(url))
+        deadline = time.monotonic() + 40
+        while not (store.count(AGENCY) == 1 and store.count(OTHER) == 1
+                   and all(committed(t.ns.connection(h), service_group(t.prefix, h),
+                                     alerts(t.prefix, h)) == 2 for h in (AGENCY, OTHER))):
+            assert time.monotonic() < deadline, "the hubs' alerts were not stored"
+            assert runner.is_alive()
+            time.sleep(0.3)
+    finally:
+        stop.set()
+        runner.join(30)
+        inboxes.close()
+    assert [r.alert_id for r in store.queue(OTHER, QueueFilter(), NOW)] == [bradford.alert.alert_id]
+    reader = TopicReader(t.ns.kafka, t.deadletter)
+    sources = sorted(dict(r.headers)[HEADER_SOURCE_TOPIC].decode() for r in reader.read_to_end())
+    reader.close()
+    assert sources == sorted([t.alerts, alerts(t.prefix, OTHER)])
+
+
+def test_a_principal_in_the_settings_must_be_a_served_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAFEHUB_KAFKA_PRINCIPAL", "router")
+    monkeypatch.setenv("SAFEHUB_INBOX_AGENCIES", AGENCY)
+    with pytest.raises(ConfigError, match="not one of the hubs served"):
+        InboxSettings.from_env()
+
+
+def test_no_one_but_the_hub_joins_its_group_or_reads_its_alerts(topics: Topics) -> None:
+    """Bradford's principal may read its own alerts in its own group, and nothing of Leeds's:
+    neither Leeds's consumer group (to take its partitions or move its offsets) nor its topic."""
+    t = topics
+    intruder = t.ns.connection(OTHER)
+    publish(t.ns, t.alerts, [(b"1", encode(routed(1)))])
+    # Leeds's group, on Bradford's own topic (which Bradford may read): the group is refused.
+    consumer = make_consumer(intruder, t.group, [alerts(t.prefix, OTHER)], client_id="intruder")
+    try:
+        with pytest.raises(GroupAuthorizationFailedError):
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                consumer.poll(timeout_ms=500)
+    finally:
+        consumer.close()
+    # Leeds's group on Leeds's topic: refused (group or topic, whichever the broker checks first).
+    consumer = make_consumer(intruder, t.group, [t.alerts], client_id="intruder")
+    try:
+        with pytest.raises((GroupAuthorizationFailedError, TopicAuthorizationFailedError)):
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                consumer.poll(timeout_ms=500)
+    finally:
+        consumer.close()
+    # Leeds's topic without a group: refused.
+    consumer = make_consumer(intruder, None, client_id="intruder")
+    try:
+        with pytest.raises(TopicAuthorizationFailedError):
+            tp = TopicPartition(t.alerts, 0)
+            consumer.assign([tp])
+            consumer.seek_to_beginning(tp)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                consumer.position(tp)
+                consumer.poll(timeout_ms=500)
+    finally:
+        consumer.close()
+    # Nor can it commit offsets for Leeds's group.
+    probe = make_consumer(intruder, t.group, client_id="intruder")
+    try:
+        with pytest.raises((GroupAuthorizationFailedError, TopicAuthorizationFailedError)):
+            probe.commit({TopicPartition(t.alerts, 0): OffsetAndMetadata(1, "", -1)})
+    finally:
+        probe.close()
+    # Leeds's group is untouched: nothing was committed for it.
+    assert committed(t.ns.connection(AGENCY), t.group, t.alerts) == 0
