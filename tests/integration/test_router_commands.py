@@ -1,5 +1,7 @@
 """`safehub router` and `safehub inbox` as the demo runs them: separate processes, settings from
-SAFEHUB_* variables, correlated alert in -> row in the lead agency's inbox; SIGTERM exits 0."""
+SAFEHUB_* variables, correlated alert in -> row in the lead agency's inbox; SIGTERM exits 0.
+The router runs as `router`; the one inbox process serves two hubs, each as itself, with no
+principal named (each hub's password file is in SAFEHUB_KAFKA_SECRETS)."""
 
 from __future__ import annotations
 
@@ -18,10 +20,13 @@ import pytest
 from safehub.bus import make_producer, send_all
 from safehub.consumers.inbox.database import make_engine
 from safehub.consumers.inbox.store import InboxStore, QueueFilter
+from safehub.deploy.acl import alerts
 from safehub.errors import StoreError
 from safehub.schemas.codec import encode
 from safehub.schemas.records import CorrelatedAlert, Evidence, ReidentificationRef
 from safehub.schemas.vocabulary import Sector, Sign, Tier
+from safehub.services.router.table import load_routing_table
+from tests.conftest import Namespace
 
 pytestmark = pytest.mark.integration
 
@@ -36,29 +41,39 @@ def alert(la: str) -> CorrelatedAlert:
         reidentification=(ReidentificationRef("police-wy", "f" * 32),), identity_conflict=False)
 
 
+CMD = (shutil.which("safehub") or f"{sys.executable} -m safehub.cli").split()
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("SAFEHUB_")}
+
+
+@pytest.fixture
+def namespace(secure_namespace: Callable[..., Namespace]) -> Namespace:
+    """Every receiver of the project's routing table is a hub with its topics."""
+    return secure_namespace(agencies={"police-wy": "POLICE"},
+                            hubs=sorted(load_routing_table().receivers()))
+
+
 def test_router_and_inbox_processes_deliver_to_the_lead_agency(
-    kafka_bootstrap: str, topic_names: Callable[[str], str],
-    create_topics_fn: Callable[..., list[str]], tmp_path: Path,
+    namespace: Namespace, tmp_path: Path,
 ) -> None:
-    prefix = topic_names("")
-    create_topics_fn(*(prefix + t for t in ("correlated", "alert-acks", "audit", "deadletter")))
+    ns = namespace
     inbox_url = f"sqlite:///{tmp_path / 'inbox.db'}"
-    env = {**os.environ, "SAFEHUB_KAFKA_BOOTSTRAP": kafka_bootstrap,
-           "SAFEHUB_TOPIC_PREFIX": prefix,
-           "SAFEHUB_ROUTER_DATABASE_URL": f"sqlite:///{tmp_path / 'router.db'}",
-           "SAFEHUB_ROUTER_GROUP": "router-" + uuid.uuid4().hex,
-           "SAFEHUB_INBOX_GROUP": "inbox-" + uuid.uuid4().hex,
-           "SAFEHUB_INBOX_AGENCIES": "csc-leeds,hub-duty-team",
-           "SAFEHUB_INBOX_DATABASE_URL": inbox_url}
-    cmd = (shutil.which("safehub") or f"{sys.executable} -m safehub.cli").split()
-    router = subprocess.Popen([*cmd, "router"], env=env, stderr=subprocess.PIPE)
-    # The router creates the alert topics of every receiver in the routing table.
-    time.sleep(3)
-    inbox = subprocess.Popen([*cmd, "inbox"], env=env, stderr=subprocess.PIPE)
+    router_env = {**clean_env(), **ns.env("router"),
+                  "SAFEHUB_ROUTER_DATABASE_URL": f"sqlite:///{tmp_path / 'router.db'}"}
+    admin = ns.kafka.env()
+    inbox_env = {**clean_env(), "SAFEHUB_TOPIC_PREFIX": ns.prefix,
+                 **{k: admin[k] for k in ("SAFEHUB_KAFKA_BOOTSTRAP", "SAFEHUB_KAFKA_SECRETS",
+                                          "SAFEHUB_KAFKA_CA_FILE")},
+                 "SAFEHUB_INBOX_AGENCIES": "csc-leeds,hub-duty-team",
+                 "SAFEHUB_INBOX_DATABASE_URL": inbox_url}
+    router = subprocess.Popen([*CMD, "router"], env=router_env, stderr=subprocess.PIPE)
+    inbox = subprocess.Popen([*CMD, "inbox"], env=inbox_env, stderr=subprocess.PIPE)
     try:
         leeds, nowhere = alert("E08000035"), alert("E06000999")
-        producer = make_producer(kafka_bootstrap, "test-correlated")
-        send_all(producer, [(prefix + "correlated", a.cluster_id.encode(), encode(a), None)
+        producer = make_producer(ns.connection("correlator"), "test-correlated")
+        send_all(producer, [(ns.topic("correlated"), a.cluster_id.encode(), encode(a), None)
                             for a in (leeds, nowhere)])
         producer.close()
         store = InboxStore(make_engine(inbox_url))
@@ -82,3 +97,16 @@ def test_router_and_inbox_processes_deliver_to_the_lead_agency(
     assert codes == [0, 0], [p.stderr.read().decode()[-2000:] for p in (router, inbox)
                              if p.stderr]
 
+
+
+def test_the_router_process_stops_naming_a_receiver_without_topics(
+    namespace: Namespace, tmp_path: Path,
+) -> None:
+    table = tmp_path / "routing.toml"
+    table.write_text('[fallback]\nagency = "hub-duty-team"\nescalation = "csc-unknown"\n')
+    env = {**clean_env(), **namespace.env("router"), "SAFEHUB_ROUTING_TABLE": str(table),
+           "SAFEHUB_ROUTER_DATABASE_URL": f"sqlite:///{tmp_path / 'router.db'}"}
+    done = subprocess.run([*CMD, "router"], env=env, capture_output=True, timeout=60)
+    assert done.returncode == 1
+    err = done.stderr.decode()
+    assert alerts(namespace.prefix, "csc-unknown") in err and "safehub topics create" in err, err
