@@ -10,16 +10,20 @@ from collections.abc import Callable
 
 import pytest
 
-from safehub.bus import make_producer, send_all
+from safehub.deploy.access import apply
+from safehub.deploy.registry import Kind, Party
+from safehub.deploy.topics import TopicSpec, create_topics
 from safehub.schemas.records import MatchKeys, Subject, WarningSignEvent
 from safehub.schemas.vocabulary import Sector, Sign
 from safehub.services.correlator.ingress import unread
+from tests.conftest import Namespace
 from tests.integration.test_correlator_golden import (  # noqa: F401 (fixtures)
     PARTITIONS,
+    Agencies,
     Correlator,
     correlator_factory,
+    correlator_namespace,
     ingress_message,
-    prefix,
     wait_until,
 )
 from tests.integration.test_correlator_recovery import Outputs
@@ -47,27 +51,29 @@ def test_unread_names_only_topics_the_worker_does_not_read() -> None:
 # the new topic assigned to it (transport.static_member_id).
 @pytest.mark.parametrize("worker_id", ["", "w1"], ids=["anonymous", "worker-id"])
 def test_a_topic_created_while_running_is_reported_then_read_after_a_restart(
-        kafka_bootstrap: str, prefix: str,  # noqa: F811
-        create_topics_fn: Callable[..., list[str]],
+        secure_namespace: Callable[..., Namespace],
         correlator_factory: Callable[..., Correlator], worker_id: str) -> None:  # noqa: F811
-    create_topics_fn(f"{prefix}ingress.police-x", f"{prefix}correlated", partitions=PARTITIONS)
-    create_topics_fn(f"{prefix}audit", f"{prefix}deadletter")
-    correlator = correlator_factory(SAFEHUB_CORRELATOR_TOPIC_CHECK_S="1",
+    ns = correlator_namespace(secure_namespace, [("police-x", "POLICE")])
+    prefix = ns.prefix
+    correlator = correlator_factory(ns, SAFEHUB_CORRELATOR_TOPIC_CHECK_S="1",
                                     SAFEHUB_CORRELATOR_WORKER_ID=worker_id)
     correlator.start()
-    outputs = Outputs(kafka_bootstrap, prefix)
+    outputs = Outputs(ns.kafka, prefix)
     accepted = outputs.accepted
-    producer = make_producer(kafka_bootstrap, "test-onboarding")
+    producer = Agencies(ns)
     try:
         police = _event("police-x", Sector.POLICE, 0)
-        send_all(producer, [ingress_message(prefix, police)])
+        producer.send([ingress_message(prefix, police)])
         wait_until("the police event", lambda: police.event_id in accepted(), 90, correlator)
         assert WARNING not in correlator.log.read_text()
 
-        # A school is onboarded while the worker runs, and sends at once.
-        create_topics_fn(f"{prefix}ingress.school-z", partitions=PARTITIONS)
+        # A school is onboarded while the worker runs, as an operator does it (registry entry,
+        # `safehub access apply`, `safehub topics create`), and sends at once.
+        onboarded = ns.registry.with_parties([Party("school-z", Kind.AGENCY, Sector.EDUCATION)])
+        apply(ns.kafka, onboarded, prefix)
+        create_topics(ns.kafka, [TopicSpec(f"{prefix}ingress.school-z", PARTITIONS, 1, {})])
         school = _event("school-z", Sector.EDUCATION, 1)
-        send_all(producer, [ingress_message(prefix, school)])
+        producer.send([ingress_message(prefix, school)])
         wait_until("the warning", lambda: f"{prefix}ingress.school-z {WARNING}"
                    in correlator.log.read_text(), 60, correlator)
         assert school.event_id not in accepted()

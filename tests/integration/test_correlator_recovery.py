@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from safehub.bus import make_producer, send_all
+from safehub.connection import KafkaConnection
 from safehub.schemas.codec import decode
 from safehub.schemas.records import (
     AuditEntry,
@@ -36,13 +36,14 @@ from safehub.schemas.vocabulary import (
 from safehub.services.correlation.core import BlockState, initial_state, standing_alerts, step
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, Rules, load_rules
 from safehub.services.correlator.app import EXIT_UNRECOVERABLE
+from tests.conftest import Namespace
 from tests.integration.test_correlator_golden import (  # noqa: F401 (fixtures)
-    PARTITIONS,
+    Agencies,
     TopicReader,
     audit_entries,
     correlator_factory,
+    correlator_namespace,
     ingress_message,
-    prefix,
     wait_until,
 )
 
@@ -89,9 +90,9 @@ def population(children: int, events_per_child: int, seed: int) -> list[IngressE
 class Outputs:
     """Readers of a test correlator's audit journal and alerts, from the beginning."""
 
-    def __init__(self, bootstrap: str, topic_prefix: str) -> None:
-        self.audit = TopicReader(bootstrap, f"{topic_prefix}audit")
-        self.correlated = TopicReader(bootstrap, f"{topic_prefix}correlated")
+    def __init__(self, kafka: KafkaConnection, topic_prefix: str) -> None:
+        self.audit = TopicReader(kafka, f"{topic_prefix}audit")
+        self.correlated = TopicReader(kafka, f"{topic_prefix}correlated")
 
     def accepted(self) -> set[str]:
         """Ids of the events the correlator has journalled as accepted so far."""
@@ -108,31 +109,30 @@ class Outputs:
         self.correlated.close()
 
 
-def correlator_topics(bootstrap: str, topic_prefix: str, create_topics_fn: Callable) -> Outputs:
-    """Create the correlator's topics for a test (ingress of AGENCIES, outputs); read them."""
-    p = topic_prefix
-    create_topics_fn(*(f"{p}ingress.{a}" for a in AGENCIES), f"{p}correlated",
-                     partitions=PARTITIONS)
-    create_topics_fn(f"{p}audit", f"{p}deadletter")
-    return Outputs(bootstrap, p)
+def correlator_topics(secure_namespace: Callable[..., Namespace]) -> tuple[Namespace, Outputs]:
+    """A namespace with AGENCIES and the correlator's topics and ACLs; readers of its outputs
+    (as the admin)."""
+    ns = correlator_namespace(secure_namespace, ((a, s.value) for a, s in AGENCIES.items()))
+    return ns, Outputs(ns.kafka, ns.prefix)
 
 
 @pytest.mark.timeout(300)
 def test_kill_mid_stream_and_restart_loses_nothing_and_duplicates_no_alert(
-    kafka_bootstrap: str, prefix: str, create_topics_fn,  # noqa: F811
+    secure_namespace: Callable[..., Namespace],
     correlator_factory: Callable,  # noqa: F811
 ) -> None:
     rules = load_rules(DEFAULT_RULES_PATH)
     events = population(children=400, events_per_child=12, seed=11)
-    out = correlator_topics(kafka_bootstrap, prefix, create_topics_fn)
-    producer = make_producer(kafka_bootstrap, "test-recovery")
+    ns, out = correlator_topics(secure_namespace)
+    prefix = ns.prefix
+    producer = Agencies(ns)
 
     first, second = events[: len(events) * 2 // 3], events[len(events) * 2 // 3:]
-    send_all(producer, [ingress_message(prefix, e) for e in first])
+    producer.send([ingress_message(prefix, e) for e in first])
     # Small batches, so that the kill lands between many committed and uncommitted ones. A
     # worker id, as a process manager would give: the restarted worker fences its predecessor
     # and takes its place in the group at once (the other recovery test runs anonymous workers).
-    correlator = correlator_factory(SAFEHUB_CORRELATOR_BATCH="40",
+    correlator = correlator_factory(ns, SAFEHUB_CORRELATOR_BATCH="40",
                                     SAFEHUB_CORRELATOR_WORKER_ID="w1")
     correlator.start()
     # Killed well before the first part is done (4,800 events, 3,200 sent before the kill),
@@ -141,7 +141,7 @@ def test_kill_mid_stream_and_restart_loses_nothing_and_duplicates_no_alert(
     correlator.kill()
     at_kill = len(out.accepted())
     assert at_kill < len(first), "the kill came too late to be mid-stream"
-    send_all(producer, [ingress_message(prefix, e) for e in second])
+    producer.send([ingress_message(prefix, e) for e in second])
     producer.close()
 
     restarted = time.monotonic()
@@ -230,17 +230,17 @@ def gone(pid: int) -> bool:
 
 @pytest.mark.timeout(300)
 def test_a_dead_correlation_child_stops_the_worker_and_a_killed_worker_leaves_no_child(
-    kafka_bootstrap: str, prefix: str, create_topics_fn,  # noqa: F811
+    secure_namespace: Callable[..., Namespace],
     correlator_factory: Callable,  # noqa: F811
 ) -> None:
     rules = load_rules(DEFAULT_RULES_PATH)
     events = population(children=300, events_per_child=12, seed=23)
-    out = correlator_topics(kafka_bootstrap, prefix, create_topics_fn)
-    producer = make_producer(kafka_bootstrap, "test-child")
-    send_all(producer, [ingress_message(prefix, e) for e in events])
+    ns, out = correlator_topics(secure_namespace)
+    producer = Agencies(ns)
+    producer.send([ingress_message(ns.prefix, e) for e in events])
     producer.close()
 
-    correlator = correlator_factory(SAFEHUB_CORRELATOR_BATCH="40")
+    correlator = correlator_factory(ns, SAFEHUB_CORRELATOR_BATCH="40")
     correlator.start()
     child = correlation_child(correlator.proc.pid)
     wait_until("a quarter of the events", lambda: len(out.accepted()) >= len(events) // 4, 120,

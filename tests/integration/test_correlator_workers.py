@@ -8,16 +8,18 @@ import time
 from collections.abc import Callable
 
 import pytest
-from kafka import KafkaAdminClient
 from kafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailableError
 
-from safehub.bus import make_producer, send_all
+from safehub.bus import make_admin
+from safehub.connection import KafkaConnection
+from safehub.deploy.acl import correlator_group
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
+from tests.conftest import Namespace
 from tests.integration.test_correlator_golden import (  # noqa: F401 (fixtures)
+    Agencies,
     Correlator,
     correlator_factory,
     ingress_message,
-    prefix,
     wait_until,
 )
 from tests.integration.test_correlator_recovery import (
@@ -32,26 +34,29 @@ pytestmark = pytest.mark.integration
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("ids", [("", ""), ("a", "b")], ids=["anonymous", "worker-ids"])
 def test_two_workers_share_partitions_and_survive_losing_one(
-    kafka_bootstrap: str, prefix: str, create_topics_fn,  # noqa: F811
+    secure_namespace: Callable[..., Namespace],
     correlator_factory: Callable, ids: tuple[str, str],  # noqa: F811
 ) -> None:
     rules = load_rules(DEFAULT_RULES_PATH)
     events = population(children=300, events_per_child=12, seed=23)
-    out = correlator_topics(kafka_bootstrap, prefix, create_topics_fn)
+    ns, out = correlator_topics(secure_namespace)
+    prefix = ns.prefix
 
     # With worker ids, both are static members of the group, and fence by transactional id.
-    a = correlator_factory(SAFEHUB_CORRELATOR_BATCH="40", SAFEHUB_CORRELATOR_WORKER_ID=ids[0])
-    b = correlator_factory(SAFEHUB_CORRELATOR_BATCH="40", SAFEHUB_CORRELATOR_WORKER_ID=ids[1])
+    a = correlator_factory(ns, SAFEHUB_CORRELATOR_BATCH="40",
+                           SAFEHUB_CORRELATOR_WORKER_ID=ids[0])
+    b = correlator_factory(ns, SAFEHUB_CORRELATOR_BATCH="40",
+                           SAFEHUB_CORRELATOR_WORKER_ID=ids[1])
     a.start()
     b.start()
     # Both in the group before the data arrives, so that the two share the partitions.
-    wait_for_members(kafka_bootstrap, f"{prefix}safehub-correlator", 2, 90, (a, b))
-    producer = make_producer(kafka_bootstrap, "test-workers")
+    wait_for_members(ns.kafka, correlator_group(prefix), 2, 90, (a, b))
+    producer = Agencies(ns)
     half = len(events) // 2
-    send_all(producer, [ingress_message(prefix, e) for e in events[:half]])
+    producer.send([ingress_message(prefix, e) for e in events[:half]])
     wait_until("the first half", lambda: len(out.accepted()) >= half, 120, a)
     a.kill()
-    send_all(producer, [ingress_message(prefix, e) for e in events[half:]])
+    producer.send([ingress_message(prefix, e) for e in events[half:]])
     producer.close()
     wait_until("every event, on the surviving worker", lambda: len(out.accepted()) == len(events),
                180, b)
@@ -60,10 +65,10 @@ def test_two_workers_share_partitions_and_survive_losing_one(
     out.close()
 
 
-def wait_for_members(bootstrap: str, group: str, members: int, timeout: float,
+def wait_for_members(kafka: KafkaConnection, group: str, members: int, timeout: float,
                      procs: tuple[Correlator, ...]) -> None:
-    """Until the consumer group is stable with `members` members."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="test-workers-admin")
+    """Until the consumer group is stable with `members` members (asked as the admin)."""
+    admin = make_admin(kafka, "test-workers-admin")
     deadline = time.monotonic() + timeout
     try:
         while True:
