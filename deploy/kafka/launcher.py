@@ -48,6 +48,10 @@ HEAP = ("-Xms256m", "-Xmx768m")
 JVM_FLAGS = ("-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true")
 DEFAULT_BROKER_PORT = 19092
 READY_TIMEOUT_S = 90.0
+# While the nodes start, kafka-python's reconnect backoff would grow to tens of seconds and
+# leave `up` sleeping long after the broker is ready; the launcher's own clients retry briskly.
+PROBE = {"request_timeout_ms": 5000, "bootstrap_timeout_ms": 5000,
+         "reconnect_backoff_max_ms": 500}
 ADMIN = "admin"
 SECRETS = "secrets"
 AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
@@ -447,7 +451,7 @@ class Cluster:
         while time.monotonic() < deadline:
             self._check_alive(st)
             try:
-                admin = KafkaAdminClient(**self.node_client(request_timeout_ms=5000))
+                admin = KafkaAdminClient(**self.node_client(**PROBE))
                 try:
                     result = admin.alter_user_scram_credentials([
                         UserScramCredentialUpsertion(ADMIN, ScramMechanism.SCRAM_SHA_512,
@@ -484,7 +488,7 @@ class Cluster:
         while time.monotonic() < deadline:
             self._check_alive(st)
             try:
-                admin = make_admin(st.connection(), "safehub-launcher", request_timeout_ms=5000)
+                admin = make_admin(st.connection(), "safehub-launcher", **PROBE)
                 try:
                     meta = admin.describe_cluster()
                 finally:
