@@ -37,7 +37,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from safehub.connection import KafkaConnection, local_cluster_folder, write_secret
+from safehub.connection import (
+    KafkaConnection,
+    local_cluster_folder,
+    read_secret,
+    write_secret,
+)
 from safehub.deploy.kafka.certificates import NODE_PRINCIPAL, Certificates, ensure_certificates
 from safehub.errors import BrokerError, SafehubError
 
@@ -303,7 +308,7 @@ class Cluster:
         path = self.secrets_dir / f"{ADMIN}.password"
         if not path.exists():
             write_secret(path, secrets.token_urlsafe(32))
-        return KafkaConnection("", ADMIN, path, self.ca_file).password()
+        return read_secret(path, f"Kafka password of {ADMIN}")
 
     # -- inspection ---------------------------------------------------------------------
     def state(self) -> ClusterState | None:
