@@ -3,7 +3,9 @@ sign in, see the queue, open an alert, read its timeline, record a decision; and
 agency cannot reach another agency's alert by any URL.
 
 The web app runs as a real `safehub web` process over an inbox filled by the real inbox
-consumer from the real broker; the decision is checked on `alert-acks` and `audit`.
+consumers from the real secure broker, as the demo runs it: one process for both hubs of its
+users, each hub's writes made as that hub (no principal named; each hub's password file in
+SAFEHUB_KAFKA_SECRETS). A decision is checked on the user's hub's `alert-acks.<hub>` and `audit`.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ import httpx
 import pytest
 
 from safehub.bus import make_consumer, make_producer, send_all
-from safehub.consumers.deadletter import DeadLetterSink
-from safehub.consumers.inbox.consumer import InboxConsumer
+from safehub.connection import KafkaConnection
+from safehub.consumers.inbox.command import hub_inbox
 from safehub.consumers.inbox.database import make_engine, migrate
 from safehub.consumers.inbox.store import InboxStore
+from safehub.deploy.acl import acks, alerts
+from safehub.errors import BrokerError
 from safehub.schemas.codec import decode, encode
 from safehub.schemas.records import (
     AlertAck,
@@ -42,6 +46,7 @@ from safehub.services.router import core
 from safehub.services.router.core import ClusterState
 from safehub.services.router.table import load_routing_table
 from safehub.services.web.users import hash_password
+from tests.conftest import Namespace
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -76,32 +81,43 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+HUBS = ("csc-bradford", "csc-leeds")
+
+
 @pytest.fixture
-def hub(kafka_bootstrap: str, topic_names: Callable[[str], str],
-        create_topics_fn: Callable[..., list[str]], tmp_path: Path) -> Iterator[dict[str, object]]:
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.skip("Debian chromium/chromedriver not installed")
-    prefix = topic_names("")
-    create_topics_fn(*(prefix + t for t in ("alerts.csc-leeds", "alerts.csc-bradford",
-                                            "alert-acks", "audit", "deadletter")))
+def hub(secure_namespace: Callable[..., Namespace],
+        tmp_path: Path) -> Iterator[dict[str, object]]:
+    ns = secure_namespace(hubs=HUBS)
+    prefix = ns.prefix
     leeds = [routed(1, "E08000035", Tier.HIGH), routed(2, "E08000035")]
     bradford = routed(3, "E08000032")
-    producer = make_producer(kafka_bootstrap, "e2e-router")
-    send_all(producer, [(prefix + f"alerts.{r.receiver_agency}", r.alert.alert_id.encode(),
-                         encode(r), None) for r in [*leeds, bradford]])
+    producer = make_producer(ns.connection("router"), "e2e-router")
+    records = [(alerts(prefix, r.receiver_agency), r.alert.alert_id.encode(), encode(r), None)
+               for r in [*leeds, bradford]]
+    end = time.monotonic() + 15
+    while True:
+        # ACLs just created may take a moment to reach the broker's authorizer; the records
+        # are keyed by alert id, and the inbox drops a notification it has.
+        try:
+            send_all(producer, records)
+            break
+        except BrokerError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.5)
+    producer.close()
     url = f"sqlite:///{tmp_path / 'inbox.db'}"
     store = InboxStore(make_engine(url))
     migrate(store.engine)
-    inbox = InboxConsumer(
-        make_consumer(kafka_bootstrap, "e2e-" + uuid.uuid4().hex,
-                      [prefix + "alerts.csc-leeds", prefix + "alerts.csc-bradford"]),
-        store, DeadLetterSink(producer, prefix + "deadletter"), prefix, lambda: NOW)
+    inboxes = [hub_inbox(ns.connection(h), h, store, prefix, lambda: NOW) for h in HUBS]
     stop = threading.Event()
     end = time.monotonic() + 30
     while store.count() < 3:
         assert time.monotonic() < end, "inbox did not store the alerts"
-        inbox.step(stop, timeout_ms=300)
-    inbox.close()
+        for inbox in inboxes:
+            inbox.step(stop, timeout_ms=300)
+    for inbox in inboxes:
+        inbox.close()
     users = tmp_path / "users.toml"
     users.write_text(
         f'[[user]]\nref = "sw-leeds-1"\nagency = "csc-leeds"\n'
@@ -109,7 +125,10 @@ def hub(kafka_bootstrap: str, topic_names: Callable[[str], str],
         f'[[user]]\nref = "sw-bradford-1"\nagency = "csc-bradford"\n'
         f'password = "{hash_password(PASSWORD)}"\n')
     port = free_port()
-    env = {**os.environ, "SAFEHUB_KAFKA_BOOTSTRAP": kafka_bootstrap,
+    admin = ns.kafka.env()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("SAFEHUB_")},
+           **{k: admin[k] for k in ("SAFEHUB_KAFKA_BOOTSTRAP", "SAFEHUB_KAFKA_SECRETS",
+                                    "SAFEHUB_KAFKA_CA_FILE")},
            "SAFEHUB_TOPIC_PREFIX": prefix, "SAFEHUB_WEB_USERS": str(users),
            "SAFEHUB_WEB_PORT": str(port), "SAFEHUB_INBOX_DATABASE_URL": url}
     safehub = shutil.which("safehub") or f"{sys.executable} -m safehub.cli"
@@ -125,15 +144,15 @@ def hub(kafka_bootstrap: str, topic_names: Callable[[str], str],
             assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
             assert time.monotonic() < end, "safehub web did not start"
             time.sleep(0.3)
-    yield {"base": base, "leeds": leeds, "bradford": bradford, "prefix": prefix,
-           "bootstrap": kafka_bootstrap}
+    yield {"base": base, "leeds": leeds, "bradford": bradford, "prefix": prefix, "ns": ns}
     proc.terminate()
     assert proc.wait(15) == 0, "safehub web did not exit cleanly on SIGTERM"
-    producer.close()
 
 
 @pytest.fixture
 def browser() -> Iterator[object]:
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.skip("Debian chromium/chromedriver not installed")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -169,8 +188,9 @@ def wait_for(driver, css: str):  # type: ignore[no-untyped-def]
     return WebDriverWait(driver, 15).until(ec.presence_of_element_located((By.CSS_SELECTOR, css)))
 
 
-def read_topic(bootstrap: str, topic: str, want: Callable[[list[bytes]], bool]) -> list[bytes]:
-    consumer = make_consumer(bootstrap, None, [topic], client_id="e2e-reader")
+def read_topic(kafka: KafkaConnection, topic: str, want: Callable[[list[bytes]], bool]
+               ) -> list[bytes]:
+    consumer = make_consumer(kafka, None, [topic], client_id="e2e-reader")
     seen: list[bytes] = []
     end = time.monotonic() + 20
     while not want(seen) and time.monotonic() < end:
@@ -208,15 +228,17 @@ def test_sign_in_queue_timeline_decision(hub: dict, browser) -> None:  # type: i
     assert wait_for(browser, "#decision").text == "Strategy meeting"
     assert "sw-leeds-1 decided: Strategy meeting" in browser.find_element(By.ID, "timeline").text
 
-    prefix, bootstrap = hub["prefix"], hub["bootstrap"]
-    acks = [decode(v, AlertAck) for v in read_topic(bootstrap, prefix + "alert-acks",
-                                                    lambda s: len(s) >= 1)]
+    prefix, ns = hub["prefix"], hub["ns"]
+    # As the router reads it: on Leeds's own ack topic, which only Leeds's principal can write.
+    got = [decode(v, AlertAck) for v in read_topic(ns.connection("router"),
+                                                   acks(prefix, "csc-leeds"),
+                                                   lambda s: len(s) >= 1)]
     # A set: acks are published at least once (a timed-out send is published again).
-    assert {(a.alert_id, a.agency_id, a.user_ref, a.action, a.decision) for a in acks} == {
+    assert {(a.alert_id, a.agency_id, a.user_ref, a.action, a.decision) for a in got} == {
         (leeds[0].alert.alert_id, "csc-leeds", "sw-leeds-1", AckAction.DECIDED,
          Decision.STRATEGY_MEETING)}
     entries = [decode(v, AuditEntry) for v in read_topic(
-        bootstrap, prefix + "audit",
+        ns.connection("auditor"), prefix + "audit",
         lambda s: AuditAction.ALERT_DECIDED in {decode(v, AuditEntry).action for v in s})]
     mine = {(e.action, e.subject_id, e.actor) for e in entries}
     assert (AuditAction.ALERT_VIEWED, leeds[0].alert.alert_id, "sw-leeds-1") in mine
@@ -265,3 +287,40 @@ def test_another_agencys_alert_is_not_found_by_any_url(hub: dict, browser) -> No
     ids = [r.get_attribute("data-id")
            for r in browser.find_elements(By.CSS_SELECTOR, "#queue tr.alert-row")]
     assert ids == [other]
+    # Bradford's acknowledgement goes to Bradford's ack topic, with Bradford's producer.
+    cookie = browser.get_cookie("safehub_session")["value"]
+    with httpx.Client(base_url=base, cookies={"safehub_session": cookie}) as client:
+        answer = client.post(f"/api/alerts/{other}/ack")
+    assert answer.status_code == 200 and answer.json()["published"] is True
+    ns = hub["ns"]
+    got = [decode(v, AlertAck) for v in read_topic(ns.connection("router"),
+                                                   acks(hub["prefix"], "csc-bradford"),
+                                                   lambda s: len(s) >= 1)]
+    assert {(a.alert_id, a.agency_id, a.user_ref) for a in got} == {
+        (hub["bradford"].alert.alert_id, "csc-bradford", "sw-bradford-1")}
+
+
+def test_each_users_acks_go_to_their_own_hubs_topic(hub: dict) -> None:
+    """Without a browser: the API, one web process serving two hubs. Each user's decision is
+    written with their own hub's producer to their own hub's ack topic, audited likewise."""
+    base, prefix, ns = hub["base"], hub["prefix"], hub["ns"]
+    mine = {"sw-leeds-1": hub["leeds"][1], "sw-bradford-1": hub["bradford"]}
+    for ref, note in mine.items():
+        with httpx.Client(base_url=base) as client:
+            signed = client.post("/login", data={"ref": ref, "password": PASSWORD})
+            assert signed.status_code in (200, 303)
+            answer = client.post(f"/api/alerts/{note.notification_id}/decision",
+                                 json={"decision": "NO_FURTHER_ACTION"})
+            assert answer.status_code == 200 and answer.json()["published"] is True
+    for ref, note in mine.items():
+        got = [decode(v, AlertAck) for v in read_topic(
+            ns.connection("router"), acks(prefix, note.receiver_agency), lambda s: len(s) >= 1)]
+        assert {(a.alert_id, a.agency_id, a.user_ref, a.decision) for a in got} == {
+            (note.alert.alert_id, note.receiver_agency, ref, Decision.NO_FURTHER_ACTION)}
+    entries = [decode(v, AuditEntry) for v in read_topic(
+        ns.connection("auditor"), prefix + "audit",
+        lambda s: sum(decode(v, AuditEntry).action is AuditAction.ALERT_DECIDED
+                      for v in s) >= 2)]
+    assert {(e.subject_id, e.actor) for e in entries
+            if e.action is AuditAction.ALERT_DECIDED} == {
+        (note.alert.alert_id, ref) for ref, note in mine.items()}
