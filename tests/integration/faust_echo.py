@@ -1,12 +1,19 @@
-"""A minimal faust-streaming app for the broker test: uppercases raw values from IN to OUT."""
+"""A minimal faust-streaming app for the broker test: uppercases raw values from IN to OUT.
+
+It connects as the environment says (safehub.connection: SASL_SSL, SCRAM-SHA-512), and, like
+the correlator, may not create topics."""
 
 import os
 
 import faust
 
+from safehub.connection import KafkaConnection
+
 app = faust.App(
     os.environ["ECHO_APP_ID"],
-    broker=f"kafka://{os.environ['SAFEHUB_KAFKA_BOOTSTRAP']}",
+    **KafkaConnection.from_env("correlator").faust(),
+    topic_allow_declare=False,
+    topic_disable_leader=True,
     value_serializer="raw",
     key_serializer="raw",
     web_enabled=False,

@@ -1,11 +1,14 @@
 """A stand-in for a correlator worker's outputs, in its own process, for the fencing tests.
 
-    python -m tests.integration.fenced_worker open BOOTSTRAP AUDIT TXN_ID
+    python -m tests.integration.fenced_worker open AUDIT TXN_ID
         begins a transaction, sends b"left open" to AUDIT, prints "open", then waits for a
         line on stdin: "commit" tries to commit and prints "committed" or "fenced".
-    python -m tests.integration.fenced_worker writer BOOTSTRAP CORRELATED AUDIT STATES TXN_ID
+    python -m tests.integration.fenced_worker writer CORRELATED AUDIT STATES TXN_ID
         writes b"first" through an OutputWriter, prints "ready", then at each stdin line writes
         that line's bytes and prints "ok" or "refused: <the BrokerError>".
+
+It connects as the environment says (safehub.connection; the correlator principal by default),
+as a worker does.
 
 A process of its own, as a real worker is: a fenced aiokafka producer leaves futures failed
 with one shared exception behind, which the test process should not have to carry.
@@ -19,6 +22,7 @@ import sys
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import ProducerFenced
 
+from safehub.connection import KafkaConnection
 from safehub.errors import BrokerError
 from safehub.services.correlator.outputs import TRANSACTION_TIMEOUT_MS, OutputWriter
 
@@ -27,8 +31,9 @@ async def line() -> str:
     return (await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)).strip()
 
 
-async def hold_open(bootstrap: str, audit: str, transactional: str) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=transactional,
+async def hold_open(audit: str, transactional: str) -> None:
+    kafka = KafkaConnection.from_env("correlator")
+    producer = AIOKafkaProducer(**kafka.aiokafka(), transactional_id=transactional,
                                 enable_idempotence=True, acks="all",
                                 transaction_timeout_ms=TRANSACTION_TIMEOUT_MS)
     await producer.start()
@@ -43,9 +48,9 @@ async def hold_open(bootstrap: str, audit: str, transactional: str) -> None:
             print("fenced", flush=True)
 
 
-async def write_lines(bootstrap: str, correlated: str, audit: str, states: str,
-                      transactional: str) -> None:
-    writer = OutputWriter(bootstrap, "fenced-worker", correlated, audit, transactional)
+async def write_lines(correlated: str, audit: str, states: str, transactional: str) -> None:
+    kafka = KafkaConnection.from_env("correlator")
+    writer = OutputWriter(kafka, "fenced-worker", correlated, audit, transactional)
     await writer.write([], [b"first"], states, [])
     print("ready", flush=True)
     while text := await line():

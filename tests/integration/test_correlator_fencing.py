@@ -3,11 +3,13 @@ predecessor left (outputs.py): an open transaction is aborted at once, not after
 transaction timeout, and a predecessor still running (a zombie) can commit nothing more.
 
 The predecessor is a process of its own (fenced_worker.py), killed or paused as a real worker
-would be."""
+would be. Every worker here is the `correlator` principal of a secure namespace, with its ACLs'
+transactional ids (`<prefix>correlator-...`) and topics; test readers are the admin."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -16,12 +18,15 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from safehub.connection import KafkaConnection
+from safehub.deploy.acl import changelog_topic, correlator_group
 from safehub.services.correlator.outputs import (
     TRANSACTION_TIMEOUT_MS,
     OutputWriter,
     fence,
     transactional_id,
 )
+from tests.conftest import Namespace
 from tests.integration.test_correlator_golden import TopicReader
 
 pytestmark = pytest.mark.integration
@@ -31,25 +36,31 @@ PROMPTLY_S = TRANSACTION_TIMEOUT_MS / 1000 / 2
 
 
 class Topics:
-    def __init__(self, topic_names: Callable[[str], str], create_topics_fn) -> None:
-        self.correlated, self.audit, self.states = (
-            topic_names(t) for t in ("correlated", "audit", "states"))
-        create_topics_fn(self.correlated, self.audit, self.states)
-        self.tid = transactional_id(topic_names("app"), "w1")
+    """The correlator's output topics in a secure namespace, and a worker's transactional id."""
+
+    def __init__(self, ns: Namespace) -> None:
+        self.ns = ns
+        self.correlator = ns.connection("correlator")
+        self.admin = ns.kafka
+        self.correlated, self.audit = ns.topic("correlated"), ns.topic("audit")
+        self.states = changelog_topic(ns.prefix)
+        self.tid = transactional_id(correlator_group(ns.prefix), "w1")
 
 
 @pytest.fixture
-def topics(topic_names: Callable[[str], str], create_topics_fn) -> Topics:
-    return Topics(topic_names, create_topics_fn)
+def topics(secure_namespace: Callable[..., Namespace]) -> Topics:
+    return Topics(secure_namespace(agencies={"police-a": "POLICE"}, hubs=["csc-a"]))
 
 
 @pytest.fixture
-def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+def spawn(topics: Topics) -> Iterator[Callable[..., subprocess.Popen[str]]]:
     made: list[subprocess.Popen[str]] = []
+    env = {**os.environ, **topics.ns.env("correlator")}
 
     def start(*args: str, first_line: str) -> subprocess.Popen[str]:
         proc = subprocess.Popen([sys.executable, "-m", "tests.integration.fenced_worker", *args],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                env=env)
         made.append(proc)
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == first_line
@@ -63,12 +74,13 @@ def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
         proc.wait(30)
 
 
-def restart(bootstrap: str, topics: Topics, value: bytes) -> float:
+def restart(topics: Topics, value: bytes) -> float:
     """Fence as a restarted worker does, then write `value`; returns when fencing began."""
+    kafka = topics.correlator
 
     async def run() -> None:
-        await fence(bootstrap, "test", topics.tid)
-        writer = OutputWriter(bootstrap, "test", topics.correlated, topics.audit, topics.tid)
+        await fence(kafka, "test", topics.tid)
+        writer = OutputWriter(kafka, "test", topics.correlated, topics.audit, topics.tid)
         await writer.write([], [value], topics.states, [])
         await writer.close()
 
@@ -77,9 +89,10 @@ def restart(bootstrap: str, topics: Topics, value: bytes) -> float:
     return started
 
 
-def committed(bootstrap: str, topic: str, expected: int, timeout_s: float = 30) -> list[bytes]:
+def committed(kafka: KafkaConnection, topic: str, expected: int,
+              timeout_s: float = 30) -> list[bytes]:
     """What a committed reader sees on `topic`, once it sees `expected` records or times out."""
-    reader = TopicReader(bootstrap, topic)
+    reader = TopicReader(kafka, topic)
     deadline = time.monotonic() + timeout_s
     while len(reader.poll()) < expected and time.monotonic() < deadline:
         pass
@@ -95,13 +108,13 @@ def answer(proc: subprocess.Popen[str], line: str) -> str:
 
 @pytest.mark.timeout(120)
 def test_a_restarted_worker_aborts_its_killed_predecessors_transaction_at_once(
-    kafka_bootstrap: str, topics: Topics, spawn
+    topics: Topics, spawn
 ) -> None:
-    predecessor = spawn("open", kafka_bootstrap, topics.audit, topics.tid, first_line="open")
+    predecessor = spawn("open", topics.audit, topics.tid, first_line="open")
     predecessor.kill()  # mid-transaction, as a SIGKILL mid-batch leaves it
     predecessor.wait(30)
-    started = restart(kafka_bootstrap, topics, b"after the restart")
-    seen = committed(kafka_bootstrap, topics.audit, 1)
+    started = restart(topics, b"after the restart")
+    seen = committed(topics.admin, topics.audit, 1)
     waited = time.monotonic() - started
     assert seen == [b"after the restart"]
     assert waited < PROMPTLY_S, f"committed readers waited {waited:.1f} s"
@@ -109,28 +122,28 @@ def test_a_restarted_worker_aborts_its_killed_predecessors_transaction_at_once(
 
 @pytest.mark.timeout(120)
 def test_a_paused_predecessor_is_fenced_off_and_cannot_commit_when_it_resumes(
-    kafka_bootstrap: str, topics: Topics, spawn
+    topics: Topics, spawn
 ) -> None:
-    zombie = spawn("open", kafka_bootstrap, topics.audit, topics.tid, first_line="open")
+    zombie = spawn("open", topics.audit, topics.tid, first_line="open")
     zombie.send_signal(signal.SIGSTOP)  # a long pause: the group has moved on without it
-    started = restart(kafka_bootstrap, topics, b"after the restart")
-    assert committed(kafka_bootstrap, topics.audit, 1) == [b"after the restart"]
+    started = restart(topics, b"after the restart")
+    assert committed(topics.admin, topics.audit, 1) == [b"after the restart"]
     assert time.monotonic() - started < PROMPTLY_S
     zombie.send_signal(signal.SIGCONT)
     assert answer(zombie, "commit") == "fenced"
-    assert committed(kafka_bootstrap, topics.audit, 2, timeout_s=3) == [b"after the restart"]
+    assert committed(topics.admin, topics.audit, 2, timeout_s=3) == [b"after the restart"]
 
 
 @pytest.mark.timeout(120)
 def test_a_worker_fenced_by_another_with_its_id_refuses_to_write_and_says_why(
-    kafka_bootstrap: str, topics: Topics, spawn
+    topics: Topics, spawn
 ) -> None:
-    first = spawn("writer", kafka_bootstrap, topics.correlated, topics.audit, topics.states,
-                  topics.tid, first_line="ready")
-    restart(kafka_bootstrap, topics, b"second")
+    first = spawn("writer", topics.correlated, topics.audit, topics.states, topics.tid,
+                  first_line="ready")
+    restart(topics, b"second")
     refused = answer(first, "from the fenced worker")
     assert refused.startswith("refused: ") and "SAFEHUB_CORRELATOR_WORKER_ID" in refused
-    assert committed(kafka_bootstrap, topics.audit, 2) == [b"first", b"second"]
+    assert committed(topics.admin, topics.audit, 2) == [b"first", b"second"]
 
 
 def test_without_a_worker_id_every_process_has_its_own_transactional_id() -> None:

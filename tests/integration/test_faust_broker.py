@@ -1,4 +1,6 @@
-"""faust-streaming (aiokafka underneath) against the real broker."""
+"""faust-streaming (aiokafka underneath) against the real, secure broker: its consumer, its
+consumer group and its producer authenticate as the correlator principal and work within that
+principal's ACLs (read an ingress topic, write `correlated`, the group `<prefix>correlator`)."""
 
 from __future__ import annotations
 
@@ -10,20 +12,21 @@ import time
 from pathlib import Path
 
 import pytest
+from kafka import TopicPartition
 
 from safehub.bus import make_consumer, make_producer, send_all
+from safehub.deploy.acl import correlator_group
 
 pytestmark = pytest.mark.integration
 
 
-def test_faust_agent_consumes_and_produces(
-    kafka_bootstrap, topic_names, create_topics_fn, tmp_path
-):
-    src, dst = create_topics_fn(topic_names("echo-in"), topic_names("echo-out"), partitions=2)
+def test_faust_agent_consumes_and_produces(secure_namespace, tmp_path):
+    ns = secure_namespace(agencies={"police-a": "POLICE"}, hubs=["csc-a"], partitions=2)
+    src, dst = ns.topic("ingress.police-a"), ns.topic("correlated")
     env = {
         **os.environ,
-        "SAFEHUB_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "ECHO_APP_ID": topic_names("echo-app"),
+        **ns.env("correlator"),
+        "ECHO_APP_ID": correlator_group(ns.prefix),
         "ECHO_IN": src,
         "ECHO_OUT": dst,
     }
@@ -34,15 +37,14 @@ def test_faust_agent_consumes_and_produces(
         env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
     )
     try:
-        producer = make_producer(kafka_bootstrap, "echo-producer")
+        producer = make_producer(ns.connection("police-a"), "echo-producer")
         values = {f"{i}".encode(): f"value-{i}".encode() for i in range(50)}
         send_all(producer, [(src, k, v, None) for k, v in values.items()])
         producer.close()
 
-        consumer = make_consumer(kafka_bootstrap, None)
-        from kafka import TopicPartition
-
-        consumer.assign([TopicPartition(dst, p) for p in (0, 1)])
+        consumer = make_consumer(ns.kafka, None)
+        consumer.assign([TopicPartition(dst, p)
+                         for p in sorted(consumer.partitions_for_topic(dst) or ())])
         consumer.seek_to_beginning()
         got: dict[bytes, bytes] = {}
         deadline = time.monotonic() + 90
@@ -52,7 +54,8 @@ def test_faust_agent_consumes_and_produces(
                 for r in records:
                     got[r.key] = r.value
         consumer.close()
-        assert got == {k: v.upper() for k, v in values.items()}
+        assert got == {k: v.upper() for k, v in values.items()}, \
+            (tmp_path / "faust.log").read_text()[-3000:]
     finally:
         worker.send_signal(signal.SIGTERM)
         try:
