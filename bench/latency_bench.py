@@ -1,10 +1,13 @@
 """End-to-end latency: an event's publish -> its alert's row in the lead agency's hub inbox.
 
-    SAFEHUB_KAFKA_BOOTSTRAP=127.0.0.1:19092 python -m bench.latency_bench [--children N] [--rate R]
+    python -m bench.latency_bench [--children N] [--rate R]
 
+On the secure cluster named by SAFEHUB_KAFKA_BOOTSTRAP / SAFEHUB_KAFKA_SECRETS /
+SAFEHUB_KAFKA_CA_FILE (default: the local one, `safehub kafka up`), as its admin principal.
 Runs the real services as the demo does (`safehub correlator`, `safehub router`, `safehub
-inbox`, separate processes) on fresh prefixed topics, then publishes through three agencies'
-real Publishers at a paced rate (default 1,000 events/s). Each child gets three signs from three
+inbox`, separate processes, each as its own principal) on fresh prefixed topics with their
+ACLs, then publishes through three agencies' real Publishers (each as that agency) at a paced
+rate (default 1,000 events/s). Each child gets three signs from three
 agencies, so each child raises two alerts (emerging at the second sign, high at the third).
 For every alert, latency = the inbox row's received_at (the inbox's clock, just before its
 commit) - the wall-clock moment the publisher was called for the newest event in the alert's
@@ -29,16 +32,20 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
-from safehub.bus import make_producer
-from safehub.deploy.topics import TopicSpec, create_topics, delete_topics_with_prefix
+from safehub.bus import make_consumer, make_producer
+from safehub.connection import KafkaConnection
+from safehub.deploy.access import apply
+from safehub.deploy.registry import ADMIN, Kind, Party, Registry, Service, validate
+from safehub.deploy.topics import create_topics, delete_topics_with_prefix, registry_specs
 from safehub.producers.publisher import DeliveryReport, Publisher
 from safehub.producers.records import SignRecord
 from safehub.producers.vault import Vault
 from safehub.schemas.codec import decode
 from safehub.schemas.records import CorrelatedAlert, RoutedAlert
 from safehub.schemas.vocabulary import Sector, Sign
+from safehub.services.router.table import load_routing_table
 from tests.integration.test_publish import KEY, children
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -58,10 +65,24 @@ def percentile(values: list[int], q: float) -> int:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def topic_times(bootstrap: str, topic: str) -> dict[str, int]:
+def bench_registry() -> Registry:
+    """The bench's agencies, every receiver of the routing table (the router needs all their
+    topics) and the services."""
+    parties = [Party(a, Kind.AGENCY, sector) for a, sector, _ in AGENCIES]
+    parties += [Party(h, Kind.HUB) for h in sorted(load_routing_table().receivers())]
+    parties += [Party(s.value, Kind.SERVICE) for s in Service]
+    parties.append(Party("auditor", Kind.AUDITOR))
+    return Registry(validate(parties, "latency bench registry"))
+
+
+def service_env(admin: KafkaConnection, principal: str, prefix: str) -> dict[str, str]:
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("SAFEHUB_KAFKA_")},
+            **admin.as_principal(principal).env(), "SAFEHUB_TOPIC_PREFIX": prefix}
+
+
+def topic_times(kafka: KafkaConnection, topic: str) -> dict[str, int]:
     """alert id -> the record's timestamp (CreateTime: the producing process's wall clock)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                             enable_auto_commit=False, consumer_timeout_ms=3000)
+    consumer = make_consumer(kafka, None, client_id="bench-reader", consumer_timeout_ms=3000)
     parts = [TopicPartition(topic, i) for i in sorted(consumer.partitions_for_topic(topic) or [])]
     consumer.assign(parts)
     consumer.seek_to_beginning(*parts)
@@ -112,27 +133,34 @@ def main() -> int:
 
 def run_once(args: argparse.Namespace) -> dict[str, Any]:
     """One whole run: fresh topics and services, warm-up, then the measured rounds."""
-    bootstrap = os.environ.get("SAFEHUB_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
+    admin = KafkaConnection.from_env(ADMIN)
     prefix = f"bench{uuid.uuid4().hex[:8]}."
-    create_topics(bootstrap, [TopicSpec(prefix + f"ingress.{a}", 6, 1, {}) for a, _, _ in AGENCIES]
-                  + [TopicSpec(prefix + t, p, 1, {}) for t, p in (
-                      ("correlated", 6), ("alert-acks", 3), ("audit", 1), ("deadletter", 1))])
+    registry = bench_registry()
+    # As the admin: the topics (one replica, as before: the figures stay comparable) and ACLs.
+    specs = registry_specs(registry, 1, prefix)
+    create_topics(admin, specs)
+    apply(admin, registry, prefix)
     tmp = Path(tempfile.mkdtemp(prefix="safehub-latency-"))
     inbox_url = f"sqlite:///{tmp / 'inbox.db'}"
-    env = {**os.environ, "SAFEHUB_KAFKA_BOOTSTRAP": bootstrap, "SAFEHUB_TOPIC_PREFIX": prefix,
-           "SAFEHUB_ROUTER_DATABASE_URL": f"sqlite:///{tmp / 'router.db'}",
-           "SAFEHUB_ROUTER_GROUP": prefix + "router", "SAFEHUB_INBOX_GROUP": prefix + "inbox",
-           "SAFEHUB_INBOX_AGENCIES": "csc-leeds", "SAFEHUB_INBOX_DATABASE_URL": inbox_url,
-           "SAFEHUB_CORRELATOR_DATA_DIR": str(tmp / "correlator")}
     cmd = (shutil.which("safehub") or f"{sys.executable} -m safehub.cli").split()
-    procs = [start([*cmd, "router"], env, tmp / "router.log")]
-    time.sleep(3)  # the router creates the alert topics the inbox subscribes to
-    procs += [start([*cmd, "inbox"], env, tmp / "inbox.log"),
-              start([*cmd, "correlator"], env, tmp / "correlator.log")]
+    procs = [
+        start([*cmd, "router"], {**service_env(admin, "router", prefix),
+                                 "SAFEHUB_ROUTER_DATABASE_URL": f"sqlite:///{tmp / 'router.db'}"},
+              tmp / "router.log"),
+        start([*cmd, "inbox"], {**service_env(admin, "csc-leeds", prefix),
+                                "SAFEHUB_INBOX_AGENCIES": "csc-leeds",
+                                "SAFEHUB_INBOX_DATABASE_URL": inbox_url}, tmp / "inbox.log"),
+        start([*cmd, "correlator"], {**service_env(admin, "correlator", prefix),
+                                     "SAFEHUB_CORRELATOR_DATA_DIR": str(tmp / "correlator")},
+              tmp / "correlator.log"),
+    ]
     kids = children(args.warmup + args.children, seed=7)
-    producer = make_producer(bootstrap, "bench-latency")
+    # Each agency publishes as itself: it may write only its own ingress topic.
+    producers = [make_producer(admin.as_principal(a), f"bench-latency-{a}")
+                 for a, _, _ in AGENCIES]
     publishers = [Publisher(producer, Vault.open(f"sqlite:///{tmp / f'vault-{a}.db'}"), KEY, a,
-                            sector, prefix) for a, sector, _ in AGENCIES]
+                            sector, prefix)
+                  for producer, (a, sector, _) in zip(producers, AGENCIES, strict=True)]
     published: dict[str, int] = {}
     base = now_ms() - 86_400_000
 
@@ -194,8 +222,8 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
         warm_events = set(list(published)[:measured_from])
         latencies: list[int] = []
         hops: dict[str, list[int]] = {"correlator": [], "router": [], "inbox": []}
-        correlated = topic_times(bootstrap, prefix + "correlated")
-        routed = topic_times(bootstrap, prefix + "alerts.csc-leeds")
+        correlated = topic_times(admin, prefix + "correlated")
+        routed = topic_times(admin, prefix + "alerts.csc-leeds")
         for alert_id, (received, events) in by_alert.items():
             if set(events) & warm_events or not all(e in published for e in events):
                 continue
@@ -213,10 +241,11 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        producer.close()
+        for producer in producers:
+            producer.close()
         for p in publishers:
             p.vault.close()
-        delete_topics_with_prefix(bootstrap, prefix)
+        delete_topics_with_prefix(admin, prefix)
     result: dict[str, Any] = {
         "bench": "latency: event publish -> alert row in the hub inbox",
         "events_published": 3 * args.children,
@@ -234,6 +263,7 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
         "target_met": bool(latencies) and percentile(latencies, 0.99) < TARGET_P99_MS
         and len(latencies) == 2 * args.children,
         "pipeline": "publisher -> correlator -> router -> inbox (SQLite, WAL, synchronous=FULL)",
+        "transport": "SASL_SSL (SCRAM-SHA-512 over TLS), ACLs; every service as its own principal",
         "cores": os.cpu_count(),
     }
     print(json.dumps(result, indent=2))

@@ -37,6 +37,7 @@ from safehub.services.router.store import RouterStore
 from safehub.services.router.table import DEFAULT_ROUTING_PATH, load_routing_table
 
 log = logging.getLogger(__name__)
+TOPIC_WAIT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,14 +84,21 @@ def build(settings: RouterSettings) -> Router:
     store = RouterStore(make_engine(settings.database_url))
     store.migrate()
     consumer = make_consumer(settings.kafka, settings.group_id, client_id="safehub-router")
+    needed = [*input_topics(table, settings.prefix), *output_topics(table, settings.prefix)]
     try:
-        try:
-            visible = set(consumer.topics())
-        except KafkaError as exc:
-            raise BrokerError(f"cannot list topics as {settings.kafka.principal}: "
-                              f"{type(exc).__name__}") from exc
-        check_topics(visible, [*input_topics(table, settings.prefix),
-                               *output_topics(table, settings.prefix)], settings.kafka.principal)
+        # ACLs applied a moment ago may not have reached the broker's authorizer yet (a
+        # router started right after `safehub access apply`): look again for a short while.
+        deadline = time.monotonic() + TOPIC_WAIT_S
+        while True:
+            try:
+                visible = set(consumer.topics())
+            except KafkaError as exc:
+                raise BrokerError(f"cannot list topics as {settings.kafka.principal}: "
+                                  f"{type(exc).__name__}") from exc
+            if set(needed) <= visible or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        check_topics(visible, needed, settings.kafka.principal)
         consumer.subscribe(input_topics(table, settings.prefix))
     except BaseException:
         consumer.close()
