@@ -1,8 +1,14 @@
 """Correlation: the core's cost per event, and the processor's sustained throughput on one worker.
 
-Writes bench/results/correlation.json. Run against the local broker:
+Writes bench/results/correlation.json. Run against the local secure cluster (`safehub kafka up`)
+or the one SAFEHUB_KAFKA_BOOTSTRAP, SAFEHUB_KAFKA_SECRETS and SAFEHUB_KAFKA_CA_FILE name, as its
+admin principal (which makes each run's topics, principals and ACLs):
 
-    SAFEHUB_KAFKA_BOOTSTRAP=127.0.0.1:19092 python -m bench.correlation_bench [--events N]
+    python -m bench.correlation_bench [--events N]
+
+Every client authenticates as its own principal over SASL_SSL (SCRAM-SHA-512), as in production:
+the agencies publish, the correlator (and the plain consumer of the baseline) read as
+`correlator` with exactly its ACLs; the benchmark's topics are deleted after each run.
 
 1. Core: `step` over a synthetic population (children spread over the 4096 linkage blocks,
    signs from three agencies over a year, in event-time order), timed per event; also the
@@ -32,11 +38,20 @@ import time
 import uuid
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from kafka import TopicPartition
 
 from safehub.bus import make_consumer, make_producer, send_all
-from safehub.deploy.topics import TopicSpec, create_topics
+from safehub.connection import KafkaConnection
+from safehub.deploy.access import apply
+from safehub.deploy.registry import ADMIN, Kind, Party, Registry, validate
+from safehub.deploy.topics import (
+    broker_count,
+    create_topics,
+    delete_topics_with_prefix,
+    registry_specs,
+)
 from safehub.schemas.codec import decode, encode
 from safehub.schemas.records import AuditEntry, MatchKeys, Subject, WarningSignEvent
 from safehub.schemas.validation import validate_ingress
@@ -52,6 +67,8 @@ PARTITIONS = 6
 DAY = 86_400_000
 T0 = 1_750_000_000_000
 RESULTS = Path(__file__).with_name("results") / "correlation.json"
+SERVICES = (Party("correlator", Kind.SERVICE), Party("router", Kind.SERVICE),
+            Party("audit-sink", Kind.SERVICE), Party("auditor", Kind.AUDITOR))
 
 
 def population(n_events: int, children: int, seed: int = 5) -> list[WarningSignEvent]:
@@ -105,8 +122,8 @@ def bench_core(n_events: int) -> dict[str, float]:
     }
 
 
-def _read_all(bootstrap: str, topics: list[str], expected: int) -> float:
-    consumer = make_consumer(bootstrap, None, client_id="bench-plain")
+def _read_all(kafka: KafkaConnection, topics: list[str], expected: int) -> float:
+    consumer = make_consumer(kafka, None, client_id="bench-plain")
     tps = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
     consumer.assign(tps)
     consumer.seek_to_beginning()
@@ -120,24 +137,47 @@ def _read_all(bootstrap: str, topics: list[str], expected: int) -> float:
     return expected / elapsed
 
 
-def bench_processor(bootstrap: str, n_events: int) -> dict[str, float]:
+def bench_namespace(admin: KafkaConnection, prefix: str) -> Registry:
+    """This run's registry (AGENCIES and the services), its topics (the ingress topics and the
+    table's changelog with PARTITIONS partitions, as topics.toml has them), credentials and
+    ACLs, made as the admin."""
+    parties = [Party(a, Kind.AGENCY, sector) for a, sector in AGENCIES.items()]
+    registry = Registry(validate((*parties, Party("csc-b", Kind.HUB), *SERVICES), "bench"))
+    specs = registry_specs(registry, broker_count(admin), prefix)
+    for spec in specs:
+        if ".ingress." in spec.name or spec.name.endswith("changelog"):
+            assert spec.partitions == PARTITIONS, spec
+    create_topics(admin, specs)
+    apply(admin, registry, prefix)
+    return registry
+
+
+def bench_processor(admin: KafkaConnection, n_events: int) -> dict[str, float]:
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     ingress = [f"{prefix}ingress.{a}" for a in AGENCIES]
-    create_topics(bootstrap, [TopicSpec(t, PARTITIONS, 1, {}) for t in ingress]
-                  + [TopicSpec(f"{prefix}correlated", PARTITIONS, 1, {}),
-                     TopicSpec(f"{prefix}audit", 1, 1, {}),
-                     TopicSpec(f"{prefix}deadletter", 1, 1, {})])
+    bench_namespace(admin, prefix)
+    try:
+        return _bench_processor(admin, prefix, ingress, n_events)
+    finally:
+        delete_topics_with_prefix(admin, prefix)
+
+
+def _bench_processor(admin: KafkaConnection, prefix: str, ingress: list[str],
+                     n_events: int) -> dict[str, float]:
+    correlator = admin.as_principal("correlator")
     # Event times must not be in the future for validation: the year ends before now.
     events = population(n_events, children=max(1000, n_events // 10))
-    producer = make_producer(bootstrap, "bench-correlation", linger_ms=20)
-    send_all(producer, [(f"{prefix}ingress.{e.agency_id}",
-                         e.subject.linkage_block.to_bytes(4, "big"), encode(e), None)
-                        for e in events])
-    producer.close()
-    plain_rate = _read_all(bootstrap, ingress, n_events)
+    for agency in AGENCIES:  # each agency publishes its own events, as itself
+        producer = make_producer(admin.as_principal(agency), "bench-correlation", linger_ms=20)
+        send_all(producer, [(f"{prefix}ingress.{e.agency_id}",
+                             e.subject.linkage_block.to_bytes(4, "big"), encode(e), None)
+                            for e in events if e.agency_id == agency])
+        producer.close()
+    plain_rate = _read_all(correlator, ingress, n_events)
 
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "SAFEHUB_KAFKA_BOOTSTRAP": bootstrap,
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("SAFEHUB_KAFKA_")}
+        env = {**inherited, **correlator.env(),
                "SAFEHUB_TOPIC_PREFIX": prefix, "SAFEHUB_CORRELATOR_PARTITIONS": str(PARTITIONS),
                "SAFEHUB_CORRELATOR_DATA_DIR": tmp, "SAFEHUB_CORRELATOR_STATS_EVERY_S": "5"}
         log = Path(tmp) / "correlator.log"
@@ -145,7 +185,8 @@ def bench_processor(bootstrap: str, n_events: int) -> dict[str, float]:
             proc = subprocess.Popen([sys.executable, "-m", "safehub.cli", "correlator"],
                                     env=env, stdout=out, stderr=subprocess.STDOUT)
             try:
-                first, last, alerts = _watch_audit(bootstrap, f"{prefix}audit", n_events, proc)
+                first, last, alerts = _watch_audit(admin, f"{prefix}audit", n_events, proc,
+                                                   log)
             finally:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(60)
@@ -165,9 +206,9 @@ def bench_processor(bootstrap: str, n_events: int) -> dict[str, float]:
     }
 
 
-def _watch_audit(bootstrap: str, topic: str, n_events: int,
-                 proc: subprocess.Popen[bytes]) -> tuple[int, int, int]:
-    consumer = make_consumer(bootstrap, None, client_id="bench-audit")
+def _watch_audit(kafka: KafkaConnection, topic: str, n_events: int,
+                 proc: subprocess.Popen[bytes], log: Path) -> tuple[int, int, int]:
+    consumer = make_consumer(kafka, None, client_id="bench-audit")
     consumer.assign([TopicPartition(topic, 0)])
     consumer.seek_to_beginning()
     accepted = alerts = 0
@@ -175,7 +216,8 @@ def _watch_audit(bootstrap: str, topic: str, n_events: int,
     deadline = time.monotonic() + 600
     while accepted < n_events:
         if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"correlator stopped or too slow: {accepted}/{n_events}")
+            tail = log.read_text(errors="replace")[-2000:]
+            raise SystemExit(f"correlator stopped or too slow: {accepted}/{n_events}\n{tail}")
         for batch in consumer.poll(timeout_ms=500).values():
             for rec in batch:
                 entry = decode(rec.value, AuditEntry)
@@ -195,12 +237,12 @@ def main() -> None:
     parser.add_argument("--core-events", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3, help="processor runs (median kept)")
     args = parser.parse_args()
-    bootstrap = os.environ.get("SAFEHUB_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
+    admin = KafkaConnection.from_env(ADMIN)
     load_before = os.getloadavg()[0]
-    results: dict[str, dict[str, object]] = {"core": bench_core(args.core_events)}
+    results: dict[str, dict[str, Any]] = {"core": bench_core(args.core_events)}
     print(json.dumps(results["core"], indent=2))
     # The machine is shared and noisy: the median of a few runs, with every run kept.
-    runs = sorted((bench_processor(bootstrap, args.events) for _ in range(args.runs)),
+    runs = sorted((bench_processor(admin, args.events) for _ in range(args.runs)),
                   key=lambda r: r["processor_events_per_s"])
     results["processor"] = {
         **runs[len(runs) // 2],
