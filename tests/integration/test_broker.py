@@ -7,21 +7,28 @@ import time
 import pytest
 
 from safehub.bus import make_consumer, make_producer, send_all, send_and_confirm
-from safehub.deploy.topics import broker_count, create_topics, load_specs, onboarding_notice
+from safehub.deploy.registry import load_registry
+from safehub.deploy.topics import (
+    broker_count,
+    create_topics,
+    load_specs,
+    onboarding_notice,
+    registry_specs,
+)
 from safehub.errors import BrokerError
 
 pytestmark = pytest.mark.integration
 
 
-def test_produce_and_consume_round_trip(kafka_bootstrap, topic_names, create_topics_fn):
+def test_produce_and_consume_round_trip(kafka, topic_names, create_topics_fn):
     (topic,) = create_topics_fn(topic_names("roundtrip"), partitions=3)
-    producer = make_producer(kafka_bootstrap, "test-producer")
+    producer = make_producer(kafka, "test-producer")
     sent = {f"k{i}".encode(): f"v{i}".encode() for i in range(200)}
     reports = send_all(producer, [(topic, k, v, [("h", b"1")]) for k, v in sent.items()])
     producer.close()
     assert len(reports) == 200 and {r.topic for r in reports} == {topic}
 
-    consumer = make_consumer(kafka_bootstrap, topic_names("group"), [topic])
+    consumer = make_consumer(kafka, topic_names("group"), [topic])
     got: dict[bytes, bytes] = {}
     deadline = time.monotonic() + 30
     while len(got) < len(sent) and time.monotonic() < deadline:
@@ -34,22 +41,24 @@ def test_produce_and_consume_round_trip(kafka_bootstrap, topic_names, create_top
     assert got == sent
 
 
-def test_same_key_same_partition(kafka_bootstrap, topic_names, create_topics_fn):
+def test_same_key_same_partition(kafka, topic_names, create_topics_fn):
     (topic,) = create_topics_fn(topic_names("keyed"), partitions=6)
-    producer = make_producer(kafka_bootstrap, "test-keyed")
+    producer = make_producer(kafka, "test-keyed")
     reports = [send_and_confirm(producer, topic, b"x", key=b"\x00\x00\x01\x02") for _ in range(10)]
     producer.close()
     assert len({r.partition for r in reports}) == 1
     assert [r.offset for r in reports] == sorted(r.offset for r in reports)
 
 
-def test_topics_created_from_definitions(kafka_bootstrap, topic_names):
+def test_topics_created_from_definitions(kafka, topic_names):
     prefix = topic_names("")
-    specs = load_specs(["police-x", "school-y"], broker_count(kafka_bootstrap), prefix=prefix)
+    specs = load_specs(["police-x", "school-y"], broker_count(kafka), prefix=prefix,
+                       hubs=["csc-z"])
     names = {s.name for s in specs}
-    assert prefix + "ingress.police-x" in names and prefix + "alerts.school-y" in names
-    assert prefix + "audit" in names and prefix + "deadletter" in names
-    created = create_topics(kafka_bootstrap, specs)
+    assert names == {prefix + n for n in (
+        "ingress.police-x", "ingress.school-y", "alerts.csc-z", "alert-acks.csc-z",
+        "correlated", "audit", "deadletter", "correlator-blocks-changelog")}
+    created = create_topics(kafka, specs)
     assert set(created) == names
     # The operator is told to restart the correlator for the new agencies' ingress topics,
     # and only when one was created.
@@ -57,20 +66,33 @@ def test_topics_created_from_definitions(kafka_bootstrap, topic_names):
     assert notice is not None and "restart the correlator" in notice
     assert prefix + "ingress.police-x" in notice and prefix + "ingress.school-y" in notice
     assert "alerts." not in notice and "audit" not in notice
-    assert create_topics(kafka_bootstrap, specs) == []  # idempotent
+    assert create_topics(kafka, specs) == []  # idempotent
     assert onboarding_notice([]) is None
 
-    consumer = make_consumer(kafka_bootstrap, None)
+    consumer = make_consumer(kafka, None)
     parts = consumer.partitions_for_topic(prefix + "ingress.police-x")
+    changelog = consumer.partitions_for_topic(prefix + "correlator-blocks-changelog")
     consumer.close()
     assert parts is not None and len(parts) == 6
+    assert changelog == parts  # the correlator's table has one partition per ingress partition
 
 
-def test_broker_does_not_auto_create_topics(kafka_bootstrap, topic_names):
-    producer = make_producer(kafka_bootstrap, "test-nocreate", max_block_ms=3000)
+def test_registry_specs_name_every_party_topic_once():
+    registry = load_registry()
+    specs = registry_specs(registry, 1, "p.")
+    names = [s.name for s in specs]
+    assert len(names) == len(set(names))
+    assert {f"p.ingress.{a}" for a in registry.agencies} <= set(names)
+    assert {f"p.alert-acks.{h}" for h in registry.hubs} <= set(names)
+    assert not any(n.startswith("p.ingress.csc-") for n in names)  # a hub publishes nothing
+    assert not any(n.startswith("p.alerts.police-") for n in names)  # an agency gets no alerts
+
+
+def test_broker_does_not_auto_create_topics(kafka, topic_names):
+    producer = make_producer(kafka, "test-nocreate", max_block_ms=3000)
     with pytest.raises(BrokerError):
         send_and_confirm(producer, topic_names("never-created"), b"x", timeout=5)
     producer.close(timeout=1)
-    consumer = make_consumer(kafka_bootstrap, None)
+    consumer = make_consumer(kafka, None)
     assert topic_names("never-created") not in consumer.topics()
     consumer.close()

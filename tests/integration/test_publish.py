@@ -7,15 +7,17 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
 from safehub import cli
-from safehub.bus import make_producer
+from safehub.bus import make_consumer, make_producer
+from safehub.connection import KafkaConnection
+from safehub.deploy.access import apply
+from safehub.deploy.registry import Kind, Party, Registry
 from safehub.deploy.topics import TopicSpec, create_topics
 from safehub.producers.linkagekey import LinkageKey
 from safehub.producers.matchkeys import message_key
@@ -82,10 +84,15 @@ def sign_records(kids: list[ChildIdentity], prefix: str) -> list[SignRecord]:
     ]
 
 
-def read_all(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list:
-    """Every record of every partition, from the beginning to the current end."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                             enable_auto_commit=False, consumer_timeout_ms=1000)
+def sign_record(ref: str, i: int = 0) -> SignRecord:
+    """One well-formed warning sign about a fictional child."""
+    return sign_records(children(i + 1, seed=3)[i:], ref)[0]
+
+
+def read_all(kafka: KafkaConnection, topic: str, timeout_s: float = 60.0) -> list:
+    """Every record of every partition, from the beginning to the current end (read as
+    `kafka`'s principal: the tests use admin, since no agency may read)."""
+    consumer = make_consumer(kafka, None, client_id="test-read-all", consumer_timeout_ms=1000)
     try:
         partitions = [TopicPartition(topic, p)
                       for p in sorted(consumer.partitions_for_topic(topic) or [])]
@@ -101,7 +108,7 @@ def read_all(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list:
                 records.extend(batch)
         return records
     finally:
-        consumer.close()
+        consumer.close(autocommit=False)
 
 
 @pytest.fixture
@@ -111,14 +118,13 @@ def vault(tmp_path: Path):
     v.close()
 
 
-def test_publish_and_resend_adds_no_event_ids(
-    kafka_bootstrap: str, topic_names: Callable[[str], str], create_topics_fn, vault: Vault
-) -> None:
-    prefix = topic_names("")
-    topic = create_topics_fn(prefix + "ingress.school-leeds", partitions=3)[0]
+def test_publish_and_resend_adds_no_event_ids(secure_namespace, vault: Vault) -> None:
+    ns = secure_namespace(agencies={"school-leeds": "EDUCATION"}, partitions=3)
+    prefix, topic = ns.prefix, ns.topic("ingress.school-leeds")
     kids = children(150, seed=11)
     records = sign_records(kids, "SCH")
-    producer = make_producer(kafka_bootstrap, "test-publisher")
+    # The agency publishes as itself; the test reads as admin (no agency may read).
+    producer = make_producer(ns.connection("school-leeds"), "test-publisher")
     try:
         publisher = Publisher(producer, vault, KEY, "school-leeds", Sector.EDUCATION, prefix,
                               batch_size=64)
@@ -132,13 +138,13 @@ def test_publish_and_resend_adds_no_event_ids(
         assert report.topic == topic and report.event_id != first[0].event_id  # type: ignore[union-attr]
         single = publisher.publish(records[3])
         assert single.event_id == first[3].event_id  # type: ignore[union-attr]
-        once = read_all(kafka_bootstrap, topic)
+        once = read_all(ns.kafka, topic)
         counts = vault.counts("school-leeds")
         again = publisher.publish_many(records)
         assert all(isinstance(o, DeliveryReport) for o in again)
     finally:
         producer.close()
-    twice = read_all(kafka_bootstrap, topic)
+    twice = read_all(ns.kafka, topic)
     ids_once = {codec.decode(r.value).event_id for r in once}
     ids_twice = Counter(codec.decode(r.value).event_id for r in twice)
     assert len(ids_once) == 151 and set(ids_twice) == ids_once  # nothing new for the hub
@@ -162,11 +168,11 @@ def test_publish_and_resend_adds_no_event_ids(
 
 
 def test_cli_reports_bad_lines_by_number_and_exits_non_zero(
-    kafka_bootstrap: str, topic_names: Callable[[str], str], create_topics_fn,
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    secure_namespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    prefix = topic_names("")
-    topic = create_topics_fn(prefix + "ingress.police-wy")[0]
+    ns = secure_namespace(agencies={"police-wy": "POLICE"})
+    topic = ns.topic("ingress.police-wy")
     export = tmp_path / "incidents.csv"
     export.write_text(
         "IncidentRef,NominalId,Forename,Surname,DOB,HomePostcode,ResponsibleLA,PlacingLA,"
@@ -179,8 +185,11 @@ def test_cli_reports_bad_lines_by_number_and_exits_non_zero(
         "R5,N5,Callum,Pemberton,01/06/2010,BD7 1XY,E08000032,,04/03/2024 10:00,,MISPER,M,"
         "04/03/2024 18:00,Y,Y\n"
     )
-    monkeypatch.setenv("SAFEHUB_KAFKA_BOOTSTRAP", kafka_bootstrap)
-    monkeypatch.setenv("SAFEHUB_TOPIC_PREFIX", prefix)
+    # The cluster and the secrets folder, but no principal: --agency names it.
+    for name, value in ns.env("police-wy").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("SAFEHUB_KAFKA_PRINCIPAL")
+    monkeypatch.delenv("SAFEHUB_KAFKA_PASSWORD_FILE")
     monkeypatch.setenv("SAFEHUB_LINKAGE_KEY", KEY.secret.hex())
     monkeypatch.setenv("SAFEHUB_VAULT_URL", f"sqlite:///{tmp_path / 'v.db'}")
     code = cli.main(["publish", "--agency", "police-wy", "--from", str(export),
@@ -193,7 +202,7 @@ def test_cli_reports_bad_lines_by_number_and_exits_non_zero(
     assert "published 2 event(s)" in out and "3 line(s) failed" in out
     for value in ("31/02/2009", "Acacia", "Ramsbottom", "Blackwood", "UNKNOWN"):
         assert value not in err + out
-    assert len(read_all(kafka_bootstrap, topic)) == 2
+    assert len(read_all(ns.kafka, topic)) == 2
 
 
 @pytest.mark.slow
@@ -203,13 +212,15 @@ def test_broker_restart_during_publish_loses_nothing(tmp_path: Path, vault: Vaul
     cluster = Cluster(f"publish-restart-{uuid.uuid4().hex[:8]}")
     state = cluster.up(nodes=1)
     try:
-        bootstrap = state.bootstrap
+        admin = state.connection()
         topic = "ingress.police-restart"
-        create_topics(bootstrap, [TopicSpec(topic, 2, 1, {})])
+        create_topics(admin, [TopicSpec(topic, 2, 1, {})])
+        apply(admin, Registry((Party("police-restart", Kind.AGENCY, Sector.POLICE),)))
         records = sign_records(children(12000, seed=5), "INC")
         outcomes: list[Outcome] = []
         failure: list[BaseException] = []
-        producer = make_producer(bootstrap, "test-restart", reconnect_backoff_max_ms=1000)
+        producer = make_producer(state.connection("police-restart"), "test-restart",
+                                 reconnect_backoff_max_ms=1000)
 
         def publish() -> None:
             try:
@@ -236,9 +247,9 @@ def test_broker_restart_during_publish_loses_nothing(tmp_path: Path, vault: Vaul
         assert not worker.is_alive() and not failure, failure
         assert killed_at < len(records)
         reports = [o for o in outcomes if isinstance(o, DeliveryReport)]
-        on_topic = Counter(codec.decode(r.value).event_id for r in read_all(bootstrap, topic))
+        on_topic = Counter(codec.decode(r.value).event_id for r in read_all(admin, topic))
         assert max(on_topic.values()) == 1, "an event id is on the topic twice"
         assert {r.event_id for r in reports} <= set(on_topic), "an acknowledged event is missing"
         assert len(reports) == len(records), Counter(type(o).__name__ for o in outcomes)
     finally:
-        cluster.down()
+        cluster.down(purge=True)
