@@ -182,6 +182,10 @@ def read_fast(kafka: KafkaConnection, topics: Sequence[str],
 
 async def _fetch(kafka: KafkaConnection, bounds: dict[TopicPartition, tuple[int, int]],
                  on_batch: Callable[[list[Fetched]], None]) -> int:
+    if all(start >= end for start, end in bounds.values()):
+        # Nothing to fetch. Not started at all: aiokafka's consumer stopped right after it
+        # started (before its own tasks first ran) raises CancelledError from stop().
+        return 0
     consumer = AIOKafkaConsumer(
         **kafka.aiokafka(), group_id=None, enable_auto_commit=False,
         client_id="safehub-auditor", isolation_level="read_committed",

@@ -23,6 +23,7 @@ from safehub.services.audit.checkpoint import TreeHead, sign
 from safehub.services.audit.journal import AuditJournal
 from safehub.services.audit.ledger import Ledger, create_schema, open_engine
 from safehub.services.audit.sink import AuditSink, SinkSettings, open_sink
+from tests.conftest import Namespace
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +37,7 @@ class Log:
     db: Path
     prefix: str
     sink: AuditSink
+    ns: Namespace
 
 
 def _drain(sink: AuditSink, want: int) -> None:
@@ -46,15 +48,23 @@ def _drain(sink: AuditSink, want: int) -> None:
     raise AssertionError(f"sink stored {sink.size} of {want}")
 
 
+def auditor_env(ns: Namespace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cluster, its secrets folder and the prefix, but no principal: `safehub audit
+    verify|replay` must choose the auditor by itself."""
+    for name, value in ns.env("auditor").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("SAFEHUB_KAFKA_PRINCIPAL")
+    monkeypatch.delenv("SAFEHUB_KAFKA_PASSWORD_FILE")
+
+
 @pytest.fixture
-def audit_log(kafka_bootstrap: str, topic_names: Callable[[str], str],
-              create_topics_fn: Callable[..., list[str]], tmp_path: Path,
+def audit_log(secure_namespace: Callable[..., Namespace], tmp_path: Path,
               monkeypatch: pytest.MonkeyPatch) -> Iterator[Log]:
-    prefix = topic_names("")
-    create_topics_fn(prefix + "audit", prefix + "deadletter")
-    monkeypatch.setenv("SAFEHUB_KAFKA_BOOTSTRAP", kafka_bootstrap)
-    monkeypatch.setenv("SAFEHUB_TOPIC_PREFIX", prefix)
-    producer = make_producer(kafka_bootstrap, "test-audit")
+    ns = secure_namespace(agencies={"police-test": "POLICE"}, hubs=["csc-test"])
+    prefix = ns.prefix
+    auditor_env(ns, monkeypatch)
+    # The entries come from the correlator, as its own principal.
+    producer = make_producer(ns.connection("correlator"), "test-audit")
     journal = AuditJournal(producer, prefix + "audit", "correlator")
     for i in range(ENTRIES):
         journal.record(AuditAction.EVENT_ACCEPTED, f"{i:032x}", "police-test",
@@ -64,13 +74,13 @@ def audit_log(kafka_bootstrap: str, topic_names: Callable[[str], str],
     # and dead-lettered with its reason.
     send_and_confirm(producer, prefix + "audit", b"not avro")
     db = tmp_path / "audit.db"
-    settings = SinkSettings(kafka_bootstrap, prefix + "audit", prefix + "deadletter",
+    settings = SinkSettings(ns.connection("audit-sink"), prefix + "audit", prefix + "deadletter",
                             f"sqlite:///{db}", "safehub.test/audit", None, 10, 3_600_000)
     sink = open_sink(settings, KEY)
     _drain(sink, ENTRIES + 1)
     sink.checkpoint()
     _drain(sink, ENTRIES + 1 + 3)  # checkpoints at 10, 20 and the final one come back as leaves
-    yield Log(db, prefix, sink)
+    yield Log(db, prefix, sink, ns)
     producer.close()
 
 
@@ -202,8 +212,8 @@ def test_schema_creation_is_idempotent(audit_log: Log) -> None:
 
 
 def test_a_sink_behind_the_topic_is_a_note_not_a_failure(
-        audit_log: Log, kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]) -> None:
-    producer = make_producer(kafka_bootstrap, "test-audit-late")
+        audit_log: Log, capsys: pytest.CaptureFixture[str]) -> None:
+    producer = make_producer(audit_log.ns.connection("csc-test"), "test-audit-late")
     journal = AuditJournal(producer, audit_log.prefix + "audit", "web")
     journal.record(AuditAction.ALERT_VIEWED, "b" * 32, "hub-user", bytes(32), 1)
     journal.flush()
@@ -213,13 +223,13 @@ def test_a_sink_behind_the_topic_is_a_note_not_a_failure(
     assert "note: 1 record(s)" in out
 
 
-def test_a_clean_stop_signs_the_unsigned_tail(audit_log: Log, kafka_bootstrap: str) -> None:
+def test_a_clean_stop_signs_the_unsigned_tail(audit_log: Log) -> None:
     import threading
 
     from safehub.services.audit.sink import run_until_stopped
 
     sink = audit_log.sink
-    producer = make_producer(kafka_bootstrap, "test-audit-tail")
+    producer = make_producer(audit_log.ns.connection("router"), "test-audit-tail")
     journal = AuditJournal(producer, audit_log.prefix + "audit", "router")
     journal.record(AuditAction.ALERT_ROUTED, "f" * 32, "csc-test", b"\x01" * 32,
                    1_700_000_001_000)

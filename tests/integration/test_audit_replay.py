@@ -16,18 +16,22 @@ import pytest
 
 from safehub.bus import make_producer, send_all
 from safehub.cli import main
+from safehub.connection import KafkaConnection
 from safehub.schemas.codec import encode
 from safehub.schemas.records import MatchKeys, Subject, WarningSignEvent
 from safehub.schemas.vocabulary import AuditAction, Sector, Sign
 from safehub.services.audit.journal import AuditJournal
 from safehub.services.correlation.core import BlockState, initial_state, step
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules, parse_rules
+from tests.conftest import Namespace
+from tests.integration.test_audit_log import auditor_env
 
 pytestmark = pytest.mark.integration
 
 DAY = 86_400_000
 T0 = 1_760_000_000_000
 AGENCIES = {"police-test": Sector.POLICE, "school-test": Sector.EDUCATION}
+HUB = "hub-test"
 
 # Per child: two signs from two agencies. Multi-agency factor 1.5 in the default rules:
 # MISSING 2.0 + GIFTS 2.5 -> 6.75 (escalating); MISSING 2.0 + SELF_HARM 2.0 -> 6.0 (escalating).
@@ -53,19 +57,20 @@ def _events(children: int) -> list[tuple[str, WarningSignEvent]]:
 
 
 @pytest.fixture
-def pipeline(kafka_bootstrap: str, topic_names: Callable[[str], str],
-             create_topics_fn: Callable[..., list[str]],
+def pipeline(secure_namespace: Callable[..., Namespace],
              monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
-    prefix = topic_names("")
-    create_topics_fn(*(f"{prefix}ingress.{a}" for a in AGENCIES), partitions=3)
-    create_topics_fn(prefix + "correlated", partitions=3)
-    create_topics_fn(prefix + "audit")
-    monkeypatch.setenv("SAFEHUB_KAFKA_BOOTSTRAP", kafka_bootstrap)
-    monkeypatch.setenv("SAFEHUB_TOPIC_PREFIX", prefix)
-    producer = make_producer(kafka_bootstrap, "test-replay")
+    ns = secure_namespace(agencies={a: str(s) for a, s in AGENCIES.items()}, hubs=[HUB],
+                          partitions=3)
+    prefix = ns.prefix
+    auditor_env(ns, monkeypatch)  # replay runs as the auditor
+    # Each agency publishes as itself; the correlator's side as the correlator.
+    for agency in AGENCIES:
+        producer = make_producer(ns.connection(agency), f"test-replay-{agency}")
+        send_all(producer, [(f"{prefix}ingress.{a}", e.subject.linkage_block.to_bytes(4, "big"),
+                             encode(e), None) for a, e in _events(40) if a == agency])
+        producer.close()
     events = _events(40)
-    send_all(producer, [(f"{prefix}ingress.{agency}", e.subject.linkage_block.to_bytes(4, "big"),
-                         encode(e), None) for agency, e in events])
+    producer = make_producer(ns.connection("correlator"), "test-replay")
     # The processor, as the interface fixes it.
     rules = load_rules(DEFAULT_RULES_PATH)
     journal = AuditJournal(producer, prefix + "audit", "correlator")
@@ -86,7 +91,7 @@ def pipeline(kafka_bootstrap: str, topic_names: Callable[[str], str],
     journal.flush()
     producer.close()
     assert len(alerts) == 40  # every child reaches escalating once
-    return {"prefix": prefix, "events": events, "alerts": alerts}
+    return {"prefix": prefix, "events": events, "alerts": alerts, "ns": ns}
 
 
 def test_replay_reports_a_full_match(pipeline: dict[str, object], tmp_path: Path,
@@ -133,14 +138,14 @@ def test_replay_with_a_changed_weight_names_exactly_the_alerts_that_differ(
 
 
 def test_replay_names_a_missing_and_an_unexpected_alert(
-        pipeline: dict[str, object], kafka_bootstrap: str, tmp_path: Path,
+        pipeline: dict[str, object], tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     prefix = str(pipeline["prefix"])
     alerts = pipeline["alerts"]
     forged = alerts[0].__class__(**{  # type: ignore[attr-defined]
         **{f: getattr(alerts[0], f) for f in alerts[0].__slots__},  # type: ignore[attr-defined]
         "alert_id": "f" * 32, "cluster_id": "e" * 32})
-    producer = make_producer(kafka_bootstrap, "test-replay-forge")
+    producer = make_producer(_ns(pipeline).connection("correlator"), "test-replay-forge")
     send_all(producer, [(prefix + "correlated", b"x", encode(forged), None)])
     producer.close()
     report = tmp_path / "replay.json"
@@ -155,12 +160,18 @@ def test_replay_names_a_missing_and_an_unexpected_alert(
         "f" * 32]
 
 
-def _end_offsets(bootstrap: str, prefix: str) -> dict[tuple[str, int], int]:
+def _ns(pipeline: dict[str, object]) -> Namespace:
+    ns = pipeline["ns"]
+    assert isinstance(ns, Namespace)
+    return ns
+
+
+def _end_offsets(kafka: KafkaConnection, prefix: str) -> dict[tuple[str, int], int]:
     from kafka import TopicPartition
 
     from safehub.bus import make_consumer
 
-    consumer = make_consumer(bootstrap, None)
+    consumer = make_consumer(kafka, None)
     try:
         parts = [TopicPartition(t, p) for t in consumer.topics() if t.startswith(prefix)
                  for p in consumer.partitions_for_topic(t) or ()]
@@ -170,21 +181,22 @@ def _end_offsets(bootstrap: str, prefix: str) -> dict[tuple[str, int], int]:
 
 
 def test_replay_writes_nothing_and_catches_an_altered_event(
-        pipeline: dict[str, object], kafka_bootstrap: str, tmp_path: Path,
+        pipeline: dict[str, object], tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     prefix = str(pipeline["prefix"])
+    admin = _ns(pipeline).kafka
     # The correlator journalled bytes that are no longer on ingress: an event was altered.
     altered = hashlib.sha256(b"the bytes the correlator really saw").digest()
-    producer = make_producer(kafka_bootstrap, "test-replay-alter")
+    producer = make_producer(_ns(pipeline).connection("correlator"), "test-replay-alter")
     journal = AuditJournal(producer, prefix + "audit", "correlator")
     journal.record(AuditAction.EVENT_ACCEPTED, "a" * 32, "police-test", altered, T0)
     journal.flush()
     producer.close()
-    before = _end_offsets(kafka_bootstrap, prefix)
+    before = _end_offsets(admin, prefix)
     report = tmp_path / "replay.json"
     code = main(["audit", "replay", "--report", str(report), "--no-progress"])
     out = capsys.readouterr().out
-    assert _end_offsets(kafka_bootstrap, prefix) == before  # replay produced nothing
+    assert _end_offsets(admin, prefix) == before  # replay produced nothing
     assert code == 1
     data = json.loads(report.read_text())
     assert [d["kind"] for d in data["differences"]] == ["altered-event"]
@@ -193,8 +205,7 @@ def test_replay_writes_nothing_and_catches_an_altered_event(
 
 
 def test_replay_checks_routed_alerts_and_inbox_rows(
-        pipeline: dict[str, object], kafka_bootstrap: str,
-        create_topics_fn: Callable[..., list[str]], tmp_path: Path,
+        pipeline: dict[str, object], tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     from dataclasses import replace
 
@@ -209,8 +220,7 @@ def test_replay_checks_routed_alerts_and_inbox_rows(
     alerts = pipeline["alerts"]
     good, other = alerts[0], alerts[1]  # type: ignore[index]
     tampered = replace(other, score=other.score + 1)
-    create_topics_fn(prefix + "alerts.hub-test")
-    producer = make_producer(kafka_bootstrap, "test-replay-routed")
+    producer = make_producer(_ns(pipeline).connection("router"), "test-replay-routed")
     send_all(producer, [
         (prefix + "alerts.hub-test", a.alert_id.encode(),
          encode(RoutedAlert(_hex("n", a.alert_id), a, "hub-test", "E08000035",

@@ -52,11 +52,11 @@ def malformed(i: int) -> tuple[bytes | None, str]:
 
 
 def test_malformed_events_are_deadlettered_and_good_ones_processed(
-        kafka_bootstrap, topic_names, create_topics_fn):
+        kafka, topic_names, create_topics_fn):
     prefix = topic_names("")
     ingress, deadletter = create_topics_fn(prefix + f"ingress.{AGENCY}", prefix + "deadletter",
                                            partitions=3)
-    producer = make_producer(kafka_bootstrap, "test-deadletter-producer")
+    producer = make_producer(kafka, "test-deadletter-producer")
     base = sign_event()
     records: list[tuple[str, bytes | None, bytes | None, None]] = []
     expected_bad: dict[int, str] = {}  # index in send order -> field
@@ -77,7 +77,7 @@ def test_malformed_events_are_deadlettered_and_good_ones_processed(
 
     # A consumer as every service writes one: decode, validate, dead-letter, then commit.
     sink = DeadLetterSink(producer, deadletter)
-    consumer = make_consumer(kafka_bootstrap, topic_names("group"), [ingress])
+    consumer = make_consumer(kafka, topic_names("group"), [ingress])
     processed: set[str] = set()
     deadlettered = 0
     seen = 0
@@ -100,7 +100,7 @@ def test_malformed_events_are_deadlettered_and_good_ones_processed(
     assert processed == good_ids
     assert deadlettered == len(bad_origins)
 
-    reader = make_consumer(kafka_bootstrap, topic_names("dl-reader"), [deadletter])
+    reader = make_consumer(kafka, topic_names("dl-reader"), [deadletter])
     letters = []
     deadline = time.monotonic() + 60
     while len(letters) < len(bad_origins) and time.monotonic() < deadline:
@@ -127,9 +127,9 @@ def test_malformed_events_are_deadlettered_and_good_ones_processed(
         assert found[origin].startswith(field + ":"), (found[origin], field)
 
 
-def test_sink_keeps_the_raw_bytes_and_key(kafka_bootstrap, topic_names, create_topics_fn):
+def test_sink_keeps_the_raw_bytes_and_key(kafka, topic_names, create_topics_fn):
     (deadletter,) = create_topics_fn(topic_names("deadletter"))
-    producer = make_producer(kafka_bootstrap, "test-deadletter-raw")
+    producer = make_producer(kafka, "test-deadletter-raw")
     sink = DeadLetterSink(producer, deadletter)
     raw = b"\xc3\x01\xff\xfe not avro"
     report = sink.send(raw, b"\x00\x00\x00\x07", "ingress.x", 2, 99,
@@ -139,7 +139,7 @@ def test_sink_keeps_the_raw_bytes_and_key(kafka_bootstrap, topic_names, create_t
     producer.close()
     assert report.topic == deadletter
 
-    reader = make_consumer(kafka_bootstrap, topic_names("dl"), [deadletter])
+    reader = make_consumer(kafka, topic_names("dl"), [deadletter])
     got = []
     deadline = time.monotonic() + 30
     while len(got) < 2 and time.monotonic() < deadline:
