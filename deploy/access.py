@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,11 +125,29 @@ def apply(kafka: KafkaConnection, registry: Registry, prefix: str = "",
                                   f"{result['failed'][0]}")
         if stale:
             admin.delete_acls([to_acl(g) for g in stale])
+        _wait_effective(admin, names, wanted, set(stale))
     except KafkaError as exc:
         raise BrokerError(f"applying access failed: {type(exc).__name__}: {exc}") from exc
     finally:
         admin.close()
     return Applied(len(upserts), len(missing), len(stale))
+
+
+def _wait_effective(admin: Any, names: list[str], wanted: set[Grant], gone: set[Grant],
+                    timeout: float = 30.0) -> None:
+    """Return once the broker answers with the new credentials and ACLs: they travel through
+    the metadata log, and a client that connects the moment `apply` returns must find them
+    (a test's first write as a new principal was refused once without this)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        users = admin.describe_user_scram_credentials(names)
+        held = {g for g in (from_acl(a) for a in cluster_grants(admin)) if g is not None}
+        if (all(not users.get(n, {}).get("error") for n in names)
+                and wanted <= held and not gone & held):
+            return
+        if time.monotonic() > deadline:
+            raise BrokerError(f"credentials and ACLs not in effect after {timeout:.0f} s")
+        time.sleep(0.2)
 
 
 def held_grants(kafka: KafkaConnection) -> list[Grant]:

@@ -19,12 +19,14 @@ import os
 import secrets
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from safehub.connection import KafkaConnection
 from safehub.deploy.kafka.launcher import Cluster, state_root
+from safehub.deploy.registry import ADMIN, load_registry
 from safehub.errors import ConfigError, SafehubError
 from safehub.producers.simulation.trajectories import Population, simulate
 from safehub.services import demo_pipeline as pipeline
@@ -49,7 +51,9 @@ class DemoSettings:
     exit_when_done: bool
     settle_timeout: float
     web_port: int
-    bootstrap: str | None  # use this broker instead of starting one (it is left running)
+    # Use this cluster instead of starting one (it is left running), as the admin principal
+    # named by SAFEHUB_KAFKA_SECRETS / SAFEHUB_KAFKA_PASSWORD_FILE and SAFEHUB_KAFKA_CA_FILE.
+    bootstrap: str | None
     topic_prefix: str
     skip: frozenset[str]
 
@@ -94,20 +98,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--web-port", type=int, default=int(os.environ.get("SAFEHUB_WEB_PORT",
                                                                            "8080")))
     parser.add_argument("--bootstrap", default=None,
-                        help="use this running Kafka instead of starting one (not stopped; "
-                             "SAFEHUB_TOPIC_PREFIX then namespaces the demo's topics)")
+                        help="use this running Kafka instead of starting one (not stopped), as "
+                             "the admin principal of SAFEHUB_KAFKA_SECRETS and "
+                             "SAFEHUB_KAFKA_CA_FILE; SAFEHUB_TOPIC_PREFIX then namespaces the "
+                             "demo's topics and ACLs")
     parser.add_argument("--skip", action="append", default=[], metavar="SERVICE",
                         choices=["web", "audit-sink"],
                         help="run without this service (repeatable)")
 
 
 def service_specs(settings: DemoSettings, receivers: list[str]) -> list[ServiceSpec]:
+    """Each service runs as its own principal; the inbox and the web page hold one principal
+    per hub they serve (each hub's password file is in SAFEHUB_KAFKA_SECRETS)."""
     f = settings.folder
     specs = [
         ServiceSpec("correlator", ("correlator",), {
+            "SAFEHUB_KAFKA_PRINCIPAL": "correlator",
             "SAFEHUB_CORRELATOR_DATA_DIR": str(f / "correlator"),
         }),
         ServiceSpec("router", ("router",), {
+            "SAFEHUB_KAFKA_PRINCIPAL": "router",
             "SAFEHUB_ROUTER_DATABASE_URL": settings.db("router"),
         }),
         ServiceSpec("inbox", ("inbox",), {
@@ -115,6 +125,7 @@ def service_specs(settings: DemoSettings, receivers: list[str]) -> list[ServiceS
             "SAFEHUB_INBOX_DATABASE_URL": settings.db("inbox"),
         }),
         ServiceSpec("audit-sink", ("audit", "sink"), {
+            "SAFEHUB_KAFKA_PRINCIPAL": "audit-sink",
             "SAFEHUB_AUDIT_DB_URL": settings.db("audit"),
             "SAFEHUB_AUDIT_SIGNING_KEY": _secret(f / "keys" / "audit-signing.hex"),
             "SAFEHUB_AUDIT_CHECKPOINT_SECONDS": "5",
@@ -169,7 +180,10 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGALRM, on_term)
         signal.setitimer(signal.ITIMER_REAL, settings.duration)
     cluster = None if settings.bootstrap else Cluster("demo")
-    supervisor = Supervisor(settings.folder, python_env())
+    # Who a child is comes from its own spec, never from the demo's own (admin) settings.
+    supervisor = Supervisor(settings.folder, {
+        k: v for k, v in python_env().items()
+        if k not in ("SAFEHUB_KAFKA_PRINCIPAL", "SAFEHUB_KAFKA_PASSWORD_FILE")})
     try:
         return _run(settings, specs, receivers, cluster, supervisor, started, (password, users))
     except (KeyboardInterrupt, Stop):
@@ -196,35 +210,45 @@ def _run(
           f"(seed {settings.seed}) ...", flush=True)
     pop = simulate(settings.seed, children=settings.children, months=settings.months,
                    authorities=settings.authorities)
-    bootstrap = settings.bootstrap
+    registry = load_registry()
+    unknown = sorted(set(receivers) - set(registry.hubs))
+    if unknown:
+        raise ConfigError(f"routing table receivers that are not hubs in the agency registry: "
+                          f"{', '.join(unknown)}")
     if cluster is not None:
         if cluster.running_nodes():
             print("a previous demo's broker is still running: stopping it", flush=True)
             cluster.down()
         print("starting kafka (first run downloads the broker with Maven) ...", flush=True)
-        bootstrap = cluster.up(nodes=1).bootstrap
-    assert bootstrap is not None
+        admin = cluster.up(nodes=1).connection(ADMIN)
+    else:
+        assert settings.bootstrap is not None
+        admin = replace(KafkaConnection.from_env(ADMIN), bootstrap=settings.bootstrap)
     prefix = settings.topic_prefix
-    created = pipeline.create_demo_topics(bootstrap, prefix, pop.world.agency_ids, receivers)
-    print(f"kafka at {bootstrap}: {created} topics created", flush=True)
-    env = {"SAFEHUB_KAFKA_BOOTSTRAP": bootstrap, "SAFEHUB_TOPIC_PREFIX": prefix}
+    created = pipeline.prepare_cluster(admin, registry, prefix, pop.world.agency_ids)
+    print(f"kafka at {admin.bootstrap} (TLS, SCRAM; CA {admin.ca_file}): {created} topics "
+          f"created, {len(registry.parties)} principals with their ACLs", flush=True)
+    env = {"SAFEHUB_KAFKA_BOOTSTRAP": admin.bootstrap,
+           "SAFEHUB_KAFKA_SECRETS": str(admin.password_file.parent),
+           "SAFEHUB_KAFKA_CA_FILE": str(admin.ca_file),
+           "SAFEHUB_TOPIC_PREFIX": prefix}
     for spec in specs:
         supervisor.start(ServiceSpec(spec.name, spec.argv, {**env, **spec.env}))
     print("services started: " + ", ".join(s.name for s in specs)
           + f" (logs in {supervisor.logs})", flush=True)
     key = _secret(settings.folder / "keys" / "linkage.hex")
     published = pipeline.publish_population(
-        pop, bootstrap, prefix, key, settings.folder / "vaults", supervisor.check)
+        pop, admin, prefix, key, settings.folder / "vaults", supervisor.check)
     print(f"published {published.delivered} events from {len(pop.world.agencies)} agencies "
           f"({published.rejected} rejected by the publishers, "
           f"{published.duplicates} resent duplicates)", flush=True)
     deadline = time.monotonic() + settings.settle_timeout
     positions = ({} if "audit-sink" in settings.skip
                  else {f"{prefix}audit": pipeline.audit_position(settings.db("audit"))})
-    unread = pipeline.wait_settled(bootstrap, prefix, deadline, SETTLE_QUIET_S, supervisor.check,
+    unread = pipeline.wait_settled(admin, prefix, deadline, SETTLE_QUIET_S, supervisor.check,
                                    positions)
     settled = not unread
-    summary = pipeline.summarise(bootstrap, prefix, settings.db("inbox"), pop)
+    summary = pipeline.summarise(admin, prefix, settings.db("inbox"), pop)
     summary["published"] = published.delivered
     summary["settled"] = settled
     summary["not_read_to_the_end"] = unread

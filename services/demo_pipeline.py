@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from safehub.bus import make_admin, make_consumer, make_producer
+from safehub.connection import KafkaConnection
+from safehub.deploy.access import apply
+from safehub.deploy.registry import Registry
 from safehub.deploy.topics import broker_count, create_topics, load_specs
 from safehub.errors import BrokerError, SafehubError
 from safehub.producers.linkagekey import LinkageKey
@@ -36,26 +39,27 @@ log = logging.getLogger(__name__)
 CHUNK = 500  # records per publishing round, in arrival order
 
 
-def create_demo_topics(
-    bootstrap: str, prefix: str, agencies: Iterable[str], receivers: Iterable[str],
+def prepare_cluster(
+    admin: KafkaConnection, registry: Registry, prefix: str, agencies: Iterable[str],
     timeout: float = 60.0,
 ) -> int:
-    """Every topic for the publishing agencies, and an alert topic for every receiver.
-
-    Returns once a fresh client sees them all: a service that lists the ingress topics at
-    start (the correlator) must not start before the broker's metadata has caught up.
+    """The registry's principals and ACLs, the publishing agencies' ingress topics and every
+    hub's topics. Returns the number of topics created, once a fresh client sees them all: a
+    service that lists the ingress topics at start (the correlator) must not start before the
+    broker's metadata has caught up.
     """
-
-    brokers = broker_count(bootstrap)
-    specs = load_specs(sorted(set(agencies)), brokers, prefix=prefix)
-    specs += [s for s in load_specs(sorted(set(receivers)), brokers, prefix=prefix)
-              if s.name.startswith(f"{prefix}alerts.") and s.name not in {x.name for x in specs}]
-    created = create_topics(bootstrap, specs)
+    outsiders = sorted(set(agencies) - set(registry.agencies))
+    if outsiders:
+        raise SafehubError(f"agencies not in the agency registry: {', '.join(outsiders)}; add "
+                           "them to deploy/agencies.toml")
+    apply(admin, registry, prefix)
+    specs = load_specs(sorted(set(agencies)), broker_count(admin), prefix=prefix,
+                       hubs=registry.hubs)
+    created = create_topics(admin, specs)
     wanted = {s.name for s in specs}
     deadline = time.monotonic() + timeout
     while True:
-        reader = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                               client_id="safehub-demo-topics")
+        reader = make_consumer(admin, None, client_id="safehub-demo-topics")
         try:
             missing = wanted - reader.topics()
         except KafkaError as exc:
@@ -79,14 +83,15 @@ class Published:
 
 
 def publish_population(
-    pop: Population, bootstrap: str, prefix: str, key_hex: str, vaults: Path,
+    pop: Population, kafka: KafkaConnection, prefix: str, key_hex: str, vaults: Path,
     check: Callable[[], None],
 ) -> Published:
-    """Every agency's records through its own publisher, in arrival order."""
+    """Every agency's records through its own publisher, as its own principal (which may write
+    its own ingress topic and nothing else), in arrival order."""
     key = LinkageKey(bytes.fromhex(key_hex))
     vaults.mkdir(parents=True, exist_ok=True)
     sectors = {a.agency_id: a.sector for a in pop.world.agencies}
-    producer = make_producer(bootstrap, "safehub-demo-agencies")
+    producers: dict[str, KafkaProducer] = {}
     publishers: dict[str, Publisher] = {}
     counts: Counter[str] = Counter()
     try:
@@ -97,13 +102,17 @@ def publish_population(
                 publisher = publishers.get(agency_id)
                 if publisher is None:
                     vault = Vault.open(f"sqlite:///{vaults / (agency_id + '.sqlite')}")
+                    producer = make_producer(kafka.as_principal(agency_id),
+                                             f"safehub-demo-{agency_id}")
+                    producers[agency_id] = producer
                     publisher = Publisher(producer, vault, key, agency_id, sectors[agency_id],
                                           topic_prefix=prefix)
                     publishers[agency_id] = publisher
                 for outcome in publisher.publish_many(publisher_record(r) for r in records):
                     counts[type(outcome).__name__] += 1
     finally:
-        producer.close()
+        for producer in producers.values():
+            producer.close()
     distinct = len({(r.agency_id, r.record_ref) for r in pop.records})
     return Published(
         delivered=counts[DeliveryReport.__name__],
@@ -149,7 +158,7 @@ def audit_position(database_url: str) -> Callable[[], int]:
 
 
 def consumption(
-    bootstrap: str, prefix: str, positions: Positions | None = None
+    kafka: KafkaConnection, prefix: str, positions: Positions | None = None
 ) -> tuple[dict[str, int], list[str]]:
     """(end offset total per watched topic, the non-empty topics not yet read to the end).
 
@@ -157,9 +166,8 @@ def consumption(
     topic in `positions` (single-partition, read without a group), when that reader has got there.
     """
     positions = positions or {}
-    admin = make_admin(bootstrap, "safehub-demo-admin")
-    reader = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                           client_id="safehub-demo-watch", enable_auto_commit=False)
+    admin = make_admin(kafka, "safehub-demo-admin")
+    reader = make_consumer(kafka, None, client_id="safehub-demo-watch")
     try:
         topics = sorted(t for t in reader.topics() if _watched(t, prefix, positions))
         parts = [TopicPartition(t, p) for t in topics
@@ -182,7 +190,7 @@ def consumption(
         if topic in positions:
             tp = TopicPartition(topic, 0)
             at = positions[topic]()  # opens the reader's store: once per check
-            if at < ends[tp] and at < record_end(bootstrap, tp, ends[tp]):
+            if at < ends[tp] and at < record_end(kafka, tp, ends[tp]):
                 behind.append(topic)
             continue
         topic_parts = [tp for tp in parts if tp.topic == topic]
@@ -195,10 +203,10 @@ def consumption(
     return dict(totals), behind
 
 
-def record_end(bootstrap: str, tp: TopicPartition, end: int) -> int:
+def record_end(kafka: KafkaConnection, tp: TopicPartition, end: int) -> int:
     """The offset after the partition's last committed record, which is below `end` when the
     partition ends with a transaction marker (the correlator writes `audit` in transactions)."""
-    reader = make_consumer(bootstrap, None, client_id="safehub-demo-watch")
+    reader = make_consumer(kafka, None, client_id="safehub-demo-watch")
     try:
         reader.assign([tp])
         window = 16
@@ -223,7 +231,7 @@ def record_end(bootstrap: str, tp: TopicPartition, end: int) -> int:
 
 
 def wait_settled(
-    bootstrap: str, prefix: str, deadline: float, quiet_s: float, check: Callable[[], None],
+    kafka: KafkaConnection, prefix: str, deadline: float, quiet_s: float, check: Callable[[], None],
     positions: Positions | None = None,
 ) -> list[str]:
     """Block until everything is consumed and quiet for `quiet_s`.
@@ -237,7 +245,7 @@ def wait_settled(
     while now() < deadline:
         check()
         try:
-            totals, behind = consumption(bootstrap, prefix, positions)
+            totals, behind = consumption(kafka, prefix, positions)
         except BrokerError as exc:
             # A fresh broker loads its group coordinator lazily; ask again shortly.
             log.info("consumer progress not available yet: %s", exc)
@@ -251,9 +259,9 @@ def wait_settled(
     return behind
 
 
-def read_alerts(bootstrap: str, topic: str) -> list[CorrelatedAlert]:
+def read_alerts(kafka: KafkaConnection, topic: str) -> list[CorrelatedAlert]:
     """Every alert on `correlated`, read from the start without a consumer group."""
-    consumer = make_consumer(bootstrap, None, client_id="safehub-demo-summary")
+    consumer = make_consumer(kafka, None, client_id="safehub-demo-summary")
     try:
         parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic)
                                                           or ())]
@@ -274,13 +282,15 @@ def read_alerts(bootstrap: str, topic: str) -> list[CorrelatedAlert]:
         consumer.close()
 
 
-def summarise(bootstrap: str, prefix: str, inbox_url: str, pop: Population) -> dict[str, Any]:
+def summarise(
+    kafka: KafkaConnection, prefix: str, inbox_url: str, pop: Population
+) -> dict[str, Any]:
     from sqlalchemy import func, select
 
     from safehub.consumers.inbox.database import make_engine
     from safehub.consumers.inbox.models import InboxAlert
 
-    alerts = {a.alert_id: a for a in read_alerts(bootstrap, f"{prefix}correlated")}
+    alerts = {a.alert_id: a for a in read_alerts(kafka, f"{prefix}correlated")}
     by_tier = Counter(a.tier.value for a in alerts.values())
     engine = make_engine(inbox_url)
     try:

@@ -65,8 +65,10 @@ def secure_namespace(kafka: KafkaConnection) -> Callable[..., Namespace]:
     With no arguments, the project's own registry (deploy/agencies.toml)."""
 
     def make(agencies: dict[str, str] | None = None, hubs: Iterable[str] = (),
-             partitions: int | None = None) -> Namespace:
-        if agencies is None and not hubs:
+             partitions: int | None = None, registry: Registry | None = None) -> Namespace:
+        if registry is not None:
+            pass
+        elif agencies is None and not hubs:
             registry = load_registry()
         else:
             parties = [Party(a, Kind.AGENCY, Sector(s)) for a, s in (agencies or {}).items()]

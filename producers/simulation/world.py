@@ -138,7 +138,7 @@ def make_agencies(authorities: tuple[Authority, ...]) -> tuple[Agency, ...]:
             (
                 Agency(f"education-{a.slug}", Sector.EDUCATION, (a.gss,)),
                 Agency(f"health-{a.slug}", Sector.HEALTH, (a.gss,)),
-                Agency(a.lead_agency, Sector.SOCIAL_CARE, (a.gss,)),
+                Agency(f"social-care-{a.slug}", Sector.SOCIAL_CARE, (a.gss,)),
                 Agency(f"youth-justice-{a.slug}", Sector.YOUTH_JUSTICE, (a.gss,)),
                 Agency(f"voluntary-{a.slug}", Sector.VOLUNTARY, (a.gss,)),
             )
