@@ -43,6 +43,8 @@ MARKER_CHECK_S = 1.0
 
 class PromptConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
+        # faust builds it with the app's broker_credentials (SASL_SSL, the correlator's
+        # principal: app.py), for the ingress topics and the table's recovery alike.
         consumer = super()._create_worker_consumer(transport)
         # aiokafka reads these when the consumer starts and builds its fetcher. The table's
         # changelog is written in transactions (outputs.py): recovery must not apply the states
