@@ -9,6 +9,7 @@ the connection settings come from there and nowhere else.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,29 @@ from safehub.connection import KafkaConnection
 from safehub.errors import BrokerError
 
 Headers = Sequence[tuple[str, bytes]]
+SECRET_SETTINGS = ("sasl_plain_password",)
+
+
+def _redacted(args: object) -> object:
+    if isinstance(args, Mapping) and any(k in args for k in SECRET_SETTINGS):
+        return {k: "<redacted>" if k in SECRET_SETTINGS else v for k, v in args.items()}
+    return args
+
+
+class _NoSecretSettings(logging.Filter):
+    """kafka-python's admin client logs its whole configuration at DEBUG, the SASL password
+    included (the privacy canary found it): the password is blanked before any handler sees
+    the record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redacted(a) for a in record.args)
+        else:
+            record.args = _redacted(record.args)  # type: ignore[assignment]
+        return True
+
+
+logging.getLogger("kafka.admin.client").addFilter(_NoSecretSettings())
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,9 @@ through the Python API with every logger at DEBUG). Then every key, value and he
 topic the run wrote, all captured output and log records, and the vault file are searched for
 each identifier in the forms an agency system might hold it. Zero hits are allowed (the vault
 may hold only references, never identities).
+
+The same outputs, and the brokers' own logs, are also searched for every principal's Kafka
+password (every `*.password` file in the secrets folder): none may be anywhere but its file.
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ from pathlib import Path
 import pytest
 
 from safehub.bus import make_admin, make_producer
+from safehub.connection import KafkaConnection
 from safehub.producers.exports import example_mapping, load_mapping, read_export
 from safehub.producers.normalisation import fold
 from safehub.producers.publisher import DeliveryReport, Publisher
 from safehub.producers.records import ChildIdentity
 from safehub.producers.vault import Vault
 from safehub.schemas.vocabulary import Sector
+from tests.conftest import Namespace
 from tests.integration.test_publish import KEY, children, read_all
 
 pytestmark = pytest.mark.integration
@@ -72,13 +77,61 @@ def hits(haystack: bytes, forms: set[str]) -> list[str]:
     return found
 
 
+def principal_passwords(kafka: KafkaConnection) -> dict[str, str]:
+    """Every principal's password, from the secrets folder beside `kafka`'s password file."""
+    folder = kafka.password_file.parent
+    found = {p.stem: kafka.as_principal(p.stem).password()
+             for p in sorted(folder.glob("*.password"))}
+    assert kafka.principal in found and len(found) > 1, folder
+    return found
+
+
+def broker_logs() -> list[Path]:
+    """The session cluster's node logs, when the test session started it (the `kafka`
+    fixture's launcher cluster); an outside cluster's logs are not ours to read."""
+    if os.environ.get("SAFEHUB_KAFKA_BOOTSTRAP"):
+        return []
+    from safehub.deploy.kafka.launcher import Cluster
+
+    logs = sorted(Cluster(f"pytest-{os.getpid()}").root.glob("node-*.log"))
+    assert logs, "the session cluster's node logs are missing"
+    # Read the real log, not an empty file: the broker says it started.
+    assert b"started" in logs[0].read_bytes()
+    return logs
+
+
+def password_leaks(outputs: dict[str, bytes], passwords: dict[str, str]) -> dict[str, list[str]]:
+    """Where (by output name) which principals' passwords occur."""
+    leaks: dict[str, list[str]] = {}
+    for where, data in outputs.items():
+        for principal, password in passwords.items():
+            if password.encode() in data:
+                leaks.setdefault(where, []).append(principal)
+    return leaks
+
+
+def check_no_password_anywhere(kafka: KafkaConnection, outputs: dict[str, bytes]) -> None:
+    """No principal's password in these outputs or in the brokers' logs; with the positive
+    control that the same search finds every one of them in the secrets folder."""
+    passwords = principal_passwords(kafka)
+    secrets = b"\n".join(p.read_bytes()
+                         for p in sorted(kafka.password_file.parent.glob("*.password")))
+    assert password_leaks({"secrets": secrets}, passwords) == {"secrets": sorted(passwords)}
+    everything = dict(outputs)
+    for log in broker_logs():
+        everything[f"broker log {log.name}"] = log.read_bytes()
+    assert all(everything.values()), [k for k, v in everything.items() if not v]
+    leaks = password_leaks(everything, passwords)
+    assert leaks == {}, f"passwords found: {leaks}"  # principals' names, never the passwords
+
+
 def test_no_identifier_leaves_the_agency(
-    kafka_bootstrap: str, topic_names: Callable[[str], str], create_topics_fn, tmp_path: Path,
+    secure_namespace: Callable[..., Namespace], tmp_path: Path,
     caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    prefix = topic_names("")
-    create_topics_fn(prefix + "ingress.school-canary", prefix + "ingress.police-canary",
-                     partitions=3)
+    ns = secure_namespace(agencies={"school-canary": "EDUCATION", "police-canary": "POLICE"},
+                          partitions=3)
+    prefix = ns.prefix
     kids = children(N_CHILDREN, seed=2024)
     assert len({k.nhs_number for k in kids}) == N_CHILDREN
 
@@ -103,9 +156,11 @@ def test_no_identifier_leaves_the_agency(
         out.writerow(["C-BAD2", "UPNY", kids[1].first_name, kids[1].surname,
                       date.fromisoformat(kids[1].date_of_birth).strftime("%d/%m/%Y"),
                       "", kids[1].postcode, "E08000035", "2024-03-04T09:00", "", "ABS"])
-    env = dict(os.environ, SAFEHUB_KAFKA_BOOTSTRAP=kafka_bootstrap, SAFEHUB_TOPIC_PREFIX=prefix,
+    # The school publishes as itself: --agency names the principal.
+    env = dict(os.environ, **ns.env("school-canary"),
                SAFEHUB_LINKAGE_KEY=KEY.secret.hex(), SAFEHUB_LINKAGE_KEY_EPOCH=str(KEY.epoch),
                SAFEHUB_VAULT_URL=f"sqlite:///{tmp_path / 'school-vault.db'}")
+    del env["SAFEHUB_KAFKA_PRINCIPAL"], env["SAFEHUB_KAFKA_PASSWORD_FILE"]
     done = subprocess.run(
         [sys.executable, "-m", "safehub.cli", "-v", "publish", "--agency", "school-canary",
          "--from", str(school_csv), "--sector", "education"],
@@ -133,7 +188,7 @@ def test_no_identifier_leaves_the_agency(
     for noisy in ("kafka", "sqlalchemy"):
         logging.getLogger(noisy).setLevel(logging.DEBUG)
     police_vault = Vault.open(f"sqlite:///{tmp_path / 'police-vault.db'}")
-    producer = make_producer(kafka_bootstrap, "canary-police")
+    producer = make_producer(ns.connection("police-canary"), "canary-police")
     try:
         publisher = Publisher(producer, police_vault, KEY, "police-canary", Sector.POLICE, prefix)
         mapping = load_mapping(example_mapping(Sector.POLICE))
@@ -144,17 +199,17 @@ def test_no_identifier_leaves_the_agency(
         police_vault.close()
     assert all(isinstance(o, DeliveryReport) for o in outcomes) and len(outcomes) == N_CHILDREN
 
-    # Everything the run wrote to Kafka: every topic under this test's prefix.
-    admin = make_admin(kafka_bootstrap)
+    # Everything the run wrote to Kafka: every topic under this test's prefix (read as admin).
+    admin = make_admin(ns.kafka)
     try:
         topics = sorted(t for t in admin.list_topics() if t.startswith(prefix))
     finally:
         admin.close()
-    assert len(topics) == 2
+    assert {prefix + "ingress.school-canary", prefix + "ingress.police-canary"} <= set(topics)
     written = bytearray()
     count = 0
     for topic in topics:
-        for record in read_all(kafka_bootstrap, topic):
+        for record in read_all(ns.kafka, topic):
             count += 1
             written += (record.key or b"") + b"\0" + (record.value or b"") + b"\0"
             for name, value in record.headers or []:
@@ -183,6 +238,8 @@ def test_no_identifier_leaves_the_agency(
             if found:
                 leaks.setdefault(where, []).extend(found)
     assert leaks == {}, f"identifiers found: { {k: len(v) for k, v in leaks.items()} }"
+    # Nor any principal's password (kafka-python logged at DEBUG throughout).
+    check_no_password_anywhere(ns.kafka, outputs)
 
     # The agencies' own references stay in their vaults, and the vaults hold no identity.
     for ref in (b"C-00042", b"UPN000000042", b"WY-000042", b"N-42"):
