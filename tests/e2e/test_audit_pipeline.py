@@ -32,9 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 from nacl.signing import SigningKey
 
+from safehub.bus import make_consumer
+from safehub.connection import KafkaConnection
 from safehub.deploy.kafka.launcher import free_port
 from safehub.deploy.topics import delete_topics_with_prefix
 from safehub.schemas.codec import decode
@@ -56,23 +58,25 @@ CHANGED_SIGN = Sign.MISSING_FROM_HOME_OR_CARE
 class Demo:
     folder: Path
     prefix: str
-    env: dict[str, str]
-    bootstrap: str
+    env: dict[str, str]  # the auditors' commands run as the auditor principal
+    kafka: KafkaConnection  # admin: what this test reads with
     published: int
 
 
 @pytest.fixture(scope="module")
-def demo(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+def demo(kafka: KafkaConnection, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     root = tmp_path_factory.mktemp("audit-pipeline")
     prefix = f"t-audit-{os.urandom(4).hex()}."
     folder = root / "demo"
-    env = {**os.environ, "SAFEHUB_TOPIC_PREFIX": prefix, "SAFEHUB_KAFKA_BOOTSTRAP": kafka_bootstrap,
+    # The demo takes the admin principal from the environment, applies the registry's ACLs
+    # under the prefix and starts every service as its own principal.
+    env = {**os.environ, **kafka.env(), "SAFEHUB_TOPIC_PREFIX": prefix,
            "SAFEHUB_STATE": str(root / "state"), "PYTHONUNBUFFERED": "1"}
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "safehub.cli", "demo", "--folder", str(folder),
              "--children", str(CHILDREN), "--seed", str(SEED), "--months", str(MONTHS),
-             "--authorities", str(AUTHORITIES), "--bootstrap", kafka_bootstrap,
+             "--authorities", str(AUTHORITIES), "--bootstrap", kafka.bootstrap,
              "--exit-when-done", "--duration", str(DURATION_S), "--skip", "web",
              "--web-port", str(free_port())],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -88,9 +92,10 @@ def demo(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         summary = json.loads((folder / "summary.json").read_text())
         assert summary["settled"], summary
         assert summary["alerts"] > 0 and summary["inbox_rows"] > 0, summary
-        yield Demo(folder, prefix, env, kafka_bootstrap, int(summary["published"]))
+        auditor = {**env, **kafka.as_principal("auditor").env()}
+        yield Demo(folder, prefix, auditor, kafka, int(summary["published"]))
     finally:
-        delete_topics_with_prefix(kafka_bootstrap, prefix)
+        delete_topics_with_prefix(kafka, prefix)
 
 
 def _safehub(demo: Demo, *argv: str) -> tuple[int, str, float]:
@@ -102,11 +107,11 @@ def _safehub(demo: Demo, *argv: str) -> tuple[int, str, float]:
 
 # --- the correlator's decisions, re-derived here without replay's code ---------------------
 
-def _read(bootstrap: str, topics: list[str], timeout_s: float = 60.0
+def _read(kafka: KafkaConnection, topics: list[str], timeout_s: float = 60.0
           ) -> dict[str, list[bytes]]:
     """Every value of every partition of `topics`, partition by partition, from the start."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             client_id="audit-pipeline-test")
+    consumer = make_consumer(kafka, None, client_id="audit-pipeline-test",
+                             isolation_level="read_uncommitted")
     try:
         parts = [TopicPartition(t, p) for t in topics
                  for p in sorted(consumer.partitions_for_topic(t) or ())]
@@ -124,15 +129,15 @@ def _read(bootstrap: str, topics: list[str], timeout_s: float = 60.0
             out[tp.topic] += [v for _o, v in sorted(recs)]
         return out
     finally:
-        consumer.close()
+        consumer.close(autocommit=False)
 
 
-def _topics(bootstrap: str, start: str) -> list[str]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+def _topics(kafka: KafkaConnection, start: str) -> list[str]:
+    consumer = make_consumer(kafka, None, client_id="audit-pipeline-test")
     try:
         return sorted(t for t in consumer.topics() if t.startswith(start))
     finally:
-        consumer.close()
+        consumer.close(autocommit=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,8 +161,8 @@ class Decisions:
 
 @pytest.fixture(scope="module")
 def decisions(demo: Demo) -> Decisions:
-    ingress_topics = _topics(demo.bootstrap, demo.prefix + "ingress.")
-    values = _read(demo.bootstrap, [demo.prefix + "audit", demo.prefix + "correlated",
+    ingress_topics = _topics(demo.kafka, demo.prefix + "ingress.")
+    values = _read(demo.kafka, [demo.prefix + "audit", demo.prefix + "correlated",
                                     *ingress_topics])
     accepted = []
     for raw in values[demo.prefix + "audit"]:

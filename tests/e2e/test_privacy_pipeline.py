@@ -18,6 +18,11 @@ and without the space) in:
 3. every service log and the demo's own stdout and stderr (the demo runs with -v, so the
    agencies' publishers in it log at DEBUG).
 
+All of these, the agencies' vaults and the brokers' own logs are also searched for every
+principal's Kafka password (every `*.password` file of the secrets folder: the admin's, and
+those the demo made for every party of the registry), with the secrets folder itself as the
+positive control.
+
 Zero hits are allowed. Short single names (under five characters) are searched only as whole
 words in decoded text, never in raw bytes; identifiers.py explains why. Positive controls keep
 the test from passing vacuously: the same search finds every identifier in the simulator's
@@ -42,9 +47,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
+from safehub.bus import make_consumer
+from safehub.connection import KafkaConnection
 from safehub.deploy.kafka.launcher import free_port
 from safehub.deploy.topics import delete_topics_with_prefix
 from safehub.producers.simulation.command import write_population
@@ -67,6 +74,7 @@ from tests.e2e.identifiers import (
     record_identifiers,
     record_strings,
 )
+from tests.integration.test_privacy_canary import check_no_password_anywhere
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -94,12 +102,13 @@ def _run_demo(folder: Path, env: dict[str, str], bootstrap: str) -> tuple[int, b
     return proc.returncode, out, err
 
 
-def _topic_records(bootstrap: str, prefix: str, timeout_s: float = 120.0
+def _topic_records(kafka: KafkaConnection, prefix: str, timeout_s: float = 120.0
                    ) -> dict[str, list[ConsumerRecord]]:
-    """Every record of every partition of every topic under `prefix`, from the beginning."""
+    """Every record of every partition of every topic under `prefix`, from the beginning
+    (read as admin: no other principal may read them all)."""
     # read_uncommitted: records of aborted transactions are bytes on the broker too.
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             isolation_level="read_uncommitted", client_id="privacy-canary")
+    consumer = make_consumer(kafka, None, isolation_level="read_uncommitted",
+                             client_id="privacy-canary")
     try:
         topics = sorted(t for t in consumer.topics() if t.startswith(prefix))
         parts = [TopicPartition(t, p) for t in topics
@@ -115,7 +124,7 @@ def _topic_records(bootstrap: str, prefix: str, timeout_s: float = 120.0
                 records[tp.topic].extend(batch)
         return records
     finally:
-        consumer.close()
+        consumer.close(autocommit=False)
 
 
 def _describe(search: Search, where: str, hits: list[Hit]) -> Leaks:
@@ -254,21 +263,23 @@ def _vaults_control(search: Search, pop: Population, vaults: Path, scratch: Path
 
 
 def test_no_identifier_reaches_any_topic_hub_database_or_log(
-    kafka_bootstrap: str, topic_names: Callable[[str], str], tmp_path: Path,
+    kafka: KafkaConnection, topic_names: Callable[[str], str], tmp_path: Path,
 ) -> None:
     prefix = topic_names("")
     try:
-        _canary(kafka_bootstrap, prefix, tmp_path)
+        _canary(kafka, prefix, tmp_path)
     finally:
-        delete_topics_with_prefix(kafka_bootstrap, prefix)
+        delete_topics_with_prefix(kafka, prefix)
 
 
-def _canary(kafka_bootstrap: str, prefix: str, tmp_path: Path) -> None:
+def _canary(kafka: KafkaConnection, prefix: str, tmp_path: Path) -> None:
     started = time.monotonic()
     folder = tmp_path / "demo"
-    env = {**os.environ, "SAFEHUB_TOPIC_PREFIX": prefix, "SAFEHUB_STATE": str(tmp_path / "state"),
-           "PYTHONUNBUFFERED": "1"}
-    code, out, err = _run_demo(folder, env, kafka_bootstrap)
+    # The demo takes the admin principal from the environment and starts every service as
+    # its own principal, with password files in the same secrets folder.
+    env = {**os.environ, **kafka.env(), "SAFEHUB_TOPIC_PREFIX": prefix,
+           "SAFEHUB_STATE": str(tmp_path / "state"), "PYTHONUNBUFFERED": "1"}
+    code, out, err = _run_demo(folder, env, kafka.bootstrap)
     assert code == 0, err[-3000:]
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["settled"], summary
@@ -284,7 +295,7 @@ def _canary(kafka_bootstrap: str, prefix: str, tmp_path: Path) -> None:
     vaults = _vaults_control(search, pop, folder / "vaults", tmp_path / "scratch" / "vaults")
 
     leaks: Leaks = []
-    records = _topic_records(kafka_bootstrap, prefix)
+    records = _topic_records(kafka, prefix)
     per_topic = Counter({t[len(prefix):]: len(r) for t, r in records.items()})
     assert sum(n for t, n in per_topic.items() if t.startswith("ingress.")) \
         == summary["published"]
@@ -327,3 +338,15 @@ def _canary(kafka_bootstrap: str, prefix: str, tmp_path: Path) -> None:
           f"output; {vaults} vaults as positive control; demo {demo_s:.0f} s, "
           f"all {time.monotonic() - started:.0f} s")
     assert leaks == [], f"{len(leaks)} identifier hits, first ones:\n" + "\n".join(leaks[:40])
+
+    # No principal's password in any of it, nor in the vaults or the brokers' logs.
+    outputs = {"demo stdout": out, "demo stderr": err}
+    for topic, recs in records.items():
+        outputs[f"topic {topic}"] = b"\0".join(
+            b"\0".join([r.key or b"", r.value or b"", *(n.encode() + b"=" + v
+                                                       for n, v in r.headers or [])])
+            for r in recs)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        outputs[str(path.relative_to(folder))] = path.read_bytes()
+    assert any(name.startswith("logs") or name.endswith(".log") for name in outputs), outputs.keys()
+    check_no_password_anywhere(kafka, outputs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,22 +31,23 @@ from safehub.errors import BrokerError
 from safehub.producers.publisher import Publisher, Undelivered
 from safehub.producers.vault import Vault
 from safehub.schemas.vocabulary import Sector
+from tests.conftest import Namespace
 from tests.integration.test_privacy_canary import broker_logs
 from tests.integration.test_publish import KEY, sign_record
 
 pytestmark = pytest.mark.integration
 
 AGENCY_A, AGENCY_B, HUB = "police-a", "school-b", "csc-x"
-FAST = {"request_timeout_ms": 8000,
+FAST: dict[str, Any] = {"request_timeout_ms": 8000,
         "reconnect_backoff_max_ms": 500}
 
 
 @pytest.fixture
-def ns(secure_namespace):
+def ns(secure_namespace: Callable[..., Namespace]) -> Namespace:
     return secure_namespace(agencies={AGENCY_A: "POLICE", AGENCY_B: "EDUCATION"}, hubs=[HUB])
 
 
-def _topics(ns) -> list[str]:
+def _topics(ns: Namespace) -> list[str]:
     return sorted(ns.topic(n) for n in (
         f"ingress.{AGENCY_A}", f"ingress.{AGENCY_B}", f"alerts.{HUB}", f"alert-acks.{HUB}",
         "correlated", "audit", "deadletter", "correlator-blocks-changelog"))
@@ -125,7 +127,7 @@ def test_an_unauthenticated_client_is_refused(
 
 
 def test_a_wrong_password_or_an_unknown_principal_is_refused(
-        ns, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        ns: Namespace, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.ERROR, logger="kafka")
     wrong = tmp_path / f"{AGENCY_A}.password"
     write_secret(wrong, "not-the-password-of-police-a")
@@ -151,7 +153,7 @@ def test_a_wrong_password_or_an_unknown_principal_is_refused(
 
 # -- agencies --------------------------------------------------------------------------------
 
-def test_an_agency_cannot_write_another_agencys_ingress(ns) -> None:
+def test_an_agency_cannot_write_another_agencys_ingress(ns: Namespace) -> None:
     mine, theirs = ns.topic(f"ingress.{AGENCY_A}"), ns.topic(f"ingress.{AGENCY_B}")
     producer = make_producer(ns.connection(AGENCY_A), "attack-a-as-b", max_block_ms=10_000)
     try:
@@ -164,7 +166,8 @@ def test_an_agency_cannot_write_another_agencys_ingress(ns) -> None:
     assert _end(ns.kafka, mine) == 1
 
 
-def test_the_broker_refuses_what_agency_a_publishes_as_agency_b(ns, tmp_path: Path) -> None:
+def test_the_broker_refuses_what_agency_a_publishes_as_agency_b(
+        ns: Namespace, tmp_path: Path) -> None:
     """The publisher builds a well-formed event naming agency B; the payload says B, the topic
     says B, but the authenticated principal is A, and that is what the broker goes by."""
     producer = make_producer(ns.connection(AGENCY_A), "attack-publisher", max_block_ms=10_000)
@@ -185,7 +188,7 @@ def test_the_broker_refuses_what_agency_a_publishes_as_agency_b(ns, tmp_path: Pa
 
 
 @pytest.mark.parametrize("agency", [AGENCY_A, AGENCY_B])
-def test_no_agency_can_read_any_topic(ns, agency: str) -> None:
+def test_no_agency_can_read_any_topic(ns: Namespace, agency: str) -> None:
     _seed(ns, _topics(ns))
     me = ns.connection(agency)
     own = ns.topic(f"ingress.{agency}")
@@ -211,7 +214,7 @@ def test_no_agency_can_read_any_topic(ns, agency: str) -> None:
         consumer.close(autocommit=False)
 
 
-def _seed(ns, topics: list[str]) -> None:
+def _seed(ns: Namespace, topics: list[str]) -> None:
     """A record on partition 0 of each topic, so that an empty poll cannot pass for a refusal."""
     producer = make_producer(ns.kafka, "attack-seed")
     try:
@@ -294,7 +297,7 @@ def _find_value(found: Any, key: str) -> Any:
 @pytest.mark.parametrize("principal", ["audit-sink", "router", "correlator", "auditor",
                                        AGENCY_A, HUB])
 def test_no_one_but_admin_can_delete_audit_or_change_its_retention(
-        ns, principal: str) -> None:
+        ns: Namespace, principal: str) -> None:
     audit = ns.topic("audit")
     admin = make_admin(ns.connection(principal), f"attack-{principal}")
     try:
@@ -322,7 +325,7 @@ def make_admin_topics(kafka: KafkaConnection) -> set[str]:
         admin.close()
 
 
-def test_admin_can_change_audits_retention_and_delete_it(ns) -> None:
+def test_admin_can_change_audits_retention_and_delete_it(ns: Namespace) -> None:
     """The control for the test above: the same calls as admin succeed."""
     audit = ns.topic("audit")
     admin = make_admin(ns.kafka)
@@ -347,7 +350,7 @@ def test_admin_can_change_audits_retention_and_delete_it(ns) -> None:
 
 # -- the auditor -------------------------------------------------------------------------------
 
-def test_the_auditor_cannot_write_anything(ns) -> None:
+def test_the_auditor_cannot_write_anything(ns: Namespace) -> None:
     auditor = ns.connection("auditor")
     for idempotent in (True, False):
         producer = make_producer(auditor, "attack-auditor", enable_idempotence=idempotent,
@@ -380,7 +383,7 @@ def test_the_auditor_cannot_write_anything(ns) -> None:
         consumer.close(autocommit=False)
 
 
-def test_the_auditor_cannot_read_deadletter_or_join_a_group(ns) -> None:
+def test_the_auditor_cannot_read_deadletter_or_join_a_group(ns: Namespace) -> None:
     auditor = ns.connection("auditor")
     _seed(ns, [ns.topic("deadletter")])
     _cannot_see_or_read(auditor, [ns.topic("deadletter")])
