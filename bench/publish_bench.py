@@ -1,6 +1,10 @@
 """Agency-side cost: pseudonymise + encode per event, and publish throughput to a local broker.
 
-    SAFEHUB_KAFKA_BOOTSTRAP=127.0.0.1:19092 python -m bench.publish_bench [--events N]
+    python -m bench.publish_bench [--events N]
+
+on the secure cluster named by SAFEHUB_KAFKA_* (default: the local one): as its admin
+principal it makes the run's ingress topic and the agency's credentials and ACL, then the agency
+publishes as itself (SASL_SSL, SCRAM-SHA-512), as `safehub publish` does.
 
 Writes bench/results/publish.json. Target (issue 4): at least 5,000 events/s per agency process.
 Publishing includes everything a real run does: normalisation, match keys, the vault's handle
@@ -18,8 +22,11 @@ import time
 import uuid
 from pathlib import Path
 
-from safehub.bus import make_admin, make_producer
-from safehub.deploy.topics import TopicSpec, create_topics
+from safehub.bus import make_producer
+from safehub.connection import KafkaConnection
+from safehub.deploy.access import apply
+from safehub.deploy.registry import ADMIN, Kind, Party, Registry, validate
+from safehub.deploy.topics import TopicSpec, create_topics, delete_topics_with_prefix
 from safehub.producers.pseudonymisation import prepare, to_event
 from safehub.producers.publisher import DeliveryReport, Publisher
 from safehub.producers.vault import Vault
@@ -35,7 +42,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=20000)
     args = parser.parse_args()
-    bootstrap = os.environ.get("SAFEHUB_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
+    admin = KafkaConnection.from_env(ADMIN)
     records = sign_records(children(args.events, seed=99), "BENCH")
 
     started = time.perf_counter()
@@ -46,10 +53,12 @@ def main() -> int:
 
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     topic = prefix + "ingress.bench-agency"
-    create_topics(bootstrap, [TopicSpec(topic, 6, 1, {})])
+    create_topics(admin, [TopicSpec(topic, 6, 1, {})])
+    apply(admin, Registry(validate((Party("bench-agency", Kind.AGENCY, Sector.POLICE),),
+                                   "publish bench")), prefix)
     with tempfile.TemporaryDirectory() as tmp:
         vault = Vault.open(f"sqlite:///{tmp}/vault.db")
-        producer = make_producer(bootstrap, "bench-publisher")
+        producer = make_producer(admin.as_principal("bench-agency"), "bench-publisher")
         try:
             publisher = Publisher(producer, vault, KEY, "bench-agency", Sector.POLICE, prefix)
             started = time.perf_counter()
@@ -58,11 +67,7 @@ def main() -> int:
         finally:
             producer.close()
             vault.close()
-    admin = make_admin(bootstrap)
-    try:
-        admin.delete_topics([topic])
-    finally:
-        admin.close()
+    delete_topics_with_prefix(admin, prefix)
     delivered = sum(isinstance(o, DeliveryReport) for o in outcomes)
     result = {
         "bench": "publish",
@@ -72,6 +77,7 @@ def main() -> int:
         "delivered": delivered,
         "target_events_per_s": TARGET_EVENTS_PER_S,
         "target_met": delivered == args.events and delivered / publish_s >= TARGET_EVENTS_PER_S,
+        "transport": "SASL_SSL, SCRAM-SHA-512 (as the agency's own principal)",
         "cores": os.cpu_count(),
     }
     RESULTS.mkdir(exist_ok=True)

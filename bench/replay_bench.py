@@ -9,7 +9,13 @@ with each candidate client, several times, and keeps the median:
 - aiokafka (AIOKafkaConsumer.getmany), reading only;
 - what replay uses: kafka-python plans the snapshot, aiokafka fetches, SHA-256 index built.
 
-    SAFEHUB_KAFKA_BOOTSTRAP=127.0.0.1:19092 python -m bench.replay_bench [--events N]
+    python -m bench.replay_bench [--events N]
+
+on the secure cluster named by SAFEHUB_KAFKA_* (default: the local one), as its admin
+principal, which makes each run's topics, credentials and ACLs from a small registry: the
+agency `police-bench` publishes its ingress topic as itself, the correlator's journal and alerts
+are written as the correlator, and every reader runs as the `auditor` (SASL_SSL, SCRAM-SHA-512,
+read-only, no consumer group), as `safehub audit replay` does.
 
 Then the whole replay, end to end (`safehub audit replay`'s own function, in process): a fresh
 prefix gets an ingress topic of children's events (several per child, so clusters form and
@@ -43,7 +49,15 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from safehub.bus import make_producer
-from safehub.deploy.topics import TopicSpec, create_topics, delete_topics_with_prefix
+from safehub.connection import KafkaConnection
+from safehub.deploy.access import apply
+from safehub.deploy.registry import ADMIN, Kind, Party, Registry, validate
+from safehub.deploy.topics import (
+    broker_count,
+    create_topics,
+    delete_topics_with_prefix,
+    registry_specs,
+)
 from safehub.schemas.codec import encode
 from safehub.schemas.records import MatchKeys, Subject, WarningSignEvent
 from safehub.schemas.vocabulary import Sector, Sign
@@ -51,6 +65,19 @@ from safehub.services.audit.reading import Fetched, SnapshotReader, read_fast
 
 RESULTS = Path(__file__).with_name("results") / "replay.json"
 PARTITIONS = 6
+AGENCY = "police-bench"
+REGISTRY = Registry(validate((Party(AGENCY, Kind.AGENCY, Sector.POLICE),
+                              Party("correlator", Kind.SERVICE),
+                              Party("auditor", Kind.AUDITOR)), "replay bench"))
+
+
+def bench_namespace(admin: KafkaConnection, prefix: str) -> None:
+    """The bench registry's topics (ingress with PARTITIONS partitions, as topics.toml has
+    it), its principals' credentials and their ACLs under `prefix`, made as the admin."""
+    specs = registry_specs(REGISTRY, broker_count(admin), prefix)
+    assert all(s.partitions == PARTITIONS for s in specs if ".ingress." in s.name), specs
+    create_topics(admin, specs)
+    apply(admin, REGISTRY, prefix)
 TARGET_EVENTS_PER_S = 50_000
 
 
@@ -66,9 +93,11 @@ def _event(i: int) -> WarningSignEvent:
                             signs[i % len(signs)])
 
 
-def fill(bootstrap: str, topic: str, n: int) -> int:
-    create_topics(bootstrap, [TopicSpec(topic, PARTITIONS, 1, {})])
-    producer = make_producer(bootstrap, "replay-bench", linger_ms=20, batch_size=512 * 1024)
+def fill(admin: KafkaConnection, prefix: str, n: int) -> int:
+    bench_namespace(admin, prefix)
+    topic = f"{prefix}ingress.{AGENCY}"
+    producer = make_producer(admin.as_principal(AGENCY), "replay-bench", linger_ms=20,
+                             batch_size=512 * 1024)
     size = 0
     for i in range(n):
         value = encode(_event(i))
@@ -79,7 +108,7 @@ def fill(bootstrap: str, topic: str, n: int) -> int:
     return size // n
 
 
-def read_replay(bootstrap: str, topic: str) -> int:
+def read_replay(auditor: KafkaConnection, topic: str) -> int:
     seen: dict[bytes, bytes] = {}
 
     def index(batch: list[Fetched]) -> None:
@@ -87,11 +116,11 @@ def read_replay(bootstrap: str, topic: str) -> int:
             if r.value is not None:
                 seen[hashlib.sha256(r.value).digest()] = r.value
 
-    return read_fast(bootstrap, [topic], index)
+    return read_fast(auditor, [topic], index)
 
 
-def read_kafka_python(bootstrap: str, topic: str, index: bool) -> int:
-    reader = SnapshotReader(bootstrap, [topic], client_id="replay-bench")
+def read_kafka_python(auditor: KafkaConnection, topic: str, index: bool) -> int:
+    reader = SnapshotReader(auditor, [topic], client_id="replay-bench")
     count = 0
     seen: dict[bytes, bytes] = {}
     try:
@@ -106,8 +135,8 @@ def read_kafka_python(bootstrap: str, topic: str, index: bool) -> int:
     return count
 
 
-async def _read_aiokafka(bootstrap: str, topic: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+async def _read_aiokafka(auditor: KafkaConnection, topic: str) -> int:
+    consumer = AIOKafkaConsumer(**auditor.aiokafka(), group_id=None,
                                 enable_auto_commit=False, fetch_max_bytes=50 * 1024 * 1024,
                                 max_partition_fetch_bytes=8 * 1024 * 1024,
                                 isolation_level="read_committed")
@@ -133,8 +162,8 @@ async def _read_aiokafka(bootstrap: str, topic: str) -> int:
         await consumer.stop()
 
 
-def read_aiokafka(bootstrap: str, topic: str) -> int:
-    return asyncio.run(_read_aiokafka(bootstrap, topic))
+def read_aiokafka(auditor: KafkaConnection, topic: str) -> int:
+    return asyncio.run(_read_aiokafka(auditor, topic))
 
 
 DAY_MS = 86_400_000
@@ -152,7 +181,7 @@ def _child_event(i: int) -> WarningSignEvent:
                             signs[(child + 7 * n) % len(signs)])
 
 
-def fill_pipeline(bootstrap: str, prefix: str, n: int) -> tuple[int, int]:
+def fill_pipeline(admin: KafkaConnection, prefix: str, n: int) -> tuple[int, int]:
     """Ingress, journal and alerts for `n` events, as the correlator leaves them.
 
     Returns (events, alerts)."""
@@ -161,11 +190,13 @@ def fill_pipeline(bootstrap: str, prefix: str, n: int) -> tuple[int, int]:
     from safehub.services.correlation.core import BlockState, initial_state, step
     from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
 
-    create_topics(bootstrap, [TopicSpec(prefix + "ingress.police-bench", PARTITIONS, 1, {}),
-                              TopicSpec(prefix + "correlated", PARTITIONS, 1, {}),
-                              TopicSpec(prefix + "audit", 1, 1, {})])
+    bench_namespace(admin, prefix)
     rules = load_rules(DEFAULT_RULES_PATH)
-    producer = make_producer(bootstrap, "replay-bench", linger_ms=20, batch_size=512 * 1024)
+    # The agency writes its ingress topic, the correlator its journal and alerts.
+    agency = make_producer(admin.as_principal(AGENCY), "replay-bench", linger_ms=20,
+                           batch_size=512 * 1024)
+    producer = make_producer(admin.as_principal("correlator"), "replay-bench", linger_ms=20,
+                             batch_size=512 * 1024)
     journal = AuditJournal(producer, prefix + "audit", "correlator")
     states: dict[int, BlockState] = {}
     alerts = 0
@@ -173,7 +204,7 @@ def fill_pipeline(bootstrap: str, prefix: str, n: int) -> tuple[int, int]:
         event = _child_event(i)
         raw = encode(event)
         block = event.subject.linkage_block
-        producer.send(prefix + "ingress.police-bench", key=block.to_bytes(4, "big"), value=raw)
+        agency.send(prefix + "ingress.police-bench", key=block.to_bytes(4, "big"), value=raw)
         states[block], raised = step(rules, states.get(block) or initial_state(), event)
         journal.record(AuditAction.EVENT_ACCEPTED, event.event_id, event.agency_id,
                        hashlib.sha256(raw).digest(), event.reported_at)
@@ -184,13 +215,17 @@ def fill_pipeline(bootstrap: str, prefix: str, n: int) -> tuple[int, int]:
                            hashlib.sha256(data).digest(), alert.raised_at)
             alerts += 1
         if i % 20_000 == 0:
+            agency.flush(300)
             journal.flush(300)  # bounds the futures held in memory
+    agency.flush(300)
     journal.flush(300)
+    agency.close()
     producer.close()
     return n, alerts
 
 
-def full_replay(bootstrap: str, prefix: str, report: Path, workers: int) -> dict[str, object]:
+def full_replay(auditor: KafkaConnection, prefix: str, report: Path, workers: int
+                ) -> dict[str, object]:
     """`safehub audit replay` end to end, then its CPU part alone on the same records."""
     from safehub.services.audit.auditor import run_replay
     from safehub.services.audit.command import AuditSettings
@@ -201,16 +236,16 @@ def full_replay(bootstrap: str, prefix: str, report: Path, workers: int) -> dict
     args = argparse.Namespace(agency=[], from_ms=None, rules=None, inbox_db=[], report=report,
                               no_progress=True, workers=workers)
     start = time.perf_counter()
-    code = run_replay(args, AuditSettings(bootstrap, prefix, "sqlite://"))
+    code = run_replay(args, AuditSettings(auditor, prefix, "sqlite://"))
     wall = time.perf_counter() - start
     result = json.loads(report.read_text())
     if code != 0:
         raise SystemExit(f"replay did not match: {result}")
 
-    audit = [r.value or b"" for r in read_all(bootstrap, [prefix + "audit"])]
-    alerts = [(str(r.offset), r.value) for r in read_all(bootstrap, [prefix + "correlated"])]
+    audit = [r.value or b"" for r in read_all(auditor, [prefix + "audit"])]
+    alerts = [(str(r.offset), r.value) for r in read_all(auditor, [prefix + "correlated"])]
     ingress = {hashlib.sha256(r.value).digest(): (r.value, r.key)
-               for r in read_all(bootstrap, [prefix + "ingress.police-bench"]) if r.value}
+               for r in read_all(auditor, [prefix + "ingress.police-bench"]) if r.value}
     t = time.perf_counter()
     cpu_report = ReplayReport()
     shards = split(audit, alerts, ingress, shard_count(len(ingress), 1), None, cpu_report)
@@ -255,24 +290,26 @@ def main() -> None:
     parser.add_argument("--full-events", type=int, default=60_000,
                         help="events for the end-to-end replay (0: skip it)")
     args = parser.parse_args()
-    bootstrap = os.environ.get("SAFEHUB_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
+    admin = KafkaConnection.from_env(ADMIN)
+    auditor = admin.as_principal("auditor")
     if args.topic:
         topic, avg = args.topic, len(encode(_event(0)))
     else:
-        topic = f"bench-{uuid.uuid4().hex[:8]}.ingress.police-bench"
+        prefix = f"bench-{uuid.uuid4().hex[:8]}."
+        topic = f"{prefix}ingress.{AGENCY}"
         t = time.perf_counter()
-        avg = fill(bootstrap, topic, args.events)
+        avg = fill(admin, prefix, args.events)
         print(f"filled {topic} with {args.events} events of ~{avg} bytes "
               f"in {time.perf_counter() - t:.1f}s")
     results = {
         "kafka-python (SnapshotReader, read only)":
-            measure(lambda: read_kafka_python(bootstrap, topic, False), args.runs, args.events),
+            measure(lambda: read_kafka_python(auditor, topic, False), args.runs, args.events),
         "kafka-python (SnapshotReader, read + SHA-256 index, as replay)":
-            measure(lambda: read_kafka_python(bootstrap, topic, True), args.runs, args.events),
+            measure(lambda: read_kafka_python(auditor, topic, True), args.runs, args.events),
         "safehub replay reader (kafka-python plan + aiokafka fetch, read + SHA-256 index)":
-            measure(lambda: read_replay(bootstrap, topic), args.runs, args.events),
+            measure(lambda: read_replay(auditor, topic), args.runs, args.events),
         "aiokafka (getmany, read only)":
-            measure(lambda: read_aiokafka(bootstrap, topic), args.runs, args.events),
+            measure(lambda: read_aiokafka(auditor, topic), args.runs, args.events),
     }
     for name, r in results.items():
         print(f"{name}: {r['events_per_s_median']:,} events/s (runs {r['events_per_s_runs']})")
@@ -282,7 +319,7 @@ def main() -> None:
         full = {}
         try:
             t = time.perf_counter()
-            events, alerts = fill_pipeline(bootstrap, prefix, args.full_events)
+            events, alerts = fill_pipeline(admin, prefix, args.full_events)
             print(f"filled {prefix}* with {events} events, their journal and {alerts} alerts "
                   f"in {time.perf_counter() - t:.1f}s")
             # One process, then the default (one per core), alternating so that both see the
@@ -292,10 +329,10 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as scratch:
                 for _ in range(args.runs):
                     for workers, kept in runs.items():
-                        kept.append(full_replay(bootstrap, prefix,
+                        kept.append(full_replay(auditor, prefix,
                                                 Path(scratch) / "replay-report.json", workers))
         finally:
-            delete_topics_with_prefix(bootstrap, prefix)
+            delete_topics_with_prefix(admin, prefix)
         for workers, kept in runs.items():
             kept.sort(key=lambda r: float(r["events_per_s"]))  # type: ignore[arg-type]
             median = dict(kept[len(kept) // 2])
@@ -311,7 +348,9 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
         "events": args.events, "partitions": PARTITIONS, "avg_event_bytes": avg,
-        "broker": bootstrap, "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)",
+        "broker": admin.bootstrap,
+        "transport": "SASL_SSL, SCRAM-SHA-512 (readers as the auditor principal)",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)",
         "python": platform.python_version(), "target_events_per_s": TARGET_EVENTS_PER_S,
         "results": results,
         "reading_meets_target": all(r["events_per_s_median"] >= TARGET_EVENTS_PER_S

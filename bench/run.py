@@ -4,8 +4,10 @@
 
 Runs each benchmark module in bench/ as `python -m bench.<name>` (each writes its own JSON
 into bench/results/), one after another so that they do not compete for the machine's cores.
-Benchmarks that need Kafka use SAFEHUB_KAFKA_BOOTSTRAP; when it is unset, a local broker is
-started with the launcher (cluster "bench") for the run and stopped afterwards.
+Benchmarks that need Kafka use the secure cluster named by SAFEHUB_KAFKA_BOOTSTRAP (with
+SAFEHUB_KAFKA_SECRETS and SAFEHUB_KAFKA_CA_FILE), as its admin principal; when it is unset, a
+local secure cluster is started with the launcher (cluster "bench") for the run and stopped
+afterwards.
 
 Writes bench/results/summary.json (every result file, the headline figures and which targets
 were met) and PNG plots beside it. A benchmark that fails is recorded with its exit code and the
@@ -200,9 +202,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name in names:
                 if name not in PURE and "SAFEHUB_KAFKA_BOOTSTRAP" not in env:
                     from safehub.deploy.kafka.launcher import Cluster
+                    from safehub.deploy.registry import ADMIN
 
                     cluster = Cluster("bench")
-                    env["SAFEHUB_KAFKA_BOOTSTRAP"] = cluster.up(nodes=1).bootstrap
+                    # The admin principal's connection (bootstrap, CA and secrets folder, never
+                    # a password): each benchmark makes its own principals and ACLs from it.
+                    env.update(cluster.up(nodes=1).connection(ADMIN).env())
                 print(f"running {name} ...", flush=True)
                 runs.append(run_one(name, env, args.timeout))
                 print(f"  {name}: exit {runs[-1]['exit_code']} in {runs[-1]['seconds']} s",
