@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import time
 from dataclasses import dataclass, replace
@@ -168,6 +169,9 @@ def run(args: argparse.Namespace) -> int:
             + ". Install the complete package, or leave optional ones out with --skip."
         )
     settings.folder.mkdir(parents=True, exist_ok=True)
+    claim_folder(settings.folder)
+    if not settings.bootstrap:
+        clear_previous_run(settings.folder)
     password, users = write_users(settings.folder, receivers)
     started = time.monotonic()
 
@@ -199,6 +203,7 @@ def run(args: argparse.Namespace) -> int:
             cluster.down()
             print("kafka stopped")
         signal.signal(signal.SIGTERM, previous)
+        (settings.folder / "demo.pid").unlink(missing_ok=True)
 
 
 def _run(
@@ -289,6 +294,38 @@ def _print_summary(settings: DemoSettings, summary: dict[str, Any], pop: Populat
         ]
     lines += [f"  files        {settings.folder} (summary.json, logs/)", ""]
     print("\n".join(lines), flush=True)
+
+
+def claim_folder(folder: Path) -> None:
+    """One demo per folder at a time: a second one says so, instead of stopping the first
+    one's broker and then failing on the web port. The claim ends with this process."""
+    pidfile = folder / "demo.pid"
+    try:
+        other = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        other = 0
+    if other and other != os.getpid():
+        try:
+            alive = b"demo" in Path(f"/proc/{other}/cmdline").read_bytes()
+        except OSError:
+            alive = False  # gone: a demo that was killed outright left its claim behind
+        if alive:
+            raise SafehubError(f"a demo is already running from {folder} (pid {other}); "
+                               "stop it with Ctrl-C where it runs, or use --folder")
+    pidfile.write_text(f"{os.getpid()}\n")
+
+
+def clear_previous_run(folder: Path) -> None:
+    """The demo's own broker starts empty, so the hub's stores and the agencies' vaults of an
+    earlier run would disagree with it (the audit ledger refused the new log's entries): start
+    them afresh too. Keys, users and their password are kept, so sign-in stays the same."""
+    stale = [p for p in folder.glob("*.sqlite*") if p.is_file()]
+    for path in stale:
+        path.unlink()
+    for sub in ("correlator", "vaults"):
+        shutil.rmtree(folder / sub, ignore_errors=True)
+    if stale:
+        print(f"cleared the previous run's databases in {folder}", flush=True)
 
 
 def write_users(folder: Path, agencies: list[str]) -> tuple[str, list[str]]:

@@ -445,6 +445,10 @@ class Cluster:
         PBKDF2 output, not the password); the password never leaves this process otherwise.
         """
         from kafka import KafkaAdminClient  # imported here: `kafka status` should start fast
+
+        from safehub import kafka_python_fixes
+
+        kafka_python_fixes.apply()
         from kafka.admin import ScramMechanism, UserScramCredentialUpsertion
         from kafka.errors import KafkaError
 

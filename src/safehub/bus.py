@@ -17,8 +17,11 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
 
+from safehub import kafka_python_fixes
 from safehub.connection import KafkaConnection
 from safehub.errors import BrokerError
+
+kafka_python_fixes.apply()
 
 Headers = Sequence[tuple[str, bytes]]
 SECRET_SETTINGS = ("sasl_plain_password",)
