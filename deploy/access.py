@@ -1,9 +1,10 @@
 """`safehub access apply|show|client-config`: principals and ACLs from the agency registry.
 
 - `apply`: for every party, a password file `<secrets>/<id>.password` (0600, made once), its
-  SCRAM-SHA-512 credential on the cluster, and exactly the ACLs deploy/acl.py derives; an ACL
-  of a registry principal on this namespace's resources that the registry no longer asks for
-  is deleted. Running it twice changes nothing the second time.
+  SCRAM-SHA-512 credential on the cluster, and exactly the ACLs deploy/acl.py derives; any ACL
+  on this namespace's resources that the registry does not ask for is deleted, and a party
+  removed from the registry loses its SCRAM credential too. Running it twice changes nothing
+  the second time.
 - `show`: the principal x topic matrix as the cluster holds it, plus groups and transactional
   ids.
 - `client-config PRINCIPAL`: the kafka-python keyword arguments for that principal as JSON,
@@ -34,6 +35,7 @@ from kafka.admin import (
     ResourcePatternFilter,
     ResourceType,
     ScramMechanism,
+    UserScramCredentialDeletion,
     UserScramCredentialUpsertion,
 )
 from kafka.errors import KafkaError
@@ -57,6 +59,7 @@ class Applied:
     credentials: int  # principals whose SCRAM credential was set
     created: int  # ACLs added
     deleted: int  # ACLs removed (no longer in the registry)
+    revoked: tuple[str, ...] = ()  # removed parties whose SCRAM credential was deleted
 
 
 def to_acl(g: Grant) -> ACL:
@@ -115,7 +118,9 @@ def apply(kafka: KafkaConnection, registry: Registry, prefix: str = "",
             raise BrokerError("setting SCRAM credentials failed: "
                               + "; ".join(f"{u}: {e}" for u, e in sorted(failed.items())))
         held = {g for g in (from_acl(a) for a in cluster_grants(admin)) if g is not None}
-        ours = {g for g in held if g.principal in names and g.name.startswith(prefix)}
+        # Every ACL on this namespace's resources is the registry's to decide, including those
+        # of a party since removed from it: a dropped agency must lose its write access.
+        ours = {g for g in held if g.name.startswith(prefix)}
         missing = sorted(wanted - held)
         stale = sorted(ours - wanted)
         if missing:
@@ -125,12 +130,18 @@ def apply(kafka: KafkaConnection, registry: Registry, prefix: str = "",
                                   f"{result['failed'][0]}")
         if stale:
             admin.delete_acls([to_acl(g) for g in stale])
+        # A removed party that holds no ACL anywhere any more cannot sign in either.
+        remaining = {g.principal for g in (held - set(stale)) | wanted}
+        orphans = sorted({g.principal for g in stale} - remaining - {ADMIN} - set(names))
+        if orphans:
+            admin.alter_user_scram_credentials(
+                [UserScramCredentialDeletion(p, ScramMechanism.SCRAM_SHA_512) for p in orphans])
         _wait_effective(admin, names, wanted, set(stale))
     except KafkaError as exc:
         raise BrokerError(f"applying access failed: {type(exc).__name__}: {exc}") from exc
     finally:
         admin.close()
-    return Applied(len(upserts), len(missing), len(stale))
+    return Applied(len(upserts), len(missing), len(stale), tuple(orphans))
 
 
 def _wait_effective(admin: Any, names: list[str], wanted: set[Grant], gone: set[Grant],
@@ -200,6 +211,8 @@ def run(args: argparse.Namespace) -> int:
         done = apply(kafka, registry, prefix)
         print(f"{done.credentials} principals' credentials set; {done.created} ACLs created, "
               f"{done.deleted} removed; password files in {kafka.password_file.parent}")
+        if done.revoked:
+            print(f"removed from the registry, can no longer sign in: {', '.join(done.revoked)}")
         return 0
     print(show(registry, prefix, held_grants(kafka)))
     return 0

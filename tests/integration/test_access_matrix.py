@@ -40,6 +40,7 @@ from safehub.bus import make_admin, make_consumer, make_producer
 from safehub.connection import KafkaConnection
 from safehub.deploy.acl import all_topics
 from safehub.deploy.registry import ADMIN, Kind, Party, Registry, load_registry
+from safehub.errors import BrokerError
 
 pytestmark = pytest.mark.integration
 
@@ -331,3 +332,32 @@ def _init_transactions(conn: KafkaConnection, transactional_id: str) -> None:
         producer.init_transactions()
     finally:
         producer.close(timeout=5)
+
+
+def test_apply_is_idempotent_and_revokes_what_the_registry_drops(secure_namespace):
+    from safehub.deploy.access import apply, held_grants
+    from safehub.schemas.vocabulary import Sector
+
+    ns = secure_namespace(agencies={"police-keep": "POLICE"}, hubs=["csc-keep"])
+    leaving = Party("police-leaving", Kind.AGENCY, Sector.POLICE)
+    bigger = ns.registry.with_parties([leaving])
+    first = apply(ns.kafka, bigger, ns.prefix)
+    again = apply(ns.kafka, bigger, ns.prefix)
+    assert first.created == 3 and again.created == again.deleted == 0  # its write, 2 readers
+
+    def mine(principal: str) -> set[str]:
+        return {g.name for g in held_grants(ns.kafka)
+                if g.principal == principal and g.name.startswith(ns.prefix)}
+
+    assert mine("police-leaving") == {ns.topic("ingress.police-leaving")}
+    dropped = apply(ns.kafka, ns.registry, ns.prefix)
+    assert dropped.deleted == 3 and dropped.created == 0
+    assert dropped.revoked == ("police-leaving",)
+    assert mine("police-leaving") == set()
+    assert ns.topic("ingress.police-leaving") not in mine("correlator")
+    assert mine("police-keep") == {ns.topic("ingress.police-keep")}
+    # It cannot sign in any more (the broker answers the kept agency, same settings but its own
+    # password): refused at authentication, before any ACL is asked.
+    make_admin(ns.connection("police-keep"), "matrix-kept", bootstrap_timeout_ms=10_000).close()
+    with pytest.raises(BrokerError, match="Unable to bootstrap"):
+        make_admin(ns.connection("police-leaving"), "matrix-gone", bootstrap_timeout_ms=5000)
