@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from kafka.admin import (
 from kafka.errors import KafkaError
 
 from safehub.bus import make_admin
-from safehub.connection import KafkaConnection, write_secret
+from safehub.connection import KafkaConnection, ensure_password
 from safehub.deploy.acl import Grant, Operation, Pattern, Resource, grants, matrix, principals
 from safehub.deploy.registry import ADMIN, REGISTRY_FILE, Registry, load_registry
 from safehub.errors import BrokerError, ConfigError
@@ -81,18 +80,6 @@ def from_acl(acl: Any) -> Grant | None:
         return None
     return Grant(principal.removeprefix("User:"), resource, str(rp.resource_name), operation,
                  pattern)
-
-
-def password_file(secrets_dir: Path, principal: str) -> Path:
-    return secrets_dir / f"{principal}.password"
-
-
-def ensure_password(secrets_dir: Path, principal: str) -> str:
-    path = password_file(secrets_dir, principal)
-    if not path.exists():
-        secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_secret(path, secrets.token_urlsafe(32))
-    return KafkaConnection("", principal, path, Path()).password()
 
 
 def cluster_grants(admin: Any) -> list[Any]:

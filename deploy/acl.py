@@ -46,9 +46,17 @@ class Grant:
     pattern: Pattern = Pattern.LITERAL
 
 
+CORRELATOR_TABLE = "blocks"  # the correlator's faust table of linkage-block states
+
+
+def table_changelog(app_id: str) -> str:
+    """faust's name for the correlator table's changelog: `<app id>-<table>-changelog`."""
+    return f"{app_id}-{CORRELATOR_TABLE}-changelog"
+
+
 def changelog_topic(prefix: str) -> str:
-    """The correlator's table changelog: faust names it `<app id>-<table>-changelog`."""
-    return f"{correlator_group(prefix)}-blocks-changelog"
+    """The changelog of the correlator with its default app id, the one its ACLs allow."""
+    return table_changelog(correlator_group(prefix))
 
 
 def correlator_group(prefix: str) -> str:

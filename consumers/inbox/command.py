@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from types import FrameType
 
 from safehub.bus import make_consumer, make_producer
-from safehub.connection import KafkaConnection
+from safehub.connection import KafkaConnection, connections_from_env
 from safehub.consumers.deadletter import DeadLetterSink
 from safehub.consumers.inbox.consumer import Clock, HubInboxes, InboxConsumer, RetryPolicy
 from safehub.consumers.inbox.database import make_engine, migrate
@@ -33,19 +33,6 @@ from safehub.deploy.acl import alerts, service_group
 from safehub.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-
-def hub_connections(hubs: tuple[str, ...], env: Mapping[str, str] | None = None
-                    ) -> dict[str, KafkaConnection]:
-    """One connection per hub, each as that hub's principal, from one set of settings."""
-    e = os.environ if env is None else env
-    named = e.get("SAFEHUB_KAFKA_PRINCIPAL")
-    if named and named not in hubs:
-        raise ConfigError(f"SAFEHUB_KAFKA_PRINCIPAL={named} is not one of the hubs served "
-                          f"({', '.join(hubs)}): each hub connects as its own principal; leave "
-                          "it unset and give SAFEHUB_KAFKA_SECRETS")
-    base = KafkaConnection.from_env(named or hubs[0], e)
-    return {hub: base if hub == base.principal else base.as_principal(hub) for hub in hubs}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +50,7 @@ class InboxSettings:
             raise ConfigError("no agency: pass --agency or set SAFEHUB_INBOX_AGENCIES")
         hubs = tuple(sorted(set(named)))
         return cls(
-            kafka=hub_connections(hubs),
+            kafka=connections_from_env(hubs),
             prefix=os.environ.get("SAFEHUB_TOPIC_PREFIX", ""),
             agencies=hubs,
             database_url=os.environ.get("SAFEHUB_INBOX_DATABASE_URL",

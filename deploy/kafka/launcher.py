@@ -26,7 +26,6 @@ import base64
 import contextlib
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -39,11 +38,13 @@ from typing import Any
 
 from safehub.connection import (
     KafkaConnection,
+    ensure_password,
     local_cluster_folder,
-    read_secret,
+    password_path,
     write_secret,
 )
 from safehub.deploy.kafka.certificates import NODE_PRINCIPAL, Certificates, ensure_certificates
+from safehub.deploy.registry import ADMIN
 from safehub.errors import BrokerError, SafehubError
 
 KAFKA_VERSION = "4.4.0"
@@ -57,7 +58,6 @@ READY_TIMEOUT_S = 90.0
 # leave `up` sleeping long after the broker is ready; the launcher's own clients retry briskly.
 PROBE = {"request_timeout_ms": 5000, "bootstrap_timeout_ms": 5000,
          "reconnect_backoff_max_ms": 500}
-ADMIN = "admin"
 SECRETS = "secrets"
 AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 
@@ -162,7 +162,7 @@ class ClusterState:
         return KafkaConnection(
             bootstrap=self.bootstrap,
             principal=principal,
-            password_file=self.secrets_dir / f"{principal}.password",
+            password_file=password_path(self.secrets_dir, principal),
             ca_file=self.ca_file,
         )
 
@@ -305,10 +305,7 @@ class Cluster:
                 entry.unlink(missing_ok=True)
 
     def _admin_password(self) -> str:
-        path = self.secrets_dir / f"{ADMIN}.password"
-        if not path.exists():
-            write_secret(path, secrets.token_urlsafe(32))
-        return read_secret(path, f"Kafka password of {ADMIN}")
+        return ensure_password(self.secrets_dir, ADMIN)
 
     # -- inspection ---------------------------------------------------------------------
     def state(self) -> ClusterState | None:

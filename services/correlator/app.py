@@ -36,6 +36,7 @@ import faust
 from safehub.bus import make_producer
 from safehub.connection import KafkaConnection
 from safehub.consumers.deadletter import DeadLetterSink
+from safehub.deploy.acl import CORRELATOR_TABLE
 from safehub.errors import SafehubError
 from safehub.services.correlation.rules import Rules
 from safehub.services.correlator import transport
@@ -48,7 +49,7 @@ from safehub.services.correlator.stalls import STALL_CHECK_S, StallWatch
 
 log = logging.getLogger(__name__)
 EXIT_UNRECOVERABLE = 70
-TABLE = "blocks"  # its changelog topic is "<app id>-blocks-changelog"
+TABLE = CORRELATOR_TABLE  # its changelog topic is deploy.acl.table_changelog(app id)
 
 
 @dataclass(frozen=True, slots=True)

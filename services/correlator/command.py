@@ -36,9 +36,10 @@ from typing import Any
 
 from safehub.connection import KafkaConnection
 from safehub.deploy.acl import correlator_group
+from safehub.deploy.acl import table_changelog as changelog_topic
 from safehub.errors import ConfigError
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
-from safehub.services.correlator.app import TABLE, CorrelatorSettings, build_app
+from safehub.services.correlator.app import CorrelatorSettings, build_app
 from safehub.services.correlator.ingress import (
     ingress_pattern,
     matching_ingress,
@@ -98,11 +99,6 @@ def settings_from_env() -> CorrelatorSettings:
         worker_id=worker_id,
         transactional_id=transactional_id(app_id, worker_id),
     )
-
-
-def changelog_topic(app_id: str) -> str:
-    """faust's name for the table's changelog (deploy/acl.changelog_topic for the default id)."""
-    return f"{app_id}-{TABLE}-changelog"
 
 
 def ingress_topics(settings: CorrelatorSettings) -> list[str]:

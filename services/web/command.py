@@ -31,8 +31,7 @@ from types import FrameType
 from kafka import KafkaProducer
 
 from safehub.bus import make_producer
-from safehub.connection import KafkaConnection
-from safehub.consumers.inbox.command import hub_connections
+from safehub.connection import KafkaConnection, connections_from_env
 from safehub.consumers.inbox.database import make_engine, migrate
 from safehub.consumers.inbox.store import InboxStore
 from safehub.deploy.acl import acks
@@ -71,7 +70,7 @@ class WebSettings:
         if not hubs:
             raise ConfigError(f"{users_file}: no [[user]]: the web service would serve no hub")
         return cls(
-            kafka=hub_connections(hubs),
+            kafka=connections_from_env(hubs),
             prefix=os.environ.get("SAFEHUB_TOPIC_PREFIX", ""),
             users_file=Path(users_file), users=users, port=port,
             secret=os.environ.get("SAFEHUB_WEB_SECRET") or secrets.token_urlsafe(32),

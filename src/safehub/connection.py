@@ -19,9 +19,10 @@ A password never travels in an environment variable's value.
 from __future__ import annotations
 
 import os
+import secrets
 import ssl
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,20 @@ def read_secret(path: Path, what: str) -> str:
     return text
 
 
+def password_path(folder: Path, principal: str) -> Path:
+    """Where a principal's password file lives in a folder of them (SAFEHUB_KAFKA_SECRETS)."""
+    return folder / f"{principal}.password"
+
+
+def ensure_password(folder: Path, principal: str) -> str:
+    """The principal's password from its file in `folder`, made (random, 0600) if missing."""
+    path = password_path(folder, principal)
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_secret(path, secrets.token_urlsafe(32))
+    return read_secret(path, f"Kafka password of {principal}")
+
+
 def write_secret(path: Path, text: str) -> None:
     """Create a 0600 file with this content (created with that mode, never widened first)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,7 +96,7 @@ class KafkaConnection:
         e = os.environ if env is None else env
         local = local_cluster_folder()
         principal = e.get("SAFEHUB_KAFKA_PRINCIPAL") or default_principal
-        secrets = Path(e.get("SAFEHUB_KAFKA_SECRETS") or local / "secrets")
+        folder = Path(e.get("SAFEHUB_KAFKA_SECRETS") or local / "secrets")
         password_file = e.get("SAFEHUB_KAFKA_PASSWORD_FILE")
         bootstrap = e.get("SAFEHUB_KAFKA_BOOTSTRAP") or DEFAULT_BOOTSTRAP
         if any(not part.strip() or ":" not in part for part in bootstrap.split(",")):
@@ -91,7 +106,7 @@ class KafkaConnection:
             bootstrap=bootstrap,
             principal=principal,
             password_file=Path(password_file) if password_file
-            else secrets / f"{principal}.password",
+            else password_path(folder, principal),
             ca_file=Path(e.get("SAFEHUB_KAFKA_CA_FILE") or local / "ca.pem"),
         )
 
@@ -99,7 +114,7 @@ class KafkaConnection:
         """The same cluster as another principal whose password file sits beside this one's."""
         return replace(self, principal=principal,
                        password_file=password_file
-                       or self.password_file.with_name(f"{principal}.password"))
+                       or password_path(self.password_file.parent, principal))
 
     def env(self) -> dict[str, str]:
         """The environment that gives a child service this connection (paths, never secrets)."""
@@ -137,15 +152,10 @@ class KafkaConnection:
         return context
 
     def aiokafka(self) -> dict[str, Any]:
-        """aiokafka keyword arguments."""
-        return {
-            "bootstrap_servers": self.bootstrap,
-            "security_protocol": SECURITY_PROTOCOL,
-            "sasl_mechanism": SASL_MECHANISM,
-            "sasl_plain_username": self.principal,
-            "sasl_plain_password": self.password(),
-            "ssl_context": self.ssl_context(),
-        }
+        """aiokafka keyword arguments: kafka-python's, with an SSL context for the CA file."""
+        settings = self.kafka_python()
+        del settings["ssl_cafile"]
+        return {**settings, "ssl_context": self.ssl_context()}
 
     def faust(self) -> dict[str, Any]:
         """faust.App keyword arguments: the broker URL and its credentials."""
@@ -158,3 +168,19 @@ class KafkaConnection:
                 ssl_context=self.ssl_context(), mechanism=SASL_MECHANISM,
             ),
         }
+
+
+def connections_from_env(principals: Iterable[str], env: Mapping[str, str] | None = None
+                         ) -> dict[str, KafkaConnection]:
+    """One connection per principal, from one set of settings: a process that acts for several
+    hubs (the inbox, the web page) holds each hub's own credentials, never one shared login.
+    SAFEHUB_KAFKA_PRINCIPAL may be unset; if set, it must be one of them."""
+    e = os.environ if env is None else env
+    names = tuple(principals)
+    named = e.get("SAFEHUB_KAFKA_PRINCIPAL")
+    if named and named not in names:
+        raise ConfigError(f"SAFEHUB_KAFKA_PRINCIPAL={named} is not one of the hubs served "
+                          f"({', '.join(names)}): each hub connects as its own principal; leave "
+                          "it unset and give SAFEHUB_KAFKA_SECRETS")
+    base = KafkaConnection.from_env(named or names[0], e)
+    return {p: base if p == base.principal else base.as_principal(p) for p in names}
