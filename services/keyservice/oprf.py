@@ -1,0 +1,166 @@
+"""RFC 9497 OPRF, mode 0x00 (OPRF), suite ristretto255-SHA512: the pure protocol.
+
+Group arithmetic is libsodium's ristretto255 through `rbcl`, which bundles its own libsodium
+(PyNaCl does not expose ristretto255). Everything here follows the RFC's section 3.3.1 and
+section 4.1 exactly, so that the RFC's Appendix A.1.1 vectors pass and any agency's client in
+any language interoperates. Randomness is used only for a blind that the caller did not supply.
+
+Elements and scalars travel as their RFC encodings: 32 bytes each, scalars little-endian.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import rbcl  # type: ignore[import-untyped]
+
+from safehub.errors import ValidationError
+
+MODE_OPRF = 0x00
+CONTEXT = b"OPRFV1-" + bytes([MODE_OPRF]) + b"-ristretto255-SHA512"
+HASH_TO_GROUP_DST = b"HashToGroup-" + CONTEXT
+HASH_TO_SCALAR_DST = b"HashToScalar-" + CONTEXT
+DERIVE_KEY_PAIR_DST = b"DeriveKeyPair" + CONTEXT
+
+ELEMENT_BYTES = 32  # Ne
+SCALAR_BYTES = 32  # Ns
+OUTPUT_BYTES = 64  # Nh: SHA-512
+SEED_BYTES = 32  # Nseed
+MAX_INPUT_BYTES = 2**16 - 1  # inputs are length-prefixed with two bytes in Finalize
+_IDENTITY = bytes(ELEMENT_BYTES)  # the canonical encoding of the identity element
+
+_sodium: Any = rbcl
+
+
+def _i2osp(value: int, length: int) -> bytes:
+    return value.to_bytes(length, "big")
+
+
+def expand_message_xmd(msg: bytes, dst: bytes, length: int) -> bytes:
+    """RFC 9380 section 5.3.1 with SHA-512 (b_in_bytes 64, s_in_bytes 128)."""
+    b_in_bytes, s_in_bytes = 64, 128
+    ell = -(-length // b_in_bytes)
+    if ell > 255 or length > 65535 or len(dst) > 255:
+        raise ValueError("expand_message_xmd: length or DST too long")
+    dst_prime = dst + _i2osp(len(dst), 1)
+    msg_prime = bytes(s_in_bytes) + msg + _i2osp(length, 2) + b"\x00" + dst_prime
+    b0 = hashlib.sha512(msg_prime).digest()
+    blocks = [hashlib.sha512(b0 + b"\x01" + dst_prime).digest()]
+    for i in range(2, ell + 1):
+        mixed = bytes(x ^ y for x, y in zip(b0, blocks[-1], strict=True))
+        blocks.append(hashlib.sha512(mixed + _i2osp(i, 1) + dst_prime).digest())
+    return b"".join(blocks)[:length]
+
+
+def hash_to_group(msg: bytes) -> bytes:
+    """hash_to_ristretto255 (RFC 9380 appendix B) under the suite's HashToGroup DST."""
+    uniform = expand_message_xmd(msg, HASH_TO_GROUP_DST, 64)
+    return bytes(_sodium.crypto_core_ristretto255_from_hash(uniform))
+
+
+def hash_to_scalar(msg: bytes, dst: bytes = HASH_TO_SCALAR_DST) -> bytes:
+    """64 uniform bytes read little-endian and reduced modulo the group order."""
+    uniform = expand_message_xmd(msg, dst, 64)
+    return bytes(_sodium.crypto_core_ristretto255_scalar_reduce(uniform))
+
+
+def _scalar_mult(scalar: bytes, element: bytes) -> bytes:
+    try:
+        return bytes(_sodium.crypto_scalarmult_ristretto255(scalar, element))
+    except (RuntimeError, ValueError, TypeError) as exc:
+        # Unreachable for a non-zero scalar and a validated element of this prime-order group.
+        raise ValidationError("element", "scalar multiplication failed") from exc
+
+
+def deserialize_element(data: bytes, field: str = "element") -> bytes:
+    """The RFC's DeserializeElement: 32 bytes, a canonical ristretto255 encoding, not the
+    identity. libsodium's validity check accepts the identity, so it is refused here."""
+    if len(data) != ELEMENT_BYTES:
+        raise ValidationError(field, f"must be {ELEMENT_BYTES} bytes", f"got {len(data)}")
+    if data == _IDENTITY:
+        raise ValidationError(field, "is the identity element")
+    if data[-1] & 0x80:
+        # A canonical encoding is below 2^255 - 19. libsodium 1.0.18 (bundled by rbcl, and
+        # Debian 12's) ignores the top bit when decoding, so it would take x and x | 2^255 as
+        # the same element: the RFC requires the non-canonical one to be refused.
+        raise ValidationError(field, "is not a canonical ristretto255 encoding")
+    if not _sodium.crypto_core_ristretto255_is_valid_point(data):
+        raise ValidationError(field, "is not a valid ristretto255 element")
+    return data
+
+
+def _check_scalar(scalar: bytes, field: str) -> None:
+    # A canonical scalar is below the group order: reducing it (padded to 64 bytes) is a no-op.
+    if len(scalar) != SCALAR_BYTES:
+        raise ValidationError(field, f"must be {SCALAR_BYTES} bytes", f"got {len(scalar)}")
+    if _sodium.crypto_core_ristretto255_scalar_reduce(scalar + bytes(32)) != scalar:
+        raise ValidationError(field, "is not a canonical scalar")
+    if scalar == bytes(SCALAR_BYTES):
+        raise ValidationError(field, "is zero")
+
+
+def _check_input(data: bytes) -> None:
+    if len(data) > MAX_INPUT_BYTES:
+        raise ValidationError("input", f"must be at most {MAX_INPUT_BYTES} bytes")
+
+
+def derive_key_pair(seed: bytes, info: bytes) -> tuple[bytes, bytes]:
+    """RFC 9497 section 3.2.1 DeriveKeyPair: (skS scalar, pkS element), both serialized."""
+    if len(seed) != SEED_BYTES:
+        raise ValidationError("seed", f"must be {SEED_BYTES} bytes", f"got {len(seed)}")
+    if len(info) > 2**16 - 1:
+        raise ValidationError("info", "must be at most 65535 bytes")
+    derive_input = seed + _i2osp(len(info), 2) + info
+    for counter in range(256):
+        sk = hash_to_scalar(derive_input + _i2osp(counter, 1), DERIVE_KEY_PAIR_DST)
+        if sk != bytes(SCALAR_BYTES):
+            pk = bytes(_sodium.crypto_scalarmult_ristretto255_base(sk))
+            return sk, pk
+    raise ValidationError("seed", "DeriveKeyPairError: no non-zero scalar in 256 tries")
+
+
+def random_scalar() -> bytes:
+    """A uniformly random non-zero scalar (libsodium never returns zero here)."""
+    return bytes(_sodium.crypto_core_ristretto255_scalar_random())
+
+
+def blind(data: bytes, blind_scalar: bytes | None = None) -> tuple[bytes, bytes]:
+    """Client: (blind, blindedElement). Pass `blind_scalar` only to reproduce test vectors."""
+    _check_input(data)
+    r = random_scalar() if blind_scalar is None else blind_scalar
+    _check_scalar(r, "blind")
+    element = hash_to_group(data)
+    if element == _IDENTITY:
+        # Probability ~2^-252; the RFC names it InvalidInputError.
+        raise ValidationError("input", "maps to the identity element")
+    return r, _scalar_mult(r, element)
+
+
+def blind_evaluate(secret_key: bytes, blinded_element: bytes) -> bytes:
+    """Server: skS * blindedElement, after the element is checked as the RFC requires."""
+    deserialize_element(blinded_element, "blindedElement")
+    return _scalar_mult(secret_key, blinded_element)
+
+
+def finalize(data: bytes, blind_scalar: bytes, evaluated_element: bytes) -> bytes:
+    """Client: unblind and hash into the 64-byte PRF output."""
+    _check_input(data)
+    deserialize_element(evaluated_element, "evaluatedElement")
+    _check_scalar(blind_scalar, "blind")
+    inverse = bytes(_sodium.crypto_core_ristretto255_scalar_invert(blind_scalar))
+    unblinded = _scalar_mult(inverse, evaluated_element)
+    return hashlib.sha512(
+        _i2osp(len(data), 2) + data + _i2osp(len(unblinded), 2) + unblinded + b"Finalize"
+    ).digest()
+
+
+def evaluate(secret_key: bytes, data: bytes) -> bytes:
+    """The PRF computed directly with the key (RFC 9497 section 3.3.1 Evaluate): what the
+    protocol must agree with. For tests and the server's own self-check only."""
+    _check_input(data)
+    element = hash_to_group(data)
+    evaluated = _scalar_mult(secret_key, element)
+    return hashlib.sha512(
+        _i2osp(len(data), 2) + data + _i2osp(len(evaluated), 2) + evaluated + b"Finalize"
+    ).digest()
