@@ -81,6 +81,14 @@ def acks(prefix: str, hub: str) -> str:
     return f"{prefix}alert-acks.{hub}"
 
 
+def reid_requests(prefix: str, agency: str) -> str:
+    return f"{prefix}reid-requests.{agency}"
+
+
+def reid_responses(prefix: str, hub: str) -> str:
+    return f"{prefix}reid-responses.{hub}"
+
+
 def _topic(principal: str, name: str, *ops: Operation) -> list[Grant]:
     return [Grant(principal, Resource.TOPIC, name, op) for op in ops]
 
@@ -98,9 +106,19 @@ def grants(registry: Registry, prefix: str = "") -> list[Grant]:
         me = party.principal
         if party.kind is Kind.AGENCY:
             out += _topic(me, ingress(prefix, party.id), w)
+            # Its re-identification service: reads only the requests made to it, answers any
+            # hub (sealed to that hub's key), and records its officer's decisions.
+            out += _topic(me, reid_requests(prefix, party.id), r)
+            for hub in registry.hubs:
+                out += _topic(me, reid_responses(prefix, hub), w)
+            out += _topic(me, audit, w) + _topic(me, deadletter, w)
+            out.append(_group(me, service_group(prefix, me)))
         elif party.kind is Kind.HUB:
             out += _topic(me, alerts(prefix, party.id), r)
             out += _topic(me, acks(prefix, party.id), w)
+            out += _topic(me, reid_responses(prefix, party.id), r)
+            for agency in registry.agencies:
+                out += _topic(me, reid_requests(prefix, agency), w)
             out += _topic(me, audit, w) + _topic(me, deadletter, w)
             out.append(_group(me, service_group(prefix, me)))
         elif party.kind is Kind.AUDITOR:
@@ -123,6 +141,8 @@ def grants(registry: Registry, prefix: str = "") -> list[Grant]:
             out.append(_group(me, service_group(prefix, me)))
         elif party.id == Service.AUDIT_SINK:
             out += _topic(me, audit, r, w) + _topic(me, deadletter, w)
+        elif party.id == Service.KEYSERVICE:
+            out += _topic(me, audit, w)
     return sorted(set(out))
 
 
@@ -130,8 +150,9 @@ def all_topics(registry: Registry, prefix: str = "", internal: bool = True) -> l
     """Every topic of this registry (with the correlator's changelog when `internal`)."""
     names = [f"{prefix}correlated", f"{prefix}audit", f"{prefix}deadletter"]
     names += [ingress(prefix, a) for a in registry.agencies]
+    names += [reid_requests(prefix, a) for a in registry.agencies]
     for hub in registry.hubs:
-        names += [alerts(prefix, hub), acks(prefix, hub)]
+        names += [alerts(prefix, hub), acks(prefix, hub), reid_responses(prefix, hub)]
     if internal:
         names.append(changelog_topic(prefix))
     return sorted(names)

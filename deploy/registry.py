@@ -37,6 +37,7 @@ class Service(StrEnum):
     CORRELATOR = "correlator"
     ROUTER = "router"
     AUDIT_SINK = "audit-sink"
+    KEYSERVICE = "keyservice"  # the OPRF key service: writes only its refusals to the audit log
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,6 +62,8 @@ from safehub.schemas.records import (
     CorrelatedAlert,
     DeadLetter,
     MissingEpisodeEvent,
+    ReidRequest,
+    ReidResponse,
     RoutedAlert,
     WarningSignEvent,
 )
@@ -76,12 +78,12 @@ HISTORY_DIR = SCHEMA_DIR / "history"
 
 Record = (
     WarningSignEvent | MissingEpisodeEvent | CorrelatedAlert | RoutedAlert | AlertAck
-    | AuditEntry | DeadLetter
+    | AuditEntry | DeadLetter | ReidRequest | ReidResponse
 )
 # Top-level records, each with its own schema file `safehub.<Name>.avsc`.
 TOP_LEVEL: tuple[type[Any], ...] = (
     WarningSignEvent, MissingEpisodeEvent, CorrelatedAlert, RoutedAlert, AlertAck, AuditEntry,
-    DeadLetter,
+    DeadLetter, ReidRequest, ReidResponse,
 )
 _PRIMITIVES = PRIMITIVES
 # What fastavro raises on malformed bodies (found by the bad-input and hypothesis tests).

@@ -18,8 +18,13 @@ from safehub.schemas.vocabulary import (
     AckAction,
     AuditAction,
     Decision,
+    DeclineReason,
     Indicator,
+    LawfulBasis,
     MissingType,
+    Rationale,
+    ReidOutcome,
+    ReidPurpose,
     RouteReason,
     Sector,
     Tier,
@@ -51,6 +56,15 @@ class MatchKeys:
 
 @quick_init
 @dataclass(frozen=True, slots=True)
+class EpochKeys:
+    """A child's match keys under one key epoch (the other epoch, during a key rotation)."""
+
+    key_epoch: int
+    match_keys: MatchKeys
+
+
+@quick_init
+@dataclass(frozen=True, slots=True)
 class Subject:
     """The child, as the hub may know them: linkable, not identifiable."""
 
@@ -61,6 +75,9 @@ class Subject:
     local_authority: str  # GSS code of the responsible local authority, e.g. E08000035
     placing_authority: str | None  # GSS code of the placing authority for a looked-after child
     reid_handle: str  # random 32-hex handle; only the sending agency's vault can resolve it
+    # While keys are rotated an agency sends the child's keys under both epochs, so the
+    # correlator can join the child's old-epoch history to the new-epoch keys.
+    transition_keys: EpochKeys | None = None
 
 
 @quick_init
@@ -157,6 +174,8 @@ class AlertAck:
     action: AckAction
     decision: Decision | None
     at: int  # ms
+    lawful_basis: LawfulBasis | None = None  # decisions record their basis ...
+    rationale: Rationale | None = None  # ... and a coded reason
 
 
 @quick_init
@@ -183,3 +202,37 @@ class DeadLetter:
     error_message: str
     at: int  # ms
     raw: bytes
+
+
+@quick_init
+@dataclass(frozen=True, slots=True)
+class ReidRequest:
+    """A hub asks one agency who the child behind its handles is; no free text travels."""
+
+    request_id: str  # 32 hex, random: only the hub and the asked agency ever see it
+    alert_id: str
+    hub_id: str  # the requesting hub; its answer goes to reid-responses.<hub_id>
+    agency_id: str  # the agency asked; must equal the topic's
+    reid_handles: tuple[str, ...]  # the agency's own handles from the alert's evidence
+    lawful_basis: LawfulBasis
+    purpose: ReidPurpose
+    hub_public_key: bytes  # X25519, 32 bytes; the agency checks it against the hub's registered key
+    user_ref: str  # the hub user who asked (opaque staff reference)
+    requested_at: int  # ms
+
+
+@quick_init
+@dataclass(frozen=True, slots=True)
+class ReidResponse:
+    """An agency's answer: the identity sealed to the hub's key (HPKE), or a coded refusal."""
+
+    response_id: str
+    request_id: str
+    alert_id: str
+    hub_id: str  # must equal the topic's
+    agency_id: str  # must be the agency the request went to
+    outcome: ReidOutcome
+    decline_reason: DeclineReason | None
+    sealed_identity: bytes | None  # approvals only; opened only with the hub's private key
+    user_ref: str  # the agency's designated officer (opaque staff reference)
+    decided_at: int  # ms

@@ -85,12 +85,17 @@ def expected(registry: Registry, prefix: str, principal: str, topic: str) -> set
     party = registry.get(principal)
     kind, me = party.kind, party.id
     may: set[str] = set()
-    if kind is Kind.AGENCY and name == f"ingress.{me}":
-        may = {"produce"}
-    elif kind is Kind.HUB:
-        if name == f"alerts.{me}":
+    if kind is Kind.AGENCY:
+        if name == f"reid-requests.{me}":
             may = {"consume"}
-        elif name in (f"alert-acks.{me}", "audit", "deadletter"):
+        elif name == f"ingress.{me}" or name.startswith("reid-responses.") \
+                or name in ("audit", "deadletter"):
+            may = {"produce"}
+    elif kind is Kind.HUB:
+        if name in (f"alerts.{me}", f"reid-responses.{me}"):
+            may = {"consume"}
+        elif name in (f"alert-acks.{me}", "audit", "deadletter") \
+                or name.startswith("reid-requests."):
             may = {"produce"}
     elif kind is Kind.AUDITOR:
         may = {"consume"} if name != "deadletter" and not name.endswith("-changelog") else set()
@@ -111,6 +116,8 @@ def expected(registry: Registry, prefix: str, principal: str, topic: str) -> set
             may = {"consume", "produce"}
         elif name == "deadletter":
             may = {"produce"}
+    elif me == "keyservice" and name == "audit":
+        may = {"produce"}
     return may | ({"describe"} if may else set())
 
 

@@ -13,10 +13,13 @@ from safehub.schemas.records import (
     AuditEntry,
     CorrelatedAlert,
     DeadLetter,
+    EpochKeys,
     Evidence,
     MatchKeys,
     MissingEpisodeEvent,
     ReidentificationRef,
+    ReidRequest,
+    ReidResponse,
     RoutedAlert,
     Subject,
     WarningSignEvent,
@@ -25,7 +28,12 @@ from safehub.schemas.vocabulary import (
     AckAction,
     AuditAction,
     Decision,
+    DeclineReason,
+    LawfulBasis,
     MissingType,
+    Rationale,
+    ReidOutcome,
+    ReidPurpose,
     RouteReason,
     Sector,
     Sign,
@@ -171,6 +179,40 @@ def dead_letter(**changes: Any) -> DeadLetter:
     return DeadLetter(**values)
 
 
+def reid_request(**changes: Any) -> ReidRequest:
+    values: dict[str, Any] = {
+        "request_id": hex32(21),
+        "alert_id": hex32(3),
+        "hub_id": "csc-leeds",
+        "agency_id": "police-west-yorkshire",
+        "reid_handles": (hex32(7), hex32(8)),
+        "lawful_basis": LawfulBasis.DPA_SCH8_PARA4_SAFEGUARDING,
+        "purpose": ReidPurpose.STRATEGY_MEETING,
+        "hub_public_key": bytes(range(32, 64)),
+        "user_ref": "staff-0042",
+        "requested_at": T0,
+    }
+    values.update(changes)
+    return ReidRequest(**values)
+
+
+def reid_response(**changes: Any) -> ReidResponse:
+    values: dict[str, Any] = {
+        "response_id": hex32(22),
+        "request_id": hex32(21),
+        "alert_id": hex32(3),
+        "hub_id": "csc-leeds",
+        "agency_id": "police-west-yorkshire",
+        "outcome": ReidOutcome.APPROVED,
+        "decline_reason": None,
+        "sealed_identity": b"\x01" * 80,
+        "user_ref": "officer-7",
+        "decided_at": T0 + 1,
+    }
+    values.update(changes)
+    return ReidResponse(**values)
+
+
 def every_record() -> list[Any]:
     """At least one of each top-level type, with optional fields both set and unset."""
     return [
@@ -188,7 +230,14 @@ def every_record() -> list[Any]:
         routed_alert(lead_authority=None, reason=RouteReason.FALLBACK, escalation_level=2),
         alert_ack(),
         alert_ack(action=AckAction.ACKNOWLEDGED, decision=None),
+        alert_ack(lawful_basis=LawfulBasis.CONSENT, rationale=Rationale.MULTI_AGENCY_PATTERN),
         audit_entry(),
         dead_letter(),
         dead_letter(raw=b""),
+        sign_event(subject=subject(transition_keys=EpochKeys(2, MatchKeys(mk2=bytes(32))))),
+        reid_request(),
+        reid_request(reid_handles=()),
+        reid_response(),
+        reid_response(outcome=ReidOutcome.DECLINED, sealed_identity=None,
+                      decline_reason=DeclineReason.BASIS_NOT_MET),
     ]

@@ -61,11 +61,16 @@ def test_grants_are_literal_but_the_correlators_transactional_ids(registry):
         assert g.name.startswith("p.")
 
 
-def test_an_agency_may_write_its_own_ingress_topic_and_nothing_else(registry):
+def test_an_agency_writes_its_ingress_and_answers_only_requests_made_to_it(registry):
     for agency in registry.agencies:
-        mine = [g for g in grants(registry) if g.principal == agency]
-        assert [(g.resource, g.name, g.operation.value) for g in mine] == [
-            (Resource.TOPIC, f"ingress.{agency}", "write")]
+        mine = {(g.resource, g.name, g.operation.value) for g in grants(registry)
+                if g.principal == agency}
+        assert mine == {
+            (Resource.TOPIC, f"ingress.{agency}", "write"),
+            (Resource.TOPIC, f"reid-requests.{agency}", "read"),
+            (Resource.TOPIC, "audit", "write"), (Resource.TOPIC, "deadletter", "write"),
+            (Resource.GROUP, agency, "read"),
+        } | {(Resource.TOPIC, f"reid-responses.{hub}", "write") for hub in registry.hubs}
 
 
 def test_a_hub_reads_only_its_own_alerts_and_writes_only_its_own_acks(registry):
@@ -73,7 +78,9 @@ def test_a_hub_reads_only_its_own_alerts_and_writes_only_its_own_acks(registry):
         mine = {(g.name, g.operation.value) for g in grants(registry)
                 if g.principal == hub and g.resource is Resource.TOPIC}
         assert mine == {(f"alerts.{hub}", "read"), (f"alert-acks.{hub}", "write"),
-                        ("audit", "write"), ("deadletter", "write")}
+                        ("audit", "write"), ("deadletter", "write"),
+                        (f"reid-responses.{hub}", "read")} | {
+            (f"reid-requests.{agency}", "write") for agency in registry.agencies}
 
 
 def test_adding_an_agency_adds_its_rows(registry):
@@ -83,7 +90,12 @@ def test_adding_an_agency_adds_its_rows(registry):
         ("police-new-force", "ingress.police-new-force", "write"),
         ("correlator", "ingress.police-new-force", "read"),
         ("auditor", "ingress.police-new-force", "read"),
-    }
+        ("police-new-force", "reid-requests.police-new-force", "read"),
+        ("auditor", "reid-requests.police-new-force", "read"),
+        ("police-new-force", "audit", "write"), ("police-new-force", "deadletter", "write"),
+        ("police-new-force", "police-new-force", "read"),
+    } | {("police-new-force", f"reid-responses.{hub}", "write") for hub in registry.hubs} | {
+        (hub, "reid-requests.police-new-force", "write") for hub in registry.hubs}
 
 
 @pytest.mark.parametrize("entry, message", [

@@ -33,6 +33,7 @@ JUSTIFIED = {
     "source_topic": "Kafka topic name the record came from",
     "error_class": "Python exception class name",
     "error_message": "our own error text: field and rule, never a value",
+    "hub_id": "registry slug of a hub (checked against the topic)",
 }
 FORBIDDEN_TOKENS = {
     "name", "forename", "surname", "dob", "birth", "nhs", "address", "postcode", "text",
@@ -40,7 +41,9 @@ FORBIDDEN_TOKENS = {
     "email",
 }
 # The one bytes field: the refused record itself, only ever written to the deadletter topic.
-JUSTIFIED_BYTES = {("safehub.DeadLetter", "raw")}
+# The sealed identity is HPKE ciphertext that only the asking hub's private key opens; the
+# privacy canary searches every topic for the identities it carries, in every form.
+JUSTIFIED_BYTES = {("safehub.DeadLetter", "raw"), ("safehub.ReidResponse", "sealed_identity")}
 
 
 def walk_fields(schema, record_name=None, seen=None):
@@ -139,7 +142,7 @@ def test_fixed_types_are_32_byte_hashes():
         for leaf in nested(field["type"]):
             if isinstance(leaf, dict) and leaf.get("type") == "fixed":
                 name = leaf["name"] if "." in leaf["name"] else f"safehub.{leaf['name']}"
-                assert name in {"safehub.MatchKey", "safehub.Sha256"}
+                assert name in {"safehub.MatchKey", "safehub.Sha256", "safehub.PublicKey"}
                 assert leaf["size"] == 32
 
 
@@ -155,7 +158,8 @@ def test_indicator_is_a_union_of_the_three_enums():
 ENUMS = [vocabulary.Sector, vocabulary.Sign, vocabulary.Vulnerability,
          vocabulary.SignificantIncident, vocabulary.MissingType, vocabulary.Tier,
          vocabulary.Decision, vocabulary.AckAction, vocabulary.RouteReason,
-         vocabulary.AuditAction]
+         vocabulary.AuditAction, vocabulary.LawfulBasis, vocabulary.ReidPurpose,
+         vocabulary.ReidOutcome, vocabulary.DeclineReason, vocabulary.Rationale]
 
 
 @pytest.mark.parametrize("enum", ENUMS, ids=lambda e: e.__name__)

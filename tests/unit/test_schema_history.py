@@ -38,16 +38,46 @@ def test_current_schema_is_released(name):
     assert numbers == list(range(1, len(numbers) + 1))
 
 
+# Records that only the hub's own services write and read, all released together: a newer
+# writer may use enum symbols an older reader lacks (the older reader refuses such an entry
+# with a ValidationError; it never misreads it). Agency-facing records get no such leeway.
+HUB_INTERNAL_ENUM_GROWTH = {"safehub.AuditEntry"}
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_every_version_reads_every_other_statically(name):
-    for reader, writer in permutations(versions(name), 2):
-        assert incompatibilities(reader, writer) == []
+    all_versions = versions(name)
+    for (ri, reader), (wi, writer) in permutations(enumerate(all_versions), 2):
+        problems = incompatibilities(reader, writer)
+        if name in HUB_INTERNAL_ENUM_GROWTH and ri < wi:
+            problems = [p for p in problems if "unknown to the reader, no default" not in p]
+        assert problems == []
+
+
+def fit(datum, node, named):
+    """`datum` as a writer with schema `node` holds it: fields the writer lacks dropped."""
+    if isinstance(node, str):
+        node = named.get(node, node)
+    if isinstance(node, list):
+        if datum is None:
+            return None
+        branches = [b for b in node if b != "null"]
+        return fit(datum, branches[0], named) if len(branches) == 1 else datum
+    if isinstance(node, dict):
+        if node.get("type") in ("record", "enum", "fixed"):
+            full = node["name"] if "." in node["name"] else f"safehub.{node['name']}"
+            named[full] = node
+        if node.get("type") == "record":
+            return {f["name"]: fit(datum[f["name"]], f["type"], named) for f in node["fields"]}
+        if node.get("type") == "array":
+            return [fit(d, node["items"], named) for d in datum]
+    return datum
 
 
 def avro_resolve(record, writer, reader):
     out = io.BytesIO()
     avro.io.DatumWriter(avro.schema.parse(json.dumps(writer))).write(
-        plain(record), avro.io.BinaryEncoder(out))
+        fit(plain(record), writer, {}), avro.io.BinaryEncoder(out))
     datum_reader = avro.io.DatumReader(avro.schema.parse(json.dumps(writer)),
                                        avro.schema.parse(json.dumps(reader)))
     return datum_reader.read(avro.io.BinaryDecoder(io.BytesIO(out.getvalue())))
@@ -57,7 +87,27 @@ def avro_resolve(record, writer, reader):
 def test_every_version_reads_every_other_with_the_official_library(record):
     all_versions = versions(codec.schema_name(type(record)))
     for reader, writer in permutations(all_versions, 2):
-        assert avro_resolve(record, writer, reader) == plain(record)
+        assert_same_where_both_know(avro_resolve(record, writer, reader),
+                                    fit(plain(record), writer, {}))
+
+
+def assert_same_where_both_know(read, written, path="record"):
+    """`read` is `written` seen through another version: a field one version lacks is dropped
+    (an older reader) or read as its default None (an older writer); all else is equal."""
+    if isinstance(read, dict) and isinstance(written, dict):
+        for key in read.keys() | written.keys():
+            if key not in read:
+                continue
+            if key not in written:
+                assert read[key] is None, f"{path}.{key}: not written, read as {read[key]!r}"
+                continue
+            assert_same_where_both_know(read[key], written[key], f"{path}.{key}")
+    elif isinstance(read, list) and isinstance(written, list):
+        assert len(read) == len(written), path
+        for i, (r, w) in enumerate(zip(read, written, strict=True)):
+            assert_same_where_both_know(r, w, f"{path}[{i}]")
+    else:
+        assert read == written, path
 
 
 def current_event_schema():
