@@ -1,15 +1,31 @@
 """RFC 9497 OPRF (ristretto255-SHA512) through the pure functions: the RFC's own vectors,
-element validation, and the key service's pure parts (key files, quota accounting)."""
+element validation, key files, quota accounting, bearer secrets, and the HTTP app in process
+(the running service over HTTPS is tests/integration/test_keyservice.py)."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
-from safehub.errors import ValidationError
+from safehub.errors import ConfigError, ValidationError
 from safehub.services.keyservice import oprf
+from safehub.services.keyservice.credentials import Credentials
+from safehub.services.keyservice.keys import KeyDirectory, key_path, write_key_file
+from safehub.services.keyservice.quota import (
+    DAY_MS,
+    MINUTE_MS,
+    Limit,
+    QuotaBook,
+    QuotaConfig,
+    Refusal,
+    parse_quota_config,
+)
+from safehub.services.keyservice.server import MAX_BATCH, create_app, refusal_subject
 
 VECTORS = json.loads((Path(__file__).parent / "rfc9497_vectors.json").read_text())
 SEED = bytes.fromhex(VECTORS["Seed"])
@@ -103,3 +119,217 @@ def test_a_valid_element_with_the_top_bit_set_is_refused() -> None:
     twin = pk[:-1] + bytes([pk[-1] | 0x80])
     with pytest.raises(ValidationError, match="canonical"):
         oprf.blind_evaluate(sk, twin)
+
+
+# --- key files -----------------------------------------------------------------------------
+
+
+def test_key_file_round_trip_and_hidden_repr(tmp_path: Path) -> None:
+    path = write_key_file(tmp_path, 1, SEED, INFO)
+    assert path == key_path(tmp_path, 1)
+    assert path.stat().st_mode & 0o777 == 0o600
+    key = KeyDirectory(tmp_path).get(1)
+    assert key is not None and key.secret.hex() == VECTORS["skSm"]
+    text = repr(key) + repr(KeyDirectory(tmp_path))
+    assert VECTORS["skSm"] not in text and SEED.hex() not in text and "secret" not in text
+    with pytest.raises(ConfigError, match="already has a key"):
+        write_key_file(tmp_path, 1)
+
+
+def test_random_keygen_and_destroyed_epoch(tmp_path: Path) -> None:
+    write_key_file(tmp_path, 0)
+    write_key_file(tmp_path, 2)
+    keys = KeyDirectory(tmp_path)
+    assert keys.check() == [0, 2]
+    k0, k2 = keys.get(0), keys.get(2)
+    assert k0 is not None and k2 is not None and k0.secret != k2.secret
+    key_path(tmp_path, 2).unlink()
+    assert keys.get(2) is None and keys.epochs() == [0]
+
+
+def test_key_file_must_be_owner_only_and_well_formed(tmp_path: Path) -> None:
+    path = write_key_file(tmp_path, 3, SEED, INFO)
+    path.chmod(0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        KeyDirectory(tmp_path).get(3)
+    path.chmod(0o600)
+    path.write_text('{"epoch": 4, "seed": "' + SEED.hex() + '", "info": ""}')
+    with pytest.raises(ConfigError, match=r"epoch-4\.json"):
+        KeyDirectory(tmp_path).get(3)
+    path.write_text('{"epoch": 3, "seed": "abcd", "info": ""}')
+    with pytest.raises(ConfigError, match="32 bytes") as info:
+        KeyDirectory(tmp_path).get(3)
+    assert "abcd" not in str(info.value)
+
+
+# --- quotas --------------------------------------------------------------------------------
+
+T0 = 1_764_892_800_000  # 2025-12-05T00:00:00Z, a day boundary
+
+
+def test_quota_minute_limit_refuses_whole_batch_and_resets() -> None:
+    book = QuotaBook(QuotaConfig(Limit(per_minute=10, per_day=100)))
+    assert book.charge("a", 6, T0 + 1000) is None
+    refusal = book.charge("a", 5, T0 + 2000)
+    assert isinstance(refusal, Refusal)
+    assert (refusal.window, refusal.used, refusal.requested) == ("minute", 6, 5)
+    assert refusal.resets_at_ms == T0 + MINUTE_MS
+    assert "per-minute quota of 10" in refusal.message and "00:01:00Z" in refusal.message
+    assert book.charge("a", 4, T0 + 3000) is None  # exactly at the limit: allowed
+    assert book.charge("a", 1, T0 + MINUTE_MS - 1) is not None
+    assert book.charge("a", 1, T0 + MINUTE_MS) is None  # a new minute
+    assert book.charge("b", 10, T0 + 3000) is None  # another agency is unaffected
+
+
+def test_quota_day_limit_and_batch_bigger_than_limit() -> None:
+    config = parse_quota_config(
+        "[default]\nper_minute = 50\nper_day = 60\n[agencies.big]\nper_day = 1000\n")
+    book = QuotaBook(config)
+    assert book.charge("a", 50, T0) is None
+    assert book.charge("a", 11, T0 + MINUTE_MS) is not None
+    refusal = book.charge("a", 11, T0 + MINUTE_MS)
+    assert refusal is not None and refusal.window == "day"
+    assert refusal.resets_at_ms == T0 + DAY_MS
+    assert book.charge("a", 10, T0 + MINUTE_MS) is None
+    assert book.charge("a", 1, T0 + DAY_MS) is None  # the next UTC day
+    too_big = book.charge("big", 51, T0)
+    assert too_big is not None and "send smaller batches" in too_big.message
+    assert config.limit_for("big") == Limit(50, 1000)
+    assert book.charge("big", 0, T0) is None
+
+
+def test_quota_usage_and_bad_config() -> None:
+    book = QuotaBook(QuotaConfig(Limit(10, 100)))
+    book.charge("a", 3, T0)
+    rows = {u.agency: u for u in book.usage({"b"}, T0 + 1)}
+    assert rows["a"].minute.used == 3 and rows["a"].day.used == 3 and rows["b"].day.used == 0
+    later = {u.agency: u for u in book.usage(set(), T0 + MINUTE_MS)}
+    assert later["a"].minute.used == 0 and later["a"].day.used == 3
+    for bad in ("[default]\nper_minute = -1\n", "[defaults]\n", "[default]\nper_hour = 1\n",
+                "[agencies]\nx = 3\n", "not toml ["):
+        with pytest.raises(ConfigError):
+            parse_quota_config(bad)
+
+
+# --- the HTTP app, in process --------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def _app(tmp_path: Path, limit: Limit | None = None):
+    write_key_file(tmp_path / "keys", 1, SEED, INFO)
+    audited: list[tuple[Refusal, int]] = []
+    auth = Credentials.from_secrets({"police-x": "pw-police", "health-y": "pw-health"}, "ops")
+    clock = Clock()
+    app = create_app(KeyDirectory(tmp_path / "keys"),
+                     QuotaBook(QuotaConfig(limit or Limit(100, 1000))), auth,
+                     lambda r, e: audited.append((r, e)), clock)
+    return TestClient(app), audited, clock
+
+
+def _b64(b: bytes) -> str:
+    return base64.b64encode(b).decode()
+
+
+def test_app_evaluates_the_rfc_vectors(tmp_path: Path) -> None:
+    client, _, _ = _app(tmp_path)
+    elements = [_b64(bytes.fromhex(v["BlindedElement"])) for v in VECTORS["vectors"]]
+    r = client.post("/v1/evaluate", json={"epoch": 1, "elements": elements},
+                    headers={"Authorization": "Bearer pw-police"})
+    assert r.status_code == 200, r.text
+    assert r.json()["epoch"] == 1
+    assert [base64.b64decode(e).hex() for e in r.json()["evaluated"]] == [
+        v["EvaluationElement"] for v in VECTORS["vectors"]]
+    assert client.get("/healthz").json() == {"status": "ok", "epochs": [1]}
+
+
+def test_app_refusals(tmp_path: Path) -> None:
+    client, audited, clock = _app(tmp_path, Limit(per_minute=3, per_day=1000))
+    good = _b64(bytes.fromhex(VECTORS["vectors"][0]["BlindedElement"]))
+    police = {"Authorization": "Bearer pw-police"}
+
+    def post(body: object, headers: dict[str, str] = police):
+        return client.post("/v1/evaluate", json=body, headers=headers)
+
+    assert post({"epoch": 1, "elements": [good]}, {"Authorization": "Bearer nope"}
+                ).status_code == 401
+    assert post({"epoch": 1, "elements": [good]}, {}).status_code == 401
+    r = post({"epoch": 1, "elements": [good, "!!notbase64", good]})
+    assert r.status_code == 400 and r.json()["detail"] == "elements[1]: not valid base64"
+    r = post({"epoch": 1, "elements": [good, _b64(bytes(32))]})
+    assert r.status_code == 400 and "elements[1]" in r.json()["detail"]
+    assert "identity" in r.json()["detail"]
+    r = post({"epoch": 1, "elements": [_b64(b"\xff" * 32)]})
+    assert r.status_code == 400 and "elements[0]" in r.json()["detail"]
+    assert _b64(b"\xff" * 32) not in r.text
+    r = post({"epoch": 1, "elements": [_b64(bytes(16))]})
+    assert r.status_code == 400 and "got 16" in r.json()["detail"]
+    assert post({"epoch": "1", "elements": [good]}).status_code == 400
+    assert post([1, 2]).status_code == 400
+    r = post({"epoch": 1, "elements": [good] * (MAX_BATCH + 1)})
+    assert r.status_code == 413 and str(MAX_BATCH) in r.json()["detail"]
+    r = post({"epoch": 7, "elements": [good]})
+    assert r.status_code == 404 and "epoch 7" in r.json()["detail"]
+    assert audited == []  # none of those was charged or is a quota refusal
+
+    assert post({"epoch": 1, "elements": [good] * 3}).status_code == 200
+    r = post({"epoch": 1, "elements": [good]})
+    assert r.status_code == 429 and "per-minute quota of 3" in r.json()["detail"]
+    assert r.headers["Retry-After"] == "60"
+    assert len(audited) == 1 and audited[0][0].agency == "police-x" and audited[0][1] == 1
+    health = {"Authorization": "Bearer pw-health"}
+    assert post({"epoch": 1, "elements": [good]}, health).status_code == 200
+    clock.now += MINUTE_MS
+    assert post({"epoch": 1, "elements": [good]}).status_code == 200
+
+
+def test_app_usage_needs_the_operator(tmp_path: Path) -> None:
+    client, _, _ = _app(tmp_path)
+    good = _b64(bytes.fromhex(VECTORS["vectors"][0]["BlindedElement"]))
+    client.post("/v1/evaluate", json={"epoch": 1, "elements": [good] * 2},
+                headers={"Authorization": "Bearer pw-police"})
+    assert client.get("/v1/usage").status_code == 401
+    assert client.get("/v1/usage", headers={"Authorization": "Bearer pw-police"}
+                      ).status_code == 401
+    r = client.get("/v1/usage", headers={"Authorization": "Bearer ops"})
+    assert r.status_code == 200
+    rows = {a["agency"]: a for a in r.json()["agencies"]}
+    assert rows["police-x"]["minute"] == {"used": 2, "limit": 100,
+                                          "resets_at": "2025-12-05T00:01:00Z"}
+    assert rows["health-y"]["day"]["used"] == 0
+
+
+def test_destroyed_epoch_is_404_without_restart(tmp_path: Path) -> None:
+    client, _, _ = _app(tmp_path)
+    good = _b64(bytes.fromhex(VECTORS["vectors"][0]["BlindedElement"]))
+    police = {"Authorization": "Bearer pw-police"}
+    assert client.post("/v1/evaluate", json={"epoch": 1, "elements": [good]},
+                       headers=police).status_code == 200
+    os.unlink(key_path(tmp_path / "keys", 1))
+    r = client.post("/v1/evaluate", json={"epoch": 1, "elements": [good]}, headers=police)
+    assert r.status_code == 404 and "destroyed" in r.json()["detail"]
+
+
+def test_refusal_subject_is_per_agency_epoch_minute() -> None:
+    s = refusal_subject("police-x", 1, T0)
+    assert len(s) == 32 and int(s, 16) >= 0
+    assert s == refusal_subject("police-x", 1, T0 + MINUTE_MS - 1)
+    assert len({s, refusal_subject("police-x", 1, T0 + MINUTE_MS),
+                refusal_subject("police-x", 2, T0), refusal_subject("health-y", 1, T0)}) == 4
+
+
+def test_credentials_files(tmp_path: Path) -> None:
+    (tmp_path / "police-x.secret").write_text("s1\n")
+    (tmp_path / "police-x.secret").chmod(0o600)
+    creds = Credentials.load(tmp_path, None)
+    assert creds.agency_for("s1") == "police-x" and creds.agency_for("s2") is None
+    assert not creds.is_operator("s1") and "s1" not in repr(creds)
+    (tmp_path / "police-x.secret").chmod(0o640)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        Credentials.load(tmp_path, None)

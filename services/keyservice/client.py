@@ -1,0 +1,129 @@
+"""The agency side of the key service: blind, one HTTPS call per batch, finalize.
+
+`KeyServiceClient.evaluate(epoch, inputs)` returns one 32-byte value per input: the first 32
+bytes of RFC 9497's 64-byte output. Truncation is fine: the output is SHA-512 of the unblinded
+element, so any 32 bytes of it are a uniformly random 256-bit PRF value; match keys and the
+linkage block are 32-byte values everywhere else in safehub, and 256 bits leave collisions at
+2^-128 for any realistic population. The service sees only blinded elements, never an input.
+"""
+
+from __future__ import annotations
+
+import binascii
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from safehub.connection import read_secret
+from safehub.errors import ConfigError, SafehubError, ValidationError
+from safehub.services.keyservice import oprf
+from safehub.services.keyservice.server import MAX_BATCH
+
+MATCH_KEY_BYTES = 32
+
+
+class KeyServiceError(SafehubError):
+    """The key service could not be reached, refused a request, or answered wrongly.
+    `status` is the HTTP status when there was one (429: over quota, 404: epoch destroyed)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """Everything one input went through: for tests against the RFC's vectors."""
+
+    blinded: bytes
+    evaluated: bytes
+    output: bytes  # the full 64-byte RFC 9497 output
+
+
+class KeyServiceClient:
+    def __init__(self, base_url: str, secret_file: Path, ca_file: Path,
+                 timeout: float = 30.0) -> None:
+        if not base_url.startswith("https://"):
+            raise ConfigError(f"key service URL must be https://, got {base_url!r}")
+        if not ca_file.is_file():
+            raise ConfigError(f"key service CA: no certificate at {ca_file}")
+        self.base_url = base_url.rstrip("/")
+        context = ssl.create_default_context(cafile=str(ca_file))
+        secret = read_secret(secret_file, "key service bearer secret")
+        self._http = httpx.Client(base_url=self.base_url, verify=context, timeout=timeout,
+                                  headers={"Authorization": f"Bearer {secret}"})
+
+    def __repr__(self) -> str:
+        return f"KeyServiceClient({self.base_url})"
+
+    def __enter__(self) -> KeyServiceClient:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def evaluate(self, epoch: int, inputs: Sequence[bytes]) -> list[bytes]:
+        """One 32-byte PRF value per input, in order, under the epoch's key."""
+        return [e.output[:MATCH_KEY_BYTES] for e in self.evaluate_full(epoch, inputs)]
+
+    def evaluate_full(self, epoch: int, inputs: Sequence[bytes],
+                      blinds: Sequence[bytes] | None = None) -> list[Evaluation]:
+        """As evaluate, keeping the protocol's values; `blinds` only to reproduce vectors."""
+        if blinds is not None and len(blinds) != len(inputs):
+            raise ValueError("one blind per input")
+        out: list[Evaluation] = []
+        for start in range(0, len(inputs), MAX_BATCH):
+            chunk = inputs[start:start + MAX_BATCH]
+            chosen = blinds[start:start + MAX_BATCH] if blinds is not None else None
+            pairs = [oprf.blind(data, None if chosen is None else chosen[i])
+                     for i, data in enumerate(chunk)]
+            evaluated = self._call(epoch, [blinded for _, blinded in pairs])
+            for data, (blind, blinded), element in zip(chunk, pairs, evaluated, strict=True):
+                try:
+                    output = oprf.finalize(data, blind, element)
+                except ValidationError as exc:
+                    raise KeyServiceError(f"key service answered an invalid element: "
+                                          f"{exc}") from None
+                out.append(Evaluation(blinded, element, output))
+        return out
+
+    def _call(self, epoch: int, blinded: list[bytes]) -> list[bytes]:
+        body = {"epoch": epoch,
+                "elements": [binascii.b2a_base64(b, newline=False).decode() for b in blinded]}
+        try:
+            response = self._http.post("/v1/evaluate", json=body)
+        except httpx.HTTPError as exc:
+            raise KeyServiceError(f"key service at {self.base_url} unreachable: "
+                                  f"{exc.__class__.__name__}: {exc}") from None
+        if response.status_code != 200:
+            raise KeyServiceError(
+                f"key service at {self.base_url} refused epoch {epoch} "
+                f"({response.status_code}): {_detail(response)}", response.status_code)
+        try:
+            doc = response.json()
+            evaluated = [binascii.a2b_base64(e, strict_mode=True) for e in doc["evaluated"]]
+            answered_epoch = doc["epoch"]
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            raise KeyServiceError(f"key service at {self.base_url}: malformed answer") from None
+        if answered_epoch != epoch or len(evaluated) != len(blinded):
+            raise KeyServiceError(f"key service at {self.base_url}: answered epoch "
+                                  f"{answered_epoch} with {len(evaluated)} elements for "
+                                  f"epoch {epoch} and {len(blinded)}")
+        return evaluated
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        doc: Any = response.json()
+        return str(doc.get("detail", doc)) if isinstance(doc, dict) else str(doc)
+    except ValueError:
+        return response.text[:200]
