@@ -87,13 +87,13 @@ class KeyServiceClient:
             pairs = [oprf.blind(data, None if chosen is None else chosen[i])
                      for i, data in enumerate(chunk)]
             evaluated = self._call(epoch, [blinded for _, blinded in pairs])
-            for data, (blind, blinded), element in zip(chunk, pairs, evaluated, strict=True):
-                try:
-                    output = oprf.finalize(data, blind, element)
-                except ValidationError as exc:
-                    raise KeyServiceError(f"key service answered an invalid element: "
-                                          f"{exc}") from None
-                out.append(Evaluation(blinded, element, output))
+            try:
+                outputs = oprf.finalize_batch(chunk, [b for b, _ in pairs], evaluated)
+            except ValidationError as exc:
+                raise KeyServiceError(f"key service answered an invalid element: "
+                                      f"{exc}") from None
+            out += [Evaluation(blinded, element, output) for (_, blinded), element, output
+                    in zip(pairs, evaluated, outputs, strict=True)]
         return out
 
     def _call(self, epoch: int, blinded: list[bytes]) -> list[bytes]:

@@ -11,6 +11,7 @@ Elements and scalars travel as their RFC encodings: 32 bytes each, scalars littl
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 import rbcl  # type: ignore[import-untyped]
@@ -143,16 +144,50 @@ def blind_evaluate(secret_key: bytes, blinded_element: bytes) -> bytes:
     return _scalar_mult(secret_key, blinded_element)
 
 
-def finalize(data: bytes, blind_scalar: bytes, evaluated_element: bytes) -> bytes:
-    """Client: unblind and hash into the 64-byte PRF output."""
-    _check_input(data)
-    deserialize_element(evaluated_element, "evaluatedElement")
-    _check_scalar(blind_scalar, "blind")
-    inverse = bytes(_sodium.crypto_core_ristretto255_scalar_invert(blind_scalar))
-    unblinded = _scalar_mult(inverse, evaluated_element)
+def _finalize_hash(data: bytes, unblinded: bytes) -> bytes:
     return hashlib.sha512(
         _i2osp(len(data), 2) + data + _i2osp(len(unblinded), 2) + unblinded + b"Finalize"
     ).digest()
+
+
+def finalize(data: bytes, blind_scalar: bytes, evaluated_element: bytes) -> bytes:
+    """Client: unblind and hash into the 64-byte PRF output."""
+    return finalize_batch([data], [blind_scalar], [evaluated_element])[0]
+
+
+def invert_scalars(scalars: Sequence[bytes]) -> list[bytes]:
+    """Every scalar's inverse with one field inversion (Montgomery's trick): an inversion
+    costs about 25 us in libsodium, a multiplication well under 1 us, and a client finalizes
+    thousands of elements per batch."""
+    if not scalars:
+        return []
+    mul = _sodium.crypto_core_ristretto255_scalar_mul
+    prefix = [scalars[0]]
+    for scalar in scalars[1:]:
+        prefix.append(mul(prefix[-1], scalar))
+    running = bytes(_sodium.crypto_core_ristretto255_scalar_invert(prefix[-1]))
+    out = [b""] * len(scalars)
+    for i in range(len(scalars) - 1, 0, -1):
+        out[i] = bytes(mul(running, prefix[i - 1]))
+        running = bytes(mul(running, scalars[i]))
+    out[0] = running
+    return out
+
+
+def finalize_batch(inputs: Sequence[bytes], blinds: Sequence[bytes],
+                   evaluated: Sequence[bytes]) -> list[bytes]:
+    """Finalize for a batch, in order: the same outputs as Finalize one by one."""
+    if not len(inputs) == len(blinds) == len(evaluated):
+        raise ValueError("finalize_batch: one blind and one evaluated element per input")
+    for index, (data, blind_scalar, element) in enumerate(
+            zip(inputs, blinds, evaluated, strict=True)):
+        _check_input(data)
+        deserialize_element(element, f"evaluatedElement[{index}]" if len(inputs) > 1
+                            else "evaluatedElement")
+        _check_scalar(blind_scalar, "blind")
+    return [_finalize_hash(data, _scalar_mult(inverse, element))
+            for data, inverse, element in zip(inputs, invert_scalars(blinds), evaluated,
+                                              strict=True)]
 
 
 def evaluate(secret_key: bytes, data: bytes) -> bytes:
@@ -160,7 +195,4 @@ def evaluate(secret_key: bytes, data: bytes) -> bytes:
     protocol must agree with. For tests and the server's own self-check only."""
     _check_input(data)
     element = hash_to_group(data)
-    evaluated = _scalar_mult(secret_key, element)
-    return hashlib.sha512(
-        _i2osp(len(data), 2) + data + _i2osp(len(evaluated), 2) + evaluated + b"Finalize"
-    ).digest()
+    return _finalize_hash(data, _scalar_mult(secret_key, element))

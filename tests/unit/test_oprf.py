@@ -333,3 +333,18 @@ def test_credentials_files(tmp_path: Path) -> None:
     (tmp_path / "police-x.secret").chmod(0o640)
     with pytest.raises(ConfigError, match="chmod 600"):
         Credentials.load(tmp_path, None)
+
+
+def test_finalize_batch_matches_finalize_one_by_one() -> None:
+    sk, _ = oprf.derive_key_pair(SEED, INFO)
+    inputs = [bytes.fromhex(v["Input"]) for v in VECTORS["vectors"]] + [b"a", b"", b"c" * 300]
+    pairs = [oprf.blind(x) for x in inputs]
+    evaluated = [oprf.blind_evaluate(sk, b) for _, b in pairs]
+    batch = oprf.finalize_batch(inputs, [r for r, _ in pairs], evaluated)
+    assert batch == [oprf.evaluate(sk, x) for x in inputs]
+    assert batch[:2] == [bytes.fromhex(v["Output"]) for v in VECTORS["vectors"]]
+    assert oprf.finalize_batch([], [], []) == []
+    assert oprf.invert_scalars([pairs[0][0]]) == [
+        bytes(oprf._sodium.crypto_core_ristretto255_scalar_invert(pairs[0][0]))]
+    with pytest.raises(ValidationError, match=r"evaluatedElement\[1\]"):
+        oprf.finalize_batch(inputs[:2], [r for r, _ in pairs[:2]], [evaluated[0], bytes(32)])
