@@ -1,6 +1,8 @@
 """The publisher: an agency's records in, pseudonymised contract events out to `ingress.<agency>`.
 
-Per record: validate and normalise, derive match keys and the linkage block, record the
+Per batch: validate and normalise each record, derive the batch's match keys and linkage blocks
+in a few calls of the keyed PRF (the key service, or version 1's HMAC; see keying.py); then per
+record: record the
 re-identification handle in the agency's vault (committed first, so every handle that leaves is
 resolvable), build the event, check it against the contract as the hub will, encode it with the
 contract's codec, and send it keyed by the linkage block with acks=all and idempotence on
@@ -25,10 +27,11 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from safehub.errors import BrokerError, ConfigError, ValidationError
+from safehub.errors import BrokerError, ConfigError, SafehubError, ValidationError
+from safehub.producers.keying import Keying, as_keying
 from safehub.producers.linkagekey import LinkageKey
 from safehub.producers.matchkeys import message_key
-from safehub.producers.pseudonymisation import Prepared, prepare, to_event
+from safehub.producers.pseudonymisation import Prepared, event_id, prepare_many, to_event
 from safehub.producers.records import AgencyRecord, MissingEpisodeRecord, SignRecord
 from safehub.producers.vault import Assignment, Vault
 from safehub.schemas import codec
@@ -90,7 +93,7 @@ class Publisher:
         self,
         producer: KafkaProducer,
         vault: Vault,
-        key: LinkageKey,
+        key: LinkageKey | Keying,
         agency_id: str,
         sector: Sector,
         topic_prefix: str = "",
@@ -101,7 +104,7 @@ class Publisher:
             raise ConfigError("agency id must be a lower-case slug such as police-west-yorkshire")
         self.producer = producer
         self.vault = vault
-        self.key = key
+        self.keying = as_keying(key)
         self.agency_id = agency_id
         self.sector = sector
         self.topic = ingress_topic(agency_id, topic_prefix)
@@ -149,11 +152,24 @@ class Publisher:
     def _batch(self, batch: Sequence[AgencyRecord]) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(batch)
         prepared: list[tuple[int, Prepared]] = []
-        for i, record in enumerate(batch):
-            try:
-                prepared.append((i, prepare(record, self.agency_id, self.key)))
-            except ValidationError as exc:
-                outcomes[i] = Rejected(record.record_ref or None, exc.field, exc.rule)
+        try:
+            results = prepare_many(batch, self.agency_id, self.keying)
+        except SafehubError as exc:
+            # The key service refused (quota, a destroyed epoch) or could not be reached:
+            # nothing of this batch was sent or put in the vault; it can be sent again.
+            reason = f"keys not derived: {type(exc).__name__}"
+            status = getattr(exc, "status", None)
+            if status is not None:
+                reason += f" {status}"
+            log.warning("batch of %d to %s: %s", len(batch), self.topic, reason)
+            return [Undelivered(r.record_ref, event_id(self.agency_id, r.record_ref.strip())
+                                if r.record_ref and r.record_ref.strip() else "", reason)
+                    for r in batch]
+        for i, (record, result) in enumerate(zip(batch, results, strict=True)):
+            if isinstance(result, ValidationError):
+                outcomes[i] = Rejected(record.record_ref or None, result.field, result.rule)
+            else:
+                prepared.append((i, result))
         handles = self.vault.assign(self.agency_id, [
             Assignment(p.person_key, p.record.record_ref.strip(), p.event_id) for _, p in prepared
         ])
@@ -161,7 +177,7 @@ class Publisher:
         pending: list[tuple[int, Prepared, Any]] = []
         for (i, p), handle in zip(prepared, handles, strict=True):
             try:
-                event = to_event(p, self.agency_id, self.sector, self.key, handle)
+                event = to_event(p, self.agency_id, self.sector, None, handle)
                 validate_ingress(event, self.agency_id, now_ms)
                 value = codec.encode(event)
             except ValidationError as exc:
