@@ -11,7 +11,11 @@ Elements and scalars travel as their RFC encodings: 32 bytes each, scalars littl
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import rbcl  # type: ignore[import-untyped]
@@ -32,6 +36,22 @@ MAX_INPUT_BYTES = 2**16 - 1  # inputs are length-prefixed with two bytes in Fina
 _IDENTITY = bytes(ELEMENT_BYTES)  # the canonical encoding of the identity element
 
 _sodium: Any = rbcl
+
+
+def _forget_rbcl_library_file() -> None:
+    """rbcl writes its bundled libsodium to a new temporary file at every import and never
+    removes it (2.7 MB per process in /tmp). Once loaded the mapping outlives the name on POSIX,
+    so the file is removed here; if rbcl changes how it loads, nothing is removed."""
+    module = sys.modules.get("rbcl._sodium")
+    path = getattr(module, "lib_path", None)
+    if not isinstance(path, str) or os.name != "posix":
+        return
+    file = Path(path)
+    if file.parent == Path(tempfile.gettempdir()) and file.suffix == ".so":
+        file.unlink(missing_ok=True)
+
+
+_forget_rbcl_library_file()
 
 
 def _i2osp(value: int, length: int) -> bytes:

@@ -348,3 +348,10 @@ def test_finalize_batch_matches_finalize_one_by_one() -> None:
         bytes(oprf._sodium.crypto_core_ristretto255_scalar_invert(pairs[0][0]))]
     with pytest.raises(ValidationError, match=r"evaluatedElement\[1\]"):
         oprf.finalize_batch(inputs[:2], [r for r, _ in pairs[:2]], [evaluated[0], bytes(32)])
+
+
+def test_rbcl_library_file_is_not_left_in_tmp() -> None:
+    import sys
+
+    path = getattr(sys.modules["rbcl._sodium"], "lib_path", None)
+    assert path is not None and not Path(path).exists()
