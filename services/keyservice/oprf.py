@@ -146,12 +146,12 @@ def random_scalar() -> bytes:
     return bytes(_sodium.crypto_core_ristretto255_scalar_random())
 
 
-def blind(data: bytes, blind_scalar: bytes | None = None) -> tuple[bytes, bytes]:
-    """Client: (blind, blindedElement). Pass `blind_scalar` only to reproduce test vectors."""
-    _check_input(data)
-    r = random_scalar() if blind_scalar is None else blind_scalar
+def blind(input: bytes, blind: bytes | None = None) -> tuple[bytes, bytes]:
+    """Client: (blind, blindedElement). Pass `blind` only to reproduce test vectors."""
+    _check_input(input)
+    r = random_scalar() if blind is None else blind
     _check_scalar(r, "blind")
-    element = hash_to_group(data)
+    element = hash_to_group(input)
     if element == _IDENTITY:
         # Probability ~2^-252; the RFC names it InvalidInputError.
         raise ValidationError("input", "maps to the identity element")
@@ -170,9 +170,9 @@ def _finalize_hash(data: bytes, unblinded: bytes) -> bytes:
     ).digest()
 
 
-def finalize(data: bytes, blind_scalar: bytes, evaluated_element: bytes) -> bytes:
+def finalize(input: bytes, blind: bytes, evaluated: bytes) -> bytes:
     """Client: unblind and hash into the 64-byte PRF output."""
-    return finalize_batch([data], [blind_scalar], [evaluated_element])[0]
+    return finalize_batch([input], [blind], [evaluated])[0]
 
 
 def invert_scalars(scalars: Sequence[bytes]) -> list[bytes]:
