@@ -3,7 +3,9 @@
 Settings (environment): the Kafka connection (SAFEHUB_KAFKA_BOOTSTRAP, SAFEHUB_KAFKA_SECRETS, a
 folder holding each served hub's `<hub>.password`, SAFEHUB_KAFKA_CA_FILE; see safehub.connection),
 SAFEHUB_TOPIC_PREFIX, SAFEHUB_INBOX_AGENCIES (comma-separated hub ids, or --agency),
-SAFEHUB_INBOX_DATABASE_URL (default sqlite:///safehub-inbox.db).
+SAFEHUB_INBOX_DATABASE_URL (default sqlite:///safehub-inbox.db), SAFEHUB_REID_KEYS (folder of
+each hub's re-identification private key `<hub>.key`, 0600; without it the hubs' answers are
+not read), SAFEHUB_REID_RETENTION_DAYS (how long an answer's identity is kept, default 30).
 
 Each hub is read by its own consumer, authenticated as that hub's principal, in the hub's own
 consumer group `<prefix><hub>`: no hub's credentials can read another hub's alerts, whichever
@@ -21,18 +23,26 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from safehub.bus import make_consumer, make_producer
 from safehub.connection import KafkaConnection, connections_from_env
 from safehub.consumers.deadletter import DeadLetterSink
+from safehub.consumers.inbox.answers import AnswerDesk
 from safehub.consumers.inbox.consumer import Clock, HubInboxes, InboxConsumer, RetryPolicy
 from safehub.consumers.inbox.database import make_engine, migrate
+from safehub.consumers.inbox.requests import ReidRequests
 from safehub.consumers.inbox.store import InboxStore
-from safehub.deploy.acl import alerts, service_group
+from safehub.deploy.acl import alerts, reid_responses, service_group
 from safehub.errors import ConfigError
+from safehub.services.audit.journal import AuditJournal
+from safehub.services.reid.sealing import load_private_key
 
 log = logging.getLogger(__name__)
+DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +51,8 @@ class InboxSettings:
     prefix: str
     agencies: tuple[str, ...]
     database_url: str
+    reid_keys: Path | None = None
+    retention_ms: int = 30 * DAY_MS
 
     @classmethod
     def from_env(cls, agencies: list[str] | None = None) -> InboxSettings:
@@ -55,7 +67,25 @@ class InboxSettings:
             agencies=hubs,
             database_url=os.environ.get("SAFEHUB_INBOX_DATABASE_URL",
                                         "sqlite:///safehub-inbox.db"),
+            reid_keys=reid_keys_from_env(),
+            retention_ms=retention_from_env(),
         )
+
+
+def reid_keys_from_env() -> Path | None:
+    folder = os.environ.get("SAFEHUB_REID_KEYS")
+    return Path(folder) if folder else None
+
+
+def retention_from_env() -> int:
+    text = os.environ.get("SAFEHUB_REID_RETENTION_DAYS", "30")
+    try:
+        days = float(text)
+    except ValueError:
+        raise ConfigError("SAFEHUB_REID_RETENTION_DAYS must be a number of days") from None
+    if not 0 < days <= 3650:
+        raise ConfigError("SAFEHUB_REID_RETENTION_DAYS must be more than 0 and at most 3650")
+    return int(days * DAY_MS)
 
 
 def wall_clock_ms() -> int:
@@ -63,9 +93,13 @@ def wall_clock_ms() -> int:
 
 
 def hub_inbox(kafka: KafkaConnection, hub: str, store: InboxStore, prefix: str,
-              clock: Clock = wall_clock_ms, retry: RetryPolicy | None = None) -> InboxConsumer:
-    """Hub `hub`'s consumer and dead-letter producer, both as `kafka` (that hub's principal)."""
-    consumer = make_consumer(kafka, service_group(prefix, hub), [alerts(prefix, hub)],
+              clock: Clock = wall_clock_ms, retry: RetryPolicy | None = None,
+              reid_key: X25519PrivateKey | None = None,
+              retention_ms: int = 30 * DAY_MS) -> InboxConsumer:
+    """Hub `hub`'s consumer and producer (dead letters, audit), both as `kafka` (that hub's
+    principal). With the hub's re-identification key it also reads the hub's answers."""
+    topics = [alerts(prefix, hub)] + ([reid_responses(prefix, hub)] if reid_key else [])
+    consumer = make_consumer(kafka, service_group(prefix, hub), topics,
                              client_id=f"safehub-inbox-{hub}")
     try:
         producer = make_producer(kafka, f"safehub-inbox-deadletter-{hub}")
@@ -73,8 +107,11 @@ def hub_inbox(kafka: KafkaConnection, hub: str, store: InboxStore, prefix: str,
         consumer.close()
         raise
     deadletters = DeadLetterSink(producer, f"{prefix}deadletter")
+    desk = None if reid_key is None else AnswerDesk(
+        hub, ReidRequests(store.engine), reid_key, retention_ms,
+        AuditJournal(producer, f"{prefix}audit", "inbox"))
     return InboxConsumer(consumer, store, deadletters, prefix, clock, retry or RetryPolicy(),
-                         producer=producer)
+                         producer=producer, answers=desk)
 
 
 def build(settings: InboxSettings) -> HubInboxes:
@@ -83,7 +120,10 @@ def build(settings: InboxSettings) -> HubInboxes:
     inboxes: dict[str, InboxConsumer] = {}
     try:
         for hub in settings.agencies:
-            inboxes[hub] = hub_inbox(settings.kafka[hub], hub, store, settings.prefix)
+            key = (load_private_key(settings.reid_keys, hub)
+                   if settings.reid_keys is not None else None)
+            inboxes[hub] = hub_inbox(settings.kafka[hub], hub, store, settings.prefix,
+                                     reid_key=key, retention_ms=settings.retention_ms)
     except BaseException:
         for inbox in inboxes.values():
             inbox.close()

@@ -8,6 +8,10 @@ records again, so an outage of any length loses nothing and keeps the consumer i
 
 One process may serve several hubs (`HubInboxes`): one consumer per hub, each authenticated as
 that hub and in that hub's group, each on its own thread, all sharing the store.
+
+Given an `AnswerDesk`, the same consumer also reads the hub's `reid-responses.<hub>`: answers to
+its re-identification requests are checked, stored sealed and audited in the same batch, and
+identities past their retention are dropped as it goes.
 """
 
 from __future__ import annotations
@@ -22,10 +26,11 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from safehub.bus import commit_batches
 from safehub.consumers.deadletter import DeadLetterSink
+from safehub.consumers.inbox.answers import AnswerDesk, topic_hub
 from safehub.consumers.inbox.store import InboxStore
 from safehub.errors import BrokerError, StoreError, ValidationError
 from safehub.schemas.codec import decode
-from safehub.schemas.records import RoutedAlert
+from safehub.schemas.records import ReidResponse, RoutedAlert
 from safehub.services.router.core import notification_id
 
 log = logging.getLogger(__name__)
@@ -59,8 +64,12 @@ def check(routed: RoutedAlert, agency: str) -> None:
 class InboxConsumer:
     def __init__(self, consumer: KafkaConsumer, store: InboxStore, deadletters: DeadLetterSink,
                  prefix: str, clock: Clock, retry: RetryPolicy = RetryPolicy(),
-                 producer: KafkaProducer | None = None) -> None:
+                 producer: KafkaProducer | None = None, answers: AnswerDesk | None = None,
+                 expiry_every_ms: int = 5_000) -> None:
         self._consumer = consumer
+        self._answers = answers
+        self._expiry_every_ms = expiry_every_ms
+        self._next_expiry = 0
         self._producer = producer  # the dead letters', closed with the consumer if given
         self._store = store
         self._deadletters = deadletters
@@ -74,24 +83,36 @@ class InboxConsumer:
 
     def step(self, stop: threading.Event, timeout_ms: int = 500) -> int:
         """Poll once and process the batch; return how many records were consumed for good."""
+        self._expire()
         batches: Mapping[TopicPartition, list[Any]] = self._consumer.poll(timeout_ms=timeout_ms)
         if not batches:
             return 0
         good: list[tuple[RoutedAlert, bytes]] = []
+        answers: list[tuple[ReidResponse, Any]] = []
         bad: list[tuple[Any, Exception]] = []
         for tp, records in batches.items():
+            answer_topic = self._answers is not None and self._is_answer_topic(tp.topic)
             for rec in records:
                 try:
+                    if answer_topic:
+                        answers.append((decode(rec.value, ReidResponse), rec))
+                        continue
                     routed = decode(rec.value, RoutedAlert)
                     check(routed, topic_agency(tp.topic, self._prefix))
                     good.append((routed, rec.value))
                 except ValidationError as exc:
                     bad.append((rec, exc))
+        now = self._clock()
+        consumed = len(good) + len(answers) + len(bad)
         try:
-            inserted = self._store.save(good, self._clock()) if good else 0
-        except StoreError as exc:
+            inserted = self._store.save(good, now) if good else 0
+            bad += self._take_answers(answers, now)
+        except (StoreError, BrokerError) as exc:
+            # Nothing of this batch is committed: read it again once the database (or the
+            # audit log) is back. Rows already stored make the second pass a no-op.
             self.outages += 1
-            log.warning("inbox database unavailable (%s); retrying in %.1fs", exc, self._backoff)
+            log.warning("inbox cannot store this batch (%s); retrying in %.1fs", exc,
+                        self._backoff)
             for tp, records in batches.items():
                 self._consumer.seek(tp, records[0].offset)
             stop.wait(self._backoff)
@@ -104,7 +125,41 @@ class InboxConsumer:
         commit_batches(self._consumer, batches, "inbox")
         self.stored += inserted
         self.deadlettered += len(bad)
-        return len(good) + len(bad)
+        return consumed
+
+    def _is_answer_topic(self, topic: str) -> bool:
+        try:
+            topic_hub(topic, self._prefix)
+        except ValidationError:
+            return False
+        return True
+
+    def _take_answers(self, answers: list[tuple[ReidResponse, Any]], now: int
+                      ) -> list[tuple[Any, Exception]]:
+        if not answers or self._answers is None:
+            return []
+        refused: list[tuple[Any, Exception]] = []
+        for response, rec in answers:
+            try:
+                self._answers.take(response, rec.value, now)
+            except ValidationError as exc:
+                refused.append((rec, exc))
+        # Delivered (and refused) answers are in the audit log before their offsets commit.
+        self._answers.audit.flush()
+        return refused
+
+    def _expire(self) -> None:
+        if self._answers is None:
+            return
+        now = self._clock()
+        if now < self._next_expiry:
+            return
+        self._next_expiry = now + self._expiry_every_ms
+        try:
+            self._answers.expire(now)
+        except (StoreError, BrokerError) as exc:
+            log.warning("expiring re-identification answers failed (%s); next round retries",
+                        exc)
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():

@@ -109,3 +109,56 @@ class InboxAck(Base):
     decision: Mapped[str | None] = mapped_column(String(40))
     at: Mapped[int] = mapped_column(BigInteger)
     published_at: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    lawful_basis: Mapped[str | None] = mapped_column(String(40))
+    rationale: Mapped[str | None] = mapped_column(String(40))
+
+
+class InboxReidRequest(Base):
+    """One re-identification request this hub sent to one agency, and its answer.
+
+    Also an outbox row until `reid-requests.<agency>` has acknowledged it. The answer's identity
+    is kept only as the agency sealed it (HPKE to this hub's key): no column holds it in
+    plaintext, and it is dropped when it expires unless a decision to keep it is recorded.
+    """
+
+    __tablename__ = "inbox_reid_request"
+
+    request_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    notification_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("inbox_alert.notification_id"), index=True
+    )
+    alert_id: Mapped[str] = mapped_column(String(32))
+    hub_id: Mapped[str] = mapped_column(String(64))
+    agency_id: Mapped[str] = mapped_column(String(64))  # the agency asked
+    reid_handles: Mapped[str] = mapped_column(String(2048))  # space-separated
+    lawful_basis: Mapped[str] = mapped_column(String(40))
+    # For basis OTHER the hub records why; it stays here and never travels.
+    basis_reason: Mapped[str | None] = mapped_column(String(500))
+    purpose: Mapped[str] = mapped_column(String(40))
+    user_ref: Mapped[str] = mapped_column(String(64))
+    requested_at: Mapped[int] = mapped_column(BigInteger)
+    published_at: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    request_digest: Mapped[bytes] = mapped_column(LargeBinary(32))
+    status: Mapped[str] = mapped_column(String(16), default="REQUESTED")
+    response_id: Mapped[str | None] = mapped_column(String(32))
+    decline_reason: Mapped[str | None] = mapped_column(String(40))
+    responder_ref: Mapped[str | None] = mapped_column(String(64))
+    answered_at: Mapped[int | None] = mapped_column(BigInteger)
+    sealed_identity: Mapped[bytes | None] = mapped_column(LargeBinary)
+    expires_at: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    kept_by: Mapped[str | None] = mapped_column(String(64))
+    kept_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class InboxReidView(Base):
+    """Who opened a sealed identity, when, and the reason they gave (also in the audit log)."""
+
+    __tablename__ = "inbox_reid_view"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("inbox_reid_request.request_id"), index=True
+    )
+    user_ref: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(40))
+    at: Mapped[int] = mapped_column(BigInteger)

@@ -160,7 +160,9 @@ class InboxStore:
             session.add(InboxAck(
                 ack_id=ack.ack_id, notification_id=notification_id, alert_id=ack.alert_id,
                 agency_id=ack.agency_id, user_ref=ack.user_ref, action=ack.action.value,
-                decision=ack.decision.value if ack.decision else None, at=ack.at))
+                decision=ack.decision.value if ack.decision else None, at=ack.at,
+                lawful_basis=ack.lawful_basis.value if ack.lawful_basis else None,
+                rationale=ack.rationale.value if ack.rationale else None))
             if ack.action is AckAction.DECIDED:
                 row.status, row.decision, row.decided_at = "DECIDED", ack.decision, ack.at
                 row.acknowledged_at = row.acknowledged_at or ack.at

@@ -8,7 +8,7 @@ redelivered duplicate from a second, genuinely distinct decision.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, Protocol
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
@@ -47,6 +47,15 @@ def make_entry(
         at=at_ms,
         digest=digest,
     )
+
+
+class Audit(Protocol):
+    """What a service needs of its journal (tests may pass a recording fake)."""
+
+    def record(self, action: AuditAction, subject_id: str, actor: str, digest: bytes,
+               at_ms: int) -> None: ...
+
+    def flush(self, timeout: float = 60.0) -> None: ...
 
 
 class AuditJournal:

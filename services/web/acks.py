@@ -17,7 +17,7 @@ from safehub.consumers.inbox.store import InboxStore
 from safehub.errors import BrokerError, StoreError
 from safehub.schemas.codec import encode
 from safehub.schemas.records import AlertAck
-from safehub.schemas.vocabulary import AckAction, Decision
+from safehub.schemas.vocabulary import AckAction, Decision, LawfulBasis, Rationale
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,9 @@ class KafkaAckPublisher:
 def ack_from_row(row: InboxAck) -> AlertAck:
     return AlertAck(ack_id=row.ack_id, alert_id=row.alert_id, agency_id=row.agency_id,
                     user_ref=row.user_ref, action=AckAction(row.action),
-                    decision=Decision(row.decision) if row.decision else None, at=row.at)
+                    decision=Decision(row.decision) if row.decision else None, at=row.at,
+                    lawful_basis=LawfulBasis(row.lawful_basis) if row.lawful_basis else None,
+                    rationale=Rationale(row.rationale) if row.rationale else None)
 
 
 def publish_one(store: InboxStore, publisher: AckPublisher, ack: AlertAck, now: int) -> bool:

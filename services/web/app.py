@@ -21,9 +21,17 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from safehub.consumers.inbox.models import InboxAlert
 from safehub.consumers.inbox.store import STATUSES, QueueFilter
-from safehub.errors import BrokerError, StoreError
-from safehub.schemas.vocabulary import Decision, Tier
+from safehub.errors import BrokerError, StoreError, ValidationError
+from safehub.schemas.vocabulary import (
+    Decision,
+    DeclineReason,
+    LawfulBasis,
+    Rationale,
+    ReidPurpose,
+    Tier,
+)
 from safehub.services.web.hub import Hub, NotFound
+from safehub.services.web.reidentification import HubReidentification, NoSuchRequest, ViewReason
 from safehub.services.web.users import Directory, User
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -67,6 +75,41 @@ class AlertDetailOut(AlertOut):
 
 class DecisionIn(BaseModel):
     decision: Decision
+    lawful_basis: LawfulBasis | None = None
+    rationale: Rationale | None = None
+
+
+class ReidIn(BaseModel):
+    agencies: list[str]
+    lawful_basis: LawfulBasis
+    purpose: ReidPurpose
+    basis_reason: str | None = None
+
+
+class ReidOut(BaseModel):
+    request_id: str
+    agency_id: str
+    lawful_basis: str
+    purpose: str
+    status: str
+    decline_reason: str | None
+    requested_at: int
+    answered_at: int | None
+    expires_at: int | None
+    kept: bool
+
+
+class ViewIn(BaseModel):
+    reason: ViewReason
+
+
+class IdentityOut(BaseModel):
+    first_name: str
+    surname: str
+    date_of_birth: str
+    nhs_number: str | None
+    postcode: str | None
+    record_refs: list[str]
 
 
 class ActOut(BaseModel):
@@ -129,7 +172,19 @@ def queue_filter(tier: str | None = None, status: str | None = None,
 Filter = Annotated[QueueFilter, Depends(queue_filter)]
 
 
-def create_app(hub: Hub, directory: Directory, session_secret: str) -> FastAPI:
+def _reid_out(row: Any) -> ReidOut:
+    return ReidOut(request_id=row.request_id, agency_id=row.agency_id,
+                   lawful_basis=row.lawful_basis, purpose=row.purpose, status=row.status,
+                   decline_reason=row.decline_reason, requested_at=row.requested_at,
+                   answered_at=row.answered_at, expires_at=row.expires_at,
+                   kept=row.kept_at is not None)
+
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def create_app(hub: Hub, directory: Directory, session_secret: str,
+               reid: HubReidentification | None = None) -> FastAPI:
     app = FastAPI(title="safehub hub inbox", version="1",
                   description="Alerts routed to this agency's safeguarding hub.")
     app.add_middleware(SessionMiddleware, secret_key=session_secret, same_site="strict",
@@ -218,7 +273,13 @@ def create_app(hub: Hub, directory: Directory, session_secret: str) -> FastAPI:
         except NotFound:
             return page(request, "missing.html", user, status_code=404)
         return page(request, "alert.html", user, row=row, decisions=list(Decision),
-                    overdue=_overdue(row, hub.clock()), published=request.query_params.get("p"))
+                    overdue=_overdue(row, hub.clock()), published=request.query_params.get("p"),
+                    bases=list(LawfulBasis), rationales=list(Rationale),
+                    purposes=list(ReidPurpose), view_reasons=list(ViewReason),
+                    decline_reasons={d.value: d for d in DeclineReason},
+                    reid_enabled=reid is not None,
+                    requests=reid.of_alert(user, notification_id) if reid else [],
+                    error=request.query_params.get("e"))
 
     @app.post("/alerts/{notification_id}/ack", include_in_schema=False)
     def ack_form(request: Request, notification_id: str,
@@ -228,17 +289,20 @@ def create_app(hub: Hub, directory: Directory, session_secret: str) -> FastAPI:
     @app.post("/alerts/{notification_id}/decision", include_in_schema=False)
     def decision_form(request: Request, notification_id: str,
                       token: Annotated[str, Form(alias="csrf")],
-                      decision: Annotated[Decision, Form()]) -> Response:
-        return _act_form(request, notification_id, token, decision)
+                      decision: Annotated[Decision, Form()],
+                      lawful_basis: Annotated[LawfulBasis, Form()],
+                      rationale: Annotated[Rationale, Form()]) -> Response:
+        return _act_form(request, notification_id, token, decision, lawful_basis, rationale)
 
     def _act_form(request: Request, notification_id: str, token: str,
-                  decision: Decision | None) -> Response:
+                  decision: Decision | None, basis: LawfulBasis | None = None,
+                  rationale: Rationale | None = None) -> Response:
         user = current(request)
         if user is None:
             return RedirectResponse("/login", 303)
         check_csrf(request, token)
         try:
-            outcome = hub.act(user, notification_id, decision)
+            outcome = hub.act(user, notification_id, decision, basis, rationale)
         except NotFound:
             return page(request, "missing.html", user, status_code=404)
         flag = "1" if outcome.published else "0"
@@ -264,13 +328,111 @@ def create_app(hub: Hub, directory: Directory, session_secret: str) -> FastAPI:
     @app.post("/api/alerts/{notification_id}/decision", response_model=ActOut, tags=["alerts"])
     def api_decide(user: Annotated[User, Depends(api_user)], notification_id: str,
                    body: DecisionIn) -> ActOut:
-        return _api_act(user, notification_id, body.decision)
+        return _api_act(user, notification_id, body.decision, body.lawful_basis,
+                        body.rationale)
 
-    def _api_act(user: User, notification_id: str, decision: Decision | None) -> ActOut:
+    def _api_act(user: User, notification_id: str, decision: Decision | None,
+                 basis: LawfulBasis | None = None, rationale: Rationale | None = None
+                 ) -> ActOut:
         try:
-            outcome = hub.act(user, notification_id, decision)
+            outcome = hub.act(user, notification_id, decision, basis, rationale)
         except NotFound:
             raise HTTPException(404, "no such alert") from None
         return ActOut(ack_id=outcome.ack.ack_id, published=outcome.published)
+
+    # --- re-identification ------------------------------------------------------------------
+
+    def reid_service() -> HubReidentification:
+        if reid is None:
+            raise HTTPException(404, "re-identification is not configured for this hub")
+        return reid
+
+    @app.post("/alerts/{notification_id}/reidentification", include_in_schema=False)
+    def reid_form(request: Request, notification_id: str,
+                  token: Annotated[str, Form(alias="csrf")],
+                  lawful_basis: Annotated[LawfulBasis, Form()],
+                  purpose: Annotated[ReidPurpose, Form()],
+                  agency: Annotated[list[str] | None, Form()] = None,
+                  basis_reason: Annotated[str | None, Form()] = None) -> Response:
+        user = current(request)
+        if user is None:
+            return RedirectResponse("/login", 303)
+        check_csrf(request, token)
+        try:
+            reid_service().ask(user, notification_id, agency or [], lawful_basis, purpose,
+                               basis_reason)
+        except (NotFound, NoSuchRequest):
+            return page(request, "missing.html", user, status_code=404)
+        except ValidationError as exc:
+            return RedirectResponse(f"/alerts/{notification_id}?e={exc.field}", 303)
+        return RedirectResponse(f"/alerts/{notification_id}#reidentification", 303)
+
+    @app.post("/alerts/{notification_id}/reidentification/{request_id}/open",
+              include_in_schema=False, response_model=None)
+    def reid_open_form(request: Request, notification_id: str, request_id: str,
+                       token: Annotated[str, Form(alias="csrf")],
+                       reason: Annotated[ViewReason, Form()]) -> Response:
+        user = current(request)
+        if user is None:
+            return RedirectResponse("/login", 303)
+        check_csrf(request, token)
+        try:
+            service = reid_service()
+            identity = service.open(user, notification_id, request_id, reason)
+            row = service.requests.get(user.agency, request_id)
+        except (NotFound, NoSuchRequest):
+            return page(request, "missing.html", user, status_code=404)
+        response = page(request, "identity.html", user, identity=identity, answer=row,
+                        notification_id=notification_id)
+        response.headers.update(NO_STORE)
+        return response
+
+    @app.post("/alerts/{notification_id}/reidentification/{request_id}/keep",
+              include_in_schema=False)
+    def reid_keep_form(request: Request, notification_id: str, request_id: str,
+                       token: Annotated[str, Form(alias="csrf")]) -> Response:
+        user = current(request)
+        if user is None:
+            return RedirectResponse("/login", 303)
+        check_csrf(request, token)
+        try:
+            reid_service().keep(user, notification_id, request_id)
+        except (NotFound, NoSuchRequest):
+            return page(request, "missing.html", user, status_code=404)
+        return RedirectResponse(f"/alerts/{notification_id}#reidentification", 303)
+
+    @app.get("/api/alerts/{notification_id}/reidentification", response_model=list[ReidOut],
+             tags=["re-identification"])
+    def api_reid_list(user: Annotated[User, Depends(api_user)], notification_id: str
+                      ) -> list[ReidOut]:
+        if hub.store.alert(user.agency, notification_id) is None:
+            raise HTTPException(404, "no such alert")
+        return [_reid_out(r) for r in reid_service().of_alert(user, notification_id)]
+
+    @app.post("/api/alerts/{notification_id}/reidentification", response_model=list[ReidOut],
+              tags=["re-identification"])
+    def api_reid_ask(user: Annotated[User, Depends(api_user)], notification_id: str,
+                     body: ReidIn) -> list[ReidOut]:
+        try:
+            rows = reid_service().ask(user, notification_id, body.agencies, body.lawful_basis,
+                                      body.purpose, body.basis_reason)
+        except (NotFound, NoSuchRequest):
+            raise HTTPException(404, "no such alert") from None
+        except ValidationError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return [_reid_out(r) for r in rows]
+
+    @app.post("/api/alerts/{notification_id}/reidentification/{request_id}/open",
+              response_model=IdentityOut, tags=["re-identification"])
+    def api_reid_open(user: Annotated[User, Depends(api_user)], notification_id: str,
+                      request_id: str, body: ViewIn, response: Response) -> IdentityOut:
+        try:
+            identity = reid_service().open(user, notification_id, request_id, body.reason)
+        except (NotFound, NoSuchRequest):
+            raise HTTPException(404, "no approved answer to open") from None
+        response.headers.update(NO_STORE)
+        return IdentityOut(first_name=identity.first_name, surname=identity.surname,
+                           date_of_birth=identity.date_of_birth, nhs_number=identity.nhs_number,
+                           postcode=identity.postcode, record_refs=list(identity.record_refs))
 
     return app

@@ -4,7 +4,9 @@ Settings (environment): the Kafka connection (SAFEHUB_KAFKA_BOOTSTRAP, SAFEHUB_K
 folder holding each served hub's `<hub>.password`, SAFEHUB_KAFKA_CA_FILE; see safehub.connection),
 SAFEHUB_TOPIC_PREFIX, SAFEHUB_WEB_USERS (users file, required), SAFEHUB_WEB_PORT (default 8080),
 SAFEHUB_WEB_SECRET (session signing key; random per start if unset, which signs everyone out on
-restart), SAFEHUB_INBOX_DATABASE_URL.
+restart), SAFEHUB_INBOX_DATABASE_URL, SAFEHUB_REID_KEYS (folder of each hub's
+re-identification private key `<hub>.key`, 0600: with it the alert page can ask the
+contributing agencies who the child is and open their sealed answers; without it, it cannot).
 `safehub web --hash-password` reads a password on stdin and prints the hash for the users file.
 
 The hubs served are the agencies of the users in the users file. Each has its own producer,
@@ -32,14 +34,22 @@ from kafka import KafkaProducer
 
 from safehub.bus import make_producer
 from safehub.connection import KafkaConnection, connections_from_env
+from safehub.consumers.inbox.command import reid_keys_from_env
 from safehub.consumers.inbox.database import make_engine, migrate
+from safehub.consumers.inbox.requests import ReidRequests
 from safehub.consumers.inbox.store import InboxStore
 from safehub.deploy.acl import acks
 from safehub.errors import ConfigError
 from safehub.services.audit.journal import AuditJournal
+from safehub.services.reid.sealing import load_private_key
 from safehub.services.web.acks import KafkaAckPublisher, publish_pending
 from safehub.services.web.app import create_app
 from safehub.services.web.hub import Hub, Outlet
+from safehub.services.web.reidentification import (
+    HubKeys,
+    HubReidentification,
+    KafkaRequestPublisher,
+)
 from safehub.services.web.users import Directory, User, hash_password, load_users
 
 log = logging.getLogger(__name__)
@@ -55,6 +65,7 @@ class WebSettings:
     port: int
     secret: str
     database_url: str
+    reid_keys: Path | None = None
 
     @classmethod
     def from_env(cls) -> WebSettings:
@@ -76,6 +87,7 @@ class WebSettings:
             secret=os.environ.get("SAFEHUB_WEB_SECRET") or secrets.token_urlsafe(32),
             database_url=os.environ.get("SAFEHUB_INBOX_DATABASE_URL",
                                         "sqlite:///safehub-inbox.db"),
+            reid_keys=reid_keys_from_env(),
         )
 
 
@@ -84,21 +96,33 @@ def wall_clock_ms() -> int:
 
 
 def outlets(kafka: Mapping[str, KafkaConnection], prefix: str
-            ) -> tuple[dict[str, Outlet], list[KafkaProducer]]:
+            ) -> tuple[dict[str, Outlet], dict[str, KafkaProducer]]:
     """One producer per hub, as that hub: its acks to its own ack topic, its users' audit."""
     out: dict[str, Outlet] = {}
-    producers: list[KafkaProducer] = []
+    producers: dict[str, KafkaProducer] = {}
     try:
         for hub, connection in kafka.items():
             producer = make_producer(connection, f"safehub-web-{hub}")
-            producers.append(producer)
+            producers[hub] = producer
             out[hub] = Outlet(AuditJournal(producer, f"{prefix}audit", "web"),
                               KafkaAckPublisher(producer, acks(prefix, hub)))
     except BaseException:
-        for p in producers:
+        for p in producers.values():
             p.close()
         raise
     return out, producers
+
+
+def reidentification(hub: Hub, settings: WebSettings, producers: Mapping[str, KafkaProducer]
+                     ) -> HubReidentification | None:
+    """Each hub's key pair and request publisher (as that hub), if keys are configured."""
+    if settings.reid_keys is None:
+        log.warning("SAFEHUB_REID_KEYS is not set: re-identification requests are off")
+        return None
+    keys = {h: HubKeys(load_private_key(settings.reid_keys, h),
+                       KafkaRequestPublisher(producers[h], settings.prefix))
+            for h in producers}
+    return HubReidentification(hub, ReidRequests(hub.store.engine), keys)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -119,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
     migrate(store.engine)
     hub_outlets, producers = outlets(settings.kafka, settings.prefix)
     hub = Hub(store, hub_outlets, wall_clock_ms)
+    reid = reidentification(hub, settings, producers)
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -133,15 +158,18 @@ def run(args: argparse.Namespace) -> int:
         # Acks stored while the broker was away go out as soon as it is back.
         while not stop.wait(5.0):
             publish_pending(store, hub.publishers, wall_clock_ms)
+            if reid is not None:
+                reid.send_pending()
 
     threading.Thread(target=republish, name="ack-outbox", daemon=True).start()
-    server = uvicorn.Server(uvicorn.Config(create_app(hub, directory, settings.secret), host=HOST,
-                                           port=settings.port, log_level="warning"))
+    app = create_app(hub, directory, settings.secret, reid)
+    server = uvicorn.Server(uvicorn.Config(app, host=HOST, port=settings.port,
+                                           log_level="warning"))
     log.info("hub web on http://%s:%d", HOST, settings.port)
     try:
         server.run()  # uvicorn handles SIGINT/SIGTERM and returns
     finally:
         stop.set()
-        for producer in producers:
+        for producer in producers.values():
             producer.close()
     return 0

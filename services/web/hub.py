@@ -16,22 +16,15 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from safehub.consumers.inbox.models import InboxAlert
 from safehub.consumers.inbox.store import InboxStore, QueueFilter
 from safehub.schemas.codec import encode
 from safehub.schemas.records import AlertAck
-from safehub.schemas.vocabulary import AckAction, AuditAction, Decision
+from safehub.schemas.vocabulary import AckAction, AuditAction, Decision, LawfulBasis, Rationale
+from safehub.services.audit.journal import Audit
 from safehub.services.web.acks import AckPublisher, publish_one
 from safehub.services.web.users import User
-
-
-class Audit(Protocol):
-    def record(self, action: AuditAction, subject_id: str, actor: str, digest: bytes,
-               at_ms: int) -> None: ...
-
-    def flush(self, timeout: float = 60.0) -> None: ...
 
 
 class NotFound(Exception):
@@ -91,7 +84,8 @@ class Hub:
             out.audit.flush()
         return row
 
-    def act(self, user: User, notification_id: str, decision: Decision | None) -> Outcome:
+    def act(self, user: User, notification_id: str, decision: Decision | None,
+            basis: LawfulBasis | None = None, rationale: Rationale | None = None) -> Outcome:
         out = self.outlet(user)
         row = self.store.alert(user.agency, notification_id)
         if row is None:
@@ -99,7 +93,9 @@ class Hub:
         now = self.clock()
         action = AckAction.ACKNOWLEDGED if decision is None else AckAction.DECIDED
         ack = AlertAck(ack_id=uuid.uuid4().hex, alert_id=row.alert_id, agency_id=user.agency,
-                       user_ref=user.ref, action=action, decision=decision, at=now)
+                       user_ref=user.ref, action=action, decision=decision, at=now,
+                       lawful_basis=basis if decision is not None else None,
+                       rationale=rationale if decision is not None else None)
         digest = hashlib.sha256(encode(ack)).digest()
         actions = [AuditAction.ALERT_ACKNOWLEDGED] if decision is None else [
             AuditAction.ALERT_DECIDED]
