@@ -12,6 +12,7 @@ from __future__ import annotations
 import binascii
 import ssl
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -47,7 +48,13 @@ class Evaluation:
 
 class KeyServiceClient:
     def __init__(self, base_url: str, secret_file: Path, ca_file: Path,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, *, batch_size: int = 1024, workers: int = 2) -> None:
+        """`batch_size` elements per call (at most the service's 4096); up to `workers`
+        calls in flight, so that blinding and finalizing overlap the service's work."""
+        if not 1 <= batch_size <= MAX_BATCH:
+            raise ConfigError(f"key service batch size must be 1..{MAX_BATCH}")
+        self.batch_size = batch_size
+        self.workers = max(1, workers)
         if not base_url.startswith("https://"):
             raise ConfigError(f"key service URL must be https://, got {base_url!r}")
         if not ca_file.is_file():
@@ -80,21 +87,30 @@ class KeyServiceClient:
         """As evaluate, keeping the protocol's values; `blinds` only to reproduce vectors."""
         if blinds is not None and len(blinds) != len(inputs):
             raise ValueError("one blind per input")
-        out: list[Evaluation] = []
-        for start in range(0, len(inputs), MAX_BATCH):
-            chunk = inputs[start:start + MAX_BATCH]
-            chosen = blinds[start:start + MAX_BATCH] if blinds is not None else None
-            pairs = [oprf.blind(data, None if chosen is None else chosen[i])
-                     for i, data in enumerate(chunk)]
-            evaluated = self._call(epoch, [blinded for _, blinded in pairs])
-            try:
-                outputs = oprf.finalize_batch(chunk, [b for b, _ in pairs], evaluated)
-            except ValidationError as exc:
-                raise KeyServiceError(f"key service answered an invalid element: "
-                                      f"{exc}") from None
-            out += [Evaluation(blinded, element, output) for (_, blinded), element, output
-                    in zip(pairs, evaluated, outputs, strict=True)]
-        return out
+        starts = range(0, len(inputs), self.batch_size)
+        jobs = [(inputs[i:i + self.batch_size],
+                 None if blinds is None else blinds[i:i + self.batch_size]) for i in starts]
+        if len(jobs) <= 1 or self.workers <= 1:
+            done = [self._evaluate_chunk(epoch, chunk, chosen) for chunk, chosen in jobs]
+        else:
+            # libsodium runs outside the GIL (ctypes), so while one chunk waits for the
+            # service another is blinded or finalized: the agency's cores and the service's
+            # work at once instead of in turn.
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="keyservice") as pool:
+                done = list(pool.map(lambda job: self._evaluate_chunk(epoch, *job), jobs))
+        return [evaluation for chunk in done for evaluation in chunk]
+
+    def _evaluate_chunk(self, epoch: int, chunk: Sequence[bytes],
+                        chosen: Sequence[bytes] | None) -> list[Evaluation]:
+        pairs = [oprf.blind(data, None if chosen is None else chosen[i])
+                 for i, data in enumerate(chunk)]
+        evaluated = self._call(epoch, [blinded for _, blinded in pairs])
+        try:
+            outputs = oprf.finalize_batch(chunk, [b for b, _ in pairs], evaluated)
+        except ValidationError as exc:
+            raise KeyServiceError(f"key service answered an invalid element: {exc}") from None
+        return [Evaluation(blinded, element, output) for (_, blinded), element, output
+                in zip(pairs, evaluated, outputs, strict=True)]
 
     def _call(self, epoch: int, blinded: list[bytes]) -> list[bytes]:
         body = {"epoch": epoch,
