@@ -5,6 +5,7 @@
       linkage-block key; match-key epochs start at 1.
   safehub keyservice serve --listen 127.0.0.1:8443 --keys DIR --clients DIR
           --operator-secret FILE --tls-cert FILE --tls-key FILE [--quota-config FILE]
+          [--quota-state FILE]
       serve every epoch whose key file is in DIR over HTTPS; agencies authenticate with the
       bearer secret in CLIENTS/<agency>.secret (0600), operators with --operator-secret.
       Destroying an epoch is deleting its key file: requests for it get 404 at once.
@@ -20,6 +21,7 @@ import logging
 import os
 import socket
 import time
+from functools import partial
 from pathlib import Path
 
 from safehub.connection import KafkaConnection
@@ -27,7 +29,12 @@ from safehub.deploy.registry import Service
 from safehub.errors import ConfigError
 from safehub.services.keyservice.credentials import Credentials
 from safehub.services.keyservice.keys import KeyDirectory, key_path, write_key_file
-from safehub.services.keyservice.quota import QuotaBook, load_quota_config
+from safehub.services.keyservice.quota import (
+    QuotaBook,
+    load_quota_config,
+    read_counts,
+    write_counts,
+)
 from safehub.services.keyservice.server import create_app
 
 log = logging.getLogger(__name__)
@@ -50,6 +57,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--tls-key", type=Path, required=True, help="private key (PEM)")
     serve.add_argument("--quota-config", type=Path,
                        help="TOML: [default] and [agencies.<id>] per_minute, per_day")
+    serve.add_argument("--quota-state", type=Path,
+                       help="file keeping the quota counters across restarts (made if missing)")
 
 
 def _listen(text: str) -> tuple[str, int]:
@@ -80,9 +89,15 @@ def _serve(args: argparse.Namespace) -> int:
         log.warning("no key files (%s) in %s yet", key_path(args.keys, 1).name, args.keys)
     auth = Credentials.load(args.clients, args.operator_secret)
     quotas = QuotaBook(load_quota_config(args.quota_config))
+    state: Path | None = args.quota_state
+    if state is None:
+        log.warning("no --quota-state: quota counters start afresh at every restart")
+    else:
+        quotas.restore(read_counts(state))
     audit = KafkaAudit.connect(KafkaConnection.from_env(Service.KEYSERVICE),
                                os.environ.get("SAFEHUB_TOPIC_PREFIX", ""))
-    app = create_app(keys, quotas, auth, audit, lambda: time.time_ns() // 1_000_000)
+    app = create_app(keys, quotas, auth, audit, lambda: time.time_ns() // 1_000_000,
+                     None if state is None else partial(write_counts, state))
     config = uvicorn.Config(app, host=host, port=port, ssl_certfile=str(args.tls_cert),
                             ssl_keyfile=str(args.tls_key), log_level="warning",
                             access_log=False, lifespan="off")

@@ -1,6 +1,8 @@
 """Per-agency quotas on evaluated elements, per minute and per UTC day: the accounting.
 
-Pure: no clock (times come in as int ms UTC), no I/O beyond reading the configuration file.
+Pure: no clock (times come in as int ms UTC); the only I/O is reading the configuration and
+reading and replacing the saved counters (read_counts, write_counts), which the service keeps
+so that a restart does not give every agency a fresh minute and day.
 Windows are fixed (the current UTC minute and day), so an operator can say exactly when a
 limit resets. A batch is charged whole or refused whole: a refused request evaluates nothing
 and costs nothing, and the refusal says which limit and when it resets.
@@ -12,6 +14,8 @@ an agency can test.
 
 from __future__ import annotations
 
+import json
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -176,3 +180,35 @@ class QuotaBook:
                 WindowUsage(day, limit.per_day, (now_ms // DAY_MS + 1) * DAY_MS),
             ))
         return out
+
+    def counts(self) -> dict[str, list[int]]:
+        """The counters as plain data: {agency: [minute, in minute, day, in day]}."""
+        return {a: [c.minute, c.in_minute, c.day, c.in_day] for a, c in self._counters.items()}
+
+    def restore(self, counts: Mapping[str, object]) -> None:
+        """Counters saved by `counts` (a restart must not hand every agency a fresh day)."""
+        for agency, row in counts.items():
+            if (not isinstance(row, list) or len(row) != 4
+                    or not all(isinstance(v, int) and not isinstance(v, bool) for v in row)):
+                raise ConfigError(f"quota state: bad counters for {agency!r}")
+            self._counters[agency] = _Counter(*row)
+
+
+def read_counts(path: Path) -> dict[str, object]:
+    """Saved counters, or none if the file does not exist yet."""
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"quota state {path}: unreadable ({exc.__class__.__name__})") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"quota state {path}: must be a JSON object")
+    return doc
+
+
+def write_counts(path: Path, counts: Mapping[str, list[int]]) -> None:
+    """Replace the file atomically, so that a crash mid-write keeps the previous counts."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(counts))
+    os.replace(tmp, path)

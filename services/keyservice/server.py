@@ -38,6 +38,7 @@ MAX_BODY_BYTES = 1024 * 1024
 
 Audit = Callable[[Refusal, int], None]  # (refusal, epoch): record a refused request
 Clock = Callable[[], int]  # now, int ms UTC
+SaveCounts = Callable[[dict[str, list[int]]], None]
 
 
 class _Refused(Exception):
@@ -95,7 +96,8 @@ def _parse(body: bytes) -> tuple[int, list[Any]]:
 
 
 def create_app(keys: KeyDirectory, quotas: QuotaBook, auth: Credentials, audit: Audit,
-               clock: Clock) -> FastAPI:
+               clock: Clock, save_counts: SaveCounts | None = None) -> FastAPI:
+    """`save_counts` is given the quota counters after every charge (under the lock)."""
     app = FastAPI(title="safehub key service", docs_url=None, redoc_url=None,
                   openapi_url=None)
     quota_lock = threading.Lock()
@@ -115,6 +117,8 @@ def create_app(keys: KeyDirectory, quotas: QuotaBook, auth: Credentials, audit: 
         now = clock()
         with quota_lock:
             refusal = quotas.charge(agency, len(elements), now)
+            if refusal is None and save_counts is not None:
+                save_counts(quotas.counts())
         if refusal is not None:
             log.warning("refused: %s", refusal.message)
             try:
@@ -134,6 +138,8 @@ def create_app(keys: KeyDirectory, quotas: QuotaBook, auth: Credentials, audit: 
         try:
             agency = auth.agency_for(_bearer(request))
             if agency is None:
+                log.warning("unauthenticated request from %s",
+                            request.client.host if request.client else "?")
                 raise _Refused(401, "unknown or missing bearer secret",
                                {"WWW-Authenticate": "Bearer"})
             declared = request.headers.get("content-length", "")

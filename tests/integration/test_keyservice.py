@@ -107,7 +107,7 @@ def keyservice(secure_namespace: Callable[..., Namespace], tmp_path: Path) -> It
          "--clients", str(tmp_path / "clients"),
          "--operator-secret", str(tmp_path / "operator.secret"),
          "--tls-cert", str(tls.node_file), "--tls-key", str(tls.node_file),
-         "--quota-config", str(quota)],
+         "--quota-config", str(quota), "--quota-state", str(tmp_path / "quota-state.json")],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait_healthy(url, tls.ca_file, proc)
@@ -187,6 +187,8 @@ def test_over_quota_is_refused_audited_and_others_are_served(keyservice: Running
     rows = {a["agency"]: a for a in usage.json()["agencies"]}
     assert rows[HEALTH]["minute"]["limit"] == HEALTH_PER_MINUTE
     assert rows[POLICE]["day"]["used"] >= 50
+    saved = json.loads((keyservice.folder / "quota-state.json").read_text())
+    assert saved[POLICE][3] == rows[POLICE]["day"]["used"]  # kept for a restart
 
     # The broker acknowledged the audit entry before the 429 was answered: it is there now.
     records = read_all(keyservice.ns.kafka, [keyservice.ns.topic("audit")])

@@ -24,6 +24,8 @@ from safehub.services.keyservice.quota import (
     QuotaConfig,
     Refusal,
     parse_quota_config,
+    read_counts,
+    write_counts,
 )
 from safehub.services.keyservice.server import MAX_BATCH, create_app, refusal_subject
 
@@ -211,6 +213,26 @@ def test_quota_usage_and_bad_config() -> None:
             parse_quota_config(bad)
 
 
+def test_quota_counts_survive_a_restart(tmp_path: Path) -> None:
+    config = QuotaConfig(Limit(per_minute=10, per_day=15))
+    book = QuotaBook(config)
+    book.charge("a", 8, T0)
+    state = tmp_path / "quota.json"
+    assert read_counts(state) == {}
+    write_counts(state, book.counts())
+    again = QuotaBook(config)
+    again.restore(read_counts(state))
+    assert again.charge("a", 3, T0 + 1) is not None  # same minute: 8 + 3 > 10
+    refusal = again.charge("a", 8, T0 + MINUTE_MS)
+    assert refusal is not None and refusal.window == "day"  # same day: 8 + 8 > 15
+    state.write_text('{"a": [1, 2]}')
+    with pytest.raises(ConfigError, match="bad counters"):
+        QuotaBook(config).restore(read_counts(state))
+    state.write_text("[")
+    with pytest.raises(ConfigError, match="unreadable"):
+        read_counts(state)
+
+
 # --- the HTTP app, in process --------------------------------------------------------------
 
 
@@ -229,7 +251,8 @@ def _app(tmp_path: Path, limit: Limit | None = None):
     clock = Clock()
     app = create_app(KeyDirectory(tmp_path / "keys"),
                      QuotaBook(QuotaConfig(limit or Limit(100, 1000))), auth,
-                     lambda r, e: audited.append((r, e)), clock)
+                     lambda r, e: audited.append((r, e)), clock,
+                     lambda counts: write_counts(tmp_path / "quota.json", counts))
     return TestClient(app), audited, clock
 
 
@@ -285,6 +308,10 @@ def test_app_refusals(tmp_path: Path) -> None:
     assert len(audited) == 1 and audited[0][0].agency == "police-x" and audited[0][1] == 1
     health = {"Authorization": "Bearer pw-health"}
     assert post({"epoch": 1, "elements": [good]}, health).status_code == 200
+    assert read_counts(tmp_path / "quota.json") == {"police-x": [T0 // MINUTE_MS, 3,
+                                                                 T0 // DAY_MS, 3],
+                                                    "health-y": [T0 // MINUTE_MS, 1,
+                                                                 T0 // DAY_MS, 1]}
     clock.now += MINUTE_MS
     assert post({"epoch": 1, "elements": [good]}).status_code == 200
 
