@@ -21,6 +21,10 @@ highest tier already alerted, or when the event itself is in the peak's evidence
 an agency no earlier alert of the cluster named. An alert's id hashes its cause: cluster id,
 tier, rule, evidence event ids and rules version.
 
+Key rotation. An event's keys are its keys under every epoch it carries (see linking.py), so
+the events a child's agencies send during a rotation, carrying both epochs, join its old-epoch
+cluster and its new-epoch events into one cluster with one alert history.
+
 Lateness and bounded state. The block's watermark is the latest event time it has seen. An event
 more than `lateness_days` behind it is too late: it changes nothing and raises nothing (the
 processor still journals it, so replay agrees). Events that no acceptable future event can
@@ -145,7 +149,7 @@ def step(
     if state.watermark >= 0 and event.occurred_at < state.watermark - rules.lateness_ms:
         return state, ()
     obs = observation_of(event)
-    keys = event_keys(event.subject.match_keys)
+    keys = event_keys(event.subject)
     clusters = state.clusters
     linking = link([c.keys for c in clusters], keys)
     joined = [clusters[i] for i in linking.joined]
@@ -333,11 +337,16 @@ def cluster_id(block: int, cluster: Cluster) -> str:
 
     Clusters kept apart by an identity conflict can share their smallest key; a conflicted
     cluster without an NHS key is therefore named by its whole key set.
+
+    The epoch is left out of the hash: ids made before keys had epochs stay as they were, and
+    keys of two epochs never share a value. A key rotation by itself keeps the id: keys of one
+    kind sort oldest epoch first, so the smallest stays the old epoch's while that history is
+    held.
     """
     if cluster.conflict and not nhs_keys(cluster.keys):
-        material = b"".join(bytes([k]) + v for k, v in sorted(cluster.keys))
+        material = b"".join(bytes([k]) + v for k, _, v in sorted(cluster.keys))
     else:
-        kind, value = min(cluster.keys)
+        kind, _, value = min(cluster.keys)
         material = bytes([kind]) + value
     digest = hashlib.sha256(b"safehub-cluster\x00" + block.to_bytes(4, "big") + material)
     return digest.hexdigest()[:32]

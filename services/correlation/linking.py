@@ -5,10 +5,20 @@ share any match key (directly or through other events). This is union-find over 
 kept as one key set per cluster because a block holds only a handful of children: joining an
 event unites every cluster that shares a key with it.
 
-The one exception is the NHS number (mk1): two different mk1 values in one cluster mean two
-different children whose weaker keys (names, date of birth, postcode) collide. Such clusters are
-not merged; they are flagged as an identity conflict, and every alert about them says so, so a
-practitioner checks identity before acting.
+Key epochs. A key is (kind, epoch, prefix): keys made under different epochs (linkage keys)
+never compare equal. An event's keys are its keys under every epoch it carries: its
+`match_keys` under `key_epoch` and, during a key rotation, its `transition_keys` under the new
+epoch. Such an event shares keys with the child's old-epoch history and with its new-epoch
+events alike, so a rotation joins them into one cluster instead of starting the child afresh.
+The linkage block is derived under a key that is not rotated, so all of them are in one block.
+
+The one exception is the NHS number (mk1): two different mk1 values of one epoch in one cluster
+mean two different children whose weaker keys (names, date of birth, postcode) collide. Such
+clusters are not merged; they are flagged as an identity conflict, and every alert about them
+says so, so a practitioner checks identity before acting. The rule applies per epoch: the same
+NHS number gives different mk1 values under two epochs, which is not a conflict. Limitation:
+a conflict between NHS numbers seen only under different epochs cannot be seen (no key compares
+them); transition-period events, which carry both epochs, are where it shows.
 
 Match keys are stored by a 16-byte prefix: within a block (children sharing a date-of-birth
 bucket) 128 bits cannot collide by chance, and it halves the state kept per child.
@@ -20,27 +30,34 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from safehub.schemas.frozen import quick_init
-from safehub.schemas.records import MatchKeys
+from safehub.schemas.records import MatchKeys, Subject
 
 KEY_BYTES = 16
 
-# (kind number, key prefix); kind 1 (NHS number) sorts first, so a cluster's smallest key is
-# its NHS-number key whenever it has one.
-Key = tuple[int, bytes]
+# (kind number, key epoch, key prefix); kind 1 (NHS number) sorts first, so a cluster's
+# smallest key is its NHS-number key whenever it has one, and the oldest epoch's among those.
+Key = tuple[int, int, bytes]
 
 
-def event_keys(match_keys: MatchKeys) -> frozenset[Key]:
+def _add(keys: set[Key], m: MatchKeys, epoch: int) -> None:
     # Spelled out: this runs for every event, and a loop over `present()` cost twice as much.
-    m = match_keys
-    keys = set()
     if m.mk1 is not None:
-        keys.add((1, m.mk1[:KEY_BYTES]))
+        keys.add((1, epoch, m.mk1[:KEY_BYTES]))
     if m.mk2 is not None:
-        keys.add((2, m.mk2[:KEY_BYTES]))
+        keys.add((2, epoch, m.mk2[:KEY_BYTES]))
     if m.mk3 is not None:
-        keys.add((3, m.mk3[:KEY_BYTES]))
+        keys.add((3, epoch, m.mk3[:KEY_BYTES]))
     if m.mk4 is not None:
-        keys.add((4, m.mk4[:KEY_BYTES]))
+        keys.add((4, epoch, m.mk4[:KEY_BYTES]))
+
+
+def event_keys(subject: Subject) -> frozenset[Key]:
+    """The subject's keys under every epoch it carries."""
+    keys: set[Key] = set()
+    _add(keys, subject.match_keys, subject.key_epoch)
+    other = subject.transition_keys
+    if other is not None:
+        _add(keys, other.match_keys, other.key_epoch)
     return frozenset(keys)
 
 
@@ -51,6 +68,25 @@ def _nhs(keys: frozenset[Key]) -> list[Key]:
 
 def nhs_keys(keys: frozenset[Key]) -> frozenset[Key]:
     return frozenset(_nhs(keys))
+
+
+def _conflicting(nhs: set[Key]) -> bool:
+    """Two NHS-number keys of one epoch: two children."""
+    return len({k[1] for k in nhs}) != len(nhs)
+
+
+def _belongs(cluster_nhs: frozenset[Key], own: frozenset[Key]) -> bool:
+    """In a conflict, whether an event with NHS keys `own` belongs with a cluster.
+
+    A cluster without an NHS key takes it. One with NHS keys takes it only when they share one
+    and disagree in no epoch; an event without an NHS key cannot choose between children.
+    """
+    if not cluster_nhs:
+        return True
+    if cluster_nhs.isdisjoint(own):
+        return False
+    own_epochs = {k[1]: k for k in own}
+    return all(own_epochs.get(k[1], k) == k for k in cluster_nhs)
 
 
 @quick_init
@@ -82,13 +118,11 @@ def link(cluster_keys: Sequence[frozenset[Key]], keys: frozenset[Key]) -> Linkin
     nhs_seen = set(_nhs(keys))
     for i in touching:
         nhs_seen.update(_nhs(cluster_keys[i]))
-    if len(nhs_seen) <= 1:
+    if len(nhs_seen) <= 1 or not _conflicting(nhs_seen):
         return Linking(tuple(touching), ())
     own_nhs = nhs_keys(keys)
-    # Conflict. The event's own NHS key, if any, decides where it belongs; without one the
-    # event cannot choose between children and joins only clusters that have no NHS key.
-    joined = tuple(
-        i for i in touching if nhs_keys(cluster_keys[i]) <= own_nhs
-    )
+    # Conflict. The event's own NHS keys decide where it belongs; without one the event cannot
+    # choose between children and joins only clusters that have no NHS key.
+    joined = tuple(i for i in touching if _belongs(nhs_keys(cluster_keys[i]), own_nhs))
     conflicting = tuple(i for i in touching if i not in joined)
     return Linking(joined, conflicting)

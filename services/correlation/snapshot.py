@@ -1,20 +1,24 @@
 """A block's state as bytes, for the processor's durable table (and its changelog).
 
 It is written once per processed batch per changed block, so encoding cost and size both
-matter (the target is at most 2 KB per tracked child). Format 2 is packed binary (struct):
+matter (the target is at most 2 KB per tracked child). Format 3 is packed binary (struct):
 encoding it costs a fraction of format 1's JSON with base64 ids, which was the processor's
-single largest cost after the core itself. Neither format can run code on load (no pickle).
-`decode` still reads format 1 (compact JSON of positional arrays), so a changelog written by
-an earlier version recovers. `encode` then `decode` gives back an equal BlockState.
+single largest cost after the core itself. No format can run code on load (no pickle).
+`decode` still reads formats 1 (compact JSON of positional arrays) and 2 (format 3 without key
+epochs), so a changelog written by an earlier version recovers; their keys, written before
+keys were told apart by epoch, are read as of `legacy_epoch` (1, the epoch every version 1
+deployment started with). `encode` then `decode` gives back an equal BlockState.
 
-Format 2, little-endian: the byte 0x02; the watermark (int64); a string table (uint16 count,
+Format 3, little-endian: the byte 0x03; the watermark (int64); a string table (uint16 count,
 then per string a uint16 length and UTF-8 bytes) holding agency ids, sectors, indicators and
-area codes once each, referred to by uint16 index (0xFFFF: None); the clusters (uint16 count),
-each as: its keys (uint8 count, per key uint8 kind, uint8 length, bytes), conflict (uint8),
+area codes once each, referred to by uint16 index (0xFFFF: None); the key epochs (uint8 count,
+uint32 each), referred to by uint8 index; the clusters (uint16 count), each as: its keys
+(uint16 count, per key uint8 kind, uint8 epoch index, uint8 length, bytes), conflict (uint8),
 alerted rank (uint8), alerted agencies (uint16 count, indices), observations (uint16 count,
 each a fixed 48-byte record: 16-byte event id, agency, sector, indicator (indices),
 occurred_at (int64), age (int16), local and placing authority (indices), 16-byte
-re-identification handle).
+re-identification handle). Format 2 differs only in having no epoch table, a uint8 key count
+and no epoch index per key.
 """
 
 from __future__ import annotations
@@ -27,10 +31,14 @@ from typing import Any
 from safehub.errors import StoreError
 from safehub.schemas.vocabulary import Indicator, Sector, indicator_from_symbol
 from safehub.services.correlation.core import BlockState, Cluster, Observation
+from safehub.services.correlation.linking import Key
 
-_FORMAT = 2
+_FORMAT = 3
+_FORMAT_2 = 2
 _JSON_FORMAT = 1
 _MAGIC = bytes([_FORMAT])
+_MAGIC_2 = bytes([_FORMAT_2])
+_EPOCH = struct.Struct("<I")
 _NONE = 0xFFFF
 _HEAD = struct.Struct("<qH")
 _U16 = struct.Struct("<H")
@@ -49,14 +57,18 @@ def encode(state: BlockState) -> bytes:
             found = table[text] = len(table)
         return found
 
+    epochs: dict[int, int] = {}
     body: list[bytes] = [_U16.pack(len(state.clusters))]
     pack_obs = _OBS.pack
     fromhex = bytes.fromhex
     for c in state.clusters:
         keys = sorted(c.keys)
-        body.append(bytes([len(keys)]))
-        for kind, value in keys:
-            body.append(bytes([kind, len(value)]) + value)
+        body.append(_U16.pack(len(keys)))
+        for kind, epoch, value in keys:
+            index = epochs.get(epoch)
+            if index is None:
+                index = epochs[epoch] = len(epochs)
+            body.append(bytes([kind, index, len(value)]) + value)
         agencies = sorted(c.alerted_agencies)
         body.append(_CLUSTER.pack(int(c.conflict), c.alerted_rank, len(agencies)))
         body.extend(_U16.pack(ref(a)) for a in agencies)
@@ -74,26 +86,31 @@ def encode(state: BlockState) -> bytes:
                 raise StoreError(f"block state cannot be encoded: {exc}") from None
     if len(table) >= _NONE:
         raise StoreError("block state has too many distinct strings to encode")
+    if len(epochs) > 255 or any(not 0 <= e < 2**32 for e in epochs):
+        raise StoreError("block state has key epochs it cannot encode")
     strings: list[bytes] = []
     for text in table:
         data = text.encode()
         strings.append(_U16.pack(len(data)) + data)
-    return b"".join([_MAGIC, _HEAD.pack(state.watermark, len(table)), *strings, *body])
+    epoch_table = bytes([len(epochs)]) + b"".join(_EPOCH.pack(e) for e in epochs)
+    return b"".join([_MAGIC, _HEAD.pack(state.watermark, len(table)), *strings, epoch_table,
+                     *body])
 
 
-def decode(data: bytes) -> BlockState:
+def decode(data: bytes, legacy_epoch: int = 1) -> BlockState:
     try:
-        if data[:1] == _MAGIC:
-            watermark, clusters = _decode_binary(data)
+        if data[:1] in (_MAGIC, _MAGIC_2):
+            watermark, clusters = _decode_binary(data, legacy_epoch)
         else:
-            watermark, clusters = _decode_json(data)
+            watermark, clusters = _decode_json(data, legacy_epoch)
     except (ValueError, TypeError, KeyError, IndexError, struct.error) as exc:
         raise StoreError(f"block state cannot be read: {type(exc).__name__}") from exc
     ids = frozenset(o.event_id for c in clusters for o in c.observations)
     return BlockState(int(watermark), clusters, ids)
 
 
-def _decode_binary(data: bytes) -> tuple[int, tuple[Cluster, ...]]:
+def _decode_binary(data: bytes, legacy_epoch: int) -> tuple[int, tuple[Cluster, ...]]:
+    with_epochs = data[:1] == _MAGIC
     watermark, n_strings = _HEAD.unpack_from(data, 1)
     p = 1 + _HEAD.size
     strings: list[str] = []
@@ -108,17 +125,31 @@ def _decode_binary(data: bytes) -> tuple[int, tuple[Cluster, ...]]:
     def text(index: int) -> str | None:
         return None if index == _NONE else strings[index]
 
+    epochs = [legacy_epoch]
+    if with_epochs:
+        n_epochs = data[p]
+        epochs = [_EPOCH.unpack_from(data, p + 1 + 4 * i)[0] for i in range(n_epochs)]
+        p += 1 + 4 * n_epochs
     (n_clusters,) = _U16.unpack_from(data, p)
     p += 2
     clusters: list[Cluster] = []
     for _ in range(n_clusters):
-        n_keys = data[p]
-        p += 1
-        keys = []
+        if with_epochs:
+            (n_keys,) = _U16.unpack_from(data, p)
+            p += 2
+        else:
+            n_keys = data[p]
+            p += 1
+        keys: list[Key] = []
         for _ in range(n_keys):
-            kind, length = data[p], data[p + 1]
-            keys.append((kind, data[p + 2:p + 2 + length]))
-            p += 2 + length
+            if with_epochs:
+                kind, epoch, length = data[p], epochs[data[p + 1]], data[p + 2]
+                p += 3
+            else:
+                kind, epoch, length = data[p], legacy_epoch, data[p + 1]
+                p += 2
+            keys.append((kind, epoch, data[p:p + length]))
+            p += length
         conflict, rank, n_agencies = _CLUSTER.unpack_from(data, p)
         p += _CLUSTER.size
         agencies = []
@@ -150,21 +181,21 @@ def _decode_binary(data: bytes) -> tuple[int, tuple[Cluster, ...]]:
     return watermark, tuple(clusters)
 
 
-def _decode_json(data: bytes) -> tuple[int, tuple[Cluster, ...]]:
+def _decode_json(data: bytes, legacy_epoch: int) -> tuple[int, tuple[Cluster, ...]]:
     fmt, watermark, strings, raw_clusters = json.loads(data)
     if fmt != _JSON_FORMAT:
-        raise StoreError(f"block state format {fmt} is not {_JSON_FORMAT} or {_FORMAT}")
-    return int(watermark), tuple(_cluster(strings, rc) for rc in raw_clusters)
+        raise StoreError(f"block state format {fmt} is not one of 1, 2 or {_FORMAT}")
+    return int(watermark), tuple(_cluster(strings, rc, legacy_epoch) for rc in raw_clusters)
 
 
 def _hex(b64: str) -> str:
     return base64.b64decode(b64).hex()
 
 
-def _cluster(strings: list[Any], raw: list[Any]) -> Cluster:
+def _cluster(strings: list[Any], raw: list[Any], legacy_epoch: int) -> Cluster:
     keys, conflict, rank, agencies, observations = raw
     return Cluster(
-        keys=frozenset((int(k), base64.b64decode(v)) for k, v in keys),
+        keys=frozenset((int(k), legacy_epoch, base64.b64decode(v)) for k, v in keys),
         observations=tuple(
             Observation(_hex(e), strings[a], Sector(strings[s]),
                         indicator_from_symbol(strings[i]), int(t), int(age), strings[la],
