@@ -118,7 +118,13 @@ def create_app(keys: KeyDirectory, quotas: QuotaBook, auth: Credentials, audit: 
         with quota_lock:
             refusal = quotas.charge(agency, len(elements), now)
             if refusal is None and save_counts is not None:
-                save_counts(quotas.counts())
+                try:
+                    save_counts(quotas.counts())
+                except OSError as exc:
+                    # Fail closed: counts that a restart would forget are no limit.
+                    log.error("quota state not saved: %s", exc)
+                    raise _Refused(503, "the service cannot keep its quota counts now; "
+                                        "try again later") from None
         if refusal is not None:
             log.warning("refused: %s", refusal.message)
             try:

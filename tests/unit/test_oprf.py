@@ -343,6 +343,21 @@ def test_destroyed_epoch_is_404_without_restart(tmp_path: Path) -> None:
     assert r.status_code == 404 and "destroyed" in r.json()["detail"]
 
 
+def test_counts_that_cannot_be_saved_fail_closed(tmp_path: Path) -> None:
+    write_key_file(tmp_path / "keys", 1, SEED, INFO)
+
+    def broken(counts: dict[str, list[int]]) -> None:
+        raise OSError(28, "No space left on device")
+
+    app = create_app(KeyDirectory(tmp_path / "keys"), QuotaBook(QuotaConfig(Limit(10, 10))),
+                     Credentials.from_secrets({"police-x": "pw"}), lambda r, e: None, Clock(),
+                     broken)
+    good = _b64(bytes.fromhex(VECTORS["vectors"][0]["BlindedElement"]))
+    r = TestClient(app).post("/v1/evaluate", json={"epoch": 1, "elements": [good]},
+                             headers={"Authorization": "Bearer pw"})
+    assert r.status_code == 503 and "evaluated" not in r.json()
+
+
 def test_refusal_subject_is_per_agency_epoch_minute() -> None:
     s = refusal_subject("police-x", 1, T0)
     assert len(s) == 32 and int(s, 16) >= 0
