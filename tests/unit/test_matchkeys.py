@@ -8,22 +8,34 @@ import pytest
 
 from safehub.errors import ConfigError
 from safehub.producers.exports import LineError, example_mapping, load_mapping, read_export
+from safehub.producers.keying import HmacPRF, Keying, OprfPRF
 from safehub.producers.linkagekey import LinkageKey, load_linkage_key
 from safehub.producers.matchkeys import BLOCK_COUNT, linkage_block, match_keys, message_key
-from safehub.producers.pseudonymisation import normalise_identity, prepare
-from safehub.producers.records import ChildIdentity, SignRecord
+from safehub.producers.pseudonymisation import (
+    Prepared,
+    normalise_identity,
+    prepare,
+    prepare_many,
+    to_event,
+)
+from safehub.producers.records import AgencyRecord, ChildIdentity, SignRecord
+from safehub.producers.simulation.export import publisher_record
+from safehub.producers.simulation.trajectories import simulate
+from safehub.schemas.records import MatchKeys
 from safehub.schemas.vocabulary import Sector, Sign
+from safehub.services.correlation.core import BlockState, initial_state, step
+from safehub.services.correlation.rules import DEFAULT_RULES_PATH, parse_rules
 
 KEY = LinkageKey(bytes(range(32)), epoch=3)
 EXAMPLES = Path(__file__).resolve().parents[2] / "producers" / "examples"
 
 
-def _keys(identity: ChildIdentity, key: LinkageKey = KEY):
+def _keys(identity: ChildIdentity, key: LinkageKey = KEY) -> tuple[MatchKeys, int]:
     norm = normalise_identity(identity)
     return match_keys(norm, key), linkage_block(norm, key)
 
 
-def _shared(a, b) -> set[str]:
+def _shared(a: MatchKeys, b: MatchKeys) -> set[str]:
     da, db = dict(a.present()), dict(b.present())
     return {n for n in da if n in db and da[n] == db[n]}
 
@@ -78,7 +90,7 @@ def test_blocks_spread_and_message_key_is_4_byte_big_endian() -> None:
 
 def test_example_exports_link_across_sectors() -> None:
     """The bundled school and police examples describe the same child (see examples/README)."""
-    def first(sector: Sector, name: str):
+    def first(sector: Sector, name: str) -> Prepared:
         rows = list(read_export(EXAMPLES / name, load_mapping(example_mapping(sector))))
         record = rows[0][1]
         assert not isinstance(record, LineError)
@@ -112,3 +124,58 @@ def test_linkage_key_loading(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not hexadecimal") as err:
         load_linkage_key(env={"SAFEHUB_LINKAGE_KEY": "secret-passphrase" * 4})
     assert "passphrase" not in str(err.value)
+
+
+# -- the OPRF gives the clusters HMAC gave ----------------------------------------------------
+
+def _clusters(
+    records: list[tuple[str, Sector, AgencyRecord]], keying: Keying
+) -> set[frozenset[str]]:
+    """Each record published as its agency would, then correlated: the clusters, as the sets of
+    record references they hold (blocks differ between the PRFs; the grouping must not).
+
+    Lateness is per block (its watermark is its newest event), so which late events count
+    depends on the block's other children; a lateness longer than the data keeps every event."""
+    text = DEFAULT_RULES_PATH.read_text().replace("lateness_days = 30", "lateness_days = 3650")
+    rules = parse_rules(text.encode(), "no-lateness")
+    states: dict[int, BlockState] = {}
+    ref_of: dict[str, str] = {}
+    by_agency: dict[tuple[str, Sector], list[AgencyRecord]] = {}
+    for agency, sector, record in records:
+        by_agency.setdefault((agency, sector), []).append(record)
+    for (agency, sector), recs in by_agency.items():
+        for record, prepared in zip(recs, prepare_many(recs, agency, keying), strict=True):
+            assert isinstance(prepared, Prepared)
+            event = to_event(prepared, agency, sector, None, prepared.event_id)
+            ref_of[event.event_id] = f"{agency}/{record.record_ref}"
+            block = event.subject.linkage_block
+            states[block], _ = step(rules, states.get(block, initial_state()), event)
+    return {frozenset(ref_of[o.event_id] for o in c.observations)
+            for s in states.values() for c in s.clusters}
+
+
+HMAC_KEYING = Keying(HmacPRF.version1(LinkageKey(bytes(range(32)), epoch=1)), 1)
+OPRF_KEYING = Keying(OprfPRF.from_seeds({0: bytes([7]) * 32, 1: bytes([8]) * 32}), 1)
+
+
+def test_example_exports_of_every_sector_give_the_same_clusters_with_the_oprf() -> None:
+    records = []
+    for sector in Sector:
+        (path,) = [p for p in EXAMPLES.glob(f"{sector.value.lower()}.*") if p.suffix != ".toml"]
+        for _, parsed in read_export(path, load_mapping(example_mapping(sector))):
+            assert not isinstance(parsed, LineError)
+            records.append(("agency-" + sector.value.lower(), sector, parsed))
+    assert {s for _, s, _ in records} == set(Sector)
+    hmac_clusters = _clusters(records, HMAC_KEYING)
+    assert hmac_clusters == _clusters(records, OPRF_KEYING)
+    # and they link across agencies, as the examples' README says they do
+    assert any(len({ref.split("/")[0] for ref in c}) >= 3 for c in hmac_clusters)
+
+
+def test_a_simulated_population_gives_the_same_clusters_with_the_oprf() -> None:
+    population = simulate(5, children=2000, months=12)
+    records = [(r.agency_id, r.sector, publisher_record(r)) for r in population.records]
+    assert len(records) > 1000
+    clusters = _clusters(records, HMAC_KEYING)
+    assert clusters == _clusters(records, OPRF_KEYING)
+    assert sum(1 for c in clusters if len({ref.split("/")[0] for ref in c}) > 1) > 50
