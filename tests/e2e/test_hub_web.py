@@ -271,8 +271,9 @@ def test_another_agencys_alert_is_not_found_by_any_url(hub: dict, browser) -> No
                 'name="csrf" value="')[1].split('"')[0]
         assert client.post(f"/alerts/{other}/ack", data={"csrf": token}).status_code == 404
         assert client.post(f"/alerts/{other}/decision",
-                           data={"csrf": token, "decision": "NO_FURTHER_ACTION"}
-                           ).status_code == 404
+                           data={"csrf": token, "decision": "NO_FURTHER_ACTION",
+                                 "lawful_basis": "CONSENT",
+                                 "rationale": "THRESHOLD_NOT_MET"}).status_code == 404
         assert other not in client.get("/api/alerts", params={"status": "NEW"}).text
     # Signed out, nothing at all; a wrong password signs nobody in.
     with httpx.Client(base_url=base) as anon:
