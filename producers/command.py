@@ -1,10 +1,12 @@
 """`safehub publish --agency ID --from FILE`: pseudonymise an agency export and publish it.
 
-Settings come from SAFEHUB_* variables (SAFEHUB_TOPIC_PREFIX, SAFEHUB_VAULT_URL,
-SAFEHUB_LINKAGE_KEY / SAFEHUB_LINKAGE_KEY_FILE, SAFEHUB_LINKAGE_KEY_EPOCH, and the Kafka
-connection's SAFEHUB_KAFKA_*, see safehub.connection), overridden by the flags. The agency is
-its own Kafka principal (by default the one named by --agency, with its password file in
-SAFEHUB_KAFKA_SECRETS): the broker lets it write its own ingress.<ID> and nothing else.
+Settings come from SAFEHUB_* variables (SAFEHUB_TOPIC_PREFIX, SAFEHUB_VAULT_URL, the keys'
+SAFEHUB_KEYSERVICE_URL / _SECRET_FILE / _CA_FILE, SAFEHUB_KEY_EPOCH and
+SAFEHUB_KEY_TRANSITION_EPOCH, or version 1's SAFEHUB_LINKAGE_KEY[_FILE] (see keysource.py),
+and the Kafka connection's SAFEHUB_KAFKA_*, see safehub.connection), overridden by the flags.
+The agency is its own Kafka principal (by default the one named by --agency, with its
+password file in SAFEHUB_KAFKA_SECRETS): the broker lets it write its own ingress.<ID> and
+nothing else.
 Each unusable line is reported as `line N: field: rule`; the exit code is 1 if any line
 failed, so a scheduler notices.
 """
@@ -32,7 +34,7 @@ from safehub.producers.exports import (
     load_mapping,
     read_export,
 )
-from safehub.producers.linkagekey import LinkageKey, load_linkage_key
+from safehub.producers.keysource import KeySource, key_source
 from safehub.producers.publisher import (
     DeliveryReport,
     Outcome,
@@ -56,7 +58,7 @@ class PublishSettings:
     kafka: KafkaConnection
     topic_prefix: str
     vault_url: str
-    key: LinkageKey
+    keys: KeySource
     batch_size: int
 
     def __repr__(self) -> str:
@@ -90,8 +92,11 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> PublishSe
         topic_prefix=env.get("SAFEHUB_TOPIC_PREFIX", ""),
         vault_url=args.vault or env.get("SAFEHUB_VAULT_URL")
         or default_vault_url(args.agency, env),
-        key=load_linkage_key(Path(args.key_file) if args.key_file else None, env,
-                             args.key_epoch),
+        keys=key_source(env, epoch=args.key_epoch, transition_epoch=args.transition_epoch,
+                        url=args.keyservice, secret_file=args.keyservice_secret,
+                        ca_file=args.keyservice_ca, key_file=args.key_file,
+                        transition_key_file=args.transition_key_file,
+                        hmac_epochs=args.hmac_epochs),
         batch_size=args.batch_size,
     )
 
@@ -108,10 +113,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vault", metavar="URL",
                         help="SQLAlchemy URL of the re-identification vault "
                              "(default SAFEHUB_VAULT_URL, else a SQLite file in the state folder)")
-    parser.add_argument("--key-file", metavar="FILE",
-                        help="linkage key as hex (default SAFEHUB_LINKAGE_KEY[_FILE])")
+    parser.add_argument("--keyservice", metavar="URL",
+                        help="the key service (default SAFEHUB_KEYSERVICE_URL); without one, "
+                             "version 1's HMAC linkage key")
+    parser.add_argument("--keyservice-secret", metavar="FILE",
+                        help="this agency's bearer secret for the key service, 0600 "
+                             "(default SAFEHUB_KEYSERVICE_SECRET_FILE)")
+    parser.add_argument("--keyservice-ca", metavar="FILE",
+                        help="CA of the key service's certificate "
+                             "(default SAFEHUB_KEYSERVICE_CA_FILE)")
     parser.add_argument("--key-epoch", type=int, default=None,
-                        help="epoch of the linkage key (default SAFEHUB_LINKAGE_KEY_EPOCH or 1)")
+                        help="the current match-key epoch (default SAFEHUB_KEY_EPOCH, else "
+                             "SAFEHUB_LINKAGE_KEY_EPOCH, else 1)")
+    parser.add_argument("--transition-epoch", type=int, default=None,
+                        help="during a key rotation, the epoch being moved to: events carry "
+                             "keys under both (default SAFEHUB_KEY_TRANSITION_EPOCH)")
+    parser.add_argument("--key-file", metavar="FILE",
+                        help="version 1 HMAC linkage key as hex "
+                             "(default SAFEHUB_LINKAGE_KEY[_FILE])")
+    parser.add_argument("--transition-key-file", metavar="FILE",
+                        help="version 1: the HMAC key of the transition epoch "
+                             "(default SAFEHUB_LINKAGE_TRANSITION_KEY_FILE)")
+    parser.add_argument("--hmac-epochs", metavar="LIST",
+                        help="with a key service, the epochs still derived with the HMAC key "
+                             "while migrating, e.g. 0,1 (default SAFEHUB_HMAC_EPOCHS)")
     parser.add_argument("--bootstrap", default=None,
                         help="Kafka bootstrap servers (default SAFEHUB_KAFKA_BOOTSTRAP)")
     parser.add_argument("--batch-size", type=int, default=2000, help=argparse.SUPPRESS)
@@ -136,13 +161,14 @@ def run(args: argparse.Namespace) -> int:
     if not settings.source.is_file():
         raise ConfigError(f"no such export file: {settings.source}")
     total = count_rows(settings.source)
+    keying, close_keys = settings.keys.open()
     vault = Vault.open(settings.vault_url)
     producer = make_producer(settings.kafka, f"safehub-publish-{settings.agency_id}")
     errors: list[LineError] = []
     lines: list[int] = []
     delivered = 0
     try:
-        publisher = Publisher(producer, vault, settings.key, settings.agency_id,
+        publisher = Publisher(producer, vault, keying, settings.agency_id,
                               settings.mapping.sector, settings.topic_prefix,
                               settings.batch_size)
         with tqdm(total=total, unit="line", file=sys.stderr,
@@ -161,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         producer.close()
         vault.close()
+        close_keys()
     for error in sorted(errors, key=lambda e: e.line):
         print(f"{settings.source.name}: {error}", file=sys.stderr)
     print(f"published {delivered} event(s) to {publisher.topic}; "

@@ -7,13 +7,16 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from safehub.connection import write_secret
 from safehub.errors import ConfigError
 from safehub.producers.keying import BLOCK_EPOCH, ByEpoch, HmacPRF, Keying, OprfPRF, as_keying
+from safehub.producers.keysource import key_source
 from safehub.producers.linkagekey import LinkageKey
 from safehub.producers.matchkeys import match_keys
 from safehub.producers.pseudonymisation import (
@@ -371,3 +374,50 @@ def test_a_two_epoch_state_round_trips() -> None:
     state, _ = _run(_child_history())
     data = snapshot.encode(state)
     assert snapshot.decode(data) == state
+
+
+# -- where the keys come from (safehub publish's settings) ------------------------------------
+
+def test_version_1_settings_give_version_1_keys(tmp_path: Path) -> None:
+    env = {"SAFEHUB_LINKAGE_KEY": KEY_1.secret.hex()}
+    source = key_source(env)
+    keying, close = source.open()
+    close()
+    assert (keying.epoch, keying.transition_epoch) == (OLD, None)
+    assert prepare(_record("r1"), "police-a", keying) == prepare(_record("r1"), "police-a", KEY_1)
+    assert KEY_1.secret.hex() not in repr(source)
+    # an HMAC-only rotation: the transition key from its own file, the block stays put
+    other = tmp_path / "epoch2.hex"
+    other.write_text(KEY_2.secret.hex())
+    during, _ = key_source({**env, "SAFEHUB_KEY_TRANSITION_EPOCH": "2",
+                            "SAFEHUB_LINKAGE_TRANSITION_KEY_FILE": str(other)}).open()
+    after, _ = key_source({**env, "SAFEHUB_LINKAGE_KEY_EPOCH": "1"}, epoch=NEW,
+                          transition_key_file=str(other)).open()
+    p_during, p_after = (prepare(_record("r1"), "police-a", k) for k in (during, after))
+    assert p_during.transition_keys == EpochKeys(NEW, p_after.match_keys)
+    assert p_during.linkage_block == p_after.linkage_block
+    with pytest.raises(ConfigError, match=r"no HMAC linkage key for epoch\(s\) \[2\]"):
+        key_source(env, transition_epoch=NEW)
+
+
+def test_key_service_settings(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="bearer secret"):
+        key_source({"SAFEHUB_KEYSERVICE_URL": "https://127.0.0.1:1"})
+    secret, ca = tmp_path / "police-a.secret", tmp_path / "ca.pem"
+    write_secret(secret, "s3cret")
+    ca.write_text("not read until a call is made\n")
+    env = {"SAFEHUB_KEYSERVICE_URL": "https://127.0.0.1:1",
+           "SAFEHUB_KEYSERVICE_SECRET_FILE": str(secret), "SAFEHUB_KEYSERVICE_CA_FILE": str(ca),
+           "SAFEHUB_KEY_EPOCH": "2", "SAFEHUB_KEY_TRANSITION_EPOCH": "3",
+           # left over from version 1: not used unless SAFEHUB_HMAC_EPOCHS says so
+           "SAFEHUB_LINKAGE_KEY": KEY_1.secret.hex()}
+    source = key_source(env)
+    assert source.hmac == {} and source.keyservice is not None
+    assert (source.epoch, source.transition_epoch) == (2, 3)
+    # Migrating: the block and epoch 1 stay on the HMAC key, epoch 2 is the key service's.
+    migrating = key_source({**env, "SAFEHUB_KEY_EPOCH": "1",
+                            "SAFEHUB_KEY_TRANSITION_EPOCH": "2", "SAFEHUB_HMAC_EPOCHS": "0,1"})
+    assert sorted(migrating.hmac) == [0, 1]
+    with pytest.raises(ConfigError, match=r"no HMAC key for epoch\(s\) \[2\]"):
+        key_source({**env, "SAFEHUB_HMAC_EPOCHS": "0,2"})
+    assert "s3cret" not in repr(source) + repr(migrating)
