@@ -31,7 +31,7 @@ from safehub.services.reid import desk
 from safehub.services.reid.casefile import CaseFile
 from safehub.services.reid.desk import AlreadyDecided, DeskError, HandleRecords
 from safehub.services.reid.sealing import binding, load_public_key, seal
-from safehub.services.reid.store import RequestStore, StoredRequest
+from safehub.services.reid.store import PENDING, UNKNOWN, RequestStore, StoredRequest
 
 Clock = Callable[[], int]
 Resolve = Callable[[str, str], Reidentification | None]
@@ -98,18 +98,17 @@ class Office:
         its handles is this agency's. True if it was new. The caller commits the offset after.
         """
         now = self.clock()
-        self.store.save(request, raw, now)
+        known = bool(self.records(request))
+        new = self.store.save(request, raw, now, PENDING if known else UNKNOWN)
         with self.lock:
             # Entry ids are derived from the cause, so a redelivery's entry is a known duplicate.
             self.journal.record(AuditAction.REIDENTIFICATION_RECEIVED, request.request_id,
                                 request.hub_id, desk.digest(raw), now)
             self.journal.flush()
         stored = self.store.get(self.agency_id, request.request_id)
-        if stored is None or stored.decided:
-            return False
-        if not self.records(request):
+        if stored is not None and stored.status == UNKNOWN:
             self._answer(request.request_id, desk.AUTOMATIC, ReidOutcome.NOT_FOUND, None)
-        return True
+        return new
 
     # -- the officer's side -----------------------------------------------------------------
     def approve(self, request_id: str, officer: str) -> ReidResponse:
@@ -126,6 +125,9 @@ class Office:
                 raise NotFound(request_id)
             if stored.decided:
                 raise AlreadyDecided("this request has already been answered")
+            if stored.status == UNKNOWN and outcome is not ReidOutcome.NOT_FOUND:
+                raise DeskError("none of the handles is this agency's: the service answers "
+                                "\"not found\"")
             request = stored.request
             sealed = self._sealed(request) if outcome is ReidOutcome.APPROVED else None
             now = self.clock()

@@ -6,7 +6,9 @@ before its offset was committed survives a power cut), PostgreSQL supported.
 
 A request is stored once (the request id and agency are the primary key, so a redelivery is a
 no-op) with its contract bytes, which name no child. A decision is recorded only once: the
-update applies to a pending request only, so a second decision finds nothing to change.
+update applies to an undecided request only, so a second decision finds nothing to change.
+A request naming none of the agency's handles is stored as UNKNOWN, never shown as pending, and
+answered "not found" by the service itself.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from safehub.schemas.records import ReidRequest
 from safehub.schemas.vocabulary import DeclineReason, ReidOutcome
 
 SCHEMA_VERSION = 1
-PENDING = "PENDING"
+PENDING = "PENDING"  # waiting for the officer
+UNKNOWN = "UNKNOWN"  # none of its handles is the agency's: the service answers "not found"
 DECIDED = "DECIDED"
 
 metadata = MetaData()
@@ -106,14 +109,15 @@ class RequestStore:
     def close(self) -> None:
         self.engine.dispose()
 
-    def save(self, request: ReidRequest, raw: bytes, received_at: int) -> bool:
+    def save(self, request: ReidRequest, raw: bytes, received_at: int,
+             status: str = PENDING) -> bool:
         """Store a received request; False if it was already stored (a redelivery)."""
         try:
             with self.engine.begin() as conn:
                 conn.execute(insert(requests).values(
                     agency_id=request.agency_id, request_id=request.request_id,
                     hub_id=request.hub_id, alert_id=request.alert_id, received_at=received_at,
-                    request=raw, status=PENDING))
+                    request=raw, status=status))
             return True
         except IntegrityError:
             return False
@@ -151,13 +155,13 @@ class RequestStore:
     def mark_decided(self, agency_id: str, request_id: str, outcome: ReidOutcome,
                      reason: DeclineReason | None, officer: str, at_ms: int,
                      response_id: str) -> bool:
-        """Record the decision; False if the request was not pending (decided already)."""
+        """Record the decision; False if the request was decided already."""
         try:
             with self.engine.begin() as conn:
                 result = conn.execute(
                     update(requests)
                     .where(requests.c.agency_id == agency_id,
-                           requests.c.request_id == request_id, requests.c.status == PENDING)
+                           requests.c.request_id == request_id, requests.c.status != DECIDED)
                     .values(status=DECIDED, outcome=outcome.value,
                             decline_reason=None if reason is None else reason.value,
                             officer=officer, decided_at=at_ms, response_id=response_id))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -353,3 +354,49 @@ def test_officer_page_scoped_csrf_and_decide_once(tmp_path: Path, keys: Path,
     broker.down = False
     ok = client.post(f"/api/requests/{theirs.request_id}/approve")
     assert ok.status_code == 200 and ok.json()["outcome"] == "APPROVED"
+
+
+def test_not_found_is_never_pending_and_survives_a_broker_outage(
+        tmp_path: Path, keys: Path, vault: Vault) -> None:
+    handles(vault)
+    broker = Broker(down=True)
+    o = office(tmp_path, keys, vault, broker)
+    req = request(("0" * 32,), o.registered_key(HUB))
+    with pytest.raises(BrokerError):  # the listener seeks back and reads it again
+        o.receive(req, encode(req))
+    assert o.pending() == []  # stored, but not the officer's to decide
+    broker.down = False
+    with pytest.raises(desk.DeskError):
+        o.decline(req.request_id, "officer-1", DeclineReason.OTHER)
+    assert o.receive(req, encode(req)) is False  # the redelivery answers it
+    (value,) = broker.on(f"t.reid-responses.{HUB}")
+    assert decode(value, ReidResponse).outcome is ReidOutcome.NOT_FOUND
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'reid.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def test_store_keeps_a_request_once_and_a_decision_once(store_url: str) -> None:
+    store = RequestStore.open(store_url)
+    agency = "police-" + uuid.uuid4().hex[:8]  # other runs may share a PostgreSQL database
+    req = request(("a" * 32,), agency_id=agency, request_id=uuid.uuid4().hex)
+    try:
+        assert store.save(req, encode(req), NOW) is True
+        assert store.save(req, encode(req), NOW + 5) is False
+        assert [s.request for s in store.pending(agency)] == [req]
+        assert store.get(OTHER, req.request_id) is None
+        assert store.mark_decided(agency, req.request_id, ReidOutcome.DECLINED,
+                                  DeclineReason.OTHER, "officer-1", NOW, "f" * 32) is True
+        assert store.mark_decided(agency, req.request_id, ReidOutcome.APPROVED, None,
+                                  "officer-2", NOW, "f" * 32) is False
+        stored = store.get(agency, req.request_id)
+        assert stored is not None and stored.decided
+        assert (stored.outcome, stored.decline_reason, stored.officer, stored.received_at) == (
+            ReidOutcome.DECLINED, DeclineReason.OTHER, "officer-1", NOW)
+        assert store.pending(agency) == []
+    finally:
+        store.close()
