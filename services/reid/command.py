@@ -30,11 +30,13 @@ import argparse
 import logging
 import os
 import secrets
+import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 
 from kafka import KafkaProducer
 
@@ -272,4 +274,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args, os.environ)
-    return serve(settings)
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    # uvicorn handles the signal itself (graceful shutdown), then restores these handlers and
+    # raises the signal again; ours turn that into a clean exit 0 instead of death by SIGTERM.
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    return serve(settings, stop)

@@ -13,7 +13,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
+import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -55,6 +60,7 @@ from tests.conftest import Namespace
 from tests.integration.test_correlator_golden import TopicReader
 
 pytestmark = pytest.mark.integration
+CMD = (shutil.which("safehub") or f"{sys.executable} -m safehub.cli").split()
 POLICE, SCHOOL, HEALTH = "police-wy", "school-leeds", "health-leeds"
 HUB, OTHER_HUB = "csc-leeds", "csc-bradford"
 ALICE = ChildIdentity("Zoë", "Fitzgerald-Kaur", "2011-07-19", "9434765870", "LS6 2QT")
@@ -96,11 +102,18 @@ def registry_file(ns: Namespace, path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def world(secure_namespace: Callable[..., Namespace], tmp_path: Path,
-          caplog: pytest.LogCaptureFixture) -> Iterator[World]:
-    ns = secure_namespace(agencies={POLICE: "POLICE", SCHOOL: "EDUCATION", HEALTH: "HEALTH"},
-                          hubs=[HUB, OTHER_HUB])
+@dataclass(frozen=True)
+class Agencies:
+    """What the agencies' service is given: vaults, officers, the hubs' keys, the registry."""
+
+    handles: dict[str, str]
+    vaults: Path
+    users: Path
+    hub_keys: Path
+    registry: Path
+
+
+def prepare(ns: Namespace, tmp_path: Path) -> Agencies:
     for hub in (HUB, OTHER_HUB):
         ensure_hub_key(tmp_path / "hub-private", tmp_path / "hub-keys", hub)
     vaults = tmp_path / "vaults"
@@ -121,14 +134,37 @@ def world(secure_namespace: Callable[..., Namespace], tmp_path: Path,
         f'[[user]]\nref = "{ref}"\nagency = "{agency}"\npassword = "{hash_password("pw")}"\n'
         for ref, agency in (("off-police", POLICE), ("off-school", SCHOOL),
                             ("off-health", HEALTH))))
-    port = free_port()
-    args = argparse.Namespace(
-        agency=[POLICE, SCHOOL], users=str(users), hub_keys=str(tmp_path / "hub-keys"),
-        listen=f"127.0.0.1:{port}", database=f"sqlite:///{tmp_path / 'reid.db'}", vault=[],
-        vault_dir=str(vaults), export=[f"{SCHOOL}={EXAMPLES_DIR / 'education.csv'}"],
-        mapping=[], registry=str(registry_file(ns, tmp_path / "registry.toml")))
+    return Agencies({"alice": alice, "bob": bob, "chloe": chloe}, vaults, users,
+                    tmp_path / "hub-keys", registry_file(ns, tmp_path / "registry.toml"))
+
+
+def agency_env(ns: Namespace) -> dict[str, str]:
+    """The Kafka settings with no principal named: each agency connects as itself."""
     env = {**ns.env(POLICE)}
     del env["SAFEHUB_KAFKA_PRINCIPAL"], env["SAFEHUB_KAFKA_PASSWORD_FILE"]
+    return env
+
+
+def page_up(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/login").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@pytest.fixture
+def world(secure_namespace: Callable[..., Namespace], tmp_path: Path,
+          caplog: pytest.LogCaptureFixture) -> Iterator[World]:
+    ns = secure_namespace(agencies={POLICE: "POLICE", SCHOOL: "EDUCATION", HEALTH: "HEALTH"},
+                          hubs=[HUB, OTHER_HUB])
+    a = prepare(ns, tmp_path)
+    port = free_port()
+    args = argparse.Namespace(
+        agency=[POLICE, SCHOOL], users=str(a.users), hub_keys=str(a.hub_keys),
+        listen=f"127.0.0.1:{port}", database=f"sqlite:///{tmp_path / 'reid.db'}", vault=[],
+        vault_dir=str(a.vaults), export=[f"{SCHOOL}={EXAMPLES_DIR / 'education.csv'}"],
+        mapping=[], registry=str(a.registry))
+    env = agency_env(ns)
     settings = settings_from(args, env)
     assert len(settings.case_files[SCHOOL]) > 0
     # The police hand their records over in memory, as the demo does.
@@ -140,16 +176,9 @@ def world(secure_namespace: Callable[..., Namespace], tmp_path: Path,
     thread = threading.Thread(target=serve, args=(settings, stop), daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{base}/login").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_until("the officers' page", up)
+    wait_until("the officers' page", lambda: page_up(base))
     try:
-        yield World(ns, tmp_path, {"alice": alice, "bob": bob, "chloe": chloe}, base)
+        yield World(ns, tmp_path, a.handles, base)
     finally:
         stop.set()
         thread.join(timeout=60)
@@ -315,3 +344,50 @@ def test_a_third_agency_reads_neither_requests_nor_answers(world: World) -> None
     client = httpx.Client(base_url=w.base)
     client.post("/login", data={"ref": "off-health", "password": "pw"})
     assert client.get("/api/requests").status_code == 401
+
+
+def test_the_command_serves_as_its_own_process(secure_namespace: Callable[..., Namespace],
+                                               tmp_path: Path) -> None:
+    """`safehub reid serve` as an operator starts it: flags and environment only; it answers,
+    and stops cleanly on SIGTERM; its output holds no identity."""
+    ns = secure_namespace(agencies={SCHOOL: "EDUCATION"}, hubs=[HUB, OTHER_HUB])
+    a = prepare(ns, tmp_path)
+    port = free_port()
+    env = {**os.environ, **agency_env(ns), "SAFEHUB_REID_USERS": str(a.users),
+           "SAFEHUB_REID_HUB_KEYS": str(a.hub_keys), "SAFEHUB_REGISTRY": str(a.registry),
+           "SAFEHUB_REID_DATABASE_URL": f"sqlite:///{tmp_path / 'reid.db'}"}
+    out = (tmp_path / "service.log").open("w+b")
+    proc = subprocess.Popen(
+        [*CMD, "-v", "reid", "serve", "--agency", SCHOOL, "--listen", f"127.0.0.1:{port}",
+         "--vault-dir", str(a.vaults), "--export", f"{SCHOOL}={EXAMPLES_DIR / 'education.csv'}"],
+        env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until("the officers' page", lambda: proc.poll() is None and page_up(base))
+        w = World(ns, tmp_path, a.handles, base)
+        req = ask(SCHOOL, (a.handles["chloe"],), hub_key(w, HUB))
+        send_as_hub(w, [(reid_requests(ns.prefix, SCHOOL), req.request_id.encode(),
+                         encode(req))])
+        school = officer(w, "off-school")
+        wait_until("the request", lambda: pending(school) == {req.request_id})
+        assert "O&#39;Brien-Walsh" in school.get(f"/requests/{req.request_id}").text
+        assert school.post(f"/api/requests/{req.request_id}/approve").status_code == 200
+        reader = TopicReader(ns.connection(HUB), reid_responses(ns.prefix, HUB))
+        wait_until("the answer", lambda: len(reader.decoded(ReidResponse)) == 1)
+        (answer,) = reader.decoded(ReidResponse)
+        reader.close()
+        assert answer.sealed_identity is not None
+        opened = open_sealed(answer.sealed_identity,
+                             load_private_key(tmp_path / "hub-private", HUB),
+                             binding(req.request_id, req.alert_id, HUB, SCHOOL))
+        assert (opened.first_name, opened.nhs_number, opened.record_refs) == (
+            "Chloë", "996 030 8243", ("C-2024-0441", "C-2024-0447"))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+    assert rc == 0
+    out.seek(0)
+    text = out.read()
+    assert b"re-identification desk for school-leeds" in text
+    for needle in SCHOOL_IDENTITY:
+        assert needle.encode() not in text and needle.upper().encode() not in text
