@@ -67,8 +67,8 @@ class RequestListener:
                         self._deadletters.send_record(rec, exc)
                         self.deadlettered += 1
                     else:
-                        if self._office.receive(request, rec.value):
-                            self.received += 1
+                        self._office.receive(request, rec.value)
+                        self.received += 1
                     done += 1
         except (StoreError, BrokerError) as exc:
             # Nothing of this batch is committed: it is read again once the outage is over;

@@ -196,6 +196,7 @@ class Broker:
     """A KafkaProducer stand-in: records what was sent; `down` makes every send fail."""
 
     sent: list[tuple[str, bytes | None, bytes]] = field(default_factory=list)
+    headers: list[dict[str, bytes]] = field(default_factory=list)
     down: bool = False
 
     def send(self, topic: str, value: bytes, key: bytes | None = None,
@@ -205,6 +206,7 @@ class Broker:
         if self.down:
             return Future(Meta(topic), KafkaTimeoutError("down"))
         self.sent.append((topic, key, value))
+        self.headers.append(dict(headers or []))
         return Future(Meta(topic, 0, len(self.sent)))
 
     def flush(self, _timeout: float | None = None) -> None:
@@ -400,3 +402,86 @@ def test_store_keeps_a_request_once_and_a_decision_once(store_url: str) -> None:
         assert store.pending(agency) == []
     finally:
         store.close()
+
+
+# -- the listener, with a scripted consumer -----------------------------------------------------
+
+@dataclass
+class Rec:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass
+class Consumer:
+    """A KafkaConsumer stand-in: hands out one batch per poll, records seeks and commits."""
+
+    batches: list[dict[Any, list[Rec]]]
+    seeks: list[tuple[Any, int]] = field(default_factory=list)
+    commits: list[dict[Any, Any]] = field(default_factory=list)
+
+    def poll(self, timeout_ms: int = 0) -> dict[Any, list[Rec]]:
+        return self.batches.pop(0) if self.batches else {}
+
+    def seek(self, tp: Any, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+    def position(self, _tp: Any) -> int:
+        return 0
+
+    def commit(self, offsets: dict[Any, Any]) -> None:
+        self.commits.append(offsets)
+
+    def close(self) -> None:
+        pass
+
+
+def test_listener_dead_letters_with_reasons_and_commits_only_after_the_rows(
+        tmp_path: Path, keys: Path, vault: Vault) -> None:
+    import threading
+
+    from kafka import TopicPartition
+
+    from safehub.consumers.deadletter import HEADER_ERROR_MESSAGE, DeadLetterSink
+    from safehub.services.reid.listener import RequestListener, RetryPolicy
+
+    h = handles(vault)
+    broker = Broker()
+    o = office(tmp_path, keys, vault, broker)
+    topic = f"t.reid-requests.{AGENCY}"
+    tp = TopicPartition(topic, 0)
+    good = request((h["alice"],), o.registered_key(HUB))
+    foreign = request((h["alice"],), o.registered_key(HUB), request_id="ef" * 16,
+                      hub_id="csc-nowhere")
+    batch = [Rec(topic, 0, 0, b"k", encode(good)), Rec(topic, 0, 1, b"k", b"\x00junk"),
+             Rec(topic, 0, 2, b"k", encode(foreign))]
+    consumer = Consumer([{tp: batch}, {tp: batch}])
+    sink = DeadLetterSink(broker, "t.deadletter")
+    listener = RequestListener(consumer, o, sink, {HUB}, RetryPolicy(0.01, 0.02))
+    broker.down = True  # the receipt's audit entry is not acknowledged: nothing committed
+    assert listener.step(threading.Event()) == 0
+    assert consumer.seeks == [(tp, 0)] and consumer.commits == []
+    broker.down = False
+    assert listener.step(threading.Event()) == 3
+    assert len(consumer.commits) == 1 and consumer.commits[0][tp].offset == 3
+    assert [s.request for s in o.pending()] == [good]
+    reasons = [hs[HEADER_ERROR_MESSAGE].decode() for (t, _, _), hs in
+               zip(broker.sent, broker.headers, strict=True) if t == "t.deadletter"]
+    assert len(reasons) == 2 and reasons[1] == "hub_id: not a hub in the agency registry"
+    assert listener.deadlettered == 2 and listener.received == 1
+
+
+def test_database_down_is_a_clear_503(tmp_path: Path, keys: Path, vault: Vault) -> None:
+    from safehub.consumers.inbox.database import make_engine
+
+    o = office(tmp_path, keys, vault, Broker())
+    o.store = RequestStore(make_engine(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}"))
+    directory = Directory({"off-1": User("off-1", AGENCY, hash_password("pw"))})
+    client = TestClient(create_app({AGENCY: o}, directory, "s" * 32))
+    client.post("/login", data={"ref": "off-1", "password": "pw"})
+    down = client.get("/api/requests")
+    assert down.status_code == 503 and "database is unavailable" in down.json()["detail"]
+    assert client.get("/requests").status_code == 503
