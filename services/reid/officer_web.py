@@ -96,8 +96,26 @@ def _when(ms: int | None) -> str:
         "%a %d %b %Y %H:%M")
 
 
+# What the coded values mean, in the words an information-governance officer uses.
+LABELS = {
+    "DPA_SCH8_PARA4_SAFEGUARDING": "DPA 2018 Schedule 8 paragraph 4 (safeguarding of children "
+                                   "and individuals at risk)",
+    "DPA_SCH1_PARA18_SAFEGUARDING": "DPA 2018 Schedule 1 paragraph 18 (safeguarding of "
+                                    "children and individuals at risk)",
+    "CONSENT": "Consent",
+    "OTHER": "Other",
+    "SECTION_47_ENQUIRY": "Section 47 enquiry",
+    "MASH_RESEARCH": "MASH research",
+    "BASIS_NOT_MET": "The lawful basis is not met",
+    "NOT_NECESSARY_OR_PROPORTIONATE": "Not necessary or proportionate",
+    "PREJUDICES_INVESTIGATION": "Sharing would prejudice an investigation",
+    "SHARED_BY_OTHER_ROUTE": "Shared by another route",
+}
+
+
 def _label(symbol: str | None) -> str:
-    return (symbol or "").replace("_", " ").capitalize()
+    text = symbol or ""
+    return LABELS.get(text) or text.replace("_", " ").capitalize()
 
 
 def create_app(offices: Mapping[str, Office], directory: Directory,

@@ -328,6 +328,9 @@ def test_officer_page_scoped_csrf_and_decide_once(tmp_path: Path, keys: Path,
     assert [r["request_id"] for r in listed] == [mine.request_id]
     assert client.get(f"/api/requests/{theirs.request_id}").status_code == 404
     assert client.get(f"/requests/{theirs.request_id}").status_code == 404
+    queue = client.get("/requests").text
+    assert mine.request_id in queue and theirs.request_id not in queue
+    assert "DPA 2018 Schedule 8 paragraph 4" in queue and "Strategy meeting" in queue
     assert client.post(f"/api/requests/{theirs.request_id}/approve").status_code == 404
     detail = client.get(f"/api/requests/{mine.request_id}").json()
     assert detail["known"][0]["record_refs"] == ["INC-1", "INC-2"]
