@@ -63,12 +63,11 @@ class RequestListener:
                         request = decode(rec.value, ReidRequest)
                         desk.check_request(request, desk.agency_from_topic(tp.topic, prefix),
                                            self._hubs, self._office.registered_key)
+                        self._office.receive(request, rec.value)
+                        self.received += 1
                     except ValidationError as exc:
                         self._deadletters.send_record(rec, exc)
                         self.deadlettered += 1
-                    else:
-                        self._office.receive(request, rec.value)
-                        self.received += 1
                     done += 1
         except (StoreError, BrokerError) as exc:
             # Nothing of this batch is committed: it is read again once the outage is over;

@@ -21,7 +21,7 @@ from kafka import KafkaProducer
 
 from safehub.bus import send_and_confirm
 from safehub.deploy.acl import reid_responses
-from safehub.errors import ConfigError
+from safehub.errors import ConfigError, ValidationError
 from safehub.producers.vault import Reidentification
 from safehub.schemas.codec import encode
 from safehub.schemas.records import ReidRequest, ReidResponse
@@ -96,16 +96,21 @@ class Office:
     def receive(self, request: ReidRequest, raw: bytes) -> bool:
         """Store a checked request and audit its receipt; answer NOT_FOUND at once if none of
         its handles is this agency's. True if it was new. The caller commits the offset after.
+        ValidationError if the request id is known with other content (the caller dead-letters).
         """
         now = self.clock()
         known = bool(self.records(request))
         new = self.store.save(request, raw, now, PENDING if known else UNKNOWN)
+        stored = self.store.get(self.agency_id, request.request_id)
+        if not new and stored is not None and stored.raw != raw:
+            # A redelivery is byte-identical; anything else under a known id is not the request
+            # the agency received, and must not be taken for it.
+            raise ValidationError("request_id", "already used for a different request")
         with self.lock:
             # Entry ids are derived from the cause, so a redelivery's entry is a known duplicate.
             self.journal.record(AuditAction.REIDENTIFICATION_RECEIVED, request.request_id,
                                 request.hub_id, desk.digest(raw), now)
             self.journal.flush()
-        stored = self.store.get(self.agency_id, request.request_id)
         if stored is not None and stored.status == UNKNOWN:
             self._answer(request.request_id, desk.AUTOMATIC, ReidOutcome.NOT_FOUND, None)
         return new

@@ -252,6 +252,10 @@ def test_office_answers_not_found_at_once_and_audits_it(tmp_path: Path, keys: Pa
     # A redelivery stores nothing new and answers nothing again.
     assert o.receive(req, raw) is False
     assert len(broker.on(f"t.reid-responses.{HUB}")) == 1
+    # Another request under the same id is not taken for it.
+    with pytest.raises(ValidationError) as exc:
+        o.receive(request((h["alice"],), key), encode(request((h["alice"],), key)))
+    assert exc.value.field == "request_id"
 
 
 def test_office_approval_opens_only_at_the_hub_for_this_request(
