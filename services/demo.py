@@ -20,17 +20,22 @@ import secrets
 import shutil
 import signal
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from safehub.connection import KafkaConnection
-from safehub.deploy.kafka.launcher import Cluster, state_root
-from safehub.deploy.registry import ADMIN, load_registry
+from safehub.deploy.kafka.launcher import Cluster, free_port, state_root
+from safehub.deploy.registry import ADMIN, Service, load_registry
 from safehub.errors import ConfigError, SafehubError
+from safehub.producers.keying import Keying
 from safehub.producers.simulation.trajectories import Population, simulate
 from safehub.services import demo_pipeline as pipeline
+from safehub.services.keyservice import local as local_keyservice
+from safehub.services.keyservice.client import KeyServiceClient
 from safehub.services.supervisor import (
     ServiceSpec,
     Supervisor,
@@ -154,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
     settings = DemoSettings.from_args(args)
     # Migrations announce themselves at INFO; the demo's own output is the summary.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # httpx announces every call to the key service at INFO (URL and status only).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     if settings.children < 1:
         raise ConfigError("--children must be at least 1")
     from safehub.services.router.table import DEFAULT_ROUTING_PATH, load_routing_table
@@ -241,22 +248,35 @@ def _run(
         supervisor.start(ServiceSpec(spec.name, spec.argv, {**env, **spec.env}))
     print("services started: " + ", ".join(s.name for s in specs)
           + f" (logs in {supervisor.logs})", flush=True)
-    key = _secret(settings.folder / "keys" / "linkage.hex")
+    with keyservice_running(settings, env, pop.world.agency_ids) as keys:
+        def check() -> None:
+            supervisor.check()
+            keys.check()
+
+        return _publish_and_watch(settings, admin, pop, keys, check, started, sign_in)
+
+
+def _publish_and_watch(
+    settings: DemoSettings, admin: KafkaConnection, pop: Population, keys: DemoKeyService,
+    check: Callable[[], None], started: float, sign_in: tuple[str, list[str]],
+) -> int:
+    prefix = settings.topic_prefix
+    publishing = time.monotonic()
     published = pipeline.publish_population(
-        pop, admin, prefix, key, settings.folder / "vaults", supervisor.check)
+        pop, admin, prefix, keys.keying, settings.folder / "vaults", check)
     print(f"published {published.delivered} events from {len(pop.world.agencies)} agencies "
-          f"({published.rejected} rejected by the publishers, "
-          f"{published.duplicates} resent duplicates)", flush=True)
+          f"in {time.monotonic() - publishing:.1f} s ({published.rejected} rejected by the "
+          f"publishers, {published.duplicates} resent duplicates)", flush=True)
     deadline = time.monotonic() + settings.settle_timeout
     positions = ({} if "audit-sink" in settings.skip
                  else {f"{prefix}audit": pipeline.audit_position(settings.db("audit"))})
-    unread = pipeline.wait_settled(admin, prefix, deadline, SETTLE_QUIET_S, supervisor.check,
-                                   positions)
+    unread = pipeline.wait_settled(admin, prefix, deadline, SETTLE_QUIET_S, check, positions)
     settled = not unread
     summary = pipeline.summarise(admin, prefix, settings.db("inbox"), pop)
     summary["published"] = published.delivered
     summary["settled"] = settled
     summary["not_read_to_the_end"] = unread
+    summary["keyservice"] = keys.summary()
     summary["seconds"] = round(time.monotonic() - started, 1)
     (settings.folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     # Users with alerts first: those are the ones worth signing in as.
@@ -267,8 +287,80 @@ def _run(
         return 0 if settled else 1
     print("press Ctrl-C to stop everything", flush=True)
     while True:  # until Ctrl-C, SIGTERM or the --duration alarm
-        supervisor.check()
+        check()
         time.sleep(0.5)
+
+
+@dataclass
+class DemoKeyService:
+    """The running key service as the demo's publishers use it: a client per agency (its own
+    bearer secret; batches of 1024 blinded elements, two calls in flight) behind `keying`."""
+
+    service: local_keyservice.LocalKeyService
+    check: Callable[[], None]  # raises if the service process has died
+    epochs: list[int]
+    used_before: dict[str, int] = field(default_factory=dict)
+    clients: dict[str, KeyServiceClient] = field(default_factory=dict)
+
+    def keying(self, agency: str) -> Keying:
+        """What an agency's publisher derives its match keys (epoch 1) and blocks (epoch 0)
+        with: the OPRF through the service; the agency holds no key."""
+        client = self.clients.get(agency)
+        if client is None:
+            client = self.clients[agency] = self.service.client(agency)
+        return Keying(client, epoch=local_keyservice.FIRST_MATCH_EPOCH)
+
+    def elements_used(self) -> dict[str, int]:
+        """Each agency's elements evaluated today, as the service's operator sees them (the
+        counters are kept across runs, so a run's own use is the difference)."""
+        rows = self.service.usage()["agencies"]
+        return {str(r["agency"]): int(r["day"]["used"]) for r in rows}
+
+    def summary(self) -> dict[str, Any]:
+        try:
+            now = self.elements_used()
+        except SafehubError as exc:
+            return {"url": self.service.url, "epochs": self.epochs, "usage": str(exc)}
+        used = {a: n - self.used_before.get(a, 0) for a, n in now.items()}
+        return {"url": self.service.url, "epochs": self.epochs,
+                "elements_evaluated": sum(used.values()),
+                "agencies_served": sum(1 for n in used.values() if n > 0)}
+
+    def close(self) -> None:
+        for client in self.clients.values():
+            client.close()
+        self.clients.clear()
+
+
+@contextmanager
+def keyservice_running(
+    settings: DemoSettings, kafka_env: dict[str, str], agencies: Iterable[str],
+) -> Iterator[DemoKeyService]:
+    """`safehub keyservice serve` for the demo's agencies, stopped when the block ends (Ctrl-C
+    included). It listens on 127.0.0.1 on a free port with a certificate from the launcher's
+    local CA code; its keys (epoch 0 for blocks, epoch 1 for match keys), each agency's bearer
+    secret and the quota counters stay in <folder>/keyservice across runs, so a second run's
+    pseudonyms are the first run's. It writes quota refusals to the audit topic as the
+    `keyservice` principal (made by `access apply` with every registry party)."""
+    service = local_keyservice.prepare(settings.folder / "keyservice", agencies, free_port())
+    own = Supervisor(settings.folder, {
+        k: v for k, v in python_env().items()
+        if k not in ("SAFEHUB_KAFKA_PRINCIPAL", "SAFEHUB_KAFKA_PASSWORD_FILE")})
+    keys: DemoKeyService | None = None
+    try:
+        own.start(ServiceSpec("keyservice", service.argv(),
+                              {**kafka_env, "SAFEHUB_KAFKA_PRINCIPAL": Service.KEYSERVICE}))
+        epochs = service.wait_ready(own.check)
+        print(f"key service at {service.url} (epochs {', '.join(map(str, epochs))}; "
+              f"files in {service.folder})", flush=True)
+        keys = DemoKeyService(service, own.check, epochs)
+        keys.used_before = keys.elements_used()
+        yield keys
+    finally:
+        if keys is not None:
+            keys.close()
+        for name, code in own.stop_all():
+            print(f"{name} stopped ({'ok' if code == 0 else f'exit {code}'})", flush=True)
 
 
 def _print_summary(settings: DemoSettings, summary: dict[str, Any], pop: Population) -> None:
@@ -282,6 +374,7 @@ def _print_summary(settings: DemoSettings, summary: dict[str, Any], pop: Populat
         "  alerts       " + (", ".join(f"{t} {n}" for t, n in tiers.items()) or "none"),
         f"  inbox        {summary['inbox_rows']} notifications for "
         f"{len(summary['inbox_by_agency'])} hubs",
+        _keyservice_line(summary["keyservice"]),
         f"  time taken   {summary['seconds']} s"
         + ("" if summary["settled"] else " (stopped before everything was consumed: "
                                          + ", ".join(summary["not_read_to_the_end"]) + ")"),
@@ -294,6 +387,14 @@ def _print_summary(settings: DemoSettings, summary: dict[str, Any], pop: Populat
         ]
     lines += [f"  files        {settings.folder} (summary.json, logs/)", ""]
     print("\n".join(lines), flush=True)
+
+
+def _keyservice_line(keys: dict[str, Any]) -> str:
+    line = f"  key service  {keys['url']}, epochs {keys['epochs']}: "
+    if "elements_evaluated" not in keys:
+        return line + f"usage not available ({keys['usage']})"
+    return line + (f"{keys['elements_evaluated']} blinded elements evaluated for "
+                   f"{keys['agencies_served']} agencies (it never saw an identifier)")
 
 
 def claim_folder(folder: Path) -> None:

@@ -1,7 +1,8 @@
 """What `safehub demo` does against the running pipeline: topics, publishing, settling, summary.
 
-Publishing goes through each simulated agency's real `Publisher` (normalisation, match keys,
-vault, contract codec, acks=all), in the population's arrival order. "Settled" means every
+Publishing goes through each simulated agency's real `Publisher` (normalisation, match keys and
+blocks through the keyed PRF it is handed, vault, contract codec, acks=all), in the population's
+arrival order. "Settled" means every
 topic the pipeline reads has been consumed to its end by some consumer group and nothing new
 has appeared for a while: the correlator has seen every event, the router every alert, the
 inbox every notification, the audit sink every entry.
@@ -26,7 +27,7 @@ from safehub.deploy.access import apply
 from safehub.deploy.registry import Registry
 from safehub.deploy.topics import broker_count, create_topics, load_specs
 from safehub.errors import BrokerError, SafehubError
-from safehub.producers.linkagekey import LinkageKey
+from safehub.producers.keying import Keying
 from safehub.producers.pseudonymisation import event_id
 from safehub.producers.publisher import DeliveryReport, Publisher, Rejected
 from safehub.producers.simulation.export import publisher_record
@@ -83,12 +84,13 @@ class Published:
 
 
 def publish_population(
-    pop: Population, kafka: KafkaConnection, prefix: str, key_hex: str, vaults: Path,
-    check: Callable[[], None],
+    pop: Population, kafka: KafkaConnection, prefix: str, keying: Callable[[str], Keying],
+    vaults: Path, check: Callable[[], None],
 ) -> Published:
     """Every agency's records through its own publisher, as its own principal (which may write
-    its own ingress topic and nothing else), in arrival order."""
-    key = LinkageKey(bytes.fromhex(key_hex))
+    its own ingress topic and nothing else), in arrival order. `keying(agency)` is how that
+    agency derives its match keys and blocks (the demo: through the key service, with its own
+    bearer secret)."""
     vaults.mkdir(parents=True, exist_ok=True)
     sectors = {a.agency_id: a.sector for a in pop.world.agencies}
     producers: dict[str, KafkaProducer] = {}
@@ -105,7 +107,8 @@ def publish_population(
                     producer = make_producer(kafka.as_principal(agency_id),
                                              f"safehub-demo-{agency_id}")
                     producers[agency_id] = producer
-                    publisher = Publisher(producer, vault, key, agency_id, sectors[agency_id],
+                    publisher = Publisher(producer, vault, keying(agency_id), agency_id,
+                                          sectors[agency_id],
                                           topic_prefix=prefix)
                     publishers[agency_id] = publisher
                 for outcome in publisher.publish_many(publisher_record(r) for r in records):

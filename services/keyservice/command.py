@@ -19,10 +19,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import socket
 import time
 from functools import partial
 from pathlib import Path
+from types import FrameType
 
 from safehub.connection import KafkaConnection
 from safehub.deploy.registry import Service
@@ -109,11 +111,18 @@ def _serve(args: argparse.Namespace) -> int:
         sock.bind((host, port))
     except OSError as exc:
         raise ConfigError(f"--listen {host}:{port}: {exc.strerror}") from None
+    # uvicorn stops gracefully on SIGTERM, then raises it again under the handler it found:
+    # make that a normal exit, so that a supervisor sees a clean stop as exit code 0.
+    signal.signal(signal.SIGTERM, _stopped)
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         audit.close()
     return 0
+
+
+def _stopped(_signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def run(args: argparse.Namespace) -> int:
