@@ -350,19 +350,25 @@ def test_apply_is_idempotent_and_revokes_what_the_registry_drops(secure_namespac
     bigger = ns.registry.with_parties([leaving])
     first = apply(ns.kafka, bigger, ns.prefix)
     again = apply(ns.kafka, bigger, ns.prefix)
-    assert first.created == 3 and again.created == again.deleted == 0  # its write, 2 readers
+    # Its ingress write and its 2 readers; its requests topic (its read, the hub's write, the
+    # auditor's read); its answers to the hub, its audit and dead-letter writes, its group.
+    assert first.created == 10 and again.created == again.deleted == 0
 
     def mine(principal: str) -> set[str]:
         return {g.name for g in held_grants(ns.kafka)
                 if g.principal == principal and g.name.startswith(ns.prefix)}
 
-    assert mine("police-leaving") == {ns.topic("ingress.police-leaving")}
+    assert mine("police-leaving") == {ns.topic(t) for t in (
+        "ingress.police-leaving", "reid-requests.police-leaving", "reid-responses.csc-keep",
+        "audit", "deadletter", "police-leaving")}
     dropped = apply(ns.kafka, ns.registry, ns.prefix)
-    assert dropped.deleted == 3 and dropped.created == 0
+    assert dropped.deleted == 10 and dropped.created == 0
     assert dropped.revoked == ("police-leaving",)
     assert mine("police-leaving") == set()
     assert ns.topic("ingress.police-leaving") not in mine("correlator")
-    assert mine("police-keep") == {ns.topic("ingress.police-keep")}
+    assert mine("police-keep") == {ns.topic(t) for t in (
+        "ingress.police-keep", "reid-requests.police-keep", "reid-responses.csc-keep", "audit",
+        "deadletter", "police-keep")}
     # It cannot sign in any more (the broker answers the kept agency, same settings but its own
     # password): refused at authentication, before any ACL is asked.
     make_admin(ns.connection("police-keep"), "matrix-kept", bootstrap_timeout_ms=10_000).close()

@@ -202,8 +202,20 @@ def test_no_agency_can_read_any_topic(ns: Namespace, agency: str) -> None:
             _poll_for(consumer, 30)
     finally:
         consumer.close(autocommit=False)
+    # Its re-identification service writes the audit log and dead letters: it may see those
+    # (to write them) but, as with its ingress topic, never read them.
+    for topic in (ns.topic("audit"), ns.topic("deadletter")):
+        consumer = make_consumer(me, None, client_id=f"attack-{agency}-write-only", **FAST)
+        try:
+            consumer.assign([TopicPartition(topic, 0)])
+            consumer.seek(TopicPartition(topic, 0), 0)
+            with pytest.raises(TopicAuthorizationFailedError):
+                _poll_for(consumer, 30)
+        finally:
+            consumer.close(autocommit=False)
     # Every other topic it may not even see.
-    _cannot_see_or_read(me, [t for t in _topics(ns) if t != own])
+    write_only = {own, ns.topic("audit"), ns.topic("deadletter")}
+    _cannot_see_or_read(me, [t for t in _topics(ns) if t not in write_only])
     # Nor join a consumer group (here the hub's, whose alerts it would take).
     consumer = make_consumer(ns.connection(agency), service_group(ns.prefix, HUB),
                              [ns.topic(f"alerts.{HUB}")], **FAST)
