@@ -1,8 +1,8 @@
 """The publisher: an agency's records in, pseudonymised contract events out to `ingress.<agency>`.
 
 Per batch: validate and normalise each record, derive the batch's match keys and linkage blocks
-in a few calls of the keyed PRF (the key service, or version 1's HMAC; see keying.py); then per
-record: record the
+in a few calls of the keyed PRF (the key service, or version 1's HMAC; see keying.py), the next
+batch's while this one is delivered; then per record: record the
 re-identification handle in the agency's vault (committed first, so every handle that leaves is
 resolvable), build the event, check it against the contract as the hub will, encode it with the
 contract's codec, and send it keyed by the linkage block with acks=all and idempotence on
@@ -20,6 +20,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -142,18 +143,34 @@ class Publisher:
         soon as it is known (a progress bar, a checkpoint).
         """
         outcomes: list[Outcome] = []
-        for batch in _batches(records, self.batch_size):
-            for outcome in self._batch(batch):
+
+        def emit(done: list[Outcome]) -> None:
+            for outcome in done:
                 outcomes.append(outcome)
                 if on_outcome is not None:
                     on_outcome(outcome)
+
+        # The keys of the next batch are derived while this one is put in the vault, encoded
+        # and delivered: with the key service, derivation is mostly waiting on the service and
+        # on libsodium, which both run outside this interpreter's lock.
+        with ThreadPoolExecutor(1, thread_name_prefix="safehub-keys") as keys:
+            ahead: tuple[list[AgencyRecord], Future[list[Prepared | ValidationError]]] | None
+            ahead = None
+            for batch in _batches(records, self.batch_size):
+                derived = keys.submit(prepare_many, batch, self.agency_id, self.keying)
+                if ahead is not None:
+                    emit(self._batch(*ahead))
+                ahead = (batch, derived)
+            if ahead is not None:
+                emit(self._batch(*ahead))
         return outcomes
 
-    def _batch(self, batch: Sequence[AgencyRecord]) -> list[Outcome]:
+    def _batch(self, batch: Sequence[AgencyRecord],
+               derived: Future[list[Prepared | ValidationError]]) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(batch)
         prepared: list[tuple[int, Prepared]] = []
         try:
-            results = prepare_many(batch, self.agency_id, self.keying)
+            results = derived.result()
         except SafehubError as exc:
             # The key service refused (quota, a destroyed epoch) or could not be reached:
             # nothing of this batch was sent or put in the vault; it can be sent again.
