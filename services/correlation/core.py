@@ -23,7 +23,9 @@ tier, rule, evidence event ids and rules version.
 
 Key rotation. An event's keys are its keys under every epoch it carries (see linking.py), so
 the events a child's agencies send during a rotation, carrying both epochs, join its old-epoch
-cluster and its new-epoch events into one cluster with one alert history.
+cluster and its new-epoch events into one cluster with one alert history. A child with no new
+event in the transition is joined by its agencies re-sending recent records with both epochs:
+an event already held that comes again with keys its cluster lacks adds them (see `_rekey`).
 
 Lateness and bounded state. The block's watermark is the latest event time it has seen. An event
 more than `lateness_days` behind it is too late: it changes nothing and raises nothing (the
@@ -145,7 +147,7 @@ def step(
 ) -> tuple[BlockState, tuple[CorrelatedAlert, ...]]:
     """Feed one event to its block's state; return the new state and the alerts it raises."""
     if event.event_id in state.event_ids:
-        return state, ()
+        return _rekey(rules, state, event)
     if state.watermark >= 0 and event.occurred_at < state.watermark - rules.lateness_ms:
         return state, ()
     obs = observation_of(event)
@@ -198,6 +200,49 @@ def step(
     else:
         ids = state.event_ids | {obs.event_id}
     return BlockState(watermark, tuple(kept), ids), alerts
+
+
+def _rekey(
+    rules: Rules, state: BlockState, event: IngressEvent
+) -> tuple[BlockState, tuple[CorrelatedAlert, ...]]:
+    """An event already held, sent again: a duplicate, or re-sent with more keys.
+
+    During a key rotation an agency re-sends its recent records with both epochs' keys, so that
+    a child with no new event in the transition still has its old-epoch history joined to its
+    new-epoch keys. The event counts once: only its keys are added to its cluster, which then
+    links like any event (the NHS-number rule included). A plain duplicate changes nothing.
+    """
+    keys = event_keys(event.subject)
+    clusters = state.clusters
+    home = next((i for i, c in enumerate(clusters)
+                 if any(o.event_id == event.event_id for o in c.observations)), None)
+    if home is None or keys <= clusters[home].keys:
+        return state, ()
+    linking = link([c.keys for c in clusters], keys | clusters[home].keys)
+    if home not in linking.joined:
+        return state, ()  # unreachable: the cluster's own keys never conflict with it
+    joined = [clusters[i] for i in linking.joined]
+    merged_keys = keys.union(*(c.keys for c in joined))
+    observations = tuple(sorted((o for c in joined for o in c.observations), key=_order))
+    conflict = linking.conflict or any(c.conflict for c in joined)
+    alerted_rank = max(c.alerted_rank for c in joined)
+    alerted_agencies = frozenset().union(*(c.alerted_agencies for c in joined))
+    peak = _best(rules, observations, _anchors(observations), None)
+    alerts: tuple[CorrelatedAlert, ...] = ()
+    if peak is not None and peak.tier.rank > alerted_rank:
+        alert = alert_for(rules, event.subject.linkage_block,
+                          Cluster(merged_keys, observations, conflict), peak)
+        alerts = (alert,)
+        alerted_rank = peak.tier.rank
+        alerted_agencies = alerted_agencies | frozenset(alert.agencies)
+    merged = Cluster(merged_keys, observations, conflict, alerted_rank, alerted_agencies,
+                     peak, True)
+    kept = [
+        replace(c, conflict=True) if i in linking.conflicting else c
+        for i, c in enumerate(clusters) if i not in linking.joined
+    ]
+    bisect.insort(kept, merged, key=_cluster_order)
+    return BlockState(state.watermark, tuple(kept), state.event_ids), alerts
 
 
 def _order(o: Observation) -> tuple[int, str]:

@@ -421,3 +421,47 @@ def test_key_service_settings(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"no HMAC key for epoch\(s\) \[2\]"):
         key_source({**env, "SAFEHUB_HMAC_EPOCHS": "0,2"})
     assert "s3cret" not in repr(source) + repr(migrating)
+
+
+# -- re-sending recent records bridges children with no new event in the transition ------------
+
+def _resent(event: WarningSignEvent, child: str = "A") -> WarningSignEvent:
+    """The same record sent again during the transition, with its keys under both epochs."""
+    s = event.subject
+    kinds = " ".join(k for k, _ in s.match_keys.present())
+    return replace(event, subject=replace(
+        s, transition_keys=EpochKeys(NEW, _keys(child, NEW, kinds))))
+
+
+def test_a_resent_record_joins_a_childs_history_to_its_new_epoch_events() -> None:
+    before = [_event("p1", 0, "A", (OLD,), Sign.ASSOCIATING_WITH_OLDER_ADULTS),
+              _event("h1", 1, "A", (OLD,), Sign.POOR_MENTAL_HEALTH, agency="health-b")]
+    after = [_event("p2", 10, "A", (NEW,), Sign.UNEXPLAINED_GIFTS_OR_MONEY, kinds="mk2"),
+             _event("h2", 11, "A", (NEW,), Sign.REPEAT_STI, agency="health-b", kinds="mk2")]
+    apart, _ = _run([*before, *after])
+    assert len(apart.clusters) == 2  # no event in the transition: two histories
+    state, emitted = _run([*before, _resent(before[0]), *after])
+    assert len(state.clusters) == 1 and len(state.event_ids) == 4  # the re-send counts once
+    assert len({a.cluster_id for a in emitted}) == 1
+    assert [a.tier for a in emitted][-1].rank > emitted[0].tier.rank
+    # Re-sent after the new-epoch events arrived, the two clusters are merged, and the merged
+    # picture (three distinct signs) raises an alert under the old cluster's id.
+    state, emitted = _run([*before, *after, _resent(before[0])])
+    assert len(state.clusters) == 1
+    first_id = emitted[0].cluster_id
+    assert emitted[-1].cluster_id == first_id and emitted[-1].rule == "distinct-signs"
+    assert {e.event_id for e in emitted[-1].evidence} == {e.event_id for e in [*before, *after]}
+    # Sent again identically, it changes nothing.
+    again, alerts = step(RULES, state, _resent(before[0]))
+    assert again == state and alerts == ()
+
+
+def test_a_resent_record_does_not_merge_across_an_nhs_conflict() -> None:
+    before = [_event("a1", 0, "A", (OLD,))]
+    # After the rotation, child C has A's new-epoch name keys but its own NHS number.
+    c1 = _event("c1", 5, "C", (NEW,), kinds="mk1")
+    c_keys = MatchKeys(mk1=c1.subject.match_keys.mk1, mk2=_keys("A", NEW, "mk2").mk2)
+    c1 = replace(c1, subject=replace(c1.subject, match_keys=c_keys))
+    state, _ = _run([*before, c1, _resent(before[0])])
+    assert len(state.clusters) == 2 and all(c.conflict for c in state.clusters)
+    assert snapshot.decode(snapshot.encode(state)) == state
