@@ -1,6 +1,7 @@
 """A key rotation on the real, secure broker with the real key service: a child's events before
 the rotation (epoch 1), during the transition (epochs 1 and 2) and after it (epoch 2 only, the
-epoch 1 key destroyed) end in one cluster with one alert history.
+epoch 1 key destroyed) end in one cluster with one alert history. A second child, with no new
+event in the transition, is bridged by the police re-sending its record with both epochs.
 
 Everything runs as it would in production: `safehub keyservice serve` over HTTPS as its own
 principal, `safehub publish` with --keyservice as each agency's principal, and `safehub
@@ -27,6 +28,7 @@ from safehub import cli
 from safehub.connection import write_secret
 from safehub.deploy.kafka.certificates import ensure_certificates
 from safehub.deploy.registry import Kind, Party, Registry, Service, validate
+from safehub.producers.pseudonymisation import event_id
 from safehub.schemas.codec import decode
 from safehub.schemas.records import CorrelatedAlert, IngressEvent, WarningSignEvent
 from safehub.schemas.vocabulary import Sector, Tier
@@ -65,15 +67,18 @@ indicator = "code"
 OLDER = "ASSOCIATING_WITH_OLDER_ADULTS"
 MH = "POOR_MENTAL_HEALTH"
 GANG = "GANG_ASSOCIATION"
+GIFTS = "UNEXPLAINED_GIFTS_OR_MONEY"
 LD = "LEARNING_DISABILITY"
 CAR = "FOUND_IN_CAR_WITH_UNKNOWN_ADULTS"
 """
 # The fictional child as each agency records her: the police without her NHS number, health
 # without a postcode. Both make the name keys (mk2, mk3).
-CHILD = {POLICE: {"first": "Amira", "surname": "Okonkwo-Reid", "dob": "2010-07-21",
+AMIRA = {POLICE: {"first": "Amira", "surname": "Okonkwo-Reid", "dob": "2010-07-21",
                   "nhs": None, "postcode": "LS6 2QT"},
          HEALTH: {"first": "Amira", "surname": "Okonkwo Reid", "dob": "2010-07-21",
                   "nhs": "9935181901", "postcode": None}}
+TYLER = {POLICE: {"first": "Tyler", "surname": "Haddock", "dob": "2008-11-02", "nhs": None,
+                  "postcode": "BD7 1XY"}}
 
 
 def _free_port() -> int:
@@ -157,16 +162,17 @@ class Agency:
         self.mapping.write_text(MAPPING.format(sector=sector.value))
         self.monkeypatch = monkeypatch
         self.n = 0
+        self.now = datetime.now(UTC).replace(microsecond=0)
 
-    def publish(self, rows: list[tuple[str, int, str]], *epochs: str) -> int:
+    def publish(self, rows: list[tuple[str, int, str]], *epochs: str,
+                child: dict[str, dict[str, str | None]] = AMIRA) -> int:
         """Rows of (ref, days ago, code); `epochs` are publish's flags for the key epochs."""
         self.n += 1
         export = self.folder / f"{self.agency}-{self.n}.jsonl"
-        now = datetime.now(UTC).replace(microsecond=0)
         with export.open("w") as f:
             for ref, days_ago, code in rows:
-                at = (now - timedelta(days=days_ago)).isoformat()
-                f.write(json.dumps({"ref": ref, **CHILD[self.agency], "la": "E08000035",
+                at = (self.now - timedelta(days=days_ago)).isoformat()
+                f.write(json.dumps({"ref": ref, **child[self.agency], "la": "E08000035",
                                     "at": at, "code": code}) + "\n")
         for name, value in self.ns.env(self.agency).items():
             self.monkeypatch.setenv(name, value)
@@ -200,18 +206,23 @@ def test_a_childs_history_survives_a_key_rotation(
         # Before: epoch 1 only. Two agencies' signs: escalating, (3 + 1) x 1.5 = 6.
         assert police.publish([("P1", 20, "OLDER")], "--key-epoch", "1") == 0
         assert health.publish([("H1", 19, "MH")], "--key-epoch", "1") == 0
-        wait_until("before", lambda: accepted_count(audit) >= 2, 90, correlator)
+        assert police.publish([("T1", 18, "OLDER")], "--key-epoch", "1", child=TYLER) == 0
+        wait_until("before", lambda: accepted_count(audit) >= 3, 90, correlator)
         # The transition: keys under epoch 1 and epoch 2 (a vulnerability: no new alert).
         during = ("--key-epoch", "1", "--transition-epoch", "2")
         assert police.publish([("P2", 15, "GANG")], *during) == 0
-        wait_until("during", lambda: accepted_count(audit) >= 3, 90, correlator)
+        # Tyler has no new event now: the police re-send his record with both epochs.
+        assert police.publish([("T1", 18, "OLDER")], *during, child=TYLER) == 0
+        wait_until("during", lambda: accepted_count(audit) >= 5, 90, correlator)
         # After: the epoch 1 key is destroyed; the agencies use epoch 2 only. The incident
         # makes the child high, with the whole history as evidence.
         key_path(keyservice.keys, 1).unlink()
         assert health.publish([("H2", 12, "LD")], "--key-epoch", "2") == 0
         assert police.publish([("P3", 10, "CAR")], "--key-epoch", "2") == 0
         assert police.publish([("P4", 9, "OLDER")], "--key-epoch", "1") == 1  # refused: gone
-        wait_until("after", lambda: accepted_count(audit) >= 5, 90, correlator)
+        # Tyler's new event links to his old one: emerging, (3 + 2.5) = 5.5.
+        assert police.publish([("T2", 8, "GIFTS")], "--key-epoch", "2", child=TYLER) == 0
+        wait_until("after", lambda: accepted_count(audit) >= 8, 90, correlator)
         wait_until("the incident's alert",
                    lambda: any(decode(r.value, CorrelatedAlert).tier is Tier.HIGH
                                for r in correlated.poll()), 60, correlator)
@@ -224,19 +235,28 @@ def test_a_childs_history_survives_a_key_rotation(
 
     ingress = read_all(ns.kafka, [ns.topic(f"ingress.{a}") for a in (POLICE, HEALTH)])
     events: list[IngressEvent] = [decode(r.value, WarningSignEvent) for r in ingress]
-    assert len(events) == 5  # P4 never left the agency
-    epochs = {e.event_id: (e.subject.key_epoch, e.subject.transition_keys) for e in events}
-    assert sorted((k, t.key_epoch if t else 0) for k, t in epochs.values()) == [
+    assert len(events) == 8  # P4 never left the agency; T1 went twice
+    block_of = {e.subject.linkage_block for e in events}
+    assert len(block_of) == 2  # one block per child, whatever the epoch
+    tyler_ids = {event_id(POLICE, "T1"), event_id(POLICE, "T2")}
+    amira = [e for e in events if e.event_id not in tyler_ids]
+    assert len(amira) == 5
+    epochs = [(e.subject.key_epoch, e.subject.transition_keys) for e in amira]
+    assert sorted((k, t.key_epoch if t else 0) for k, t in epochs) == [
         (1, 0), (1, 0), (1, 2), (2, 0), (2, 0)]
-    assert len({e.subject.linkage_block for e in events}) == 1  # the block did not move
 
     alerts = [decode(r.value, CorrelatedAlert)
               for r in sorted(records, key=lambda r: (r.partition, r.offset))]
+    about_amira = [a for a in alerts if a.evidence[0].event_id not in tyler_ids]
     # One child, one alert history: escalating before the rotation, high after it, one id.
-    assert [(a.tier, a.rule) for a in alerts] == [(Tier.ESCALATING, "score"),
-                                                  (Tier.HIGH, "significant-incident")]
-    assert len({a.cluster_id for a in alerts}) == 1
-    final = alerts[-1]
+    assert [(a.tier, a.rule) for a in about_amira] == [(Tier.ESCALATING, "score"),
+                                                      (Tier.HIGH, "significant-incident")]
+    assert len({a.cluster_id for a in about_amira}) == 1
+    final = about_amira[-1]
     assert final.agencies == (HEALTH, POLICE)
-    assert {e.event_id for e in final.evidence} == {e.event_id for e in events}
+    assert {e.event_id for e in final.evidence} == {e.event_id for e in amira}
     assert not final.identity_conflict
+    # Tyler: his record from before the rotation and his event after it, in one alert.
+    (about_tyler,) = [a for a in alerts if a.evidence[0].event_id in tyler_ids]
+    assert about_tyler.tier is Tier.EMERGING
+    assert {e.event_id for e in about_tyler.evidence} == tyler_ids
