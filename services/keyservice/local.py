@@ -13,16 +13,19 @@ and keeps it across runs (a new key would unlink every pseudonym made before it)
     quota-state.json                       the quota counters, kept across restarts
 
 All secret files are 0600. `LocalKeyService.argv()` is the `safehub` command line that serves
-it; the caller runs it (as a supervised service, or a subprocess) with the `keyservice` Kafka
-principal's settings in its environment, then waits with `wait_ready`.
+it; the caller runs it (as a supervised service, or a subprocess: `serving`) with the
+`keyservice` Kafka principal's settings in its environment, then waits with `wait_ready`.
 """
 
 from __future__ import annotations
 
 import secrets
 import ssl
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,3 +157,32 @@ def prepare(folder: Path, agencies: Iterable[str], port: int,
         quota_config = folder / "quota.toml"
         quota_config.write_text(f"[default]\nper_minute = {quota[0]}\nper_day = {quota[1]}\n")
     return LocalKeyService(folder, port, quota_config)
+
+
+@contextmanager
+def serving(service: LocalKeyService, env: Mapping[str, str], log: Path,
+            timeout: float = 60.0) -> Iterator[subprocess.Popen[bytes]]:
+    """`safehub keyservice serve` for `service` as a child process (its output in `log`) until
+    the block ends; `env` is the whole environment (the `keyservice` principal's settings and
+    SAFEHUB_TOPIC_PREFIX). Ready when entered; stopped with SIGTERM when left."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "safehub.cli", *service.argv()],
+                                env=dict(env), stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT)
+
+    def alive() -> None:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:]
+            raise SafehubError(f"the key service exited with code {proc.returncode}: {tail}")
+
+    try:
+        service.wait_ready(alive, timeout)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)

@@ -52,8 +52,6 @@ import os
 import re
 import shutil
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,20 +98,6 @@ class World:
     topic_match_keys: set[bytes]
 
 
-def _start(service: local.LocalKeyService, ns: Namespace) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **ns.env(Service.KEYSERVICE)}
-    proc = subprocess.Popen([sys.executable, "-m", "safehub.cli", *service.argv()], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-    def alive() -> None:
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode() if proc.stderr else ""
-            raise AssertionError(f"key service exited {proc.returncode}: {err[-2000:]}")
-
-    service.wait_ready(alive)
-    return proc
-
-
 def _publish(ns: Namespace, service: local.LocalKeyService, agency: str, sector: Sector,
              records: list[SignRecord], vault_url: str) -> list[DeliveryReport]:
     vault = Vault.open(vault_url)
@@ -137,8 +121,8 @@ def world(secure_namespace: Callable[..., Namespace], tmp_path: Path) -> Iterato
                *SERVICES, Party(Service.KEYSERVICE, Kind.SERVICE))
     ns = secure_namespace(registry=Registry(validate(parties, "match key secrecy test")))
     service = local.prepare(tmp_path / "keyservice", [POLICE, HEALTH], free_port())
-    proc = _start(service, ns)
-    try:
+    with local.serving(service, {**os.environ, **ns.env(Service.KEYSERVICE)},
+                       tmp_path / "keyservice.log"):
         kids = children(TARGETS + OTHERS, seed=19)
         targets, others = kids[:TARGETS], kids[TARGETS:]
         target_records = sign_records(targets, "HEALTH")
@@ -178,13 +162,6 @@ def world(secure_namespace: Callable[..., Namespace], tmp_path: Path) -> Iterato
             e.subject.match_keys.mk1, e.subject.match_keys.mk2, e.subject.match_keys.mk3,
             e.subject.match_keys.mk4) if k}
         yield World(ns, service, police, targets, by_ref, target_records, values, pseudonyms)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 # -- what the insider holds, as candidate key material -------------------------------------------

@@ -1,11 +1,15 @@
 """Privacy canary: publish known children, then search every byte written for their identities.
 
 300 fictional children are exported by a school (CSV with NHS numbers, through the `safehub
-publish` command in a subprocess) and by the police (JSON Lines without NHS numbers, with typos,
-through the Python API with every logger at DEBUG). Then every key, value and header of every
-topic the run wrote, all captured output and log records, and the vault file are searched for
-each identifier in the forms an agency system might hold it. Zero hits are allowed (the vault
-may hold only references, never identities).
+publish` command in a subprocess, with version 1's HMAC key until that command takes the key
+service) and by the police (JSON Lines without NHS numbers, with typos, through the Python API
+with every logger at DEBUG, deriving its match keys and blocks through the OPRF key service:
+`safehub keyservice serve` as a child process over HTTPS). Then every key, value and header of
+every topic the run wrote, all captured output and log records (the key service client's HTTP
+logging included), the key service's own log, and the vault file are searched for each
+identifier in the forms an agency system might hold it. Zero hits are allowed (the vault may
+hold only references, never identities). The police's key service bearer secret must not be
+in any of those outputs either.
 
 The same outputs, and the brokers' own logs, are also searched for every principal's Kafka
 password (every `*.password` file in the secrets folder): none may be anywhere but its file.
@@ -28,13 +32,17 @@ import pytest
 
 from safehub.bus import make_admin, make_producer
 from safehub.connection import KafkaConnection
+from safehub.deploy.kafka.launcher import free_port
+from safehub.deploy.registry import Kind, Party, Registry, Service, validate
 from safehub.producers.exports import example_mapping, load_mapping, read_export
+from safehub.producers.keying import Keying
 from safehub.producers.normalisation import fold
 from safehub.producers.publisher import DeliveryReport, Publisher
 from safehub.producers.records import ChildIdentity
 from safehub.producers.vault import Vault
 from safehub.schemas.vocabulary import Sector
-from tests.conftest import Namespace
+from safehub.services.keyservice import local
+from tests.conftest import SERVICES, Namespace
 from tests.integration.test_publish import KEY, children, read_all
 
 pytestmark = pytest.mark.integration
@@ -128,8 +136,10 @@ def test_no_identifier_leaves_the_agency(
     secure_namespace: Callable[..., Namespace], tmp_path: Path,
     caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    ns = secure_namespace(agencies={"school-canary": "EDUCATION", "police-canary": "POLICE"},
-                          partitions=3)
+    parties = (Party("school-canary", Kind.AGENCY, Sector.EDUCATION),
+               Party("police-canary", Kind.AGENCY, Sector.POLICE),
+               *SERVICES, Party(Service.KEYSERVICE, Kind.SERVICE))
+    ns = secure_namespace(registry=Registry(validate(parties, "canary")), partitions=3)
     prefix = ns.prefix
     kids = children(N_CHILDREN, seed=2024)
     assert len({k.nhs_number for k in kids}) == N_CHILDREN
@@ -188,11 +198,16 @@ def test_no_identifier_leaves_the_agency(
         logging.getLogger(noisy).setLevel(logging.DEBUG)
     police_vault = Vault.open(f"sqlite:///{tmp_path / 'police-vault.db'}")
     producer = make_producer(ns.connection("police-canary"), "canary-police")
+    keys = local.prepare(tmp_path / "keyservice", ["police-canary"], free_port())
+    keys_log = tmp_path / "keyservice.log"
     try:
-        publisher = Publisher(producer, police_vault, KEY, "police-canary", Sector.POLICE, prefix)
-        mapping = load_mapping(example_mapping(Sector.POLICE))
-        parsed = [r for _, r in read_export(police_jsonl, mapping)]
-        outcomes = publisher.publish_many(parsed)  # type: ignore[arg-type]
+        with local.serving(keys, {**os.environ, **ns.env(Service.KEYSERVICE)}, keys_log), \
+                keys.client("police-canary") as client:
+            publisher = Publisher(producer, police_vault, Keying(client, epoch=1),
+                                  "police-canary", Sector.POLICE, prefix)
+            mapping = load_mapping(example_mapping(Sector.POLICE))
+            parsed = [r for _, r in read_export(police_jsonl, mapping)]
+            outcomes = publisher.publish_many(parsed)  # type: ignore[arg-type]
     finally:
         producer.close()
         police_vault.close()
@@ -223,13 +238,18 @@ def test_no_identifier_leaves_the_agency(
         "topics": bytes(written),
         "cli output": done.stdout + done.stderr,
         "logs": (logs + captured.out + captured.err).encode(),
+        "key service log": keys_log.read_bytes(),
     }
+    # The key service client did log its calls (httpx at DEBUG), and the service started.
+    assert "/v1/evaluate" in logs and b"key service on https://" in keys_log.read_bytes()
+    bearer = keys.secret_file("police-canary").read_text().strip().encode()
+    assert [where for where, data in outputs.items() if bearer in data] == []
     # Positive control: the same search does find the identities where they really are.
     control = hits(school_csv.read_bytes() + police_jsonl.read_bytes(), identifier_forms(kids[7]))
     probe = kids[7]
     assert {probe.date_of_birth, probe.surname.upper(), (probe.postcode or "").lower()} \
         <= set(control)
-    leaks = {}
+    leaks: dict[str, list[str]] = {}
     for kid in kids:
         forms = identifier_forms(kid)
         for where, data in outputs.items():
