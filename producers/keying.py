@@ -14,6 +14,7 @@ key service every call is an HTTPS round trip. Implementations:
 - `OprfPRF`: the same function as the key service, computed in-process from the secret key.
   For tests only: an agency holding the key is exactly what version 2 removes.
 - `ByEpoch`: one PRF per epoch, for a rotation from one implementation to the other.
+- `CachingPRF`: any of them, remembering outputs for the run (repeated birth dates, children).
 
 Epochs. Epoch 0 is the linkage-block key; epochs >= 1 are match-key epochs. The block is never
 derived under a match-key epoch, so rotating the match keys never moves a child's events to
@@ -28,6 +29,8 @@ the producer runs with `epoch=M` alone and epoch N's key can be destroyed.
 from __future__ import annotations
 
 import hmac
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -119,6 +122,44 @@ class ByEpoch:
         if prf is None:
             raise ConfigError(f"no keyed PRF for epoch {epoch}")
         return prf.evaluate(epoch, inputs)
+
+
+class CachingPRF:
+    """Remembers outputs for the run, so that an input already evaluated is not sent again.
+
+    An agency's export repeats children and, far more, birth dates: a few thousand birth dates
+    cover every child, so after the first batches the linkage block costs no element at all.
+    Bounded (least recently used out first) and in memory only: what it holds, the agency's
+    process computes anyway, and nothing is written anywhere.
+    """
+
+    def __init__(self, inner: KeyedPRF, max_entries: int = 200_000) -> None:
+        self._inner = inner
+        self._max = max_entries
+        self._memo: OrderedDict[tuple[int, bytes], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"CachingPRF({self._inner!r}, {len(self._memo)} held)"
+
+    def evaluate(self, epoch: int, inputs: Sequence[bytes]) -> list[bytes]:
+        # One caller at a time: the inner PRF parallelises its own calls.
+        with self._lock:
+            memo = self._memo
+            missing = list(dict.fromkeys(x for x in inputs if (epoch, x) not in memo))
+            if missing:
+                answered = self._inner.evaluate(epoch, missing)
+                if len(answered) != len(missing):
+                    raise ConfigError(f"the keyed PRF answered {len(answered)} values for "
+                                      f"{len(missing)} inputs")
+                memo.update(((epoch, x), v) for x, v in zip(missing, answered, strict=True))
+            out = []
+            for x in inputs:
+                memo.move_to_end((epoch, x))
+                out.append(memo[(epoch, x)])
+            while len(memo) > self._max:
+                memo.popitem(last=False)
+        return out
 
 
 @dataclass(frozen=True, slots=True)

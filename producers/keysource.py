@@ -26,7 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from safehub.errors import ConfigError
-from safehub.producers.keying import BLOCK_EPOCH, ByEpoch, HmacPRF, KeyedPRF, Keying
+from safehub.producers.keying import (
+    BLOCK_EPOCH,
+    ByEpoch,
+    CachingPRF,
+    HmacPRF,
+    KeyedPRF,
+    Keying,
+)
 from safehub.producers.linkagekey import ENV_EPOCH, ENV_KEY_FILE, LinkageKey, load_linkage_key
 
 ENV_URL = "SAFEHUB_KEYSERVICE_URL"
@@ -67,11 +74,11 @@ class KeySource:
 
         ks = self.keyservice
         client = KeyServiceClient(ks.url, ks.secret_file, ks.ca_file)
-        prf: KeyedPRF = client
+        prf: KeyedPRF = CachingPRF(client)
         if hmac_prf is not None:
             epochs = {BLOCK_EPOCH, self.epoch, *([self.transition_epoch]
                                                  if self.transition_epoch else [])}
-            prf = ByEpoch({e: hmac_prf if e in self.hmac else client for e in epochs})
+            prf = ByEpoch({e: hmac_prf if e in self.hmac else prf for e in epochs})
         return (Keying(prf, self.epoch, self.transition_epoch, KEYSERVICE_BATCH),
                 client.close)
 

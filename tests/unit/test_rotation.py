@@ -15,11 +15,20 @@ from hypothesis import strategies as st
 
 from safehub.connection import write_secret
 from safehub.errors import ConfigError
-from safehub.producers.keying import BLOCK_EPOCH, ByEpoch, HmacPRF, Keying, OprfPRF, as_keying
+from safehub.producers.keying import (
+    BLOCK_EPOCH,
+    ByEpoch,
+    CachingPRF,
+    HmacPRF,
+    Keying,
+    OprfPRF,
+    as_keying,
+)
 from safehub.producers.keysource import key_source
 from safehub.producers.linkagekey import LinkageKey
 from safehub.producers.matchkeys import match_keys
 from safehub.producers.pseudonymisation import (
+    Prepared,
     normalise_identity,
     prepare,
     prepare_many,
@@ -465,3 +474,22 @@ def test_a_resent_record_does_not_merge_across_an_nhs_conflict() -> None:
     state, _ = _run([*before, c1, _resent(before[0])])
     assert len(state.clusters) == 2 and all(c.conflict for c in state.clusters)
     assert snapshot.decode(snapshot.encode(state)) == state
+
+
+def test_a_caching_prf_sends_each_input_once_per_run() -> None:
+    counting = CountingPRF(OprfPRF.from_seeds({0: bytes(32), OLD: bytes([1]) * 32}))
+    cached = CachingPRF(counting, max_entries=6)
+    keying = Keying(cached, OLD)
+    first = prepare_many([_record("r1"), _record("r2", day=1)], "police-a", keying)
+    assert counting.calls == [(0, 1), (OLD, 4)]  # one birth date, one child's four keys
+    again = prepare_many([_record("r3", day=2)], "police-a", keying)
+    assert counting.calls == [(0, 1), (OLD, 4)]  # nothing new to evaluate
+    assert isinstance(first[0], Prepared) and isinstance(again[0], Prepared)
+    assert again[0].match_keys == first[0].match_keys
+    assert again[0].linkage_block == first[0].linkage_block
+    other = prepare_many([_record("r4", first="Zainab", nhs=None)], "police-a", keying)
+    # A sister: her own name keys; surname + birth date + postcode (mk4) is already known.
+    assert counting.calls[2:] == [(OLD, 2)]
+    assert isinstance(other[0], Prepared) and "6 held" in repr(cached)  # bounded: 5 + 2 > 6
+    assert other[0].match_keys == prepare(_record("r4", first="Zainab", nhs=None), "police-a",
+                                          Keying(counting.inner, OLD)).match_keys
