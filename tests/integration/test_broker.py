@@ -57,6 +57,7 @@ def test_topics_created_from_definitions(kafka, topic_names):
     names = {s.name for s in specs}
     assert names == {prefix + n for n in (
         "ingress.police-x", "ingress.school-y", "alerts.csc-z", "alert-acks.csc-z",
+        "reid-requests.police-x", "reid-requests.school-y", "reid-responses.csc-z",
         "correlated", "audit", "deadletter", "correlator-blocks-changelog")}
     created = create_topics(kafka, specs)
     assert set(created) == names
