@@ -19,6 +19,7 @@ import os
 import secrets
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -248,12 +249,9 @@ def _run(
         supervisor.start(ServiceSpec(spec.name, spec.argv, {**env, **spec.env}))
     print("services started: " + ", ".join(s.name for s in specs)
           + f" (logs in {supervisor.logs})", flush=True)
-    with keyservice_running(settings, env, pop.world.agency_ids) as keys:
-        def check() -> None:
-            supervisor.check()
-            keys.check()
-
-        return _publish_and_watch(settings, admin, pop, keys, check, started, sign_in)
+    with keyservice_running(settings, supervisor, env, pop.world.agency_ids) as keys:
+        return _publish_and_watch(settings, admin, pop, keys, supervisor.check, started,
+                                  sign_in)
 
 
 def _publish_and_watch(
@@ -297,7 +295,6 @@ class DemoKeyService:
     bearer secret; batches of 1024 blinded elements, two calls in flight) behind `keying`."""
 
     service: local_keyservice.LocalKeyService
-    check: Callable[[], None]  # raises if the service process has died
     epochs: list[int]
     used_before: dict[str, int] = field(default_factory=dict)
     clients: dict[str, KeyServiceClient] = field(default_factory=dict)
@@ -334,33 +331,39 @@ class DemoKeyService:
 
 @contextmanager
 def keyservice_running(
-    settings: DemoSettings, kafka_env: dict[str, str], agencies: Iterable[str],
+    settings: DemoSettings, supervisor: Supervisor, kafka_env: dict[str, str],
+    agencies: Iterable[str],
 ) -> Iterator[DemoKeyService]:
-    """`safehub keyservice serve` for the demo's agencies, stopped when the block ends (Ctrl-C
-    included). It listens on 127.0.0.1 on a free port with a certificate from the launcher's
-    local CA code; its keys (epoch 0 for blocks, epoch 1 for match keys), each agency's bearer
-    secret and the quota counters stay in <folder>/keyservice across runs, so a second run's
-    pseudonyms are the first run's. It writes quota refusals to the audit topic as the
-    `keyservice` principal (made by `access apply` with every registry party)."""
+    """`safehub keyservice serve` for the demo's agencies, stopped when the block ends. It
+    listens on 127.0.0.1 on a free port with a certificate from the launcher's local CA code;
+    its keys (epoch 0 for blocks, epoch 1 for match keys), each agency's bearer secret and the
+    quota counters stay in <folder>/keyservice across runs, so that a second run's pseudonyms
+    are the first run's. It writes quota refusals to the audit topic as the `keyservice`
+    principal (made by `access apply` with every registry party). It runs under the demo's
+    supervisor, so a second Ctrl-C that cuts this block's own stop short still leaves it to
+    the supervisor's."""
     service = local_keyservice.prepare(settings.folder / "keyservice", agencies, free_port())
-    own = Supervisor(settings.folder, {
-        k: v for k, v in python_env().items()
-        if k not in ("SAFEHUB_KAFKA_PRINCIPAL", "SAFEHUB_KAFKA_PASSWORD_FILE")})
+    running = supervisor.start(ServiceSpec(
+        "keyservice", service.argv(),
+        {**kafka_env, "SAFEHUB_KAFKA_PRINCIPAL": Service.KEYSERVICE}))
     keys: DemoKeyService | None = None
     try:
-        own.start(ServiceSpec("keyservice", service.argv(),
-                              {**kafka_env, "SAFEHUB_KAFKA_PRINCIPAL": Service.KEYSERVICE}))
-        epochs = service.wait_ready(own.check)
+        epochs = service.wait_ready(supervisor.check)
         print(f"key service at {service.url} (epochs {', '.join(map(str, epochs))}; "
               f"files in {service.folder})", flush=True)
-        keys = DemoKeyService(service, own.check, epochs)
+        keys = DemoKeyService(service, epochs)
         keys.used_before = keys.elements_used()
         yield keys
     finally:
         if keys is not None:
             keys.close()
-        for name, code in own.stop_all():
-            print(f"{name} stopped ({'ok' if code == 0 else f'exit {code}'})", flush=True)
+        if running.process.poll() is None:
+            running.process.terminate()  # the supervisor reports how it ended
+            try:
+                running.process.wait(20)
+            except subprocess.TimeoutExpired:
+                running.process.kill()
+                running.process.wait(10)
 
 
 def _print_summary(settings: DemoSettings, summary: dict[str, Any], pop: Population) -> None:
