@@ -493,3 +493,40 @@ def test_a_caching_prf_sends_each_input_once_per_run() -> None:
     assert isinstance(other[0], Prepared) and "6 held" in repr(cached)  # bounded: 5 + 2 > 6
     assert other[0].match_keys == prepare(_record("r4", first="Zainab", nhs=None), "police-a",
                                           Keying(counting.inner, OLD)).match_keys
+
+
+@st.composite
+def resent_streams(draw: st.DrawFn) -> tuple[list[IngressEvent], list[IngressEvent]]:
+    """As rotation_streams, but each child is bridged by an old record sent again with both
+    epochs (same event id), which may arrive before or after the original."""
+    children = draw(st.integers(1, 3))
+    rotated: list[IngressEvent] = []
+    single: list[IngressEvent] = []
+    for c in range(children):
+        specs = [(draw(st.sampled_from([(OLD,), (NEW,)])),
+                  " ".join(sorted(draw(st.sets(st.sampled_from(["mk1", "mk2", "mk3", "mk4"]),
+                                               min_size=1)))),
+                  draw(st.sampled_from(list(Sign))), draw(st.integers(0, 29)),
+                  draw(st.sampled_from(["police-a", "health-b"])))
+                 for _ in range(draw(st.integers(0, 5)))]
+        for i, (epochs, kinds, sign, day, agency) in enumerate(specs):
+            rotated.append(_event(f"c{c}-{i}", day, f"K{c}", epochs, sign, agency, kinds))
+            single.append(_event(f"c{c}-{i}", day, f"K{c}", (OLD,), sign, agency, kinds))
+        record = _event(f"c{c}-r", 3, f"K{c}", (OLD,), Sign.UNEXPLAINED_GIFTS_OR_MONEY)
+        rotated += [record, _resent(record, f"K{c}")]
+        single += [record, record]
+    order = draw(st.permutations(range(len(rotated))))
+    return [rotated[i] for i in order], [single[i] for i in order]
+
+
+@settings(max_examples=120, deadline=None)
+@given(resent_streams())
+def test_a_rotation_bridged_by_resent_records_gives_the_single_epoch_final_alerts(
+    streams: tuple[list[IngressEvent], list[IngressEvent]],
+) -> None:
+    rotated, single = streams
+    state_r, _ = _run(rotated)
+    state_s, _ = _run(single)
+    assert standing_alerts(RULES, BLOCK, state_r) == standing_alerts(RULES, BLOCK, state_s)
+    assert state_r.event_ids == state_s.event_ids
+    assert snapshot.decode(snapshot.encode(state_r)) == state_r
