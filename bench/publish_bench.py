@@ -8,18 +8,19 @@ it makes the run's ingress topic and the credentials and ACLs of the agency and 
 HTTPS on 127.0.0.1 (fresh keys for epochs 0 and 1, a bearer secret for the agency, a
 certificate from the launcher's local CA code), and the agency publishes as itself (SASL_SSL,
 SCRAM-SHA-512) the same N records R times per path, the paths alternating (HMAC first in odd
-rounds, the key service first in even ones), each time into a fresh vault. Reported: the
-median events/s per path with the range, every round, the agency process's CPU per event,
-and the key service's CPU (user + system, from /proc) per element it evaluated (counted by
-the service itself, GET /v1/usage).
+rounds, the key service first in even ones), each time into a fresh vault. The key service path
+is opened as `safehub publish` opens it (producers/keysource.py: the run's cache of outputs in
+front of the client), afresh every round. Reported: the median events/s per path with the
+range, every round, the agency process's CPU per event, and the key service's CPU (user +
+system, from /proc) per element it evaluated (counted by the service itself, GET /v1/usage).
 
 Publishing includes everything a real run does: normalisation, match keys and linkage blocks
-(key service: blind, one HTTPS call per 1024 elements with two in flight, finalize; HMAC:
-in-process), the vault's handle assignment (SQLite, WAL, synchronous=FULL, committed before
-sending), contract validation, Avro encoding, and acks=all idempotent delivery with a report
-per event. The records are one per child, every child distinct (the worst case for the key
-service: about four distinct elements per event, where an agency's real export repeats
-children and birth dates).
+(key service: blind, one HTTPS call per 1024 elements with two in flight, finalize, each input
+once per run; HMAC: in-process), the vault's handle assignment (SQLite, WAL, synchronous=FULL,
+committed before sending), contract validation, Avro encoding, and acks=all idempotent
+delivery with a report per event. The records are one per child, every child distinct (the
+worst case for the key service: four distinct match-key inputs per event, only the birth dates
+repeat, where an agency's real export repeats children too).
 
 Also measured (HMAC, no broker): pseudonymise + encode per event. Writes
 bench/results/publish.json. Targets: at least 2,000 events/s with the key service (issue 19);
@@ -45,6 +46,7 @@ from safehub.deploy.kafka.launcher import free_port
 from safehub.deploy.registry import ADMIN, Kind, Party, Registry, Service, validate
 from safehub.deploy.topics import TopicSpec, create_topics, delete_topics_with_prefix
 from safehub.producers.keying import Keying, as_keying
+from safehub.producers.keysource import KEYSERVICE_BATCH, KeyService, KeySource
 from safehub.producers.pseudonymisation import prepare, prepare_many, to_event
 from safehub.producers.publisher import DEFAULT_BATCH as PUBLISH_BATCH
 from safehub.producers.publisher import DeliveryReport, Publisher
@@ -118,10 +120,6 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=1024,
-                        help="the key service client's elements per call")
-    parser.add_argument("--workers", type=int, default=2,
-                        help="the key service client's calls in flight")
     args = parser.parse_args()
     admin = KafkaConnection.from_env(ADMIN)
     kids = children(args.events, seed=99)
@@ -145,11 +143,12 @@ def main() -> int:
                                 quota=(10**9, 10**12))
         env = {**os.environ, **admin.as_principal(Service.KEYSERVICE).env(),
                "SAFEHUB_TOPIC_PREFIX": prefix}
-        with (local.serving(service, env, Path(tmp) / "keyservice.log") as server,
-              service.client(AGENCY, batch_size=args.batch_size,
-                             workers=args.workers) as client):
-            client.evaluate(1, [b"warm up"])  # TLS handshake, imports
-            oprf, hmac = Keying(client, epoch=local.FIRST_MATCH_EPOCH), as_keying(KEY)
+        source = KeySource(local.FIRST_MATCH_EPOCH, None, KeyService(
+            service.url, service.secret_file(AGENCY), service.ca_file), {})
+        with local.serving(service, env, Path(tmp) / "keyservice.log") as server:
+            with service.client(AGENCY) as client:
+                client.evaluate(1, [b"warm up"])  # imports, the server's first call
+            hmac = as_keying(KEY)
             for n in range(args.rounds):
                 order = ["hmac", "keyservice"] if n % 2 == 0 else ["keyservice", "hmac"]
                 for path in order:
@@ -161,8 +160,14 @@ def main() -> int:
                                             cpu / len(batch) * 1e6))
                     else:
                         used0, server0 = _elements_used(service), _cpu_seconds(server.pid)
-                        wall, delivered, cpu = _publish(admin, prefix, oprf, batch,
-                                                        Path(tmp), f"{n}k")
+                        # As `safehub publish` opens it, afresh each round: no output is
+                        # remembered from an earlier round.
+                        oprf, close = source.open()
+                        try:
+                            wall, delivered, cpu = _publish(admin, prefix, oprf, batch,
+                                                            Path(tmp), f"{n}k")
+                        finally:
+                            close()
                         server_cpu = _cpu_seconds(server.pid) - server0
                         elements = _elements_used(service) - used0
                         rounds.append(Round(path, delivered / wall, delivered,
@@ -170,10 +175,14 @@ def main() -> int:
                                             server_cpu / max(1, elements) * 1e6))
                     print(json.dumps(_round_doc(rounds[-1])), flush=True)
             # The key derivation alone (no vault, no broker), as the publisher batches it.
-            started = time.perf_counter()
-            for i in range(0, len(records), PUBLISH_BATCH):
-                prepare_many(records[i:i + PUBLISH_BATCH], AGENCY, oprf)
-            derive_s = time.perf_counter() - started
+            oprf, close = source.open()
+            try:
+                started = time.perf_counter()
+                for i in range(0, len(records), PUBLISH_BATCH):
+                    prepare_many(records[i:i + PUBLISH_BATCH], AGENCY, oprf)
+                derive_s = time.perf_counter() - started
+            finally:
+                close()
     delete_topics_with_prefix(admin, prefix)
     every = args.events * args.rounds
     keyservice, hmac_path = _summary(rounds, "keyservice"), _summary(rounds, "hmac")
@@ -186,7 +195,10 @@ def main() -> int:
         "rounds": args.rounds,
         "pseudonymise_encode_us_per_event": round(pure_s / args.events * 1e6, 1),
         "keyservice_derive_only_us_per_event": round(derive_s / args.events * 1e6, 1),
-        "keyservice_client": {"batch_size": args.batch_size, "workers": args.workers},
+        "keyservice_keying": "as safehub publish opens it (producers/keysource.py): "
+                             f"{KEYSERVICE_BATCH} inputs per PRF call into CachingPRF over "
+                             "KeyServiceClient (1024 elements per HTTPS call, two in flight); "
+                             "a fresh cache every round",
         "keyservice": keyservice,
         "hmac": hmac_path,
         "publish_events_per_s": ks_rate,
@@ -199,7 +211,7 @@ def main() -> int:
         "hmac_target_met": all_delivered and hmac_rate >= TARGET_HMAC_EVENTS_PER_S,
         "transport": "SASL_SSL, SCRAM-SHA-512 (as the agency's own principal); key service "
                      "over HTTPS on 127.0.0.1, a separate process",
-        "records": "one per child, every child distinct (about four distinct PRF inputs per "
+        "records": "one per child, every child distinct (four distinct match-key inputs per "
                    "event; blocks shared by children born the same day)",
         "cores": os.cpu_count(),
         "load_average_1min_at_start": load_at_start,
