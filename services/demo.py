@@ -33,10 +33,10 @@ from safehub.deploy.kafka.launcher import Cluster, free_port, state_root
 from safehub.deploy.registry import ADMIN, Service, load_registry
 from safehub.errors import ConfigError, SafehubError
 from safehub.producers.keying import Keying
+from safehub.producers.keysource import KeyService, KeySource
 from safehub.producers.simulation.trajectories import Population, simulate
 from safehub.services import demo_pipeline as pipeline
 from safehub.services.keyservice import local as local_keyservice
-from safehub.services.keyservice.client import KeyServiceClient
 from safehub.services.supervisor import (
     ServiceSpec,
     Supervisor,
@@ -291,21 +291,23 @@ def _publish_and_watch(
 
 @dataclass
 class DemoKeyService:
-    """The running key service as the demo's publishers use it: a client per agency (its own
-    bearer secret; batches of 1024 blinded elements, two calls in flight) behind `keying`."""
+    """The running key service as the demo's publishers use it: each agency's keying opened as
+    `safehub publish` opens it (producers/keysource.py: the agency's own bearer secret, the
+    run's cache of outputs, the client's batches and calls in flight)."""
 
     service: local_keyservice.LocalKeyService
     epochs: list[int]
     used_before: dict[str, int] = field(default_factory=dict)
-    clients: dict[str, KeyServiceClient] = field(default_factory=dict)
+    opened: dict[str, tuple[Keying, Callable[[], None]]] = field(default_factory=dict)
 
     def keying(self, agency: str) -> Keying:
         """What an agency's publisher derives its match keys (epoch 1) and blocks (epoch 0)
         with: the OPRF through the service; the agency holds no key."""
-        client = self.clients.get(agency)
-        if client is None:
-            client = self.clients[agency] = self.service.client(agency)
-        return Keying(client, epoch=local_keyservice.FIRST_MATCH_EPOCH)
+        if agency not in self.opened:
+            source = KeySource(local_keyservice.FIRST_MATCH_EPOCH, None, KeyService(
+                self.service.url, self.service.secret_file(agency), self.service.ca_file), {})
+            self.opened[agency] = source.open()
+        return self.opened[agency][0]
 
     def elements_used(self) -> dict[str, int]:
         """Each agency's elements evaluated today, as the service's operator sees them (the
@@ -324,9 +326,9 @@ class DemoKeyService:
                 "agencies_served": sum(1 for n in used.values() if n > 0)}
 
     def close(self) -> None:
-        for client in self.clients.values():
-            client.close()
-        self.clients.clear()
+        for _, close in self.opened.values():
+            close()
+        self.opened.clear()
 
 
 @contextmanager
