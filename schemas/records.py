@@ -150,6 +150,9 @@ class CorrelatedAlert:
     evidence: tuple[Evidence, ...]
     reidentification: tuple[ReidentificationRef, ...]
     identity_conflict: bool  # two different NHS-number keys met in one cluster
+    # The GSS codes agencies gave for the child's placing or local authority where they
+    # disagree, sorted; None when they agree (see services/correlation/authority.py).
+    authority_conflict: tuple[str, ...] | None = None
 
 
 @quick_init

@@ -129,6 +129,9 @@ class RouteReason(StrEnum):
     PLACING_AUTHORITY = "PLACING_AUTHORITY"  # looked-after child placed out of area
     FALLBACK = "FALLBACK"  # no route for the area: never dropped, sent to the fallback receiver
     ESCALATION = "ESCALATION"  # not acknowledged by its deadline
+    # A copy for information to the host authority of a child placed out of area: the placing
+    # authority leads; the host's hub is told, with no deadline and no escalation of its own.
+    HOST_AUTHORITY = "HOST_AUTHORITY"
 
 
 class AuditAction(StrEnum):

@@ -66,6 +66,7 @@ from safehub.schemas.vocabulary import (
     Sign,
     Tier,
 )
+from safehub.services.correlation.authority import authorities
 from safehub.services.correlation.linking import Key, event_keys, link, nhs_keys
 from safehub.services.correlation.rules import Rules
 
@@ -405,6 +406,7 @@ def alert_for(rules: Rules, block: int, cluster: Cluster, peak: Assessment) -> C
          *(o.event_id for o in evidence)]
     )
     latest = evidence[-1]  # evidence is in time order, as the observations are
+    authority = authorities(evidence)
     return CorrelatedAlert(
         alert_id=hashlib.sha256(cause.encode()).hexdigest()[:32],
         rules_version=rules.version,
@@ -415,8 +417,8 @@ def alert_for(rules: Rules, block: int, cluster: Cluster, peak: Assessment) -> C
         score=peak.score,
         raised_at=peak.anchor,
         age_years=latest.age_years,
-        local_authority=latest.local_authority,
-        placing_authority=latest.placing_authority,
+        local_authority=authority.local,
+        placing_authority=authority.placing,
         agencies=tuple(sorted({o.agency_id for o in evidence})),
         evidence=tuple(
             Evidence(o.event_id, o.agency_id, o.sector, o.indicator, o.occurred_at,
@@ -428,6 +430,7 @@ def alert_for(rules: Rules, block: int, cluster: Cluster, peak: Assessment) -> C
             for agency, handle in sorted({(o.agency_id, o.reid_handle) for o in evidence})
         ),
         identity_conflict=cluster.conflict,
+        authority_conflict=authority.conflict,
     )
 
 
