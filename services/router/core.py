@@ -9,6 +9,10 @@ events rather than continuously firing conditions):
 - Route: the lead agency is children's social care of the child's local authority, or of the
   placing authority for a looked-after child placed out of area. No route: the fallback receiver,
   reason FALLBACK (the shell reports it); never dropped.
+- Inform the host: when an alert is sent to a placing authority, the host (local) authority's
+  receiver gets a copy at the same moment, reason HOST_AUTHORITY, for information: the copy is
+  not tracked, so it has no group, no escalation and needs no ack (an ack of it changes
+  nothing). Escalation copies go to the lead's escalation receiver only.
 - Group: alerts of one cluster for one receiver form a group. A group is notified at once the
   first time and whenever the tier rises; otherwise at most once per repeat interval: alerts
   arriving in between wait (PENDING) and, when the interval ends, the group's latest picture (the
@@ -106,6 +110,17 @@ def lead_route(
     return route, lead, reason
 
 
+def host_receiver(table: RoutingTable, t: Tracked) -> Route | None:
+    """The host authority's route when `t` goes to a placing authority and the host has its own
+    receiver; None otherwise (no placement, no route for the host, or the same receiver)."""
+    if t.reason is not RouteReason.PLACING_AUTHORITY:
+        return None
+    route = table.routes.get(t.alert.local_authority)
+    if route is None or route.agency in (t.receiver, t.escalation):
+        return None
+    return route
+
+
 def is_urgent(alert: CorrelatedAlert) -> bool:
     return any(isinstance(e.indicator, SignificantIncident) for e in alert.evidence)
 
@@ -129,6 +144,23 @@ def _send(table: RoutingTable, t: Tracked, level: int, now: int) -> tuple[Tracke
             Notification(routed, action))
 
 
+def _inform_host(table: RoutingTable, t: Tracked, now: int) -> Notification | None:
+    host = host_receiver(table, t)
+    if host is None:
+        return None
+    routed = RoutedAlert(
+        notification_id=notification_id(t.alert.alert_id, host.agency, 0),
+        alert=t.alert,
+        receiver_agency=host.agency,
+        lead_authority=t.alert.local_authority,
+        reason=RouteReason.HOST_AUTHORITY,
+        escalation_level=0,
+        ack_deadline=ack_deadline(now, t.urgent, host.hours, table.ack_working_hours,
+                                  table.urgent_ack_ms),
+    )
+    return Notification(routed, AuditAction.ALERT_ROUTED)
+
+
 def _inhibiting(alerts: tuple[Tracked, ...]) -> bool:
     return any(t.alert.tier is Tier.HIGH and t.status is not Status.DECIDED for t in alerts)
 
@@ -143,9 +175,12 @@ def _latest_first(t: Tracked) -> tuple[int, int, str]:
 
 def _deliver(
     table: RoutingTable, alerts: list[Tracked], chosen: Tracked, now: int
-) -> tuple[list[Tracked], Notification]:
-    """Send `chosen` and fold its group's other open, not-higher alerts into it."""
+) -> tuple[list[Tracked], tuple[Notification, ...]]:
+    """Send `chosen` (and its copy to the host authority, if any) and fold its group's other
+    open, not-higher alerts into it."""
     sent, note = _send(table, chosen, 0, now)
+    copy = _inform_host(table, chosen, now)
+    notes = (note,) if copy is None else (note, copy)
     out = []
     for t in alerts:
         if t is chosen:
@@ -155,7 +190,7 @@ def _deliver(
             out.append(replace(t, status=Status.SUPERSEDED))
         else:
             out.append(t)
-    return out, note
+    return out, notes
 
 
 def receive(
@@ -182,8 +217,8 @@ def receive(
            or now - last_sent >= table.repeat_interval_ms)
     if not due:
         return replace(state, alerts=tuple(alerts)), ()
-    alerts, note = _deliver(table, alerts, new, now)
-    return replace(state, alerts=tuple(alerts)), (note,)
+    alerts, notes = _deliver(table, alerts, new, now)
+    return replace(state, alerts=tuple(alerts)), notes
 
 
 def tick(
@@ -198,8 +233,8 @@ def tick(
         if last_sent is not None and now - last_sent < table.repeat_interval_ms:
             continue
         chosen = max((t for t in group if t.status is Status.PENDING), key=_latest_first)
-        alerts, note = _deliver(table, alerts, chosen, now)
-        notes.append(note)
+        alerts, sent = _deliver(table, alerts, chosen, now)
+        notes.extend(sent)
     for i, t in enumerate(alerts):
         if (t.status is Status.NOTIFIED and t.level < MAX_ESCALATION_LEVEL
                 and t.deadline is not None and now >= t.deadline):
@@ -222,6 +257,15 @@ def acknowledge(state: ClusterState, ack: AlertAck) -> tuple[ClusterState, bool]
         status = Status.ACKNOWLEDGED
     updated = replace(t, status=status)
     return replace(state, alerts=tuple(updated if x is t else x for x in state.alerts)), True
+
+
+def informed(table: RoutingTable, state: ClusterState, ack: AlertAck) -> bool:
+    """Whether `ack` comes from a host authority that was sent the alert for information."""
+    t = state.find(ack.alert_id)
+    if t is None or t.level < 0:
+        return False
+    host = host_receiver(table, t)
+    return host is not None and host.agency == ack.agency_id
 
 
 def next_wakeup(table: RoutingTable, state: ClusterState) -> int | None:

@@ -116,6 +116,12 @@ class Router:
             state, accepted = core.acknowledge(self._clusters[cid], ack)
             if accepted:
                 self._apply(state, touched)
+        if not accepted and cid is not None and core.informed(self._table, self._clusters[cid],
+                                                              ack):
+            # The host authority acknowledged its copy for information: nothing to stop.
+            log.info("ack %s for alert %s from host %s: noted, changes nothing",
+                     ack.ack_id, ack.alert_id, hub)
+            return
         if not accepted:
             self.refused_acks += 1
             log.warning("ack %s for alert %s from %s refused: not sent to that agency",

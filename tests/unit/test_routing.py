@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from safehub.errors import ConfigError
-from safehub.schemas.records import CorrelatedAlert, Evidence, ReidentificationRef
-from safehub.schemas.vocabulary import RouteReason, Sector, Sign, SignificantIncident, Tier
+from safehub.schemas.records import AlertAck, CorrelatedAlert, Evidence, ReidentificationRef
+from safehub.schemas.vocabulary import (
+    AckAction,
+    RouteReason,
+    Sector,
+    Sign,
+    SignificantIncident,
+    Tier,
+)
 from safehub.services.router import core
 from safehub.services.router.core import ClusterState, Status
 from safehub.services.router.table import load_routing_table, parse_routing_table
@@ -53,10 +61,52 @@ def test_in_area_routes_to_the_childs_local_authority() -> None:
 
 
 def test_looked_after_child_placed_out_of_area_routes_to_the_placing_authority() -> None:
-    _, (note,) = core.receive(TABLE, ClusterState("c" * 32), alert(1, placing=BRADFORD), MON_10)
+    _, (note, copy) = core.receive(TABLE, ClusterState("c" * 32), alert(1, placing=BRADFORD),
+                                   MON_10)
     assert note.routed.receiver_agency == "csc-bradford"
     assert note.routed.reason is RouteReason.PLACING_AUTHORITY
     assert note.routed.lead_authority == BRADFORD
+    # The host authority is informed: its own receiver, its own notification id.
+    assert copy.routed.receiver_agency == "csc-leeds"
+    assert copy.routed.reason is RouteReason.HOST_AUTHORITY
+    assert copy.routed.lead_authority == LEEDS
+    assert copy.routed.escalation_level == 0
+    assert copy.routed.notification_id == core.notification_id("1".zfill(32), "csc-leeds", 0)
+    assert copy.routed.alert == note.routed.alert
+
+
+def test_the_host_copy_is_not_tracked_escalates_never_and_its_ack_changes_nothing() -> None:
+    state, _ = core.receive(TABLE, ClusterState("c" * 32), alert(1, placing=BRADFORD), MON_10)
+    assert [t.receiver for t in state.alerts] == ["csc-bradford"]
+    _, notes = core.tick(TABLE, state, MON_10 + 72 * HOUR)
+    assert [(n.routed.receiver_agency, n.routed.reason) for n in notes] == [
+        ("csc-bradford-duty-manager", RouteReason.ESCALATION)]
+    host_ack = AlertAck("a" * 32, "1".zfill(32), "csc-leeds", "staff-1", AckAction.ACKNOWLEDGED,
+                        None, MON_10 + HOUR)
+    assert core.informed(TABLE, state, host_ack)
+    assert core.acknowledge(state, host_ack) == (state, False)
+    stranger = replace(host_ack, agency_id="csc-kirklees")
+    assert not core.informed(TABLE, state, stranger)
+
+
+def test_the_host_is_informed_when_the_grouped_placing_alert_is_finally_sent() -> None:
+    state, _ = core.receive(TABLE, ClusterState("c" * 32), alert(1, placing=BRADFORD), MON_10)
+    state, notes = core.receive(TABLE, state, alert(2, placing=BRADFORD), MON_10 + HOUR)
+    assert notes == ()  # grouped: waits for the repeat interval
+    _, notes = core.tick(TABLE, state, MON_10 + 25 * HOUR)
+    sent = [(n.routed.alert.alert_id, n.routed.receiver_agency, n.routed.reason) for n in notes
+            if n.routed.escalation_level == 0]
+    assert sent == [("2".zfill(32), "csc-bradford", RouteReason.PLACING_AUTHORITY),
+                    ("2".zfill(32), "csc-leeds", RouteReason.HOST_AUTHORITY)]
+
+
+@pytest.mark.parametrize("la, placing", [(NOWHERE, BRADFORD), (LEEDS, LEEDS), (LEEDS, None)])
+def test_no_host_copy_without_a_placement_out_of_area_or_a_host_route(
+        la: str, placing: str | None) -> None:
+    _, notes = core.receive(TABLE, ClusterState("c" * 32), alert(1, la=la, placing=placing),
+                            MON_10)
+    assert [n.routed.reason for n in notes if n.routed.reason is RouteReason.HOST_AUTHORITY] == []
+    assert len(notes) == 1
 
 
 def test_placing_authority_equal_to_local_is_not_out_of_area() -> None:
