@@ -45,6 +45,9 @@ class InboxAlert(Base):
     rules_version: Mapped[str] = mapped_column(String(64))
     agencies: Mapped[str] = mapped_column(String(1024))  # space-separated slugs
     identity_conflict: Mapped[bool] = mapped_column(Boolean)
+    # GSS codes, space-separated, that agencies gave where they disagree about the child's
+    # placing or local authority; None when they agree.
+    authority_conflict: Mapped[str | None] = mapped_column(String(512))
     digest: Mapped[bytes] = mapped_column(LargeBinary(32))  # SHA-256 of the record as received
     received_at: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16), default="NEW")
