@@ -1,14 +1,14 @@
 """Privacy canary: publish known children, then search every byte written for their identities.
 
 300 fictional children are exported by a school (CSV with NHS numbers, through the `safehub
-publish` command in a subprocess, with version 1's HMAC key until that command takes the key
-service) and by the police (JSON Lines without NHS numbers, with typos, through the Python API
-with every logger at DEBUG, deriving its match keys and blocks through the OPRF key service:
-`safehub keyservice serve` as a child process over HTTPS). Then every key, value and header of
-every topic the run wrote, all captured output and log records (the key service client's HTTP
-logging included), the key service's own log, and the vault file are searched for each
-identifier in the forms an agency system might hold it. Zero hits are allowed (the vault may
-hold only references, never identities). The police's key service bearer secret must not be
+publish` command in a subprocess) and by the police (JSON Lines without NHS numbers, with
+typos, through the Python API with every logger at DEBUG), both deriving their match keys and
+blocks through the OPRF key service (`safehub keyservice serve` as a child process over HTTPS,
+a bearer secret per agency). Then every key, value and header of every topic the run wrote,
+all captured output and log records (the key service client's HTTP logging included), the key
+service's own log, and the vault file are searched for each identifier in the forms an agency
+system might hold it. Zero hits are allowed (the vault may
+hold only references, never identities). Neither agency's key service bearer secret may be
 in any of those outputs either.
 
 The same outputs, and the brokers' own logs, are also searched for every principal's Kafka
@@ -43,7 +43,7 @@ from safehub.producers.vault import Vault
 from safehub.schemas.vocabulary import Sector
 from safehub.services.keyservice import local
 from tests.conftest import SERVICES, Namespace
-from tests.integration.test_publish import KEY, children, read_all
+from tests.integration.test_publish import children, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -165,52 +165,59 @@ def test_no_identifier_leaves_the_agency(
         out.writerow(["C-BAD2", "UPNY", kids[1].first_name, kids[1].surname,
                       date.fromisoformat(kids[1].date_of_birth).strftime("%d/%m/%Y"),
                       "", kids[1].postcode, "E08000035", "2024-03-04T09:00", "", "ABS"])
-    # The school publishes as itself: --agency names the principal.
-    env = dict(os.environ, **ns.env("school-canary"),
-               SAFEHUB_LINKAGE_KEY=KEY.secret.hex(), SAFEHUB_LINKAGE_KEY_EPOCH=str(KEY.epoch),
-               SAFEHUB_VAULT_URL=f"sqlite:///{tmp_path / 'school-vault.db'}")
-    del env["SAFEHUB_KAFKA_PRINCIPAL"], env["SAFEHUB_KAFKA_PASSWORD_FILE"]
-    done = subprocess.run(
-        [sys.executable, "-m", "safehub.cli", "-v", "publish", "--agency", "school-canary",
-         "--from", str(school_csv), "--sector", "education"],
-        env=env, capture_output=True, timeout=300, check=False,
-    )
-    assert done.returncode == 1, done.stderr.decode()[-2000:]  # the two bad lines
-    assert b"published 300 event(s)" in done.stdout and b"2 line(s) failed" in done.stdout
-    assert b"line 302: nhs_number: mod-11" in done.stderr
-    assert b"line 303: date_of_birth: not a date in format ISO" in done.stderr
-
-    # Police: JSON Lines, no NHS number, first names misspelt, through the Python API with
-    # every logger (kafka-python's too) at DEBUG.
-    police_jsonl = tmp_path / "police.jsonl"
-    with police_jsonl.open("w", encoding="utf-8") as handle:
-        for i, kid in enumerate(kids):
-            handle.write(json.dumps({
-                "IncidentRef": f"WY-{i:06d}", "NominalId": f"N-{i}",
-                "Forename": kid.first_name[:-1] + kid.first_name[-1] * 2,
-                "Surname": kid.surname.upper(),
-                "DOB": date.fromisoformat(kid.date_of_birth).strftime("%d/%m/%Y"),
-                "HomePostcode": (kid.postcode or "").lower(), "ResponsibleLA": "E08000035",
-                "IncidentDateTime": "02/03/2024 23:10", "ConcernCode": "CAR",
-            }, ensure_ascii=False) + "\n")
-    caplog.set_level(logging.DEBUG)
-    for noisy in ("kafka", "sqlalchemy"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG)
-    police_vault = Vault.open(f"sqlite:///{tmp_path / 'police-vault.db'}")
-    producer = make_producer(ns.connection("police-canary"), "canary-police")
-    keys = local.prepare(tmp_path / "keyservice", ["police-canary"], free_port())
+    # Both agencies derive their match keys and blocks through the key service.
+    keys = local.prepare(tmp_path / "keyservice", ["school-canary", "police-canary"],
+                         free_port())
     keys_log = tmp_path / "keyservice.log"
-    try:
-        with local.serving(keys, {**os.environ, **ns.env(Service.KEYSERVICE)}, keys_log), \
-                keys.client("police-canary") as client:
-            publisher = Publisher(producer, police_vault, Keying(client, epoch=1),
-                                  "police-canary", Sector.POLICE, prefix)
-            mapping = load_mapping(example_mapping(Sector.POLICE))
-            parsed = [r for _, r in read_export(police_jsonl, mapping)]
-            outcomes = publisher.publish_many(parsed)  # type: ignore[arg-type]
-    finally:
-        producer.close()
-        police_vault.close()
+    with local.serving(keys, {**os.environ, **ns.env(Service.KEYSERVICE)}, keys_log):
+        # The school publishes as itself: --agency names the principal.
+        env = dict(os.environ, **ns.env("school-canary"),
+                   SAFEHUB_KEYSERVICE_URL=keys.url,
+                   SAFEHUB_KEYSERVICE_SECRET_FILE=str(keys.secret_file("school-canary")),
+                   SAFEHUB_KEYSERVICE_CA_FILE=str(keys.ca_file),
+                   SAFEHUB_VAULT_URL=f"sqlite:///{tmp_path / 'school-vault.db'}")
+        del env["SAFEHUB_KAFKA_PRINCIPAL"], env["SAFEHUB_KAFKA_PASSWORD_FILE"]
+        done = subprocess.run(
+            [sys.executable, "-m", "safehub.cli", "-v", "publish", "--agency", "school-canary",
+             "--from", str(school_csv), "--sector", "education"],
+            env=env, capture_output=True, timeout=300, check=False,
+        )
+        assert done.returncode == 1, done.stderr.decode()[-2000:]  # the two bad lines
+        assert b"published 300 event(s)" in done.stdout and b"2 line(s) failed" in done.stdout
+        assert b"line 302: nhs_number: mod-11" in done.stderr
+        assert b"line 303: date_of_birth: not a date in format ISO" in done.stderr
+
+        # Police: JSON Lines, no NHS number, first names misspelt, through the Python API with
+        # every logger (kafka-python's too) at DEBUG.
+        police_jsonl = tmp_path / "police.jsonl"
+        with police_jsonl.open("w", encoding="utf-8") as handle:
+            for i, kid in enumerate(kids):
+                handle.write(json.dumps({
+                    "IncidentRef": f"WY-{i:06d}", "NominalId": f"N-{i}",
+                    "Forename": kid.first_name[:-1] + kid.first_name[-1] * 2,
+                    "Surname": kid.surname.upper(),
+                    "DOB": date.fromisoformat(kid.date_of_birth).strftime("%d/%m/%Y"),
+                    "HomePostcode": (kid.postcode or "").lower(), "ResponsibleLA": "E08000035",
+                    "IncidentDateTime": "02/03/2024 23:10", "ConcernCode": "CAR",
+                }, ensure_ascii=False) + "\n")
+        caplog.set_level(logging.DEBUG)
+        for noisy in ("kafka", "sqlalchemy"):
+            logging.getLogger(noisy).setLevel(logging.DEBUG)
+        police_vault = Vault.open(f"sqlite:///{tmp_path / 'police-vault.db'}")
+        producer = make_producer(ns.connection("police-canary"), "canary-police")
+        try:
+            with keys.client("police-canary") as client:
+                publisher = Publisher(producer, police_vault, Keying(client, epoch=1),
+                                      "police-canary", Sector.POLICE, prefix)
+                mapping = load_mapping(example_mapping(Sector.POLICE))
+                parsed = [r for _, r in read_export(police_jsonl, mapping)]
+                outcomes = publisher.publish_many(parsed)  # type: ignore[arg-type]
+        finally:
+            producer.close()
+            police_vault.close()
+        # Both derived through the service, as its operator sees it.
+        used = {row["agency"]: row["day"]["used"] for row in keys.usage()["agencies"]}
+        assert used["school-canary"] > 0 and used["police-canary"] > 0, used
     assert all(isinstance(o, DeliveryReport) for o in outcomes) and len(outcomes) == N_CHILDREN
 
     # Everything the run wrote to Kafka: every topic under this test's prefix (read as admin).
@@ -242,8 +249,9 @@ def test_no_identifier_leaves_the_agency(
     }
     # The key service client did log its calls (httpx at DEBUG), and the service started.
     assert "/v1/evaluate" in logs and b"key service on https://" in keys_log.read_bytes()
-    bearer = keys.secret_file("police-canary").read_text().strip().encode()
-    assert [where for where, data in outputs.items() if bearer in data] == []
+    for agency in ("school-canary", "police-canary"):
+        bearer = keys.secret_file(agency).read_text().strip().encode()
+        assert [where for where, data in outputs.items() if bearer in data] == [], agency
     # Positive control: the same search does find the identities where they really are.
     control = hits(school_csv.read_bytes() + police_jsonl.read_bytes(), identifier_forms(kids[7]))
     probe = kids[7]
