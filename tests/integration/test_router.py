@@ -195,14 +195,12 @@ def test_routes_escalates_stops_on_ack_and_survives_restart(harness: Harness) ->
     router = harness.router()
     harness.run_until(router, 4)
     harness.collect()
-    by_alert = {r.alert.alert_id: r for r in harness.routed}
-    assert by_alert[leeds.alert_id].receiver_agency == "csc-leeds"
-    assert by_alert[leeds.alert_id].reason is RouteReason.RESPONSIBLE_AUTHORITY
-    assert by_alert[placed.alert_id].receiver_agency == "csc-bradford"
-    assert by_alert[placed.alert_id].reason is RouteReason.PLACING_AUTHORITY
-    assert by_alert[unknown.alert_id].receiver_agency == "hub-duty"
-    assert by_alert[unknown.alert_id].reason is RouteReason.FALLBACK
-    assert len(harness.routed) == 3
+    # The placed child's alert goes to the placing authority, and to the host for information.
+    assert sorted((r.alert.alert_id, r.receiver_agency, r.reason) for r in harness.routed) == \
+        sorted([(leeds.alert_id, "csc-leeds", RouteReason.RESPONSIBLE_AUTHORITY),
+                (placed.alert_id, "csc-bradford", RouteReason.PLACING_AUTHORITY),
+                (placed.alert_id, "csc-leeds", RouteReason.HOST_AUTHORITY),
+                (unknown.alert_id, "hub-duty", RouteReason.FALLBACK)])
     routed_audit = [e for e in harness.audit if e.action is AuditAction.ALERT_ROUTED]
     assert {e.subject_id for e in routed_audit} == {leeds.alert_id, placed.alert_id,
                                                     unknown.alert_id}
@@ -219,7 +217,11 @@ def test_routes_escalates_stops_on_ack_and_survives_restart(harness: Harness) ->
                       AckAction.ACKNOWLEDGED, None, MON_10 + HOUR)
     for a in (ack, not_sent, posing):
         harness.ack("csc-bradford", a)
-    harness.run_until(router, 3)
+    # Leeds acknowledges the copy it was sent for information: noted, not refused.
+    host_ack = AlertAck(uuid.uuid4().hex, placed.alert_id, "csc-leeds", "sw-2",
+                        AckAction.ACKNOWLEDGED, None, MON_10 + HOUR)
+    harness.ack("csc-leeds", host_ack)
+    harness.run_until(router, 4)
     assert router.refused_acks == 2
     dead = [(h, v) for h, v in dead_letters(harness.ns)
             if ".alert-acks." in h[HEADER_SOURCE_TOPIC].decode()]
@@ -234,7 +236,7 @@ def test_routes_escalates_stops_on_ack_and_survives_restart(harness: Harness) ->
     router = harness.router()
     harness.run_until(router, 3)
     harness.collect()
-    assert len(harness.routed) == 3, "redelivery after a restart sent a duplicate"
+    assert len(harness.routed) == 4, "redelivery after a restart sent a duplicate"
 
     # One working day later: the unacknowledged ones escalate, the acknowledged one does not.
     harness.now = MON_10 + 24 * HOUR
