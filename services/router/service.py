@@ -144,9 +144,11 @@ class Router:
             self._journal.record(note.action, r.alert.alert_id, r.receiver_agency,
                                  hashlib.sha256(raw).digest(), now)
             if r.reason is RouteReason.FALLBACK:
-                log.warning("alert %s: no route for area %s (placing %s); sent to fallback %s",
-                            r.alert.alert_id, r.alert.local_authority,
-                            r.alert.placing_authority or "none", r.receiver_agency)
+                log.warning("alert %s: no route for area %s, %s (placing %s, %s); sent to "
+                            "fallback %s", r.alert.alert_id, r.alert.local_authority,
+                            self._table.name_of(r.alert.local_authority),
+                            r.alert.placing_authority or "none",
+                            self._table.name_of(r.alert.placing_authority), r.receiver_agency)
             elif r.reason is RouteReason.ESCALATION:
                 log.info("alert %s escalated to %s", r.alert.alert_id, r.receiver_agency)
         send_all(self._producer, records)

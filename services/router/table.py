@@ -1,5 +1,7 @@
 """The routing table (deploy/routing.toml): local authority -> lead agency, escalation receiver,
-working hours; plus the fallback receiver for areas with no route.
+working hours; plus the fallback receiver for areas with no route, and the register of every
+children's services authority in England and Wales (GSS code -> name), so that a route names a
+real authority and an alert for an authority without a hub of its own is reported by name.
 
 Loaded once by the router's command and passed down; the routing core only reads it.
 """
@@ -8,8 +10,9 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -17,6 +20,10 @@ from safehub.errors import ConfigError
 
 DEFAULT_ROUTING_PATH = Path(__file__).resolve().parents[2] / "deploy" / "routing.toml"
 
+# Children's services authorities: English unitary (E06), metropolitan (E08), London (E09) and
+# county (E10) councils, and Welsh principal areas (W06). E07 districts hold no children's
+# services.
+AUTHORITY_PREFIXES = ("E06", "E08", "E09", "E10", "W06")
 _DAYS = ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")
 _HOUR_MS = 3_600_000
 
@@ -49,6 +56,12 @@ class RoutingTable:
     repeat_interval_ms: int
     # A cluster with nothing left to do is forgotten this long after its newest alert arrived.
     forget_after_ms: int = 365 * 24 * _HOUR_MS
+    # Every authority the table knows (GSS code -> name); a known authority with no route goes
+    # to the fallback like an unknown code, but is reported by name.
+    authorities: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def name_of(self, code: str | None) -> str:
+        return self.authorities.get(code or "", "unknown area")
 
     def receivers(self) -> frozenset[str]:
         """Every agency the router may write to (their alert topics must exist)."""
@@ -113,12 +126,16 @@ def parse_routing_table(raw: Mapping[str, Any], source: str = "routing table") -
     if "fallback" not in raw:
         raise ConfigError(f"{source}: a [fallback] receiver is required")
     fallback = _route(raw["fallback"], hour_defaults, f"{source} [fallback]")
+    authorities = _authorities(raw.get("authorities", {}), source)
     routes: dict[str, Route] = {}
     for i, entry in enumerate(raw.get("route", [])):
         where = f"{source} route #{i + 1}"
         code = str(entry.get("local_authority", ""))
-        if len(code) != 9 or code[:3] not in ("E06", "E07", "E08", "E09", "E10"):
-            raise ConfigError(f"{where}: local_authority must be a 9-character GSS code")
+        if not _is_authority_code(code):
+            raise ConfigError(f"{where}: local_authority must be the 9-character GSS code of a "
+                              f"children's services authority ({', '.join(AUTHORITY_PREFIXES)})")
+        if authorities and code not in authorities:
+            raise ConfigError(f"{where}: {code} is not in [authorities]")
         if code in routes:
             raise ConfigError(f"{where}: duplicate route for {code}")
         routes[code] = _route(entry, hour_defaults, where)
@@ -135,7 +152,25 @@ def parse_routing_table(raw: Mapping[str, Any], source: str = "routing table") -
         raise ConfigError(f"{source}: forget_settled_after_days must be longer than the "
                           "repeat interval")
     return RoutingTable(routes, fallback, ack_hours, int(urgent * _HOUR_MS), int(repeat * _HOUR_MS),
-                        int(forget_days * 24 * _HOUR_MS))
+                        int(forget_days * 24 * _HOUR_MS), MappingProxyType(authorities))
+
+
+def _is_authority_code(code: str) -> bool:
+    return len(code) == 9 and code[:3] in AUTHORITY_PREFIXES and code[3:].isdigit()
+
+
+def _authorities(raw: Any, source: str) -> dict[str, str]:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source} [authorities]: must be a table of GSS code = name")
+    out: dict[str, str] = {}
+    for code, name in raw.items():
+        if not _is_authority_code(str(code)):
+            raise ConfigError(f"{source} [authorities]: {code!r} is not the GSS code of a "
+                              "children's services authority")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"{source} [authorities]: {code} needs a name")
+        out[str(code)] = name
+    return out
 
 
 def load_routing_table(path: Path = DEFAULT_ROUTING_PATH) -> RoutingTable:

@@ -260,3 +260,44 @@ def test_routing_table_forget_setting_must_outlast_the_repeat_interval() -> None
         parse_routing_table({"fallback": fb, "defaults": {"forget_settled_after_days": 0.5}})
     with pytest.raises(ConfigError, match="numbers"):
         parse_routing_table({"fallback": fb, "defaults": {"forget_settled_after_days": "x"}})
+
+
+def test_the_shipped_table_knows_every_authority_of_england_and_wales_by_name() -> None:
+    codes = TABLE.authorities
+    assert sum(c.startswith("E") for c in codes) == 153
+    assert sum(c.startswith("W") for c in codes) == 22
+    assert {c[:3] for c in codes} == {"E06", "E08", "E09", "E10", "W06"}
+    assert all(name.strip() for name in codes.values())
+    assert TABLE.name_of(LEEDS) == "Leeds" and TABLE.name_of("W06000015") == "Cardiff"
+    # After the 2023 reorganisation: the new unitary codes, not the withdrawn county ones.
+    assert "E06000065" in codes and "E10000023" not in codes  # North Yorkshire
+    assert "E06000066" in codes and "E10000027" not in codes  # Somerset
+    assert TABLE.name_of(NOWHERE) == "unknown area"
+    # Every route is for a known authority.
+    assert set(TABLE.routes) <= set(codes)
+
+
+def test_an_authority_without_a_hub_of_its_own_goes_to_the_fallback() -> None:
+    cardiff = "W06000015"
+    assert cardiff in TABLE.authorities and cardiff not in TABLE.routes
+    _, (note,) = core.receive(TABLE, ClusterState("c" * 32), alert(1, la=cardiff), MON_10)
+    assert note.routed.receiver_agency == TABLE.fallback.agency
+    assert note.routed.reason is RouteReason.FALLBACK
+
+
+def test_routing_table_checks_its_authorities() -> None:
+    fb = {"agency": "a", "escalation": "b"}
+    route = {"local_authority": "W06000015", "agency": "csc-cardiff", "escalation": "m"}
+    table = parse_routing_table({"fallback": fb, "route": [route],
+                                 "authorities": {"W06000015": "Cardiff"}})
+    assert table.routes["W06000015"].agency == "csc-cardiff"
+    with pytest.raises(ConfigError, match="not in"):
+        parse_routing_table({"fallback": fb, "route": [route],
+                             "authorities": {"W06000001": "Isle of Anglesey"}})
+    with pytest.raises(ConfigError, match="children's services"):
+        parse_routing_table({"fallback": fb, "authorities": {"E07000178": "Oxford"}})
+    with pytest.raises(ConfigError, match="needs a name"):
+        parse_routing_table({"fallback": fb, "authorities": {"W06000015": " "}})
+    with pytest.raises(ConfigError, match="children's services"):
+        parse_routing_table({"fallback": fb, "route": [
+            {"local_authority": "E07000178", "agency": "x", "escalation": "y"}]})
