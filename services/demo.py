@@ -3,11 +3,15 @@
 Starts a local Apache Kafka (the launcher in deploy/, cluster "demo"), creates the topics,
 starts the correlator, router, inbox, audit sink and web page as child processes (SQLite files
 and logs in the demo folder), streams a simulated population through the agencies' real
-publishers (pseudonymised at the edge, a vault per agency), waits until every topic has been
-consumed, and prints where to look and what happened. Ctrl-C, `--duration` or
-`--exit-when-done` stop everything it started, broker included, and nothing else.
+publishers (pseudonymised at the edge, a vault per agency), starts the agencies'
+re-identification desk (`safehub reid serve` for every agency, with its vault and its own
+records: services/demo_agencies.py), waits until every topic has been consumed, and prints where
+to look and what happened. `--reid-drill N` then works N alerts' re-identification through the
+pages' APIs (services/reid_drill.py). Ctrl-C, `--duration` or `--exit-when-done` stop everything
+it started, broker included, and nothing else.
 
     safehub demo [--children 1500] [--seed 2025] [--folder DIR] [--exit-when-done]
+                 [--reid-drill N]
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import httpx
+
 from safehub.connection import KafkaConnection
 from safehub.deploy.kafka.launcher import Cluster, free_port, state_root
 from safehub.deploy.registry import ADMIN, Service, load_registry
@@ -35,8 +41,11 @@ from safehub.errors import ConfigError, SafehubError
 from safehub.producers.keying import Keying
 from safehub.producers.keysource import KeyService, KeySource
 from safehub.producers.simulation.trajectories import Population, simulate
+from safehub.services import demo_agencies as agencies
 from safehub.services import demo_pipeline as pipeline
+from safehub.services.demo_agencies import REID_SERVICE, ensure_hub_keys, hub_key_folders
 from safehub.services.keyservice import local as local_keyservice
+from safehub.services.reid_drill import DrillError, run_drill
 from safehub.services.supervisor import (
     ServiceSpec,
     Supervisor,
@@ -58,6 +67,8 @@ class DemoSettings:
     exit_when_done: bool
     settle_timeout: float
     web_port: int
+    reid_port: int
+    reid_drill: int  # alerts whose re-identification is worked through, after settling
     # Use this cluster instead of starting one (it is left running), as the admin principal
     # named by SAFEHUB_KAFKA_SECRETS / SAFEHUB_KAFKA_PASSWORD_FILE and SAFEHUB_KAFKA_CA_FILE.
     bootstrap: str | None
@@ -72,7 +83,7 @@ class DemoSettings:
             children=args.children, months=args.months, seed=args.seed,
             authorities=args.authorities, duration=args.duration,
             exit_when_done=args.exit_when_done, settle_timeout=args.settle_timeout,
-            web_port=args.web_port,
+            web_port=args.web_port, reid_port=args.reid_port, reid_drill=args.reid_drill,
             bootstrap=args.bootstrap,
             topic_prefix=env.get("SAFEHUB_TOPIC_PREFIX", "") if args.bootstrap else "",
             skip=frozenset(args.skip),
@@ -104,13 +115,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="longest wait for the pipeline to consume everything")
     parser.add_argument("--web-port", type=int, default=int(os.environ.get("SAFEHUB_WEB_PORT",
                                                                            "8080")))
+    parser.add_argument("--reid-port", type=int,
+                        default=int(os.environ.get("SAFEHUB_REID_PORT", "8090")),
+                        help="the agencies' re-identification page")
+    parser.add_argument("--reid-drill", type=int, default=0, metavar="N",
+                        help="once settled, hub users ask the contributing agencies of N alerts "
+                             "who the child is, officers approve about half and decline the "
+                             "rest, and the hub opens every approved identity (all through the "
+                             "pages' APIs), then the demo settles again")
     parser.add_argument("--bootstrap", default=None,
                         help="use this running Kafka instead of starting one (not stopped), as "
                              "the admin principal of SAFEHUB_KAFKA_SECRETS and "
                              "SAFEHUB_KAFKA_CA_FILE; SAFEHUB_TOPIC_PREFIX then namespaces the "
                              "demo's topics and ACLs")
     parser.add_argument("--skip", action="append", default=[], metavar="SERVICE",
-                        choices=["web", "audit-sink"],
+                        choices=["web", "audit-sink", REID_SERVICE],
                         help="run without this service (repeatable)")
 
 
@@ -118,6 +137,7 @@ def service_specs(settings: DemoSettings, receivers: list[str]) -> list[ServiceS
     """Each service runs as its own principal; the inbox and the web page hold one principal
     per hub they serve (each hub's password file is in SAFEHUB_KAFKA_SECRETS)."""
     f = settings.folder
+    reid_keys = str(hub_key_folders(f)[0])
     specs = [
         ServiceSpec("correlator", ("correlator",), {
             "SAFEHUB_KAFKA_PRINCIPAL": "correlator",
@@ -130,6 +150,7 @@ def service_specs(settings: DemoSettings, receivers: list[str]) -> list[ServiceS
         ServiceSpec("inbox", ("inbox",), {
             "SAFEHUB_INBOX_AGENCIES": ",".join(receivers),
             "SAFEHUB_INBOX_DATABASE_URL": settings.db("inbox"),
+            "SAFEHUB_REID_KEYS": reid_keys,
         }),
         ServiceSpec("audit-sink", ("audit", "sink"), {
             "SAFEHUB_KAFKA_PRINCIPAL": "audit-sink",
@@ -142,6 +163,7 @@ def service_specs(settings: DemoSettings, receivers: list[str]) -> list[ServiceS
             "SAFEHUB_WEB_USERS": str(f / "users.toml"),
             "SAFEHUB_WEB_SECRET": _secret(f / "keys" / "web-session.hex"),
             "SAFEHUB_WEB_PORT": str(settings.web_port),
+            "SAFEHUB_REID_KEYS": reid_keys,
         }),
     ]
     return [s for s in specs if s.name not in settings.skip]
@@ -162,8 +184,11 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # httpx announces every call to the key service at INFO (URL and status only).
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
     if settings.children < 1:
         raise ConfigError("--children must be at least 1")
+    if settings.reid_drill and {"web", REID_SERVICE} & settings.skip:
+        raise ConfigError("--reid-drill needs the web page and the agencies' desk (no --skip)")
     from safehub.services.router.table import DEFAULT_ROUTING_PATH, load_routing_table
 
     receivers = sorted(load_routing_table(
@@ -181,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
     if not settings.bootstrap:
         clear_previous_run(settings.folder)
     password, users = write_users(settings.folder, receivers)
+    ensure_hub_keys(settings.folder, receivers)
     started = time.monotonic()
 
     def on_term(_signum: int, _frame: FrameType | None) -> None:
@@ -250,27 +276,39 @@ def _run(
     print("services started: " + ", ".join(s.name for s in specs)
           + f" (logs in {supervisor.logs})", flush=True)
     with keyservice_running(settings, supervisor, env, pop.world.agency_ids) as keys:
-        return _publish_and_watch(settings, admin, pop, keys, supervisor.check, started,
+        return _publish_and_watch(settings, admin, pop, keys, supervisor, env, started,
                                   sign_in)
 
 
 def _publish_and_watch(
     settings: DemoSettings, admin: KafkaConnection, pop: Population, keys: DemoKeyService,
-    check: Callable[[], None], started: float, sign_in: tuple[str, list[str]],
+    supervisor: Supervisor, env: dict[str, str], started: float,
+    sign_in: tuple[str, list[str]],
 ) -> int:
-    prefix = settings.topic_prefix
+    prefix, check = settings.topic_prefix, supervisor.check
     publishing = time.monotonic()
     published = pipeline.publish_population(
         pop, admin, prefix, keys.keying, settings.folder / "vaults", check)
     print(f"published {published.delivered} events from {len(pop.world.agencies)} agencies "
           f"in {time.monotonic() - publishing:.1f} s ({published.rejected} rejected by the "
           f"publishers, {published.duplicates} resent duplicates)", flush=True)
+    officers: dict[str, str] = {}
+    if REID_SERVICE not in settings.skip:
+        # After publishing: the desk opens the vaults the publishers made.
+        officers = start_agencies_desk(settings, pop, supervisor, env, sign_in[0])
     deadline = time.monotonic() + settings.settle_timeout
     positions = ({} if "audit-sink" in settings.skip
                  else {f"{prefix}audit": pipeline.audit_position(settings.db("audit"))})
     unread = pipeline.wait_settled(admin, prefix, deadline, SETTLE_QUIET_S, check, positions)
+    drill: dict[str, Any] | None = None
+    if settings.reid_drill and not unread:
+        drill = _drill(settings, sign_in, officers, check)
+        unread = pipeline.wait_settled(admin, prefix, time.monotonic() + settings.settle_timeout,
+                                       SETTLE_QUIET_S, check, positions)
     settled = not unread
     summary = pipeline.summarise(admin, prefix, settings.db("inbox"), pop)
+    if drill is not None:
+        summary["reid_drill"] = drill
     summary["published"] = published.delivered
     summary["settled"] = settled
     summary["not_read_to_the_end"] = unread
@@ -280,13 +318,55 @@ def _publish_and_watch(
     # Users with alerts first: those are the ones worth signing in as.
     with_alerts = [f"{a}-demo" for a in summary["inbox_by_agency"]]
     users = with_alerts + [u for u in sign_in[1] if u not in with_alerts]
-    _print_summary(settings, {**summary, "password": sign_in[0], "users": users}, pop)
+    _print_summary(settings, {**summary, "password": sign_in[0], "users": users,
+                              "officers": sorted(officers.values())}, pop)
     if settings.exit_when_done:
-        return 0 if settled else 1
+        return 0 if settled and (drill is None or "error" not in drill) else 1
     print("press Ctrl-C to stop everything", flush=True)
     while True:  # until Ctrl-C, SIGTERM or the --duration alarm
         check()
         time.sleep(0.5)
+
+
+def start_agencies_desk(settings: DemoSettings, pop: Population, supervisor: Supervisor,
+                        kafka_env: dict[str, str], password: str) -> dict[str, str]:
+    """`safehub reid serve` for every agency with records, under the supervisor, ready to
+    answer on 127.0.0.1. Returns agency -> its officer's sign-in."""
+    exports = agencies.write_case_files(settings.folder, pop)
+    officers = agencies.write_officers(settings.folder, exports, password)
+    supervisor.start(agencies.reid_spec(settings.folder, settings.reid_port, exports, kafka_env))
+    url = f"http://127.0.0.1:{settings.reid_port}/login"
+    deadline = time.monotonic() + 60
+    while True:
+        supervisor.check()
+        try:
+            httpx.get(url, timeout=2)
+            break
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise SafehubError(f"the agencies' desk did not answer at {url} in 60 s; see "
+                                   f"{supervisor.logs / 'reid.log'}") from None
+            time.sleep(0.3)
+    print(f"agencies' desk at http://127.0.0.1:{settings.reid_port}/ for {len(exports)} "
+          f"agencies (their records in {settings.folder / agencies.AGENCIES})", flush=True)
+    return officers
+
+
+def _drill(settings: DemoSettings, sign_in: tuple[str, list[str]], officers: dict[str, str],
+           check: Callable[[], None]) -> dict[str, Any]:
+    print(f"re-identification drill on {settings.reid_drill} alerts ...", flush=True)
+    try:
+        result = run_drill(f"http://127.0.0.1:{settings.web_port}",
+                           f"http://127.0.0.1:{settings.reid_port}", sign_in[0], sign_in[1],
+                           officers, settings.reid_drill, check)
+    except DrillError as exc:
+        print(f"re-identification drill failed: {exc}", flush=True)
+        return {"error": str(exc)}
+    print(f"re-identification drill: {result.requests} requests on {result.alerts} alerts to "
+          f"{len(result.agencies)} agencies: {result.approved} approved, {result.declined} "
+          f"declined, {result.not_found} not found; {result.opened} identities opened at the "
+          f"hub ({result.seconds} s)", flush=True)
+    return result.as_dict()
 
 
 @dataclass
@@ -390,6 +470,12 @@ def _print_summary(settings: DemoSettings, summary: dict[str, Any], pop: Populat
             f"  sign in      user {', '.join(summary['users'][:3])} (or any <agency>-demo), "
             f"password {summary['password']}",
         ]
+    if summary["officers"]:
+        lines += [
+            f"  agencies     http://127.0.0.1:{settings.reid_port}/ (re-identification requests)",
+            f"  sign in      officer {', '.join(summary['officers'][:2])} (or any "
+            f"<agency>-officer), password {summary['password']}",
+        ]
     lines += [f"  files        {settings.folder} (summary.json, logs/)", ""]
     print("\n".join(lines), flush=True)
 
@@ -425,7 +511,8 @@ def clear_previous_run(folder: Path) -> None:
     """The demo's own broker starts empty, so the hub's stores and the agencies' vaults of an
     earlier run would disagree with it (the audit ledger refused the new log's entries): start
     them afresh too. Keys, users and their password are kept, so sign-in stays the same."""
-    stale = [p for p in folder.glob("*.sqlite*") if p.is_file()]
+    stale = [p for p in [*folder.glob("*.sqlite*"), *folder.glob(f"{agencies.AGENCIES}/*.sqlite*")]
+             if p.is_file()]
     for path in stale:
         path.unlink()
     for sub in ("correlator", "vaults"):

@@ -5,7 +5,8 @@ blocks through the keyed PRF it is handed, vault, contract codec, acks=all), in 
 arrival order. "Settled" means every
 topic the pipeline reads has been consumed to its end by some consumer group and nothing new
 has appeared for a while: the correlator has seen every event, the router every alert, the
-inbox every notification, the audit sink every entry.
+inbox every notification, the audit sink every entry, the agencies' desk every
+re-identification request and the hubs' inboxes every answer.
 """
 
 from __future__ import annotations
@@ -141,7 +142,8 @@ def _watched(name: str, prefix: str, positions: Positions) -> bool:
     bare = name[len(prefix):] if name.startswith(prefix) else None
     if bare is None:
         return False
-    return bare.startswith(("ingress.", "alerts.")) or bare == "correlated"
+    return bare.startswith(("ingress.", "alerts.", "reid-requests.", "reid-responses.")) \
+        or bare == "correlated"
 
 
 def audit_position(database_url: str) -> Callable[[], int]:
