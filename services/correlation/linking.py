@@ -1,9 +1,23 @@
 """Linking pseudonyms into child clusters within one linkage block.
 
-A child is a connected component of match keys: two events belong to the same child when they
-share any match key (directly or through other events). This is union-find over match keys,
-kept as one key set per cluster because a block holds only a handful of children: joining an
-event unites every cluster that shares a key with it.
+Strong evidence only. Two events are about the same child when they share a *strong* key: the
+NHS number (mk1), or a name key (mk2: first name + surname + date of birth; mk3: their phonetic
+codes + date of birth). A child is a connected component of strong keys (union-find, kept as one
+key set per cluster because a block holds only a handful of children: joining an event unites
+every cluster that shares a key with it).
+
+The surname + date of birth + postcode key (mk4) is weak: twins, and siblings whose birth dates
+collide through a data-entry error, share it. It joins an event to a cluster only when the name
+keys cannot disagree, that is when one side carries no name key at all (an agency that records
+no first name). When both sides carry name keys, either they share one (a strong link already)
+or they disagree (different first names: two children), so mk4 adds nothing and is no link; the
+two clusters are not even flagged, as nothing suggests one child. The producer always derives
+mk2, so in production mk4 never links by itself; it is kept in the clusters' keys for the name-
+less records of other sources. A name-less event whose mk4 reaches two or more clusters that
+carry names cannot choose between the children: it joins none of them, and it and they are
+flagged as an identity conflict. (Which children a name-less record reaches depends on what
+has arrived before it, so the arrival-order guarantee of core.py covers records with a name key
+and conflicts excepted; name-less ones may link differently in different orders.)
 
 Key epochs. A key is (kind, epoch, prefix): keys made under different epochs (linkage keys)
 never compare equal. An event's keys are its keys under every epoch it carries: its
@@ -12,13 +26,25 @@ epoch. Such an event shares keys with the child's old-epoch history and with its
 events alike, so a rotation joins them into one cluster instead of starting the child afresh.
 The linkage block is derived under a key that is not rotated, so all of them are in one block.
 
-The one exception is the NHS number (mk1): two different mk1 values of one epoch in one cluster
-mean two different children whose weaker keys (names, date of birth, postcode) collide. Such
-clusters are not merged; they are flagged as an identity conflict, and every alert about them
-says so, so a practitioner checks identity before acting. The rule applies per epoch: the same
-NHS number gives different mk1 values under two epochs, which is not a conflict. Limitation:
-a conflict between NHS numbers seen only under different epochs cannot be seen (no key compares
-them); transition-period events, which carry both epochs, are where it shows.
+NHS-number conflicts: two different mk1 values of one epoch in one cluster mean two different
+children whose name keys collide. Such clusters are not merged; they are flagged as an identity
+conflict, and every alert about them says so, so a practitioner checks identity before acting.
+The rule applies per epoch: the same NHS number gives different mk1 values under two epochs,
+which is not a conflict. Limitation: a conflict between NHS numbers seen only under different
+epochs cannot be seen (no key compares them); transition-period events, which carry both
+epochs, are where it shows.
+
+A date-of-birth typo does not link, even when the NHS number agrees (decision, issue 20). The
+linkage block, the Kafka key that sends all of a child's events to one worker, is a keyed
+bucket of the date of birth (producers/matchkeys.py), so a record with a mistyped or day/month
+swapped birth date lands in another block, almost always on another partition, and never meets
+the child's other records in `step`: its signs count towards a separate picture of the child
+(under-counting, never merging two children). Linking it would need the record to reach the
+child's block: either the block made from the NHS number when there is one (which splits a
+child whose agencies do not all hold it, the common case this hub exists for), or a second,
+cross-block stage keyed by mk1 that notices one mk1 in two blocks and forwards the minority
+block's events to the majority's (with a replay-visible journal entry so the auditors' replay
+follows it). Neither is built; bench/linkage_bench.py counts what the typo costs in recall.
 
 Match keys are stored by a 16-byte prefix: within a block (children sharing a date-of-birth
 bucket) 128 bits cannot collide by chance, and it halves the state kept per child.
@@ -108,6 +134,16 @@ class Linking:
 
 
 _NEW_CHILD = Linking((), ())
+WEAK = 4  # the kind of mk4: surname + date of birth + postcode
+
+
+def _names(keys: frozenset[Key]) -> list[Key]:
+    return [k for k in keys if k[0] == 2 or k[0] == 3]
+
+
+def _weak_only(cluster: frozenset[Key], keys: frozenset[Key]) -> bool:
+    """Whether the cluster shares no key with `keys` but mk4 (it shares at least one)."""
+    return all(k[0] == WEAK for k in cluster & keys)
 
 
 def link(cluster_keys: Sequence[frozenset[Key]], keys: frozenset[Key]) -> Linking:
@@ -115,14 +151,42 @@ def link(cluster_keys: Sequence[frozenset[Key]], keys: frozenset[Key]) -> Linkin
     touching = [i for i, ck in enumerate(cluster_keys) if not ck.isdisjoint(keys)]
     if not touching:
         return _NEW_CHILD  # the first event about a child in this block
+    ambiguous: list[int] = []
+    weak = [i for i in touching if _weak_only(cluster_keys[i], keys)]
+    if weak:
+        touching, ambiguous = _weigh_weak(cluster_keys, keys, touching, weak)
+        if not touching:
+            return Linking((), tuple(ambiguous))
     nhs_seen = set(_nhs(keys))
     for i in touching:
         nhs_seen.update(_nhs(cluster_keys[i]))
     if len(nhs_seen) <= 1 or not _conflicting(nhs_seen):
-        return Linking(tuple(touching), ())
+        return Linking(tuple(touching), tuple(ambiguous))
     own_nhs = nhs_keys(keys)
     # Conflict. The event's own NHS keys decide where it belongs; without one the event cannot
     # choose between children and joins only clusters that have no NHS key.
     joined = tuple(i for i in touching if _belongs(nhs_keys(cluster_keys[i]), own_nhs))
-    conflicting = tuple(i for i in touching if i not in joined)
+    conflicting = tuple(sorted({*ambiguous, *(i for i in touching if i not in joined)}))
     return Linking(joined, conflicting)
+
+
+def _weigh_weak(cluster_keys: Sequence[frozenset[Key]], keys: frozenset[Key],
+                touching: list[int], weak: list[int]) -> tuple[list[int], list[int]]:
+    """Of the clusters the event reaches only by mk4, those it joins and those it cannot
+    choose between (see the module docstring): (clusters joined, ambiguous clusters)."""
+    strong = [i for i in touching if i not in weak]
+    names = set(_names(keys))
+    for i in strong:
+        names.update(_names(cluster_keys[i]))
+    eligible, named = [], []
+    for i in weak:
+        theirs = _names(cluster_keys[i])
+        if not theirs or not names.isdisjoint(theirs):
+            eligible.append(i)  # nothing to disagree with, or the names agree
+        elif not names:
+            named.append(i)  # a name-less event; its names neither agree nor disagree
+        # else: the first names disagree (twins, siblings): no link, nothing to flag
+    if len(named) == 1:
+        eligible.extend(named)
+        named = []
+    return sorted(strong + eligible), named
