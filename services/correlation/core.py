@@ -28,11 +28,17 @@ event in the transition is joined by its agencies re-sending recent records with
 an event already held that comes again with keys its cluster lacks adds them (see `_rekey`).
 
 Lateness and bounded state. The block's watermark is the latest event time it has seen. An event
-more than `lateness_days` behind it is too late: it changes nothing and raises nothing (the
-processor still journals it, so replay agrees). Events that no acceptable future event can
-share a window with (older than watermark - lateness - window) are pruned, so a block's state
-stops growing once events age out. A duplicate (same event id) changes nothing: it is either
-still held, or so old that it is too late.
+up to `lateness_days` behind it (the history limit, set in the rules file) counts where it
+belongs in event time: it joins the windows it falls in, and may raise the alert those windows
+reach, however it arrived (a backfill of an agency's history included). An event more than
+that behind it is too late (`too_late`): `step` leaves the state as it is and raises nothing,
+and the processor does not feed it to `step` at all: it dead-letters it with the reason and
+journals it as dead-lettered, never as accepted (services/correlator/processing.py), so the
+sending agency can be told and the auditors' replay, which follows the accepted entries, agrees.
+Events that no acceptable future event can share a window with (older than watermark -
+lateness - window) are pruned, so a block's state stops growing once events age out. A
+duplicate (same event id) changes nothing: it is either still held, or so old that it is too
+late (and is dead-lettered like any event beyond the limit).
 
 Final alerts, precisely. After a stream of events, the final alerts of a block are
 `standing_alerts(rules, state)`: for each cluster in the state whose peak reaches a tier, the
@@ -143,13 +149,22 @@ def observation_of(event: IngressEvent) -> Observation:
     )
 
 
+def too_late(rules: Rules, state: BlockState, event: IngressEvent) -> bool:
+    """Whether `step` would ignore `event` as beyond the history limit (see the docstring).
+
+    An event already held is never too late: it is a duplicate or a re-send with more keys.
+    """
+    return (state.watermark >= 0 and event.event_id not in state.event_ids
+            and event.occurred_at < state.watermark - rules.lateness_ms)
+
+
 def step(
     rules: Rules, state: BlockState, event: IngressEvent
 ) -> tuple[BlockState, tuple[CorrelatedAlert, ...]]:
     """Feed one event to its block's state; return the new state and the alerts it raises."""
     if event.event_id in state.event_ids:
         return _rekey(rules, state, event)
-    if state.watermark >= 0 and event.occurred_at < state.watermark - rules.lateness_ms:
+    if too_late(rules, state, event):
         return state, ()
     obs = observation_of(event)
     keys = event_keys(event.subject)

@@ -269,7 +269,9 @@ class Pipeline:
                 await previous
             t1 = time.perf_counter()
             for rejected in reply.rejected:
-                # Rare, and each must be on `deadletter` before its EVENT_DEADLETTERED entry.
+                # Rare (a broken contract, an event beyond the history limit), and each must
+                # be on `deadletter` before its EVENT_DEADLETTERED entry. One round trip each:
+                # a backfill far beyond the limit is refused at broker latency per record.
                 self._deadletters().send_record(batch[rejected.index], rejected.error())
             partition_of = {m.key: m.partition for m in batch}
             keys = {block: block_key(block) for block in reply.states}

@@ -4,8 +4,11 @@ Kept apart from faust so the same code is timed by the benchmark and read in one
 message, in arrival order: the agency is taken from the topic; the bytes are decoded and
 validated (a failure goes to `deadletter` with its reason and an EVENT_DEADLETTERED entry); the
 message key must be the event's linkage block (else the block's events could be split between
-workers); then `step` runs on the block's state, an EVENT_ACCEPTED entry is journalled, and each
-alert is sent to `correlated` keyed by its cluster id with an ALERT_EMITTED entry.
+workers); an event beyond the history limit (more than the rules' `lateness_days` behind the
+newest event of its block, see core.py) goes to `deadletter` with that reason and an
+EVENT_DEADLETTERED entry naming the event and its agency, and is not fed to `step`; otherwise
+`step` runs on the block's state, an EVENT_ACCEPTED entry is journalled, and each alert is sent
+to `correlated` keyed by its cluster id with an ALERT_EMITTED entry.
 
 `process` does no output: it returns the batch's dead letters, alerts and audit entries (the
 last two encoded) for the shell to send; the shell has them acknowledged, dead letters first,
@@ -26,10 +29,12 @@ from safehub.schemas.records import IngressEvent, MissingEpisodeEvent, WarningSi
 from safehub.schemas.validation import agency_from_topic, validate_ingress
 from safehub.schemas.vocabulary import AuditAction
 from safehub.services.audit.journal import make_entry
-from safehub.services.correlation.core import BlockState, step
+from safehub.services.correlation.core import BlockState, step, too_late
 from safehub.services.correlation.rules import Rules
 
 SERVICE = "correlator"
+DAY_MS = 86_400_000
+LATE_RULE = "is beyond the history limit ({days} days behind the newest event of its block)"
 UNKNOWN_AGENCY = "unknown"
 
 
@@ -106,6 +111,16 @@ class BatchProcessor:
             state = states.get(block)
             if state is None:
                 state = load(block)
+            if too_late(self._rules, state, event):
+                days = self._rules.lateness_ms // DAY_MS
+                behind = -(-(state.watermark - event.occurred_at) // DAY_MS)
+                rejected.append(Rejected(
+                    index, "occurred_at", LATE_RULE.format(days=days),
+                    f"it is {behind} days behind its linkage block's newest event"))
+                # Named by the event and its agency, so the agency can be told which record.
+                audit.append(_entry(AuditAction.EVENT_DEADLETTERED, event.event_id,
+                                    event.agency_id, digest, now))
+                continue
             states[block], raised = step(self._rules, state, event)
             audit.append(_entry(AuditAction.EVENT_ACCEPTED, event.event_id, event.agency_id,
                                 digest, now))

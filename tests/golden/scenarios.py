@@ -15,6 +15,11 @@ Each `tests/golden/*.md` file has an `## Events` table, in arrival order:
 and an `## Expected alerts` table, in emission order ("none" rows mean: no alert at all):
 
 | after # | child | tier | rule | score | agencies | evidence | conflict |
+
+and optionally a `## Dead letters` table: the rows the correlator must refuse (dead-letter with
+the reason, journal as dead-lettered, never feed to the core), e.g. beyond the history limit:
+
+| # | reason |
 """
 
 from __future__ import annotations
@@ -72,6 +77,11 @@ class Scenario:
     name: str
     rows: tuple[Row, ...]
     expected: tuple[Expected, ...]
+    deadletters: tuple[int, ...] = ()  # row numbers refused by the correlator
+
+    def fed(self) -> tuple[Row, ...]:
+        """The rows the correlator feeds to the core (all but the dead letters)."""
+        return tuple(r for r in self.rows if r.number not in self.deadletters)
 
 
 def _hex(*parts: str) -> str:
@@ -141,7 +151,9 @@ def load(path: Path, block: int = BLOCK) -> Scenario:
             int(after), child, tier, rule, float(score), tuple(agencies.split()),
             tuple(evidence.split()), conflict.lower() == "yes",
         ))
-    return Scenario(path.stem, tuple(rows), tuple(expected))
+    dead = (tuple(int(cells[0]) for cells in _table(lines, "## Dead letters"))
+            if "## Dead letters" in lines else ())
+    return Scenario(path.stem, tuple(rows), tuple(expected), dead)
 
 
 def all_scenarios(first_block: int = BLOCK, spread: int = 0) -> list[Scenario]:

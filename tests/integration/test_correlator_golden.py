@@ -157,6 +157,12 @@ def accepted_count(reader: TopicReader) -> int:
     return sum(e.action is AuditAction.EVENT_ACCEPTED for e in audit_entries(reader))
 
 
+def handled_count(reader: TopicReader) -> int:
+    """Events journalled so far, accepted or dead-lettered."""
+    return sum(e.action in (AuditAction.EVENT_ACCEPTED, AuditAction.EVENT_DEADLETTERED)
+               for e in audit_entries(reader))
+
+
 def correlator_namespace(secure_namespace: Callable[..., Namespace],
                          agencies: Iterable[tuple[str, str]]) -> Namespace:
     """A namespace with these (agency, sector) pairs, a hub, and the correlator's topics (its
@@ -236,6 +242,9 @@ def test_golden_scenarios_through_the_processor_give_the_cores_alerts(
     audit = TopicReader(ns.kafka, f"{prefix}audit")
     correlated = TopicReader(ns.kafka, f"{prefix}correlated")
     deadletter = TopicReader(ns.kafka, f"{prefix}deadletter")
+    # Events beyond the history limit are dead-lettered, not accepted (issue 20).
+    late = {s.rows[n - 1].event.event_id for s in scenarios for n in s.deadletters}
+    assert late, "the golden scenarios include late events beyond the history limit"
     try:
         sent = 0
         for r in range(max(len(s.rows) for s in scenarios)):
@@ -244,10 +253,11 @@ def test_golden_scenarios_through_the_processor_give_the_cores_alerts(
             producer.send(batch)
             sent += len(batch)
             wait_until(f"round {r} journalled",
-                       lambda n=sent: accepted_count(audit) >= n, 90, correlator)
+                       lambda n=sent: handled_count(audit) >= n, 90, correlator)
         # A message that is not an event goes to the dead-letter topic, with its reason.
         producer.send([(f"{prefix}ingress.{agencies[0]}", b"\0\0\0\1", b"not avro", None)])
-        wait_until("dead letter", lambda: len(deadletter.poll()) >= 1, 60, correlator)
+        wait_until("dead letter", lambda: len(deadletter.poll()) >= len(late) + 1, 60,
+                   correlator)
         total = sum(len(v) for v in expected.values())
         wait_until("alerts", lambda: len(correlated.poll()) >= total, 60, correlator)
         assert correlator.stop() == 0
@@ -272,11 +282,20 @@ def test_golden_scenarios_through_the_processor_give_the_cores_alerts(
 
     entries = audit_entries(audit)
     actions = Counter(e.action for e in entries)
-    assert actions[AuditAction.EVENT_ACCEPTED] == sent
+    assert actions[AuditAction.EVENT_ACCEPTED] == sent - len(late)
     assert actions[AuditAction.ALERT_EMITTED] == len(records)
-    assert actions[AuditAction.EVENT_DEADLETTERED] == 1
-    dead = deadletter.poll()[0]
-    assert dict(dead.headers)["safehub.error.class"] == b"ValidationError"
-    assert dead.value == b"not avro"
+    assert actions[AuditAction.EVENT_DEADLETTERED] == len(late) + 1
+    assert late <= {e.subject_id for e in entries
+                    if e.action is AuditAction.EVENT_DEADLETTERED}
+    assert not late & {e.subject_id for e in entries if e.action is AuditAction.EVENT_ACCEPTED}
+    dead_letters = deadletter.poll()
+    assert all(dict(d.headers)["safehub.error.class"] == b"ValidationError"
+               for d in dead_letters)
+    late_letters = [d for d in dead_letters if d.value != b"not avro"]
+    assert len(late_letters) == len(late) and len(dead_letters) == len(late) + 1
+    for d in late_letters:
+        assert decode(d.value).event_id in late
+        assert dict(d.headers)["safehub.error.message"].startswith(
+            b"occurred_at: is beyond the history limit")
     for reader in (audit, correlated, deadletter):
         reader.close()
