@@ -136,7 +136,8 @@ class InboxStore:
         if flt.max_age is not None:
             query = query.where(InboxAlert.age_years <= flt.max_age)
         if flt.overdue:
-            query = query.where(InboxAlert.status == "NEW", InboxAlert.ack_deadline <= now)
+            query = query.where(InboxAlert.status == "NEW", InboxAlert.ack_deadline <= now,
+                                InboxAlert.reason != "HOST_AUTHORITY")  # for information only
         query = query.order_by(InboxAlert.ack_deadline, InboxAlert.notification_id).limit(limit)
         with self._session() as session:
             return list(session.scalars(query))

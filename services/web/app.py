@@ -28,6 +28,7 @@ from safehub.schemas.vocabulary import (
     LawfulBasis,
     Rationale,
     ReidPurpose,
+    RouteReason,
     Tier,
 )
 from safehub.services.web.hub import Hub, NotFound
@@ -69,6 +70,7 @@ class AlertDetailOut(AlertOut):
     rules_version: str
     agencies: list[str]
     identity_conflict: bool
+    authority_conflict: str | None  # the codes agencies gave, when they disagree
     evidence: list[EvidenceOut]
     reidentification_agencies: list[str]
 
@@ -118,7 +120,9 @@ class ActOut(BaseModel):
 
 
 def _overdue(row: InboxAlert, now: int) -> bool:
-    return row.status == "NEW" and row.ack_deadline <= now
+    # A host authority's copy is for information: nothing escalates if it is not acknowledged.
+    return (row.status == "NEW" and row.ack_deadline <= now
+            and row.reason != RouteReason.HOST_AUTHORITY.value)
 
 
 def _summary(row: InboxAlert, now: int) -> dict[str, Any]:
@@ -129,7 +133,7 @@ def _summary(row: InboxAlert, now: int) -> dict[str, Any]:
 def _detail(row: InboxAlert, now: int) -> AlertDetailOut:
     return AlertDetailOut(
         **_summary(row, now), rules_version=row.rules_version, agencies=row.agencies.split(),
-        identity_conflict=row.identity_conflict,
+        identity_conflict=row.identity_conflict, authority_conflict=row.authority_conflict,
         evidence=[EvidenceOut(event_id=e.event_id, agency_id=e.agency_id, sector=e.sector,
                               indicator=e.indicator, occurred_at=e.occurred_at, weight=e.weight)
                   for e in row.evidence],
