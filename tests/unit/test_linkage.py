@@ -6,6 +6,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from safehub.schemas.records import MatchKeys, Subject, WarningSignEvent
 from safehub.schemas.vocabulary import Sector, Sign
 from safehub.services.correlation.core import BlockState, initial_state, standing_alerts, step
@@ -121,3 +124,38 @@ def test_twins_reported_by_four_agencies_raise_no_high() -> None:
     for order in itertools.permutations(twins):
         alerts = standing_alerts(RULES, BLOCK, _run(*order))
         assert len(alerts) == 2 and all(a.tier.value != "HIGH" for a in alerts)
+
+
+
+@st.composite
+def named_records(draw: st.DrawFn) -> list[tuple[int, WarningSignEvent]]:
+    """(child, record) about four children, two pairs of twins (0 and 1, 2 and 3: one mk4 per
+    pair), every record with a name key; some with a first-name spelling variant (a mk2 of its
+    own, the child's mk3)."""
+    out = []
+    for i in range(draw(st.integers(1, 12))):
+        child = draw(st.integers(0, 3))
+        variant = draw(st.booleans())
+        parts = [f"mk2:{child}v{i}" if variant else f"mk2:{child}"]
+        if variant or draw(st.booleans()):
+            parts.append(f"mk3:{child}")
+        if draw(st.booleans()):
+            parts.append(f"mk1:{child}")
+        if draw(st.booleans()):
+            parts.append(f"mk4:family{child // 2}")
+        out.append((child, _event(f"r{i}", " ".join(parts), draw(st.integers(0, 20)))))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(named_records(), st.randoms(use_true_random=False))
+def test_twins_never_share_a_cluster_in_any_arrival_order(records, rnd) -> None:
+    events = [e for _, e in records]
+    shuffled = list(events)
+    rnd.shuffle(shuffled)
+    state = _run(*events)
+    assert _groups(state) == _groups(_run(*shuffled))
+    child_of = {e.event_id: child for child, e in records}
+    for cluster in state.clusters:
+        assert len({child_of[o.event_id] for o in cluster.observations}) == 1
+        assert not cluster.conflict
