@@ -24,6 +24,7 @@ touch other digits are still searched.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields, is_dataclass
@@ -101,7 +102,14 @@ def population_identifiers(pop: Population) -> set[Identifier]:
 
 
 def forms(ident: Identifier) -> set[str]:
-    """The spellings a system might hold this identifier in."""
+    """The spellings a system might hold this identifier in, each also as JSON writes it by
+    default (non-ASCII letters as \\u escapes: "Bart\\u0142omiej"), as a sealed answer's
+    plaintext or a `json.dumps` in a log line would hold it."""
+    spelt = _spellings(ident)
+    return spelt | {json.dumps(f)[1:-1] for f in spelt}
+
+
+def _spellings(ident: Identifier) -> set[str]:
     v = ident.value
     if ident.kind in SINGLE_NAMES:
         return {v, fold(v), v.upper(), v.lower(), v.title()}

@@ -18,6 +18,19 @@ and without the space) in:
 3. every service log and the demo's own stdout and stderr (the demo runs with -v, so the
    agencies' publishers in it log at DEBUG).
 
+Re-identification is in the loop: the demo runs the agencies' desk (`safehub reid serve` for
+every agency, with its vault and its own records) and `--reid-drill`, in which hub users ask
+every contributing agency of several alerts who the child is, officers approve about half and
+decline the rest, and the hub opens every approved identity, all through the pages' APIs. So the
+requests and sealed answers are on the `reid-requests.*` and `reid-responses.*` topics, the
+answers sealed in the inbox database, every step in the audit log and the service logs, and the
+identities opened are the agencies' own copies, which are in the search set. The drill is shown
+to have happened (its audit entries counted, one sealed answer per approval in the inbox); the
+positive control opens the approved answers from the topic with the hub's private key and finds
+the identity in the plaintext. The agencies' own records (`agencies/<agency>/`, agency side like
+the vaults) are not searched as hub files; the search finds their identities there (control),
+while the desk's request store beside them is searched with the hub's databases.
+
 All of these, the agencies' vaults and the brokers' own logs are also searched for every
 principal's Kafka password (every `*.password` file of the secrets folder: the admin's, and
 those the demo made for every party of the registry), with the secrets folder itself as the
@@ -45,6 +58,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka import TopicPartition
@@ -57,19 +71,28 @@ from safehub.deploy.topics import delete_topics_with_prefix
 from safehub.producers.simulation.command import write_population
 from safehub.producers.simulation.trajectories import Population, simulate
 from safehub.schemas import codec
-from safehub.schemas.records import DeadLetter
+from safehub.schemas.records import AuditEntry, DeadLetter, ReidResponse
+from safehub.schemas.vocabulary import AuditAction, ReidOutcome
+from safehub.services.demo_agencies import AGENCIES, hub_key_folders
+from safehub.services.reid.sealing import binding, load_private_key, open_sealed
 from tests.e2e.identifiers import (
+    DATE_OF_BIRTH,
+    FIRST_NAME,
     FULL_NAME,
     MIN_RAW_NAME,
+    NHS_NUMBER,
     PERSON_REF,
+    POSTCODE,
     RECORD_REF,
     SINGLE_NAMES,
+    SURNAME,
     Hit,
     Identifier,
     Search,
     as_text,
     bytes_strings,
     forms,
+    identity_identifiers,
     population_identifiers,
     record_identifiers,
     record_strings,
@@ -79,6 +102,7 @@ from tests.integration.test_privacy_canary import check_no_password_anywhere
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 CHILDREN, SEED, MONTHS, AUTHORITIES = 600, 4242, 12, 5
+DRILL_ALERTS = 6  # alerts whose re-identification the demo works through
 DURATION_S = 240  # the demo stops everything after this, settled or not
 Leaks = list[str]
 
@@ -89,7 +113,8 @@ def _run_demo(folder: Path, env: dict[str, str], bootstrap: str) -> tuple[int, b
         [sys.executable, "-m", "safehub.cli", "-v", "demo", "--folder", str(folder),
          "--children", str(CHILDREN), "--seed", str(SEED), "--months", str(MONTHS),
          "--authorities", str(AUTHORITIES), "--bootstrap", bootstrap, "--exit-when-done",
-         "--duration", str(DURATION_S), "--web-port", str(free_port())],
+         "--duration", str(DURATION_S), "--web-port", str(free_port()),
+         "--reid-port", str(free_port()), "--reid-drill", str(DRILL_ALERTS)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )
     try:
@@ -262,6 +287,104 @@ def _vaults_control(search: Search, pop: Population, vaults: Path, scratch: Path
     return len(files)
 
 
+def _agency_side(folder: Path, path: Path) -> bool:
+    """The agencies' vaults and own records: theirs, not the hub's (the desk's request store in
+    agencies/ holds no identity, and is searched with the hub's databases)."""
+    parts = path.relative_to(folder).parts
+    return parts[0] == "vaults" or (parts[0] == AGENCIES and len(parts) > 2)
+
+
+def _agency_records_control(search: Search, pop: Population, folder: Path) -> int:
+    """Each agency's own records, as the demo gave them to its desk, hold its identities."""
+    files = sorted((folder / AGENCIES).glob("*/records.jsonl"))
+    assert {p.parent.name for p in files} == {r.agency_id for r in pop.records}
+    for path in files:
+        assert path.stat().st_mode & 0o077 == 0, path
+        agency = path.parent.name
+        found = search.identifiers(search.in_text(path.read_text("utf-8")))
+        expected = {i for r in pop.records if r.agency_id == agency
+                    for i in identity_identifiers(r.identity) if i.kind != FULL_NAME}
+        assert expected <= found, (agency, sorted(expected - found)[:5])
+    return len(files)
+
+
+def _drill_happened(summary: dict[str, Any], records: dict[str, list[ConsumerRecord]], prefix: str,
+                    inbox: Path, scratch: Path) -> dict[str, int]:
+    """The drill's steps are in the audit log, and its approvals sealed in the inbox."""
+    drill = summary["reid_drill"]
+    assert "error" not in drill, drill
+    assert drill["alerts"] == DRILL_ALERTS and drill["approved"] > 0 and drill["declined"] > 0, \
+        drill
+    assert drill["opened"] == drill["approved"], drill
+    actions = Counter(codec.decode(r.value, AuditEntry).action
+                      for r in records[f"{prefix}audit"] if r.value)
+    counted = {a.value: actions[a] for a in AuditAction if a.value.startswith("REIDENTIFICATION")}
+    assert counted["REIDENTIFICATION_REQUESTED"] == drill["requests"], counted
+    assert counted["REIDENTIFICATION_RECEIVED"] == drill["requests"], counted
+    assert counted["REIDENTIFICATION_APPROVED"] == drill["approved"], counted
+    assert counted["REIDENTIFICATION_DECLINED"] == drill["declined"], counted
+    assert counted["REIDENTIFICATION_DELIVERED"] == drill["requests"], counted
+    assert counted["REIDENTIFICATION_VIEWED"] == drill["opened"], counted
+    assert counted["REIDENTIFICATION_REJECTED"] == 0, counted
+    scratch.mkdir(parents=True, exist_ok=True)
+    for part in inbox.parent.glob(inbox.name + "*"):
+        shutil.copy2(part, scratch / part.name)
+    db = sqlite3.connect(scratch / inbox.name)
+    try:
+        rows = db.execute("SELECT status, sealed_identity IS NOT NULL, length(sealed_identity) "
+                          "FROM inbox_reid_request").fetchall()
+    finally:
+        db.close()
+    assert len(rows) == drill["requests"], rows
+    sealed = [n for status, has, n in rows if status == "APPROVED" and has]
+    assert len(sealed) == drill["approved"] and all(n > 100 for n in sealed), rows
+    assert all(not has for status, has, _n in rows if status != "APPROVED"), rows
+    return counted
+
+
+def _answers_control(search: Search, identifiers: set[Identifier], pop: Population,
+                     records: dict[str, list[ConsumerRecord]], prefix: str, folder: Path) -> int:
+    """The approved answers on `reid-responses.<hub>` open with that hub's private key (bound to
+    their requests), and the search finds the identity in the plaintext: were an answer ever in
+    the clear anywhere searched, it would be seen."""
+    private, _public = hub_key_folders(folder)
+    refs = {(r.agency_id, r.record_ref) for r in pop.records}
+    opened = 0
+    for topic, recs in records.items():
+        if not topic.startswith(f"{prefix}reid-responses."):
+            continue
+        for r in recs:
+            response = codec.decode(r.value, ReidResponse)
+            if response.outcome is not ReidOutcome.APPROVED:
+                continue
+            assert response.sealed_identity is not None
+            identity = open_sealed(
+                response.sealed_identity, load_private_key(private, response.hub_id),
+                binding(response.request_id, response.alert_id, response.hub_id,
+                        response.agency_id))
+            # The child as the agency's own records hold them, every part in the search set.
+            assert {(response.agency_id, ref) for ref in identity.record_refs} <= refs
+            shared = {Identifier(FIRST_NAME, identity.first_name),
+                      Identifier(SURNAME, identity.surname),
+                      Identifier(DATE_OF_BIRTH, identity.date_of_birth),
+                      *(Identifier(RECORD_REF, ref) for ref in identity.record_refs)}
+            if identity.nhs_number:
+                shared.add(Identifier(NHS_NUMBER, identity.nhs_number))
+            if identity.postcode:
+                shared.add(Identifier(POSTCODE, identity.postcode))
+            assert shared <= identifiers
+            plaintext = identity.to_bytes()
+            assert search.identifiers(search.in_text(plaintext.decode("utf-8"))) >= shared
+            long_enough = {i for i in shared
+                           if i.kind not in SINGLE_NAMES or len(i.value) >= MIN_RAW_NAME}
+            assert search.identifiers(search.in_bytes(plaintext)) >= long_enough
+            # ... and not in the sealed bytes the canary searched on the topic.
+            assert not search.in_bytes(response.sealed_identity)
+            opened += 1
+    assert opened > 0
+    return opened
+
+
 def test_no_identifier_reaches_any_topic_hub_database_or_log(
     kafka: KafkaConnection, topic_names: Callable[[str], str], tmp_path: Path,
 ) -> None:
@@ -293,6 +416,7 @@ def _canary(kafka: KafkaConnection, prefix: str, tmp_path: Path) -> None:
     _exports_control(search, pop, identifiers, tmp_path / "sim")
     _topic_control(search, pop)
     vaults = _vaults_control(search, pop, folder / "vaults", tmp_path / "scratch" / "vaults")
+    agency_files = _agency_records_control(search, pop, folder)
 
     leaks: Leaks = []
     records = _topic_records(kafka, prefix)
@@ -303,14 +427,20 @@ def _canary(kafka: KafkaConnection, prefix: str, tmp_path: Path) -> None:
         assert per_topic[bare] > 0, per_topic
     assert any(t.startswith("alerts.") and n for t, n in per_topic.items()), per_topic
     assert any(t.endswith("-changelog") and n for t, n in per_topic.items()), per_topic
+    assert any(t.startswith("reid-requests.") and n for t, n in per_topic.items()), per_topic
+    assert any(t.startswith("reid-responses.") and n for t, n in per_topic.items()), per_topic
     leaks += _search_topics(search, records)
+    audited = _drill_happened(summary, records, prefix, folder / "inbox.sqlite",
+                              tmp_path / "scratch" / "drill")
+    answers = _answers_control(search, identifiers, pop, records, prefix, folder)
 
     hub_files = sorted(p for p in folder.rglob("*")
-                       if p.is_file() and "vaults" not in p.relative_to(folder).parts)
+                       if p.is_file() and not _agency_side(folder, p))
     databases = [p for p in hub_files if p.suffix == ".sqlite"]
-    assert {p.stem for p in databases} >= {"inbox", "router", "audit"}, databases
+    assert {p.stem for p in databases} >= {"inbox", "router", "audit", "reid"}, databases
     logs = [p for p in hub_files if p.suffix == ".log"]
-    assert {p.stem for p in logs} >= {"correlator", "router", "inbox", "audit-sink", "web"}
+    assert {p.stem for p in logs} >= {"correlator", "router", "inbox", "audit-sink", "web",
+                                      "reid"}
     for path in hub_files:
         data = path.read_bytes()
         where = str(path.relative_to(folder))
@@ -335,7 +465,9 @@ def _canary(kafka: KafkaConnection, prefix: str, tmp_path: Path) -> None:
           f"({dict(Counter(i.kind for i in identifiers))}); searched {sum(per_topic.values())} "
           f"records on {len(records)} topics ({searched[0]} bytes), {len(hub_files)} hub files "
           f"({searched[1]} bytes, {cells} database cells), {len(out) + len(err)} bytes of demo "
-          f"output; {vaults} vaults as positive control; demo {demo_s:.0f} s, "
+          f"output; {vaults} vaults and {agency_files} agencies' records as positive control; "
+          f"drill {summary['reid_drill']} with audit {audited}, {answers} answers opened from "
+          f"the topics as positive control; demo {demo_s:.0f} s, "
           f"all {time.monotonic() - started:.0f} s")
     assert leaks == [], f"{len(leaks)} identifier hits, first ones:\n" + "\n".join(leaks[:40])
 
