@@ -122,7 +122,8 @@ class Linking:
 
     `joined`: indices of existing clusters merged with the event into one cluster.
     `conflicting`: indices of clusters that share a key with the event but carry a different
-    NHS-number key; they stay apart and are flagged, as is the event's own cluster.
+    NHS-number key, or that a name-less event reaches by mk4 alone along with another named
+    child; they stay apart and are flagged, as is the event's own cluster.
     """
 
     joined: tuple[int, ...]
