@@ -1,4 +1,5 @@
-"""`safehub demo` from nothing: its own broker, every service, a population, alerts in an inbox.
+"""`safehub demo` from nothing: its own broker, every service, a population, alerts in an inbox,
+and the agencies' re-identification desk answering a short drill.
 
 Bounded: a small population and --exit-when-done, under a hard timeout. The demo keeps its
 broker state under a temporary SAFEHUB_STATE so it never touches a developer's own demo.
@@ -27,7 +28,8 @@ def _run_demo(folder: Path, state: Path, *extra: str, timeout: float = 600) -> t
     env.pop("SAFEHUB_TOPIC_PREFIX", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "safehub.cli", "demo", "--folder", str(folder),
-         "--children", "400", "--web-port", str(free_port()), *extra],
+         "--children", "400", "--web-port", str(free_port()), "--reid-port", str(free_port()),
+         *extra],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )
@@ -67,7 +69,7 @@ def _demo_processes(folder: Path, state: Path) -> list[str]:
 
 def test_demo_runs_from_nothing_and_puts_alerts_in_an_inbox(tmp_path: Path) -> None:
     folder, state = tmp_path / "demo", tmp_path / "state"
-    code, out = _run_demo(folder, state, "--exit-when-done")
+    code, out = _run_demo(folder, state, "--exit-when-done", "--reid-drill", "2")
     assert code == 0, out[-3000:]
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["settled"], out[-3000:]
@@ -80,8 +82,19 @@ def test_demo_runs_from_nothing_and_puts_alerts_in_an_inbox(tmp_path: Path) -> N
     assert len(rows) == summary["inbox_rows"] > 0
     assert any(agency.startswith("csc-") for agency, _tier in rows)
     assert summary["exploited_children_alerted_escalating_or_high"] > 0
-    for expected in ("web page", "sign in", "alerts", "kafka stopped"):
-        assert expected in out
+    for expected in ("web page", "sign in", "alerts", "kafka stopped", "agencies' desk at",
+                     "-officer", "reid (ok)"):
+        assert expected in out, out[-3000:]
+    # The agencies' page served its officers: the drill signed in there, read the requests and
+    # answered them, and the hub opened what was approved.
+    drill = summary["reid_drill"]
+    assert drill["alerts"] == 2 and drill["requests"] >= 2, drill
+    assert drill["approved"] + drill["declined"] + drill["not_found"] == drill["requests"], drill
+    assert drill["opened"] == drill["approved"] > 0, drill
+    with sqlite3.connect(folder / "inbox.sqlite") as db:
+        sealed = db.execute("SELECT count(*) FROM inbox_reid_request WHERE status = 'APPROVED' "
+                            "AND sealed_identity IS NOT NULL").fetchone()[0]
+    assert sealed == drill["approved"]
     _no_demo_processes_left(folder, state)
 
 
