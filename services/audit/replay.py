@@ -24,7 +24,7 @@ from safehub.errors import ValidationError
 from safehub.schemas.codec import decode
 from safehub.schemas.records import AuditEntry, CorrelatedAlert
 from safehub.schemas.vocabulary import AuditAction
-from safehub.services.correlation.core import BlockState, initial_state, step
+from safehub.services.correlation.core import BlockState, initial_state, step, too_late
 from safehub.services.correlation.rules import Rules
 from safehub.services.correlator.processing import block_key
 
@@ -76,8 +76,9 @@ class ReplayReport:
 
 
 def correlator_entries(audit_values: Iterable[bytes]) -> tuple[list[AuditEntry], set[bytes]]:
-    """The correlator's EVENT_ACCEPTED entries in journal order, and the digests of the alerts
-    it journalled as emitted. Other records are skipped (verify reports undecodable ones)."""
+    """The correlator's EVENT_ACCEPTED and EVENT_DEADLETTERED entries in journal order, and the
+    digests of the alerts it journalled as emitted. Other records are skipped (verify reports
+    undecodable ones)."""
     accepted = []
     emitted: set[bytes] = set()
     for raw in audit_values:
@@ -87,7 +88,7 @@ def correlator_entries(audit_values: Iterable[bytes]) -> tuple[list[AuditEntry],
             continue
         if entry.service != CORRELATOR:
             continue
-        if entry.action == AuditAction.EVENT_ACCEPTED:
+        if entry.action in (AuditAction.EVENT_ACCEPTED, AuditAction.EVENT_DEADLETTERED):
             accepted.append(entry)
         elif entry.action == AuditAction.ALERT_EMITTED:
             emitted.add(entry.digest)
@@ -141,10 +142,15 @@ def replay_events(entries: Sequence[AuditEntry],
                   ) -> list[CorrelatedAlert]:
     """Feed the journalled events to `step` in journal order, per linkage block.
 
-    `ingress` maps the SHA-256 of each ingress record's value to its (value, key)."""
+    `ingress` maps the SHA-256 of each ingress record's value to its (value, key). A
+    dead-lettered entry is not fed; one that names an event (an event refused as beyond the
+    history limit, not a broken contract) is checked: it must be too late where it stands."""
     states: dict[int, BlockState] = {}
     alerts: list[CorrelatedAlert] = []
     for entry in entries:
+        if entry.action == AuditAction.EVENT_DEADLETTERED:
+            _check_refusal(entry, ingress, states, rules_for, report)
+            continue
         found = ingress.get(entry.digest)
         if found is None:
             report.differences.append(missing_event(entry))
@@ -175,6 +181,29 @@ def replay_events(entries: Sequence[AuditEntry],
         alerts.extend(raised)
         report.events_replayed += 1
     return alerts
+
+
+def _check_refusal(entry: AuditEntry, ingress: Mapping[bytes, tuple[bytes, bytes | None]],
+                   states: Mapping[int, BlockState], rules_for: Callable[[int], Rules],
+                   report: ReplayReport) -> None:
+    found = ingress.get(entry.digest)
+    if found is None:
+        return
+    raw, key = found
+    try:
+        event = decode(raw)
+    except ValidationError:
+        return  # a broken contract: nothing the core decides
+    if getattr(event, "event_id", None) != entry.subject_id:
+        return  # a broken contract names the bytes' digest, not the event
+    block = event.subject.linkage_block  # type: ignore[union-attr]
+    if key != block_key(block):
+        return
+    state = states.get(block) or initial_state()
+    if not too_late(rules_for(block), state, event):  # type: ignore[arg-type]
+        report.differences.append(Difference(
+            "wrongly-refused", f"event {entry.subject_id}: dead-lettered as beyond the history "
+            "limit, but replay finds it within the limit"))
 
 
 def missing_event(entry: AuditEntry) -> Difference:
@@ -292,7 +321,7 @@ def summary(report: ReplayReport, other_rules: bool) -> str:
     lines = [head]
     if report.unaccounted_events:
         lines.append(f"note: {report.unaccounted_events} ingress record(s) were never "
-                     "journalled by the correlator (not yet processed, or dead-lettered)")
+                     "journalled by the correlator (not yet processed)")
     if report.ok:
         lines.append("OK: every emitted alert is re-derived exactly")
     else:

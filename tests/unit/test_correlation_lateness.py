@@ -4,11 +4,15 @@ as accepted. Every golden scenario goes through `BatchProcessor` one message at 
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import replace
+
 import pytest
 
 from safehub.schemas.codec import decode, encode
 from safehub.schemas.records import AuditEntry, CorrelatedAlert
 from safehub.schemas.vocabulary import AuditAction
+from safehub.services.audit.replay import ReplayReport, correlator_entries, replay_events
 from safehub.services.correlation.core import BlockState, initial_state, step, too_late
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
 from safehub.services.correlator.processing import BatchProcessor, Incoming, block_key
@@ -73,3 +77,39 @@ def test_too_late_matches_what_step_ignores() -> None:
     # A duplicate of a held event is never too late, however old.
     first = scenario.rows[2].event  # day 30, held
     assert not too_late(RULES, state, first)
+
+
+def _journal(scenario: Scenario) -> tuple[list[AuditEntry], dict[bytes, tuple[bytes, bytes]]]:
+    """The correlator's journal of the scenario (one message per batch) and its ingress."""
+    processor = BatchProcessor(RULES, PREFIX)
+    states: dict[int, BlockState] = {}
+    audit: list[bytes] = []
+    ingress: dict[bytes, tuple[bytes, bytes]] = {}
+    for offset, row in enumerate(scenario.rows):
+        e = row.event
+        key, value = block_key(e.subject.linkage_block), encode(e)
+        ingress[hashlib.sha256(value).digest()] = (value, key)
+        result = processor.process([Incoming(f"{PREFIX}ingress.{e.agency_id}", 0, offset, key,
+                                             value)],
+                                   lambda b: states.get(b, initial_state()), NOW)
+        states.update(result.states)
+        audit += result.audit
+    entries, _ = correlator_entries(audit)
+    return entries, ingress
+
+
+def test_replay_accounts_for_refused_events_and_checks_the_refusal() -> None:
+    (scenario,) = [s for s in SCENARIOS if s.name == "history-backfill"]
+    entries, ingress = _journal(scenario)
+    report = ReplayReport()
+    alerts = replay_events(entries, ingress, lambda _: RULES, report)
+    assert report.ok and report.events_replayed == len(scenario.fed())
+    assert len({e.digest for e in entries}) == len(scenario.rows)  # every event accounted for
+    assert [a.tier.value for a in alerts] == [x.tier for x in scenario.expected]
+    # An accepted event journalled as refused instead is caught.
+    forged = [replace(e, action=AuditAction.EVENT_DEADLETTERED)
+              if e.action is AuditAction.EVENT_ACCEPTED and e.subject_id
+              == scenario.rows[2].event.event_id else e for e in entries]
+    report = ReplayReport()
+    replay_events(forged, ingress, lambda _: RULES, report)
+    assert report.count("wrongly-refused") == 1
