@@ -32,8 +32,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import httpx
-
 from safehub.connection import KafkaConnection
 from safehub.deploy.kafka.launcher import Cluster, free_port, state_root
 from safehub.deploy.registry import ADMIN, Service, load_registry
@@ -45,7 +43,6 @@ from safehub.services import demo_agencies as agencies
 from safehub.services import demo_pipeline as pipeline
 from safehub.services.demo_agencies import REID_SERVICE, ensure_hub_keys, hub_key_folders
 from safehub.services.keyservice import local as local_keyservice
-from safehub.services.reid_drill import DrillError, run_drill
 from safehub.services.supervisor import (
     ServiceSpec,
     Supervisor,
@@ -295,14 +292,17 @@ def _publish_and_watch(
     officers: dict[str, str] = {}
     if REID_SERVICE not in settings.skip:
         # After publishing: the desk opens the vaults the publishers made.
-        officers = start_agencies_desk(settings, pop, supervisor, env, sign_in[0])
+        officers = agencies.start_desk(settings.folder, settings.reid_port, pop, supervisor,
+                                       env, sign_in[0])
     deadline = time.monotonic() + settings.settle_timeout
     positions = ({} if "audit-sink" in settings.skip
                  else {f"{prefix}audit": pipeline.audit_position(settings.db("audit"))})
     unread = pipeline.wait_settled(admin, prefix, deadline, SETTLE_QUIET_S, check, positions)
     drill: dict[str, Any] | None = None
     if settings.reid_drill and not unread:
-        drill = _drill(settings, sign_in, officers, check)
+        drill = agencies.drill(f"http://127.0.0.1:{settings.web_port}",
+                               f"http://127.0.0.1:{settings.reid_port}", settings.reid_drill,
+                               sign_in, officers, check)
         unread = pipeline.wait_settled(admin, prefix, time.monotonic() + settings.settle_timeout,
                                        SETTLE_QUIET_S, check, positions)
     settled = not unread
@@ -326,47 +326,6 @@ def _publish_and_watch(
     while True:  # until Ctrl-C, SIGTERM or the --duration alarm
         check()
         time.sleep(0.5)
-
-
-def start_agencies_desk(settings: DemoSettings, pop: Population, supervisor: Supervisor,
-                        kafka_env: dict[str, str], password: str) -> dict[str, str]:
-    """`safehub reid serve` for every agency with records, under the supervisor, ready to
-    answer on 127.0.0.1. Returns agency -> its officer's sign-in."""
-    exports = agencies.write_case_files(settings.folder, pop)
-    officers = agencies.write_officers(settings.folder, exports, password)
-    supervisor.start(agencies.reid_spec(settings.folder, settings.reid_port, exports, kafka_env))
-    url = f"http://127.0.0.1:{settings.reid_port}/login"
-    deadline = time.monotonic() + 60
-    while True:
-        supervisor.check()
-        try:
-            httpx.get(url, timeout=2)
-            break
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise SafehubError(f"the agencies' desk did not answer at {url} in 60 s; see "
-                                   f"{supervisor.logs / 'reid.log'}") from None
-            time.sleep(0.3)
-    print(f"agencies' desk at http://127.0.0.1:{settings.reid_port}/ for {len(exports)} "
-          f"agencies (their records in {settings.folder / agencies.AGENCIES})", flush=True)
-    return officers
-
-
-def _drill(settings: DemoSettings, sign_in: tuple[str, list[str]], officers: dict[str, str],
-           check: Callable[[], None]) -> dict[str, Any]:
-    print(f"re-identification drill on {settings.reid_drill} alerts ...", flush=True)
-    try:
-        result = run_drill(f"http://127.0.0.1:{settings.web_port}",
-                           f"http://127.0.0.1:{settings.reid_port}", sign_in[0], sign_in[1],
-                           officers, settings.reid_drill, check)
-    except DrillError as exc:
-        print(f"re-identification drill failed: {exc}", flush=True)
-        return {"error": str(exc)}
-    print(f"re-identification drill: {result.requests} requests on {result.alerts} alerts to "
-          f"{len(result.agencies)} agencies: {result.approved} approved, {result.declined} "
-          f"declined, {result.not_found} not found; {result.opened} identities opened at the "
-          f"hub ({result.seconds} s)", flush=True)
-    return result.as_dict()
 
 
 @dataclass

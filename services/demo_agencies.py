@@ -1,5 +1,5 @@
 """The agencies' side of `safehub demo`: their own records, their officers, their re-identification
-service, and the hubs' key pairs they answer to.
+desk, the hubs' key pairs they answer to, and the `--reid-drill` that works requests through.
 
 Everything an agency holds lives under `<demo folder>/agencies/` (its records and the request
 store of `safehub reid serve`) and `<demo folder>/vaults/` (its vault, written by its publisher);
@@ -18,16 +18,22 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from safehub.connection import write_secret
+from safehub.errors import SafehubError
 from safehub.producers.simulation.command import export_row, mapping_toml
 from safehub.producers.simulation.export import by_agency
 from safehub.producers.simulation.trajectories import Population
 from safehub.services.reid.sealing import ensure_hub_key
-from safehub.services.supervisor import ServiceSpec
+from safehub.services.reid_drill import DrillError, run_drill
+from safehub.services.supervisor import ServiceSpec, Supervisor
 from safehub.services.web.users import hash_password, load_users
 
 AGENCIES = "agencies"
@@ -116,3 +122,45 @@ def reid_spec(folder: Path, port: int, exports: Mapping[str, CaseExport],
         write_secret(secret, secrets.token_hex(32))
     return ServiceSpec(REID_SERVICE, tuple(argv), {
         **kafka_env, "SAFEHUB_REID_SECRET": secret.read_text().strip()})
+
+
+def start_desk(folder: Path, port: int, pop: Population, supervisor: Supervisor,
+               kafka_env: Mapping[str, str], password: str) -> dict[str, str]:
+    """`safehub reid serve` for every agency with records, under the demo's supervisor, ready
+    to answer on 127.0.0.1. Returns agency -> its officer's sign-in."""
+    exports = write_case_files(folder, pop)
+    officers = write_officers(folder, exports, password)
+    supervisor.start(reid_spec(folder, port, exports, kafka_env))
+    url = f"http://127.0.0.1:{port}/login"
+    deadline = time.monotonic() + 60
+    while True:
+        supervisor.check()
+        try:
+            httpx.get(url, timeout=2)
+            break
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise SafehubError(f"the agencies' desk did not answer at {url} in 60 s; see "
+                                   f"{supervisor.logs / (REID_SERVICE + '.log')}") from None
+            time.sleep(0.3)
+    print(f"agencies' desk at http://127.0.0.1:{port}/ for {len(exports)} agencies (their "
+          f"records in {folder / AGENCIES})", flush=True)
+    return officers
+
+
+def drill(hub_url: str, agencies_url: str, alerts: int, sign_in: tuple[str, list[str]],
+          officers: Mapping[str, str], check: Callable[[], None]) -> dict[str, Any]:
+    """`--reid-drill`: run it and say what happened (counts only); a failed step is reported
+    in the result, not raised, so the demo still summarises and stops cleanly."""
+    print(f"re-identification drill on {alerts} alerts ...", flush=True)
+    try:
+        result = run_drill(hub_url, agencies_url, sign_in[0], sign_in[1], officers, alerts,
+                           check)
+    except DrillError as exc:
+        print(f"re-identification drill failed: {exc}", flush=True)
+        return {"error": str(exc)}
+    print(f"re-identification drill: {result.requests} requests on {result.alerts} alerts to "
+          f"{len(result.agencies)} agencies: {result.approved} approved, {result.declined} "
+          f"declined, {result.not_found} not found; {result.opened} identities opened at the "
+          f"hub ({result.seconds} s)", flush=True)
+    return result.as_dict()
