@@ -10,6 +10,7 @@ put in an error message in the clear.
 from __future__ import annotations
 
 import hashlib
+import threading
 import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -97,6 +98,9 @@ class HubReidentification:
         self.requests = requests
         self.keys = dict(keys)
         self.clock = hub.clock
+        # A request is sent by the request that made it or, if the broker was away, by the
+        # outbox round; one at a time, so the round cannot send a row its maker is sending.
+        self._sending = threading.Lock()
 
     def _record(self, user: User, entries: list[tuple[AuditAction, str, bytes]], now: int
                 ) -> None:
@@ -150,11 +154,12 @@ class HubReidentification:
         self._record(user, [(AuditAction.REIDENTIFICATION_REQUESTED, row.alert_id,
                              row.request_digest) for row in rows], now)
         self.requests.add(rows)
-        for row in rows:
-            self.send(row)
+        with self._sending:
+            for row in rows:
+                self._send(row)
         return rows
 
-    def send(self, row: InboxReidRequest) -> bool:
+    def _send(self, row: InboxReidRequest) -> bool:
         """Publish a stored request; False (kept for the next round) if the broker is away."""
         keys = self.keys.get(row.hub_id)
         if keys is None:
@@ -168,11 +173,12 @@ class HubReidentification:
         return True
 
     def send_pending(self) -> int:
-        try:
-            rows = self.requests.unpublished(self.keys)
-        except StoreError:
-            return 0
-        return sum(self.send(row) for row in rows)
+        with self._sending:
+            try:
+                rows = self.requests.unpublished(self.keys)
+            except StoreError:
+                return 0
+            return sum(self._send(row) for row in rows)
 
     def of_alert(self, user: User, notification_id: str) -> list[InboxReidRequest]:
         return self.requests.for_alert(user.agency, notification_id)
