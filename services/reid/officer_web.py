@@ -1,7 +1,7 @@
 """The designated officer's page (Jinja2) and JSON API for an agency's re-identification requests.
 
-Sign-in as on the hub's page (users file, scrypt, signed session cookie SameSite=strict,
-HttpOnly); forms carry a per-session CSRF token. A user sees only their own agency's requests:
+Sign-in, sessions and CSRF as on the hub's page (`safehub.services.web.pages`: users file, scrypt,
+signed cookie, per-session CSRF tokens). A user sees only their own agency's requests:
 another agency's request id is answered 404, so its existence is not disclosed. The request page
 shows the agency's own records behind each handle it issued, the officer's own data; the JSON
 API shows references only, never an identity.
@@ -10,18 +10,13 @@ No `from __future__ import annotations`: FastAPI reads endpoint annotations at r
 """
 
 import html
-import secrets
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo
 
-from fastapi import Depends, FastAPI, Form, HTTPException, Request
+from fastapi import Depends, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
-from starlette.middleware.sessions import SessionMiddleware
 
 from safehub.errors import BrokerError, StoreError
 from safehub.schemas.records import ReidResponse
@@ -29,10 +24,10 @@ from safehub.schemas.vocabulary import DeclineReason
 from safehub.services.reid.desk import AlreadyDecided, DeskError
 from safehub.services.reid.office import NotFound, Office
 from safehub.services.reid.store import StoredRequest
+from safehub.services.web.pages import SignedInPages
 from safehub.services.web.users import Directory, User
 
 TEMPLATES = Path(__file__).with_name("templates")
-LONDON = ZoneInfo("Europe/London")
 
 
 class RequestOut(BaseModel):
@@ -89,13 +84,6 @@ def _answer_out(response: ReidResponse) -> AnswerOut:
                      if response.decline_reason else None)
 
 
-def _when(ms: int | None) -> str:
-    if ms is None:
-        return ""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).astimezone(LONDON).strftime(
-        "%a %d %b %Y %H:%M")
-
-
 # What the coded values mean, in the words an information-governance officer uses.
 LABELS = {
     "DPA_SCH8_PARA4_SAFEGUARDING": "DPA 2018 Schedule 8 paragraph 4 (safeguarding of children "
@@ -113,47 +101,15 @@ LABELS = {
 }
 
 
-def _label(symbol: str | None) -> str:
-    text = symbol or ""
-    return LABELS.get(text) or text.replace("_", " ").capitalize()
-
-
 def create_app(offices: Mapping[str, Office], directory: Directory,
                session_secret: str) -> FastAPI:
     app = FastAPI(title="safehub re-identification desk", version="1",
                   description="Re-identification requests made to this agency.")
-    app.add_middleware(SessionMiddleware, secret_key=session_secret, same_site="strict",
-                       https_only=False, max_age=8 * 3600, session_cookie="safehub_reid")
-    templates = Jinja2Templates(directory=str(TEMPLATES))
-    templates.env.filters["when"] = _when
-    templates.env.filters["label"] = _label
-
-    def current(request: Request) -> User | None:
-        ref = request.session.get("user")
-        user = directory.get(ref) if isinstance(ref, str) else None
-        return user if user is not None and user.agency in offices else None
-
-    def api_user(request: Request) -> User:
-        user = current(request)
-        if user is None:
-            raise HTTPException(401, "sign in first")
-        return user
-
-    def csrf(request: Request) -> str:
-        token = request.session.get("csrf")
-        if not isinstance(token, str):
-            token = secrets.token_urlsafe(24)
-            request.session["csrf"] = token
-        return token
-
-    def check_csrf(request: Request, token: str) -> None:
-        if not secrets.compare_digest(token, str(request.session.get("csrf", ""))):
-            raise HTTPException(400, "stale form: reload the page")
-
-    def page(request: Request, name: str, user: User | None, status_code: int = 200,
-             **context: Any) -> HTMLResponse:
-        return templates.TemplateResponse(request, name, {
-            "user": user, "csrf": csrf(request), **context}, status_code=status_code)
+    pages = SignedInPages(TEMPLATES, directory, landing="/requests",
+                          admits=lambda user: user.agency in offices, labels=LABELS)
+    pages.install(app, session_secret, cookie="safehub_reid")
+    current, api_user, check_csrf, page = (pages.current, pages.api_user, pages.check_csrf,
+                                           pages.page)
 
     def wants_json(request: Request) -> bool:
         return request.url.path.startswith("/api/")
@@ -190,25 +146,6 @@ def create_app(offices: Mapping[str, Office], directory: Directory,
     @app.get("/", include_in_schema=False)
     def home() -> RedirectResponse:
         return RedirectResponse("/requests", 303)
-
-    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
-    def login_form(request: Request) -> HTMLResponse:
-        return page(request, "login.html", None, error=None)
-
-    @app.post("/login", include_in_schema=False, response_model=None)
-    def login(request: Request, ref: Annotated[str, Form()],
-              password: Annotated[str, Form()]) -> Response:
-        user = directory.authenticate(ref, password)
-        if user is None or user.agency not in offices:
-            return page(request, "login.html", None, error="Unknown user or wrong password.")
-        request.session.clear()
-        request.session["user"] = user.ref
-        return RedirectResponse("/requests", 303)
-
-    @app.post("/logout", include_in_schema=False)
-    def logout(request: Request) -> RedirectResponse:
-        request.session.clear()
-        return RedirectResponse("/login", 303)
 
     @app.get("/requests", response_class=HTMLResponse, include_in_schema=False,
              response_model=None)

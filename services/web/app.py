@@ -1,23 +1,18 @@
 """The hub's HTTP face: server-rendered pages (Jinja2) and a JSON API (OpenAPI at /docs).
 
-Sign-in sets a signed session cookie (SameSite=strict, HttpOnly); forms carry a per-session
-CSRF token. The app is built by `create_app` from its collaborators; it connects to nothing.
+Sign-in, sessions, CSRF tokens and page rendering come from `pages.SignedInPages`. The app is
+built by `create_app` from its collaborators; it connects to nothing.
 
 No `from __future__ import annotations` here: FastAPI reads the endpoint annotations at
 runtime, and dependencies defined inside create_app cannot be resolved from strings.
 """
 
-import secrets
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo
 
 from fastapi import Depends, FastAPI, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
-from starlette.middleware.sessions import SessionMiddleware
 
 from safehub.consumers.inbox.models import InboxAlert
 from safehub.consumers.inbox.store import STATUSES, QueueFilter
@@ -32,11 +27,11 @@ from safehub.schemas.vocabulary import (
     Tier,
 )
 from safehub.services.web.hub import Hub, NotFound
+from safehub.services.web.pages import SignedInPages
 from safehub.services.web.reidentification import HubReidentification, NoSuchRequest, ViewReason
 from safehub.services.web.users import Directory, User
 
 TEMPLATES = Path(__file__).with_name("templates")
-LONDON = ZoneInfo("Europe/London")
 
 
 class EvidenceOut(BaseModel):
@@ -140,17 +135,6 @@ def _detail(row: InboxAlert, now: int) -> AlertDetailOut:
         reidentification_agencies=sorted({r.agency_id for r in row.reidentification}))
 
 
-def _when(ms: int | None) -> str:
-    if ms is None:
-        return ""
-    local = datetime.fromtimestamp(ms / 1000, tz=UTC).astimezone(LONDON)
-    return local.strftime("%a %d %b %Y %H:%M")
-
-
-def _label(symbol: str | None) -> str:
-    return (symbol or "").replace("_", " ").capitalize()
-
-
 def _optional_int(name: str, text: str | None) -> int | None:
     # HTML forms send "" for an empty field: that means "no filter", not an error.
     if text is None or not text.strip():
@@ -191,37 +175,10 @@ def create_app(hub: Hub, directory: Directory, session_secret: str,
                reid: HubReidentification | None = None) -> FastAPI:
     app = FastAPI(title="safehub hub inbox", version="1",
                   description="Alerts routed to this agency's safeguarding hub.")
-    app.add_middleware(SessionMiddleware, secret_key=session_secret, same_site="strict",
-                       https_only=False, max_age=8 * 3600, session_cookie="safehub_session")
-    templates = Jinja2Templates(directory=str(TEMPLATES))
-    templates.env.filters["when"] = _when
-    templates.env.filters["label"] = _label
-
-    def current(request: Request) -> User | None:
-        ref = request.session.get("user")
-        return directory.get(ref) if isinstance(ref, str) else None
-
-    def api_user(request: Request) -> User:
-        user = current(request)
-        if user is None:
-            raise HTTPException(401, "sign in first")
-        return user
-
-    def csrf(request: Request) -> str:
-        token = request.session.get("csrf")
-        if not isinstance(token, str):
-            token = secrets.token_urlsafe(24)
-            request.session["csrf"] = token
-        return token
-
-    def check_csrf(request: Request, token: str) -> None:
-        if not secrets.compare_digest(token, str(request.session.get("csrf", ""))):
-            raise HTTPException(400, "stale form: reload the page")
-
-    def page(request: Request, name: str, user: User | None, status_code: int = 200,
-             **context: Any) -> HTMLResponse:
-        return templates.TemplateResponse(request, name, {
-            "user": user, "csrf": csrf(request), **context}, status_code=status_code)
+    pages = SignedInPages(TEMPLATES, directory, landing="/alerts")
+    pages.install(app, session_secret, cookie="safehub_session")
+    current, api_user, check_csrf, page = (pages.current, pages.api_user, pages.check_csrf,
+                                           pages.page)
 
     @app.exception_handler(StoreError)
     async def store_down(_request: Request, _exc: StoreError) -> Response:
@@ -235,25 +192,6 @@ def create_app(hub: Hub, directory: Directory, session_secret: str,
     @app.get("/", include_in_schema=False)
     def home() -> RedirectResponse:
         return RedirectResponse("/alerts", 303)
-
-    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
-    def login_form(request: Request) -> HTMLResponse:
-        return page(request, "login.html", None, error=None)
-
-    @app.post("/login", include_in_schema=False, response_model=None)
-    def login(request: Request, ref: Annotated[str, Form()],
-              password: Annotated[str, Form()]) -> Response:
-        user = directory.authenticate(ref, password)
-        if user is None:
-            return page(request, "login.html", None, error="Unknown user or wrong password.")
-        request.session.clear()
-        request.session["user"] = user.ref
-        return RedirectResponse("/alerts", 303)
-
-    @app.post("/logout", include_in_schema=False)
-    def logout(request: Request) -> RedirectResponse:
-        request.session.clear()
-        return RedirectResponse("/login", 303)
 
     @app.get("/alerts", response_class=HTMLResponse, include_in_schema=False, response_model=None)
     def queue_page(request: Request, flt: Filter) -> Response:
