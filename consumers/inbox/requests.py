@@ -7,15 +7,15 @@ key in `sealed_identity`; only the web app opens it, for a signed-in user who ha
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Collection
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from safehub.consumers.inbox.models import InboxReidRequest, InboxReidView
+from safehub.consumers.inbox.store import inbox_session
 from safehub.errors import StoreError
 from safehub.schemas.records import ReidResponse
 from safehub.schemas.vocabulary import ReidOutcome
@@ -34,13 +34,8 @@ class ReidRequests:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    @contextmanager
-    def _session(self) -> Iterator[Session]:
-        try:
-            with Session(self.engine, expire_on_commit=False) as session:
-                yield session
-        except SQLAlchemyError as exc:
-            raise StoreError(f"inbox database: {type(exc).__name__}") from exc
+    def _session(self) -> AbstractContextManager[Session]:
+        return inbox_session(self.engine)
 
     def add(self, rows: Collection[InboxReidRequest]) -> None:
         with self._session() as session:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,18 +65,23 @@ def _rows(routed: RoutedAlert, raw: bytes, received_at: int
     return alert, evidence, reidentification
 
 
+@contextmanager
+def inbox_session(engine: Engine) -> Iterator[Session]:
+    """A session whose every database failure is a StoreError naming only its class."""
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            yield session
+    except SQLAlchemyError as exc:
+        # The class name says what failed; the message could quote row values.
+        raise StoreError(f"inbox database: {type(exc).__name__}") from exc
+
+
 class InboxStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    @contextmanager
-    def _session(self) -> Iterator[Session]:
-        try:
-            with Session(self.engine, expire_on_commit=False) as session:
-                yield session
-        except SQLAlchemyError as exc:
-            # The class name says what failed; the message could quote row values.
-            raise StoreError(f"inbox database: {type(exc).__name__}") from exc
+    def _session(self) -> AbstractContextManager[Session]:
+        return inbox_session(self.engine)
 
     def save(self, batch: Sequence[tuple[RoutedAlert, bytes]], received_at: int) -> int:
         """Insert what is new, in one transaction; return how many rows were new.
