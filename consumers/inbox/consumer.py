@@ -5,6 +5,11 @@ notification id already stored is skipped, so a redelivery is a no-op); only the
 the bad ones and commit the offsets. If the database is down, nothing is committed: the
 consumer seeks back to the batch's first offsets, waits (with back-off) and reads the same
 records again, so an outage of any length loses nothing and keeps the consumer in its group.
+If the database refuses the batch's data (RecordRefused: a value too long for a column, a
+constraint), waiting cannot help: the batch is stored one record at a time and each record the
+database refuses is dead-lettered with the reason, so one bad record never blocks the alerts
+behind it. If the dead-letter topic cannot be written, nothing is committed either: the batch
+is read again (stored rows are a no-op), so no refused record is lost.
 
 One process may serve several hubs (`HubInboxes`): one consumer per hub, each authenticated as
 that hub and in that hub's group, each on its own thread, all sharing the store.
@@ -27,7 +32,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from safehub.bus import commit_batches
 from safehub.consumers.deadletter import DeadLetterSink
 from safehub.consumers.inbox.answers import AnswerDesk, topic_hub
-from safehub.consumers.inbox.store import InboxStore
+from safehub.consumers.inbox.store import InboxStore, RecordRefused
 from safehub.errors import BrokerError, StoreError, ValidationError
 from safehub.schemas.codec import decode
 from safehub.schemas.records import ReidResponse, RoutedAlert
@@ -87,7 +92,7 @@ class InboxConsumer:
         batches: Mapping[TopicPartition, list[Any]] = self._consumer.poll(timeout_ms=timeout_ms)
         if not batches:
             return 0
-        good: list[tuple[RoutedAlert, bytes]] = []
+        good: list[tuple[RoutedAlert, bytes, Any]] = []
         answers: list[tuple[ReidResponse, Any]] = []
         bad: list[tuple[Any, Exception]] = []
         for tp, records in batches.items():
@@ -99,33 +104,63 @@ class InboxConsumer:
                         continue
                     routed = decode(rec.value, RoutedAlert)
                     check(routed, topic_agency(tp.topic, self._prefix))
-                    good.append((routed, rec.value))
+                    good.append((routed, rec.value, rec))
                 except ValidationError as exc:
                     bad.append((rec, exc))
         now = self._clock()
         consumed = len(good) + len(answers) + len(bad)
         try:
-            inserted = self._store.save(good, now) if good else 0
+            inserted, refused = self._save(good, now)
+            bad += refused
             bad += self._take_answers(answers, now)
         except (StoreError, BrokerError) as exc:
             # Nothing of this batch is committed: read it again once the database (or the
             # audit log) is back. Rows already stored make the second pass a no-op.
             self.outages += 1
-            log.warning("inbox cannot store this batch (%s); retrying in %.1fs", exc,
-                        self._backoff)
-            for tp, records in batches.items():
-                self._consumer.seek(tp, records[0].offset)
-            stop.wait(self._backoff)
-            self._backoff = min(self._backoff * 2, self._retry.max_s)
+            self._again(batches, stop, "cannot store this batch", exc)
+            return 0
+        try:
+            for rec, error in bad:
+                self._deadletters.send_record(rec, error)
+        except BrokerError as exc:
+            # Committing now would skip a refused record that is in no topic and no table.
+            # A dead letter sent before the failure may be sent again: duplicates, never loss.
+            self._again(batches, stop, "cannot dead-letter this batch", exc)
             return 0
         self._backoff = self._retry.initial_s
-        for rec, error in bad:
-            self._deadletters.send_record(rec, error)
         # Rows are in; a redelivery after a failed commit is a no-op.
         commit_batches(self._consumer, batches, "inbox")
         self.stored += inserted
         self.deadlettered += len(bad)
         return consumed
+
+    def _save(self, good: list[tuple[RoutedAlert, bytes, Any]], now: int
+              ) -> tuple[int, list[tuple[Any, Exception]]]:
+        """Store the batch; if the database refuses its data, store it record by record and
+        return the refused records (as consumed records, for the dead letters)."""
+        if not good:
+            return 0, []
+        try:
+            return self._store.save([(r, raw) for r, raw, _ in good], now), []
+        except RecordRefused:
+            pass
+        inserted = 0
+        refused: list[tuple[Any, Exception]] = []
+        for routed, raw, rec in good:
+            try:
+                inserted += self._store.save([(routed, raw)], now)
+            except RecordRefused as exc:
+                refused.append((rec, exc))
+        return inserted, refused
+
+    def _again(self, batches: Mapping[TopicPartition, list[Any]], stop: threading.Event,
+               what: str, exc: Exception) -> None:
+        """Rewind to the batch's first records and wait (with back-off) before reading it again."""
+        log.warning("inbox %s (%s); retrying in %.1fs", what, exc, self._backoff)
+        for tp, records in batches.items():
+            self._consumer.seek(tp, records[0].offset)
+        stop.wait(self._backoff)
+        self._backoff = min(self._backoff * 2, self._retry.max_s)
 
     def _is_answer_topic(self, topic: str) -> bool:
         try:

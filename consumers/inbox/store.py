@@ -1,5 +1,7 @@
 """The inbox's reads and writes. Every SQLAlchemy failure surfaces as StoreError, which the
-consumer treats as "database down: wait, retry, commit no offset"."""
+consumer treats as "database down: wait, retry, commit no offset"; except that a batch the
+database refuses for its data (a value too long, a constraint other than a redelivered id) is
+RecordRefused, which no retry can cure: the consumer dead-letters the record instead."""
 
 from __future__ import annotations
 
@@ -9,8 +11,8 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, Select, func, insert, select
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy import ColumnElement, Engine, case, func, insert, select
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
 
 from safehub.consumers.inbox.models import (
@@ -24,6 +26,14 @@ from safehub.schemas.records import AlertAck, RoutedAlert
 from safehub.schemas.vocabulary import AckAction
 
 STATUSES = ("NEW", "ACKNOWLEDGED", "DECIDED")
+# "newest": undecided first, then the most recently raised; "deadline": undecided first, then
+# the earliest acknowledgement deadline. Either way a decided alert never hides an open one.
+SORTS = ("newest", "deadline")
+MAX_PAGE_SIZE = 500
+
+
+class RecordRefused(StoreError):
+    """The database refused the data itself: retrying the same rows can never succeed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +43,38 @@ class QueueFilter:
     min_age: int | None = None  # the child's age in years
     max_age: int | None = None
     overdue: bool = False
+    sort: str = "newest"
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePage:
+    """One page of a hub's queue and how many rows the whole filtered queue holds."""
+
+    rows: list[InboxAlert]
+    total: int
+    page: int  # from 1
+    size: int
+
+    @property
+    def first(self) -> int:
+        """The 1-based position of the page's first row (0 when the page is empty)."""
+        return (self.page - 1) * self.size + 1 if self.rows else 0
+
+    @property
+    def last(self) -> int:
+        return (self.page - 1) * self.size + len(self.rows)
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.size))
+
+    @property
+    def has_next(self) -> bool:
+        return self.page * self.size < self.total
+
+    @property
+    def has_previous(self) -> bool:
+        return self.page > 1
 
 
 def _rows(routed: RoutedAlert, raw: bytes, received_at: int
@@ -117,8 +159,13 @@ class InboxStore:
                     session.commit()
                     return len(alerts)
             except StoreError as exc:
-                if attempt == 2 or not isinstance(exc.__cause__, IntegrityError):
-                    raise
+                cause = exc.__cause__
+                if attempt == 1 and isinstance(cause, IntegrityError):
+                    continue  # maybe a concurrent insert of the same id: the retry skips it
+                if isinstance(cause, (DataError, IntegrityError)):
+                    # The duplicate case is gone after the retry, so this is the data itself.
+                    raise RecordRefused(str(exc)) from cause
+                raise
         raise AssertionError("unreachable")
 
     def count(self, agency_id: str | None = None) -> int:
@@ -128,24 +175,41 @@ class InboxStore:
                 query = query.where(InboxAlert.agency_id == agency_id)
             return int(session.scalar(query) or 0)
 
-    def queue(self, agency_id: str, flt: QueueFilter, now: int, limit: int = 500
+    def queue(self, agency_id: str, flt: QueueFilter, now: int, limit: int = MAX_PAGE_SIZE
               ) -> list[InboxAlert]:
-        query: Select[InboxAlert] = select(InboxAlert).where(
-            InboxAlert.agency_id == agency_id)
+        """The first `limit` rows of the queue only: pages use `queue_page`, which also says
+        how many rows there are, so that no row is ever dropped without saying so."""
+        return self.queue_page(agency_id, flt, now, 1, limit).rows
+
+    def queue_page(self, agency_id: str, flt: QueueFilter, now: int, page: int = 1,
+                   size: int = 50) -> QueuePage:
+        """One page of the agency's filtered queue, with the filtered queue's total."""
+        if page < 1 or not 1 <= size <= MAX_PAGE_SIZE:
+            raise ValueError("page from 1, size from 1 to MAX_PAGE_SIZE")
+        where: list[ColumnElement[bool]] = [InboxAlert.agency_id == agency_id]
         if flt.tier:
-            query = query.where(InboxAlert.tier == flt.tier)
+            where.append(InboxAlert.tier == flt.tier)
         if flt.status:
-            query = query.where(InboxAlert.status == flt.status)
+            where.append(InboxAlert.status == flt.status)
         if flt.min_age is not None:
-            query = query.where(InboxAlert.age_years >= flt.min_age)
+            where.append(InboxAlert.age_years >= flt.min_age)
         if flt.max_age is not None:
-            query = query.where(InboxAlert.age_years <= flt.max_age)
+            where.append(InboxAlert.age_years <= flt.max_age)
         if flt.overdue:
-            query = query.where(InboxAlert.status == "NEW", InboxAlert.ack_deadline <= now,
-                                InboxAlert.reason != "HOST_AUTHORITY")  # for information only
-        query = query.order_by(InboxAlert.ack_deadline, InboxAlert.notification_id).limit(limit)
+            where += [InboxAlert.status == "NEW", InboxAlert.ack_deadline <= now,
+                      InboxAlert.reason != "HOST_AUTHORITY"]  # for information only
+        decided_last = case((InboxAlert.status == "DECIDED", 1), else_=0)
+        then = (InboxAlert.ack_deadline.asc() if flt.sort == "deadline"
+                else InboxAlert.raised_at.desc())
+        # The id last makes the order total, so pages neither repeat nor skip a row.
+        rows_query = (select(InboxAlert).where(*where)
+                      .order_by(decided_last, then, InboxAlert.notification_id)
+                      .offset((page - 1) * size).limit(size))
         with self._session() as session:
-            return list(session.scalars(query))
+            total = int(session.scalar(select(func.count()).select_from(InboxAlert)
+                                       .where(*where)) or 0)
+            rows = list(session.scalars(rows_query))
+        return QueuePage(rows, total, page, size)
 
     def alert(self, agency_id: str, notification_id: str) -> InboxAlert | None:
         """The alert if, and only if, it was sent to this agency."""
