@@ -102,12 +102,15 @@ LABELS = {
 
 
 def create_app(offices: Mapping[str, Office], directory: Directory,
-               session_secret: str) -> FastAPI:
+               session_secret: str, secure_cookies: bool = False) -> FastAPI:
+    # No /docs or /redoc (they load script from a public CDN); /openapi.json stays public, as
+    # on the hub's page (safehub.services.web.app says why).
     app = FastAPI(title="safehub re-identification desk", version="1",
-                  description="Re-identification requests made to this agency.")
+                  description="Re-identification requests made to this agency.",
+                  docs_url=None, redoc_url=None)
     pages = SignedInPages(TEMPLATES, directory, landing="/requests",
                           admits=lambda user: user.agency in offices, labels=LABELS)
-    pages.install(app, session_secret, cookie="safehub_reid")
+    pages.install(app, session_secret, cookie="safehub_reid", secure=secure_cookies)
     current, api_user, check_csrf, page = (pages.current, pages.api_user, pages.check_csrf,
                                            pages.page)
 

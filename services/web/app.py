@@ -1,4 +1,5 @@
-"""The hub's HTTP face: server-rendered pages (Jinja2) and a JSON API (OpenAPI at /docs).
+"""The hub's HTTP face: server-rendered pages (Jinja2) and a JSON API (described at
+/openapi.json).
 
 Sign-in, sessions, CSRF tokens and page rendering come from `pages.SignedInPages`. The app is
 built by `create_app` from its collaborators; it connects to nothing.
@@ -172,11 +173,16 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 def create_app(hub: Hub, directory: Directory, session_secret: str,
-               reid: HubReidentification | None = None) -> FastAPI:
+               reid: HubReidentification | None = None,
+               secure_cookies: bool = False) -> FastAPI:
+    # No /docs or /redoc: their pages load Swagger UI and ReDoc from a public CDN, script that
+    # would run signed in. /openapi.json stays public: it holds no data, only the API's shape,
+    # which the source shows anyway, and integrators' tools fetch it without a session.
     app = FastAPI(title="safehub hub inbox", version="1",
-                  description="Alerts routed to this agency's safeguarding hub.")
+                  description="Alerts routed to this agency's safeguarding hub.",
+                  docs_url=None, redoc_url=None)
     pages = SignedInPages(TEMPLATES, directory, landing="/alerts")
-    pages.install(app, session_secret, cookie="safehub_session")
+    pages.install(app, session_secret, cookie="safehub_session", secure=secure_cookies)
     current, api_user, check_csrf, page = (pages.current, pages.api_user, pages.check_csrf,
                                            pages.page)
 

@@ -1,26 +1,129 @@
 """What the hub's page and the agencies' re-identification page share: sign-in with a signed
-session cookie (SameSite=strict, HttpOnly), a per-session CSRF token on every form, server-
-rendered Jinja2 pages with the same filters, and the sign-in and sign-out routes.
+session cookie (SameSite=strict, HttpOnly, Secure when served over TLS) naming a session this
+process issued and has not signed out, sign-in throttling, a per-session CSRF token on every
+form, a same-origin check on every POST, security headers on every response, server-rendered
+Jinja2 pages with the same filters, and the sign-in and sign-out routes.
 
 No `from __future__ import annotations`: FastAPI reads the route annotations at runtime.
 """
 
 import secrets
+import threading
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI, Form, HTTPException, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from safehub.services.web.users import Directory, User
+from safehub.services.web.users import Directory, SignInThrottle, User
 
 LONDON = ZoneInfo("Europe/London")
 SESSION_HOURS = 8
+
+# The pages are plain forms with one inline <style> block in each base template and no script:
+# scripts are refused outright; inline styles are allowed (a nonce or hash would have to be
+# kept in step with the templates, and escaped output cannot inject a <style> element anyway).
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'none'; "
+                               "style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                               "object-src 'none'; base-uri 'none'; form-action 'self'; "
+                               "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    # Every page and API answer is about children or their alerts: no cache keeps a copy.
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+    "X-Frame-Options": "DENY",  # frame-ancestors for browsers without CSP level 2
+}
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def same_origin(headers: Headers) -> bool:
+    """Whether a state-changing request may come from a page of this site.
+
+    Browsers send Origin on every cross-origin POST (form or fetch), and Sec-Fetch-Site on
+    every request: either saying another site refuses it. A request with neither comes from a
+    program, not a browser a page could drive, and is allowed (the API's own clients). The
+    origin is compared with the Host the request was sent to, so a reverse proxy in front
+    must pass Host through. "same-site" is refused too: a sibling subdomain is another party,
+    and SameSite=strict cookies would still go with its requests.
+    """
+    site = headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return False
+    origin = headers.get("origin")
+    if origin is None:
+        return True
+    host = headers.get("host")
+    return host is not None and urlsplit(origin).netloc.lower() == host.lower()
+
+
+class Hardening:
+    """ASGI middleware: refuses cross-site POSTs (403) before any route runs, and adds the
+    security headers to every response, errors and redirects included."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_hardened(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers[name] = value
+            await send(message)
+
+        if scope["method"] not in SAFE_METHODS and not same_origin(Headers(scope=scope)):
+            refused = PlainTextResponse("cross-site request refused", 403)
+            await refused(scope, receive, send_hardened)
+            return
+        await self.app(scope, receive, send_hardened)
+
+
+class LiveSessions:
+    """The sessions this process issued and that are not signed out or expired: the signed
+    cookie only names one, so a copied cookie is useless once its session is signed out, and
+    every session ends when the process restarts. Bounded: expired ones are dropped as new ones
+    open, and past `limit` the oldest go first."""
+
+    def __init__(self, lifetime_s: float, limit: int = 100_000) -> None:
+        self.lifetime_s = lifetime_s
+        self.limit = limit
+        self._opened: dict[str, float] = {}  # insertion order is opening order
+        self._lock = threading.Lock()
+
+    def open(self, now: float) -> str:
+        sid = secrets.token_urlsafe(24)
+        with self._lock:
+            for old, opened in list(self._opened.items()):
+                if now - opened < self.lifetime_s and len(self._opened) < self.limit:
+                    break
+                del self._opened[old]
+            self._opened[sid] = now
+        return sid
+
+    def alive(self, sid: object, now: float) -> bool:
+        with self._lock:
+            opened = self._opened.get(sid) if isinstance(sid, str) else None
+        return opened is not None and now - opened < self.lifetime_s
+
+    def close(self, sid: object) -> None:
+        if isinstance(sid, str):
+            with self._lock:
+                self._opened.pop(sid, None)
 
 
 def when(ms: int | None) -> str:
@@ -45,19 +148,28 @@ class SignedInPages:
 
     def __init__(self, templates: Path, directory: Directory, landing: str,
                  admits: Callable[[User], bool] = lambda _user: True,
-                 labels: Mapping[str, str] | None = None) -> None:
+                 labels: Mapping[str, str] | None = None,
+                 throttle: SignInThrottle | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.templates = Jinja2Templates(directory=str(templates))
         self.templates.env.filters["when"] = when
         self.templates.env.filters["label"] = labeller(labels or {})
         self.directory = directory
         self.landing = landing
         self.admits = admits
+        self.throttle = throttle or SignInThrottle()
+        self.clock = clock
+        self.sessions = LiveSessions(SESSION_HOURS * 3600)
 
-    def install(self, app: FastAPI, session_secret: str, cookie: str) -> None:
-        """The session middleware and the /login and /logout routes."""
+    def install(self, app: FastAPI, session_secret: str, cookie: str,
+                secure: bool = False) -> None:
+        """The session and hardening middleware and the /login and /logout routes. `secure`:
+        served over TLS, so the cookie is marked Secure (never sent over plain HTTP)."""
         app.add_middleware(SessionMiddleware, secret_key=session_secret, same_site="strict",
-                           https_only=False, max_age=SESSION_HOURS * 3600,
+                           https_only=secure, max_age=SESSION_HOURS * 3600,
                            session_cookie=cookie)
+        # Added last, so outermost: cross-site requests are refused before anything else runs.
+        app.add_middleware(Hardening)
 
         @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
         def login_form(request: Request) -> HTMLResponse:
@@ -66,20 +178,34 @@ class SignedInPages:
         @app.post("/login", include_in_schema=False, response_model=None)
         def login(request: Request, ref: Annotated[str, Form()],
                   password: Annotated[str, Form()]) -> Response:
+            address = request.client.host if request.client else ""
+            now = self.clock()
+            if not self.throttle.allowed(ref, address, now):
+                refused = self.page(request, "login.html", None, status_code=429,
+                                    error="Too many failed sign-ins; try again later.")
+                refused.headers["Retry-After"] = str(int(self.throttle.window_s))
+                return refused
             user = self.directory.authenticate(ref, password)
             if user is None or not self.admits(user):
+                self.throttle.failed(ref, address, now)
                 return self.page(request, "login.html", None,
                                  error="Unknown user or wrong password.")
+            self.throttle.succeeded(ref)
+            self.sessions.close(request.session.get("sid"))
             request.session.clear()
             request.session["user"] = user.ref
+            request.session["sid"] = self.sessions.open(now)
             return RedirectResponse(self.landing, 303)
 
         @app.post("/logout", include_in_schema=False)
         def logout(request: Request) -> RedirectResponse:
+            self.sessions.close(request.session.get("sid"))
             request.session.clear()
             return RedirectResponse("/login", 303)
 
     def current(self, request: Request) -> User | None:
+        if not self.sessions.alive(request.session.get("sid"), self.clock()):
+            return None
         ref = request.session.get("user")
         user = self.directory.get(ref) if isinstance(ref, str) else None
         return user if user is not None and self.admits(user) else None

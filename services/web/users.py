@@ -12,7 +12,9 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
 import tomllib
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,3 +93,65 @@ class Directory:
 
     def get(self, ref: str) -> User | None:
         return self._users.get(ref)
+
+
+class SignInThrottle:
+    """Refuses sign-in attempts for a user ref, or from a client address, that has failed too
+    often lately, so that guessing costs the guesser time and costs the server no scrypt (each
+    check is 16 MiB of memory). Pure: the caller passes the time (seconds, monotonic).
+
+    A ref is limited wherever it is tried from (a spread-out guess at one account); an address
+    is limited whatever refs it tries (one guesser sweeping accounts). Addresses get a higher
+    limit because an office behind one NAT address shares it. Unknown refs are counted like
+    known ones: otherwise a 429 would tell a guesser which refs exist.
+
+    Memory is bounded: each key keeps at most its limit of failure times, and at most
+    `max_keys` keys are kept, the least recently failed dropped first (a flood of made-up refs
+    can push out an old entry, but not from one address: that address is stopped first).
+    """
+
+    _KEY_CHARS = 64  # refs and agencies are slugs of at most 64: a longer one is never valid
+
+    def __init__(self, per_user: int = 5, per_address: int = 20, window_s: float = 900.0,
+                 max_keys: int = 10_000) -> None:
+        self.per_user = per_user
+        self.per_address = per_address
+        self.window_s = window_s
+        self.max_keys = max_keys
+        self._failures: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
+        # Sign-ins run on the server's thread pool.
+        self._lock = threading.Lock()
+
+    def _keys(self, ref: str, address: str) -> tuple[tuple[tuple[str, str], int], ...]:
+        return ((("user", ref[:self._KEY_CHARS]), self.per_user),
+                (("address", address[:self._KEY_CHARS]), self.per_address))
+
+    def allowed(self, ref: str, address: str, now: float) -> bool:
+        with self._lock:
+            for key, limit in self._keys(ref, address):
+                times = self._failures.get(key)
+                # Full and its oldest kept failure still recent: `limit` failures in the window.
+                if times is not None and len(times) >= limit and now - times[0] < self.window_s:
+                    return False
+            return True
+
+    def failed(self, ref: str, address: str, now: float) -> None:
+        with self._lock:
+            for key, limit in self._keys(ref, address):
+                times = self._failures.get(key)
+                if times is None:
+                    times = self._failures[key] = deque(maxlen=limit)
+                times.append(now)
+                self._failures.move_to_end(key)
+            while len(self._failures) > self.max_keys:
+                self._failures.popitem(last=False)
+
+    def succeeded(self, ref: str) -> None:
+        """The right password: the user's own earlier mistakes no longer count against them
+        (the address's do: one valid account must not reset a sweep of others)."""
+        with self._lock:
+            self._failures.pop(("user", ref[:self._KEY_CHARS]), None)
+
+    def size(self) -> int:
+        with self._lock:
+            return len(self._failures)
