@@ -1,12 +1,15 @@
 """Acknowledgements and decisions: stored first (an outbox row), then published to the acting
 hub's `alert-acks.<hub>` for the router, as that hub's principal. A row whose publication failed
 is published later by `publish_pending` with the publisher of the row's hub, so a decision is
-never lost to a broker outage and never sent with another hub's credentials."""
+never lost to a broker outage and never sent with another hub's credentials. `republish` runs
+those rounds on the web service's outbox thread, which must outlive any store or broker error:
+if it died, every ack stored during an outage would stay unpublished and its alert escalate."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from kafka import KafkaProducer
@@ -53,7 +56,13 @@ def publish_one(store: InboxStore, publisher: AckPublisher, ack: AlertAck, now: 
     except BrokerError as exc:
         log.warning("ack %s not yet published, will retry: %s", ack.ack_id, exc)
         return False
-    store.mark_published(ack.ack_id, now)
+    try:
+        store.mark_published(ack.ack_id, now)
+    except StoreError as exc:
+        # Published but not marked: the next round sends it again, and a second copy of an
+        # ack changes nothing at the router (the status it sets is already set). Reported as
+        # sent, because it was.
+        log.warning("ack %s published but not yet marked so: %s", ack.ack_id, exc)
     return True
 
 
@@ -74,8 +83,31 @@ def publish_pending(store: InboxStore, publishers: Mapping[str, AckPublisher],
         publisher = publishers.get(row.agency_id)
         if publisher is None or row.agency_id in stalled:
             continue
-        if not publish_one(store, publisher, ack_from_row(row), clock()):
+        try:
+            ack = ack_from_row(row)
+        except ValueError:
+            # A row no longer in the vocabulary can never be sent; it must not hold back the
+            # acks of every other alert. The id is ours (a random hex ack id), not a person's.
+            log.error("ack %s cannot be read back (not in the vocabulary): skipped", row.ack_id)
+            continue
+        if not publish_one(store, publisher, ack, clock()):
             stalled.add(row.agency_id)
             continue
         sent += 1
     return sent
+
+
+def republish(stop: threading.Event, rounds: Sequence[Callable[[], object]],
+              every_s: float = 5.0) -> None:
+    """Run each round every `every_s` seconds until `stop`, whatever a round raises.
+
+    A round that fails is logged (its error's class only: a library's message may quote row
+    values) and tried again next time; the other rounds still run.
+    """
+    while not stop.wait(every_s):
+        for round_ in rounds:
+            try:
+                round_()
+            except Exception as exc:  # noqa: BLE001 - this thread must not die
+                log.warning("outbox round failed (%s); retrying in %.0fs",
+                            type(exc).__name__, every_s)

@@ -25,7 +25,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -42,7 +42,7 @@ from safehub.deploy.acl import acks
 from safehub.errors import ConfigError
 from safehub.services.audit.journal import AuditJournal
 from safehub.services.reid.sealing import load_private_key
-from safehub.services.web.acks import KafkaAckPublisher, publish_pending
+from safehub.services.web.acks import KafkaAckPublisher, publish_pending, republish
 from safehub.services.web.app import create_app
 from safehub.services.web.hub import Hub, Outlet
 from safehub.services.web.reidentification import (
@@ -154,14 +154,14 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    def republish() -> None:
-        # Acks stored while the broker was away go out as soon as it is back.
-        while not stop.wait(5.0):
-            publish_pending(store, hub.publishers, wall_clock_ms)
-            if reid is not None:
-                reid.send_pending()
-
-    threading.Thread(target=republish, name="ack-outbox", daemon=True).start()
+    # Acks (and re-identification requests) stored while the broker or the database was away
+    # go out as soon as both are back; the thread outlives any error of a round.
+    rounds: list[Callable[[], object]] = [
+        lambda: publish_pending(store, hub.publishers, wall_clock_ms)]
+    if reid is not None:
+        rounds.append(reid.send_pending)
+    threading.Thread(target=republish, args=(stop, rounds), name="ack-outbox",
+                     daemon=True).start()
     app = create_app(hub, directory, settings.secret, reid)
     server = uvicorn.Server(uvicorn.Config(app, host=HOST, port=settings.port,
                                            log_level="warning"))
