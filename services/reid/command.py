@@ -17,6 +17,8 @@ Settings (flags, else environment):
 - --export AGENCY=PATH (repeatable) and --mapping AGENCY=PATH (default: the example mapping of
   the agency's sector): the agency's own records, where identities come from;
 - --registry FILE or SAFEHUB_REGISTRY (default deploy/agencies.toml);
+- --tls-cert FILE and --tls-key FILE, or SAFEHUB_REID_TLS_CERT and SAFEHUB_REID_TLS_KEY: serve
+  the officers' page over HTTPS, its session cookie marked Secure (without: plain HTTP);
 - SAFEHUB_REID_SECRET (session signing key; random per start if unset), SAFEHUB_TOPIC_PREFIX,
   and the Kafka connection (SAFEHUB_KAFKA_BOOTSTRAP, SAFEHUB_KAFKA_SECRETS holding each served
   agency's `<agency>.password`, SAFEHUB_KAFKA_CA_FILE; see safehub.connection).
@@ -53,6 +55,7 @@ from safehub.services.reid.casefile import CaseFile
 from safehub.services.reid.listener import RequestListener, RetryPolicy
 from safehub.services.reid.office import Office
 from safehub.services.reid.store import RequestStore
+from safehub.services.web.pages import Tls, server_config
 from safehub.services.web.users import Directory, User, load_users
 
 log = logging.getLogger(__name__)
@@ -72,6 +75,7 @@ class ReidSettings:
     host: str = "127.0.0.1"
     port: int = 8090
     secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    tls: Tls | None = None
 
     @property
     def agencies(self) -> tuple[str, ...]:
@@ -154,7 +158,9 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> ReidSetti
         users=load_users(Path(users_file)),
         database_url=args.database or env.get("SAFEHUB_REID_DATABASE_URL")
         or "sqlite:///safehub-reid.db",
-        host=host, port=port, secret=env.get("SAFEHUB_REID_SECRET") or secrets.token_urlsafe(32))
+        host=host, port=port, secret=env.get("SAFEHUB_REID_SECRET") or secrets.token_urlsafe(32),
+        tls=Tls.from_options(getattr(args, "tls_cert", None) or env.get("SAFEHUB_REID_TLS_CERT"),
+                             getattr(args, "tls_key", None) or env.get("SAFEHUB_REID_TLS_KEY")))
 
 
 def wall_clock_ms() -> int:
@@ -217,9 +223,10 @@ def serve(settings: ReidSettings, stop: threading.Event | None = None) -> int:
     stop = stop or threading.Event()
     failures: list[BaseException] = []
     desks = build(settings)
-    server = uvicorn.Server(uvicorn.Config(
-        create_app(desks.offices, Directory(settings.users), settings.secret),
-        host=settings.host, port=settings.port, log_level="warning"))
+    server = uvicorn.Server(server_config(
+        create_app(desks.offices, Directory(settings.users), settings.secret,
+                   secure_cookies=settings.tls is not None),
+        settings.host, settings.port, settings.tls))
 
     def listen(listener: RequestListener) -> None:
         try:
@@ -239,8 +246,8 @@ def serve(settings: ReidSettings, stop: threading.Event | None = None) -> int:
     threads.append(threading.Thread(target=watch, daemon=True, name="reid-stop"))
     for t in threads:
         t.start()
-    log.info("re-identification desk for %s on http://%s:%d", ", ".join(settings.agencies),
-             settings.host, settings.port)
+    log.info("re-identification desk for %s on %s://%s:%d", ", ".join(settings.agencies),
+             "https" if settings.tls else "http", settings.host, settings.port)
     try:
         server.run()  # on the main thread uvicorn handles SIGINT/SIGTERM and returns
     finally:
@@ -270,6 +277,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--mapping", action="append", default=[], metavar="AGENCY=PATH",
                    help="the column mapping of an agency's export")
     p.add_argument("--registry", metavar="FILE", help="the agency registry")
+    p.add_argument("--tls-cert", metavar="FILE",
+                   help="serve the officers' page over HTTPS with this certificate (PEM)")
+    p.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
 
 
 def run(args: argparse.Namespace) -> int:

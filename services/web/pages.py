@@ -11,9 +11,10 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -24,7 +25,11 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from safehub.errors import ConfigError
 from safehub.services.web.users import Directory, SignInThrottle, User
+
+if TYPE_CHECKING:  # uvicorn is imported only by the commands that serve
+    import uvicorn
 
 LONDON = ZoneInfo("Europe/London")
 SESSION_HOURS = 8
@@ -65,6 +70,39 @@ def same_origin(headers: Headers) -> bool:
         return True
     host = headers.get("host")
     return host is not None and urlsplit(origin).netloc.lower() == host.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Tls:
+    """The certificate chain and private key a page is served with (PEM files)."""
+
+    cert: Path
+    key: Path
+
+    @classmethod
+    def from_options(cls, cert: str | None, key: str | None) -> "Tls | None":
+        """Both or neither: a certificate without its key (or the reverse) is a mistake that
+        must not quietly fall back to plain HTTP."""
+        if not cert and not key:
+            return None
+        if not cert or not key:
+            raise ConfigError("TLS needs both a certificate and its key (--tls-cert, --tls-key)")
+        tls = cls(Path(cert), Path(key))
+        for path in (tls.cert, tls.key):
+            if not path.is_file():
+                raise ConfigError(f"TLS file not found: {path}")
+        return tls
+
+
+def server_config(app: FastAPI, host: str, port: int, tls: Tls | None) -> "uvicorn.Config":
+    """How a page is served: over TLS when given a certificate (the app then marks its cookie
+    Secure, see `SignedInPages.install`), else plain HTTP for a TLS proxy in front."""
+    import uvicorn
+
+    if tls is None:
+        return uvicorn.Config(app, host=host, port=port, log_level="warning")
+    return uvicorn.Config(app, host=host, port=port, log_level="warning",
+                          ssl_certfile=str(tls.cert), ssl_keyfile=str(tls.key))
 
 
 class Hardening:
