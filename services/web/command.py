@@ -8,6 +8,8 @@ restart), SAFEHUB_INBOX_DATABASE_URL, SAFEHUB_REID_KEYS (folder of each hub's
 re-identification private key `<hub>.key`, 0600: with it the alert page can ask the
 contributing agencies who the child is and open their sealed answers; without it, it cannot).
 `safehub web --hash-password` reads a password on stdin and prints the hash for the users file.
+--tls-cert FILE and --tls-key FILE (or SAFEHUB_WEB_TLS_CERT and SAFEHUB_WEB_TLS_KEY): serve over
+HTTPS and mark the session cookie Secure; without them, plain HTTP for a TLS proxy in front.
 
 The hubs served are the agencies of the users in the users file. Each has its own producer,
 authenticated as that hub, which writes that hub's acks (to `alert-acks.<hub>`) and its users'
@@ -45,6 +47,7 @@ from safehub.services.reid.sealing import load_private_key
 from safehub.services.web.acks import KafkaAckPublisher, publish_pending, republish
 from safehub.services.web.app import create_app
 from safehub.services.web.hub import Hub, Outlet
+from safehub.services.web.pages import Tls, server_config
 from safehub.services.web.reidentification import (
     HubKeys,
     HubReidentification,
@@ -128,6 +131,9 @@ def reidentification(hub: Hub, settings: WebSettings, producers: Mapping[str, Ka
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hash-password", action="store_true",
                         help="read a password from stdin, print its hash for the users file")
+    parser.add_argument("--tls-cert", metavar="FILE",
+                        help="serve over HTTPS with this certificate chain (PEM)")
+    parser.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -137,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     import uvicorn
 
+    tls = Tls.from_options(args.tls_cert or os.environ.get("SAFEHUB_WEB_TLS_CERT"),
+                           args.tls_key or os.environ.get("SAFEHUB_WEB_TLS_KEY"))
     settings = WebSettings.from_env()
     directory = Directory(settings.users)
     store = InboxStore(make_engine(settings.database_url))
@@ -162,10 +170,9 @@ def run(args: argparse.Namespace) -> int:
         rounds.append(reid.send_pending)
     threading.Thread(target=republish, args=(stop, rounds), name="ack-outbox",
                      daemon=True).start()
-    app = create_app(hub, directory, settings.secret, reid)
-    server = uvicorn.Server(uvicorn.Config(app, host=HOST, port=settings.port,
-                                           log_level="warning"))
-    log.info("hub web on http://%s:%d", HOST, settings.port)
+    app = create_app(hub, directory, settings.secret, reid, secure_cookies=tls is not None)
+    server = uvicorn.Server(server_config(app, HOST, settings.port, tls))
+    log.info("hub web on %s://%s:%d", "https" if tls else "http", HOST, settings.port)
     try:
         server.run()  # uvicorn handles SIGINT/SIGTERM and returns
     finally:
