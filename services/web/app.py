@@ -10,13 +10,20 @@ runtime, and dependencies defined inside create_app cannot be resolved from stri
 
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import Depends, FastAPI, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel
 
 from safehub.consumers.inbox.models import InboxAlert
-from safehub.consumers.inbox.store import STATUSES, QueueFilter
+from safehub.consumers.inbox.store import (
+    MAX_PAGE_SIZE,
+    SORTS,
+    STATUSES,
+    QueueFilter,
+    QueuePage,
+)
 from safehub.errors import BrokerError, StoreError, ValidationError
 from safehub.schemas.vocabulary import (
     Decision,
@@ -148,17 +155,64 @@ def _optional_int(name: str, text: str | None) -> int | None:
 
 def queue_filter(tier: str | None = None, status: str | None = None,
                  min_age: str | None = None, max_age: str | None = None,
-                 overdue: bool = False) -> QueueFilter:
-    """The queue's filters: tier, status, the child's age range (years), overdue only."""
+                 overdue: bool = False, sort: str | None = None) -> QueueFilter:
+    """The queue's filters: tier, status, the child's age range (years), overdue only; and its
+    order: "newest" (the default: undecided first, newest first) or "deadline"."""
     if tier and tier not in Tier.__members__:
         raise HTTPException(422, f"tier must be one of {list(Tier.__members__)}")
     if status and status not in STATUSES:
         raise HTTPException(422, f"status must be one of {STATUSES}")
+    if sort and sort not in SORTS:
+        raise HTTPException(422, f"sort must be one of {SORTS}")
     return QueueFilter(tier or None, status or None, _optional_int("min_age", min_age),
-                       _optional_int("max_age", max_age), overdue)
+                       _optional_int("max_age", max_age), overdue, sort or SORTS[0])
 
 
 Filter = Annotated[QueueFilter, Depends(queue_filter)]
+DEFAULT_PAGE_SIZE = 50
+
+
+def queue_paging(page: str | None = None, limit: str | None = None) -> tuple[int, int]:
+    """(page from 1, rows per page up to MAX_PAGE_SIZE): the queue is paged, never cut."""
+    number = _optional_int("page", page)
+    number = 1 if number is None else number
+    size = _optional_int("limit", limit)
+    size = DEFAULT_PAGE_SIZE if size is None else size
+    if number < 1:
+        raise HTTPException(422, "page must be 1 or more")
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise HTTPException(422, f"limit must be from 1 to {MAX_PAGE_SIZE}")
+    return number, size
+
+
+Paging = Annotated[tuple[int, int], Depends(queue_paging)]
+
+
+def queue_query(flt: QueueFilter, page: int, size: int) -> str:
+    """The query string of one page of the queue with these filters (defaults left out)."""
+    params: dict[str, str | int] = {k: v for k, v in (
+        ("tier", flt.tier), ("status", flt.status), ("min_age", flt.min_age),
+        ("max_age", flt.max_age)) if v is not None}
+    if flt.overdue:
+        params["overdue"] = "true"
+    if flt.sort != SORTS[0]:
+        params["sort"] = flt.sort
+    if size != DEFAULT_PAGE_SIZE:
+        params["limit"] = size
+    params["page"] = page
+    return urlencode(params)
+
+
+def page_links(base: str, flt: QueueFilter, result: QueuePage) -> dict[str, str]:
+    """The previous and next pages' addresses, where there are such pages."""
+    links: dict[str, str] = {}
+    if result.has_previous:
+        # Past the end (a stale link): "previous" leads back to the last page that has rows.
+        previous = min(result.page - 1, result.pages)
+        links["prev"] = f"{base}?{queue_query(flt, previous, result.size)}"
+    if result.has_next:
+        links["next"] = f"{base}?{queue_query(flt, result.page + 1, result.size)}"
+    return links
 
 
 def _reid_out(row: Any) -> ReidOut:
@@ -200,15 +254,17 @@ def create_app(hub: Hub, directory: Directory, session_secret: str,
         return RedirectResponse("/alerts", 303)
 
     @app.get("/alerts", response_class=HTMLResponse, include_in_schema=False, response_model=None)
-    def queue_page(request: Request, flt: Filter) -> Response:
+    def queue_page(request: Request, flt: Filter, paging: Paging) -> Response:
         user = current(request)
         if user is None:
             return RedirectResponse("/login", 303)
-        rows = hub.queue(user, flt)
         now = hub.clock()
-        return page(request, "queue.html", user, rows=rows, flt=flt, now=now,
+        result = hub.store.queue_page(user.agency, flt, now, *paging)
+        rows = result.rows
+        return page(request, "queue.html", user, rows=rows, result=result, flt=flt, now=now,
+                    links=page_links("/alerts", flt, result),
                     overdue={r.notification_id for r in rows if _overdue(r, now)},
-                    tiers=[t.value for t in Tier], statuses=STATUSES)
+                    tiers=[t.value for t in Tier], statuses=STATUSES, sorts=SORTS)
 
     @app.get("/alerts/{notification_id}", response_class=HTMLResponse, include_in_schema=False,
              response_model=None)
@@ -257,9 +313,21 @@ def create_app(hub: Hub, directory: Directory, session_secret: str,
         return RedirectResponse(f"/alerts/{notification_id}?p={flag}", 303)
 
     @app.get("/api/alerts", response_model=list[AlertOut], tags=["alerts"])
-    def api_queue(user: Annotated[User, Depends(api_user)], flt: Filter) -> list[dict[str, Any]]:
+    def api_queue(user: Annotated[User, Depends(api_user)], flt: Filter, paging: Paging,
+                  response: Response) -> list[dict[str, Any]]:
+        """One page of the queue (`page`, `limit`: 50 by default, at most 500). The body stays
+        a list; `X-Total-Count` says how many alerts match in all, `Link` names the
+        previous and next pages, so a client can always tell it has not seen everything."""
         now = hub.clock()
-        return [_summary(r, now) for r in hub.queue(user, flt)]
+        result = hub.store.queue_page(user.agency, flt, now, *paging)
+        response.headers["X-Total-Count"] = str(result.total)
+        response.headers["X-Page"] = str(result.page)
+        response.headers["X-Page-Size"] = str(result.size)
+        links = page_links("/api/alerts", flt, result)
+        if links:
+            response.headers["Link"] = ", ".join(f'<{url}>; rel="{rel}"'
+                                                 for rel, url in links.items())
+        return [_summary(r, now) for r in result.rows]
 
     @app.get("/api/alerts/{notification_id}", response_model=AlertDetailOut, tags=["alerts"])
     def api_alert(user: Annotated[User, Depends(api_user)], notification_id: str

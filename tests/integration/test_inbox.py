@@ -366,3 +366,86 @@ def test_no_one_but_the_hub_joins_its_group_or_reads_its_alerts(topics: Topics) 
         probe.close()
     # Leeds's group is untouched: nothing was committed for it.
     assert committed(t.ns.connection(AGENCY), t.group, t.alerts) == 0
+
+
+def fill_queue(url: str, n: int, decided: int) -> tuple[InboxStore, list[RoutedAlert]]:
+    """`n` alerts for Leeds (alert k raised k ms before NOW: 0 is the newest) and one for
+    Bradford; the `decided` newest of Leeds's decided, and the oldest with the earliest
+    deadlines, as a backlog that must not hide the new ones."""
+    store = InboxStore(make_engine(url))
+    migrate(store.engine)
+    mine = [routed(k) for k in range(n)]
+    batch = [(r, encode(r)) for r in [*mine, routed(n, agency_la="E08000032")]]
+    assert store.save(batch, NOW) == n + 1
+    with store.engine.begin() as conn:
+        table = sa.table("inbox_alert", sa.column("notification_id"), sa.column("status"),
+                         sa.column("ack_deadline"), sa.column("raised_at"))
+        conn.execute(table.update()
+                     .where(table.c.notification_id.in_([r.notification_id
+                                                         for r in mine[:decided]]))
+                     .values(status="DECIDED"))
+        conn.execute(table.update().values(ack_deadline=table.c.raised_at))
+    return store, mine
+
+
+def test_queue_pages_through_everything_newest_undecided_first(
+    database: tuple[str, str]
+) -> None:
+    url, _ = database
+    store, mine = fill_queue(url, 812, decided=100)
+    pages = []
+    page = store.queue_page(AGENCY, QueueFilter(), NOW, 1, 50)
+    assert (page.total, page.first, page.last, page.pages) == (812, 1, 50, 17)
+    while True:
+        pages.append(page)
+        if not page.has_next:
+            break
+        page = store.queue_page(AGENCY, QueueFilter(), NOW, page.page + 1, 50)
+    assert (page.page, page.first, page.last) == (17, 801, 812)
+    seen = [r.notification_id for p in pages for r in p.rows]
+    # Every row exactly once: the 712 undecided newest first, then the 100 decided.
+    expected = [r.notification_id for r in mine[100:]] + [r.notification_id for r in mine[:100]]
+    assert seen == expected
+    # By deadline: still every undecided one before any decided one, earliest deadline first.
+    first = store.queue_page(AGENCY, QueueFilter(sort="deadline"), NOW, 1, 10)
+    assert [r.notification_id for r in first.rows] == [r.notification_id
+                                                       for r in mine[-1:-11:-1]]
+    assert store.queue_page(AGENCY, QueueFilter(status="DECIDED"), NOW, 1, 500).total == 100
+    assert store.queue_page(AGENCY, QueueFilter(), NOW, 18, 50).rows == []
+
+
+def test_queue_page_and_api_say_what_they_show_of_how_many(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from safehub.services.web.app import create_app
+    from safehub.services.web.hub import Hub
+    from safehub.services.web.users import Directory, User, hash_password
+
+    store, mine = fill_queue(f"sqlite:///{tmp_path / 'inbox.db'}", 812, decided=100)
+    user = User("sw-leeds-1", AGENCY, hash_password("pw"))
+    client = TestClient(create_app(Hub(store, {}, lambda: NOW), Directory({user.ref: user}),
+                                   "s" * 32))
+    assert client.post("/login", data={"ref": user.ref, "password": "pw"}).status_code == 200
+    first = client.get("/alerts")
+    assert first.status_code == 200
+    assert "Showing 1-50 of 812 alert(s)" in first.text
+    assert 'rel="next" href="/alerts?page=2"' in first.text and 'rel="prev"' not in first.text
+    assert mine[100].notification_id in first.text  # the newest undecided leads
+    last = client.get("/alerts", params={"page": 17, "sort": "deadline"})
+    assert "Showing 801-812 of 812 alert(s)" in last.text
+    assert 'href="/alerts?sort=deadline&amp;page=16"' in last.text and 'rel="next"' not in last.text
+    beyond = client.get("/alerts", params={"page": 40})
+    assert "No alerts on page 40: 812 alert(s) in all, on 17 page(s)" in beyond.text
+    assert client.get("/alerts", params={"limit": 501}).status_code == 422
+    # The API: a list as before, the total and the other pages in the headers.
+    api = client.get("/api/alerts", params={"status": "NEW", "limit": 100, "page": 8})
+    assert api.status_code == 200
+    assert len(api.json()) == 12 and api.headers["X-Total-Count"] == "712"
+    assert api.headers["Link"] == '</api/alerts?status=NEW&limit=100&page=7>; rel="prev"'
+    everything = []
+    for number in range(1, 10):
+        got = client.get("/api/alerts", params={"limit": 100, "page": number}).json()
+        everything += [a["notification_id"] for a in got]
+    assert sorted(everything) == sorted(r.notification_id for r in mine)  # Bradford's: none
+    assert client.get("/api/alerts", params={"page": 0}).status_code == 422
+    assert client.get("/api/alerts", params={"limit": 0}).status_code == 422
