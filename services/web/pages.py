@@ -43,7 +43,10 @@ SECURITY_HEADERS = {
                                "object-src 'none'; base-uri 'none'; form-action 'self'; "
                                "frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Not "no-referrer": under it browsers send "Origin: null" with the pages' own form POSTs,
+    # which the same-origin check must refuse. "same-origin" still sends no address (alert ids
+    # are in the paths) to another site, and a cross-site POST still carries Origin: null.
+    "Referrer-Policy": "same-origin",
     # Every page and API answer is about children or their alerts: no cache keeps a copy.
     "Cache-Control": "no-store",
     "Pragma": "no-cache",
