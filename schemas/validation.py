@@ -23,7 +23,11 @@ MAX_AGE_YEARS = 25
 EVENT_TIME_FLOOR_MS = 1_262_304_000_000  # 2010-01-01T00:00:00Z
 # Agencies' clocks drift; a few minutes ahead is tolerated, more is a wrong clock or unit.
 CLOCK_SKEW_MS = 5 * 60 * 1000
-LINKAGE_BLOCKS = 2**32  # the Kafka key is the block as 4 bytes big-endian
+# The producers' block count (producers/matchkeys.py BLOCK_COUNT; a test keeps them equal).
+# The schema allows any long and the Kafka key any 4 bytes, but a block no producer makes is a
+# broken or hostile producer: each block seen holds state, so a flood of random blocks would
+# exhaust the correlator's memory.
+LINKAGE_BLOCKS = 4096
 MAX_KEY_EPOCH = 2**31 - 1
 GSS_CODE = re.compile(r"(E0[6-9]|E10|W06)[0-9]{6}")
 AGENCY_ID = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
@@ -86,7 +90,7 @@ def _check_subject(subject: Subject) -> None:
         raise ValidationError("subject.placing_authority", "must be a 9-character GSS local "
                                                            "authority code")
     if not 0 <= subject.linkage_block < LINKAGE_BLOCKS:
-        raise ValidationError("subject.linkage_block", "must fit in 4 unsigned bytes")
+        raise ValidationError("subject.linkage_block", f"must be 0-{LINKAGE_BLOCKS - 1}")
     if not 0 <= subject.key_epoch <= MAX_KEY_EPOCH:
         raise ValidationError("subject.key_epoch", "must not be negative")
     if HEX32.fullmatch(subject.reid_handle) is None:

@@ -37,8 +37,14 @@ journals it as dead-lettered, never as accepted (services/correlator/processing.
 sending agency can be told and the auditors' replay, which follows the accepted entries, agrees.
 Events that no acceptable future event can share a window with (older than watermark -
 lateness - window) are pruned, so a block's state stops growing once events age out. A
-duplicate (same event id) changes nothing: it is either still held, or so old that it is too
-late (and is dead-lettered like any event beyond the limit).
+duplicate (same agency and event id) changes nothing: it is either still held, or so old that
+it is too late (and is dead-lettered like any event beyond the limit).
+
+Duplicates are per sending agency: an event is a duplicate of a held one when both its agency
+and its event id are equal. Event ids are predictable from record references, so an agency that
+sent an event with another agency's id first could otherwise have that agency's event dropped
+as a duplicate. Two agencies' events with the same id both count (`id_collision` says when an
+event is one of them, for the processor to report).
 
 Final alerts, precisely. After a stream of events, the final alerts of a block are
 `standing_alerts(rules, state)`: for each cluster in the state whose peak reaches a tier, the
@@ -112,7 +118,7 @@ class Assessment:
 @dataclass(frozen=True, slots=True)
 class Cluster:
     keys: frozenset[Key]
-    observations: tuple[Observation, ...]  # sorted by (occurred_at, event_id)
+    observations: tuple[Observation, ...]  # sorted by (occurred_at, event_id, agency_id)
     conflict: bool = False
     alerted_rank: int = 0  # highest tier rank alerted so far (0 = none)
     alerted_agencies: frozenset[str] = frozenset()
@@ -128,7 +134,9 @@ class Cluster:
 class BlockState:
     watermark: int = -1  # latest event time seen in the block; -1 before the first event
     clusters: tuple[Cluster, ...] = ()
-    event_ids: frozenset[str] = frozenset()  # ids of the observations held, for duplicates
+    # Ids of the observations held: a quick test that rules out a duplicate or a collision
+    # (the agency is then checked on the observations themselves, see `_held`).
+    event_ids: frozenset[str] = frozenset()
 
 
 def initial_state() -> BlockState:
@@ -149,20 +157,34 @@ def observation_of(event: IngressEvent) -> Observation:
     )
 
 
+def _held(state: BlockState, event: IngressEvent) -> bool:
+    """Whether the state holds this agency's event with this id (a duplicate or a re-send)."""
+    if event.event_id not in state.event_ids:
+        return False  # the common case: no scan
+    # Only for ids already seen (re-sends, collisions): scanning is rare.
+    return any(o.event_id == event.event_id and o.agency_id == event.agency_id
+               for c in state.clusters for o in c.observations)
+
+
+def id_collision(state: BlockState, event: IngressEvent) -> bool:
+    """Whether another agency's held event has this event's id (both count; see docstring)."""
+    return event.event_id in state.event_ids and not _held(state, event)
+
+
 def too_late(rules: Rules, state: BlockState, event: IngressEvent) -> bool:
     """Whether `step` would ignore `event` as beyond the history limit (see the docstring).
 
     An event already held is never too late: it is a duplicate or a re-send with more keys.
     """
-    return (state.watermark >= 0 and event.event_id not in state.event_ids
-            and event.occurred_at < state.watermark - rules.lateness_ms)
+    return (state.watermark >= 0 and event.occurred_at < state.watermark - rules.lateness_ms
+            and not _held(state, event))
 
 
 def step(
     rules: Rules, state: BlockState, event: IngressEvent
 ) -> tuple[BlockState, tuple[CorrelatedAlert, ...]]:
     """Feed one event to its block's state; return the new state and the alerts it raises."""
-    if event.event_id in state.event_ids:
+    if _held(state, event):
         return _rekey(rules, state, event)
     if too_late(rules, state, event):
         return state, ()
@@ -231,7 +253,8 @@ def _rekey(
     keys = event_keys(event.subject)
     clusters = state.clusters
     home = next((i for i, c in enumerate(clusters)
-                 if any(o.event_id == event.event_id for o in c.observations)), None)
+                 if any(o.event_id == event.event_id and o.agency_id == event.agency_id
+                        for o in c.observations)), None)
     if home is None or keys <= clusters[home].keys:
         return state, ()
     linking = link([c.keys for c in clusters], keys | clusters[home].keys)
@@ -261,8 +284,9 @@ def _rekey(
     return BlockState(state.watermark, tuple(kept), state.event_ids), alerts
 
 
-def _order(o: Observation) -> tuple[int, str]:
-    return o.occurred_at, o.event_id
+def _order(o: Observation) -> tuple[int, str, str]:
+    # The agency breaks ties between two agencies' events with the same id and time.
+    return o.occurred_at, o.event_id, o.agency_id
 
 
 def _cluster_order(c: Cluster) -> Key:
@@ -416,9 +440,14 @@ def cluster_id(block: int, cluster: Cluster) -> str:
 def alert_for(rules: Rules, block: int, cluster: Cluster, peak: Assessment) -> CorrelatedAlert:
     cid = cluster_id(block, cluster)
     evidence = peak.evidence
+    ids = [o.event_id for o in evidence]
+    if len(set(ids)) < len(ids):
+        # Two agencies' events share an id: name each by its agency too, so that alerts on
+        # different evidence never share an id (and one is not dropped as the other's
+        # duplicate). Without a collision the cause, hence every alert id, is as before.
+        ids = [f"{o.agency_id}/{o.event_id}" for o in evidence]
     cause = "\x00".join(
-        ["safehub-alert", cid, peak.tier.value, peak.rule, rules.version,
-         *(o.event_id for o in evidence)]
+        ["safehub-alert", cid, peak.tier.value, peak.rule, rules.version, *ids]
     )
     latest = evidence[-1]  # evidence is in time order, as the observations are
     authority = authorities(evidence)

@@ -185,8 +185,9 @@ def build_app(
     @app.agent(ingress)
     async def correlate(stream: Any) -> None:
         if "pipeline" not in holder:
-            holder["pipeline"] = Pipeline(app, table, Child(rules, settings.prefix), outputs,
-                                          states, deadletters, clock_ms, stats)
+            child = Child(rules, settings.prefix, settings.partitions)
+            holder["pipeline"] = Pipeline(app, table, child, outputs, states, deadletters,
+                                          clock_ms, stats)
         pipeline: Pipeline = holder["pipeline"]
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
             for e in events:

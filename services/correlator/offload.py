@@ -60,9 +60,9 @@ class ChildFailed(SafehubError):
     """The correlation child process died or reported an error."""
 
 
-def serve(conn: Connection, rules: Rules, prefix: str) -> None:
+def serve(conn: Connection, rules: Rules, prefix: str, partitions: int | None = None) -> None:
     """The child: one request in, one reply out, in order, until the pipe closes."""
-    processor = BatchProcessor(rules, prefix)
+    processor = BatchProcessor(rules, prefix, partitions)
     states: dict[int, BlockState] = {}
     while True:
         try:
@@ -92,11 +92,11 @@ class Child:
     by another, so a large batch never blocks the worker's event loop on a full pipe.
     """
 
-    def __init__(self, rules: Rules, prefix: str) -> None:
+    def __init__(self, rules: Rules, prefix: str, partitions: int | None = None) -> None:
         context = multiprocessing.get_context("spawn")  # the worker has threads: never fork
         self._conn, child_conn = context.Pipe(duplex=True)
         self._process = context.Process(
-            target=serve, args=(child_conn, rules, prefix), name="safehub-correlation",
+            target=serve, args=(child_conn, rules, prefix, partitions), name="safehub-correlation",
             daemon=True,
         )
         self._process.start()

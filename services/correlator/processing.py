@@ -3,12 +3,17 @@
 Kept apart from faust so the same code is timed by the benchmark and read in one place. Per
 message, in arrival order: the agency is taken from the topic; the bytes are decoded and
 validated (a failure goes to `deadletter` with its reason and an EVENT_DEADLETTERED entry); the
-message key must be the event's linkage block (else the block's events could be split between
-workers); an event beyond the history limit (more than the rules' `lateness_days` behind the
-newest event of its block, see core.py) goes to `deadletter` with that reason and an
+message key must be the event's linkage block, and the message must be on the partition Kafka's
+default partitioner gives that key (else the block's events could be split between workers:
+the worker owning a partition holds the state of the blocks keyed to it); an event beyond the
+history limit (more than the rules' `lateness_days` behind the newest event of its block, see
+core.py) goes to `deadletter` with that reason and an
 EVENT_DEADLETTERED entry naming the event and its agency, and is not fed to `step`; otherwise
 `step` runs on the block's state, an EVENT_ACCEPTED entry is journalled, and each alert is sent
-to `correlated` keyed by its cluster id with an ALERT_EMITTED entry.
+to `correlated` keyed by its cluster id with an ALERT_EMITTED entry. An accepted event whose id
+another agency's held event already has (ids are predictable: a careless or hostile agency
+can reuse one) counts like any other, and is also reported on `deadletter` with that reason
+(but journalled as accepted only, so replay feeds it as the processor did).
 
 `process` does no output: it returns the batch's dead letters, alerts and audit entries (the
 last two encoded) for the shell to send; the shell has them acknowledged, dead letters first,
@@ -23,19 +28,23 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from kafka.partitioner.default import murmur2
+
 from safehub.errors import ValidationError
 from safehub.schemas.codec import decode, encode
 from safehub.schemas.records import IngressEvent, MissingEpisodeEvent, WarningSignEvent
 from safehub.schemas.validation import agency_from_topic, validate_ingress
 from safehub.schemas.vocabulary import AuditAction
 from safehub.services.audit.journal import make_entry
-from safehub.services.correlation.core import BlockState, step, too_late
+from safehub.services.correlation.core import BlockState, id_collision, step, too_late
 from safehub.services.correlation.rules import Rules
 
 SERVICE = "correlator"
 DAY_MS = 86_400_000
 LATE_RULE = "is beyond the history limit ({days} days behind the newest event of its block)"
 UNKNOWN_AGENCY = "unknown"
+COLLISION_RULE = ("is also the id of another agency's event in this block: both events are "
+                  "correlated; reported so that the agencies can check how they make ids")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +83,21 @@ def block_key(block: int) -> bytes:
     return block.to_bytes(4, "big")
 
 
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (Java's and kafka-python's, which faust's
+    table uses too) gives `key` among `partitions`: murmur2, made positive, modulo."""
+    # kafka-python has no type hints: murmur2 returns an int.
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
 class BatchProcessor:
-    def __init__(self, rules: Rules, prefix: str) -> None:
+    def __init__(self, rules: Rules, prefix: str, partitions: int | None = None) -> None:
+        """`partitions`: the ingress topics' (and the state table's) partition count, to check
+        that each record is on its key's partition; None skips the check (one partition, or
+        tests of the rest)."""
         self._rules = rules
         self._prefix = prefix
+        self._partitions = partitions
 
     def admit(self, message: Incoming, now_ms: int) -> IngressEvent:
         """The event in `message`, or ValidationError saying which rule it breaks."""
@@ -88,6 +108,12 @@ class BatchProcessor:
         validate_ingress(record, agency, now_ms)
         if message.key != block_key(record.subject.linkage_block):
             raise ValidationError("key", "is not the event's linkage block (4 bytes big-endian)")
+        if (self._partitions is not None
+                and message.partition != partition_for(message.key, self._partitions)):
+            # Written by a producer with another partitioner: its block's state lives with
+            # the worker of the key's partition, which would never see this event.
+            raise ValidationError("partition", "is not the partition Kafka's default "
+                                               "partitioner gives the record's key")
         return record
 
     def process(
@@ -121,6 +147,9 @@ class BatchProcessor:
                 audit.append(_entry(AuditAction.EVENT_DEADLETTERED, event.event_id,
                                     event.agency_id, digest, now))
                 continue
+            if id_collision(state, event):
+                rejected.append(Rejected(index, "event_id", COLLISION_RULE,
+                                         "reported, not refused: the event is accepted"))
             states[block], raised = step(self._rules, state, event)
             audit.append(_entry(AuditAction.EVENT_ACCEPTED, event.event_id, event.agency_id,
                                 digest, now))

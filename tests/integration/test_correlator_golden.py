@@ -219,7 +219,7 @@ def test_golden_scenarios_through_the_processor_give_the_cores_alerts(
     secure_namespace: Callable[..., Namespace], correlator_factory: Callable[..., Correlator],
 ) -> None:
     rules = load_rules(DEFAULT_RULES_PATH)
-    scenarios = all_scenarios(first_block=5000, spread=7)
+    scenarios = all_scenarios(first_block=3000, spread=7)
     ns = correlator_namespace(secure_namespace, {
         (r.event.agency_id, r.event.sector.value) for s in scenarios for r in s.rows})
     prefix = ns.prefix

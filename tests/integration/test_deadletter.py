@@ -57,7 +57,7 @@ def test_malformed_events_are_deadlettered_and_good_ones_processed(
     ingress, deadletter = create_topics_fn(prefix + f"ingress.{AGENCY}", prefix + "deadletter",
                                            partitions=3)
     producer = make_producer(kafka, "test-deadletter-producer")
-    base = sign_event()
+    base = sign_event(subject=subject(linkage_block=97))  # a block producers make
     records: list[tuple[str, bytes | None, bytes | None, None]] = []
     expected_bad: dict[int, str] = {}  # index in send order -> field
     good_ids: set[str] = set()

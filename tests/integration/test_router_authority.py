@@ -58,7 +58,7 @@ def test_placed_children_are_routed_to_the_placing_authority_and_the_host_inform
     tmp_path: Path,
 ) -> None:
     rules = load_rules(DEFAULT_RULES_PATH)
-    scenarios = authority_scenarios(first_block=6100, spread=3)
+    scenarios = authority_scenarios(first_block=3600, spread=3)
     table = load_routing_table()
     ns = secure_namespace(
         agencies={r.event.agency_id: r.event.sector.value for s in scenarios

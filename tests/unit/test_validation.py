@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from safehub.errors import ValidationError
-from safehub.schemas.records import MatchKeys
+from safehub.schemas.records import MatchKeys, MissingEpisodeEvent, Subject, WarningSignEvent
 from safehub.schemas.validation import (
     CLOCK_SKEW_MS,
     EVENT_TIME_FLOOR_MS,
     agency_from_topic,
     validate_ingress,
 )
-from tests.unit.test_codec_samples import T0, missing_episode, sign_event, subject
+from tests.unit import test_codec_samples as samples
+from tests.unit.test_codec_samples import T0
+
+# The codec samples use a block beyond the producers' range (a large long, for the codec);
+# validation refuses it, so these samples sit in a block producers make.
+BLOCK = 4095
+
+
+def subject(**changes: Any) -> Subject:
+    return samples.subject(**{"linkage_block": BLOCK, **changes})
+
+
+def sign_event(**changes: Any) -> WarningSignEvent:
+    return samples.sign_event(**{"subject": subject(), **changes})
+
+
+def missing_episode(**changes: Any) -> MissingEpisodeEvent:
+    return samples.missing_episode(
+        **{"subject": subject(placing_authority="E09000033", match_keys=MatchKeys()), **changes})
 
 AGENCY = "police-west-yorkshire"
 NOW = T0 + 86_400_000
@@ -81,6 +101,7 @@ def test_ids_and_blocks():
     refused(sign_event(event_id="A" * 32), "event_id")
     refused(sign_event(subject=subject(reid_handle="x")), "subject.reid_handle")
     refused(sign_event(subject=subject(linkage_block=2**32)), "subject.linkage_block")
+    refused(sign_event(subject=subject(linkage_block=BLOCK + 1)), "subject.linkage_block")
     refused(sign_event(subject=subject(linkage_block=-1)), "subject.linkage_block")
     refused(sign_event(subject=subject(key_epoch=-1)), "subject.key_epoch")
 

@@ -86,6 +86,6 @@ def load_authority(path: Path, block: int) -> AuthorityScenario:
     return AuthorityScenario(replace(base, rows=tuple(rows)), authorities, routes)
 
 
-def authority_scenarios(first_block: int = 5151, spread: int = 1) -> list[AuthorityScenario]:
+def authority_scenarios(first_block: int = 1515, spread: int = 1) -> list[AuthorityScenario]:
     paths = sorted(AUTHORITY_DIR.glob("*.md"))
     return [load_authority(p, first_block + i * spread) for i, p in enumerate(paths)]

@@ -1,0 +1,94 @@
+"""The correlator against careless or hostile agencies, on the real broker (issue 21).
+
+Each agency publishes as its own principal. One agency sends an event with another agency's
+event id first; one sends a block no producer makes; one writes a record to a partition other
+than the one Kafka's default partitioner gives its key. The running correlator accepts both
+colliding events and reports the collision, and dead-letters the other two with their reasons.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import replace
+
+import pytest
+
+from safehub.bus import make_producer
+from safehub.consumers.deadletter import HEADER_ERROR_MESSAGE
+from safehub.schemas.codec import encode
+from safehub.schemas.records import MatchKeys, Subject, WarningSignEvent
+from safehub.schemas.vocabulary import AuditAction, Sector, Sign
+from safehub.services.correlator.processing import block_key, partition_for
+from tests.conftest import Namespace
+from tests.integration.test_correlator_golden import (  # noqa: F401 (a fixture)
+    PARTITIONS,
+    Agencies,
+    Correlator,
+    TopicReader,
+    audit_entries,
+    correlator_factory,
+    correlator_namespace,
+    handled_count,
+    ingress_message,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+AGENCIES = {"police-h": Sector.POLICE, "school-h": Sector.EDUCATION}
+BLOCK = 1234
+
+
+def _event(agency: str, n: int, block: int = BLOCK) -> WarningSignEvent:
+    key = hashlib.sha256(b"abuse test child").digest()
+    at = 1_780_000_000_000 + n * 86_400_000
+    subject = Subject(MatchKeys(mk1=key), 1, block, 14, "E08000035", None, "c" * 32)
+    return WarningSignEvent(hashlib.md5(f"abuse{agency}{n}".encode()).hexdigest(), agency,
+                            AGENCIES[agency], at, at, subject, Sign.MISSING_FROM_HOME_OR_CARE)
+
+
+@pytest.mark.timeout(300)
+def test_hostile_and_careless_agencies_on_the_real_broker(
+    secure_namespace: Callable[..., Namespace],
+    correlator_factory: Callable[..., Correlator],  # noqa: F811
+) -> None:
+    ns = correlator_namespace(secure_namespace, ((a, s.value) for a, s in AGENCIES.items()))
+    prefix = ns.prefix
+    correlator = correlator_factory(ns)
+    correlator.start()
+    agencies = Agencies(ns)
+    audit = TopicReader(ns.kafka, f"{prefix}audit")
+    deadletter = TopicReader(ns.kafka, f"{prefix}deadletter")
+    school = _event("school-h", 1)
+    # The police send first, with the school's event id (ids are predictable).
+    attack = replace(_event("police-h", 0), event_id=school.event_id)
+    out_of_range = _event("police-h", 2, block=4096)
+    misplaced = _event("school-h", 3)
+    key = block_key(BLOCK)
+    wrong = (partition_for(key, PARTITIONS) + 1) % PARTITIONS
+    producer = make_producer(ns.connection("school-h"), "test-misplaced")
+    try:
+        agencies.send([ingress_message(prefix, attack)])
+        wait_until("the attack", lambda: handled_count(audit) >= 1, 120, correlator)
+        agencies.send([ingress_message(prefix, school), ingress_message(prefix, out_of_range)])
+        producer.send(f"{prefix}ingress.school-h", encode(misplaced), key=key,
+                      partition=wrong).get(timeout=30)
+        wait_until("every event journalled", lambda: handled_count(audit) >= 4, 120, correlator)
+        wait_until("three dead letters", lambda: len(deadletter.poll()) >= 3, 60, correlator)
+        assert correlator.stop() == 0
+    finally:
+        producer.close()
+        agencies.close()
+    entries = [e for e in audit_entries(audit)
+               if e.action in (AuditAction.EVENT_ACCEPTED, AuditAction.EVENT_DEADLETTERED)]
+    accepted = [(e.subject_id, e.actor) for e in entries
+                if e.action is AuditAction.EVENT_ACCEPTED]
+    # Both events with the shared id count; neither suppressed the other.
+    assert accepted == [(attack.event_id, "police-h"), (school.event_id, "school-h")]
+    assert sum(e.action is AuditAction.EVENT_DEADLETTERED for e in entries) == 2
+    reasons = sorted(dict(r.headers)[HEADER_ERROR_MESSAGE].decode()
+                     for r in deadletter.read_to_end())
+    assert len(reasons) == 3, reasons
+    assert any(r.startswith("event_id: is also the id of another agency's event") for r in reasons)
+    assert any(r.startswith("subject.linkage_block: must be 0-4095") for r in reasons)
+    assert any(r.startswith("partition: is not the partition") for r in reasons)

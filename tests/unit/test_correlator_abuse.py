@@ -1,0 +1,164 @@
+"""The correlator against careless or hostile agencies (issue 21, "Correlator").
+
+Each test is an attack or a careless producer: an agency reusing another agency's event id, a
+linkage block no producer makes, a record on a partition other than its key's."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from kafka.partitioner.default import murmur2
+
+from safehub.schemas.codec import decode, encode
+from safehub.schemas.records import AuditEntry, IngressEvent
+from safehub.schemas.vocabulary import AuditAction
+from safehub.services.correlation.core import (
+    BlockState,
+    initial_state,
+    standing_alerts,
+    step,
+    too_late,
+)
+from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
+from safehub.services.correlator.processing import (
+    BatchProcessor,
+    BatchResult,
+    Incoming,
+    block_key,
+    partition_for,
+)
+from tests.golden.scenarios import DAY_MS, EPOCH_MS, all_scenarios
+
+RULES = load_rules(DEFAULT_RULES_PATH)
+PREFIX = "t."
+NOW = EPOCH_MS + 500 * DAY_MS
+PARTITIONS = 6
+
+
+def _rows() -> list[IngressEvent]:
+    (scenario,) = [s for s in all_scenarios() if s.name == "exploitation-across-agencies"]
+    return [r.event for r in scenario.rows]
+
+
+def _run(events: list[IngressEvent]) -> BlockState:
+    state = initial_state()
+    for e in events:
+        state, _ = step(RULES, state, e)
+    return state
+
+
+def _message(event: IngressEvent, offset: int, partition: int | None = None,
+             key: bytes | None = None) -> Incoming:
+    key = block_key(event.subject.linkage_block) if key is None else key
+    if partition is None:
+        partition = partition_for(key, PARTITIONS)
+    return Incoming(f"{PREFIX}ingress.{event.agency_id}", partition, offset, key, encode(event))
+
+
+def _process(messages: list[Incoming], partitions: int | None = PARTITIONS) -> BatchResult:
+    processor = BatchProcessor(RULES, PREFIX, partitions)
+    states: dict[int, BlockState] = {}
+    return processor.process(messages, lambda b: states.get(b, initial_state()), NOW)
+
+
+# 1. Duplicates are per sending agency.
+
+def _collision() -> tuple[list[IngressEvent], list[IngressEvent]]:
+    """An honest stream, and the same with the school's event preceded by a police event
+    that carries the school event's id (the attacker guessed it)."""
+    events = _rows()
+    school = events[2]
+    assert school.agency_id == "school-leeds" and events[1].agency_id == "police-wy"
+    attack = replace(events[1], event_id=school.event_id)
+    honest = [events[0], events[1], school, *events[3:]]
+    hostile = [events[0], attack, school, *events[3:]]
+    return honest, hostile
+
+
+def test_an_event_id_taken_by_another_agency_does_not_suppress_the_event() -> None:
+    honest, hostile = _collision()
+    fair, attacked = _run(honest), _run(hostile)
+    held = sorted((o.agency_id, o.event_id) for c in attacked.clusters for o in c.observations)
+    assert len(held) == len(hostile)  # both events with the shared id count
+    assert [(a.tier, a.score, a.agencies) for a in standing_alerts(RULES, 1, attacked)] == [
+        (a.tier, a.score, a.agencies) for a in standing_alerts(RULES, 1, fair)]
+
+
+def test_a_true_duplicate_from_the_same_agency_still_counts_once() -> None:
+    events = _rows()
+    once = _run(events)
+    twice = _run([e for e in events for _ in (0, 1)])
+    assert twice == once
+
+
+def test_a_colliding_event_is_never_too_late_as_a_duplicate() -> None:
+    _, hostile = _collision()
+    state = _run(hostile[:2])
+    # The police event holds the school event's id; the school's own event is not held.
+    late_school = replace(hostile[2], occurred_at=state.watermark - RULES.lateness_ms - DAY_MS)
+    assert too_late(RULES, state, late_school)
+
+
+def test_a_cross_agency_id_collision_is_reported_and_both_are_accepted() -> None:
+    _, hostile = _collision()
+    result = _process([_message(e, i) for i, e in enumerate(hostile)])
+    assert result.accepted == len(hostile)
+    (report,) = result.rejected
+    assert report.index == 2 and report.field == "event_id"
+    assert "another agency" in report.rule
+    audit = [decode(a, AuditEntry) for a in result.audit]
+    # Journalled as accepted (replay feeds it), never as dead-lettered.
+    assert not [e for e in audit if e.action is AuditAction.EVENT_DEADLETTERED]
+    accepted = [(e.subject_id, e.actor) for e in audit if e.action is AuditAction.EVENT_ACCEPTED]
+    assert accepted == [(e.event_id, e.agency_id) for e in hostile]
+
+
+def test_a_collision_within_one_batch_and_a_plain_duplicate_are_told_apart() -> None:
+    events = _rows()
+    result = _process([_message(e, i) for i, e in enumerate([events[0], events[0]])])
+    assert result.rejected == [] and result.accepted == 2
+
+
+# 2. Linkage blocks out of range.
+
+def test_a_block_beyond_the_producers_range_is_dead_lettered() -> None:
+    event = _rows()[0]
+    for block in (4096, 2**32 - 1):
+        bad = replace(event, subject=replace(event.subject, linkage_block=block))
+        result = _process([_message(bad, 0)])
+        (rejected,) = result.rejected
+        assert rejected.field == "subject.linkage_block" and result.accepted == 0
+    good = replace(event, subject=replace(event.subject, linkage_block=4095))
+    assert _process([_message(good, 0)]).accepted == 1
+
+
+def test_the_validation_range_is_the_producers() -> None:
+    from safehub.producers.matchkeys import BLOCK_COUNT
+    from safehub.schemas.validation import LINKAGE_BLOCKS
+    assert LINKAGE_BLOCKS == BLOCK_COUNT
+
+
+# 3. A record on another partition than its key's.
+
+def test_partition_for_is_kafkas_default_partitioner() -> None:
+    for block in (0, 1, 77, 4095):
+        key = block_key(block)
+        assert partition_for(key, PARTITIONS) == (murmur2(key) & 0x7FFFFFFF) % PARTITIONS
+    # The Java client's own vectors (Kafka's UtilsTest.testMurmur2, signed 32-bit results), so
+    # the check does not only agree with kafka-python.
+    java = {b"21": -973932308, b"foobar": -790332482, b"a-little-bit-long-string": -985981536,
+            b"abc": 479470107}
+    for key, signed in java.items():
+        assert partition_for(key, 1000) == (signed & 0x7FFFFFFF) % 1000
+
+
+def test_a_record_on_the_wrong_partition_is_dead_lettered() -> None:
+    event = _rows()[0]
+    right = partition_for(block_key(event.subject.linkage_block), PARTITIONS)
+    wrong = (right + 1) % PARTITIONS
+    result = _process([_message(event, 0, partition=wrong)])
+    (rejected,) = result.rejected
+    assert rejected.field == "partition" and result.accepted == 0
+    audit = [decode(a, AuditEntry) for a in result.audit]
+    assert [e.action for e in audit] == [AuditAction.EVENT_DEADLETTERED]
+    assert _process([_message(event, 1, partition=right)]).accepted == 1
