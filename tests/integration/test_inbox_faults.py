@@ -2,7 +2,8 @@
 
 A record the database refuses for its data (a value too long for a column) is dead-lettered
 with the reason and does not block the alerts behind it; a broker error while dead-lettering
-loses nothing: the batch is read again and the refused record reaches the dead-letter topic."""
+loses nothing: the batch is read again and the refused record reaches the dead-letter topic.
+The web service's ack outbox outlives a database cut and a broker error, then publishes."""
 
 from __future__ import annotations
 
@@ -26,13 +27,15 @@ from safehub.consumers.deadletter import (
 from safehub.consumers.inbox.consumer import InboxConsumer, RetryPolicy
 from safehub.consumers.inbox.database import make_engine, migrate
 from safehub.consumers.inbox.store import InboxStore, RecordRefused
-from safehub.deploy.acl import alerts, service_group
+from safehub.deploy.acl import acks, alerts, service_group
 from safehub.errors import BrokerError, StoreError
-from safehub.schemas.codec import encode
-from safehub.schemas.records import RoutedAlert
+from safehub.schemas.codec import decode, encode
+from safehub.schemas.records import AlertAck, RoutedAlert
+from safehub.schemas.vocabulary import AckAction
+from safehub.services.web.acks import KafkaAckPublisher, publish_pending, republish
 from tests.conftest import Namespace
 from tests.integration.test_correlator_golden import TopicReader
-from tests.integration.test_inbox import AGENCY, NOW, committed, publish, routed
+from tests.integration.test_inbox import AGENCY, NOW, TcpProxy, committed, publish, routed
 
 pytestmark = pytest.mark.integration
 
@@ -185,3 +188,60 @@ def test_broker_error_while_dead_lettering_loses_nothing(pg_url: str, hub: Hub) 
     assert InboxStore(make_engine(pg_url)).count(AGENCY) == len(good)
     sent = [d["value"] for d in dead_letters(hub)]
     assert sorted(set(sent)) == sorted({encode(bad), b"\x00not avro"})
+
+
+def test_ack_outbox_survives_a_database_cut_and_a_broker_error(pg_url: str, hub: Hub) -> None:
+    """The ack is published, then the database goes before it is marked so (the error that
+    killed the outbox thread); then the broker refuses twice. The thread goes on, and once
+    both are back the ack is on the hub's ack topic and marked published."""
+    url = sa.make_url(pg_url)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    through = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    store = InboxStore(make_engine(through))
+    migrate(store.engine)
+    alert = routed(1)
+    store.save([(alert, encode(alert))], NOW)
+    ack = AlertAck(ack_id="a" * 32, alert_id=alert.alert.alert_id, agency_id=AGENCY,
+                   user_ref="sw-leeds-1", action=AckAction.ACKNOWLEDGED, decision=None, at=NOW)
+    store.record_ack(alert.notification_id, ack)
+    producer = make_producer(hub.ns.connection(AGENCY), "test-ack-outbox")
+    topic = acks(hub.ns.prefix, AGENCY)
+    kafka_publisher = KafkaAckPublisher(producer, topic)
+    events = {"published": 0, "refused": 0}
+
+    class CutAfterPublishing:
+        def publish(self, ack: AlertAck) -> None:
+            if events["published"] == 1 and events["refused"] < 2:
+                events["refused"] += 1
+                raise BrokerError("ack not acknowledged: KafkaTimeoutError")
+            kafka_publisher.publish(ack)
+            events["published"] += 1
+            if events["published"] == 1:
+                proxy.cut()  # published, and now the mark cannot be stored
+
+    rounds = [lambda: publish_pending(store, {AGENCY: CutAfterPublishing()}, lambda: NOW + 1)]
+    stop = threading.Event()
+    thread = threading.Thread(target=republish, args=(stop, rounds, 0.05), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while events["published"] == 0:
+            assert time.monotonic() < deadline, "the ack was never published"
+            time.sleep(0.05)
+        time.sleep(0.5)  # rounds against the cut database
+        assert thread.is_alive(), "the outbox thread died on a store error"
+        proxy.restore()
+        while store.unpublished_acks():
+            assert time.monotonic() < deadline, "the ack was never marked published"
+            assert thread.is_alive(), "the outbox thread died"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(5)
+        producer.close()
+        proxy.close()
+    assert events["refused"] == 2
+    reader = TopicReader(hub.ns.kafka, topic)
+    sent = {decode(r.value, AlertAck) for r in reader.read_to_end()}
+    reader.close()
+    assert sent == {ack}  # once or twice on the topic: the router takes a repeat as a no-op
