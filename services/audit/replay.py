@@ -24,7 +24,13 @@ from safehub.errors import ValidationError
 from safehub.schemas.codec import decode
 from safehub.schemas.records import AuditEntry, CorrelatedAlert
 from safehub.schemas.vocabulary import AuditAction
-from safehub.services.correlation.core import BlockState, initial_state, step, too_late
+from safehub.services.correlation.core import (
+    BlockState,
+    block_full,
+    initial_state,
+    step,
+    too_late,
+)
 from safehub.services.correlation.rules import Rules
 from safehub.services.correlator.processing import block_key
 
@@ -200,10 +206,13 @@ def _check_refusal(entry: AuditEntry, ingress: Mapping[bytes, tuple[bytes, bytes
     if key != block_key(block):
         return
     state = states.get(block) or initial_state()
-    if not too_late(rules_for(block), state, event):  # type: ignore[arg-type]
+    rules = rules_for(block)
+    # Refused as beyond the history limit, or as taking a full block past the core's caps.
+    if not (too_late(rules, state, event)  # type: ignore[arg-type]
+            or block_full(rules, state, event)):  # type: ignore[arg-type]
         report.differences.append(Difference(
             "wrongly-refused", f"event {entry.subject_id}: dead-lettered as beyond the history "
-            "limit, but replay finds it within the limit"))
+            "limit or its block's caps, but replay finds it within them"))
 
 
 def missing_event(entry: AuditEntry) -> Difference:

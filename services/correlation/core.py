@@ -46,6 +46,16 @@ sent an event with another agency's id first could otherwise have that agency's 
 as a duplicate. Two agencies' events with the same id both count (`id_collision` says when an
 event is one of them, for the processor to report).
 
+Bounded block. A block holds at most MAX_BLOCK_EVENTS observations and MAX_BLOCK_KEYS keys
+(what would remain once the event's time has moved the watermark and old events aged out):
+beyond that `block_full` is true, `step` ignores the event and the processor dead-letters it,
+as for a late one. Without it, a flood into one block (a hostile or broken agency) would grow
+its state past what the snapshot format counts (uint16) and past Kafka's largest record, and
+the worker would fail to save it on every restart. At the caps a state encodes to at most about
+0.7 MB (snapshot.py: 48 bytes an event, 35 a key), under Kafka's 1 MiB default; a block of the
+producers' 4096 holds children born on one or two days, each with a few events in the window,
+far below the caps.
+
 Final alerts, precisely. After a stream of events, the final alerts of a block are
 `standing_alerts(rules, state)`: for each cluster in the state whose peak reaches a tier, the
 alert describing that peak over the events the state retains. Guarantee (tested with property
@@ -171,6 +181,45 @@ def id_collision(state: BlockState, event: IngressEvent) -> bool:
     return event.event_id in state.event_ids and not _held(state, event)
 
 
+MAX_BLOCK_EVENTS = 2000
+MAX_BLOCK_KEYS = 8 * MAX_BLOCK_EVENTS  # every event a child of its own, four kinds, two epochs
+
+
+def block_full(rules: Rules, state: BlockState, event: IngressEvent) -> bool:
+    """Whether `step` would ignore `event` as taking its block past the caps (see docstring)."""
+    clusters = state.clusters
+    held = _held(state, event)
+    keys_of_event = event_keys(event.subject)
+    if held:
+        # A re-send adds only the keys its cluster lacks (a plain duplicate adds none).
+        home = next(c for c in clusters if any(
+            o.event_id == event.event_id and o.agency_id == event.agency_id
+            for o in c.observations))
+        added = len(keys_of_event - home.keys)
+    else:
+        added = len(keys_of_event)  # at most: some may be held already
+    events = sum(len(c.observations) for c in clusters)
+    keys = sum(len(c.keys) for c in clusters)
+    if (held or events < MAX_BLOCK_EVENTS) and keys + added <= MAX_BLOCK_KEYS:
+        return False  # the common case, without a scan of the observations
+    # Full as it stands: count what survives the pruning this event's time would cause (a
+    # re-sent event does not move the watermark), so that a full block takes new events again
+    # once its old ones age out.
+    watermark = state.watermark if held else max(state.watermark, event.occurred_at)
+    sign_cut = watermark - rules.lateness_ms - rules.sign_window_ms
+    vuln_cut = watermark - rules.lateness_ms - rules.vulnerability_window_ms
+    table = rules.by_indicator
+    events = keys = 0
+    for c in clusters:
+        left = sum(1 for o in c.observations
+                   if o.occurred_at >= (vuln_cut if table[o.indicator].vulnerability
+                                        else sign_cut))
+        if left:
+            events += left
+            keys += len(c.keys)
+    return (not held and events >= MAX_BLOCK_EVENTS) or keys + added > MAX_BLOCK_KEYS
+
+
 def too_late(rules: Rules, state: BlockState, event: IngressEvent) -> bool:
     """Whether `step` would ignore `event` as beyond the history limit (see the docstring).
 
@@ -184,6 +233,8 @@ def step(
     rules: Rules, state: BlockState, event: IngressEvent
 ) -> tuple[BlockState, tuple[CorrelatedAlert, ...]]:
     """Feed one event to its block's state; return the new state and the alerts it raises."""
+    if block_full(rules, state, event):
+        return state, ()
     if _held(state, event):
         return _rekey(rules, state, event)
     if too_late(rules, state, event):

@@ -8,7 +8,8 @@ default partitioner gives that key (else the block's events could be split betwe
 the worker owning a partition holds the state of the blocks keyed to it); an event beyond the
 history limit (more than the rules' `lateness_days` behind the newest event of its block, see
 core.py) goes to `deadletter` with that reason and an
-EVENT_DEADLETTERED entry naming the event and its agency, and is not fed to `step`; otherwise
+EVENT_DEADLETTERED entry naming the event and its agency, and is not fed to `step`; so is an
+event that would take its block's state past the core's caps (`block_full`); otherwise
 `step` runs on the block's state, an EVENT_ACCEPTED entry is journalled, and each alert is sent
 to `correlated` keyed by its cluster id with an ALERT_EMITTED entry. An accepted event whose id
 another agency's held event already has (ids are predictable: a careless or hostile agency
@@ -36,13 +37,23 @@ from safehub.schemas.records import IngressEvent, MissingEpisodeEvent, WarningSi
 from safehub.schemas.validation import agency_from_topic, validate_ingress
 from safehub.schemas.vocabulary import AuditAction
 from safehub.services.audit.journal import make_entry
-from safehub.services.correlation.core import BlockState, id_collision, step, too_late
+from safehub.services.correlation.core import (
+    MAX_BLOCK_EVENTS,
+    MAX_BLOCK_KEYS,
+    BlockState,
+    block_full,
+    id_collision,
+    step,
+    too_late,
+)
 from safehub.services.correlation.rules import Rules
 
 SERVICE = "correlator"
 DAY_MS = 86_400_000
 LATE_RULE = "is beyond the history limit ({days} days behind the newest event of its block)"
 UNKNOWN_AGENCY = "unknown"
+FULL_RULE = (f"its linkage block holds the most the hub keeps for one block ({MAX_BLOCK_EVENTS} "
+             f"events, {MAX_BLOCK_KEYS} match keys within the history limit)")
 COLLISION_RULE = ("is also the id of another agency's event in this block: both events are "
                   "correlated; reported so that the agencies can check how they make ids")
 
@@ -144,6 +155,12 @@ class BatchProcessor:
                     index, "occurred_at", LATE_RULE.format(days=days),
                     f"it is {behind} days behind its linkage block's newest event"))
                 # Named by the event and its agency, so the agency can be told which record.
+                audit.append(_entry(AuditAction.EVENT_DEADLETTERED, event.event_id,
+                                    event.agency_id, digest, now))
+                continue
+            if block_full(self._rules, state, event):
+                rejected.append(Rejected(index, "subject.linkage_block", FULL_RULE,
+                                         "a flood into one block, or a broken producer"))
                 audit.append(_entry(AuditAction.EVENT_DEADLETTERED, event.event_id,
                                     event.agency_id, digest, now))
                 continue

@@ -5,15 +5,26 @@ linkage block no producer makes, a record on a partition other than its key's.""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 
 from kafka.partitioner.default import murmur2
 
 from safehub.schemas.codec import decode, encode
-from safehub.schemas.records import AuditEntry, IngressEvent
+from safehub.schemas.records import (
+    AuditEntry,
+    EpochKeys,
+    IngressEvent,
+    MatchKeys,
+    MissingEpisodeEvent,
+)
 from safehub.schemas.vocabulary import AuditAction
+from safehub.services.audit.replay import ReplayReport, correlator_entries, replay_events
+from safehub.services.correlation import snapshot
 from safehub.services.correlation.core import (
+    MAX_BLOCK_EVENTS,
     BlockState,
+    block_full,
     initial_state,
     standing_alerts,
     step,
@@ -162,3 +173,68 @@ def test_a_record_on_the_wrong_partition_is_dead_lettered() -> None:
     audit = [decode(a, AuditEntry) for a in result.audit]
     assert [e.action for e in audit] == [AuditAction.EVENT_DEADLETTERED]
     assert _process([_message(event, 1, partition=right)]).accepted == 1
+
+
+# 4. One block's state is bounded.
+
+def _flood_event(n: int, day: int = 0) -> IngressEvent:
+    """A distinct child per event, with every key under two epochs: the most a block's
+    state can be made to hold per event."""
+    base = _rows()[0]
+    keys = MatchKeys(*(hashlib.sha256(f"flood{n}:{k}".encode()).digest() for k in range(4)))
+    moved = MatchKeys(*(hashlib.sha256(f"flood{n}:{k}:2".encode()).digest() for k in range(4)))
+    subject = replace(base.subject, match_keys=keys,
+                      transition_keys=EpochKeys(base.subject.key_epoch + 1, moved))
+    at = base.occurred_at + day * DAY_MS
+    assert isinstance(base, MissingEpisodeEvent)  # its end moves with it
+    return replace(base, event_id=f"{n:032x}", subject=subject, occurred_at=at, reported_at=at,
+                   ended_at=at + DAY_MS)
+
+
+def test_a_flood_into_one_block_is_capped_and_the_state_still_fits_a_record() -> None:
+    flood = [_flood_event(n) for n in range(MAX_BLOCK_EVENTS + 50)]
+    processor = BatchProcessor(RULES, PREFIX, PARTITIONS)
+    states: dict[int, BlockState] = {}
+    result = processor.process([_message(e, i) for i, e in enumerate(flood)],
+                               lambda b: states.get(b, initial_state()), NOW)
+    assert result.accepted == MAX_BLOCK_EVENTS
+    assert [r.index for r in result.rejected] == list(range(MAX_BLOCK_EVENTS, len(flood)))
+    assert {r.field for r in result.rejected} == {"subject.linkage_block"}
+    audit = [decode(a, AuditEntry) for a in result.audit]
+    refused = [(e.subject_id, e.actor) for e in audit
+               if e.action is AuditAction.EVENT_DEADLETTERED]
+    assert refused == [(e.event_id, e.agency_id) for e in flood[MAX_BLOCK_EVENTS:]]
+    (state,) = result.states.values()
+    data = snapshot.encode(state)
+    # Kafka's default largest record (broker message.max.bytes, producers' max request size).
+    assert len(data) < 1_000_000
+    assert snapshot.decode(data) == state
+    # A full block still takes events once its old ones age out: it is not stuck.
+    later = _flood_event(10**6, day=RULES.lateness_ms // DAY_MS + 400)
+    after = processor.process([_message(later, 0)], lambda b: state, NOW + 400 * DAY_MS)
+    assert after.accepted == 1 and after.rejected == []
+
+
+def test_the_cap_is_the_same_in_step_and_in_replay() -> None:
+    state = initial_state()
+    for n in range(MAX_BLOCK_EVENTS):
+        state, _ = step(RULES, state, _flood_event(n))
+    extra = _flood_event(MAX_BLOCK_EVENTS)
+    assert block_full(RULES, state, extra)
+    assert step(RULES, state, extra) == (state, ())
+    # A duplicate of a held event is not refused as over the cap.
+    assert not block_full(RULES, state, _flood_event(0))
+
+
+def test_replay_accepts_a_refusal_over_the_cap_and_matches_the_alerts() -> None:
+    flood = [_flood_event(n) for n in range(MAX_BLOCK_EVENTS + 5)]
+    messages = [_message(e, i) for i, e in enumerate(flood)]
+    result = _process(messages)
+    ingress = {hashlib.sha256(m.value or b"").digest(): (m.value or b"", m.key or b"")
+               for m in messages}
+    entries, _ = correlator_entries(result.audit)
+    report = ReplayReport()
+    alerts = replay_events(entries, ingress, lambda _: RULES, report)
+    assert report.ok, report.differences
+    assert report.events_replayed == MAX_BLOCK_EVENTS
+    assert [encode(a) for a in alerts] == [v for _, v in result.alerts]
