@@ -147,6 +147,9 @@ class BlockState:
     # Ids of the observations held: a quick test that rules out a duplicate or a collision
     # (the agency is then checked on the observations themselves, see `_held`).
     event_ids: frozenset[str] = frozenset()
+    # (observations, keys) held, cached so that `block_full` costs nothing per event; a function
+    # of `clusters`, hence left out of equality; None when not known (read from a snapshot).
+    size: tuple[int, int] | None = field(default=None, compare=False)
 
 
 def initial_state() -> BlockState:
@@ -182,12 +185,23 @@ def id_collision(state: BlockState, event: IngressEvent) -> bool:
 
 
 MAX_BLOCK_EVENTS = 2000
-MAX_BLOCK_KEYS = 8 * MAX_BLOCK_EVENTS  # every event a child of its own, four kinds, two epochs
+MAX_EVENT_KEYS = 8  # four kinds under two epochs
+MAX_BLOCK_KEYS = MAX_EVENT_KEYS * MAX_BLOCK_EVENTS  # every event a child of its own
+
+
+def _size(state: BlockState) -> tuple[int, int]:
+    if state.size is not None:
+        return state.size
+    return (sum(len(c.observations) for c in state.clusters),
+            sum(len(c.keys) for c in state.clusters))
 
 
 def block_full(rules: Rules, state: BlockState, event: IngressEvent) -> bool:
     """Whether `step` would ignore `event` as taking its block past the caps (see docstring)."""
     clusters = state.clusters
+    events, keys = _size(state)
+    if events < MAX_BLOCK_EVENTS and keys + 2 * MAX_EVENT_KEYS <= MAX_BLOCK_KEYS:
+        return False  # the common case: far from the caps
     held = _held(state, event)
     keys_of_event = event_keys(event.subject)
     if held:
@@ -198,8 +212,6 @@ def block_full(rules: Rules, state: BlockState, event: IngressEvent) -> bool:
         added = len(keys_of_event - home.keys)
     else:
         added = len(keys_of_event)  # at most: some may be held already
-    events = sum(len(c.observations) for c in clusters)
-    keys = sum(len(c.keys) for c in clusters)
     if (held or events < MAX_BLOCK_EVENTS) and keys + added <= MAX_BLOCK_KEYS:
         return False  # the common case, without a scan of the observations
     # Full as it stands: count what survives the pruning this event's time would cause (a
@@ -286,9 +298,14 @@ def step(
     dropped = watermark != state.watermark and _prune(rules, watermark, kept)
     if dropped:
         ids = frozenset(o.event_id for c in kept for o in c.observations)
+        size: tuple[int, int] | None = (sum(len(c.observations) for c in kept),
+                                        sum(len(c.keys) for c in kept))
     else:
         ids = state.event_ids | {obs.event_id}
-    return BlockState(watermark, tuple(kept), ids), alerts
+        events, held_keys = _size(state)
+        size = (events + 1,
+                held_keys - sum(len(c.keys) for c in joined) + len(merged_keys))
+    return BlockState(watermark, tuple(kept), ids, size), alerts
 
 
 def _rekey(
@@ -332,7 +349,9 @@ def _rekey(
         for i, c in enumerate(clusters) if i not in linking.joined
     ]
     bisect.insort(kept, merged, key=_cluster_order)
-    return BlockState(state.watermark, tuple(kept), state.event_ids), alerts
+    events, held_keys = _size(state)
+    size = (events, held_keys - sum(len(c.keys) for c in joined) + len(merged_keys))
+    return BlockState(state.watermark, tuple(kept), state.event_ids, size), alerts
 
 
 def _order(o: Observation) -> tuple[int, str, str]:

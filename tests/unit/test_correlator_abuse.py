@@ -238,3 +238,21 @@ def test_replay_accepts_a_refusal_over_the_cap_and_matches_the_alerts() -> None:
     assert report.ok, report.differences
     assert report.events_replayed == MAX_BLOCK_EVENTS
     assert [encode(a) for a in alerts] == [v for _, v in result.alerts]
+
+
+def _true_size(state: BlockState) -> tuple[int, int]:
+    return (sum(len(c.observations) for c in state.clusters),
+            sum(len(c.keys) for c in state.clusters))
+
+
+def test_the_cached_size_of_a_state_is_its_true_size() -> None:
+    streams = [[r.event for r in s.rows] for s in all_scenarios()]
+    streams.append([_flood_event(n % 30, day=n // 3) for n in range(120)])  # re-sends, pruning
+    _, hostile = _collision()
+    streams.append(hostile)
+    for stream in streams:
+        state = initial_state()
+        for e in stream:
+            state, _ = step(RULES, state, e)
+            assert state.size is None or state.size == _true_size(state)
+        assert snapshot.decode(snapshot.encode(state)) == state
