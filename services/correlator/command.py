@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +124,22 @@ def ingress_topics(settings: CorrelatorSettings) -> list[str]:
         raise ConfigError(f"the changelog topic {changelog} has {counts[changelog]} partitions, "
                           f"SAFEHUB_CORRELATOR_PARTITIONS is {settings.partitions}: they must be "
                           "equal (and equal to the ingress topics' partitions)")
+    check_co_partitioned(counts, found, settings.partitions)
     return found
+
+
+def check_co_partitioned(counts: Mapping[str, int], topics: Iterable[str], partitions: int) -> None:
+    """Refuse ingress topics whose partition count is not the table's.
+
+    The processor takes a record only on the partition Kafka's default partitioner gives its
+    key among `partitions` (the table's, where the block's state lives): with another count,
+    most of a topic's records would be dead-lettered as on the wrong partition. Said at start.
+    """
+    wrong = sorted(t for t in topics if counts.get(t) != partitions)
+    if wrong:
+        raise ConfigError(f"ingress topic(s) {', '.join(wrong)} do not have "
+                          f"SAFEHUB_CORRELATOR_PARTITIONS ({partitions}) partitions: every "
+                          "ingress topic must have as many as the table's changelog")
 
 
 def wall_clock_ms() -> int:

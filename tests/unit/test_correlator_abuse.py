@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 
+import pytest
 from kafka.partitioner.default import murmur2
 
 from safehub.schemas.codec import decode, encode
@@ -256,3 +257,16 @@ def test_the_cached_size_of_a_state_is_its_true_size() -> None:
             state, _ = step(RULES, state, e)
             assert state.size is None or state.size == _true_size(state)
         assert snapshot.decode(snapshot.encode(state)) == state
+
+
+def test_a_worker_refuses_to_start_on_ingress_topics_not_co_partitioned() -> None:
+    """Every record of an ingress topic with another partition count than the table's would be
+    dead-lettered as on the wrong partition: the worker says so at start instead."""
+    from safehub.errors import ConfigError
+    from safehub.services.correlator.command import check_co_partitioned
+
+    check_co_partitioned({"t.ingress.a": 6, "t.ingress.b": 6}, ["t.ingress.a", "t.ingress.b"], 6)
+    with pytest.raises(ConfigError) as err:
+        check_co_partitioned({"t.ingress.a": 6, "t.ingress.b": 3},
+                             ["t.ingress.a", "t.ingress.b"], 6)
+    assert "t.ingress.b" in str(err.value) and "t.ingress.a" not in str(err.value)
