@@ -46,15 +46,15 @@ sent an event with another agency's id first could otherwise have that agency's 
 as a duplicate. Two agencies' events with the same id both count (`id_collision` says when an
 event is one of them, for the processor to report).
 
-Bounded block. A block holds at most MAX_BLOCK_EVENTS observations and MAX_BLOCK_KEYS keys
-(what would remain once the event's time has moved the watermark and old events aged out):
-beyond that `block_full` is true, `step` ignores the event and the processor dead-letters it,
-as for a late one. Without it, a flood into one block (a hostile or broken agency) would grow
-its state past what the snapshot format counts (uint16) and past Kafka's largest record, and
-the worker would fail to save it on every restart. At the caps a state encodes to at most about
-0.7 MB (snapshot.py: 48 bytes an event, 35 a key), under Kafka's 1 MiB default; a block of the
-producers' 4096 holds children born on one or two days, each with a few events in the window,
-far below the caps.
+Bounded block. A block holds at most MAX_BLOCK_EVENTS observations, MAX_BLOCK_KEYS keys and
+MAX_BLOCK_EPOCHS key epochs (what would remain once the event's time has moved the watermark
+and old events aged out): beyond that `block_full` is true, `step` ignores the event and the
+processor dead-letters it, as for a late one. Without it, a flood into one block (a hostile or
+broken agency) would grow its state past what the snapshot format counts (uint16 counts, a
+one-byte epoch index) and past Kafka's largest record, and the worker would fail to save it on
+every restart. At the caps a state encodes to at most about 0.7 MB (snapshot.py: 48 bytes an
+event, 35 a key), under Kafka's 1 MiB default; a block of the producers' 4096 holds children
+born on one or two days, each with a few events in the window, far below the caps.
 
 Final alerts, precisely. After a stream of events, the final alerts of a block are
 `standing_alerts(rules, state)`: for each cluster in the state whose peak reaches a tier, the
@@ -139,6 +139,9 @@ class Cluster:
     peak_known: bool = field(default=False, compare=False)
 
 
+Size = tuple[int, int, frozenset[int]]
+
+
 @quick_init
 @dataclass(frozen=True, slots=True)
 class BlockState:
@@ -147,9 +150,10 @@ class BlockState:
     # Ids of the observations held: a quick test that rules out a duplicate or a collision
     # (the agency is then checked on the observations themselves, see `_held`).
     event_ids: frozenset[str] = frozenset()
-    # (observations, keys) held, cached so that `block_full` costs nothing per event; a function
-    # of `clusters`, hence left out of equality; None when not known (read from a snapshot).
-    size: tuple[int, int] | None = field(default=None, compare=False)
+    # (observations, keys, key epochs) held, cached so that `block_full` costs nothing per
+    # event; a function of `clusters`, hence left out of equality; None when not known (read
+    # from a snapshot).
+    size: Size | None = field(default=None, compare=False)
 
 
 def initial_state() -> BlockState:
@@ -187,20 +191,37 @@ def id_collision(state: BlockState, event: IngressEvent) -> bool:
 MAX_BLOCK_EVENTS = 2000
 MAX_EVENT_KEYS = 8  # four kinds under two epochs
 MAX_BLOCK_KEYS = MAX_EVENT_KEYS * MAX_BLOCK_EVENTS  # every event a child of its own
+# The snapshot numbers a block's key epochs with one byte; a rotation holds two at a time.
+MAX_BLOCK_EPOCHS = 32
 
 
-def _size(state: BlockState) -> tuple[int, int]:
-    if state.size is not None:
-        return state.size
-    return (sum(len(c.observations) for c in state.clusters),
-            sum(len(c.keys) for c in state.clusters))
+def _size_of(clusters: Iterable[Cluster]) -> Size:
+    events = keys = 0
+    epochs: set[int] = set()
+    for c in clusters:
+        events += len(c.observations)
+        keys += len(c.keys)
+        epochs.update(k[1] for k in c.keys)
+    return events, keys, frozenset(epochs)
+
+
+def _size(state: BlockState) -> Size:
+    return state.size if state.size is not None else _size_of(state.clusters)
+
+
+def _epochs_of(event: IngressEvent) -> frozenset[int]:
+    other = event.subject.transition_keys
+    return frozenset((event.subject.key_epoch,) if other is None
+                     else (event.subject.key_epoch, other.key_epoch))
 
 
 def block_full(rules: Rules, state: BlockState, event: IngressEvent) -> bool:
     """Whether `step` would ignore `event` as taking its block past the caps (see docstring)."""
     clusters = state.clusters
-    events, keys = _size(state)
-    if events < MAX_BLOCK_EVENTS and keys + 2 * MAX_EVENT_KEYS <= MAX_BLOCK_KEYS:
+    events, keys, epochs = _size(state)
+    new_epochs = _epochs_of(event)
+    fits_epochs = new_epochs <= epochs or len(epochs | new_epochs) <= MAX_BLOCK_EPOCHS
+    if events < MAX_BLOCK_EVENTS and keys + 2 * MAX_EVENT_KEYS <= MAX_BLOCK_KEYS and fits_epochs:
         return False  # the common case: far from the caps
     held = _held(state, event)
     keys_of_event = event_keys(event.subject)
@@ -212,7 +233,7 @@ def block_full(rules: Rules, state: BlockState, event: IngressEvent) -> bool:
         added = len(keys_of_event - home.keys)
     else:
         added = len(keys_of_event)  # at most: some may be held already
-    if (held or events < MAX_BLOCK_EVENTS) and keys + added <= MAX_BLOCK_KEYS:
+    if (held or events < MAX_BLOCK_EVENTS) and keys + added <= MAX_BLOCK_KEYS and fits_epochs:
         return False  # the common case, without a scan of the observations
     # Full as it stands: count what survives the pruning this event's time would cause (a
     # re-sent event does not move the watermark), so that a full block takes new events again
@@ -222,6 +243,7 @@ def block_full(rules: Rules, state: BlockState, event: IngressEvent) -> bool:
     vuln_cut = watermark - rules.lateness_ms - rules.vulnerability_window_ms
     table = rules.by_indicator
     events = keys = 0
+    left_epochs: set[int] = set(new_epochs)
     for c in clusters:
         left = sum(1 for o in c.observations
                    if o.occurred_at >= (vuln_cut if table[o.indicator].vulnerability
@@ -229,7 +251,9 @@ def block_full(rules: Rules, state: BlockState, event: IngressEvent) -> bool:
         if left:
             events += left
             keys += len(c.keys)
-    return (not held and events >= MAX_BLOCK_EVENTS) or keys + added > MAX_BLOCK_KEYS
+            left_epochs.update(k[1] for k in c.keys)
+    return ((not held and events >= MAX_BLOCK_EVENTS) or keys + added > MAX_BLOCK_KEYS
+            or len(left_epochs) > MAX_BLOCK_EPOCHS)
 
 
 def too_late(rules: Rules, state: BlockState, event: IngressEvent) -> bool:
@@ -298,13 +322,12 @@ def step(
     dropped = watermark != state.watermark and _prune(rules, watermark, kept)
     if dropped:
         ids = frozenset(o.event_id for c in kept for o in c.observations)
-        size: tuple[int, int] | None = (sum(len(c.observations) for c in kept),
-                                        sum(len(c.keys) for c in kept))
+        size = _size_of(kept)
     else:
         ids = state.event_ids | {obs.event_id}
-        events, held_keys = _size(state)
-        size = (events + 1,
-                held_keys - sum(len(c.keys) for c in joined) + len(merged_keys))
+        events, held_keys, epochs = _size(state)
+        size = (events + 1, held_keys - sum(len(c.keys) for c in joined) + len(merged_keys),
+                epochs | _epochs_of(event))
     return BlockState(watermark, tuple(kept), ids, size), alerts
 
 
@@ -349,8 +372,9 @@ def _rekey(
         for i, c in enumerate(clusters) if i not in linking.joined
     ]
     bisect.insort(kept, merged, key=_cluster_order)
-    events, held_keys = _size(state)
-    size = (events, held_keys - sum(len(c.keys) for c in joined) + len(merged_keys))
+    events, held_keys, epochs = _size(state)
+    size = (events, held_keys - sum(len(c.keys) for c in joined) + len(merged_keys),
+            epochs | _epochs_of(event))
     return BlockState(state.watermark, tuple(kept), state.event_ids, size), alerts
 
 

@@ -38,6 +38,7 @@ from safehub.schemas.validation import agency_from_topic, validate_ingress
 from safehub.schemas.vocabulary import AuditAction
 from safehub.services.audit.journal import make_entry
 from safehub.services.correlation.core import (
+    MAX_BLOCK_EPOCHS,
     MAX_BLOCK_EVENTS,
     MAX_BLOCK_KEYS,
     BlockState,
@@ -53,7 +54,8 @@ DAY_MS = 86_400_000
 LATE_RULE = "is beyond the history limit ({days} days behind the newest event of its block)"
 UNKNOWN_AGENCY = "unknown"
 FULL_RULE = (f"its linkage block holds the most the hub keeps for one block ({MAX_BLOCK_EVENTS} "
-             f"events, {MAX_BLOCK_KEYS} match keys within the history limit)")
+             f"events, {MAX_BLOCK_KEYS} match keys, {MAX_BLOCK_EPOCHS} key epochs within the "
+             "history limit)")
 COLLISION_RULE = ("is also the id of another agency's event in this block: both events are "
                   "correlated; reported so that the agencies can check how they make ids")
 

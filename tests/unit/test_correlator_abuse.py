@@ -23,6 +23,7 @@ from safehub.schemas.vocabulary import AuditAction
 from safehub.services.audit.replay import ReplayReport, correlator_entries, replay_events
 from safehub.services.correlation import snapshot
 from safehub.services.correlation.core import (
+    MAX_BLOCK_EPOCHS,
     MAX_BLOCK_EVENTS,
     BlockState,
     block_full,
@@ -241,9 +242,10 @@ def test_replay_accepts_a_refusal_over_the_cap_and_matches_the_alerts() -> None:
     assert [encode(a) for a in alerts] == [v for _, v in result.alerts]
 
 
-def _true_size(state: BlockState) -> tuple[int, int]:
+def _true_size(state: BlockState) -> tuple[int, int, frozenset[int]]:
     return (sum(len(c.observations) for c in state.clusters),
-            sum(len(c.keys) for c in state.clusters))
+            sum(len(c.keys) for c in state.clusters),
+            frozenset(k[1] for c in state.clusters for k in c.keys))
 
 
 def test_the_cached_size_of_a_state_is_its_true_size() -> None:
@@ -270,3 +272,18 @@ def test_a_worker_refuses_to_start_on_ingress_topics_not_co_partitioned() -> Non
         check_co_partitioned({"t.ingress.a": 6, "t.ingress.b": 3},
                              ["t.ingress.a", "t.ingress.b"], 6)
     assert "t.ingress.b" in str(err.value) and "t.ingress.a" not in str(err.value)
+
+
+def test_a_flood_of_key_epochs_into_one_block_is_capped_before_the_snapshot_overflows() -> None:
+    """The snapshot numbers a block's epochs with one byte: 300 epochs used to stop the worker
+    (StoreError on every save, then on every restart)."""
+    base = _flood_event(0)
+    flood = [replace(_flood_event(n), subject=replace(_flood_event(n).subject, key_epoch=n + 10,
+                                                      transition_keys=None))
+             for n in range(300)]
+    assert base.subject.transition_keys is not None
+    result = _process([_message(e, i) for i, e in enumerate(flood)])
+    assert result.accepted == MAX_BLOCK_EPOCHS
+    assert {r.field for r in result.rejected} == {"subject.linkage_block"}
+    (state,) = result.states.values()
+    assert snapshot.decode(snapshot.encode(state)) == state
