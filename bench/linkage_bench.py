@@ -309,17 +309,12 @@ def _event(i: int, record: Record, k: DerivedKeys) -> WarningSignEvent:
 @contextlib.contextmanager
 def _mk4_links() -> Iterator[None]:
     """The rule before issue 20: any shared key links, mk4 alone included."""
-    saved = linking._weigh_weak
-
-    def any_key(cluster_keys: Any, keys: Any, touching: list[int],
-                weak: list[int]) -> tuple[list[int], list[int]]:
-        return touching, []
-
-    linking._weigh_weak = any_key
+    saved = linking.WEAK
+    linking.WEAK = 0  # no key kind is 0: every shared key, mk4 too, is a link
     try:
         yield
     finally:
-        linking._weigh_weak = saved
+        linking.WEAK = saved
 
 
 def measure(rules: Rules, records: list[Record], blocks: list[int],

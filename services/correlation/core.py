@@ -383,8 +383,10 @@ def _order(o: Observation) -> tuple[int, str, str]:
     return o.occurred_at, o.event_id, o.agency_id
 
 
-def _cluster_order(c: Cluster) -> Key:
-    return min(c.keys)
+def _cluster_order(c: Cluster) -> tuple[Key, tuple[int, str, str]]:
+    # Two clusters share their smallest key only when it is an mk4, which never links (two
+    # name-less records of twins): their first events order them, whatever the arrival order.
+    return min(c.keys), _order(c.observations[0])
 
 
 def _insert(observations: tuple[Observation, ...], obs: Observation) -> tuple[Observation, ...]:

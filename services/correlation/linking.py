@@ -7,17 +7,12 @@ key set per cluster because a block holds only a handful of children: joining an
 every cluster that shares a key with it).
 
 The surname + date of birth + postcode key (mk4) is weak: twins, and siblings whose birth dates
-collide through a data-entry error, share it. It joins an event to a cluster only when the name
-keys cannot disagree, that is when one side carries no name key at all (an agency that records
-no first name). When both sides carry name keys, either they share one (a strong link already)
-or they disagree (different first names: two children), so mk4 adds nothing and is no link; the
-two clusters are not even flagged, as nothing suggests one child. The producer always derives
-mk2, so in production mk4 never links by itself; it is kept in the clusters' keys for the name-
-less records of other sources. A name-less event whose mk4 reaches two or more clusters that
-carry names cannot choose between the children: it joins none of them, and it and they are
-flagged as an identity conflict. (Which children a name-less record reaches depends on what
-has arrived before it, so the arrival-order guarantee of core.py covers records with a name key
-and conflicts excepted; name-less ones may link differently in different orders.)
+collide through a data-entry error, share it, so it never links. Where both records carry name
+keys, they either share one (a strong link already) or disagree (different first names: two
+children, not even flagged, as nothing suggests one child). A record with no name key (some
+other source's; the producer always derives mk2) is linked only by its NHS number: which child
+its mk4 could mean would depend on which records arrived before it, and every arrival order
+must give the same children (core.py). mk4 stays in the clusters' keys, unused for linking.
 
 Key epochs. A key is (kind, epoch, prefix): keys made under different epochs (linkage keys)
 never compare equal. An event's keys are its keys under every epoch it carries: its
@@ -122,8 +117,7 @@ class Linking:
 
     `joined`: indices of existing clusters merged with the event into one cluster.
     `conflicting`: indices of clusters that share a key with the event but carry a different
-    NHS-number key, or that a name-less event reaches by mk4 alone along with another named
-    child; they stay apart and are flagged, as is the event's own cluster.
+    NHS-number key; they stay apart and are flagged, as is the event's own cluster.
     """
 
     joined: tuple[int, ...]
@@ -138,56 +132,20 @@ _NEW_CHILD = Linking((), ())
 WEAK = 4  # the kind of mk4: surname + date of birth + postcode
 
 
-def _names(keys: frozenset[Key]) -> list[Key]:
-    return [k for k in keys if k[0] == 2 or k[0] == 3]
-
-
-def _weak_only(cluster: frozenset[Key], keys: frozenset[Key]) -> bool:
-    """Whether the cluster shares no key with `keys` but mk4 (it shares at least one)."""
-    return all(k[0] == WEAK for k in cluster & keys)
-
-
 def link(cluster_keys: Sequence[frozenset[Key]], keys: frozenset[Key]) -> Linking:
     """Decide how an event with `keys` joins the clusters whose key sets are `cluster_keys`."""
-    touching = [i for i, ck in enumerate(cluster_keys) if not ck.isdisjoint(keys)]
+    strong = [k for k in keys if k[0] != WEAK]
+    touching = [i for i, ck in enumerate(cluster_keys) if not ck.isdisjoint(strong)]
     if not touching:
         return _NEW_CHILD  # the first event about a child in this block
-    ambiguous: list[int] = []
-    weak = [i for i in touching if _weak_only(cluster_keys[i], keys)]
-    if weak:
-        touching, ambiguous = _weigh_weak(cluster_keys, keys, touching, weak)
-        if not touching:
-            return Linking((), tuple(ambiguous))
     nhs_seen = set(_nhs(keys))
     for i in touching:
         nhs_seen.update(_nhs(cluster_keys[i]))
     if len(nhs_seen) <= 1 or not _conflicting(nhs_seen):
-        return Linking(tuple(touching), tuple(ambiguous))
+        return Linking(tuple(touching), ())
     own_nhs = nhs_keys(keys)
     # Conflict. The event's own NHS keys decide where it belongs; without one the event cannot
     # choose between children and joins only clusters that have no NHS key.
     joined = tuple(i for i in touching if _belongs(nhs_keys(cluster_keys[i]), own_nhs))
-    conflicting = tuple(sorted({*ambiguous, *(i for i in touching if i not in joined)}))
+    conflicting = tuple(i for i in touching if i not in joined)
     return Linking(joined, conflicting)
-
-
-def _weigh_weak(cluster_keys: Sequence[frozenset[Key]], keys: frozenset[Key],
-                touching: list[int], weak: list[int]) -> tuple[list[int], list[int]]:
-    """Of the clusters the event reaches only by mk4, those it joins and those it cannot
-    choose between (see the module docstring): (clusters joined, ambiguous clusters)."""
-    strong = [i for i in touching if i not in weak]
-    names = set(_names(keys))
-    for i in strong:
-        names.update(_names(cluster_keys[i]))
-    eligible, named = [], []
-    for i in weak:
-        theirs = _names(cluster_keys[i])
-        if not theirs or not names.isdisjoint(theirs):
-            eligible.append(i)  # nothing to disagree with, or the names agree
-        elif not names:
-            named.append(i)  # a name-less event; its names neither agree nor disagree
-        # else: the first names disagree (twins, siblings): no link, nothing to flag
-    if len(named) == 1:
-        eligible.extend(named)
-        named = []
-    return sorted(strong + eligible), named

@@ -187,7 +187,7 @@ def _child_history() -> list[WarningSignEvent]:
                kinds="mk2 mk4"),
         _event("p3", 9, "A", (NEW,), Sign.OFFENDING, kinds="mk2 mk3"),
         _event("h3", 11, "A", (NEW,), Sign.DRUG_OR_ALCOHOL_MISUSE, agency="health-b",
-               kinds="mk4"),
+               kinds="mk1 mk4"),
     ]
 
 
