@@ -49,7 +49,6 @@ from safehub.services.web.users import hash_password
 from tests.conftest import Namespace
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 NOW = int(time.time() * 1000)
 PASSWORD = "correct horse battery staple"
 
@@ -147,25 +146,6 @@ def hub(secure_namespace: Callable[..., Namespace],
     yield {"base": base, "leeds": leeds, "bradford": bradford, "prefix": prefix, "ns": ns}
     proc.terminate()
     assert proc.wait(15) == 0, "safehub web did not exit cleanly on SIGTERM"
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.skip("Debian chromium/chromedriver not installed")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--disable-dev-shm-usage"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
 
 
 def sign_in(driver, base: str, ref: str) -> None:  # type: ignore[no-untyped-def]

@@ -37,7 +37,7 @@ from safehub.services.router.core import ClusterState
 from safehub.services.router.table import load_routing_table
 from safehub.services.web.users import hash_password
 from tests.conftest import Namespace
-from tests.e2e.test_hub_web import CHROMEDRIVER, CHROMIUM, PASSWORD, free_port, wait_for
+from tests.e2e.test_hub_web import PASSWORD, free_port, wait_for
 from tests.integration.test_correlator_golden import TopicReader
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -175,25 +175,6 @@ def world(secure_namespace: Callable[..., Namespace], tmp_path: Path) -> Iterato
             proc.terminate()
         for proc in procs:
             proc.wait(20)
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.skip("Debian chromium/chromedriver not installed")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--disable-dev-shm-usage"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
 
 
 def sign_in(driver, base: str, ref: str, landing: str) -> None:  # type: ignore[no-untyped-def]
