@@ -45,6 +45,7 @@ from kafka import KafkaProducer
 from safehub.bus import make_consumer, make_producer
 from safehub.connection import KafkaConnection, connections_from_env
 from safehub.consumers.deadletter import DeadLetterSink
+from safehub.consumers.inbox.consumer import RetryPolicy
 from safehub.deploy.acl import reid_requests, service_group
 from safehub.deploy.registry import REGISTRY_FILE, Kind, Registry, load_registry
 from safehub.errors import ConfigError
@@ -52,7 +53,7 @@ from safehub.producers.command import default_vault_url
 from safehub.producers.exports import example_mapping, load_mapping
 from safehub.producers.vault import Vault
 from safehub.services.reid.casefile import CaseFile
-from safehub.services.reid.listener import RequestListener, RetryPolicy
+from safehub.services.reid.listener import RequestListener
 from safehub.services.reid.office import Office
 from safehub.services.reid.store import RequestStore
 from safehub.services.web.pages import Tls, server_config

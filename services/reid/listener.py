@@ -14,13 +14,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
 from safehub.bus import commit_batches
 from safehub.consumers.deadletter import DeadLetterSink
+from safehub.consumers.inbox.consumer import RetryPolicy
 from safehub.errors import BrokerError, StoreError, ValidationError
 from safehub.schemas.codec import decode
 from safehub.schemas.records import ReidRequest
@@ -30,21 +30,15 @@ from safehub.services.reid.office import Office
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    initial_s: float = 0.5
-    max_s: float = 10.0
-
-
 class RequestListener:
     def __init__(self, consumer: KafkaConsumer, office: Office, deadletters: DeadLetterSink,
-                 hubs: Collection[str], retry: RetryPolicy = RetryPolicy()) -> None:
+                 hubs: Collection[str], retry: RetryPolicy | None = None) -> None:
         self._consumer = consumer
         self._office = office
         self._deadletters = deadletters
         self._hubs = frozenset(hubs)
-        self._retry = retry
-        self._backoff = retry.initial_s
+        self._retry = retry or RetryPolicy()
+        self._backoff = self._retry.initial_s
         self.received = 0
         self.deadlettered = 0
         self.outages = 0

@@ -453,7 +453,8 @@ def test_listener_dead_letters_with_reasons_and_commits_only_after_the_rows(
     from kafka import TopicPartition
 
     from safehub.consumers.deadletter import HEADER_ERROR_MESSAGE, DeadLetterSink
-    from safehub.services.reid.listener import RequestListener, RetryPolicy
+    from safehub.consumers.inbox.consumer import RetryPolicy
+    from safehub.services.reid.listener import RequestListener
 
     h = handles(vault)
     broker = Broker()
