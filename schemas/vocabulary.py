@@ -154,6 +154,8 @@ class AuditAction(StrEnum):
     REIDENTIFICATION_KEPT = "REIDENTIFICATION_KEPT"  # a decision to keep it past retention
     REIDENTIFICATION_REJECTED = "REIDENTIFICATION_REJECTED"  # an answer that failed its checks
     KEY_QUOTA_REFUSED = "KEY_QUOTA_REFUSED"
+    # an operator sent a dead letter back to its source topic (safehub deadletter replay)
+    DEADLETTER_REPLAYED = "DEADLETTER_REPLAYED"
 
 
 class LawfulBasis(StrEnum):
