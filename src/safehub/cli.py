@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from safehub.errors import SafehubError
+from safehub.observability.logs import configure_logging, format_from_env
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -40,6 +41,8 @@ def _build_parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, str | N
         description="safehub: join the dots between agencies, on pseudonyms.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--log-format", choices=("text", "json"), default=None,
+                        help="log lines as text or one JSON object each (SAFEHUB_LOG_FORMAT)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module_name, help_text) in COMMANDS.items():
@@ -55,10 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser, _ = _build_parser(args_list)
     args = parser.parse_args(args_list)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    try:
+        log_format = format_from_env(args.log_format)
+    except SafehubError as exc:
+        print(f"safehub: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(logging.DEBUG if args.verbose else logging.INFO, log_format,
+                      args.command or "safehub")
     # Client chatter (kafka-python logs every refused reconnect as ERROR) is not for the
     # operator: our adapters translate the failures that matter into SafehubError. faust's and
     # mode's errors are kept: an agent that crashes is restarted by faust, and only says so there.
