@@ -44,7 +44,9 @@ def _build_parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, str | N
     parser.add_argument("--log-format", choices=("text", "json"), default=None,
                         help="log lines as text or one JSON object each (SAFEHUB_LOG_FORMAT)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    chosen = next((a for a in argv if not a.startswith("-")), None)
+    # The first word that is not an option nor --log-format's value names the command.
+    words = [a for i, a in enumerate(argv) if i == 0 or argv[i - 1] != "--log-format"]
+    chosen = next((a for a in words if not a.startswith("-")), None)
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == chosen:
