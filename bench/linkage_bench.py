@@ -38,14 +38,12 @@ writes bench/results/linkage.json.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import random
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -57,7 +55,6 @@ from safehub.producers.matchkeys import DerivedKeys, derive
 from safehub.producers.normalisation import NormalisedIdentity
 from safehub.schemas.records import Subject, WarningSignEvent
 from safehub.schemas.vocabulary import Sector, Sign
-from safehub.services.correlation import linking
 from safehub.services.correlation.core import BlockState, initial_state, step
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, Rules, load_rules
 
@@ -285,11 +282,6 @@ def run(seed: int, n: int) -> dict[str, Any]:
     result: dict[str, Any] = {"seed": seed, "children": n, "records": len(records),
                               **measure(rules, records, blocks, events)}
     linked_at = time.perf_counter()
-    with _mk4_links():
-        before = measure(rules, records, blocks, events)
-    result["previous_rule_any_shared_key"] = {
-        k: before[k] for k in ("precision", "recall", "clusters_with_two_children",
-                               "twin_merges", "conflict_flagged_clusters")}
     result["noise_records"] = dict(sorted(Counter(x for r in records for x in r.noise).items()))
     result["records_with_nhs_number"] = sum(r.identity.nhs_number is not None for r in records)
     result["seconds_keys"] = round(keyed_at - started, 2)
@@ -304,17 +296,6 @@ def _event(i: int, record: Record, k: DerivedKeys) -> WarningSignEvent:
     when = T0 + (i % 1000) * 1000  # all within minutes: nothing late, nothing pruned
     return WarningSignEvent(hashlib.md5(f"record {i}".encode()).hexdigest(), "agency",
                             record.sector, when, when, subject, Sign.CHANGE_IN_APPEARANCE)
-
-
-@contextlib.contextmanager
-def _mk4_links() -> Iterator[None]:
-    """The rule before issue 20: any shared key links, mk4 alone included."""
-    saved = linking.WEAK
-    linking.WEAK = 0  # no key kind is 0: every shared key, mk4 too, is a link
-    try:
-        yield
-    finally:
-        linking.WEAK = saved
 
 
 def measure(rules: Rules, records: list[Record], blocks: list[int],

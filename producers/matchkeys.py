@@ -1,10 +1,16 @@
-"""Match keys MK1-MK4 and the linkage block: a keyed PRF over normalised identifiers.
+"""Match keys MK1-MK3 and the linkage block: a keyed PRF over normalised identifiers.
 
 Each key is PRF(epoch, domain tag | fields), the PRF being the key service's OPRF or, while
-deployments migrate, version 1's HMAC (see keying.py). The domain tag keeps the four keys
+deployments migrate, version 1's HMAC (see keying.py). The domain tag keeps the keys
 apart (an NHS number can never collide with a name key); the epoch selects the key, so keys of
 different epochs never coincide. Fields are joined with a unit separator, which normalisation
 guarantees never occurs inside a field, so ("AB", "C") and ("A", "BC") hash differently.
+
+MK4 (surname + date of birth + postcode) is no longer derived. The correlator never links on
+it (twins and siblings share it: services/correlation/linking.py), so deriving it only put
+one more quasi-identifier key on the topics, and with the key service it cost a quarter of
+every event's elliptic-curve work. The schema keeps the field (null), so events of earlier
+producers still decode, and their mk4 is carried and ignored as before.
 
 MK3 uses NYSIIS phonetic codes (jellyfish): designed for personal names, it maps common
 misspellings and variants (JESSICA/JESICA/JESSIKA, MOHAMMED/MUHAMMAD, KATIE/KATY) to one code
@@ -44,7 +50,6 @@ _SEP = SEP
 _TAG_MK1 = b"safehub/mk1/nhs-number/v1"
 _TAG_MK2 = b"safehub/mk2/names-dob/v1"
 _TAG_MK3 = b"safehub/mk3/phonetic-names-dob/v1"
-_TAG_MK4 = b"safehub/mk4/surname-dob-postcode/v1"
 _TAG_BLOCK = b"safehub/linkage-block/dob/v1"
 
 
@@ -59,15 +64,13 @@ def phonetic(name: str) -> str:
 
 
 def key_inputs(identity: NormalisedIdentity) -> tuple[bytes | None, ...]:
-    """The PRF inputs of MK1-MK4, None for a key the identity cannot make."""
+    """The PRF inputs of MK1-MK3, None for a key the identity cannot make."""
     dob = identity.date_of_birth.isoformat()
     first_code, surname_code = phonetic(identity.first_name), phonetic(identity.surname)
     return (
         _input(_TAG_MK1, identity.nhs_number) if identity.nhs_number else None,
         _input(_TAG_MK2, identity.first_name, identity.surname, dob),
         _input(_TAG_MK3, first_code, surname_code, dob) if first_code and surname_code
-        else None,
-        _input(_TAG_MK4, identity.surname, dob, identity.postcode) if identity.postcode
         else None,
     )
 
@@ -109,8 +112,8 @@ def derive(identities: Sequence[NormalisedIdentity], keying: Keying) -> list[Der
     )
 
     def keys_of(row: tuple[bytes | None, ...], table: dict[bytes, bytes]) -> MatchKeys:
-        mk1, mk2, mk3, mk4 = (None if x is None else table[x] for x in row)
-        return MatchKeys(mk1=mk1, mk2=mk2, mk3=mk3, mk4=mk4)
+        mk1, mk2, mk3 = (None if x is None else table[x] for x in row)
+        return MatchKeys(mk1=mk1, mk2=mk2, mk3=mk3)
 
     out = []
     for identity, row in zip(identities, key_in, strict=True):
@@ -128,8 +131,8 @@ def match_keys(identity: NormalisedIdentity, key: LinkageKey | Keying) -> MatchK
     keying = as_keying(key)
     table = _evaluate_unique(keying, keying.epoch,
                              [x for x in key_inputs(identity) if x is not None])
-    mk1, mk2, mk3, mk4 = (None if x is None else table[x] for x in key_inputs(identity))
-    return MatchKeys(mk1=mk1, mk2=mk2, mk3=mk3, mk4=mk4)
+    mk1, mk2, mk3 = (None if x is None else table[x] for x in key_inputs(identity))
+    return MatchKeys(mk1=mk1, mk2=mk2, mk3=mk3)
 
 
 def linkage_block(identity: NormalisedIdentity, key: LinkageKey | Keying) -> int:

@@ -12,7 +12,7 @@ date of birth, NHS number, postcode) and wants the child's match keys or linkage
 would find the child's events on the topics.
 
 What the test shows:
-1. No derivation it can run offline reproduces any of a target's four 32-byte match keys or
+1. No derivation it can run offline reproduces any of a target's 32-byte match keys or
    the 32-byte PRF value its linkage block is taken from: HMAC-SHA256 under every piece of
    key-like material in those files and topics (whole files, every cell of the vault, every
    token of 16 or more characters as text and hex- or base64-decoded, every value and every

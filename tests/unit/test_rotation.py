@@ -107,8 +107,8 @@ def test_a_batch_is_derived_in_few_prf_calls_of_distinct_inputs() -> None:
     prf = CountingPRF(OprfPRF.from_seeds({0: bytes(32), OLD: bytes([1]) * 32,
                                           NEW: bytes([2]) * 32}))
     keying = Keying(prf, OLD, NEW, batch=100)
-    # 60 children with 5 records each, no NHS number: 180 distinct key inputs per epoch
-    # (mk2, mk3, mk4), 60 birth dates.
+    # 60 children with 5 records each, no NHS number: 120 distinct key inputs per epoch
+    # (mk2, mk3), 60 birth dates.
     records = [
         SignRecord(f"r{c}-{n}", ChildIdentity(f"Child{chr(65 + c % 26)}{c}", "Okonkwo",
                                               f"2010-{1 + c % 12:02d}-{1 + c // 12:02d}",
@@ -121,7 +121,7 @@ def test_a_batch_is_derived_in_few_prf_calls_of_distinct_inputs() -> None:
     by_epoch: dict[int, list[int]] = {}
     for epoch, size in prf.calls:
         by_epoch.setdefault(epoch, []).append(size)
-    assert by_epoch == {0: [60], OLD: [100, 80], NEW: [100, 80]}
+    assert by_epoch == {0: [60], OLD: [100, 20], NEW: [100, 20]}
 
 
 def test_keying_settings_are_checked_and_repr_shows_no_secret() -> None:
@@ -482,9 +482,9 @@ def test_a_caching_prf_sends_each_input_once_per_run() -> None:
     cached = CachingPRF(counting, max_entries=6)
     keying = Keying(cached, OLD)
     first = prepare_many([_record("r1"), _record("r2", day=1)], "police-a", keying)
-    assert counting.calls == [(0, 1), (OLD, 4)]  # one birth date, one child's four keys
+    assert counting.calls == [(0, 1), (OLD, 3)]  # one birth date, one child's three keys
     again = prepare_many([_record("r3", day=2)], "police-a", keying)
-    assert counting.calls == [(0, 1), (OLD, 4)]  # nothing new to evaluate
+    assert counting.calls == [(0, 1), (OLD, 3)]  # nothing new to evaluate
     assert isinstance(first[0], Prepared) and isinstance(again[0], Prepared)
     assert again[0].match_keys == first[0].match_keys
     assert again[0].linkage_block == first[0].linkage_block
