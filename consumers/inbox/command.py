@@ -38,6 +38,7 @@ from safehub.consumers.inbox.requests import ReidRequests
 from safehub.consumers.inbox.store import InboxStore
 from safehub.deploy.acl import alerts, reid_responses, service_group
 from safehub.errors import ConfigError
+from safehub.observability.watch import ServiceWatch
 from safehub.services.audit.journal import AuditJournal
 from safehub.services.reid.sealing import load_private_key
 
@@ -95,7 +96,8 @@ def wall_clock_ms() -> int:
 def hub_inbox(kafka: KafkaConnection, hub: str, store: InboxStore, prefix: str,
               clock: Clock = wall_clock_ms, retry: RetryPolicy | None = None,
               reid_key: X25519PrivateKey | None = None,
-              retention_ms: int = 30 * DAY_MS) -> InboxConsumer:
+              retention_ms: int = 30 * DAY_MS, watch: ServiceWatch | None = None
+              ) -> InboxConsumer:
     """Hub `hub`'s consumer and producer (dead letters, audit), both as `kafka` (that hub's
     principal). With the hub's re-identification key it also reads the hub's answers."""
     topics = [alerts(prefix, hub)] + ([reid_responses(prefix, hub)] if reid_key else [])
@@ -111,10 +113,10 @@ def hub_inbox(kafka: KafkaConnection, hub: str, store: InboxStore, prefix: str,
         hub, ReidRequests(store.engine), reid_key, retention_ms,
         AuditJournal(producer, f"{prefix}audit", "inbox"))
     return InboxConsumer(consumer, store, deadletters, prefix, clock, retry or RetryPolicy(),
-                         producer=producer, answers=desk)
+                         producer=producer, answers=desk, watch=watch, part=hub)
 
 
-def build(settings: InboxSettings) -> HubInboxes:
+def build(settings: InboxSettings, watch: ServiceWatch | None = None) -> HubInboxes:
     store = InboxStore(make_engine(settings.database_url))
     migrate(store.engine)
     inboxes: dict[str, InboxConsumer] = {}
@@ -123,7 +125,8 @@ def build(settings: InboxSettings) -> HubInboxes:
             key = (load_private_key(settings.reid_keys, hub)
                    if settings.reid_keys is not None else None)
             inboxes[hub] = hub_inbox(settings.kafka[hub], hub, store, settings.prefix,
-                                     reid_key=key, retention_ms=settings.retention_ms)
+                                     reid_key=key, retention_ms=settings.retention_ms,
+                                     watch=watch)
     except BaseException:
         for inbox in inboxes.values():
             inbox.close()
@@ -145,10 +148,16 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    inboxes = build(settings)
+    watch = ServiceWatch("inbox")
+    inboxes = build(settings, watch)
+    first = next(iter(inboxes.inboxes.values()))
+    # The broker as the first hub served: every hub's principal reaches the same brokers.
+    watch.serve(settings.kafka[settings.agencies[0]], first.engine,
+                consumers=list(settings.agencies))
     log.info("inbox storing alerts for %s", ", ".join(settings.agencies))
     try:
         inboxes.run(stop)
     finally:
+        watch.close()
         inboxes.close()
     return 0

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ from safehub.consumers.deadletter import DeadLetterSink
 from safehub.consumers.inbox.answers import AnswerDesk, topic_hub
 from safehub.consumers.inbox.store import InboxStore, RecordRefused
 from safehub.errors import BrokerError, StoreError, ValidationError
+from safehub.observability.watch import ServiceWatch
 from safehub.schemas.codec import decode
 from safehub.schemas.records import ReidResponse, RoutedAlert
 from safehub.services.router.core import notification_id
@@ -70,8 +72,11 @@ class InboxConsumer:
     def __init__(self, consumer: KafkaConsumer, store: InboxStore, deadletters: DeadLetterSink,
                  prefix: str, clock: Clock, retry: RetryPolicy = RetryPolicy(),
                  producer: KafkaProducer | None = None, answers: AnswerDesk | None = None,
-                 expiry_every_ms: int = 5_000) -> None:
+                 expiry_every_ms: int = 5_000, watch: ServiceWatch | None = None,
+                 part: str = "inbox") -> None:
         self._consumer = consumer
+        self.watch = watch or ServiceWatch("inbox")
+        self.part = part  # the hub this consumer serves, for the heartbeat and assignment
         self._answers = answers
         self._expiry_every_ms = expiry_every_ms
         self._next_expiry = 0
@@ -86,10 +91,16 @@ class InboxConsumer:
         self.deadlettered = 0
         self.outages = 0
 
+    @property
+    def engine(self) -> Any:
+        return self._store.engine
+
     def step(self, stop: threading.Event, timeout_ms: int = 500) -> int:
         """Poll once and process the batch; return how many records were consumed for good."""
         self._expire()
         batches: Mapping[TopicPartition, list[Any]] = self._consumer.poll(timeout_ms=timeout_ms)
+        started = time.perf_counter()
+        self.watch.polled(self.part, self._consumer, batches)
         if not batches:
             return 0
         good: list[tuple[RoutedAlert, bytes, Any]] = []
@@ -132,7 +143,25 @@ class InboxConsumer:
         commit_batches(self._consumer, batches, "inbox")
         self.stored += inserted
         self.deadlettered += len(bad)
+        self._count(batches, good, bad, inserted, started)
         return consumed
+
+    def _count(self, batches: Mapping[TopicPartition, list[Any]],
+               good: list[tuple[RoutedAlert, bytes, Any]], bad: list[tuple[Any, Exception]],
+               inserted: int, started: float) -> None:
+        metrics = self.watch.metrics
+        refused = {id(rec) for rec, _ in bad}
+        unique = {r.notification_id: r for r, _, rec in good if id(rec) not in refused}
+        if inserted == len(unique):
+            for routed in unique.values():
+                metrics.alert(routed.alert.tier.value, routed.receiver_agency)
+        elif inserted:
+            # Part of a redelivered batch was stored already, and the store does not say
+            # which rows were new: their tier is not guessed.
+            metrics.alert("unknown", self.part, inserted)
+        for rec, error in bad:
+            metrics.dead_letter(rec.topic, error)
+        self.watch.processed(batches, started)
 
     def _save(self, good: list[tuple[RoutedAlert, bytes, Any]], now: int
               ) -> tuple[int, list[tuple[Any, Exception]]]:
@@ -202,6 +231,7 @@ class InboxConsumer:
                 self.step(stop)
             except BrokerError as exc:
                 log.warning("%s; retrying", exc)
+                self.watch.heartbeat.beat(self.part)  # waiting for the broker, not wedged
                 stop.wait(self._retry.initial_s)
 
     def close(self) -> None:

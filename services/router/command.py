@@ -31,6 +31,7 @@ from safehub.consumers.inbox.database import make_engine
 from safehub.deploy.acl import service_group
 from safehub.deploy.registry import Service
 from safehub.errors import BrokerError, ConfigError
+from safehub.observability.watch import ServiceWatch
 from safehub.services.audit.journal import AuditJournal
 from safehub.services.router.service import Router, input_topics, output_topics
 from safehub.services.router.store import RouterStore
@@ -79,7 +80,7 @@ def check_topics(visible: set[str], needed: list[str], principal: str) -> None:
             f"if {principal} may not yet use them) for every receiver, then start the router")
 
 
-def build(settings: RouterSettings) -> Router:
+def build(settings: RouterSettings, watch: ServiceWatch | None = None) -> Router:
     table = load_routing_table(settings.routing_table)
     store = RouterStore(make_engine(settings.database_url))
     store.migrate()
@@ -107,7 +108,7 @@ def build(settings: RouterSettings) -> Router:
     return Router(table, consumer, producer, store,
                   AuditJournal(producer, f"{settings.prefix}audit", "router"),
                   DeadLetterSink(producer, f"{settings.prefix}deadletter"),
-                  settings.prefix, wall_clock_ms)
+                  settings.prefix, wall_clock_ms, watch)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -129,10 +130,13 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    router = build(settings)
+    watch = ServiceWatch("router")
+    router = build(settings, watch)
+    watch.serve(settings.kafka, router.engine, consumers=["router"])
     log.info("router running with %s", settings.routing_table)
     try:
         router.run(stop)
     finally:
+        watch.close()
         router.close()
     return 0

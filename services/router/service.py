@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,6 +24,7 @@ from safehub.bus import commit_batches, send_all
 from safehub.consumers.deadletter import DeadLetterSink
 from safehub.deploy.acl import acks, alerts
 from safehub.errors import BrokerError, StoreError, ValidationError
+from safehub.observability.watch import ServiceWatch
 from safehub.schemas.codec import decode, encode
 from safehub.schemas.records import AlertAck, CorrelatedAlert
 from safehub.schemas.vocabulary import RouteReason
@@ -51,8 +53,9 @@ def output_topics(table: RoutingTable, prefix: str) -> list[str]:
 class Router:
     def __init__(self, table: RoutingTable, consumer: KafkaConsumer, producer: KafkaProducer,
                  store: RouterStore, journal: AuditJournal, deadletters: DeadLetterSink,
-                 prefix: str, clock: Clock) -> None:
+                 prefix: str, clock: Clock, watch: ServiceWatch | None = None) -> None:
         self._table = table
+        self.watch = watch or ServiceWatch("router")
         self._consumer = consumer
         self._producer = producer
         self._store = store
@@ -71,6 +74,10 @@ class Router:
             self._schedule(cid, state)
         self.sent = 0
         self.refused_acks = 0
+
+    @property
+    def engine(self) -> Any:
+        return self._store.engine
 
     @property
     def correlated_topic(self) -> str:
@@ -154,6 +161,13 @@ class Router:
         send_all(self._producer, records)
         self._journal.flush()
         self.sent += len(records)
+        metrics = self.watch.metrics
+        for note in notes:
+            r = note.routed
+            metrics.produced(alerts(self._prefix, r.receiver_agency))
+            metrics.alert(r.alert.tier.value, r.receiver_agency)
+            if r.reason is RouteReason.ESCALATION:
+                metrics.escalation(r.receiver_agency)
 
     def _forget(self, now: int) -> None:
         gone = [cid for cid, state in self._clusters.items()
@@ -171,6 +185,8 @@ class Router:
 
     def step(self, timeout_ms: int = 500) -> int:
         batches: Mapping[TopicPartition, list[Any]] = self._consumer.poll(timeout_ms=timeout_ms)
+        started = time.perf_counter()
+        self.watch.polled("router", self._consumer, batches)
         now = self._clock()
         if now >= self._next_forget:
             self._forget(now)
@@ -191,7 +207,9 @@ class Router:
             self._store.save(touched.values(), self._payloads)
         for rec, error in bad:
             self._deadletters.send_record(rec, error)
+            self.watch.metrics.dead_letter(rec.topic, error)
         commit_batches(self._consumer, batches, "router")
+        self.watch.processed(batches, started)
         return sum(len(r) for r in batches.values())
 
     def run(self, stop: threading.Event) -> None:
@@ -207,6 +225,8 @@ class Router:
                 # the store and re-read the uncommitted input. Re-sent notifications keep their
                 # ids, so the inboxes drop them.
                 log.warning("%s; reloading state and retrying", exc)
+                # Waiting for a dependency is not being wedged: /readyz says what is missing.
+                self.watch.heartbeat.beat("router")
                 stale = True
                 stop.wait(1.0)
 

@@ -1,0 +1,227 @@
+"""The metrics registry, the JSON log formatter and the health logic, without a broker."""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from safehub.errors import BrokerError, ConfigError, ValidationError
+from safehub.observability.health import (
+    HealthServer,
+    Heartbeat,
+    Liveness,
+    Readiness,
+    port_from_env,
+    serve_from_env,
+)
+from safehub.observability.logs import JsonFormatter, format_from_env
+from safehub.observability.metrics import REGISTRY, ServiceMetrics, reason_of
+from safehub.observability.readiness import Assignments, Probe
+from safehub.observability.watch import ServiceWatch
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def sample(name: str, **labels: str) -> float:
+    value = REGISTRY.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+def test_metrics_share_label_names_and_count_per_service() -> None:
+    m = ServiceMetrics("unit-a")
+    m.consumed("t.in", 3)
+    m.produced("t.out")
+    m.alert("HIGH", "csc-x")
+    m.alert("HIGH", "csc-x")
+    m.escalation("csc-y")
+    m.dead_letter("t.in", ValidationError("tier", "not a tier"))
+    m.dead_letter("t.in", KeyError("secret value"))
+    m.lag("t.in", 2, 7)
+    m.reid_pending("csc-x", 4)
+    assert sample("safehub_events_in_total", service="unit-a", topic="t.in") == 3
+    assert sample("safehub_events_out_total", service="unit-a", topic="t.out") == 1
+    assert sample("safehub_alerts_total", service="unit-a", tier="HIGH", hub="csc-x") == 2
+    assert sample("safehub_escalations_total", service="unit-a", hub="csc-y") == 1
+    assert sample("safehub_dead_letters_total", service="unit-a", topic="t.in",
+                  reason="ValidationError:tier") == 1
+    # A library's message may quote data: only its class is a reason.
+    assert sample("safehub_dead_letters_total", service="unit-a", topic="t.in",
+                  reason="KeyError") == 1
+    assert sample("safehub_consumer_lag", service="unit-a", topic="t.in", partition="2") == 7
+    assert sample("safehub_reid_requests_pending", service="unit-a", hub="csc-x") == 4
+    names = {"service", "topic", "partition", "tier", "reason", "hub"}
+    for family in REGISTRY.collect():
+        if family.name.startswith("safehub_"):
+            for s in family.samples:
+                assert set(s.labels) - {"le"} <= names, (family.name, s.labels)
+
+
+def test_reason_never_holds_a_message() -> None:
+    assert reason_of(BrokerError("could not reach 10.0.0.1 about JOHN SMITH")) == "BrokerError"
+    assert reason_of(ValidationError("nhs number", "x")) == "ValidationError"
+
+
+def test_latency_and_batch_histograms() -> None:
+    m = ServiceMetrics("unit-b")
+    m.latency_since([1_000_000, 1_002_000, 0], now_s=1_003.0)  # 3 s, 1 s; 0 is no timestamp
+    m.batch(0.02)
+    assert sample("safehub_event_latency_seconds_count", service="unit-b") == 2
+    assert sample("safehub_event_latency_seconds_sum", service="unit-b") == pytest.approx(4.0)
+    assert sample("safehub_batch_seconds_count", service="unit-b") == 1
+
+
+def test_json_log_lines_have_the_same_fields_and_extras() -> None:
+    fmt = JsonFormatter("router")
+    record = logging.LogRecord("safehub.x", logging.WARNING, __file__, 1, "sent %d", (3,), None)
+    record.topic = "alerts.csc-a"
+    line = json.loads(fmt.format(record))
+    assert line["level"] == "WARNING" and line["logger"] == "safehub.x"
+    assert line["service"] == "router" and line["message"] == "sent 3"
+    assert line["topic"] == "alerts.csc-a"
+    assert line["ts"].endswith("Z") and "T" in line["ts"]
+    assert list(line)[:5] == ["ts", "level", "logger", "service", "message"]
+    try:
+        raise BrokerError("down")
+    except BrokerError:
+        import sys
+        record = logging.LogRecord("safehub.x", logging.ERROR, __file__, 1, "oops", (),
+                                   sys.exc_info())
+    line = json.loads(fmt.format(record))
+    assert line["exc_type"] == "BrokerError" and "Traceback" in line["exc"]
+
+
+def test_log_format_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SAFEHUB_LOG_FORMAT", raising=False)
+    assert format_from_env() == "text"
+    monkeypatch.setenv("SAFEHUB_LOG_FORMAT", "JSON")
+    assert format_from_env() == "json"
+    assert format_from_env("text") == "text"
+    monkeypatch.setenv("SAFEHUB_LOG_FORMAT", "xml")
+    with pytest.raises(ConfigError, match="SAFEHUB_LOG_FORMAT"):
+        format_from_env()
+
+
+def test_liveness_follows_the_oldest_heartbeat() -> None:
+    clock = Clock()
+    beat = Heartbeat(clock)
+    live = Liveness(beat, stall_s=30, clock=clock)
+    assert live.status()[0]  # starting up: the bound counts from creation
+    clock.now += 31
+    assert not live.status()[0]
+    beat.beat("csc-a")
+    beat.beat("csc-b")
+    assert live.status()[0]
+    clock.now += 20
+    beat.beat("csc-a")
+    clock.now += 15  # csc-b has not beaten for 35 s: one wedged consumer thread is enough
+    ok, detail = live.status()
+    assert not ok and detail["heartbeat_age_s"] == 35
+
+
+def test_probe_is_ready_only_on_a_recent_answer() -> None:
+    clock = Clock()
+    answers: list[object] = []
+
+    def ask() -> None:
+        if answers and isinstance(answers[-1], Exception):
+            raise answers[-1]
+
+    probe = Probe("broker", ask, stale_s=6, clock=clock)
+    assert probe.check() == "broker not yet answered"
+    probe.once()
+    assert probe.check() is None
+    clock.now += 7  # the probe's call hangs: the last answer grows stale
+    assert probe.check() == "broker has not answered for 7 s"
+    answers.append(OSError("refused by 10.1.2.3"))
+    probe.once()
+    assert probe.check() == "broker unreachable (OSError)"
+    answers.append(None)
+    probe.once()
+    assert probe.check() is None
+
+
+def test_assignments_name_the_consumers_without_partitions() -> None:
+    held = Assignments()
+    held.expect("csc-a")
+    held.expect("csc-b")
+    assert held.check() == "no partitions assigned to csc-a, csc-b"
+    held.saw("csc-a", 3)
+    assert held.check() == "no partitions assigned to csc-b"
+    held.saw("csc-b", 1)
+    assert held.check() is None
+
+
+def test_readiness_reports_every_check_and_survives_a_failing_one() -> None:
+    def broken() -> str | None:
+        raise RuntimeError("boom with data")
+
+    ready, checks = Readiness([("a", lambda: None), ("b", broken)]).status()
+    assert not ready
+    assert checks == {"a": "ok", "b": "check failed: RuntimeError"}
+
+
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_health_server_serves_the_three_paths() -> None:
+    clock = Clock()
+    beat = Heartbeat(clock)
+    state: dict[str, str | None] = {"why": "broker unreachable (NoBrokersAvailable)"}
+    server = HealthServer("unit-c", Liveness(beat, 10, clock),
+                          Readiness([("broker", lambda: state["why"])])).start()
+    try:
+        status, body = _get(server.port, "/readyz")
+        assert status == 503
+        assert json.loads(body) == {"service": "unit-c", "status": "not ready",
+                                    "checks": {"broker": "broker unreachable (NoBrokersAvailable)"}}
+        state["why"] = None
+        assert _get(server.port, "/readyz")[0] == 200
+        assert _get(server.port, "/livez")[0] == 200
+        clock.now += 11
+        status, body = _get(server.port, "/livez")
+        assert status == 503 and json.loads(body)["status"] == "wedged"
+        beat.beat()
+        ServiceMetrics("unit-c").consumed("t", 5)
+        status, body = _get(server.port, "/metrics")
+        assert status == 200
+        families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+        assert "safehub_events_in" in families
+        assert families["safehub_ready"].samples[0].value in (0.0, 1.0)
+        assert _get(server.port, "/nothing")[0] == 404
+    finally:
+        server.stop()
+
+
+def test_health_port_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SAFEHUB_HEALTH_PORT", raising=False)
+    assert port_from_env() is None
+    assert serve_from_env("unit-d", Heartbeat()) is None
+    assert ServiceWatch("unit-d").serve(consumers=["x"]) is None
+    monkeypatch.setenv("SAFEHUB_HEALTH_PORT", "http")
+    with pytest.raises(ConfigError, match="SAFEHUB_HEALTH_PORT"):
+        port_from_env()
+    monkeypatch.setenv("SAFEHUB_HEALTH_PORT", "0")
+    watch = ServiceWatch("unit-d")
+    server = watch.serve(consumers=["csc-a"])
+    try:
+        assert server is not None and server.port > 0
+        status, body = _get(server.port, "/readyz")
+        assert status == 503 and "csc-a" in json.loads(body)["checks"]["partitions"]
+    finally:
+        watch.close()
