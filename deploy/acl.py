@@ -143,7 +143,23 @@ def grants(registry: Registry, prefix: str = "") -> list[Grant]:
             out += _topic(me, audit, r, w) + _topic(me, deadletter, w)
         elif party.id == Service.KEYSERVICE:
             out += _topic(me, audit, w)
+        elif party.id == Service.DEADLETTER_OPERATOR:
+            # Reads dead letters and writes its replay markers beside them; audits each replay;
+            # writes only the topics a replay may go back to. No group: it reads by assignment.
+            out += _topic(me, deadletter, r, w) + _topic(me, audit, w)
+            for name in replay_targets(registry, prefix):
+                out += _topic(me, name, w)
     return sorted(set(out))
+
+
+def replay_targets(registry: Registry, prefix: str = "") -> list[str]:
+    """The topics `safehub deadletter replay` may send a dead letter back to: the correlator's
+    inputs (every `ingress.<agency>`: the agency of a replayed event is still the topic's, and
+    the correlator checks the payload against it) and the router's (`correlated`). Not
+    `alert-acks.<hub>` (the router refuses only forged acks there: never to be replayed), nor
+    `alerts.<hub>` or a hub's re-identification topics, which would let an operator speak to a
+    hub or an agency as the router or another party."""
+    return sorted([f"{prefix}correlated", *(ingress(prefix, a) for a in registry.agencies)])
 
 
 def all_topics(registry: Registry, prefix: str = "", internal: bool = True) -> list[str]:

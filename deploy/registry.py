@@ -38,6 +38,8 @@ class Service(StrEnum):
     ROUTER = "router"
     AUDIT_SINK = "audit-sink"
     KEYSERVICE = "keyservice"  # the OPRF key service: writes only its refusals to the audit log
+    # The on-call operator's `safehub deadletter`: reads dead letters, replays them (deploy/acl.py)
+    DEADLETTER_OPERATOR = "deadletter-operator"
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inbox": ("safehub.consumers.inbox.command", "store an agency's alerts in its hub inbox"),
     "web": ("safehub.services.web.command", "serve the hub's web page and HTTP API"),
     "audit": ("safehub.services.audit.command", "replay, verify, or run the audit sink"),
+    "deadletter": ("safehub.services.deadletters.command", "list, show or replay dead letters"),
     "reid": ("safehub.services.reid.command", "an agency's re-identification desk: serve"),
     "keyservice": ("safehub.services.keyservice.command", "the OPRF key service: keygen, serve"),
     "simulate": ("safehub.producers.simulation.command", "generate a synthetic population"),

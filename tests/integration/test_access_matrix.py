@@ -118,6 +118,13 @@ def expected(registry: Registry, prefix: str, principal: str, topic: str) -> set
             may = {"produce"}
     elif me == "keyservice" and name == "audit":
         may = {"produce"}
+    elif me == "deadletter-operator":
+        # Replays a dead letter to its source topic (ingress or correlated), audited, and
+        # marks it replayed on `deadletter`; reads nothing else.
+        if name == "deadletter":
+            may = {"consume", "produce"}
+        elif name.startswith("ingress.") or name in ("correlated", "audit"):
+            may = {"produce"}
     return may | ({"describe"} if may else set())
 
 

@@ -89,6 +89,7 @@ def test_adding_an_agency_adds_its_rows(registry):
     assert {(g.principal, g.name, g.operation.value) for g in added} == {
         ("police-new-force", "ingress.police-new-force", "write"),
         ("correlator", "ingress.police-new-force", "read"),
+        ("deadletter-operator", "ingress.police-new-force", "write"),  # a replay target
         ("auditor", "ingress.police-new-force", "read"),
         ("police-new-force", "reid-requests.police-new-force", "read"),
         ("auditor", "reid-requests.police-new-force", "read"),
