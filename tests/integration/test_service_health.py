@@ -1,0 +1,134 @@
+"""A running service's /readyz follows its broker: ready, the broker stopped -> 503 naming the
+broker within a bound, the broker back -> ready again. /livez stays 200 throughout (waiting for
+a dependency is not being wedged) and /metrics counts what the service did.
+
+The service is a hub inbox on a single broker of its own (the launcher's), never the session's
+shared cluster, which other tests are using.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from safehub.bus import make_producer, send_all
+from safehub.consumers.deadletter import DeadLetterSink
+from safehub.consumers.inbox.consumer import InboxConsumer, RetryPolicy
+from safehub.consumers.inbox.database import make_engine, migrate
+from safehub.consumers.inbox.store import InboxStore
+from safehub.deploy.kafka.launcher import Cluster, ClusterState
+from safehub.deploy.topics import TopicSpec, create_topics
+from safehub.observability.watch import ServiceWatch
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+HUB = "csc-health"
+PREFIX = "hz."
+BROKER_GONE_S = 20.0  # probe every 2 s, stale after 6 s: 503 well within this
+BROKER_BACK_S = 60.0
+
+
+@pytest.fixture
+def own_broker() -> Iterator[tuple[Cluster, ClusterState]]:
+    cluster = Cluster(f"health-{os.getpid()}")
+    state = cluster.up(nodes=1)
+    try:
+        yield cluster, state
+    finally:
+        cluster.down(purge=True)
+
+
+def _get(port: int, path: str) -> tuple[int, dict[str, object] | str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            body = r.read().decode()
+            status = r.status
+    except urllib.error.HTTPError as e:
+        body, status = e.read().decode(), e.code
+    return status, (json.loads(body) if path != "/metrics" else body)
+
+
+def _until(port: int, path: str, status: int, within_s: float) -> tuple[float, object]:
+    started = time.monotonic()
+    last: object = None
+    while time.monotonic() - started < within_s:
+        code, last = _get(port, path)
+        if code == status:
+            return time.monotonic() - started, last
+        time.sleep(0.25)
+    pytest.fail(f"{path} not {status} within {within_s} s; last answer {last}")
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return float(s.value)
+    return 0.0
+
+
+def test_readyz_follows_the_broker(own_broker: tuple[Cluster, ClusterState], tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster, state = own_broker
+    admin = state.connection()
+    topic = f"{PREFIX}alerts.{HUB}"
+    create_topics(admin, [TopicSpec(topic, 2, 1, {}),
+                          TopicSpec(f"{PREFIX}deadletter", 1, 1, {})])
+    store = InboxStore(make_engine(f"sqlite:///{tmp_path / 'inbox.db'}"))
+    migrate(store.engine)
+    watch = ServiceWatch("inbox-health-test")
+    from safehub.bus import make_consumer
+
+    consumer = make_consumer(admin, f"{PREFIX}{HUB}", [topic], client_id="health-inbox")
+    producer = make_producer(admin, "health-deadletter")
+    inbox = InboxConsumer(consumer, store, DeadLetterSink(producer, f"{PREFIX}deadletter"),
+                          PREFIX, lambda: time.time_ns() // 1_000_000,
+                          RetryPolicy(0.2, 1.0), producer=producer, watch=watch, part=HUB)
+    monkeypatch.setenv("SAFEHUB_HEALTH_PORT", "0")
+    server = watch.serve(admin, store.engine, consumers=[HUB])
+    assert server is not None
+    stop = threading.Event()
+    runner = threading.Thread(target=inbox.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        _until(server.port, "/readyz", 200, 30)
+        # Two records that are not alerts: dead-lettered, and counted as such.
+        sender = make_producer(admin, "health-sender")
+        send_all(sender, [(topic, b"k", b"not an alert", None)] * 2)
+        sender.close()
+        deadline = time.monotonic() + 30
+        while inbox.deadlettered < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        _, text = _get(server.port, "/metrics")
+        assert isinstance(text, str)
+        assert _metric(text, "safehub_events_in_total", service="inbox-health-test",
+                       topic=topic) == 2
+        assert _metric(text, "safehub_dead_letters_total", service="inbox-health-test",
+                       topic=topic) == 2
+        assert _metric(text, "safehub_consumer_lag", service="inbox-health-test",
+                       topic=topic) == 0
+
+        cluster.kill_node(1)
+        took, body = _until(server.port, "/readyz", 503, BROKER_GONE_S)
+        assert isinstance(body, dict) and body["checks"]["broker"] != "ok", body  # type: ignore[index]
+        assert body["checks"]["database"] == "ok"  # type: ignore[index]
+        assert _get(server.port, "/livez")[0] == 200
+
+        cluster.restart_node(1)
+        _until(server.port, "/readyz", 200, BROKER_BACK_S)
+        assert _get(server.port, "/livez")[0] == 200
+        print(f"not ready {took:.1f} s after the broker stopped")
+    finally:
+        stop.set()
+        runner.join(15)
+        watch.close()
+        inbox.close()
