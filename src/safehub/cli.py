@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "kafka": ("safehub.deploy.kafka.command", "start, stop or inspect the local Apache Kafka"),
     "topics": ("safehub.deploy.topics", "create the topics defined in deploy/topics.toml"),
     "access": ("safehub.deploy.access", "apply or show principals and ACLs from the registry"),
+    "deploy": ("safehub.deploy.render.command", "render the Kubernetes and compose files"),
     "publish": ("safehub.producers.command", "pseudonymise an agency export and publish it"),
     "correlator": ("safehub.services.correlator.command", "run the correlation stream processor"),
     "router": ("safehub.services.router.command", "route correlated alerts to lead agencies"),
