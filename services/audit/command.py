@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_sink(args: argparse.Namespace, settings: AuditSettings) -> int:
     from safehub.services.audit.sink import (
+        SERVICE,
         SinkSettings,
         install_stop_handlers,
         open_sink,
@@ -119,12 +120,16 @@ def _run_sink(args: argparse.Namespace, settings: AuditSettings) -> int:
         checkpoint_interval_ms=int(args.checkpoint_seconds * 1000),
     )
     key = load_signing_key(args.key_file)
-    sink = open_sink(sink_settings, key)
+    from safehub.observability.watch import ServiceWatch
+
+    watch = ServiceWatch(SERVICE)
+    sink = open_sink(sink_settings, key, watch)
     stop = threading.Event()
     install_stop_handlers(stop)
     try:
         run_until_stopped(sink, stop)
     finally:
+        watch.close()
         sink.close()
     return 0
 

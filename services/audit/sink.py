@@ -29,6 +29,7 @@ from safehub.bus import make_consumer, make_producer, send_and_confirm
 from safehub.connection import KafkaConnection
 from safehub.consumers.deadletter import DeadLetterSink
 from safehub.errors import BrokerError, ValidationError
+from safehub.observability.watch import ServiceWatch
 from safehub.schemas.codec import decode, encode
 from safehub.schemas.records import AuditEntry
 from safehub.schemas.vocabulary import AuditAction
@@ -93,8 +94,9 @@ class AuditSink:
 
     def __init__(self, settings: SinkSettings, key: SigningKey, ledger: Ledger,
                  consumer: KafkaConsumer, producer: KafkaProducer,
-                 now_ms: Callable[[], int]) -> None:
+                 now_ms: Callable[[], int], watch: ServiceWatch | None = None) -> None:
         self._s = settings
+        self.watch = watch or ServiceWatch(SERVICE)
         self._key = key
         self._ledger = ledger
         self._consumer = consumer
@@ -124,6 +126,8 @@ class AuditSink:
             batches = self._consumer.poll(timeout_ms=timeout_ms)
         except KafkaError as exc:
             raise BrokerError(f"reading {self._s.audit_topic} failed: {exc}") from exc
+        started = time.perf_counter()
+        self.watch.polled(SERVICE, self._consumer, batches)
         records = [r for part in sorted(batches, key=lambda p: p.partition)
                    for r in batches[part]]
         stored: list[NewEntry] = []
@@ -145,6 +149,7 @@ class AuditSink:
         total += self._store(stored)
         if self._checkpoint_due():
             self.checkpoint()
+        self.watch.processed(batches, started)
         return total
 
     def _store(self, rows: list[NewEntry]) -> int:
@@ -183,6 +188,7 @@ class AuditSink:
                            SERVICE, hashlib.sha256(note.encode()).digest(), now)
         send_and_confirm(self._producer, self._s.audit_topic, encode(entry),
                          headers=[(CHECKPOINT_HEADER, note.encode())])
+        self.watch.metrics.produced(self._s.audit_topic)
         self._since_checkpoint = 0
         self._last_checkpoint_ms = now
         log.info("checkpoint: tree size %d", signed.head.size)
@@ -191,17 +197,22 @@ class AuditSink:
     def _dead_letter(self, value: bytes | None, key: bytes | None, partition: int,
                      offset: int, error: Exception) -> None:
         self._deadletter.send(value, key, self._s.audit_topic, partition, offset, error)
+        self.watch.metrics.dead_letter(self._s.audit_topic, error)
         log.warning("audit record at offset %d did not decode: %s", offset, error)
 
 
-def open_sink(settings: SinkSettings, key: SigningKey) -> AuditSink:
+def open_sink(settings: SinkSettings, key: SigningKey,
+              watch: ServiceWatch | None = None) -> AuditSink:
     engine = open_engine(settings.database_url)
     create_schema(engine)
     # No consumer group (the ledger holds the position): the sink's principal has none.
     consumer = make_consumer(settings.kafka, None, client_id=SERVICE)
     producer = make_producer(settings.kafka, SERVICE)
-    return AuditSink(settings, key, Ledger(engine), consumer, producer,
-                     lambda: time.time_ns() // 1_000_000)
+    sink = AuditSink(settings, key, Ledger(engine), consumer, producer,
+                     lambda: time.time_ns() // 1_000_000, watch)
+    if watch is not None:
+        watch.serve(settings.kafka, engine, consumers=[SERVICE])
+    return sink
 
 
 def run_until_stopped(sink: AuditSink, stop: threading.Event) -> None:

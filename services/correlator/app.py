@@ -26,6 +26,7 @@ import asyncio
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,9 @@ from safehub.connection import KafkaConnection
 from safehub.consumers.deadletter import DeadLetterSink
 from safehub.deploy.acl import CORRELATOR_TABLE
 from safehub.errors import SafehubError
+from safehub.observability.watch import ServiceWatch
+from safehub.schemas.codec import decode
+from safehub.schemas.records import CorrelatedAlert
 from safehub.services.correlation.rules import Rules
 from safehub.services.correlator import transport
 from safehub.services.correlator.changelog import BlockStates
@@ -109,8 +113,9 @@ class Throughput:
 
 def build_app(
     settings: CorrelatorSettings, rules: Rules, ingress_topics: Sequence[str],
-    clock_ms: Callable[[], int],
+    clock_ms: Callable[[], int], watch: ServiceWatch | None = None,
 ) -> faust.App:
+    watch = watch or ServiceWatch(SERVICE)
     web: dict[str, Any] = (
         {"web_enabled": False} if settings.web_port is None
         else {"web_enabled": True, "web_port": settings.web_port, "web_bind": "127.0.0.1"}
@@ -180,6 +185,11 @@ def build_app(
     warn_of_unread_topics(app, settings.kafka, settings.prefix, ingress_topics,
                           settings.topic_check_s)
 
+    async def observe() -> None:
+        await observe_worker(app, watch, holder.get("pipeline"))
+
+    app.timer(OBSERVE_S)(observe)
+
     stats = Throughput(float(os.environ.get("SAFEHUB_CORRELATOR_STATS_EVERY_S", "30")))
 
     @app.agent(ingress)
@@ -187,7 +197,7 @@ def build_app(
         if "pipeline" not in holder:
             child = Child(rules, settings.prefix, settings.partitions)
             holder["pipeline"] = Pipeline(app, table, child, outputs, states, deadletters,
-                                          clock_ms, stats)
+                                          clock_ms, stats, watch)
         pipeline: Pipeline = holder["pipeline"]
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
             for e in events:
@@ -197,6 +207,32 @@ def build_app(
             await pipeline.submit(events)
 
     return app
+
+
+OBSERVE_S = 2.0
+
+
+async def observe_worker(app: Any, watch: ServiceWatch, pipeline: Pipeline | None) -> None:
+    """Every few seconds on faust's loop: the heartbeat (while no batch is outstanding; a
+    batch that never completes stops it, so /livez sees a wedged pipeline), the ingress
+    partitions held, and the lag of each (end offset - position)."""
+    if pipeline is None or pipeline.idle:
+        watch.heartbeat.beat(SERVICE)
+    try:
+        consumer = app.consumer
+        changelogs = app.tables.changelog_topics
+        assigned = [tp for tp in consumer.assignment() if tp.topic not in changelogs]
+    except Exception:  # noqa: BLE001 - not started yet, or mid-rebalance: next time
+        return
+    watch.assignments.saw(SERVICE, len(assigned))
+    for tp in assigned:
+        try:
+            end = consumer.highwater(tp)
+            position = await consumer.position(tp)
+        except Exception:  # noqa: BLE001 - a lag figure is never worth a crash
+            continue
+        if end is not None and position is not None:
+            watch.metrics.lag(tp.topic, tp.partition, end - position)
 
 
 def _stop(exc: BaseException) -> NoReturn:
@@ -221,8 +257,10 @@ class Pipeline:
 
     def __init__(self, app: Any, table: Any, child: Child, outputs: OutputWriter,
                  states: BlockStates, deadletters: Callable[[], DeadLetterSink],
-                 clock_ms: Callable[[], int], stats: Throughput) -> None:
+                 clock_ms: Callable[[], int], stats: Throughput,
+                 watch: ServiceWatch | None = None) -> None:
         self._app = app
+        self._watch = watch or ServiceWatch(SERVICE)
         self._table = table
         self._child = child
         self._outputs = outputs
@@ -259,11 +297,11 @@ class Pipeline:
         reply = self._child.submit(self._clock_ms(), shipped, batch)
         previous = self._flushes[-1] if self._flushes else None
         self._flushes.append(asyncio.ensure_future(
-            self._flush(events, batch, reply, previous, lag)))
+            self._flush(events, batch, reply, previous, lag, time.perf_counter())))
 
     async def _flush(self, events: Sequence[Any], batch: Sequence[Incoming],
                      reply_future: asyncio.Future[Reply], previous: asyncio.Future[None] | None,
-                     lag_s: float) -> None:
+                     lag_s: float, started: float) -> None:
         try:
             reply = await reply_future
             if previous is not None:
@@ -291,6 +329,27 @@ class Pipeline:
             if message.ack(consumer):
                 self._app.sensors.on_message_out(message.tp, message.offset, message)
         self._stats.add(len(batch), reply.process_s, t2 - t1, time.perf_counter() - t2, lag_s)
+        self._count(events, batch, reply, started)
+
+    @property
+    def idle(self) -> bool:
+        return all(f.done() for f in self._flushes)
+
+    def _count(self, events: Sequence[Any], batch: Sequence[Incoming], reply: Reply,
+               started: float) -> None:
+        metrics = self._watch.metrics
+        for topic, n in Counter(m.topic for m in batch).items():
+            metrics.consumed(topic, n)
+        for rejected in reply.rejected:
+            metrics.dead_letter(batch[rejected.index].topic, rejected.error())
+        for _key, data in reply.alerts:
+            metrics.alert(decode(data, CorrelatedAlert).tier.value)
+        metrics.produced(self._outputs.alerts_topic, len(reply.alerts))
+        metrics.produced(self._outputs.audit_topic, len(reply.audit))
+        # faust gives the record's timestamp in seconds
+        metrics.latency_since(int(e.message.timestamp * 1000) for e in events)
+        metrics.batch(time.perf_counter() - started)
+        self._watch.heartbeat.beat(SERVICE)
 
     def close(self) -> None:
         self._child.close()

@@ -39,6 +39,7 @@ from safehub.connection import KafkaConnection
 from safehub.deploy.acl import correlator_group
 from safehub.deploy.acl import table_changelog as changelog_topic
 from safehub.errors import ConfigError
+from safehub.observability.watch import ServiceWatch
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
 from safehub.services.correlator.app import CorrelatorSettings, build_app
 from safehub.services.correlator.ingress import (
@@ -172,7 +173,11 @@ def run(args: argparse.Namespace) -> int:
             loop.close()
         log.info("correlator %s: earlier processes of this worker fenced off (%s)",
                  settings.app_id, settings.transactional_id)
-    app = build_app(settings, rules, topics, wall_clock_ms)
+    watch = ServiceWatch(SERVICE)
+    # Ready once the worker holds ingress partitions (after its tables' recovery) and its
+    # broker answers; live while its batches complete.
+    watch.serve(settings.kafka, consumers=[SERVICE])
+    app = build_app(settings, rules, topics, wall_clock_ms, watch)
     import faust
 
     class Worker(faust.Worker):
@@ -194,4 +199,6 @@ def run(args: argparse.Namespace) -> int:
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
+    finally:
+        watch.close()
     return 0

@@ -112,6 +112,14 @@ class OutputWriter:
         self._partitions: list[int] = []
         self._partitioner = DefaultPartitioner()
 
+    @property
+    def alerts_topic(self) -> str:
+        return self._correlated
+
+    @property
+    def audit_topic(self) -> str:
+        return self._audit
+
     async def _started(self) -> AIOKafkaProducer:
         if self._producer is None:
             producer = _producer(self._kafka, self._client_id, self._transactional_id)
