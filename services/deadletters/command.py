@@ -139,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
         args._replay_parser.error("choose letters: OFFSET..., or --source and/or --reason")
     now = int(time.time() * 1000)
     since = dl.parse_since(args.since, now) if getattr(args, "since", None) else None
-    contents = dl.classify(read_all(settings.kafka, settings.topic), settings.topic)
+    values = args.deadletter_command != "list"
+    contents = dl.classify(read_all(settings.kafka, settings.topic, values), settings.topic)
     if args.deadletter_command == "list":
         return _list(args, contents, since)
     if args.deadletter_command == "show":

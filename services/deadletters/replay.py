@@ -75,6 +75,9 @@ def plan(contents: Contents, chosen: Iterable[Letter], targets: Iterable[str],
         if letter.source not in writable:
             refused.append(Refusal(letter.position, f"its source topic {letter.source} is not "
                                    "one a replay may write (the ingress topics and correlated)"))
+        elif letter.key is None and letter.value is None:
+            refused.append(Refusal(letter.position, "it has neither key nor value, which "
+                                   "Kafka does not take"))
         elif before and not again:
             last = before[-1]
             refused.append(Refusal(letter.position, f"already replayed {len(before)} time(s), "

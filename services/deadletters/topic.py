@@ -36,8 +36,12 @@ def _partitions(consumer: KafkaConsumer, topic: str, kafka: KafkaConnection) -> 
         consumer.topics()  # refreshes the metadata
 
 
-def read_all(kafka: KafkaConnection, topic: str, timeout_s: float = 120.0) -> list[Consumed]:
-    """Every record on `topic` up to its end offsets as of now, in partition and offset order."""
+def read_all(kafka: KafkaConnection, topic: str, values: bool = True,
+             timeout_s: float = 120.0) -> list[Consumed]:
+    """Every record on `topic` up to its end offsets as of now, in partition and offset order.
+
+    `values=False` keeps no value (each is None): a listing needs only the headers, and a
+    backlog of dead letters (90 days' retention) need not be held in memory to be listed."""
     consumer = make_consumer(kafka, None, client_id="safehub-deadletter")
     try:
         parts = [TopicPartition(topic, p) for p in _partitions(consumer, topic, kafka)]
@@ -50,7 +54,7 @@ def read_all(kafka: KafkaConnection, topic: str, timeout_s: float = 120.0) -> li
             if time.monotonic() > deadline:
                 raise BrokerError(f"{topic} not read to its end in {timeout_s:.0f} s")
             for tp, batch in consumer.poll(timeout_ms=500).items():
-                out += [Consumed(tp.partition, r.offset, r.key, r.value,
+                out += [Consumed(tp.partition, r.offset, r.key, r.value if values else None,
                                  tuple((k, bytes(v)) for k, v in (r.headers or [])),
                                  r.timestamp)
                         for r in batch if r.offset < ends[tp]]

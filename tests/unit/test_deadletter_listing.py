@@ -64,12 +64,13 @@ def records() -> list[Consumed]:
         Consumed(0, 4, None, b"junk", (("other", b"x"),), T0 + 4_000),
         marker(5, of=0),
         letter(6, "p.correlated", KeyError("JOHN"), T0 + 6_000, key=None),
+        letter(7, "p.correlated", KeyError("x"), T0 + 7_000, key=None, value=None),
     ]
 
 
 def test_records_are_told_apart(records: list[Consumed]) -> None:
     contents = classify(records, TOPIC)
-    assert [x.position.offset for x in contents.letters] == [0, 1, 2, 3, 6]
+    assert [x.position.offset for x in contents.letters] == [0, 1, 2, 3, 6, 7]
     assert [m.position.offset for m in contents.markers] == [5]
     assert contents.foreign == (Position(0, 4),)
     assert contents.replays_of(Position(0, 0))[0].by == "sam"
@@ -91,13 +92,13 @@ def test_filters_and_limit(records: list[Consumed]) -> None:
     letters = classify(records, TOPIC).letters
     assert [x.position.offset for x in select(letters, source="p.ingress.police-x")] == [0, 1]
     assert [x.position.offset for x in select(letters, reason="HISTORY LIMIT")] == [1, 2]
-    assert [x.position.offset for x in select(letters, since_ms=T0 + 2_000)] == [2, 3, 6]
+    assert [x.position.offset for x in select(letters, since_ms=T0 + 2_000)] == [2, 3, 6, 7]
     assert [x.position.offset for x in select(letters, limit=2)] == [0, 1]
     assert select(letters, source="p.ingress") == []  # a topic, not a prefix
 
 
 def test_summary_counts_by_source_and_reason_without_details(records: list[Consumed]) -> None:
-    more = [*records, letter(7, "p.ingress.police-x", LATER, T0 + 7_000)]
+    more = [*records[:-1], letter(7, "p.ingress.police-x", LATER, T0 + 7_000)]
     assert summary(classify(more, TOPIC).letters) == [
         ("p.ingress.police-x", "occurred_at: is beyond the history limit", 2),
         ("p.alert-acks.csc-a", "agency_id: differs", 1),
@@ -126,15 +127,16 @@ def test_lines_and_metadata_never_hold_the_value(records: list[Consumed]) -> Non
 def test_replay_plan_refuses_unwritable_sources_and_repeats(records: list[Consumed]) -> None:
     contents = classify(records, TOPIC)
     targets = ["p.correlated", "p.ingress.health-y", "p.ingress.police-x"]
-    chosen = [contents.find(Position(0, o)) for o in (0, 1, 1, 3, 6)]
+    chosen = [contents.find(Position(0, o)) for o in (0, 1, 1, 3, 6, 7)]
     decided = plan(contents, chosen, targets, again=False)
     assert [x.position.offset for x in decided.send] == [1, 6]  # a repeat of 1 sent once
     why = {r.position.offset: r.why for r in decided.refused}
     assert "already replayed 1 time(s), last by sam" in why[0]
     assert "p.alert-acks.csc-a is not one a replay may write" in why[3]
+    assert "neither key nor value" in why[7]
     again = plan(contents, chosen, targets, again=True)
     assert [x.position.offset for x in again.send] == [0, 1, 6]
-    assert [r.position.offset for r in again.refused] == [3]
+    assert [r.position.offset for r in again.refused] == [3, 7]
 
 
 def test_replay_ids_differ_per_replay_and_repeat_per_attempt(records: list[Consumed]) -> None:
