@@ -14,6 +14,13 @@ audit entry; a replay marker on `deadletter`, which is how the next replay knows
 between the first and the last leaves no marker, so running the replay again may send the record
 twice: the consumers' idempotence (the correlator's per-event dedup, alert ids derived from
 their cause, sinks keyed by id) makes that harmless, as for any redelivery.
+
+The audit entry answers who, which dead letter and to where within AuditEntry's fields: the
+service is the principal that sent it, the actor the operator (`--by`), the subject the replay
+(`replay_id`: the dead letter's topic, partition, offset and how many replays came before), the
+digest the SHA-256 of the value sent. An auditor, who may read the ingress topics but not
+`deadletter`, finds the copy by its `safehub.replay.of` header (from which `replay_id` is
+recomputed) and its value's digest, which is also the digest the correlator journals for it.
 """
 
 from __future__ import annotations
