@@ -29,6 +29,7 @@ from types import FrameType
 from safehub.connection import KafkaConnection
 from safehub.deploy.registry import Service
 from safehub.errors import ConfigError
+from safehub.observability.watch import ServiceWatch, beating_server
 from safehub.services.keyservice.credentials import Credentials
 from safehub.services.keyservice.keys import KeyDirectory, key_path, write_key_file
 from safehub.services.keyservice.quota import (
@@ -98,8 +99,9 @@ def _serve(args: argparse.Namespace) -> int:
         quotas.restore(read_counts(state))
     audit = KafkaAudit.connect(KafkaConnection.from_env(Service.KEYSERVICE),
                                os.environ.get("SAFEHUB_TOPIC_PREFIX", ""))
+    watch = ServiceWatch("keyservice")
     app = create_app(keys, quotas, auth, audit, lambda: time.time_ns() // 1_000_000,
-                     None if state is None else partial(write_counts, state))
+                     None if state is None else partial(write_counts, state), watch.metrics)
     config = uvicorn.Config(app, host=host, port=port, ssl_certfile=str(args.tls_cert),
                             ssl_keyfile=str(args.tls_key), log_level="warning",
                             access_log=False, lifespan="off")
@@ -114,9 +116,12 @@ def _serve(args: argparse.Namespace) -> int:
     # uvicorn stops gracefully on SIGTERM, then raises it again under the handler it found:
     # make that a normal exit, so that a supervisor sees a clean stop as exit code 0.
     signal.signal(signal.SIGTERM, _stopped)
+    # Ready when the broker its audit entries go to answers; live while uvicorn's loop turns.
+    watch.serve(KafkaConnection.from_env(Service.KEYSERVICE))
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        beating_server(config, watch).run(sockets=[sock])
     finally:
+        watch.close()
         audit.close()
     return 0
 

@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from safehub.errors import ConfigError, SafehubError, ValidationError
+from safehub.observability.metrics import ServiceMetrics
 from safehub.services.keyservice import oprf
 from safehub.services.keyservice.credentials import Credentials
 from safehub.services.keyservice.keys import KeyDirectory
@@ -96,8 +97,11 @@ def _parse(body: bytes) -> tuple[int, list[Any]]:
 
 
 def create_app(keys: KeyDirectory, quotas: QuotaBook, auth: Credentials, audit: Audit,
-               clock: Clock, save_counts: SaveCounts | None = None) -> FastAPI:
-    """`save_counts` is given the quota counters after every charge (under the lock)."""
+               clock: Clock, save_counts: SaveCounts | None = None,
+               metrics: ServiceMetrics | None = None) -> FastAPI:
+    """`save_counts` is given the quota counters after every charge (under the lock);
+    `metrics` counts each evaluation request by outcome (ok, or the refusal's status)."""
+    metrics = metrics or ServiceMetrics("keyservice")
     app = FastAPI(title="safehub key service", docs_url=None, redoc_url=None,
                   openapi_url=None)
     quota_lock = threading.Lock()
@@ -159,8 +163,10 @@ def create_app(keys: KeyDirectory, quotas: QuotaBook, auth: Credentials, audit: 
                 chunks.append(chunk)
             # Scalar multiplications are CPU work: off the event loop.
             result = await run_in_threadpool(evaluate, agency, b"".join(chunks))
+            metrics.request("ok")
             return JSONResponse(result)
         except _Refused as refused:
+            metrics.request(f"http_{refused.status}")
             return JSONResponse({"detail": refused.detail}, refused.status, refused.headers)
 
     @app.get("/v1/usage")

@@ -49,6 +49,7 @@ from safehub.consumers.inbox.consumer import RetryPolicy
 from safehub.deploy.acl import reid_requests, service_group
 from safehub.deploy.registry import REGISTRY_FILE, Kind, Registry, load_registry
 from safehub.errors import ConfigError
+from safehub.observability.watch import ServiceWatch, beating_server
 from safehub.producers.command import default_vault_url
 from safehub.producers.exports import example_mapping, load_mapping
 from safehub.producers.vault import Vault
@@ -60,6 +61,7 @@ from safehub.services.web.pages import Tls, server_config
 from safehub.services.web.users import Directory, User, load_users
 
 log = logging.getLogger(__name__)
+SERVICE = "reid"
 DEFAULT_LISTEN = "127.0.0.1:8090"
 
 
@@ -189,7 +191,7 @@ class Desks:
 
 
 def build(settings: ReidSettings, clock: Callable[[], int] = wall_clock_ms,
-          retry: RetryPolicy | None = None) -> Desks:
+          retry: RetryPolicy | None = None, watch: ServiceWatch | None = None) -> Desks:
     desks = Desks(RequestStore.open(settings.database_url))
     try:
         for agency in settings.agencies:
@@ -207,7 +209,7 @@ def build(settings: ReidSettings, clock: Callable[[], int] = wall_clock_ms,
             desks.offices[agency] = office
             desks.listeners[agency] = RequestListener(
                 consumer, office, DeadLetterSink(producer, f"{settings.prefix}deadletter"),
-                settings.registry.hubs, retry or RetryPolicy())
+                settings.registry.hubs, retry or RetryPolicy(), watch)
     except BaseException:
         desks.close()
         raise
@@ -217,17 +219,20 @@ def build(settings: ReidSettings, clock: Callable[[], int] = wall_clock_ms,
 def serve(settings: ReidSettings, stop: threading.Event | None = None) -> int:
     """Run the listeners and the officers' page until `stop` is set (or SIGINT/SIGTERM when
     called on the main thread); an unexpected error on any listener stops everything."""
-    import uvicorn
-
     from safehub.services.reid.officer_web import create_app
 
     stop = stop or threading.Event()
     failures: list[BaseException] = []
-    desks = build(settings)
-    server = uvicorn.Server(server_config(
+    health = ServiceWatch(SERVICE)
+    desks = build(settings, watch=health)
+    # Live while the page's loop turns and each listener polls; ready when the broker and
+    # the store answer and each agency's listener holds its requests topic.
+    server = beating_server(server_config(
         create_app(desks.offices, Directory(settings.users), settings.secret,
                    secure_cookies=settings.tls is not None),
-        settings.host, settings.port, settings.tls))
+        settings.host, settings.port, settings.tls), health)
+    health.serve(settings.kafka[settings.agencies[0]], desks.store.engine,
+                 consumers=list(settings.agencies))
 
     def listen(listener: RequestListener) -> None:
         try:
@@ -255,6 +260,7 @@ def serve(settings: ReidSettings, stop: threading.Event | None = None) -> int:
         stop.set()
         for t in threads:
             t.join(timeout=30)
+        health.close()
         desks.close()
     if failures:
         raise failures[0]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -22,18 +23,23 @@ from safehub.bus import commit_batches
 from safehub.consumers.deadletter import DeadLetterSink
 from safehub.consumers.inbox.consumer import RetryPolicy
 from safehub.errors import BrokerError, StoreError, ValidationError
+from safehub.observability.watch import ServiceWatch
 from safehub.schemas.codec import decode
 from safehub.schemas.records import ReidRequest
 from safehub.services.reid import desk
 from safehub.services.reid.office import Office
 
 log = logging.getLogger(__name__)
+PENDING_EVERY_S = 5.0  # how often the desk's pending requests are counted for the metric
 
 
 class RequestListener:
     def __init__(self, consumer: KafkaConsumer, office: Office, deadletters: DeadLetterSink,
-                 hubs: Collection[str], retry: RetryPolicy | None = None) -> None:
+                 hubs: Collection[str], retry: RetryPolicy | None = None,
+                 watch: ServiceWatch | None = None) -> None:
         self._consumer = consumer
+        self.watch = watch or ServiceWatch("reid")
+        self._next_count = 0.0
         self._office = office
         self._deadletters = deadletters
         self._hubs = frozenset(hubs)
@@ -46,6 +52,9 @@ class RequestListener:
     def step(self, stop: threading.Event, timeout_ms: int = 500) -> int:
         """Poll once and handle the batch; return how many records were consumed for good."""
         batches: Mapping[TopicPartition, list[Any]] = self._consumer.poll(timeout_ms=timeout_ms)
+        started = time.perf_counter()
+        self.watch.polled(self._office.agency_id, self._consumer, batches)
+        self._count_pending()
         if not batches:
             return 0
         prefix = self._office.prefix
@@ -61,6 +70,7 @@ class RequestListener:
                         self.received += 1
                     except ValidationError as exc:
                         self._deadletters.send_record(rec, exc)
+                        self.watch.metrics.dead_letter(rec.topic, exc)
                         self.deadlettered += 1
                     done += 1
         except (StoreError, BrokerError) as exc:
@@ -76,7 +86,23 @@ class RequestListener:
             return 0
         self._backoff = self._retry.initial_s
         commit_batches(self._consumer, batches, f"reid {self._office.agency_id}")
+        self.watch.processed(batches, started)
+        self._next_count = 0.0  # a new request is pending: say so now
+        self._count_pending()
         return done
+
+    def _count_pending(self) -> None:
+        """Requests awaiting this agency's officer, every few seconds (the officer decides on
+        the desk's page, not through this loop)."""
+        now = time.monotonic()
+        if now < self._next_count:
+            return
+        self._next_count = now + PENDING_EVERY_S
+        try:
+            pending = len(self._office.pending())
+        except StoreError:
+            return  # the batch's own handling reports the outage
+        self.watch.metrics.reid_pending(self._office.agency_id, pending)
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -84,6 +110,7 @@ class RequestListener:
                 self.step(stop)
             except BrokerError as exc:
                 log.warning("%s; retrying", exc)
+                self.watch.heartbeat.beat(self._office.agency_id)  # waiting, not wedged
                 stop.wait(self._retry.initial_s)
 
     def close(self) -> None:

@@ -27,7 +27,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -42,6 +42,7 @@ from safehub.consumers.inbox.requests import ReidRequests
 from safehub.consumers.inbox.store import InboxStore
 from safehub.deploy.acl import acks
 from safehub.errors import ConfigError
+from safehub.observability.watch import ServiceWatch, beating_server
 from safehub.services.audit.journal import AuditJournal
 from safehub.services.reid.sealing import load_private_key
 from safehub.services.web.acks import KafkaAckPublisher, publish_pending, republish
@@ -56,6 +57,7 @@ from safehub.services.web.reidentification import (
 from safehub.services.web.users import Directory, User, hash_password, load_users
 
 log = logging.getLogger(__name__)
+SERVICE = "web"
 HOST = "127.0.0.1"  # never exposed beyond loopback; a reverse proxy with TLS fronts it
 
 
@@ -141,8 +143,6 @@ def run(args: argparse.Namespace) -> int:
         password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline()
         print(hash_password(password.rstrip("\n")))
         return 0
-    import uvicorn
-
     tls = Tls.from_options(args.tls_cert or os.environ.get("SAFEHUB_WEB_TLS_CERT"),
                            args.tls_key or os.environ.get("SAFEHUB_WEB_TLS_KEY"))
     settings = WebSettings.from_env()
@@ -168,15 +168,36 @@ def run(args: argparse.Namespace) -> int:
         lambda: publish_pending(store, hub.publishers, wall_clock_ms)]
     if reid is not None:
         rounds.append(reid.send_pending)
+    watch = ServiceWatch(SERVICE)
+    rounds.append(lambda: count_pending_requests(store, sorted(settings.kafka), watch))
+    # The broker as the first hub served: every hub's principal reaches the same brokers.
+    watch.serve(next(iter(settings.kafka.values())), store.engine)
     threading.Thread(target=republish, args=(stop, rounds), name="ack-outbox",
                      daemon=True).start()
     app = create_app(hub, directory, settings.secret, reid, secure_cookies=tls is not None)
-    server = uvicorn.Server(server_config(app, HOST, settings.port, tls))
+    # Live while uvicorn's loop turns (it beats the heartbeat on each tick).
+    server = beating_server(server_config(app, HOST, settings.port, tls), watch)
     log.info("hub web on %s://%s:%d", "https" if tls else "http", HOST, settings.port)
     try:
         server.run()  # uvicorn handles SIGINT/SIGTERM and returns
     finally:
         stop.set()
+        watch.close()
         for producer in producers.values():
             producer.close()
     return 0
+
+
+def count_pending_requests(store: InboxStore, hubs: Sequence[str], watch: ServiceWatch) -> None:
+    """Re-identification requests each hub has sent and no agency has answered yet."""
+    import sqlalchemy as sa
+
+    from safehub.consumers.inbox.models import InboxReidRequest
+    from safehub.consumers.inbox.requests import OPEN
+
+    with store.engine.connect() as conn:
+        counts = dict(conn.execute(
+            sa.select(InboxReidRequest.hub_id, sa.func.count())
+            .where(InboxReidRequest.status == OPEN).group_by(InboxReidRequest.hub_id)).all())
+    for hub in hubs:
+        watch.metrics.reid_pending(hub, int(counts.get(hub, 0)))

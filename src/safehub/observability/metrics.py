@@ -49,6 +49,9 @@ CONSUMER_LAG = Gauge(
 REID_PENDING = Gauge(
     "safehub_reid_requests_pending", "Re-identification requests awaiting an answer (hub side) "
     "or an officer's decision (agency desk)", ["service", "hub"], registry=REGISTRY)
+REQUESTS = Counter(
+    "safehub_requests", "Requests an HTTP service answered, by coded outcome (ok, or the "
+    "refusal's status: http_401, http_429, ...)", ["service", "reason"], registry=REGISTRY)
 HEARTBEAT_AGE = Gauge(
     "safehub_heartbeat_age_seconds", "Seconds since the main loop last made progress",
     ["service"], registry=REGISTRY)
@@ -124,6 +127,9 @@ class ServiceMetrics:
                 continue
             if position is not None:
                 self.lag(tp.topic, tp.partition, end - position)
+
+    def request(self, reason: str) -> None:
+        REQUESTS.labels(self.service, reason).inc()
 
     def reid_pending(self, hub: str, count: int) -> None:
         REID_PENDING.labels(self.service, hub).set(count)
