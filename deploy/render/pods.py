@@ -53,6 +53,7 @@ class PodSpec:
     cpu: str = "100m"
     memory: str = "256Mi"
     kafka_client: bool = True
+    startup_s: int = 300  # how long /livez may fail while the process starts
     extra_env: list[dict[str, Any]] = field(default_factory=list)
     volumes: list[dict[str, Any]] = field(default_factory=list)
     mounts: list[dict[str, Any]] = field(default_factory=list)
@@ -101,7 +102,7 @@ def pod_template(site: Site, pod: PodSpec) -> Manifest:
         "args": pod.args,
         "env": [{"name": k, "value": v} for k, v in sorted(env.items())] + pod.extra_env,
         "ports": [{"name": "health", "containerPort": HEALTH_PORT}],
-        "startupProbe": _probe("/livez", 5, 60),  # recovery (the correlator's tables) may be long
+        "startupProbe": _probe("/livez", 5, pod.startup_s // 5),
         "livenessProbe": _probe("/livez", 10, 3),
         "readinessProbe": _probe("/readyz", 5, 2),
         "resources": {"requests": {"cpu": pod.cpu, "memory": pod.memory},

@@ -112,6 +112,9 @@ def correlator(site: Site) -> list[Manifest]:
         # state ~333 bytes per tracked child (core.state_bytes_per_tracked_child), so 1Gi
         # holds a region's ~1M tracked children with room for faust's buffers.
         cpu="1500m", memory="1536Mi",
+        # A worker with an empty data folder rebuilds its table from the changelog before it
+        # correlates; a region's table may take minutes.
+        startup_s=1800,
         mounts=[{"name": "data", "mountPath": f"{DATA}/correlator"}],
     )
     sts = {
