@@ -115,6 +115,18 @@ def _service(site: Site, args: list[str], principal: str | None, **extra: Any) -
     return svc
 
 
+def _literal(value: Any) -> Any:
+    """Compose interpolates `$NAME` everywhere; every `$` here is meant for the program that
+    reads the value (a shell, nginx, Kafka's principal mapping rule), so each is escaped."""
+    if isinstance(value, dict):
+        return {k: _literal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_literal(v) for v in value]
+    if isinstance(value, str):
+        return value.replace("$", "$$")
+    return value
+
+
 def compose(site: Site) -> dict[str, Any]:
     hubs = ",".join(site.registry.hubs)
     setup_script = (
@@ -139,7 +151,7 @@ def compose(site: Site) -> dict[str, Any]:
                 "until /opt/kafka/bin/kafka-configs.sh --bootstrap-server "
                 f"kafka:{INTERNAL_PORT} --command-config /etc/safehub/node-client.properties "
                 "--alter --entity-type users --entity-name admin --add-config "
-                "\"SCRAM-SHA-512=[password=$$(cat /run/secrets/kafka-admin-password)]\"; "
+                "\"SCRAM-SHA-512=[password=$(cat /run/secrets/kafka-admin-password)]\"; "
                 "do sleep 2; done"],
             "restart": "no",
         },
@@ -219,7 +231,7 @@ def compose(site: Site) -> dict[str, Any]:
             ports=[f"127.0.0.1:{KEYSERVICE_PORT}:{KEYSERVICE_PORT}"]),
     }
     secret_files = sorted({s for svc in services.values() for s in svc.get("secrets", [])})
-    return {
+    document: dict[str, Any] = _literal({
         "name": "safehub",
         "services": services,
         "secrets": {s: {"file": f"./secrets/{s}"} for s in secret_files},
@@ -229,4 +241,5 @@ def compose(site: Site) -> dict[str, Any]:
                                                         "/run/secrets/web-tls-key")}},
         "volumes": {v: {} for v in ("correlator-data", "kafka-data", "kafka-passwords",
                                     "keyservice-data", "postgres-data")},
-    }
+    })
+    return document

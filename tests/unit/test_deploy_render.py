@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -335,6 +336,14 @@ def test_compose_services_hold_together(compose_file: dict[str, Any]) -> None:
         assert spec["file"].startswith("./secrets/")
     assert not any(k for svc in services.values() for k in svc.get("environment", {})
                    if "PASSWORD" in k and not k.endswith("_FILE"))
+
+
+def test_compose_escapes_every_dollar_from_interpolation() -> None:
+    # `$host` (nginx), `$1` (Kafka's principal mapping rule), `$(cat ...)` (a shell) are the
+    # programs' own: compose would substitute (or refuse) a single `$`.
+    text = (DEPLOY / "compose" / "compose.yaml").read_text()
+    assert "$$host" in text
+    assert re.search(r"(?<!\$)\$(?!\$)", text.replace("$$", "")) is None
 
 
 def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
