@@ -45,9 +45,14 @@ def _url(database: str) -> str:
 
 
 def kafka_env() -> dict[str, str]:
-    """The broker's settings in the image's documented form: KAFKA_<PROPERTY> with '.' as
-    '_', '_' as '__' and '-' as '___'."""
+    """The broker's settings in the image's documented form (its docker/examples/README):
+    KAFKA_<PROPERTY> with '.' as '_', '_' as '__' and '-' as '___'. The advertised listeners
+    are named CLIENT and INTERNAL, not SSL or SASL_*, so the image's own keystore-password
+    helpers stay out of the way: the node's key is one unencrypted PEM file."""
     return {
+        # The image formats the storage with it on first start (KRaft needs one): 16 bytes,
+        # base64url, the same for every start of this node. Not a secret.
+        "CLUSTER_ID": "c2FmZWh1Yi1jb21wb3NlMQ",
         "KAFKA_NODE_ID": "1",
         "KAFKA_PROCESS_ROLES": "broker,controller",
         "KAFKA_CONTROLLER_QUORUM_VOTERS": f"1@kafka:{CONTROLLER_PORT}",
