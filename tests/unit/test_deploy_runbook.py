@@ -81,3 +81,37 @@ def test_every_setting_the_files_give_is_read_by_the_code() -> None:
                    for p in (ROOT / folder).rglob("*.py"))
     unread = sorted(s for s in given if f'"{s}"' not in code and f"'{s}'" not in code)
     assert unread == [], f"settings no code reads: {unread}"
+
+
+def _secret_names(value: object) -> set[str]:
+    """Every Secret a manifest mounts or reads."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key == "secret" and isinstance(inner, dict):
+                found.add(inner.get("secretName") or inner["name"])
+            elif key == "secretKeyRef":
+                found.add(inner["name"])
+            else:
+                found |= _secret_names(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            found |= _secret_names(inner)
+    return found
+
+
+def test_every_secret_the_workloads_need_is_in_the_runbook_or_made_by_strimzi() -> None:
+    site = Site(load_registry())
+    files = k8s_files(site)
+    made_by_strimzi = {m["metadata"]["name"] for m in files["kafka-users.yaml"]}
+    made_by_strimzi.add(site.cluster_ca_secret)
+    # the runbook's table: `safehub-...` names, `<hub>` standing for any hub id
+    documented = [re.compile("^" + re.escape(name).replace(re.escape("<hub>"), "[a-z0-9-]+")
+                             + "$")
+                  for name in re.findall(r"^\s*\| `(safehub-[a-z<>-]+)` \|", RUNBOOK.read_text(),
+                                         re.MULTILINE)]
+    assert len(documented) >= 8
+    needed = _secret_names(files["workloads.yaml"])
+    undocumented = sorted(n for n in needed - made_by_strimzi
+                          if not any(p.match(n) for p in documented))
+    assert undocumented == [], f"Secrets the runbook does not say how to make: {undocumented}"
