@@ -268,13 +268,36 @@ def _run(
            "SAFEHUB_KAFKA_SECRETS": str(admin.password_file.parent),
            "SAFEHUB_KAFKA_CA_FILE": str(admin.ca_file),
            "SAFEHUB_TOPIC_PREFIX": prefix}
+    health = health_ports(settings.folder, [s.name for s in specs]
+                          + ["keyservice", *([] if REID_SERVICE in settings.skip
+                                             else [REID_SERVICE])])
     for spec in specs:
-        supervisor.start(ServiceSpec(spec.name, spec.argv, {**env, **spec.env}))
+        supervisor.start(ServiceSpec(spec.name, spec.argv,
+                                     {**env, **spec.env, **health_env(health, spec.name)}))
     print("services started: " + ", ".join(s.name for s in specs)
-          + f" (logs in {supervisor.logs})", flush=True)
-    with keyservice_running(settings, supervisor, env, pop.world.agency_ids) as keys:
-        return _publish_and_watch(settings, admin, pop, keys, supervisor, env, started,
-                                  sign_in)
+          + f" (logs in {supervisor.logs}; /metrics, /livez and /readyz of each on the port "
+          f"{settings.folder / HEALTH_FILE} names)", flush=True)
+    with keyservice_running(settings, supervisor, {**env, **health_env(health, "keyservice")},
+                            pop.world.agency_ids) as keys:
+        return _publish_and_watch(settings, admin, pop, keys, supervisor,
+                                  {**env, **health_env(health, REID_SERVICE)}, started, sign_in)
+
+
+HEALTH_FILE = "health.json"
+
+
+def health_ports(folder: Path, services: list[str]) -> dict[str, int]:
+    """A free loopback port for each service's /metrics, /livez and /readyz, written to
+    <folder>/health.json (service -> port) for an operator or a test to scrape."""
+    ports = {name: free_port() for name in services}
+    (folder / HEALTH_FILE).write_text(json.dumps(ports, indent=2) + "\n")
+    return ports
+
+
+def health_env(ports: dict[str, int], service: str) -> dict[str, str]:
+    port = ports.get(service)
+    return {} if port is None else {"SAFEHUB_HEALTH_PORT": str(port),
+                                    "SAFEHUB_HEALTH_HOST": "127.0.0.1"}
 
 
 def _publish_and_watch(
