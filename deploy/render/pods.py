@@ -54,6 +54,7 @@ class PodSpec:
     memory: str = "256Mi"
     kafka_client: bool = True
     startup_s: int = 300  # how long /livez may fail while the process starts
+    sizing: str = ""  # the benchmark figure the requests come from, shown on the workload
     extra_env: list[dict[str, Any]] = field(default_factory=list)
     volumes: list[dict[str, Any]] = field(default_factory=list)
     mounts: list[dict[str, Any]] = field(default_factory=list)

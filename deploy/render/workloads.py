@@ -65,14 +65,18 @@ http {{
 """
 
 
-def _meta(site: Site, name: str, component: str) -> dict[str, Any]:
-    return {"name": name, "namespace": site.namespace, "labels": labels(component, name)}
+def _meta(site: Site, name: str, component: str, sizing: str = "") -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": site.namespace,
+                            "labels": labels(component, name)}
+    if sizing:
+        meta["annotations"] = {"safehub.io/resource-requests-from": sizing}
+    return meta
 
 
 def deployment(site: Site, pod: PodSpec, replicas: int = 1) -> Manifest:
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": _meta(site, pod.name, pod.component),
+        "metadata": _meta(site, pod.name, pod.component, pod.sizing),
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": {"app.kubernetes.io/name": pod.name}},
@@ -112,6 +116,8 @@ def correlator(site: Site) -> list[Manifest]:
         # state ~333 bytes per tracked child (core.state_bytes_per_tracked_child), so 1Gi
         # holds a region's ~1M tracked children with room for faust's buffers.
         cpu="1500m", memory="1536Mi",
+        sizing=("bench/results/correlation.json: processor_events_per_s 5024 on 2 cores; "
+                "state_bytes_per_tracked_child 333"),
         # A worker with an empty data folder rebuilds its table from the changelog before it
         # correlates; a region's table may take minutes.
         startup_s=1800,
@@ -119,7 +125,7 @@ def correlator(site: Site) -> list[Manifest]:
     )
     sts = {
         "apiVersion": "apps/v1", "kind": "StatefulSet",
-        "metadata": _meta(site, CORRELATOR, Service.CORRELATOR),
+        "metadata": _meta(site, CORRELATOR, Service.CORRELATOR, pod.sizing),
         "spec": {
             "serviceName": CORRELATOR,
             "replicas": site.correlators,
@@ -149,6 +155,7 @@ def router(site: Site) -> list[Manifest]:
         # bench/results/latency.json by_stage.router: p50 27 ms, p99 75 ms at 1,000 events/s
         # on a shared 2-core machine: a fraction of a core.
         cpu="250m", memory="256Mi",
+        sizing="bench/results/latency.json: by_stage.router p50 27 ms, p99 75 ms at 1,000 events/s",
     )
     return [deployment(site, pod)]
 
@@ -166,6 +173,7 @@ def inbox(site: Site, hub: str) -> list[Manifest]:
         secrets=[kafka_password(hub), pgpass(), _reid_key(hub)],
         # bench/results/latency.json by_stage.inbox: p50 9 ms, p99 25 ms per alert row.
         cpu="100m", memory="256Mi", labels={"safehub.io/hub": hub},
+        sizing="bench/results/latency.json: by_stage.inbox p50 9 ms, p99 25 ms at 1,000 events/s",
     )
     return [deployment(site, pod)]
 
@@ -200,6 +208,7 @@ def web(site: Site, hub: str) -> list[Manifest]:
                  SecretFile(f"safehub-web-users-{hub}", "users.toml", "web", "users.toml")],
         # Not benchmarked: a page per user action; sized like the inbox.
         cpu="100m", memory="256Mi", labels={"safehub.io/hub": hub, "safehub.io/ingress": "web"},
+        sizing="not benchmarked: sized like the inbox",
         sidecars=[proxy],
         volumes=[{"name": "proxy-conf", "configMap": {"name": "safehub-web-proxy"}},
                  {"name": "web-tls", "secret": {"secretName": f"safehub-web-tls-{hub}",
@@ -226,6 +235,7 @@ def audit_sink(site: Site) -> list[Manifest]:
                  SecretFile("safehub-audit-signing-key", "seed", "audit", "signing.key")],
         # Not in the benchmarks; one entry per decision, far below the correlator's rate.
         cpu="100m", memory="256Mi",
+        sizing="not benchmarked: one entry per decision, far below the correlator rate",
     )
     return [deployment(site, pod)]
 
@@ -252,6 +262,8 @@ def keyservice(site: Site) -> list[Manifest]:
         # bench/results/keyservice.json: 49-51 us of service CPU per element over HTTPS;
         # 10,177 elements/s (two calls in flight) is half a core.
         cpu="500m", memory="256Mi", labels={"safehub.io/ingress": "keyservice"},
+        sizing=("bench/results/keyservice.json: https server_cpu_us_per_element 49-51, "
+                "10,177 elements/s"),
         mounts=[{"name": "quota", "mountPath": f"{DATA}/keyservice"}],
         volumes=[{"name": "quota", "persistentVolumeClaim": {"claimName": f"{name}-quota"}}],
     )
