@@ -361,3 +361,13 @@ def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
     result = subprocess.run([docker, "compose", "-f", str(folder / "compose.yaml"), "config",
                              "--quiet"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_every_workload_names_the_figure_its_requests_come_from(
+        manifests: list[dict[str, Any]]) -> None:
+    for m in manifests:
+        if m["kind"] in ("Deployment", "StatefulSet"):
+            source = m["metadata"]["annotations"]["safehub.io/resource-requests-from"]
+            assert source.startswith(("bench/results/", "not benchmarked")), m["metadata"]["name"]
+            if source.startswith("bench/results/"):
+                assert (DEPLOY.parent / source.split(":")[0]).is_file(), source
