@@ -74,6 +74,7 @@ class KeySource:
 
         ks = self.keyservice
         client = KeyServiceClient(ks.url, ks.secret_file, ks.ca_file)
+        client.start_workers()
         prf: KeyedPRF = CachingPRF(client)
         if hmac_prf is not None:
             epochs = {BLOCK_EPOCH, self.epoch, *([self.transition_epoch]

@@ -5,14 +5,16 @@ bytes of RFC 9497's 64-byte output. Truncation is fine: the output is SHA-512 of
 element, so any 32 bytes of it are a uniformly random 256-bit PRF value; match keys and the
 linkage block are 32-byte values everywhere else in safehub, and 256 bits leave collisions at
 2^-128 for any realistic population. The service sees only blinded elements, never an input.
+
+Batches of more than one call run in worker processes (workers.py says why).
 """
 
 from __future__ import annotations
 
 import binascii
+import os
 import ssl
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -23,9 +25,12 @@ import httpx
 from safehub.connection import read_secret
 from safehub.errors import ConfigError, SafehubError, ValidationError
 from safehub.services.keyservice import oprf
+from safehub.services.keyservice import workers as pool
 from safehub.services.keyservice.server import MAX_BATCH
 
 MATCH_KEY_BYTES = 32
+# One worker more than cores: a worker waiting on the service leaves its core to another.
+DEFAULT_WORKERS = (os.cpu_count() or 1) + 1
 
 
 class KeyServiceError(SafehubError):
@@ -35,6 +40,10 @@ class KeyServiceError(SafehubError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+    def __reduce__(self) -> tuple[type[KeyServiceError], tuple[str, int | None]]:
+        # Raised in a worker process and pickled back: keep the status (429 is a quota).
+        return (KeyServiceError, (str(self), self.status))
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,18 +57,22 @@ class Evaluation:
 
 class KeyServiceClient:
     def __init__(self, base_url: str, secret_file: Path, ca_file: Path,
-                 timeout: float = 30.0, *, batch_size: int = 1024, workers: int = 2) -> None:
+                 timeout: float = 30.0, *, batch_size: int = 1024,
+                 workers: int | None = None) -> None:
         """`batch_size` elements per call (at most the service's 4096); up to `workers`
-        calls in flight, so that blinding and finalizing overlap the service's work."""
+        calls in flight (default: cores + 1), each in a worker process, so that blinding and
+        finalizing overlap each other and the service's work. `workers=1`: everything in
+        this process."""
         if not 1 <= batch_size <= MAX_BATCH:
             raise ConfigError(f"key service batch size must be 1..{MAX_BATCH}")
         self.batch_size = batch_size
-        self.workers = max(1, workers)
+        self.workers = max(1, DEFAULT_WORKERS if workers is None else workers)
         if not base_url.startswith("https://"):
             raise ConfigError(f"key service URL must be https://, got {base_url!r}")
         if not ca_file.is_file():
             raise ConfigError(f"key service CA: no certificate at {ca_file}")
         self.base_url = base_url.rstrip("/")
+        self._endpoint = pool.Endpoint(self.base_url, secret_file, ca_file, timeout, batch_size)
         context = ssl.create_default_context(cafile=str(ca_file))
         secret = read_secret(secret_file, "key service bearer secret")
         self._http = httpx.Client(base_url=self.base_url, verify=context, timeout=timeout,
@@ -78,6 +91,12 @@ class KeyServiceClient:
     def close(self) -> None:
         self._http.close()
 
+    def start_workers(self) -> None:
+        """Start the worker processes now, in the background: a publisher calls this when it
+        opens, so that they are ready by its first batch."""
+        if self.workers > 1:
+            pool.start(self.workers)
+
     def evaluate(self, epoch: int, inputs: Sequence[bytes]) -> list[bytes]:
         """One 32-byte PRF value per input, in order, under the epoch's key."""
         return [e.output[:MATCH_KEY_BYTES] for e in self.evaluate_full(epoch, inputs)]
@@ -91,17 +110,16 @@ class KeyServiceClient:
         jobs = [(inputs[i:i + self.batch_size],
                  None if blinds is None else blinds[i:i + self.batch_size]) for i in starts]
         if len(jobs) <= 1 or self.workers <= 1:
-            done = [self._evaluate_chunk(epoch, chunk, chosen) for chunk, chosen in jobs]
+            done = [self.evaluate_chunk(epoch, chunk, chosen) for chunk, chosen in jobs]
         else:
-            # libsodium runs outside the GIL (ctypes), so while one chunk waits for the
-            # service another is blinded or finalized: the agency's cores and the service's
-            # work at once instead of in turn.
-            with ThreadPoolExecutor(self.workers, thread_name_prefix="keyservice") as pool:
-                done = list(pool.map(lambda job: self._evaluate_chunk(epoch, *job), jobs))
+            done = pool.evaluate(self.workers, self._endpoint, epoch, jobs, lambda: (
+                KeyServiceError("a key service worker process died; nothing of this batch "
+                                "was derived")))
         return [evaluation for chunk in done for evaluation in chunk]
 
-    def _evaluate_chunk(self, epoch: int, chunk: Sequence[bytes],
-                        chosen: Sequence[bytes] | None) -> list[Evaluation]:
+    def evaluate_chunk(self, epoch: int, chunk: Sequence[bytes],
+                       chosen: Sequence[bytes] | None) -> list[Evaluation]:
+        """One call's worth, here: blind, one HTTPS call, finalize."""
         pairs = [oprf.blind(data, None if chosen is None else chosen[i])
                  for i, data in enumerate(chunk)]
         evaluated = self._call(epoch, [blinded for _, blinded in pairs])

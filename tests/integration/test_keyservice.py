@@ -6,7 +6,9 @@ audited on the broker and not spilling onto another agency."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -134,7 +136,7 @@ def test_rfc_vectors_through_the_running_service(keyservice: Running) -> None:
         assert [k.hex() for k in keys] == [v["Output"][:64] for v in vectors]
         # Epoch 0 (the linkage-block key) is another key: other values for the same inputs.
         assert client.evaluate(0, [b"\x00"]) != keys[:1]
-        # Above one batch: the client splits (1024 per call, two in flight), keeping order.
+        # Above one batch: the client splits (1024 per call, in worker processes), in order.
         inputs = [f"input {i}".encode() for i in range(4100)]
         many = client.evaluate(1, inputs)
     sk, _ = oprf.derive_key_pair(bytes.fromhex(VECTORS["Seed"]),
@@ -199,3 +201,32 @@ def test_over_quota_is_refused_audited_and_others_are_served(keyservice: Running
     assert (entry.service, entry.actor) == (Service.KEYSERVICE, HEALTH)
     assert abs(entry.at - refused_at_ms) < 10_000
     assert entry.subject_id == refusal_subject(HEALTH, 1, entry.at)
+
+
+def test_worker_processes_carry_refusals_and_outlive_a_dead_worker(keyservice: Running) -> None:
+    """Calls of more than one batch run in worker processes (keyservice/workers.py): a refusal
+    there reaches the caller with its status, and a killed worker costs one call, not the
+    client."""
+    over = [f"h{i}".encode() for i in range(HEALTH_PER_MINUTE + 3)]
+    with KeyServiceClient(keyservice.url, keyservice.secret(HEALTH), keyservice.ca_file,
+                          batch_size=2, workers=2) as health, \
+            pytest.raises(KeyServiceError) as info:
+        health.evaluate(1, over)  # four calls of two: the third is over the minute's five
+    assert info.value.status == 429 and "per-minute quota" in str(info.value)
+
+    inputs = [f"input {i}".encode() for i in range(40)]
+    sk, _ = oprf.derive_key_pair(bytes.fromhex(VECTORS["Seed"]),
+                                 bytes.fromhex(VECTORS["KeyInfo"]))
+    expected = [oprf.evaluate(sk, x)[:32] for x in inputs]
+    with KeyServiceClient(keyservice.url, keyservice.secret(POLICE), keyservice.ca_file,
+                          batch_size=8, workers=2) as police:
+        assert police.evaluate(1, inputs) == expected
+        workers = [p for p in multiprocessing.active_children()
+                   if p.name.startswith("SpawnProcess")]
+        assert workers, "the calls ran in worker processes"
+        os.kill(workers[0].pid or 0, signal.SIGKILL)
+        workers[0].join(10)
+        with pytest.raises(KeyServiceError, match="worker process died"):
+            for _ in range(3):  # the pool may learn of the death only at the next call
+                police.evaluate(1, inputs)
+        assert police.evaluate(1, inputs) == expected  # new workers

@@ -283,8 +283,9 @@ def test_no_offline_derivation_gives_a_chosen_childs_match_keys_or_block(
             inputs = [x for x in key_inputs(identity) if x is not None]
             event = world.target_events[record.record_ref]
             mk = event.subject.match_keys
-            truth = {k for k in (mk.mk1, mk.mk2, mk.mk3, mk.mk4) if k}
-            assert len(truth) == len(inputs) == 4
+            assert mk.mk4 is None
+            truth = {k for k in (mk.mk1, mk.mk2, mk.mk3) if k}
+            assert len(truth) == len(inputs) == 3  # mk1, mk2, mk3 (mk4 is not derived)
 
             # 2. The service, with the police's credentials, gives exactly these.
             assert set(police.evaluate(1, inputs)) == truth
@@ -318,7 +319,7 @@ def test_destroyed_epochs_cannot_be_computed_by_the_agency(world: World) -> None
     identity = normalise_identity(record.identity)
     inputs = [x for x in key_inputs(identity) if x is not None]
     with world.service.client(POLICE) as police:
-        assert len(police.evaluate(1, inputs)) == 4
+        assert len(police.evaluate(1, inputs)) == 3
         for epoch in (1, 0):
             key_path(world.service.keys, epoch).unlink()
         for epoch, data in ((1, inputs), (0, [block_input(identity)])):

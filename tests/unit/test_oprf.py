@@ -95,8 +95,13 @@ def test_invalid_elements_are_refused(name: str) -> None:
     with pytest.raises(ValidationError) as info:
         oprf.blind_evaluate(sk, INVALID[name])
     assert info.value.field == "blindedElement"
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError) as info:
         oprf.finalize(b"x", oprf.random_scalar(), INVALID[name])
+    assert info.value.field == "evaluatedElement"
+    good = oprf.blind_evaluate(sk, oprf.blind(b"y")[1])
+    with pytest.raises(ValidationError) as info:  # the element's place in a batch is named
+        oprf.finalize_batch([b"y", b"x"], [oprf.random_scalar()] * 2, [good, INVALID[name]])
+    assert info.value.field == "evaluatedElement[1]"
 
 
 def test_identity_error_is_clear() -> None:
