@@ -15,7 +15,7 @@ import yaml
 from safehub.deploy.registry import REGISTRY_FILE, load_registry
 from safehub.deploy.render.compose import compose
 from safehub.deploy.render.manifests import k8s_files
-from safehub.deploy.render.site import CORRELATOR_PARTITIONS, Site
+from safehub.deploy.render.site import Site
 from safehub.errors import ConfigError
 
 DEPLOY = Path(__file__).resolve().parent.parent
@@ -71,7 +71,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     render.add_argument("--compose", type=Path, default=DEPLOY / "compose",
                         help="folder for compose.yaml (default deploy/compose)")
     render.add_argument("--correlators", type=int, default=3, metavar="N",
-                        help="correlator workers (1 to the ingress partitions, 6)")
+                        help="correlator workers (1 to the ingress topics' partitions)")
     render.add_argument("--registry", type=Path, default=REGISTRY_FILE)
     render.add_argument("--namespace", default="safehub")
     render.add_argument("--image", default="safehub:0.1.0")
@@ -80,11 +80,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not 1 <= args.correlators <= CORRELATOR_PARTITIONS:
-        # A worker beyond the partition count would hold no partition.
-        raise ConfigError(f"--correlators must be 1 to {CORRELATOR_PARTITIONS}")
     site = Site(load_registry(args.registry), namespace=args.namespace, image=args.image,
                 correlators=args.correlators)
+    if not 1 <= args.correlators <= site.correlator_partitions:
+        # A worker beyond the partition count would hold no partition.
+        raise ConfigError(f"--correlators must be 1 to {site.correlator_partitions}, the "
+                          "ingress topics' partitions (deploy/topics.toml)")
     folders = {"k8s": Path(args.out), "compose": Path(args.compose)}
     stale = []
     for relative, text in rendered(site).items():

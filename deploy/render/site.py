@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from safehub.deploy.acl import changelog_topic
 from safehub.deploy.registry import Registry
+from safehub.deploy.topics import registry_specs
 
 HEALTH_PORT = 9102  # SAFEHUB_HEALTH_PORT in every container: /metrics, /livez, /readyz
 WEB_PORT = 8080  # the hub web app, on the pod's loopback only (services/web/command.py HOST)
@@ -17,7 +19,6 @@ WEB_TLS_PORT = 8443  # the TLS proxy in front of it, the only port the web Servi
 KEYSERVICE_PORT = 8443
 KAFKA_TLS_PORT = 9093  # the Strimzi listener: TLS + SCRAM-SHA-512
 RUN_AS = 10001  # the image's unprivileged user; secret files are copied to be owned by it
-CORRELATOR_PARTITIONS = 6  # deploy/topics.toml: ingress.* and the changelog must agree
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,15 +42,18 @@ class Site:
         # Strimzi keeps the cluster CA's public certificate in <cluster>-cluster-ca-cert, ca.crt.
         return f"{self.cluster}-cluster-ca-cert"
 
+    @property
+    def correlator_partitions(self) -> int:
+        """The table changelog's partitions in deploy/topics.toml, which every ingress topic
+        shares (the correlator refuses to start otherwise): the most workers that get work."""
+        changelog = changelog_topic("")
+        return next(s.partitions for s in registry_specs(self.registry, self.brokers)
+                    if s.name == changelog)
+
     def database_url(self, database: str) -> str:
         """A PostgreSQL URL without a password: libpq takes it from PGPASSFILE (a mounted
         file), so no password sits in an environment variable's value."""
         return f"postgresql+psycopg2://safehub@{self.postgres_host}:5432/{database}"
-
-
-def k8s_name(party_id: str) -> str:
-    """A party id is already a DNS label (registry._ID); this only marks the intent."""
-    return party_id
 
 
 def database_name(kind: str, party_id: str = "") -> str:

@@ -23,7 +23,6 @@ from safehub.deploy.render.pods import (
     pod_template,
 )
 from safehub.deploy.render.site import (
-    CORRELATOR_PARTITIONS,
     HEALTH_PORT,
     KEYSERVICE_PORT,
     WEB_PORT,
@@ -101,7 +100,7 @@ def correlator(site: Site) -> list[Manifest]:
     pod = PodSpec(
         component=Service.CORRELATOR, name=CORRELATOR, args=["correlator"],
         env={**kafka_env(site, Service.CORRELATOR),
-             "SAFEHUB_CORRELATOR_PARTITIONS": str(CORRELATOR_PARTITIONS),
+             "SAFEHUB_CORRELATOR_PARTITIONS": str(site.correlator_partitions),
              # Three copies of the table's changelog, as every other topic (topics.toml).
              "SAFEHUB_CORRELATOR_REPLICATION": "3",
              "SAFEHUB_CORRELATOR_DATA_DIR": f"{DATA}/correlator"},
