@@ -371,3 +371,31 @@ def test_every_workload_names_the_figure_its_requests_come_from(
             assert source.startswith(("bench/results/", "not benchmarked")), m["metadata"]["name"]
             if source.startswith("bench/results/"):
                 assert (DEPLOY.parent / source.split(":")[0]).is_file(), source
+
+
+def test_the_init_script_copies_secrets_as_kubelet_lays_them_out(tmp_path: Path) -> None:
+    """A Secret volume holds `..data` -> `..<timestamp>/` and one link per key; the copies
+    must be 0600 files in the same folders, and the links and `..data` left behind."""
+    from safehub.deploy.render.pods import COPY_SECRETS
+
+    source, out = tmp_path / "src", tmp_path / "out"
+    projected = source / "files"
+    (projected / "..2026_12_05" / "kafka").mkdir(parents=True)
+    (projected / "..2026_12_05" / "kafka" / "router.password").write_text("pw\n")
+    (projected / "..data").symlink_to("..2026_12_05")
+    (projected / "kafka").symlink_to("..data/kafka")
+    whole = source / "dirs" / "keyservice-keys"
+    (whole / "..2026_12_06").mkdir(parents=True)
+    (whole / "..2026_12_06" / "epoch-1.json").write_text("{}\n")
+    (whole / "..data").symlink_to("..2026_12_06")
+    (whole / "epoch-1.json").symlink_to("..data/epoch-1.json")
+    out.mkdir()
+    script = COPY_SECRETS.replace("/secrets-src", str(source)).replace(
+        "/run/safehub/secrets", str(out))
+    subprocess.run(["sh", "-c", script], check=True, timeout=30)
+    copies = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert copies == ["kafka/router.password", "keyservice-keys/epoch-1.json"]
+    for p in out.rglob("*"):
+        assert not p.is_symlink()
+        assert (p.stat().st_mode & 0o777) == (0o700 if p.is_dir() else 0o600), p
+    assert (out / "kafka" / "router.password").read_text() == "pw\n"
