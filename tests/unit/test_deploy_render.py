@@ -118,6 +118,9 @@ def test_strimzi_kinds_match_the_projects_strimzi_schemas(
     ("KafkaUser", ("spec", "authorization", "acls", 0, "resource", "patternType"), "prefixed"),
     ("Kafka", ("spec", "kafka", "listeners", 0, "authentication", "type"), "scram-sha-256"),
     ("KafkaNodePool", ("spec", "roles"), ["zookeeper"]),
+    # Strimzi manages security settings itself and ignores these
+    ("Kafka", ("spec", "kafka", "config", "ssl.client.auth"), "required"),
+    ("Kafka", ("spec", "kafka", "config", "super.users"), "User:someone"),
 ])
 def test_strimzi_schemas_refuse_what_strimzi_would_not_take(
         manifests: list[dict[str, Any]], kind: str, path: tuple[Any, ...], value: Any) -> None:
