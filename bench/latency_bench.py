@@ -7,7 +7,9 @@ SAFEHUB_KAFKA_CA_FILE (default: the local one, `safehub kafka up`), as its admin
 Runs the real services as the demo does (`safehub correlator`, `safehub router`, `safehub
 inbox`, separate processes, each as its own principal) on fresh prefixed topics with their
 ACLs, then publishes through three agencies' real Publishers (each as that agency) at a paced
-rate (default 1,000 events/s). Each child gets three signs from three
+rate (default 1,000 events/s), their keys derived by the key service (`safehub keyservice
+serve`, as the demo runs it: fresh keys, each agency with its own bearer secret, keyings opened
+as `safehub publish` opens them). Each child gets three signs from three
 agencies, so each child raises two alerts (emerging at the second sign, high at the third).
 For every alert, latency = the inbox row's received_at (the inbox's clock, just before its
 commit) - the wall-clock moment the publisher was called for the newest event in the alert's
@@ -18,6 +20,7 @@ p99 of `--runs` whole runs (default 3), with every run's p50 and p99; target p99
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -37,16 +40,19 @@ from kafka import TopicPartition
 from safehub.bus import make_consumer, make_producer
 from safehub.connection import KafkaConnection
 from safehub.deploy.access import apply
+from safehub.deploy.kafka.launcher import free_port
 from safehub.deploy.registry import ADMIN, Kind, Party, Registry, Service, validate
 from safehub.deploy.topics import create_topics, delete_topics_with_prefix, registry_specs
+from safehub.producers.keysource import KeyService, KeySource
 from safehub.producers.publisher import DeliveryReport, Publisher
 from safehub.producers.records import SignRecord
 from safehub.producers.vault import Vault
 from safehub.schemas.codec import decode
 from safehub.schemas.records import CorrelatedAlert, RoutedAlert
 from safehub.schemas.vocabulary import Sector, Sign
+from safehub.services.keyservice import local
 from safehub.services.router.table import load_routing_table
-from tests.integration.test_publish import KEY, children
+from tests.integration.test_publish import children
 
 RESULTS = Path(__file__).resolve().parent / "results"
 AGENCIES = (("police-bench", Sector.POLICE, Sign.MISSING_FROM_HOME_OR_CARE),
@@ -155,12 +161,24 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
               tmp / "correlator.log"),
     ]
     kids = children(args.warmup + args.children, seed=7)
+    stack = contextlib.ExitStack()
+    keyservice = local.prepare(tmp / "keyservice", [a for a, _, _ in AGENCIES], free_port(),
+                               quota=(10**9, 10**12))
+    stack.enter_context(local.serving(keyservice, service_env(admin, Service.KEYSERVICE, prefix),
+                                      tmp / "keyservice.log"))
+    keyings = []
+    for agency, _, _ in AGENCIES:
+        keying, close = KeySource(local.FIRST_MATCH_EPOCH, None, KeyService(
+            keyservice.url, keyservice.secret_file(agency), keyservice.ca_file), {}).open()
+        stack.callback(close)
+        keyings.append(keying)
     # Each agency publishes as itself: it may write only its own ingress topic.
     producers = [make_producer(admin.as_principal(a), f"bench-latency-{a}")
                  for a, _, _ in AGENCIES]
-    publishers = [Publisher(producer, Vault.open(f"sqlite:///{tmp / f'vault-{a}.db'}"), KEY, a,
-                            sector, prefix)
-                  for producer, (a, sector, _) in zip(producers, AGENCIES, strict=True)]
+    publishers = [Publisher(producer, Vault.open(f"sqlite:///{tmp / f'vault-{a}.db'}"), keying,
+                            a, sector, prefix)
+                  for producer, keying, (a, sector, _) in zip(producers, keyings, AGENCIES,
+                                                              strict=True)]
     published: dict[str, int] = {}
     base = now_ms() - 86_400_000
 
@@ -245,6 +263,7 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
             producer.close()
         for p in publishers:
             p.vault.close()
+        stack.close()
         delete_topics_with_prefix(admin, prefix)
     result: dict[str, Any] = {
         "bench": "latency: event publish -> alert row in the hub inbox",
@@ -262,7 +281,8 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
         "target_p99_ms": TARGET_P99_MS,
         "target_met": bool(latencies) and percentile(latencies, 0.99) < TARGET_P99_MS
         and len(latencies) == 2 * args.children,
-        "pipeline": "publisher -> correlator -> router -> inbox (SQLite, WAL, synchronous=FULL)",
+        "pipeline": "publisher (keys from the key service over HTTPS) -> correlator -> router "
+                    "-> inbox (SQLite, WAL, synchronous=FULL)",
         "transport": "SASL_SSL (SCRAM-SHA-512 over TLS), ACLs; every service as its own principal",
         "cores": os.cpu_count(),
     }
