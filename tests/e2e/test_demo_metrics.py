@@ -86,7 +86,8 @@ def _read_topics(kafka: KafkaConnection, names: list[str]) -> list[object]:
 def test_every_service_metrics_agree_with_the_run(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     folder, state = tmp_path / "demo", tmp_path / "state"
-    env = {**os.environ, "SAFEHUB_STATE": str(state), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "SAFEHUB_STATE": str(state), "PYTHONUNBUFFERED": "1",
+           "SAFEHUB_LOG_FORMAT": "json"}
     env.pop("SAFEHUB_TOPIC_PREFIX", None)
     out_path = tmp_path / "demo.out"
     with out_path.open("w") as out:
@@ -181,3 +182,20 @@ def test_every_service_metrics_agree_with_the_run(tmp_path: Path,
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+    _logs_are_json(folder / "logs")
+
+
+def _logs_are_json(logs: Path) -> None:
+    """Under SAFEHUB_LOG_FORMAT=json every service's log is one JSON object per line, with
+    the same first fields everywhere and the service's own name."""
+    names = {"audit-sink": "audit"}  # the command's name, `safehub audit sink`
+    for service in SERVICES:
+        lines = [ln for ln in (logs / f"{service}.log").read_text().splitlines() if ln.strip()]
+        assert lines, service
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                pytest.fail(f"{service}: not a JSON log line: {line[:300]}")
+            assert list(entry)[:5] == ["ts", "level", "logger", "service", "message"], entry
+            assert entry["service"] == names.get(service, service), entry

@@ -7,6 +7,7 @@ to its loop, and calls `serve` with the dependencies `/readyz` should ask about.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -91,4 +92,11 @@ def beating_server(config: Any, watch: ServiceWatch) -> Any:
             watch.heartbeat.beat(watch.service)
             return bool(await super().on_tick(counter))
 
+    # uvicorn gave its loggers handlers of their own when `config` was made: hand their
+    # records to the root handler instead, so that they come out in the service's format
+    # (one JSON object per line under SAFEHUB_LOG_FORMAT=json) like every other line.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
     return Server(config)
