@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from safehub.deploy.kafka.launcher import KAFKA_VERSION
 from safehub.deploy.registry import ADMIN, Service
 from safehub.deploy.render.site import (
     HEALTH_PORT,
@@ -26,7 +27,8 @@ from safehub.deploy.render.site import (
 )
 from safehub.deploy.render.workloads import PROXY_IMAGE, proxy_conf
 
-KAFKA_IMAGE = "apache/kafka:4.1.0"
+# The broker version the project runs and tests everywhere (launcher.py pins it, once).
+KAFKA_IMAGE = f"apache/kafka:{KAFKA_VERSION}"
 POSTGRES_IMAGE = "postgres:16-alpine"
 PASSWORDS = "/var/lib/safehub/kafka-passwords"
 CLIENT_PORT, INTERNAL_PORT, CONTROLLER_PORT = 9093, 9094, 9095
