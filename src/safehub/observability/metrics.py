@@ -10,10 +10,19 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 
 from safehub.errors import ValidationError
 
+# A `_created` series beside every counter and histogram doubles what is scraped and stored
+# for a figure nobody here reads (a restart shows as the counter going back to zero).
+disable_created_metrics()  # type: ignore[no-untyped-call]
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 EVENTS_IN = Counter(
