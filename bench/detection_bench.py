@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safehub.producers.linkagekey import LinkageKey
+from safehub.producers.keying import BLOCK_EPOCH, CachingPRF, Keying, OprfPRF
 from safehub.producers.pseudonymisation import prepare, to_event
 from safehub.producers.simulation.export import publisher_record
 from safehub.producers.simulation.trajectories import Population, simulate
@@ -41,8 +41,12 @@ from safehub.services.correlation.rules import DEFAULT_RULES_PATH, Rules, load_r
 DAY_MS = 86_400_000
 YEAR_MS = 365 * DAY_MS
 RESULTS = Path(__file__).resolve().parent / "results"
-# A fixed bench key: the figures must not depend on a secret, and nothing here is published.
-BENCH_KEY = LinkageKey(hashlib.sha256(b"safehub detection bench key").digest() * 2, epoch=1)
+# Fixed bench keys: the figures must not depend on a secret, and nothing here is published. The
+# PRF is the key service's (RFC 9497 OPRF), computed in-process from the keys: the same values
+# the service would give, without a service or a broker for a pure benchmark.
+BENCH_KEY = Keying(CachingPRF(OprfPRF.from_seeds({
+    epoch: hashlib.sha256(b"safehub detection bench key %d" % epoch).digest()
+    for epoch in (BLOCK_EPOCH, 1)})), epoch=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +63,7 @@ class Raised:
     child_id: int  # the child most of the alert's evidence is about
 
 
-def pseudonymise(pop: Population, key: LinkageKey = BENCH_KEY) -> list[Arrival]:
+def pseudonymise(pop: Population, key: Keying = BENCH_KEY) -> list[Arrival]:
     """Every record as the agency's publisher would send it, with the child it is about."""
     out: list[Arrival] = []
     for rec in pop.records:

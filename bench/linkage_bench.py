@@ -2,11 +2,11 @@
 simulated world of children whose records carry realistic noise.
 
 Pure and broker-free. Each record's identifiers go through the producers' real match keys and
-linkage block (safehub.producers.matchkeys.derive, HMAC under a fixed bench key; NYSIIS as the
-agencies compute it), then every record, as one event, through the correlator's pure core
-(`step`) per linkage block, as the stream processor would feed them. The core's clusters are
-the predicted identities. All events fall within a few days, so nothing is too late or pruned:
-the figures measure linking alone.
+linkage block (safehub.producers.matchkeys.derive, the key service's OPRF computed in-process
+under fixed bench keys; NYSIIS as the agencies compute it), then every record, as one event,
+through the correlator's pure core (`step`) per linkage block, as the stream processor would
+feed them. The core's clusters are the predicted identities. All events fall within a few
+days, so nothing is too late or pruned: the figures measure linking alone.
 
 The world (rates per record unless said; each choice is drawn from a seeded RNG):
 - children 10-17 years old; half of the first names and a fifth of the surnames drawn with a
@@ -49,8 +49,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from safehub.producers.keying import as_keying
-from safehub.producers.linkagekey import LinkageKey
+from safehub.producers.keying import BLOCK_EPOCH, CachingPRF, Keying, OprfPRF
 from safehub.producers.matchkeys import DerivedKeys, derive
 from safehub.producers.normalisation import NormalisedIdentity
 from safehub.schemas.records import Subject, WarningSignEvent
@@ -59,7 +58,11 @@ from safehub.services.correlation.core import BlockState, initial_state, step
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, Rules, load_rules
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCH_KEY = LinkageKey(hashlib.sha256(b"safehub linkage bench key").digest(), epoch=1)
+# The key service's PRF (RFC 9497 OPRF) computed in-process from fixed keys: the values the
+# service would give, without a service or a broker for a pure benchmark.
+BENCH_KEY = Keying(CachingPRF(OprfPRF.from_seeds({
+    epoch: hashlib.sha256(b"safehub linkage bench key %d" % epoch).digest()
+    for epoch in (BLOCK_EPOCH, 1)})), epoch=1)
 T0 = 1_736_121_600_000
 TODAY = date(2025, 1, 6)
 
@@ -275,7 +278,7 @@ def run(seed: int, n: int) -> dict[str, Any]:
     started = time.perf_counter()
     rules = load_rules(DEFAULT_RULES_PATH)
     records = world(seed, n)
-    derived = derive([r.identity for r in records], as_keying(BENCH_KEY))
+    derived = derive([r.identity for r in records], BENCH_KEY)
     blocks = [k.linkage_block for k in derived]
     events = [_event(i, r, k) for i, (r, k) in enumerate(zip(records, derived, strict=True))]
     keyed_at = time.perf_counter()
