@@ -1,47 +1,24 @@
-"""Engine and migrations for the hub inbox: SQLite by default (WAL, synchronous=FULL),
-PostgreSQL in production. Nothing connects at import time."""
+"""Engine and migrations for the hub inbox: SQLite by default, PostgreSQL in production.
+Nothing connects at import time. Both are the storage toolkit's; the names here stay because
+the inbox's callers use them."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Engine
 
-from safehub.errors import StoreError
+from safehub.consumers.inbox.models import Base
+from safehub.storage import Migrations, open_engine, upgrade
 
-MIGRATIONS = Path(__file__).with_name("migrations")
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    # WAL lets the web app read while the consumer writes; FULL makes a commit survive power loss,
-    # which is what "rows before offsets" relies on.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+MIGRATIONS = Migrations("inbox", Path(__file__).with_name("migrations") / "versions",
+                        Base.metadata)
 
 
 def make_engine(url: str, *, busy_timeout_s: float = 5.0) -> Engine:
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": busy_timeout_s})
-        event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    # pre_ping: after a database restart the pool must not hand out dead connections.
-    return create_engine(url, pool_pre_ping=True, pool_recycle=300)
+    return open_engine(url, busy_timeout_s=busy_timeout_s)
 
 
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision (idempotent)."""
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    try:
-        with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
-    except SQLAlchemyError as exc:
-        raise StoreError(f"inbox migration failed: {type(exc).__name__}") from exc
+    upgrade(engine, MIGRATIONS)

@@ -13,8 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -35,8 +33,8 @@ from safehub.schemas.codec import decode, encode
 from safehub.schemas.records import CorrelatedAlert
 from safehub.schemas.vocabulary import RouteReason
 from safehub.services.router.core import ClusterState, Status, Tracked
+from safehub.storage import Migrations, upgrade
 
-MIGRATIONS = Path(__file__).with_name("migrations")
 # What routing changes about an alert; the alert itself (payload, cluster, route) never changes.
 _MUTABLE = ("status", "level", "sent_at", "deadline")
 _DELETE_CHUNK = 500  # cluster ids per DELETE: within every database's limit on bound parameters
@@ -44,6 +42,10 @@ _DELETE_CHUNK = 500  # cluster ids per DELETE: within every database's limit on 
 
 class Base(DeclarativeBase):
     pass
+
+
+MIGRATIONS = Migrations("router", Path(__file__).with_name("migrations") / "versions",
+                        Base.metadata)
 
 
 class RouterAlert(Base):
@@ -77,14 +79,7 @@ class RouterStore:
         self.engine = engine
 
     def migrate(self) -> None:
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
-        try:
-            with self.engine.begin() as connection:
-                config.attributes["connection"] = connection
-                command.upgrade(config, "head")
-        except SQLAlchemyError as exc:
-            raise StoreError(f"router migration failed: {type(exc).__name__}") from exc
+        upgrade(self.engine, MIGRATIONS)
 
     def load(self) -> dict[str, ClusterState]:
         try:

@@ -1,0 +1,58 @@
+"""One way to migrate: a store's Alembic revisions, run to head over an open connection.
+
+Every store shares one Alembic environment (`scripts/env.py`); a store brings only its folder
+of revision scripts and the name of its version table, so several stores can live in one
+database (the hub's inbox and router do) without their revisions meeting. There is no
+alembic.ini to keep in step with the code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.util import CommandError
+from sqlalchemy import Engine, MetaData
+from sqlalchemy.exc import SQLAlchemyError
+
+from safehub.errors import StoreError
+
+SCRIPTS = Path(__file__).with_name("scripts")
+
+
+@dataclass(frozen=True, slots=True)
+class Migrations:
+    """A store's revision scripts and the table that records which one a database is at."""
+
+    store: str  # names the store in errors and in its version table
+    versions: Path
+    metadata: MetaData | None = None  # the live models, for `alembic revision --autogenerate`
+
+    @property
+    def version_table(self) -> str:
+        return f"{self.store}_alembic_version"
+
+    def config(self) -> Config:
+        config = Config()
+        # ConfigParser interpolates '%': a path holding one must not be read as a reference.
+        config.set_main_option("script_location", str(SCRIPTS).replace("%", "%%"))
+        config.set_main_option("version_locations", str(self.versions).replace("%", "%%"))
+        config.set_main_option("path_separator", "os")
+        config.attributes["version_table"] = self.version_table
+        config.attributes["metadata"] = self.metadata
+        return config
+
+
+def upgrade(engine: Engine, migrations: Migrations) -> None:
+    """Bring the store's schema to the newest revision, in one transaction (idempotent)."""
+    config = migrations.config()
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    except (SQLAlchemyError, CommandError) as exc:
+        # CommandError: the database is at a revision this code does not know (a newer release
+        # wrote it); refuse rather than run on a schema we cannot read.
+        raise StoreError(f"{migrations.store} migration failed: {type(exc).__name__}") from exc
