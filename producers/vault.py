@@ -10,8 +10,9 @@ agency that sent the event can answer, from its own systems.
 The vault holds no name, date of birth, NHS number or postcode.
 
 SQLAlchemy 2; SQLite by default (WAL, synchronous=FULL, so a handle that went out in an event
-survives a power cut), PostgreSQL supported. Handles are written and committed before the
-events that carry them are sent.
+survives a power cut), PostgreSQL supported; the schema is Alembic revisions in
+`vault_migrations/`. Handles are written and committed before the events that carry them are
+sent.
 """
 
 from __future__ import annotations
@@ -19,19 +20,16 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
 
 from sqlalchemy import (
     Column,
     Engine,
     ForeignKey,
-    Integer,
     MetaData,
     String,
     Table,
     UniqueConstraint,
-    create_engine,
-    event,
     func,
     insert,
     select,
@@ -39,18 +37,14 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from safehub import storage
 from safehub.errors import StoreError
 
-SCHEMA_VERSION = 1
 _IN_CHUNK = 500  # bound on bound parameters per IN (...), well under every backend's limit
 
 metadata = MetaData()
-
-vault_meta = Table(
-    "vault_meta", metadata,
-    Column("name", String(32), primary_key=True),
-    Column("value", Integer, nullable=False),
-)
+MIGRATIONS = storage.Migrations(
+    "vault", Path(__file__).with_name("vault_migrations") / "versions", metadata)
 
 children = Table(
     "vault_children", metadata,
@@ -89,17 +83,6 @@ class Reidentification:
     record_refs: tuple[str, ...]
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
-    finally:
-        cursor.close()
-
-
 def _new_handle() -> str:
     return secrets.token_hex(16)
 
@@ -115,30 +98,11 @@ class Vault:
 
     @classmethod
     def open(cls, url: str) -> Vault:
-        """Connect and create or check the schema."""
-        try:
-            engine = create_engine(url, future=True)
-            if engine.dialect.name == "sqlite":
-                event.listen(engine, "connect", _sqlite_pragmas)
-            vault = cls(engine)
-            vault._ensure_schema()
-        except SQLAlchemyError as exc:
-            raise StoreError(f"cannot open the vault: {type(exc).__name__}") from exc
-        return vault
-
-    def _ensure_schema(self) -> None:
-        metadata.create_all(self.engine)
-        with self.engine.begin() as conn:
-            row = conn.execute(
-                select(vault_meta.c.value).where(vault_meta.c.name == "schema_version")
-            ).first()
-            if row is None:
-                conn.execute(insert(vault_meta).values(name="schema_version",
-                                                       value=SCHEMA_VERSION))
-            elif row[0] != SCHEMA_VERSION:
-                raise StoreError(
-                    f"vault schema version {row[0]} is not the {SCHEMA_VERSION} this code expects"
-                )
+        """Connect and create the schema or bring it to the newest revision."""
+        # Writers of one agency may share the file: wait out another's lock rather than fail.
+        engine = storage.open_engine(url, busy_timeout_s=30.0)
+        storage.upgrade(engine, MIGRATIONS)
+        return cls(engine)
 
     def close(self) -> None:
         self.engine.dispose()

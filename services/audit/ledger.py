@@ -3,13 +3,15 @@
 Row `seq` is the leaf index in the Merkle tree and follows the topic offset one for one, so a
 stored row can always be matched with the record it came from. Triggers refuse UPDATE and DELETE:
 the table is append-only for the application; someone with the database owner's rights can still
-drop the trigger, and that is what `safehub audit verify` is for.
+drop the trigger, and that is what `safehub audit verify` is for. The schema and its guards are
+Alembic revisions in `migrations/`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import (
     BigInteger,
@@ -21,18 +23,18 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    create_engine,
-    event,
     func,
     insert,
     select,
-    text,
 )
 from sqlalchemy.exc import SQLAlchemyError
 
+from safehub import storage
 from safehub.errors import StoreError
 
 metadata = MetaData()
+MIGRATIONS = storage.Migrations("audit", Path(__file__).with_name("migrations") / "versions",
+                                metadata)
 
 entries = Table(
     "audit_entries",
@@ -57,25 +59,6 @@ checkpoints = Table(
     Column("note", Text, nullable=False),  # the signed checkpoint, verbatim
     Column("signed_at_ms", BigInteger, nullable=False),
 )
-
-_SQLITE_GUARDS = [
-    f"CREATE TRIGGER IF NOT EXISTS {t}_no_{op.lower()} BEFORE {op} ON {t} "
-    f"BEGIN SELECT RAISE(ABORT, '{t} is append-only'); END"
-    for t in ("audit_entries", "audit_checkpoints") for op in ("UPDATE", "DELETE")
-]
-
-_PG_GUARDS = [
-    "CREATE OR REPLACE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS "
-    "$$ BEGIN RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END $$",
-    *[
-        f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = '{t}_append_only'"
-        f" AND tgrelid = '{t}'::regclass)"
-        f" THEN CREATE TRIGGER {t}_append_only BEFORE UPDATE OR DELETE ON {t} "
-        f"FOR EACH ROW EXECUTE FUNCTION audit_append_only(); END IF; END $$"
-        for t in ("audit_entries", "audit_checkpoints")
-    ],
-]
-
 
 @dataclass(frozen=True, slots=True)
 class StoredEntry:
@@ -106,48 +89,19 @@ class NewEntry:
     leaf_hash: bytes
 
 
-def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
-    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.close()
-
-
 def open_engine(url: str, *, read_only: bool = False) -> Engine:
     """An engine for the audit store. Read-only auditors open SQLite in `mode=ro`."""
-    try:
-        if url.startswith("sqlite"):
-            if read_only:
-                path = url.split("///", 1)[1]
-                engine = create_engine("sqlite://", creator=_ro_sqlite(path))
-            else:
-                engine = create_engine(url)
-                event.listen(engine, "connect", _sqlite_pragmas)
-        else:
-            engine = create_engine(url, pool_pre_ping=True)
-    except SQLAlchemyError as exc:
-        raise StoreError(f"cannot open the audit store: {type(exc).__name__}") from exc
-    return engine
+    return storage.open_engine(url, read_only=read_only)
 
 
-def _ro_sqlite(path: str) -> object:
-    import sqlite3
-
-    def connect() -> sqlite3.Connection:
-        return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-
-    return connect
+def migrate(engine: Engine) -> None:
+    """Create the ledger or bring it to the newest revision, append-only guards included.
+    A ledger created before the ledger had migrations is recognised, not recreated."""
+    storage.upgrade(engine, MIGRATIONS)
 
 
-def create_schema(engine: Engine) -> None:
-    try:
-        metadata.create_all(engine)
-        guards = _SQLITE_GUARDS if engine.dialect.name == "sqlite" else _PG_GUARDS
-        with engine.begin() as conn:
-            for statement in guards:
-                conn.execute(text(statement))
-    except SQLAlchemyError as exc:
-        raise StoreError(f"cannot create the audit store schema: {type(exc).__name__}") from exc
+# The audit sink's name for it (services/audit/sink.py).
+create_schema = migrate
 
 
 class Ledger:

@@ -2,7 +2,8 @@
 
 One database per process, with an agency column: a process may serve several agencies, and
 every read is scoped by agency. SQLite by default (WAL, synchronous=FULL, so a request stored
-before its offset was committed survives a power cut), PostgreSQL supported.
+before its offset was committed survives a power cut), PostgreSQL supported; the schema is
+Alembic revisions in `migrations/`.
 
 A request is stored once (the request id and agency are the primary key, so a redelivery is a
 no-op) with its contract bytes, which name no child. A decision is recorded only once: the
@@ -14,12 +15,12 @@ answered "not found" by the service itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import (
     BigInteger,
     Column,
     Engine,
-    Integer,
     LargeBinary,
     MetaData,
     String,
@@ -30,24 +31,19 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from safehub.consumers.inbox.database import make_engine
+from safehub import storage
 from safehub.errors import StoreError
 from safehub.schemas.codec import decode
 from safehub.schemas.records import ReidRequest
 from safehub.schemas.vocabulary import DeclineReason, ReidOutcome
 
-SCHEMA_VERSION = 1
 PENDING = "PENDING"  # waiting for the officer
 UNKNOWN = "UNKNOWN"  # none of its handles is the agency's: the service answers "not found"
 DECIDED = "DECIDED"
 
 metadata = MetaData()
-
-meta = Table(
-    "reid_agency_meta", metadata,
-    Column("name", String(32), primary_key=True),
-    Column("value", Integer, nullable=False),
-)
+MIGRATIONS = storage.Migrations("reid", Path(__file__).with_name("migrations") / "versions",
+                                metadata)
 
 requests = Table(
     "reid_agency_requests", metadata,
@@ -88,23 +84,10 @@ class RequestStore:
 
     @classmethod
     def open(cls, url: str) -> RequestStore:
-        try:
-            store = cls(make_engine(url))
-            store._ensure_schema()
-        except SQLAlchemyError as exc:
-            raise StoreError(f"cannot open the re-identification store: "
-                             f"{type(exc).__name__}") from exc
-        return store
-
-    def _ensure_schema(self) -> None:
-        metadata.create_all(self.engine)
-        with self.engine.begin() as conn:
-            row = conn.execute(select(meta.c.value).where(meta.c.name == "schema_version")).first()
-            if row is None:
-                conn.execute(insert(meta).values(name="schema_version", value=SCHEMA_VERSION))
-            elif row[0] != SCHEMA_VERSION:
-                raise StoreError(f"re-identification store schema version {row[0]} is not the "
-                                 f"{SCHEMA_VERSION} this code expects")
+        """Connect and create the schema or bring it to the newest revision."""
+        engine = storage.open_engine(url)
+        storage.upgrade(engine, MIGRATIONS)
+        return cls(engine)
 
     def close(self) -> None:
         self.engine.dispose()
