@@ -1,0 +1,35 @@
+"""Store contract suites run against SQLite and PostgreSQL alike: every test gets an empty
+database of each kind (a file in its tmp_path, or a schema of its own on the test server)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+
+def fresh_postgres_schema(base: str) -> Iterator[str]:
+    """The URL of a new, empty schema on the test server, dropped afterwards."""
+    schema = "c" + uuid.uuid4().hex[:12]
+    admin = sa.create_engine(base)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    sep = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of either kind. Under CI=true a missing PostgreSQL fails the test."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    yield from fresh_postgres_schema(request.getfixturevalue("postgres_url"))
