@@ -1,28 +1,23 @@
-"""The re-identification vault: one random handle per child per agency, resolvable only there."""
+"""The re-identification vault's contract, on SQLite and PostgreSQL alike: one random handle
+per child per agency, resolvable only there."""
 
 from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from safehub.producers.vault import Assignment, Vault
 
+pytestmark = pytest.mark.integration
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def vault(request: pytest.FixtureRequest, tmp_path: Path):
-    if request.param == "sqlite":
-        v = Vault.open(f"sqlite:///{tmp_path / 'vault.db'}")
-    else:
-        from sqlalchemy import text
 
-        url = request.getfixturevalue("postgres_url")
-        v = Vault.open(url)
-        with v.engine.begin() as conn:  # a clean slate: other runs share the database
-            conn.execute(text("DELETE FROM vault_records"))
-            conn.execute(text("DELETE FROM vault_children"))
+@pytest.fixture
+def vault(store_url: str) -> Iterator[Vault]:
+    v = Vault.open(store_url)
     yield v
     v.close()
 
