@@ -4,6 +4,9 @@ a dependency is not being wedged) and /metrics counts what the service did.
 
 The service is a hub inbox on a single broker of its own (the launcher's), never the session's
 shared cluster, which other tests are using.
+
+And the router's figures on the shared secure broker: alerts routed by hub and tier,
+escalations by hub, a dead letter by coded reason, events in, latency and batch time.
 """
 
 from __future__ import annotations
@@ -14,20 +17,31 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from safehub.bus import make_producer, send_all
+from safehub.bus import make_consumer, make_producer, send_all
 from safehub.consumers.deadletter import DeadLetterSink
 from safehub.consumers.inbox.consumer import InboxConsumer, RetryPolicy
 from safehub.consumers.inbox.database import make_engine, migrate
 from safehub.consumers.inbox.store import InboxStore
+from safehub.deploy.acl import service_group
 from safehub.deploy.kafka.launcher import Cluster, ClusterState
 from safehub.deploy.topics import TopicSpec, create_topics
+from safehub.observability.metrics import REGISTRY
 from safehub.observability.watch import ServiceWatch
+from safehub.schemas.codec import encode
+from safehub.schemas.records import CorrelatedAlert, Evidence, ReidentificationRef
+from safehub.schemas.vocabulary import Sector, Sign, Tier
+from safehub.services.audit.journal import AuditJournal
+from safehub.services.router.service import Router, input_topics
+from safehub.services.router.store import RouterStore
+from safehub.services.router.table import parse_routing_table
+from tests.conftest import Namespace
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -86,8 +100,6 @@ def test_readyz_follows_the_broker(own_broker: tuple[Cluster, ClusterState], tmp
     store = InboxStore(make_engine(f"sqlite:///{tmp_path / 'inbox.db'}"))
     migrate(store.engine)
     watch = ServiceWatch("inbox-health-test")
-    from safehub.bus import make_consumer
-
     consumer = make_consumer(admin, f"{PREFIX}{HUB}", [topic], client_id="health-inbox")
     producer = make_producer(admin, "health-deadletter")
     inbox = InboxConsumer(consumer, store, DeadLetterSink(producer, f"{PREFIX}deadletter"),
@@ -132,3 +144,78 @@ def test_readyz_follows_the_broker(own_broker: tuple[Cluster, ClusterState], tmp
         runner.join(15)
         watch.close()
         inbox.close()
+
+
+HOUR = 3_600_000
+MON_10 = 1_794_823_200_000  # Monday 16 Nov 2026 10:00 UTC (GMT)
+ROUTES = {
+    "defaults": {"ack_working_hours": 8, "urgent_ack_hours": 4, "repeat_interval_hours": 24},
+    "fallback": {"agency": "hub-duty", "escalation": "hub-manager"},
+    "route": [{"local_authority": "E08000035", "agency": "csc-leeds",
+               "escalation": "leeds-manager"}],
+}
+
+
+def _alert(n: int, la: str) -> CorrelatedAlert:
+    return CorrelatedAlert(
+        alert_id=uuid.uuid5(uuid.NAMESPACE_OID, f"metrics-{n}").hex, rules_version="a" * 64,
+        cluster_id=f"{n:032x}", linkage_block=n, tier=Tier.ESCALATING, rule="three-signs",
+        score=3.0, raised_at=MON_10 - HOUR, age_years=14, local_authority=la,
+        placing_authority=None, agencies=("police-wy",),
+        evidence=(Evidence("e" * 32, "police-wy", Sector.POLICE, Sign.OFFENDING, MON_10 - HOUR,
+                           1.0),),
+        reidentification=(ReidentificationRef("police-wy", "f" * 32),), identity_conflict=False)
+
+
+def _value(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_router_counts_routed_alerts_escalations_and_dead_letters(
+        secure_namespace: Callable[..., Namespace], tmp_path: Path) -> None:
+    table = parse_routing_table(ROUTES)
+    ns = secure_namespace(agencies={"police-wy": "POLICE"}, hubs=sorted(table.receivers()))
+    correlated = f"{ns.prefix}correlated"
+    leeds, unknown = _alert(1, "E08000035"), _alert(2, "E06000999")
+    producer = make_producer(ns.connection("correlator"), "test-correlator")
+    send_all(producer, [(correlated, a.cluster_id.encode(), encode(a), None)
+                        for a in (leeds, unknown)] + [(correlated, b"bad", b"not an alert", None)])
+    producer.close()
+
+    kafka = ns.connection("router")
+    store = RouterStore(make_engine(f"sqlite:///{tmp_path / 'router.db'}"))
+    store.migrate()
+    out = make_producer(kafka, "test-router")
+    now = [MON_10]
+    service = f"router-{ns.prefix}"
+    router = Router(table, make_consumer(kafka, service_group(ns.prefix, "router"),
+                                         input_topics(table, ns.prefix), client_id="test-router"),
+                    out, store, AuditJournal(out, f"{ns.prefix}audit", "router"),
+                    DeadLetterSink(out, f"{ns.prefix}deadletter"), ns.prefix, lambda: now[0],
+                    ServiceWatch(service))
+    try:
+        consumed, deadline = 0, time.monotonic() + 30
+        while consumed < 3:
+            assert time.monotonic() < deadline, "router did not consume its input in time"
+            consumed += router.step(timeout_ms=200)
+        # One working day on, neither alert acknowledged: both escalate.
+        now[0] = MON_10 + 24 * HOUR
+        router.step(timeout_ms=100)
+        now[0] += HOUR
+        router.step(timeout_ms=100)
+    finally:
+        router.close()
+
+    assert _value("safehub_events_in_total", service=service, topic=correlated) == 3
+    for hub in ("csc-leeds", "hub-duty", "leeds-manager", "hub-manager"):
+        assert _value("safehub_alerts_total", service=service, tier="ESCALATING", hub=hub) == 1
+        assert _value("safehub_events_out_total", service=service,
+                      topic=f"{ns.prefix}alerts.{hub}") == 1
+    assert _value("safehub_escalations_total", service=service, hub="leeds-manager") == 1
+    assert _value("safehub_escalations_total", service=service, hub="hub-manager") == 1
+    assert _value("safehub_escalations_total", service=service, hub="csc-leeds") == 0
+    reasons = [s.labels["reason"] for f in REGISTRY.collect() for s in f.samples
+               if s.name == "safehub_dead_letters_total" and s.labels["service"] == service]
+    assert len(reasons) == 1 and reasons[0].startswith("ValidationError"), reasons
+    assert _value("safehub_batch_seconds_count", service=service) >= 1
+    assert _value("safehub_event_latency_seconds_count", service=service) == 3
