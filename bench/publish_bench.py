@@ -34,7 +34,7 @@ event (counted by the service itself, GET /v1/usage) and the service's CPU (user
 /proc) per element.
 
 Publishing includes everything a real run does: normalisation, match keys and linkage blocks
-(key service: blind, one HTTPS call per 1024 elements, finalize, in the client's worker
+(key service: blind, one HTTPS call per 512 elements, finalize, in the client's worker
 processes, each input once per run; HMAC: in-process), the vault's handle assignment (SQLite,
 WAL, synchronous=FULL, committed before sending), contract validation, Avro encoding, and
 acks=all idempotent delivery with a report per event.
@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import statistics
 import tempfile
@@ -76,7 +75,7 @@ from safehub.producers.simulation.trajectories import simulate
 from safehub.producers.vault import Vault
 from safehub.schemas import codec
 from safehub.schemas.vocabulary import Sector
-from safehub.services.keyservice import local
+from safehub.services.keyservice import local, workers
 from tests.integration.test_publish import KEY, children, sign_records
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -93,10 +92,9 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _agency_cpu_seconds() -> float:
-    """This process and its live children: the key service client's worker processes, which
-    blind and finalize for it (services/keyservice/workers.py)."""
-    return time.process_time() + sum(_cpu_seconds(child.pid or 0)
-                                     for child in multiprocessing.active_children())
+    """This process and the key service client's worker processes, which blind and finalize
+    for it (services/keyservice/workers.py)."""
+    return time.process_time() + sum(_cpu_seconds(pid) for pid in workers.pids())
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,7 +314,7 @@ def main() -> int:
         "keyservice_derive_only_us_per_event": round(derive_s / args.events * 1e6, 1),
         "keyservice_keying": "as safehub publish opens it (producers/keysource.py): "
                              f"{KEYSERVICE_BATCH} inputs per PRF call into CachingPRF over "
-                             "KeyServiceClient (1024 elements per HTTPS call, in worker "
+                             "KeyServiceClient (512 elements per HTTPS call, in worker "
                              "processes started once per publishing process); "
                              "a fresh cache for every agency and round",
         "scenarios": {DISTINCT: distinct_doc, POPULATION: population_doc},

@@ -57,7 +57,7 @@ class Evaluation:
 
 class KeyServiceClient:
     def __init__(self, base_url: str, secret_file: Path, ca_file: Path,
-                 timeout: float = 30.0, *, batch_size: int = 1024,
+                 timeout: float = 30.0, *, batch_size: int = 512,
                  workers: int | None = None) -> None:
         """`batch_size` elements per call (at most the service's 4096); up to `workers`
         calls in flight (default: cores + 1), each in a worker process, so that blinding and
@@ -112,9 +112,8 @@ class KeyServiceClient:
         if len(jobs) <= 1 or self.workers <= 1:
             done = [self.evaluate_chunk(epoch, chunk, chosen) for chunk, chosen in jobs]
         else:
-            done = pool.evaluate(self.workers, self._endpoint, epoch, jobs, lambda: (
-                KeyServiceError("a key service worker process died; nothing of this batch "
-                                "was derived")))
+            done = pool.evaluate(self.workers, self._endpoint, epoch, jobs, lambda why: (
+                KeyServiceError(f"{why}; nothing of this batch was derived")))
         return [evaluation for chunk in done for evaluation in chunk]
 
     def evaluate_chunk(self, epoch: int, chunk: Sequence[bytes],

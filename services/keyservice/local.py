@@ -87,7 +87,7 @@ class LocalKeyService:
             argv += ("--quota-config", str(self.quota_config))
         return argv
 
-    def client(self, agency: str, *, batch_size: int = 1024, workers: int | None = None,
+    def client(self, agency: str, *, batch_size: int = 512, workers: int | None = None,
                timeout: float = 30.0) -> KeyServiceClient:
         return KeyServiceClient(self.url, self.secret_file(agency), self.ca_file, timeout,
                                 batch_size=batch_size, workers=workers)
