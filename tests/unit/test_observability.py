@@ -115,10 +115,13 @@ def test_log_format_setting(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_liveness_follows_the_oldest_heartbeat() -> None:
     clock = Clock()
     beat = Heartbeat(clock)
-    live = Liveness(beat, stall_s=30, clock=clock)
-    assert live.status()[0]  # starting up: the bound counts from creation
-    clock.now += 31
-    assert not live.status()[0]
+    live = Liveness(beat, stall_s=30, clock=clock, startup_s=100)
+    assert live.status()[0]  # starting up: a longer bound, from creation
+    clock.now += 99
+    assert live.status()[0]
+    clock.now += 2
+    ok, detail = live.status()
+    assert not ok and detail == {"starting_s": 101, "bound_s": 100}
     beat.beat("csc-a")
     beat.beat("csc-b")
     assert live.status()[0]
@@ -217,11 +220,18 @@ def test_health_port_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="SAFEHUB_HEALTH_PORT"):
         port_from_env()
     monkeypatch.setenv("SAFEHUB_HEALTH_PORT", "0")
+    monkeypatch.setenv("SAFEHUB_HEALTH_STALL_S", "soon")
+    with pytest.raises(ConfigError, match="SAFEHUB_HEALTH_STALL_S"):
+        serve_from_env("unit-d", Heartbeat())
+    monkeypatch.setenv("SAFEHUB_HEALTH_STALL_S", "30")
+    monkeypatch.setenv("SAFEHUB_HEALTH_STARTUP_S", "900")
     watch = ServiceWatch("unit-d")
     server = watch.serve(consumers=["csc-a"])
     try:
         assert server is not None and server.port > 0
         status, body = _get(server.port, "/readyz")
         assert status == 503 and "csc-a" in json.loads(body)["checks"]["partitions"]
+        status, body = _get(server.port, "/livez")
+        assert status == 200 and json.loads(body)["bound_s"] == 900
     finally:
         watch.close()

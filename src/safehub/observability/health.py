@@ -9,7 +9,9 @@
 Settings (environment): SAFEHUB_HEALTH_PORT (no server unless set; 0 picks a free port; the
 containers set 9102, the port named `health`), SAFEHUB_HEALTH_HOST (default 127.0.0.1; the
 containers set 0.0.0.0), SAFEHUB_HEALTH_STALL_S (how long the loop may make no progress before
-`/livez` fails, default 120).
+`/livez` fails, default 120), SAFEHUB_HEALTH_STARTUP_S (how long a service may take before its
+loop first beats, default 600: the correlator's loop starts only once its tables are recovered
+from their changelogs, which may take minutes).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from safehub.observability.metrics import HEARTBEAT_AGE, READY, REGISTRY
 log = logging.getLogger(__name__)
 
 DEFAULT_STALL_S = 120.0
+DEFAULT_STARTUP_S = 600.0
 # A check answers None when ready, else a short reason of our own (never a library message).
 Check = Callable[[], "str | None"]
 
@@ -57,19 +60,23 @@ class Heartbeat:
 
 class Liveness:
     """Live while the heartbeat is younger than `stall_s`; a loop that has not yet beaten gets
-    `stall_s` from its creation (start-up: topic checks, table recovery)."""
+    `startup_s` from its creation (start-up: topic checks, table recovery)."""
 
     def __init__(self, heartbeat: Heartbeat, stall_s: float = DEFAULT_STALL_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 startup_s: float | None = None) -> None:
         self.heartbeat = heartbeat
         self.stall_s = stall_s
+        self.startup_s = stall_s if startup_s is None else max(stall_s, startup_s)
         self._clock = clock
         self._born = clock()
 
     def status(self) -> tuple[bool, dict[str, Any]]:
         age = self.heartbeat.age_s()
         if age is None:
-            age = self._clock() - self._born
+            waited = self._clock() - self._born
+            return waited <= self.startup_s, {"starting_s": round(waited, 3),
+                                              "bound_s": self.startup_s}
         return age <= self.stall_s, {"heartbeat_age_s": round(age, 3), "bound_s": self.stall_s}
 
 
@@ -176,16 +183,16 @@ def port_from_env() -> int | None:
     return port
 
 
-def stall_from_env() -> float:
-    raw = os.environ.get("SAFEHUB_HEALTH_STALL_S", "").strip()
+def seconds_from_env(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
     if not raw:
-        return DEFAULT_STALL_S
+        return default
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError("SAFEHUB_HEALTH_STALL_S must be a number of seconds") from None
+        raise ConfigError(f"{name} must be a number of seconds") from None
     if value <= 0:
-        raise ConfigError("SAFEHUB_HEALTH_STALL_S must be more than 0")
+        raise ConfigError(f"{name} must be more than 0")
     return value
 
 
@@ -196,5 +203,7 @@ def serve_from_env(service: str, heartbeat: Heartbeat,
     if port is None:
         return None
     host = os.environ.get("SAFEHUB_HEALTH_HOST", "").strip() or "127.0.0.1"
-    return HealthServer(service, Liveness(heartbeat, stall_from_env()), Readiness(checks),
-                        host, port).start()
+    liveness = Liveness(heartbeat, seconds_from_env("SAFEHUB_HEALTH_STALL_S", DEFAULT_STALL_S),
+                        startup_s=seconds_from_env("SAFEHUB_HEALTH_STARTUP_S",
+                                                   DEFAULT_STARTUP_S))
+    return HealthServer(service, liveness, Readiness(checks), host, port).start()
