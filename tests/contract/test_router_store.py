@@ -4,36 +4,22 @@ forgetting removes whole clusters, however many."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
 
 from safehub.schemas.codec import encode
-from safehub.schemas.records import CorrelatedAlert, Evidence, ReidentificationRef
-from safehub.schemas.vocabulary import RouteReason, Sector, Sign, Tier
+from safehub.schemas.vocabulary import RouteReason
 from safehub.services.router.core import ClusterState, Status, Tracked
 from safehub.services.router.store import RouterStore
 from safehub.storage import open_engine
+from tests.contract.samples import AT, correlated
 
 pytestmark = pytest.mark.integration
 
-AT = 1_794_823_200_000
-
-
-def alert(n: int, cluster: int) -> CorrelatedAlert:
-    return CorrelatedAlert(
-        alert_id=uuid.uuid5(uuid.NAMESPACE_OID, f"contract-{n}").hex, rules_version="a" * 64,
-        cluster_id=f"{cluster:032x}", linkage_block=cluster, tier=Tier.ESCALATING,
-        rule="three-signs", score=3.0, raised_at=AT, age_years=14, local_authority="E08000035",
-        placing_authority=None, agencies=("police-wy",),
-        evidence=(Evidence("e" * 32, "police-wy", Sector.POLICE, Sign.OFFENDING, AT, 1.0),),
-        reidentification=(ReidentificationRef("police-wy", "f" * 32),), identity_conflict=False)
-
-
 def tracked(n: int, cluster: int, **changes: object) -> Tracked:
-    t = Tracked(alert(n, cluster), "csc-leeds", "leeds-mash", "E08000035",
+    t = Tracked(correlated(n, cluster), "csc-leeds", "leeds-mash", "E08000035",
                 RouteReason.RESPONSIBLE_AUTHORITY, False, AT + n)
     return replace(t, **changes)  # type: ignore[arg-type]
 
