@@ -174,6 +174,11 @@ def test_every_service_metrics_agree_with_the_run(tmp_path: Path,
         assert _sum(scraped["audit-sink"], "safehub_events_in_total")
         assert _sum(scraped["keyservice"], "safehub_requests_total", ("reason",),
                     reason="ok")
+        # Re-identification requests pending, at the hubs (web) and at each agency's desk.
+        for service, who in (("web", "csc-leeds"), ("reid", "education-leeds")):
+            pending = {labels["hub"]: v for n, labels, v in scraped[service]
+                       if n == "safehub_reid_requests_pending"}
+            assert pending.get(who) == 0 and not any(pending.values()), (service, pending)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)  # as a user would: it stops its services and broker
