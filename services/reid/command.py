@@ -24,6 +24,10 @@ Settings (flags, else environment):
   agency's `<agency>.password`, SAFEHUB_KAFKA_CA_FILE; see safehub.connection).
 
 From Python: `serve(ReidSettings(...))`, with case files built in memory if need be.
+
+Health and metrics (every service alike, safehub.observability): with SAFEHUB_HEALTH_PORT set,
+/metrics, /livez and /readyz on that port (SAFEHUB_HEALTH_HOST, default 127.0.0.1);
+SAFEHUB_LOG_FORMAT=json (or `safehub --log-format json`) logs one JSON object per line.
 """
 
 from __future__ import annotations

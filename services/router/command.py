@@ -8,6 +8,10 @@ SAFEHUB_ROUTER_GROUP (default `<prefix>router`, the one group the router's ACLs 
 
 The router creates no topic (only the admin principal may): every topic it reads or writes must
 exist when it starts (`safehub topics create`), or it stops at once naming the missing ones.
+
+Health and metrics (every service alike, safehub.observability): with SAFEHUB_HEALTH_PORT set,
+/metrics, /livez and /readyz on that port (SAFEHUB_HEALTH_HOST, default 127.0.0.1);
+SAFEHUB_LOG_FORMAT=json (or `safehub --log-format json`) logs one JSON object per line.
 """
 
 from __future__ import annotations
