@@ -12,7 +12,6 @@ SAFEHUB_LOG_FORMAT=json (or `safehub --log-format json`) logs one JSON object pe
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import threading
 from dataclasses import dataclass, replace
@@ -21,7 +20,7 @@ from pathlib import Path
 from safehub.connection import KafkaConnection
 from safehub.deploy.registry import Service
 from safehub.errors import ConfigError
-from safehub.services.audit.checkpoint import load_public_key, load_signing_key
+from safehub.services.audit.checkpoint import load_signing_key
 
 DEFAULT_DB = "sqlite:///safehub-audit.db"
 AUDITOR = "auditor"  # the principal of verify and replay: reads every topic, writes nothing
@@ -69,6 +68,31 @@ def configure(parser: argparse.ArgumentParser) -> None:
     verify.add_argument("--no-topic", action="store_true",
                         help="check the store against its checkpoints only")
     verify.add_argument("--report", type=Path, help="write the findings as JSON here")
+    verify.add_argument("--pin", type=Path, metavar="FILE",
+                        help="a checkpoint saved earlier (--save-pin): the log must extend it, "
+                             "else it reports a fork or a rollback")
+    verify.add_argument("--save-pin", type=Path, metavar="FILE",
+                        help="if the log verifies, save its accepted head here for --pin")
+    verify.add_argument("--witness-key", metavar="PUB",
+                        help="hex, or a file holding it: accept only a head this witness "
+                             "cosigned")
+    verify.add_argument("--witnessed", type=Path, action="append", default=[], metavar="FILE",
+                        help="a checkpoint the witness cosigned (`safehub audit witness`)")
+
+    witness = sub.add_parser("witness", help="cosign the log's newest checkpoint if it extends "
+                             "the last one this witness cosigned")
+    witness.add_argument("--db", help="SQLAlchemy URL of the audit store (read-only)")
+    witness.add_argument("--public-key", help="the hub's checkpoint key: hex, or a file holding "
+                         "it (else SAFEHUB_AUDIT_PUBLIC_KEY)")
+    witness.add_argument("--key-file", type=Path, required=True,
+                         help="the witness's Ed25519 seed in hex (a 0600 file the hub never sees)")
+    witness.add_argument("--name", default="witness.safehub.local",
+                         help="the witness's key name in its cosignature lines")
+    witness.add_argument("--state", type=Path, required=True,
+                         help="the last checkpoint this witness cosigned (kept by the witness)")
+    witness.add_argument("--checkpoint", type=Path,
+                         help="a checkpoint note to cosign (default: the store's newest)")
+    witness.add_argument("--out", type=Path, help="write the cosigned checkpoint here")
 
     replay = sub.add_parser("replay", help="re-derive every alert from the ingress topics")
     replay.add_argument("--agency", action="append", default=[], metavar="ID",
@@ -97,6 +121,10 @@ def run(args: argparse.Namespace) -> int:
         return _run_sink(args, settings)
     if args.audit_command == "verify":
         return _run_verify(args, settings)
+    if args.audit_command == "witness":
+        from safehub.services.audit.verifier import run_witness
+
+        return run_witness(args, settings)
     from safehub.services.audit.auditor import run_replay
 
     return run_replay(args, settings)
@@ -139,25 +167,6 @@ def _run_sink(args: argparse.Namespace, settings: AuditSettings) -> int:
 
 
 def _run_verify(args: argparse.Namespace, settings: AuditSettings) -> int:
-    from safehub.services.audit.ledger import Ledger, open_engine
-    from safehub.services.audit.reading import read_all
-    from safehub.services.audit.sink import CHECKPOINT_HEADER
-    from safehub.services.audit.verify import TopicRecord, summary, verify_log
+    from safehub.services.audit.verifier import run_verify
 
-    key = load_public_key(args.public_key)
-    ledger = Ledger(open_engine(settings.database_url, read_only=True))
-    stored = list(ledger.entries())
-    notes = [c.note for c in ledger.checkpoints()]
-    topic = None
-    if not args.no_topic:
-        topic = [
-            TopicRecord(r.offset, r.value or b"",
-                        next((v.decode("utf-8", "replace") for k, v in r.headers
-                              if k == CHECKPOINT_HEADER), None))
-            for r in read_all(settings.kafka, [settings.topic("audit")])
-        ]
-    report = verify_log(stored, notes, topic, key)
-    print(summary(report))
-    if args.report:
-        args.report.write_text(json.dumps(report.as_dict(), indent=2))
-    return 0 if report.ok else 1
+    return run_verify(args, settings)

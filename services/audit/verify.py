@@ -1,10 +1,14 @@
-"""Verification of the audit log: pure findings from the stored rows, the checkpoints and the topic.
+"""Verification of the audit log: pure findings from the stored rows, checkpoints and proofs.
 
-What each source proves:
+The verifier trusts only what it checks itself:
 - signed checkpoints (from the ledger and from the note each carries on `audit`): the log's
   head at a size, vouched for by the sink's key, which the auditor holds, not the store;
-- the stored rows: recomputed leaf hashes must give every checkpoint's root (inclusion proofs
-  for each entry, consistency proofs between successive checkpoints);
+- anchors from outside the hub (a checkpoint the auditor pinned earlier, one a witness
+  cosigned): the log's newest head must be a consistent extension of each, else the log was
+  forked (rewritten) or rolled back, whatever the hub's own signatures say;
+- per entry, the entry's bytes: the leaf hash is computed here, and the proof that puts it in
+  a signed tree comes from a proof source (`proofs.py`) that is not trusted, so a forged proof
+  or a row altered after it was signed fails;
 - the topic (append-only, kept for ever): names which stored row was changed, removed, inserted
   or moved, where the checkpoints alone can only say in which interval the log went wrong.
 """
@@ -13,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from itertools import pairwise
 
 from nacl.signing import VerifyKey
 
@@ -27,8 +30,11 @@ from safehub.services.audit.checkpoint import (
     verify,
 )
 from safehub.services.audit.ledger import StoredEntry
-from safehub.services.audit.merkle import MerkleTree, ProofError, leaf_hash, verify_consistency
+from safehub.services.audit.merkle import ProofError, leaf_hash, verify_consistency
 from safehub.services.audit.merkle import verify_inclusion as check_inclusion
+from safehub.services.audit.proofs import LedgerProofs, ProofSource
+
+LISTED = 5  # failing rows named in one finding; the count says how many more
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +45,20 @@ class TopicRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Anchor:
+    """A checkpoint trusted from outside the hub, already checked against the hub's key (and,
+    for a witnessed one, the witness's)."""
+
+    what: str  # "the pinned checkpoint", "the checkpoint the witness cosigned"
+    checkpoint: SignedCheckpoint
+    witnessed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Finding:
-    kind: str  # changed, removed, inserted, reordered, bad-signature, forked, mismatch, ...
+    # changed, removed, inserted, reordered, bad-signature, forked, rolled-back, truncated,
+    # mismatch, unverified, unwitnessed, empty
+    kind: str
     message: str
     seq: int | None = None
     topic_offset: int | None = None
@@ -55,6 +73,8 @@ class Report:
     consistency_proofs: int = 0
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    checks: list[str] = field(default_factory=list)  # what was verified against what
+    accepted: SignedCheckpoint | None = None  # the head an OK report vouches for
 
     @property
     def ok(self) -> bool:
@@ -65,9 +85,12 @@ class Report:
         self.findings.append(Finding(kind, message, seq, offset))
 
     def as_dict(self) -> dict[str, object]:
+        head = None if self.accepted is None else {
+            "size": self.accepted.head.size, "root": self.accepted.head.root.hex()}
         return {"ok": self.ok, "entries": self.entries, "topic_records": self.topic_records,
                 "checkpoints": self.checkpoints, "inclusion_proofs": self.inclusion_proofs,
                 "consistency_proofs": self.consistency_proofs,
+                "accepted_head": head if self.ok else None, "checks": self.checks,
                 "findings": [asdict(f) for f in self.findings], "notes": self.notes}
 
 
@@ -152,8 +175,98 @@ def _checkpoint_sources(stored_notes: Sequence[str], topic: Sequence[TopicRecord
     return sorted(good, key=lambda c: c.head.size)
 
 
+def _rows(rows: Sequence[int]) -> str:
+    named = ", ".join(str(r) for r in rows[:LISTED])
+    return named + (f" and {len(rows) - LISTED} more" if len(rows) > LISTED else "")
+
+
+class _Chain:
+    """Every stored entry proven, through the proof source, to be in the signed tree of the
+    first checkpoint that covers it; each checkpoint proven to extend the one before."""
+
+    def __init__(self, stored: Sequence[StoredEntry], proofs: ProofSource,
+                 report: Report) -> None:
+        self._stored = stored
+        self._proofs = proofs
+        self._report = report
+        self.last_good = 0  # every entry below it is proven in a signed tree
+
+    def include(self, start: int, size: int, root: bytes) -> bool:
+        failed: list[int] = []
+        reasons: list[str] = []
+        for index in range(start, size):
+            try:
+                proof = self._proofs.inclusion(index, size)
+                check_inclusion(index, size, leaf_hash(self._stored[index].raw), proof, root)
+            except (ProofError, ValueError) as exc:
+                failed.append(self._stored[index].seq)
+                reasons.append(str(exc))
+                continue
+            self._report.inclusion_proofs += 1
+        if not failed:
+            self._report.checks.append(
+                f"stored rows {start}..{size - 1}: each one's bytes proven in the signed tree of"
+                f" size {size} (inclusion proofs from the proof source, checked here)")
+            return True
+        first = self._stored[start].seq if start < len(self._stored) else start
+        self._report.add(
+            "mismatch", f"stored rows {first}..{first + size - start - 1}: {len(failed)} of "
+            f"{size - start} inclusion proofs against the signed root of size {size} fail (rows "
+            f"{_rows(failed)}; {reasons[0]}): an entry between {self.last_good} and {size - 1} "
+            "differs from what was signed", failed[0])
+        return False
+
+    def extend(self, first: SignedCheckpoint, second: SignedCheckpoint) -> bool:
+        a, b = first.head, second.head
+        try:
+            verify_consistency(a.size, b.size, a.root, b.root,
+                               self._proofs.consistency(a.size, b.size))
+        except (ProofError, ValueError) as exc:
+            self._report.add("forked", f"the signed checkpoints of size {a.size} and {b.size}: "
+                             f"the consistency proof served for them fails ({exc}): the "
+                             f"checkpoint of size {b.size} is not shown to extend {a.size}")
+            return False
+        self._report.consistency_proofs += 1
+        return True
+
+
+def _check_anchor(anchor: Anchor, head: SignedCheckpoint | None, stored: int,
+                  proofs: ProofSource, report: Report) -> None:
+    """The log's newest signed head against a checkpoint trusted from outside the hub."""
+    a = anchor.checkpoint.head
+    what = f"{anchor.what} (size {a.size}, root {a.root.hex()[:16]}...)"
+    if head is None or head.head.size < a.size:
+        newest = "no signed checkpoint" if head is None else f"size {head.head.size}"
+        report.add("rolled-back", f"{what}: the log's newest signed checkpoint has "
+                   f"{newest} and the store holds {stored} entries: the log was rolled back "
+                   "or truncated")
+        return
+    b = head.head
+    if b.size == a.size:
+        if b.root != a.root:
+            report.add("forked", f"{what}: the log's signed checkpoint of the same size has "
+                       f"root {b.root.hex()[:16]}...: the log was rewritten")
+        else:
+            report.checks.append(f"{what} is the log's newest signed head")
+        return
+    try:
+        verify_consistency(a.size, b.size, a.root, b.root, proofs.consistency(a.size, b.size))
+    except (ProofError, ValueError) as exc:
+        report.add("forked", f"{what}: the log's newest signed head (size {b.size}) is not a "
+                   f"consistent extension of it ({exc}): the log was rewritten")
+        return
+    report.consistency_proofs += 1
+    report.checks.append(f"the log's newest signed head (size {b.size}) extends {what} "
+                         "(consistency proof from the proof source, checked here)")
+
+
 def verify_log(stored: Sequence[StoredEntry], stored_notes: Sequence[str],
-               topic: Sequence[TopicRecord] | None, key: VerifyKey) -> Report:
+               topic: Sequence[TopicRecord] | None, key: VerifyKey, *,
+               proofs: ProofSource | None = None, anchors: Sequence[Anchor] = (),
+               require_witness: bool = False) -> Report:
+    """`proofs` defaults to proofs over the stored rows' leaf hashes (what the sink would
+    serve); `require_witness`: the accepted head must be one a witness cosigned (an anchor
+    with `witnessed`)."""
     report = Report(entries=len(stored), topic_records=None if topic is None else len(topic))
     for s in stored:
         if leaf_hash(s.raw) != s.leaf_hash:
@@ -161,53 +274,64 @@ def verify_log(stored: Sequence[StoredEntry], stored_notes: Sequence[str],
                        "give its stored leaf hash", s.seq, s.topic_offset)
     if topic is not None:
         compare_with_topic(stored, topic, report)
-    tree = MerkleTree(leaf_hash(s.raw) for s in stored)
     checkpoints = _checkpoint_sources(stored_notes, topic, key, report)
-
-    by_size: dict[int, set[bytes]] = {}
-    for cp in checkpoints:
-        by_size.setdefault(cp.head.size, set()).add(cp.head.root)
-    for size, roots in sorted(by_size.items()):
-        if len(roots) > 1:
-            report.add("forked", f"{len(roots)} different signed roots for tree size {size}")
-
-    matched: SignedCheckpoint | None = None
-    last_good_size = 0
-    for cp in checkpoints:
-        size = cp.head.size
-        if size > tree.size:
-            report.add("removed", f"checkpoint of size {size} is signed but the store holds "
-                       f"only {tree.size} entries")
-            continue
-        if tree.root(size) != cp.head.root:
-            report.add("mismatch", f"stored entries do not reproduce the signed root of size "
-                       f"{size}: an entry between {last_good_size} and {size - 1} was altered")
-        else:
-            last_good_size = size
-            matched = cp
-    for first, second in pairwise(checkpoints):
-        a, b = first.head, second.head
-        if a.size == b.size or b.size > tree.size or tree.root(b.size) != b.root:
-            continue  # forks at equal size and unverifiable heads are reported above
+    if not stored and not checkpoints and not anchors:
+        report.add("empty", "nothing to verify: the store holds no entries and no signed "
+                   "checkpoint, and an empty log proves nothing (pass --pin with a checkpoint "
+                   "saved earlier to tell a wiped log from a new one)")
+        return report
+    if proofs is None:
         try:
-            verify_consistency(a.size, b.size, a.root, b.root,
-                               tree.consistency_proof(a.size, b.size))
-            report.consistency_proofs += 1
+            proofs = LedgerProofs(s.leaf_hash for s in stored)
         except ProofError as exc:
-            report.add("forked", f"checkpoint of size {a.size} is not an ancestor of the "
-                       f"checkpoint of size {b.size}: {exc}")
-    if matched is not None:
-        size, root = matched.head.size, matched.head.root
-        for index, s in enumerate(stored[:size]):
-            try:
-                check_inclusion(index, size, leaf_hash(s.raw), tree.inclusion_proof(index, size),
-                                root)
-                report.inclusion_proofs += 1
-            except (ProofError, ValueError) as exc:
-                report.add("changed", f"stored row {s.seq} is not in the signed tree of size "
-                           f"{size}: {exc}", s.seq, s.topic_offset)
-    elif stored:
-        report.add("unverified", "no signed checkpoint matches the stored log")
+            report.add("unverified", f"no proofs can be served over the stored rows: {exc}")
+            return report
+
+    by_size: dict[int, list[SignedCheckpoint]] = {}
+    for cp in checkpoints:
+        roots = by_size.setdefault(cp.head.size, [])
+        if all(c.head.root != cp.head.root for c in roots):
+            roots.append(cp)
+    for size, heads in sorted(by_size.items()):
+        if len(heads) > 1:
+            report.add("forked", f"{len(heads)} different signed roots for tree size {size}")
+
+    chain = _Chain(stored, proofs, report)
+    intact = True  # every checkpoint so far proven and extended by the next
+    previous: list[SignedCheckpoint] = []
+    newest: SignedCheckpoint | None = None
+    for size, heads in sorted(by_size.items()):
+        if size > len(stored):
+            report.add("truncated", f"the signed checkpoint of size {size} covers {size} "
+                       f"entries but the store holds only {len(stored)}: entries "
+                       f"{len(stored)}..{size - 1} are missing")
+            intact = False
+            break
+        start = previous[0].head.size if previous else 0
+        included = all([chain.include(start, size, h.head.root) for h in heads])
+        extended = included and all(chain.extend(p, h) for p in previous for h in heads)
+        intact = intact and included and extended and len(heads) == 1
+        if intact:
+            chain.last_good = size
+        previous, newest = heads, heads[0]
+    if checkpoints and newest is not None and newest.head.size < len(stored):
+        report.notes.append(f"{len(stored) - newest.head.size} stored entries after the newest "
+                            f"signed checkpoint (size {newest.head.size}) are not signed yet")
+    elif stored and not checkpoints:
+        report.add("unverified", "no signed checkpoint covers the stored log")
+
+    for anchor in anchors:
+        _check_anchor(anchor, newest, len(stored), proofs, report)
+    witnessed = [a.checkpoint for a in anchors if a.witnessed]
+    if require_witness and not witnessed:
+        report.add("unwitnessed", "no head cosigned by the witness key: the log's head is "
+                   "vouched for by the hub's key alone")
+    report.accepted = max(witnessed, key=lambda c: c.head.size) if witnessed else newest
+    if witnessed and newest is not None and report.accepted is not None \
+            and newest.head.size > report.accepted.head.size:
+        report.notes.append(f"accepted head: size {report.accepted.head.size} (cosigned by the "
+                            f"witness); the hub signed up to size {newest.head.size} since, not "
+                            "yet cosigned")
     return report
 
 
@@ -219,9 +343,13 @@ def summary(report: Report) -> str:
         + ("" if report.topic_records is None
            else f", compared with {report.topic_records} topic records"),
     ]
+    lines += [f"checked: {c}" for c in report.checks]
     lines += [f"note: {n}" for n in report.notes]
-    if report.ok:
-        lines.append("OK: the log is intact and consistent with every checkpoint")
+    if report.ok and report.accepted is not None:
+        lines.append(f"OK: the log is intact up to the signed head of size "
+                     f"{report.accepted.head.size} (root {report.accepted.head.root.hex()})")
+    elif report.ok:
+        lines.append("OK")
     else:
         lines.append(f"FAILED: {len(report.findings)} finding(s)")
         lines += [f"  [{f.kind}] {f.message}" for f in report.findings]
