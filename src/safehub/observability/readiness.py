@@ -28,9 +28,11 @@ class Probe:
 
     def __init__(self, name: str, ask: Callable[[], object], every_s: float = DEFAULT_EVERY_S,
                  stale_s: float = DEFAULT_STALE_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 close: Callable[[], object] | None = None) -> None:
         self.name = name
         self._ask = ask
+        self._close = close
         self.every_s = every_s
         self.stale_s = stale_s
         self._clock = clock
@@ -55,6 +57,12 @@ class Probe:
             while not self._stop.is_set():
                 self.once()
                 self._stop.wait(self.every_s)
+            # Closed here, on the thread that uses it: the clients are not thread-safe.
+            if self._close is not None:
+                try:
+                    self._close()
+                except Exception:  # noqa: BLE001 - closing a probe's client is best effort
+                    log.debug("%s probe's client did not close cleanly", self.name)
 
         self._thread = threading.Thread(target=loop, daemon=True, name=f"probe-{self.name}")
         self._thread.start()
@@ -89,7 +97,11 @@ def broker_probe(kafka: KafkaConnection, every_s: float = DEFAULT_EVERY_S,
             holder["client"] = make_consumer(kafka, None, client_id="safehub-health")
         holder["client"].topics()
 
-    return Probe("broker", ask, every_s, stale_s).start()
+    def close() -> None:
+        if "client" in holder:
+            holder.pop("client").close()
+
+    return Probe("broker", ask, every_s, stale_s, close=close).start()
 
 
 def database_probe(engine: Any, every_s: float = DEFAULT_EVERY_S,
