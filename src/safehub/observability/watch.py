@@ -83,7 +83,6 @@ class ServiceWatch:
             self.server = None
 
 
-
 def beating_server(config: Any, watch: ServiceWatch) -> Any:
     """A uvicorn server whose event loop beats `watch`'s heartbeat on each of its ticks
     (every 0.1 s): an HTTP service is live while its loop turns."""
