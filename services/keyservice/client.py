@@ -109,7 +109,9 @@ class KeyServiceClient:
         starts = range(0, len(inputs), self.batch_size)
         jobs = [(inputs[i:i + self.batch_size],
                  None if blinds is None else blinds[i:i + self.batch_size]) for i in starts]
-        if len(jobs) <= 1 or self.workers <= 1:
+        # One call's worth stays here unless the workers run anyway: then it goes to them
+        # too, away from this process's other threads.
+        if self.workers <= 1 or (len(jobs) <= 1 and not pool.started()):
             done = [self.evaluate_chunk(epoch, chunk, chosen) for chunk, chosen in jobs]
         else:
             done = pool.evaluate(self.workers, self._endpoint, epoch, jobs, lambda why: (

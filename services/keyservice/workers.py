@@ -173,6 +173,11 @@ def start(size: int) -> None:
     _shared(size).start()
 
 
+def started() -> bool:
+    """Whether this process has a pool (a publisher starts one when it opens)."""
+    return _pool is not None
+
+
 def pids() -> list[int]:
     """The live workers' process ids (for accounting: a benchmark adds their CPU to the
     agency's)."""
