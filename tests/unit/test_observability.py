@@ -115,21 +115,19 @@ def test_log_format_setting(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_liveness_follows_the_oldest_heartbeat() -> None:
     clock = Clock()
     beat = Heartbeat(clock)
-    live = Liveness(beat, stall_s=30, clock=clock, startup_s=100)
-    assert live.status()[0]  # starting up: a longer bound, from creation
-    clock.now += 99
-    assert live.status()[0]
-    clock.now += 2
-    ok, detail = live.status()
-    assert not ok and detail == {"starting_s": 101, "bound_s": 100}
+    live = Liveness(beat, stall_s=30)
+    # Not live before the first beat: the orchestrator's startup probe bounds a start.
+    assert live.status()[0] == "starting"
+    clock.now += 1000
+    assert live.status()[0] == "starting"
     beat.beat("csc-a")
     beat.beat("csc-b")
-    assert live.status()[0]
+    assert live.status()[0] == "live"
     clock.now += 20
     beat.beat("csc-a")
     clock.now += 15  # csc-b has not beaten for 35 s: one wedged consumer thread is enough
-    ok, detail = live.status()
-    assert not ok and detail["heartbeat_age_s"] == 35
+    state, detail = live.status()
+    assert state == "wedged" and detail["heartbeat_age_s"] == 35
 
 
 def test_probe_is_ready_only_on_a_recent_answer() -> None:
@@ -186,7 +184,7 @@ def test_health_server_serves_the_three_paths() -> None:
     clock = Clock()
     beat = Heartbeat(clock)
     state: dict[str, str | None] = {"why": "broker unreachable (NoBrokersAvailable)"}
-    server = HealthServer("unit-c", Liveness(beat, 10, clock),
+    server = HealthServer("unit-c", Liveness(beat, 10),
                           Readiness([("broker", lambda: state["why"])])).start()
     try:
         status, body = _get(server.port, "/readyz")
@@ -195,6 +193,9 @@ def test_health_server_serves_the_three_paths() -> None:
                                     "checks": {"broker": "broker unreachable (NoBrokersAvailable)"}}
         state["why"] = None
         assert _get(server.port, "/readyz")[0] == 200
+        status, body = _get(server.port, "/livez")
+        assert status == 503 and json.loads(body)["status"] == "starting"
+        beat.beat()
         assert _get(server.port, "/livez")[0] == 200
         clock.now += 11
         status, body = _get(server.port, "/livez")
@@ -224,14 +225,14 @@ def test_health_port_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="SAFEHUB_HEALTH_STALL_S"):
         serve_from_env("unit-d", Heartbeat())
     monkeypatch.setenv("SAFEHUB_HEALTH_STALL_S", "30")
-    monkeypatch.setenv("SAFEHUB_HEALTH_STARTUP_S", "900")
     watch = ServiceWatch("unit-d")
     server = watch.serve(consumers=["csc-a"])
     try:
         assert server is not None and server.port > 0
         status, body = _get(server.port, "/readyz")
         assert status == 503 and "csc-a" in json.loads(body)["checks"]["partitions"]
+        watch.heartbeat.beat("csc-a")
         status, body = _get(server.port, "/livez")
-        assert status == 200 and json.loads(body)["bound_s"] == 900
+        assert status == 200 and json.loads(body)["bound_s"] == 30
     finally:
         watch.close()

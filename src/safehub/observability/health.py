@@ -9,9 +9,11 @@
 Settings (environment): SAFEHUB_HEALTH_PORT (no server unless set; 0 picks a free port; the
 containers set 9102, the port named `health`), SAFEHUB_HEALTH_HOST (default 127.0.0.1; the
 containers set 0.0.0.0), SAFEHUB_HEALTH_STALL_S (how long the loop may make no progress before
-`/livez` fails, default 120), SAFEHUB_HEALTH_STARTUP_S (how long a service may take before its
-loop first beats, default 600: the correlator's loop starts only once its tables are recovered
-from their changelogs, which may take minutes).
+`/livez` fails, default 120).
+
+Until the loop first beats, `/livez` answers 503 "starting": how long a start may take is the
+orchestrator's startup probe's to bound (deploy/k8s: the correlator rebuilds its tables from
+their changelogs before its loop runs, which may take many minutes), not a guess made here.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ from safehub.observability.metrics import HEARTBEAT_AGE, READY, REGISTRY
 log = logging.getLogger(__name__)
 
 DEFAULT_STALL_S = 120.0
-DEFAULT_STARTUP_S = 600.0
 # A check answers None when ready, else a short reason of our own (never a library message).
 Check = Callable[[], "str | None"]
 
@@ -59,25 +60,20 @@ class Heartbeat:
 
 
 class Liveness:
-    """Live while the heartbeat is younger than `stall_s`; a loop that has not yet beaten gets
-    `startup_s` from its creation (start-up: topic checks, table recovery)."""
+    """Live while the heartbeat is younger than `stall_s`; "starting" (not live) until the
+    loop first beats."""
 
-    def __init__(self, heartbeat: Heartbeat, stall_s: float = DEFAULT_STALL_S,
-                 clock: Callable[[], float] = time.monotonic,
-                 startup_s: float | None = None) -> None:
+    def __init__(self, heartbeat: Heartbeat, stall_s: float = DEFAULT_STALL_S) -> None:
         self.heartbeat = heartbeat
         self.stall_s = stall_s
-        self.startup_s = stall_s if startup_s is None else max(stall_s, startup_s)
-        self._clock = clock
-        self._born = clock()
 
-    def status(self) -> tuple[bool, dict[str, Any]]:
+    def status(self) -> tuple[str, dict[str, Any]]:
+        """("live" | "starting" | "wedged", details)."""
         age = self.heartbeat.age_s()
         if age is None:
-            waited = self._clock() - self._born
-            return waited <= self.startup_s, {"starting_s": round(waited, 3),
-                                              "bound_s": self.startup_s}
-        return age <= self.stall_s, {"heartbeat_age_s": round(age, 3), "bound_s": self.stall_s}
+            return "starting", {"bound_s": self.stall_s}
+        state = "live" if age <= self.stall_s else "wedged"
+        return state, {"heartbeat_age_s": round(age, 3), "bound_s": self.stall_s}
 
 
 class Readiness:
@@ -139,9 +135,10 @@ class HealthServer:
                 HEARTBEAT_AGE.labels(self.service).set(age)
             return 200, CONTENT_TYPE_LATEST, generate_latest(self._registry)
         if path == "/livez":
-            live, detail = self.liveness.status()
-            body = {"service": self.service, "status": "live" if live else "wedged", **detail}
-            return (200 if live else 503), "application/json", json.dumps(body).encode()
+            state, detail = self.liveness.status()
+            body = {"service": self.service, "status": state, **detail}
+            return (200 if state == "live" else 503), "application/json", \
+                json.dumps(body).encode()
         if path == "/readyz":
             ready, checks = self.readiness.status()
             READY.labels(self.service).set(1 if ready else 0)
@@ -203,7 +200,5 @@ def serve_from_env(service: str, heartbeat: Heartbeat,
     if port is None:
         return None
     host = os.environ.get("SAFEHUB_HEALTH_HOST", "").strip() or "127.0.0.1"
-    liveness = Liveness(heartbeat, seconds_from_env("SAFEHUB_HEALTH_STALL_S", DEFAULT_STALL_S),
-                        startup_s=seconds_from_env("SAFEHUB_HEALTH_STARTUP_S",
-                                                   DEFAULT_STARTUP_S))
+    liveness = Liveness(heartbeat, seconds_from_env("SAFEHUB_HEALTH_STALL_S", DEFAULT_STALL_S))
     return HealthServer(service, liveness, Readiness(checks), host, port).start()
