@@ -153,6 +153,9 @@ class CorrelatedAlert:
     # The GSS codes agencies gave for the child's placing or local authority where they
     # disagree, sorted; None when they agree (see services/correlation/authority.py).
     authority_conflict: tuple[str, ...] | None = None
+    # Why the alert fired, in plain words, from the evidence and rules that raised it
+    # (services/correlation/reasons.py); None for alerts of rules that predate it.
+    explanation: str | None = None
 
 
 @quick_init

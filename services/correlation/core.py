@@ -88,14 +88,22 @@ from safehub.schemas.vocabulary import (
     Sign,
     Tier,
 )
+from safehub.services.correlation import episodes
 from safehub.services.correlation.authority import authorities
+from safehub.services.correlation.episodes import Episode, episode_of, version_key
 from safehub.services.correlation.linking import Key, event_keys, link, nhs_keys
-from safehub.services.correlation.rules import Rules
+from safehub.services.correlation.reasons import explain
+from safehub.services.correlation.rules import (
+    RULE_DISTINCT,
+    RULE_INCIDENT,
+    RULE_REPEATED_MISSING,
+    RULE_SCORE,
+    RULE_UNDER_13,
+    Rules,
+)
 
-RULE_INCIDENT = "significant-incident"
-RULE_UNDER_13 = "sexual-activity-under-13"
-RULE_DISTINCT = "distinct-signs"
-RULE_SCORE = "score"
+__all__ = ["RULE_DISTINCT", "RULE_INCIDENT", "RULE_REPEATED_MISSING", "RULE_SCORE",
+           "RULE_UNDER_13"]
 
 
 @quick_init
@@ -112,6 +120,7 @@ class Observation:
     local_authority: str
     placing_authority: str | None
     reid_handle: str
+    episode: Episode | None = None  # the version held, when the event is a missing episode
 
 
 @quick_init
@@ -161,17 +170,27 @@ def initial_state() -> BlockState:
 
 
 def observation_of(event: IngressEvent) -> Observation:
-    # A missing episode is the MISSING_FROM_HOME_OR_CARE sign at its start; every episode is
-    # its own observation, so repeated episodes add up.
-    indicator: Indicator = (
-        Sign.MISSING_FROM_HOME_OR_CARE if isinstance(event, MissingEpisodeEvent)
-        else event.indicator
-    )
+    # A missing episode is the MISSING_FROM_HOME_OR_CARE sign at its start, weighed by what
+    # the episode was (episodes.py); every episode is its own observation, so repeated
+    # episodes add up.
     s = event.subject
+    if isinstance(event, MissingEpisodeEvent):
+        return Observation(
+            event.event_id, event.agency_id, event.sector, Sign.MISSING_FROM_HOME_OR_CARE,
+            event.occurred_at, s.age_years, s.local_authority, s.placing_authority,
+            s.reid_handle, episode_of(event),
+        )
     return Observation(
-        event.event_id, event.agency_id, event.sector, indicator, event.occurred_at,
+        event.event_id, event.agency_id, event.sector, event.indicator, event.occurred_at,
         s.age_years, s.local_authority, s.placing_authority, s.reid_handle,
     )
+
+
+def observation_weight(rules: Rules, o: Observation) -> float:
+    """The weight the rules give one observation (an episode's depends on the episode)."""
+    if o.episode is None or rules.episodes is None:
+        return rules.by_indicator[o.indicator].weight
+    return episodes.weight(rules.episodes, o.occurred_at, o.episode)
 
 
 def _held(state: BlockState, event: IngressEvent) -> bool:
@@ -272,6 +291,8 @@ def step(
     if block_full(rules, state, event):
         return state, ()
     if _held(state, event):
+        if rules.episodes is not None and isinstance(event, MissingEpisodeEvent):
+            return _update(rules, state, event)
         return _rekey(rules, state, event)
     if too_late(rules, state, event):
         return state, ()
@@ -378,6 +399,62 @@ def _rekey(
     return BlockState(state.watermark, tuple(kept), state.event_ids, size), alerts
 
 
+def _update(
+    rules: Rules, state: BlockState, event: MissingEpisodeEvent
+) -> tuple[BlockState, tuple[CorrelatedAlert, ...]]:
+    """A missing episode already held, sent again: a duplicate, an older version, or an update.
+
+    The latest version (episodes.version_key) replaces the one held, so an episode counts once
+    however often it is updated, as its latest record says; a duplicate or an older version
+    only adds keys it brings (`_rekey`). An update may lower the episode's weight (the
+    interview done): an alert already raised stands, and no alert is raised for a lower tier.
+    The watermark is moved by new events only: an update carries the episode's start again.
+    """
+    new = observation_of(event)
+    home = next(i for i, c in enumerate(state.clusters)
+                if any(o.event_id == event.event_id and o.agency_id == event.agency_id
+                       for o in c.observations))
+    cluster = state.clusters[home]
+    old = next(o for o in cluster.observations
+               if o.event_id == event.event_id and o.agency_id == event.agency_id)
+    if version_key(new.episode) <= version_key(old.episode):
+        return _rekey(rules, state, event)
+    keys = event_keys(event.subject)
+    clusters = list(state.clusters)
+    observations = tuple(sorted((new if o is old else o for o in cluster.observations),
+                                key=_order))
+    clusters[home] = replace(cluster, observations=observations, peak=None, peak_known=False)
+    linking = link([c.keys for c in clusters], keys | cluster.keys)
+    joined = [clusters[i] for i in linking.joined]
+    merged_keys = keys.union(*(c.keys for c in joined))
+    observations = tuple(sorted((o for c in joined for o in c.observations), key=_order))
+    conflict = linking.conflict or any(c.conflict for c in joined)
+    alerted_rank = max(c.alerted_rank for c in joined)
+    alerted_agencies = frozenset().union(*(c.alerted_agencies for c in joined))
+    peak = _best(rules, observations, _anchors(observations), None)
+    alerts: tuple[CorrelatedAlert, ...] = ()
+    if peak is not None and (
+        peak.tier.rank > alerted_rank
+        or (new.agency_id not in alerted_agencies and any(o is new for o in peak.evidence))
+    ):
+        alert = alert_for(rules, event.subject.linkage_block,
+                          Cluster(merged_keys, observations, conflict), peak)
+        alerts = (alert,)
+        alerted_rank = max(alerted_rank, peak.tier.rank)
+        alerted_agencies = alerted_agencies | frozenset(alert.agencies)
+    merged = Cluster(merged_keys, observations, conflict, alerted_rank, alerted_agencies,
+                     peak, True)
+    kept = [
+        replace(c, conflict=True) if i in linking.conflicting else c
+        for i, c in enumerate(clusters) if i not in linking.joined
+    ]
+    bisect.insort(kept, merged, key=_cluster_order)
+    events, held_keys, epochs = _size(state)
+    size = (events, held_keys - sum(len(c.keys) for c in joined) + len(merged_keys),
+            epochs | _epochs_of(event))
+    return BlockState(state.watermark, tuple(kept), state.event_ids, size), alerts
+
+
 def _order(o: Observation) -> tuple[int, str, str]:
     # The agency breaks ties between two agencies' events with the same id and time.
     return o.occurred_at, o.event_id, o.agency_id
@@ -432,10 +509,6 @@ def _prune(rules: Rules, watermark: int, clusters: list[Cluster]) -> bool:
     return dropped
 
 
-def _weight(rules: Rules, indicator: Indicator) -> float:
-    return rules.by_indicator[indicator].weight
-
-
 def _best(rules: Rules, obs: tuple[Observation, ...], anchors: Iterable[int],
           best: Assessment | None) -> Assessment | None:
     """The best of `best` and the windows ending at `anchors` (see `assess`).
@@ -443,7 +516,14 @@ def _best(rules: Rules, obs: tuple[Observation, ...], anchors: Iterable[int],
     This is the core's inner loop (every candidate window of every event), hence one pass per
     window over observations sorted by time, and a window's evidence built only if it wins.
     """
-    rows = [(o, o.occurred_at, rules.by_indicator[o.indicator]) for o in obs]
+    table = rules.by_indicator
+    ep = rules.episodes
+    rows = [(o, o.occurred_at, table[o.indicator],
+             table[o.indicator].weight if o.episode is None or ep is None
+             else episodes.weight(ep, o.occurred_at, o.episode),
+             ep is not None and o.episode is not None
+             and episodes.counts_for_pattern(ep, o.episode))
+            for o in obs]
     best_key = None if best is None else (best.tier.rank, best.score, best.anchor)
     under = rules.sexual_activity_under_age
     for anchor in anchors:
@@ -452,15 +532,18 @@ def _best(rules: Rules, obs: tuple[Observation, ...], anchors: Iterable[int],
         agencies: set[str] = set()
         distinct: set[Indicator] = set()
         incident = under_age = False
-        for o, at, r in rows:
+        repeated = 0  # episodes towards the pattern, within its window
+        for o, at, r, w, towards_pattern in rows:
             if at > anchor:
                 break
             if at <= anchor - r.window_ms:
                 continue
             members.append(o)
-            raw += r.weight
+            raw += w
             if r.vulnerability:
                 continue
+            if towards_pattern and ep is not None and at > anchor - ep.pattern_ms:
+                repeated += 1
             agencies.add(o.agency_id)
             if r.sign:
                 distinct.add(o.indicator)
@@ -472,24 +555,34 @@ def _best(rules: Rules, obs: tuple[Observation, ...], anchors: Iterable[int],
             continue  # vulnerabilities only, or nothing
         factor = rules.multi_agency_factor if len(agencies) >= rules.multi_agency_min else 1.0
         score = round(raw * factor, 3)
+        tier: Tier | None
         if incident:
             tier, rule = Tier.HIGH, RULE_INCIDENT
         elif under_age:
             tier, rule = Tier.HIGH, RULE_UNDER_13
         elif len(distinct) >= rules.distinct_signs_high:
             tier, rule = Tier.HIGH, RULE_DISTINCT
-        elif score >= rules.high:
-            tier, rule = Tier.HIGH, RULE_SCORE
-        elif score >= rules.escalating:
-            tier, rule = Tier.ESCALATING, RULE_SCORE
-        elif score >= rules.emerging:
-            tier, rule = Tier.EMERGING, RULE_SCORE
         else:
-            continue
+            tier, rule = _by_score(rules, score)
+            if (ep is not None and repeated >= ep.pattern_episodes
+                    and (tier is None or tier.rank < ep.pattern_tier.rank)):
+                tier, rule = ep.pattern_tier, RULE_REPEATED_MISSING
+            if tier is None:
+                continue
         key = (tier.rank, score, anchor)
         if best_key is None or key > best_key:
             best, best_key = Assessment(tier, rule, score, anchor, tuple(members)), key
     return best
+
+
+def _by_score(rules: Rules, score: float) -> tuple[Tier | None, str]:
+    if score >= rules.high:
+        return Tier.HIGH, RULE_SCORE
+    if score >= rules.escalating:
+        return Tier.ESCALATING, RULE_SCORE
+    if score >= rules.emerging:
+        return Tier.EMERGING, RULE_SCORE
+    return None, RULE_SCORE
 
 
 def assess(rules: Rules, cluster: Cluster) -> Assessment | None:
@@ -562,7 +655,7 @@ def alert_for(rules: Rules, block: int, cluster: Cluster, peak: Assessment) -> C
         agencies=tuple(sorted({o.agency_id for o in evidence})),
         evidence=tuple(
             Evidence(o.event_id, o.agency_id, o.sector, o.indicator, o.occurred_at,
-                     _weight(rules, o.indicator))
+                     observation_weight(rules, o))
             for o in evidence
         ),
         reidentification=tuple(
@@ -571,6 +664,8 @@ def alert_for(rules: Rules, block: int, cluster: Cluster, peak: Assessment) -> C
         ),
         identity_conflict=cluster.conflict,
         authority_conflict=authority.conflict,
+        # Format 1 rules raised alerts without one: replay re-derives them as they were.
+        explanation=None if rules.episodes is None else explain(rules, peak),
     )
 
 

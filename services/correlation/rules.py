@@ -1,5 +1,12 @@
 """The correlation rules: a versioned data file (TOML) turned into one immutable value.
 
+Format 2 adds `[missing_episodes]`: how a missing episode is weighed (missing above absent, a
+long episode, no return home interview within 72 hours of the return) and when repeated
+episodes are a pattern in themselves. A format 1 file (default-v1.toml) has no such section and
+is read as it always was: every episode is the MISSING_FROM_HOME_OR_CARE sign at its sign
+weight, an update of an episode is a duplicate, and alerts carry no explanation; so the
+auditors' replay re-derives the alerts it raised exactly (see core.py).
+
 The version is the SHA-256 of the file's exact bytes, so an alert names precisely the rules
 that raised it, and the auditors' replay finds them again with `rules_by_version`. A rules file
 is checked completely when loaded: every Sign and Vulnerability must have a weight, every number
@@ -11,17 +18,25 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from safehub.errors import ConfigError
-from safehub.schemas.vocabulary import Indicator, Sign, SignificantIncident, Vulnerability
+from safehub.schemas.vocabulary import Indicator, Sign, SignificantIncident, Tier, Vulnerability
 
 RULES_DIR = Path(__file__).with_name("rules")
-DEFAULT_RULES_PATH = RULES_DIR / "default-v1.toml"
+DEFAULT_RULES_PATH = RULES_DIR / "default-v2.toml"
 DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+
+# The ids of the rules an alert can name (CorrelatedAlert.rule).
+RULE_INCIDENT = "significant-incident"
+RULE_UNDER_13 = "sexual-activity-under-13"
+RULE_DISTINCT = "distinct-signs"
+RULE_SCORE = "score"
+RULE_REPEATED_MISSING = "repeated-missing"
 
 _SECTIONS: dict[str, frozenset[str]] = {
     "windows": frozenset({"sign_days", "vulnerability_days", "lateness_days"}),
@@ -34,7 +49,28 @@ _SECTIONS: dict[str, frozenset[str]] = {
     "sign_weights": frozenset(Sign.__members__),
     "vulnerability_weights": frozenset(Vulnerability.__members__),
 }
-_FORMAT = 1
+_EPISODE_KEYS = frozenset({
+    "missing_weight", "absent_weight", "long_hours", "long_weight", "interview_hours",
+    "no_interview_weight", "pattern_episodes", "pattern_days", "pattern_counts_absent",
+    "pattern_tier",
+})
+_FORMATS = (1, 2)
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeRules:
+    """How missing episodes are read (format 2; see episodes.py)."""
+
+    missing_weight: float  # an episode of type MISSING
+    absent_weight: float  # an episode of type ABSENT
+    long_ms: int  # an episode at least this long (or still open this long, as recorded) ...
+    long_weight: float  # ... adds this
+    interview_ms: int  # a return home interview is due within this of the return
+    no_interview_weight: float  # added when a version recorded after that says it was not done
+    pattern_episodes: int  # this many episodes ...
+    pattern_ms: int  # ... starting within this (and within the sign window) are a pattern
+    pattern_counts_absent: bool  # whether ABSENT episodes count towards the pattern
+    pattern_tier: Tier  # the least tier a pattern raises
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +103,7 @@ class Rules:
     significant_incident_weight: float
     sign_weights: Mapping[Sign, float]
     vulnerability_weights: Mapping[Vulnerability, float]
+    episodes: EpisodeRules | None = None  # None: a format 1 file (see the module docstring)
 
     # Derived from the fields above when the value is made: how the rules read each indicator,
     # in one lookup, because the core consults it for every event of every window it assesses.
@@ -128,13 +165,15 @@ def parse_rules(data: bytes, source: str = "<rules>") -> Rules:
         raw = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"rules file {source}: not valid TOML ({exc})") from exc
-    if raw.get("format") != _FORMAT:
-        raise fail("format", f"must be {_FORMAT}")
+    fmt = raw.get("format")
+    if isinstance(fmt, bool) or fmt not in _FORMATS:
+        raise fail("format", "must be 1 or 2")
+    known = {**_SECTIONS, "missing_episodes": _EPISODE_KEYS} if fmt == 2 else _SECTIONS
     for name in raw:
-        if name != "format" and name not in _SECTIONS:
+        if name != "format" and name not in known:
             raise fail(name, "unknown section")
     sections: dict[str, dict[str, Any]] = {}
-    for name, allowed in _SECTIONS.items():
+    for name, allowed in known.items():
         section = raw.get(name)
         if not isinstance(section, dict):
             raise fail(name, "missing section")
@@ -200,4 +239,40 @@ def parse_rules(data: bytes, source: str = "<rules>") -> Rules:
         significant_incident_weight=number("high_at_once", "significant_incident_weight", 0.0),
         sign_weights=sign_weights,
         vulnerability_weights=vulnerability_weights,
+        episodes=(_episodes(sections["missing_episodes"], number, fail, emerging) if fmt == 2
+                  else None),
+    )
+
+
+def _episodes(section: dict[str, Any], number: Callable[..., float],
+              fail: Callable[[str, str], ConfigError], emerging: float) -> EpisodeRules:
+    name = "missing_episodes"
+    missing = number(name, "missing_weight", 0.0)
+    absent = number(name, "absent_weight", 0.0)
+    if absent > missing:
+        # Absent (not where expected, not thought at risk) never outweighs missing.
+        raise fail(f"{name}.absent_weight", "must not exceed missing_weight")
+    heaviest = (missing + number(name, "long_weight", 0.0)
+                + number(name, "no_interview_weight", 0.0))
+    if heaviest >= emerging:
+        # One episode, however long and however handled, must not alert on its own.
+        raise fail(name, "missing_weight + long_weight + no_interview_weight must be below "
+                         "tiers.emerging")
+    counts_absent = section["pattern_counts_absent"]
+    if not isinstance(counts_absent, bool):
+        raise fail(f"{name}.pattern_counts_absent", "must be true or false")
+    tier = section["pattern_tier"]
+    if not isinstance(tier, str) or tier not in Tier.__members__:
+        raise fail(f"{name}.pattern_tier", "must be EMERGING, ESCALATING or HIGH")
+    return EpisodeRules(
+        missing_weight=missing,
+        absent_weight=absent,
+        long_ms=int(number(name, "long_hours", 1, integer=True)) * HOUR_MS,
+        long_weight=number(name, "long_weight", 0.0),
+        interview_ms=int(number(name, "interview_hours", 1, integer=True)) * HOUR_MS,
+        no_interview_weight=number(name, "no_interview_weight", 0.0),
+        pattern_episodes=int(number(name, "pattern_episodes", 2, integer=True)),
+        pattern_ms=int(number(name, "pattern_days", 1, integer=True)) * DAY_MS,
+        pattern_counts_absent=counts_absent,
+        pattern_tier=Tier[tier],
     )

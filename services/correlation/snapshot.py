@@ -1,15 +1,18 @@
 """A block's state as bytes, for the processor's durable table (and its changelog).
 
 It is written once per processed batch per changed block, so encoding cost and size both
-matter (the target is at most 2 KB per tracked child). Format 3 is packed binary (struct):
+matter (the target is at most 2 KB per tracked child). Format 4 is packed binary (struct):
 encoding it costs a fraction of format 1's JSON with base64 ids, which was the processor's
 single largest cost after the core itself. No format can run code on load (no pickle).
-`decode` still reads formats 1 (compact JSON of positional arrays) and 2 (format 3 without key
-epochs), so a changelog written by an earlier version recovers; their keys, written before
-keys were told apart by epoch, are read as of `legacy_epoch` (1, the epoch every version 1
-deployment started with). `encode` then `decode` gives back an equal BlockState.
+`decode` still reads formats 1 (compact JSON of positional arrays), 2 (format 3 without key
+epochs) and 3 (format 4 without missing episodes' details), so a changelog written by an
+earlier version recovers; keys of formats 1 and 2, written before keys were told apart by
+epoch, are read as of `legacy_epoch` (1, the epoch every version 1 deployment started with);
+episodes held by formats 1 to 3 come back without their details (Observation.episode None:
+the rules then weigh them as the plain MISSING_FROM_HOME_OR_CARE sign, and their next update
+replaces them). `encode` then `decode` gives back an equal BlockState.
 
-Format 3, little-endian: the byte 0x03; the watermark (int64); a string table (uint16 count,
+Format 4, little-endian: the byte 0x04; the watermark (int64); a string table (uint16 count,
 then per string a uint16 length and UTF-8 bytes) holding agency ids, sectors, indicators and
 area codes once each, referred to by uint16 index (0xFFFF: None); the key epochs (uint8 count,
 uint32 each), referred to by uint8 index; the clusters (uint16 count), each as: its keys
@@ -17,8 +20,10 @@ uint32 each), referred to by uint8 index; the clusters (uint16 count), each as: 
 alerted rank (uint8), alerted agencies (uint16 count, indices), observations (uint16 count,
 each a fixed 48-byte record: 16-byte event id, agency, sector, indicator (indices),
 occurred_at (int64), age (int16), local and placing authority (indices), 16-byte
-re-identification handle). Format 2 differs only in having no epoch table, a uint8 key count
-and no epoch index per key.
+re-identification handle; then one flags byte: 0 for no episode, else bit 0 set and bit 1
+MISSING (else ABSENT), bit 2 interview offered, bit 3 done, bit 4 ended, followed by ended_at
+(int64, 0 when not ended) and reported_at (int64)). Format 3 differs only in having no flags
+byte; format 2 also has no epoch table, a uint8 key count and no epoch index per key.
 """
 
 from __future__ import annotations
@@ -29,15 +34,20 @@ import struct
 from typing import Any
 
 from safehub.errors import StoreError
-from safehub.schemas.vocabulary import Indicator, Sector, indicator_from_symbol
+from safehub.schemas.vocabulary import Indicator, MissingType, Sector, indicator_from_symbol
 from safehub.services.correlation.core import BlockState, Cluster, Observation
+from safehub.services.correlation.episodes import Episode
 from safehub.services.correlation.linking import Key
 
-_FORMAT = 3
+_FORMAT = 4
+_FORMAT_3 = 3
 _FORMAT_2 = 2
 _JSON_FORMAT = 1
 _MAGIC = bytes([_FORMAT])
+_MAGIC_3 = bytes([_FORMAT_3])
 _MAGIC_2 = bytes([_FORMAT_2])
+_EPISODE = struct.Struct("<qq")  # ended_at, reported_at
+_IS_EPISODE, _MISSING, _OFFERED, _DONE, _ENDED = 1, 2, 4, 8, 16
 _EPOCH = struct.Struct("<I")
 _NONE = 0xFFFF
 _HEAD = struct.Struct("<qH")
@@ -82,6 +92,7 @@ def encode(state: BlockState) -> bytes:
                 body.append(pack_obs(eid, ref(o.agency_id), ref(o.sector.value),
                                      ref(o.indicator.value), o.occurred_at, o.age_years,
                                      ref(o.local_authority), ref(o.placing_authority), reid))
+                body.append(_episode_bytes(o.episode))
             except struct.error as exc:
                 raise StoreError(f"block state cannot be encoded: {exc}") from None
     if len(table) >= _NONE:
@@ -97,9 +108,20 @@ def encode(state: BlockState) -> bytes:
                      *body])
 
 
+def _episode_bytes(episode: Episode | None) -> bytes:
+    if episode is None:
+        return b"\x00"
+    flags = (_IS_EPISODE | (_MISSING if episode.missing_type is MissingType.MISSING else 0)
+             | (_OFFERED if episode.interview_offered else 0)
+             | (_DONE if episode.interview_done else 0)
+             | (_ENDED if episode.ended_at is not None else 0))
+    ended = episode.ended_at if episode.ended_at is not None else 0
+    return bytes([flags]) + _EPISODE.pack(ended, episode.reported_at)
+
+
 def decode(data: bytes, legacy_epoch: int = 1) -> BlockState:
     try:
-        if data[:1] in (_MAGIC, _MAGIC_2):
+        if data[:1] in (_MAGIC, _MAGIC_3, _MAGIC_2):
             watermark, clusters = _decode_binary(data, legacy_epoch)
         else:
             watermark, clusters = _decode_json(data, legacy_epoch)
@@ -110,7 +132,8 @@ def decode(data: bytes, legacy_epoch: int = 1) -> BlockState:
 
 
 def _decode_binary(data: bytes, legacy_epoch: int) -> tuple[int, tuple[Cluster, ...]]:
-    with_epochs = data[:1] == _MAGIC
+    with_epochs = data[:1] in (_MAGIC, _MAGIC_3)
+    with_episodes = data[:1] == _MAGIC
     watermark, n_strings = _HEAD.unpack_from(data, 1)
     p = 1 + _HEAD.size
     strings: list[str] = []
@@ -171,8 +194,23 @@ def _decode_binary(data: bytes, legacy_epoch: int) -> tuple[int, tuple[Cluster, 
             local = text(la)
             if local is None:
                 raise ValueError("observation without a local authority")
+            episode = None
+            if with_episodes:
+                flags = data[p]
+                p += 1
+                if flags & ~(_IS_EPISODE | _MISSING | _OFFERED | _DONE | _ENDED):
+                    raise ValueError("unknown episode flags")
+                if flags:
+                    if not flags & _IS_EPISODE:
+                        raise ValueError("episode flags without an episode")
+                    ended, reported = _EPISODE.unpack_from(data, p)
+                    p += _EPISODE.size
+                    episode = Episode(
+                        MissingType.MISSING if flags & _MISSING else MissingType.ABSENT,
+                        ended if flags & _ENDED else None, bool(flags & _OFFERED),
+                        bool(flags & _DONE), reported)
             observations.append(Observation(eid.hex(), strings[a], sector, indicator, t, age,
-                                            local, text(pa), reid.hex()))
+                                            local, text(pa), reid.hex(), episode))
         clusters.append(Cluster(keys=frozenset(keys), observations=tuple(observations),
                                 conflict=bool(conflict), alerted_rank=rank,
                                 alerted_agencies=frozenset(agencies)))
@@ -184,7 +222,7 @@ def _decode_binary(data: bytes, legacy_epoch: int) -> tuple[int, tuple[Cluster, 
 def _decode_json(data: bytes, legacy_epoch: int) -> tuple[int, tuple[Cluster, ...]]:
     fmt, watermark, strings, raw_clusters = json.loads(data)
     if fmt != _JSON_FORMAT:
-        raise StoreError(f"block state format {fmt} is not one of 1, 2 or {_FORMAT}")
+        raise StoreError(f"block state format {fmt} is not one of 1, 2, 3 or {_FORMAT}")
     return int(watermark), tuple(_cluster(strings, rc, legacy_epoch) for rc in raw_clusters)
 
 

@@ -121,8 +121,9 @@ def test_out_of_range_enum_and_union_indices():
 def test_bad_boolean_byte():
     record = correlated_alert()
     header, body = body_of(record)
-    assert body[-2:] == b"\x00\x00"  # identity_conflict false, authority_conflict null
-    err = refused(header + body[:-2] + b"\x02" + body[-1:], "boolean")
+    # identity_conflict false, authority_conflict null, explanation null
+    assert body[-3:] == b"\x00\x00\x00"
+    err = refused(header + body[:-3] + b"\x02" + body[-2:], "boolean")
     assert err.field == "identity_conflict"
 
 
@@ -144,10 +145,10 @@ def test_pattern_breaking_strings_are_refused_without_quoting_them():
 
 def test_huge_collections_from_few_bytes_fail_fast_and_small():
     header, body = body_of(correlated_alert(agencies=(), evidence=(), reidentification=()))
-    # agencies, evidence, reidentification: three empty arrays (0), then identity_conflict
-    # and authority_conflict (null).
-    arrays_at = len(body) - 5
-    assert body[arrays_at:] == b"\x00\x00\x00\x00\x00"
+    # agencies, evidence, reidentification: three empty arrays (0), then identity_conflict,
+    # authority_conflict (null) and explanation (null).
+    arrays_at = len(body) - 6
+    assert body[arrays_at:] == b"\x00\x00\x00\x00\x00\x00"
     attacks = [
         varint(2**62) + b"\x00" * 3,
         varint(-(2**62)) + varint(10) + b"\x00" * 3,

@@ -49,7 +49,7 @@ def test_a_comment_change_is_a_new_version() -> None:
          "high_at_once.significant_incidents: unknown symbol ABDUCTED"),
         (lambda t: t.replace("HOMELESS = 1.0", "HOMELESS = 4.0"),
          "vulnerability_weights.HOMELESS: must be below tiers.emerging"),
-        (lambda t: t.replace("format = 1", "format = 2"), "format: must be 1"),
+        (lambda t: t.replace("format = 2", "format = 3"), "format: must be 1 or 2"),
         (lambda t: t + "\n[extras]\nx = 1\n", "extras: unknown section"),
         (lambda t: t.replace("[windows]", "[windows"), "not valid TOML"),
     ],

@@ -377,7 +377,7 @@ def test_a_format_2_snapshot_is_read_with_its_keys_in_the_legacy_epoch() -> None
     (later,) = snapshot.decode(FORMAT_2, legacy_epoch=3).clusters
     assert {k[1] for k in later.keys} == {3}
     again = snapshot.decode(snapshot.encode(state))
-    assert again == state and snapshot.encode(state)[:1] == b"\x03"
+    assert again == state and snapshot.encode(state)[:1] == b"\x04"
 
 
 def test_a_two_epoch_state_round_trips() -> None:

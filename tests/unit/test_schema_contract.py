@@ -34,6 +34,9 @@ JUSTIFIED = {
     "error_class": "Python exception class name",
     "error_message": "our own error text: field and rule, never a value",
     "hub_id": "registry slug of a hub (checked against the topic)",
+    # Written by the correlator only, from the rules and the coded evidence
+    # (services/correlation/reasons.py): counts, sign names and the rules' numbers.
+    "explanation": "the correlator's plain-words reason, made from coded evidence and rules",
 }
 FORBIDDEN_TOKENS = {
     "name", "forename", "surname", "dob", "birth", "nhs", "address", "postcode", "text",

@@ -1,0 +1,118 @@
+"""Why an alert fired, in plain words, from the same evidence and rules that raised it.
+
+A pure function of the rules and the peak window's assessment (core.Assessment): the rule that
+fired, then what the practitioner reading the alert most needs to know about its missing
+episodes. For example: "3 different warning signs (missing from home or care, drug or alcohol
+misuse, unexplained gifts or money) from 2 agencies within 34 days; 2 missing episodes without
+a return interview within 72 hours". Counts, coded signs and the rules' own numbers only: never
+an identifier, and no agency names (the alert lists its agencies).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from safehub.schemas.vocabulary import Indicator
+from safehub.services.correlation import episodes
+from safehub.services.correlation.rules import (
+    DAY_MS,
+    HOUR_MS,
+    RULE_DISTINCT,
+    RULE_INCIDENT,
+    RULE_REPEATED_MISSING,
+    RULE_UNDER_13,
+    Rules,
+)
+
+if TYPE_CHECKING:
+    from safehub.services.correlation.core import Assessment, Observation
+
+# Where lower-casing the symbol does not read as words.
+_WORDS = {
+    "REPEAT_STI": "repeat sexually transmitted infections",
+    "IN_HOSTEL_BB_OR_FOYER": "in a hostel, B and B or foyer",
+    "SEXUAL_ORIENTATION_UNSURE_OR_UNDISCLOSED": "unsure about or not disclosing sexual "
+                                                 "orientation",
+    "UNDER_13_PENETRATIVE_SEX": "under 13 subjected to penetrative sex",
+    "FOUND_IN_UNEXPLAINED_TOWN_HOTEL_OR_CLUB": "found in an unexplained town, hotel or club",
+    "FOUND_IN_CAR_WITH_UNKNOWN_ADULTS": "found in a car with unknown adults",
+    "SEEN_IN_AREA_KNOWN_FOR_SEX_WORK": "seen in an area known for sex work",
+    "FOUND_IN_EXPLOITATION_PREMISES": "found in premises used for exploitation",
+}
+
+
+def words(indicator: Indicator) -> str:
+    return _WORDS.get(indicator.value, indicator.value.lower().replace("_", " "))
+
+
+def _count(n: int, singular: str, plural: str | None = None) -> str:
+    return f"{n} {singular if n == 1 else (plural or singular + 's')}"
+
+
+def _within(observations: Sequence[Observation]) -> str:
+    if not observations:
+        return ""
+    span = observations[-1].occurred_at - observations[0].occurred_at
+    if span < DAY_MS:
+        return " on one day" if len(observations) > 1 else ""
+    return f" within {_count(-(-span // DAY_MS), 'day')}"
+
+
+def explain(rules: Rules, peak: Assessment) -> str:
+    """The alert's reason: its rule in words, then its missing episodes (see module doc)."""
+    table = rules.by_indicator
+    signs = [o for o in peak.evidence if not table[o.indicator].vulnerability]
+    agencies = _count(len({o.agency_id for o in signs}), "agency", "agencies")
+    within = _within(signs)
+    kinds = sorted({o.indicator for o in signs if table[o.indicator].sign},
+                   key=lambda i: i.value)
+    names = ", ".join(words(i) for i in kinds)
+    if peak.rule == RULE_INCIDENT:
+        incidents = sorted({o.indicator for o in signs if table[o.indicator].incident},
+                           key=lambda i: i.value)
+        lead = (f"significant incident ({', '.join(words(i) for i in incidents)}): high at "
+                "once")
+    elif peak.rule == RULE_UNDER_13:
+        under = [o for o in signs if table[o.indicator].sexual_activity
+                 and o.age_years < rules.sexual_activity_under_age]
+        lead = (f"{', '.join(sorted({words(o.indicator) for o in under}))} for a child under "
+                f"{rules.sexual_activity_under_age}: high at once")
+    elif peak.rule == RULE_DISTINCT:
+        lead = f"{_count(len(kinds), 'different warning sign')} ({names}) from {agencies}{within}"
+    elif peak.rule == RULE_REPEATED_MISSING and rules.episodes is not None:
+        ep = rules.episodes
+        repeated = [o for o in signs if o.episode is not None
+                    and episodes.counts_for_pattern(ep, o.episode)
+                    and o.occurred_at > peak.anchor - ep.pattern_ms]
+        lead = (f"{_count(len(repeated), 'missing episode')}{_within(repeated)}: repeated "
+                f"episodes are {ep.pattern_tier.value.lower()} at {ep.pattern_episodes} within "
+                f"{_count(ep.pattern_ms // DAY_MS, 'day')}")
+    else:
+        factor = (f", x{rules.multi_agency_factor:g} as more than one agency saw them"
+                  if len({o.agency_id for o in signs}) >= rules.multi_agency_min
+                  and rules.multi_agency_factor != 1.0 else "")
+        lead = (f"{_count(len(signs), 'warning sign')} ({names}) from {agencies}{within} "
+                f"scoring {peak.score:g}{factor}")
+    return "; ".join([lead, *_episode_notes(rules, signs)])
+
+
+def _episode_notes(rules: Rules, signs: Sequence[Observation]) -> list[str]:
+    ep = rules.episodes
+    held = [o for o in signs if o.episode is not None]
+    if ep is None or not held:
+        return []
+    notes = []
+    no_interview = sum(episodes.without_interview(ep, o.episode) for o in held
+                       if o.episode is not None)
+    if no_interview:
+        notes.append(f"{_count(no_interview, 'missing episode')} without a return interview "
+                     f"within {ep.interview_ms // HOUR_MS} hours")
+    long = sum(episodes.is_long(ep, o.occurred_at, o.episode) for o in held
+               if o.episode is not None)
+    if long:
+        notes.append(f"{_count(long, 'episode')} of {ep.long_ms // HOUR_MS} hours or more")
+    absent = sum(not episodes.is_missing(o.episode) for o in held if o.episode is not None)
+    if absent:
+        notes.append(f"{_count(absent, 'episode')} recorded as absent rather than missing")
+    return notes
