@@ -564,8 +564,10 @@ def _best(rules: Rules, obs: tuple[Observation, ...], anchors: Iterable[int],
             tier, rule = Tier.HIGH, RULE_DISTINCT
         else:
             tier, rule = _by_score(rules, score)
+            # The pattern names the alert unless the score alone reaches a higher tier: "3
+            # missing episodes in 14 days" says more than "scoring 6".
             if (ep is not None and repeated >= ep.pattern_episodes
-                    and (tier is None or tier.rank < ep.pattern_tier.rank)):
+                    and (tier is None or tier.rank <= ep.pattern_tier.rank)):
                 tier, rule = ep.pattern_tier, RULE_REPEATED_MISSING
             if tier is None:
                 continue

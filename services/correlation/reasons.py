@@ -71,8 +71,8 @@ def explain(rules: Rules, peak: Assessment) -> str:
     if peak.rule == RULE_INCIDENT:
         incidents = sorted({o.indicator for o in signs if table[o.indicator].incident},
                            key=lambda i: i.value)
-        lead = (f"significant incident ({', '.join(words(i) for i in incidents)}): high at "
-                "once")
+        lead = (f"significant incident ({', '.join(words(i) for i in incidents)}) from "
+                f"{agencies}: high at once")
     elif peak.rule == RULE_UNDER_13:
         under = [o for o in signs if table[o.indicator].sexual_activity
                  and o.age_years < rules.sexual_activity_under_age]
@@ -85,16 +85,35 @@ def explain(rules: Rules, peak: Assessment) -> str:
         repeated = [o for o in signs if o.episode is not None
                     and episodes.counts_for_pattern(ep, o.episode)
                     and o.occurred_at > peak.anchor - ep.pattern_ms]
-        lead = (f"{_count(len(repeated), 'missing episode')}{_within(repeated)}: repeated "
-                f"episodes are {ep.pattern_tier.value.lower()} at {ep.pattern_episodes} within "
-                f"{_count(ep.pattern_ms // DAY_MS, 'day')}")
+        lead = (f"{_count(len(repeated), 'missing episode')}{_within(repeated)}: a pattern "
+                f"({ep.pattern_episodes} within {_count(ep.pattern_ms // DAY_MS, 'day')} is "
+                f"{ep.pattern_tier.value.lower()})")
     else:
         factor = (f", x{rules.multi_agency_factor:g} as more than one agency saw them"
                   if len({o.agency_id for o in signs}) >= rules.multi_agency_min
                   and rules.multi_agency_factor != 1.0 else "")
-        lead = (f"{_count(len(signs), 'warning sign')} ({names}) from {agencies}{within} "
-                f"scoring {peak.score:g}{factor}")
-    return "; ".join([lead, *_episode_notes(rules, signs)])
+        threshold = {"HIGH": rules.high, "ESCALATING": rules.escalating}.get(
+            peak.tier.value, rules.emerging)
+        lead = (f"{_what(signs)} from {agencies}{within} scoring {peak.score:g} "
+                f"({peak.tier.value.lower()} from {threshold:g}){factor}")
+    text = "; ".join([lead, *_episode_notes(rules, signs)])
+    return text[:1].upper() + text[1:]
+
+
+def _what(signs: Sequence[Observation]) -> str:
+    """The signs counted: "2 missing episodes", or "3 warning signs (2 missing episodes, ...)"."""
+    episode_count = sum(o.episode is not None for o in signs)
+    if episode_count == len(signs):
+        return _count(episode_count, "missing episode")
+    parts = [_count(episode_count, "missing episode")] if episode_count else []
+    by_kind: dict[Indicator, int] = {}
+    for o in signs:
+        if o.episode is None:
+            by_kind[o.indicator] = by_kind.get(o.indicator, 0) + 1
+    for kind in sorted(by_kind, key=lambda i: i.value):
+        n = by_kind[kind]
+        parts.append(words(kind) + (f" {n} times" if n > 1 else ""))
+    return f"{_count(len(signs), 'warning sign')} ({', '.join(parts)})"
 
 
 def _episode_notes(rules: Rules, signs: Sequence[Observation]) -> list[str]:

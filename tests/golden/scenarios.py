@@ -12,9 +12,22 @@ Each `tests/golden/*.md` file has an `## Events` table, in arrival order:
   postcode). `mk1:B` means the agency's record carries child B's NHS number (a data error).
 - `indicator` is a Sign, Vulnerability or SignificantIncident symbol, or MISSING_EPISODE.
 
+A MISSING_EPISODE row is an episode of type MISSING that ended 12 hours after it began, with a
+return home interview offered but not (yet) done, recorded a day after it began, unless an
+optional `## Missing episodes` table says otherwise for that row:
+
+| # | type | missing for | return interview | recorded on day |
+
+- `type`: MISSING or ABSENT; `missing for`: hours (`30 h`) or `still missing`;
+  `return interview`: `done`, `not done` or `not offered`; `recorded on day`: when the agency
+  recorded this version, as a day like the events' (an update of an episode is a later row
+  with the same agency and ref, recorded later).
+
 and an `## Expected alerts` table, in emission order ("none" rows mean: no alert at all):
 
 | after # | child | tier | rule | score | agencies | evidence | conflict |
+
+optionally with a last column `why`: the alert's plain-words explanation, exactly.
 
 and optionally a `## Dead letters` table: the rows the correlator must refuse (dead-letter with
 the reason, journal as dead-lettered, never feed to the core), e.g. beyond the history limit:
@@ -70,6 +83,7 @@ class Expected:
     agencies: tuple[str, ...]
     evidence: tuple[str, ...]  # agency/ref labels, in event-time order
     conflict: bool
+    why: str | None = None  # the explanation, when the table has the column
 
 
 @dataclass(frozen=True)
@@ -78,6 +92,7 @@ class Scenario:
     rows: tuple[Row, ...]
     expected: tuple[Expected, ...]
     deadletters: tuple[int, ...] = ()  # row numbers refused by the correlator
+    with_why: bool = False  # the expected alerts table has the `why` column
 
     def fed(self) -> tuple[Row, ...]:
         """The rows the correlator feeds to the core (all but the dead letters)."""
@@ -119,9 +134,34 @@ def _table(lines: list[str], heading: str) -> list[list[str]]:
     return rows[1:]  # drop the header row
 
 
+@dataclass(frozen=True)
+class _Episode:
+    missing_type: MissingType
+    hours: float | None  # None: still missing
+    offered: bool
+    done: bool
+    recorded_day: float
+
+
+_INTERVIEW = {"done": (True, True), "not done": (True, False), "not offered": (False, False)}
+
+
+def _episodes(lines: list[str]) -> dict[int, _Episode]:
+    if "## Missing episodes" not in lines:
+        return {}
+    out = {}
+    for number, kind, missing_for, interview, recorded in _table(lines, "## Missing episodes"):
+        hours = (None if missing_for == "still missing"
+                 else float(missing_for.removesuffix("h").strip()))
+        offered, done = _INTERVIEW[interview]
+        out[int(number)] = _Episode(MissingType[kind], hours, offered, done, float(recorded))
+    return out
+
+
 def load(path: Path, block: int = BLOCK) -> Scenario:
     """The scenario in `path`, its events in linkage block `block`."""
     lines = [line.rstrip() for line in path.read_text().splitlines()]
+    episodes = _episodes(lines)
     rows = []
     for cells in _table(lines, "## Events"):
         number, ref, day, agency, child, keys, age, indicator = cells
@@ -134,7 +174,17 @@ def load(path: Path, block: int = BLOCK) -> Scenario:
         common = dict(event_id=event_id(agency, ref), agency_id=agency, sector=_sector(agency),
                       occurred_at=occurred, reported_at=occurred + DAY_MS, subject=subject)
         event: IngressEvent
-        if indicator == "MISSING_EPISODE":
+        episode = episodes.get(int(number))
+        if indicator == "MISSING_EPISODE" and episode is not None:
+            common["reported_at"] = EPOCH_MS + int(episode.recorded_day * DAY_MS)
+            event = MissingEpisodeEvent(
+                **common, missing_type=episode.missing_type,
+                ended_at=(None if episode.hours is None
+                          else occurred + int(episode.hours * 3_600_000)),
+                return_interview_offered=episode.offered,
+                return_interview_done=episode.done,
+            )
+        elif indicator == "MISSING_EPISODE":
             event = MissingEpisodeEvent(
                 **common, ended_at=occurred + DAY_MS // 2, missing_type=MissingType.MISSING,
                 return_interview_offered=True, return_interview_done=False,
@@ -143,17 +193,21 @@ def load(path: Path, block: int = BLOCK) -> Scenario:
             event = WarningSignEvent(**common, indicator=indicator_from_symbol(indicator))
         rows.append(Row(int(number), ref, agency, child, event))
     expected = []
+    header = next(line for line in lines[lines.index("## Expected alerts"):]
+                  if line.startswith("|"))
+    with_why = header.strip().strip("|").split("|")[-1].strip() == "why"
     for cells in _table(lines, "## Expected alerts"):
         if cells[0].lower() == "none":
             continue
-        after, child, tier, rule, score, agencies, evidence, conflict = cells
+        after, child, tier, rule, score, agencies, evidence, conflict = cells[:8]
         expected.append(Expected(
             int(after), child, tier, rule, float(score), tuple(agencies.split()),
             tuple(evidence.split()), conflict.lower() == "yes",
+            cells[8] if with_why else None,
         ))
     dead = (tuple(int(cells[0]) for cells in _table(lines, "## Dead letters"))
             if "## Dead letters" in lines else ())
-    return Scenario(path.stem, tuple(rows), tuple(expected), dead)
+    return Scenario(path.stem, tuple(rows), tuple(expected), dead, with_why)
 
 
 def all_scenarios(first_block: int = BLOCK, spread: int = 0) -> list[Scenario]:
@@ -172,6 +226,6 @@ def describe(scenario: Scenario, emitted: list[tuple[int, CorrelatedAlert]]) -> 
         out.append(Expected(
             after, "+".join(sorted(children)), alert.tier.value, alert.rule, alert.score,
             alert.agencies, tuple(label[e.event_id][0] for e in alert.evidence),
-            alert.identity_conflict,
+            alert.identity_conflict, alert.explanation if scenario.with_why else None,
         ))
     return out
