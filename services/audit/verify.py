@@ -327,7 +327,7 @@ def verify_log(stored: Sequence[StoredEntry], stored_notes: Sequence[str],
         report.add("unwitnessed", "no head cosigned by the witness key: the log's head is "
                    "vouched for by the hub's key alone")
     report.accepted = max(witnessed, key=lambda c: c.head.size) if witnessed else newest
-    if witnessed and newest is not None and report.accepted is not None \
+    if report.ok and witnessed and newest is not None and report.accepted is not None \
             and newest.head.size > report.accepted.head.size:
         report.notes.append(f"accepted head: size {report.accepted.head.size} (cosigned by the "
                             f"witness); the hub signed up to size {newest.head.size} since, not "

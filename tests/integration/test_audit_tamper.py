@@ -1,0 +1,219 @@
+"""An operator who controls the hub rewrites or rolls back the audit log; an auditor's pin and
+a witness the hub does not control catch it (real broker, real SQLite stores, the CLI).
+
+The attack is the one the hub's own key cannot stop: delete and recreate `audit` with one entry
+altered, wipe the ledger, let a new sink re-sign everything with the hub's key. Without a pin,
+`safehub audit verify` has nothing to tell the new history from the old, and passes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from kafka.errors import KafkaError
+from nacl.signing import SigningKey
+
+from safehub.bus import make_producer
+from safehub.cli import main
+from safehub.deploy.topics import create_topics, delete_topics_with_prefix, registry_specs
+from safehub.errors import BrokerError
+from safehub.schemas.vocabulary import AuditAction
+from safehub.services.audit.journal import AuditJournal
+from safehub.services.audit.ledger import migrate, open_engine
+from safehub.services.audit.sink import AuditSink, SinkSettings, open_sink
+from tests.conftest import Namespace
+from tests.integration.test_audit_log import auditor_env
+
+pytestmark = pytest.mark.integration
+
+KEY = SigningKey(hashlib.sha256(b"tamper test hub key").digest())
+PUBLIC = bytes(KEY.verify_key).hex()
+WITNESS = SigningKey(hashlib.sha256(b"tamper test witness key").digest())
+WITNESS_PUBLIC = bytes(WITNESS.verify_key).hex()
+
+
+def journal(ns: Namespace, first: int, count: int, altered: int | None = None) -> None:
+    producer = make_producer(ns.connection("correlator"), "test-audit-tamper")
+    try:
+        j = AuditJournal(producer, ns.prefix + "audit", "correlator")
+        for i in range(first, first + count):
+            digest = hashlib.sha256(str(i).encode() + (b"!" if i == altered else b"")).digest()
+            j.record(AuditAction.EVENT_ACCEPTED, f"{i:032x}", "police-test", digest,
+                     1_700_000_000_000 + i)
+        j.flush()
+    finally:
+        producer.close()
+
+
+def sink_for(ns: Namespace, db: Path) -> AuditSink:
+    return open_sink(SinkSettings(ns.connection("audit-sink"), ns.prefix + "audit",
+                                  ns.prefix + "deadletter", f"sqlite:///{db}",
+                                  "safehub.test/audit", None, 10, 3_600_000), KEY)
+
+
+def settle(sink: AuditSink, want: int) -> None:
+    """Store `want` entries, sign them, and store the checkpoint records that come back."""
+    for _ in range(60):
+        if sink.size >= want:
+            break
+        sink.poll_once(timeout_ms=500)
+    assert sink.size >= want, f"sink stored {sink.size} of {want}"
+    if sink.unsigned_entries:
+        sink.checkpoint()
+    quiet = 0
+    while quiet < 2:  # the checkpoint records themselves come back as leaves
+        quiet = quiet + 1 if sink.poll_once(timeout_ms=500) == 0 else 0
+
+
+def verify(capsys: pytest.CaptureFixture[str], db: Path, *extra: str) -> tuple[int, str]:
+    code = main(["audit", "verify", "--db", f"sqlite:///{db}", "--public-key", PUBLIC, *extra])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def witness(capsys: pytest.CaptureFixture[str], db: Path, tmp: Path, out: Path
+            ) -> tuple[int, str]:
+    key = tmp / "witness.key"
+    if not key.exists():
+        key.write_text(bytes(WITNESS).hex())
+        key.chmod(0o600)
+    code = main(["audit", "witness", "--db", f"sqlite:///{db}", "--public-key", PUBLIC,
+                 "--key-file", str(key), "--name", "witness.test/w1",
+                 "--state", str(tmp / "witness-state"), "--out", str(out)])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def recreate_audit_topic(ns: Namespace) -> None:
+    """What an operator with the admin principal can do: the topic goes, a new one comes."""
+    spec = [s for s in registry_specs(ns.registry, 1, ns.prefix) if s.name == ns.prefix + "audit"]
+    delete_topics_with_prefix(ns.kafka, ns.prefix + "audit")
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if create_topics(ns.kafka, spec):
+                return
+        except (BrokerError, KafkaError):
+            pass  # still being deleted
+        assert time.monotonic() < deadline, "the audit topic was not recreated"
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def ns(secure_namespace: Callable[..., Namespace],
+       monkeypatch: pytest.MonkeyPatch) -> Namespace:
+    namespace = secure_namespace(agencies={"police-test": "POLICE"}, hubs=["csc-test"])
+    auditor_env(namespace, monkeypatch)
+    return namespace
+
+
+def test_a_rewritten_history_is_a_fork_against_the_pin_and_the_witness(
+        ns: Namespace, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    genuine = tmp_path / "genuine.db"
+    sink = sink_for(ns, genuine)
+    journal(ns, 0, 15)
+    settle(sink, 15)
+    sink.close()
+    pin, cosigned = tmp_path / "pin.txt", tmp_path / "witnessed.txt"
+    code, out = verify(capsys, genuine, "--save-pin", str(pin))
+    assert code == 0, out
+    assert "pinned the head of size" in out
+    code, out = witness(capsys, genuine, tmp_path, cosigned)
+    assert code == 0 and "first checkpoint witnessed" in out, out
+
+    # The operator: a new `audit` with entry 4 altered and a few more, a wiped ledger, the
+    # hub's own key signing the new history.
+    recreate_audit_topic(ns)
+    rewritten = tmp_path / "rewritten.db"
+    sink = sink_for(ns, rewritten)
+    journal(ns, 0, 20, altered=4)
+    settle(sink, 20)
+    sink.close()
+
+    code, out = verify(capsys, rewritten)
+    assert code == 0, out  # the hub's key, its store and its topic all agree: no pin, no case
+
+    code, out = verify(capsys, rewritten, "--pin", str(pin))
+    assert code == 1, out
+    assert "[forked] the pinned checkpoint" in out
+    assert "is not a consistent extension of it" in out and "the log was rewritten" in out
+
+    code, out = witness(capsys, rewritten, tmp_path, tmp_path / "refused.txt")
+    assert code == 1, out
+    assert "REFUSED: fork" in out and not (tmp_path / "refused.txt").exists()
+
+    code, out = verify(capsys, rewritten, "--witness-key", WITNESS_PUBLIC,
+                       "--witnessed", str(cosigned))
+    assert code == 1, out
+    assert "[forked] the checkpoint the witness cosigned" in out
+
+
+def test_a_rolled_back_store_and_an_empty_one_fail(
+        ns: Namespace, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "audit.db"
+    sink = sink_for(ns, db)
+    journal(ns, 0, 12)
+    settle(sink, 12)
+    backup = tmp_path / "backup.db"
+    src, dst = sqlite3.connect(db), sqlite3.connect(backup)
+    src.backup(dst)
+    src.close()
+    dst.close()
+    journal(ns, 12, 12)
+    settle(sink, 24)
+    sink.close()
+    pin = tmp_path / "pin.txt"
+    code, out = verify(capsys, db, "--save-pin", str(pin))
+    assert code == 0, out
+
+    # The operator restores last week's backup of the store.
+    code, out = verify(capsys, backup, "--no-topic")
+    assert code == 0, out  # consistent in itself
+    code, out = verify(capsys, backup, "--no-topic", "--pin", str(pin))
+    assert code == 1 and "[rolled-back] the pinned checkpoint" in out, out
+    code, out = verify(capsys, backup)
+    assert code == 1 and "[truncated]" in out, out  # the topic's checkpoints say more
+
+    # A wiped store: nothing to verify is a failure, and a rollback against the pin.
+    empty = tmp_path / "empty.db"
+    migrate(open_engine(f"sqlite:///{empty}"))
+    code, out = verify(capsys, empty, "--no-topic")
+    assert code == 1 and "[empty] nothing to verify" in out, out
+    code, out = verify(capsys, empty, "--no-topic", "--pin", str(pin))
+    assert code == 1 and "[rolled-back]" in out, out
+    code, out = verify(capsys, empty, "--save-pin", str(tmp_path / "never.txt"))
+    assert code == 1 and "[truncated]" in out and "pin NOT saved" in out, out
+
+
+def test_the_witness_cosigns_an_extension_and_verify_requires_it(
+        ns: Namespace, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "audit.db"
+    sink = sink_for(ns, db)
+    journal(ns, 0, 8)
+    settle(sink, 8)
+    first, second = tmp_path / "w1.txt", tmp_path / "w2.txt"
+    code, out = witness(capsys, db, tmp_path, first)
+    assert code == 0, out
+    journal(ns, 8, 8)
+    settle(sink, 16)
+    code, out = witness(capsys, db, tmp_path, second)
+    assert code == 0 and "consistency proof verified" in out, out
+    journal(ns, 16, 3)
+    settle(sink, 19)  # signed by the hub, not yet cosigned
+    sink.close()
+
+    code, out = verify(capsys, db, "--witness-key", WITNESS_PUBLIC, "--witnessed", str(second))
+    assert code == 0, out
+    assert "(cosigned by the witness); the hub signed up to size" in out
+
+    code, out = verify(capsys, db, "--witness-key", WITNESS_PUBLIC)
+    assert code == 1 and "[unwitnessed]" in out, out
+    other = SigningKey(hashlib.sha256(b"not the witness").digest())
+    code, out = verify(capsys, db, "--witness-key", bytes(other.verify_key).hex(),
+                       "--witnessed", str(second))
+    assert code == 1 and "[unwitnessed]" in out and "no valid cosignature" in out, out
