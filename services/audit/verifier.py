@@ -25,7 +25,14 @@ from safehub.services.audit.command import AuditSettings
 from safehub.services.audit.ledger import Ledger, open_engine
 from safehub.services.audit.merkle import ProofError
 from safehub.services.audit.proofs import LedgerProofs
-from safehub.services.audit.verify import Anchor, Report, TopicRecord, summary, verify_log
+from safehub.services.audit.verify import (
+    Anchor,
+    Finding,
+    Report,
+    TopicRecord,
+    summary,
+    verify_log,
+)
 from safehub.services.audit.witness import (
     CosignedCheckpoint,
     WitnessRefusal,
@@ -73,30 +80,28 @@ def run_verify(args: argparse.Namespace, settings: AuditSettings) -> int:
     key = load_public_key(args.public_key)
     witness = load_public_key(args.witness_key) if args.witness_key else None
     anchors: list[Anchor] = []
-    problems: list[tuple[str, str]] = []
+    problems: list[Finding] = []
     if args.pin is not None:
         try:
             anchors.append(load_anchor(args.pin, PINNED, key))
         except CheckpointError as exc:
-            problems.append(("bad-pin", f"{PINNED} in {args.pin} does not verify with the "
-                             f"hub's key: {exc}"))
+            problems.append(Finding("bad-pin", f"{PINNED} in {args.pin} does not verify with "
+                                    f"the hub's key: {exc}"))
     if witness is not None:
         if not args.witnessed:
-            problems.append(("unwitnessed", "--witness-key needs --witnessed FILE (the "
-                             "witness's cosigned checkpoint)"))
+            problems.append(Finding("unwitnessed", "--witness-key needs --witnessed FILE (the "
+                                    "witness's cosigned checkpoint)"))
         for path in args.witnessed:
             try:
                 anchors.append(load_anchor(path, WITNESSED, key, witness))
             except CheckpointError as exc:
-                problems.append(("unwitnessed", f"{path}: {exc}"))
+                problems.append(Finding("unwitnessed", f"{path}: {exc}"))
     ledger = Ledger(open_engine(settings.database_url, read_only=True))
     stored = list(ledger.entries())
     notes = [c.note for c in ledger.checkpoints()]
     topic = None if args.no_topic else _topic(settings)
     report = verify_log(stored, notes, topic, key, anchors=anchors,
-                        require_witness=witness is not None)
-    for kind, message in problems:
-        report.add(kind, message)
+                        require_witness=witness is not None, prior=problems)
     print(summary(report))
     if args.report:
         args.report.write_text(json.dumps(report.as_dict(), indent=2))

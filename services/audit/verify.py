@@ -192,6 +192,8 @@ class _Chain:
         self.last_good = 0  # every entry below it is proven in a signed tree
 
     def include(self, start: int, size: int, root: bytes) -> bool:
+        if start == size:
+            return True  # a checkpoint at an earlier one's size: the consistency proof covers it
         failed: list[int] = []
         reasons: list[str] = []
         for index in range(start, size):
@@ -263,11 +265,12 @@ def _check_anchor(anchor: Anchor, head: SignedCheckpoint | None, stored: int,
 def verify_log(stored: Sequence[StoredEntry], stored_notes: Sequence[str],
                topic: Sequence[TopicRecord] | None, key: VerifyKey, *,
                proofs: ProofSource | None = None, anchors: Sequence[Anchor] = (),
-               require_witness: bool = False) -> Report:
+               require_witness: bool = False, prior: Sequence[Finding] = ()) -> Report:
     """`proofs` defaults to proofs over the stored rows' leaf hashes (what the sink would
     serve); `require_witness`: the accepted head must be one a witness cosigned (an anchor
-    with `witnessed`)."""
-    report = Report(entries=len(stored), topic_records=None if topic is None else len(topic))
+    with `witnessed`); `prior`: findings of the caller's own (an anchor that did not load)."""
+    report = Report(entries=len(stored), topic_records=None if topic is None else len(topic),
+                    findings=list(prior))
     for s in stored:
         if leaf_hash(s.raw) != s.leaf_hash:
             report.add("changed", f"stored row {s.seq} ({_label(s.entry_id)}): its bytes do not "
@@ -323,7 +326,7 @@ def verify_log(stored: Sequence[StoredEntry], stored_notes: Sequence[str],
     for anchor in anchors:
         _check_anchor(anchor, newest, len(stored), proofs, report)
     witnessed = [a.checkpoint for a in anchors if a.witnessed]
-    if require_witness and not witnessed:
+    if require_witness and not witnessed and all(f.kind != "unwitnessed" for f in prior):
         report.add("unwitnessed", "no head cosigned by the witness key: the log's head is "
                    "vouched for by the hub's key alone")
     report.accepted = max(witnessed, key=lambda c: c.head.size) if witnessed else newest

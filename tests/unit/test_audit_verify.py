@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from nacl.signing import SigningKey
 
-from safehub.services.audit.checkpoint import SignedCheckpoint, TreeHead, sign
+from safehub.services.audit.checkpoint import CheckpointError, SignedCheckpoint, TreeHead, sign
 from safehub.services.audit.ledger import StoredEntry
 from safehub.services.audit.merkle import MerkleTree, leaf_hash
 from safehub.services.audit.proofs import LedgerProofs
-from safehub.services.audit.verify import Anchor, Report, summary, verify_log
+from safehub.services.audit.verifier import load_anchor
+from safehub.services.audit.verify import Anchor, Finding, Report, summary, verify_log
+from safehub.services.audit.witness import CosignedCheckpoint, cosign
 
 KEY = SigningKey(hashlib.sha256(b"unit audit key").digest())
 ORIGIN = "safehub.test/audit"
@@ -176,3 +179,28 @@ def test_every_pinned_prefix_is_extended(size: int) -> None:
     values = raws()
     report, out = run(rows(values), notes(values), anchors=[pin(values, size)])
     assert report.ok, out
+
+
+def test_pins_and_witnessed_files_are_checked_against_their_keys(tmp_path: Path) -> None:
+    values = raws()
+    witness = SigningKey(hashlib.sha256(b"unit witness").digest())
+    good = checkpoint(values, 21)
+    path = tmp_path / "pin.txt"
+    path.write_text(sign(good.head, SigningKey(bytes(32))).note())  # another hub's key
+    with pytest.raises(CheckpointError, match="unknown key"):
+        load_anchor(path, "the pinned checkpoint", KEY.verify_key)
+    path.write_text(good.note())
+    assert load_anchor(path, "the pinned checkpoint", KEY.verify_key).witnessed is False
+    with pytest.raises(CheckpointError, match="no valid cosignature"):
+        load_anchor(path, "the witnessed checkpoint", KEY.verify_key, witness.verify_key)
+    path.write_text(CosignedCheckpoint(good, (cosign(good, witness, "w", 1),)).note())
+    anchor = load_anchor(path, "the witnessed checkpoint", KEY.verify_key, witness.verify_key)
+    assert anchor.witnessed and anchor.checkpoint == good
+
+
+def test_a_caller_finding_fails_the_report_and_hides_the_accepted_head() -> None:
+    values = raws()
+    report, out = run(rows(values), notes(values), require_witness=True,
+                      prior=[Finding("unwitnessed", "--witness-key needs --witnessed FILE")])
+    assert [f.kind for f in report.findings] == ["unwitnessed"]
+    assert "OK" not in out and report.as_dict()["accepted_head"] is None
