@@ -99,6 +99,7 @@ from safehub.services.correlation.rules import (
     RULE_REPEATED_MISSING,
     RULE_SCORE,
     RULE_UNDER_13,
+    IndicatorRule,
     Rules,
 )
 
@@ -518,12 +519,17 @@ def _best(rules: Rules, obs: tuple[Observation, ...], anchors: Iterable[int],
     """
     table = rules.by_indicator
     ep = rules.episodes
-    rows = [(o, o.occurred_at, table[o.indicator],
-             table[o.indicator].weight if o.episode is None or ep is None
-             else episodes.weight(ep, o.occurred_at, o.episode),
-             ep is not None and o.episode is not None
-             and episodes.counts_for_pattern(ep, o.episode))
-            for o in obs]
+    # Per observation: its rule, its weight, whether it is a distinct sign, whether it is an
+    # episode towards the pattern.
+    rows: list[tuple[Observation, int, IndicatorRule, float, bool, bool]] = []
+    for o in obs:
+        r = table[o.indicator]
+        if o.episode is None or ep is None:
+            rows.append((o, o.occurred_at, r, r.weight, r.sign, False))
+        else:
+            sign = episodes.is_sign(ep, o.episode)
+            rows.append((o, o.occurred_at, r, episodes.weight(ep, o.occurred_at, o.episode),
+                         sign, sign))
     best_key = None if best is None else (best.tier.rank, best.score, best.anchor)
     under = rules.sexual_activity_under_age
     for anchor in anchors:
@@ -533,7 +539,7 @@ def _best(rules: Rules, obs: tuple[Observation, ...], anchors: Iterable[int],
         distinct: set[Indicator] = set()
         incident = under_age = False
         repeated = 0  # episodes towards the pattern, within its window
-        for o, at, r, w, towards_pattern in rows:
+        for o, at, r, w, sign, towards_pattern in rows:
             if at > anchor:
                 break
             if at <= anchor - r.window_ms:
@@ -545,7 +551,7 @@ def _best(rules: Rules, obs: tuple[Observation, ...], anchors: Iterable[int],
             if towards_pattern and ep is not None and at > anchor - ep.pattern_ms:
                 repeated += 1
             agencies.add(o.agency_id)
-            if r.sign:
+            if sign:
                 distinct.add(o.indicator)
             if r.incident:
                 incident = True

@@ -10,10 +10,11 @@ What the rules weigh (rules file, `[missing_episodes]`), all read from the versi
 - missing above absent;
 - a long episode: it lasted `long_hours`, or was still open that long after it began as the
   agency recorded it (its `reported_at`);
-- no return home interview within 72 hours of the return: the version was recorded at least
-  `interview_hours` after the return and says the interview was not done. Only the record can
-  say so: the core reads no clock, so an episode whose latest version was recorded before the
-  deadline is not yet overdue, however much later its block's other events are.
+- no return home interview within 72 hours of the return from a MISSING episode: the version
+  was recorded at least `interview_hours` after the return and says the interview was not
+  done. Only the record can say so: the core reads no clock, so an episode whose latest version
+  was recorded before the deadline is not yet overdue, however much later its block's other
+  events are.
 """
 
 from __future__ import annotations
@@ -71,8 +72,12 @@ def is_long(rules: EpisodeRules, start: int, episode: Episode) -> bool:
 
 
 def without_interview(rules: EpisodeRules, episode: Episode) -> bool:
-    """Whether the record says no return interview was done within the deadline."""
-    return (episode.ended_at is not None and not episode.interview_done
+    """Whether the record says no return interview was done within the deadline.
+
+    Only after a MISSING episode: the guidance asks for an interview when a child has been
+    missing; an absent child (whereabouts known) is not offered one.
+    """
+    return (is_missing(episode) and episode.ended_at is not None and not episode.interview_done
             and episode.reported_at >= episode.ended_at + rules.interview_ms)
 
 
@@ -85,5 +90,7 @@ def weight(rules: EpisodeRules, start: int, episode: Episode) -> float:
     return w
 
 
-def counts_for_pattern(rules: EpisodeRules, episode: Episode) -> bool:
-    return rules.pattern_counts_absent or is_missing(episode)
+def is_sign(rules: EpisodeRules, episode: Episode) -> bool:
+    """Whether the episode is the MISSING_FROM_HOME_OR_CARE sign: a distinct sign, and one
+    towards the pattern (else it only adds its weight)."""
+    return rules.absent_is_sign or is_missing(episode)

@@ -83,7 +83,7 @@ def explain(rules: Rules, peak: Assessment) -> str:
     elif peak.rule == RULE_REPEATED_MISSING and rules.episodes is not None:
         ep = rules.episodes
         repeated = [o for o in signs if o.episode is not None
-                    and episodes.counts_for_pattern(ep, o.episode)
+                    and episodes.is_sign(ep, o.episode)
                     and o.occurred_at > peak.anchor - ep.pattern_ms]
         lead = (f"{_count(len(repeated), 'missing episode')}{_within(repeated)}: a pattern "
                 f"({ep.pattern_episodes} within {_count(ep.pattern_ms // DAY_MS, 'day')} is "
@@ -102,10 +102,12 @@ def explain(rules: Rules, peak: Assessment) -> str:
 
 def _what(signs: Sequence[Observation]) -> str:
     """The signs counted: "2 missing episodes", or "3 warning signs (2 missing episodes, ...)"."""
-    episode_count = sum(o.episode is not None for o in signs)
-    if episode_count == len(signs):
-        return _count(episode_count, "missing episode")
-    parts = [_count(episode_count, "missing episode")] if episode_count else []
+    held = [o.episode for o in signs if o.episode is not None]
+    missing = sum(episodes.is_missing(e) for e in held)
+    parts = [_count(n, f"{kind} episode") for n, kind in
+             ((missing, "missing"), (len(held) - missing, "absent")) if n]
+    if len(held) == len(signs):
+        return ", ".join(parts)
     by_kind: dict[Indicator, int] = {}
     for o in signs:
         if o.episode is None:
@@ -131,7 +133,4 @@ def _episode_notes(rules: Rules, signs: Sequence[Observation]) -> list[str]:
                if o.episode is not None)
     if long:
         notes.append(f"{_count(long, 'episode')} of {ep.long_ms // HOUR_MS} hours or more")
-    absent = sum(not episodes.is_missing(o.episode) for o in held if o.episode is not None)
-    if absent:
-        notes.append(f"{_count(absent, 'episode')} recorded as absent rather than missing")
     return notes

@@ -51,7 +51,7 @@ _SECTIONS: dict[str, frozenset[str]] = {
 }
 _EPISODE_KEYS = frozenset({
     "missing_weight", "absent_weight", "long_hours", "long_weight", "interview_hours",
-    "no_interview_weight", "pattern_episodes", "pattern_days", "pattern_counts_absent",
+    "no_interview_weight", "pattern_episodes", "pattern_days", "absent_is_sign",
     "pattern_tier",
 })
 _FORMATS = (1, 2)
@@ -69,7 +69,9 @@ class EpisodeRules:
     no_interview_weight: float  # added when a version recorded after that says it was not done
     pattern_episodes: int  # this many episodes ...
     pattern_ms: int  # ... starting within this (and within the sign window) are a pattern
-    pattern_counts_absent: bool  # whether ABSENT episodes count towards the pattern
+    # Whether an ABSENT episode is the MISSING_FROM_HOME_OR_CARE sign (a distinct sign, and
+    # towards the pattern); if not, it adds its weight to the score only.
+    absent_is_sign: bool
     pattern_tier: Tier  # the least tier a pattern raises
 
 
@@ -258,9 +260,9 @@ def _episodes(section: dict[str, Any], number: Callable[..., float],
         # One episode, however long and however handled, must not alert on its own.
         raise fail(name, "missing_weight + long_weight + no_interview_weight must be below "
                          "tiers.emerging")
-    counts_absent = section["pattern_counts_absent"]
-    if not isinstance(counts_absent, bool):
-        raise fail(f"{name}.pattern_counts_absent", "must be true or false")
+    absent_is_sign = section["absent_is_sign"]
+    if not isinstance(absent_is_sign, bool):
+        raise fail(f"{name}.absent_is_sign", "must be true or false")
     tier = section["pattern_tier"]
     if not isinstance(tier, str) or tier not in Tier.__members__:
         raise fail(f"{name}.pattern_tier", "must be EMERGING, ESCALATING or HIGH")
@@ -273,6 +275,6 @@ def _episodes(section: dict[str, Any], number: Callable[..., float],
         no_interview_weight=number(name, "no_interview_weight", 0.0),
         pattern_episodes=int(number(name, "pattern_episodes", 2, integer=True)),
         pattern_ms=int(number(name, "pattern_days", 1, integer=True)) * DAY_MS,
-        pattern_counts_absent=counts_absent,
+        absent_is_sign=absent_is_sign,
         pattern_tier=Tier[tier],
     )
