@@ -48,6 +48,9 @@ class InboxAlert(Base):
     # GSS codes, space-separated, that agencies gave where they disagree about the child's
     # placing or local authority; None when they agree.
     authority_conflict: Mapped[str | None] = mapped_column(String(512))
+    # Why the alert fired, in plain words, as the correlator made it from coded evidence (counts,
+    # sign names, the rules' numbers); None for alerts of rules that predate it.
+    explanation: Mapped[str | None] = mapped_column(String(2000))
     digest: Mapped[bytes] = mapped_column(LargeBinary(32))  # SHA-256 of the record as received
     received_at: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16), default="NEW")

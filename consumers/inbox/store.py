@@ -91,6 +91,7 @@ def _rows(routed: RoutedAlert, raw: bytes, received_at: int
         "ack_deadline": routed.ack_deadline, "rules_version": a.rules_version,
         "agencies": " ".join(a.agencies), "identity_conflict": a.identity_conflict,
         "authority_conflict": " ".join(a.authority_conflict) if a.authority_conflict else None,
+        "explanation": a.explanation,
         "digest": hashlib.sha256(raw).digest(), "received_at": received_at, "status": "NEW",
         "decision": None, "acknowledged_at": None, "decided_at": None,
     }

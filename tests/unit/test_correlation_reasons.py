@@ -5,13 +5,21 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import replace
+from pathlib import Path
 
+from fastapi.testclient import TestClient
+
+from safehub.consumers.inbox.database import make_engine, migrate
+from safehub.consumers.inbox.store import InboxStore
 from safehub.schemas.codec import decode, encode
-from safehub.schemas.records import CorrelatedAlert
-from safehub.schemas.vocabulary import MissingType, Sign, SignificantIncident, Tier
+from safehub.schemas.records import CorrelatedAlert, RoutedAlert
+from safehub.schemas.vocabulary import MissingType, RouteReason, Sign, SignificantIncident, Tier
 from safehub.services.correlation.core import Assessment, observation_of, standing_alerts
 from safehub.services.correlation.reasons import explain, words
 from safehub.services.correlation.rules import RULES_DIR, load_rules
+from safehub.services.web.app import create_app as create_hub
+from safehub.services.web.hub import Hub, Outlet
+from safehub.services.web.users import Directory, User, hash_password
 from tests.unit.test_episodes import (
     BLOCK,
     DAY,
@@ -95,3 +103,43 @@ def test_version_1_rules_give_no_explanation() -> None:
     v1 = load_rules(RULES_DIR / "default-v1.toml")
     _, alerts = run([episode_event(f"m{i}", T0 + i * DAY) for i in range(3)], rules=v1)
     assert alerts and all(a.explanation is None for a in alerts)
+
+
+def test_the_hub_page_shows_why_the_alert_fired(tmp_path: Path) -> None:
+    """Through the inbox's store (real SQLite, migrated) to the hub's alert page."""
+    stream = [episode_event(f"m{i}", T0 + i * 5 * DAY) for i in range(3)]
+    alert = run(stream)[1][-1]
+    assert alert.explanation
+    routed = RoutedAlert("f" * 32, alert, "csc-leeds", "E08000035",
+                         RouteReason.RESPONSIBLE_AUTHORITY, 0, T0 + DAY)
+    store = InboxStore(make_engine(f"sqlite:///{tmp_path / 'inbox.db'}"))
+    migrate(store.engine)
+    assert store.save([(routed, encode(routed))], received_at=T0) == 1
+    users = Directory({"sw-1": User("sw-1", "csc-leeds", hash_password("pw"))})
+    viewed: list[str] = []
+    outlet = Outlet(Journal(viewed), Journal(viewed))  # views are journalled, not published
+    client = TestClient(create_hub(Hub(store, {"csc-leeds": outlet}, lambda: T0), users,
+                                   "s" * 32))
+    assert client.post("/login", data={"ref": "sw-1", "password": "pw"},
+                       follow_redirects=False).status_code == 303
+    page = client.get(f"/alerts/{routed.notification_id}")
+    assert page.status_code == 200
+    assert f'<dd id="explanation">{alert.explanation}</dd>' in page.text
+    assert viewed == [alert.alert_id]
+
+
+class Journal:
+    """Records the alert ids of the audit entries the page writes (a view, here)."""
+
+    def __init__(self, seen: list[str]) -> None:
+        self.seen = seen
+
+    def record(self, action: object, subject_id: str, actor: str, digest: bytes,
+               at_ms: int) -> None:
+        self.seen.append(subject_id)
+
+    def flush(self, timeout: float = 60.0) -> None:
+        pass
+
+    def publish(self, ack: object) -> None:
+        raise AssertionError("nothing is published by viewing an alert")
