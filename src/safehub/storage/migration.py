@@ -4,6 +4,10 @@ Every store shares one Alembic environment (`scripts/env.py`); a store brings on
 of revision scripts and the name of its version table, so several stores can live in one
 database (the hub's inbox and router do) without their revisions meeting. There is no
 alembic.ini to keep in step with the code.
+
+A new revision starts from the shared template:
+`alembic.command.revision(<store module>.MIGRATIONS.config(), "what changes", rev_id=...)`.
+A revision is frozen once released: it spells its tables out rather than importing the models.
 """
 
 from __future__ import annotations
