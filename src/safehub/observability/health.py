@@ -130,9 +130,12 @@ class HealthServer:
     def answer(self, path: str) -> tuple[int, str, bytes]:
         """(status, content type, body) for a path: the server's whole behaviour."""
         if path == "/metrics":
+            # Both from state the checks hold already (the probes ask on their own threads):
+            # a scrape is as current as a probe, whoever else asks /readyz.
             age = self.liveness.heartbeat.age_s()
             if age is not None:
                 HEARTBEAT_AGE.labels(self.service).set(age)
+            READY.labels(self.service).set(1 if self.readiness.status()[0] else 0)
             return 200, CONTENT_TYPE_LATEST, generate_latest(self._registry)
         if path == "/livez":
             state, detail = self.liveness.status()
