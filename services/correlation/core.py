@@ -12,9 +12,17 @@ incident raises nothing (vulnerabilities never alert alone). Otherwise, in this 
 significant incident -> HIGH ("significant-incident"); a sexual-activity sign at an age below
 the limit -> HIGH ("sexual-activity-under-13"); at least `distinct_signs` different signs ->
 HIGH ("distinct-signs"); else the score (sum of weights, times the multi-agency factor when the
-signs come from enough agencies) against the tier thresholds ("score"). The cluster's
-assessment is its peak window: highest tier, then highest score, then latest end. Adding an
-event never lowers any window's tier, so the peak tier only rises as evidence arrives.
+signs come from enough agencies) against the tier thresholds ("score"), raised to the rules'
+pattern tier when the window holds `pattern_episodes` missing episodes within `pattern_days`
+("repeated-missing", which also names a window the score alone puts at that tier). A missing
+episode's weight is read from the episode (episodes.py: missing or absent, its length, a return
+interview not done within 72 hours); rules of format 1 weigh every episode as the plain sign.
+The cluster's assessment is its peak window: highest tier, then highest score, then latest end.
+Adding an event never lowers any window's tier, so the peak tier only rises as evidence arrives
+(an episode update may lower it: see below).
+
+Each alert carries an explanation in plain words (reasons.py), from the peak it describes;
+alerts of format 1 rules carry none, as they never did, so replay re-derives them unchanged.
 
 Alerting. `step` emits an alert for the event's cluster when its peak tier rises above the
 highest tier already alerted, or when the event itself is in the peak's evidence and comes from
@@ -40,6 +48,16 @@ lateness - window) are pruned, so a block's state stops growing once events age 
 duplicate (same agency and event id) changes nothing: it is either still held, or so old that
 it is too late (and is dead-lettered like any event beyond the limit).
 
+Updates of missing episodes. An agency updates an episode's record as it goes on (the child
+found, the interview done); every version has the record's event id. Under format 2 rules a
+version later than the one held (episodes.version_key: recorded later, then knowing more)
+replaces it, so the episode counts once, as its latest version says (`_update`); an older
+version or an exact resend only adds keys it brings, like any re-send. Which version is held
+is thus independent of arrival order. An update can lower a window (the interview done): an
+alert already raised stands, and nothing is raised for a lower tier. Updates do not move the
+watermark (they carry the episode's start again). Under format 1 rules an update is a
+duplicate, as it was.
+
 Duplicates are per sending agency: an event is a duplicate of a held one when both its agency
 and its event id are equal. Event ids are predictable from record references, so an agency that
 sent an event with another agency's id first could otherwise have that agency's event dropped
@@ -63,8 +81,10 @@ tests): for any arrival order of the same set of events, provided each event arr
 `lateness_days` behind the newest event its block has seen and no identity conflict arises,
 (1) the final alerts are equal, alert ids included, and (2) for each final cluster the highest
 tier among the alerts emitted about its events equals its final alert's tier, so no arrival
-order hides or delays an escalation past the event that completes it. Duplicating any event
-anywhere in a stream changes neither the emitted alerts nor the final state.
+order hides or delays an escalation past the event that completes it. With episode updates
+(2) weakens to "at least": an earlier version may have raised a tier its latest version no
+longer reaches (tests/unit/test_episodes.py). Duplicating any event anywhere in a stream
+changes neither the emitted alerts nor the final state.
 """
 
 from __future__ import annotations
