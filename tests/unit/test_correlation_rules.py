@@ -11,6 +11,7 @@ from safehub.errors import ConfigError
 from safehub.schemas.vocabulary import Sign, Vulnerability
 from safehub.services.correlation.rules import (
     DEFAULT_RULES_PATH,
+    RULES_DIR,
     load_rules,
     parse_rules,
     rules_by_version,
@@ -51,6 +52,17 @@ def test_a_comment_change_is_a_new_version() -> None:
          "vulnerability_weights.HOMELESS: must be below tiers.emerging"),
         (lambda t: t.replace("format = 2", "format = 3"), "format: must be 1 or 2"),
         (lambda t: t + "\n[extras]\nx = 1\n", "extras: unknown section"),
+        (lambda t: t.rsplit("\n[missing_episodes]", 1)[0], "missing_episodes: missing section"),
+        (lambda t: t.replace("absent_weight = 1.0", "absent_weight = 2.5"),
+         "missing_episodes.absent_weight: must not exceed missing_weight"),
+        (lambda t: t.replace("no_interview_weight = 1.0", "no_interview_weight = 1.5"),
+         "missing_episodes: missing_weight + long_weight + no_interview_weight must be below"),
+        (lambda t: t.replace('pattern_tier = "ESCALATING"', 'pattern_tier = "URGENT"'),
+         "missing_episodes.pattern_tier: must be EMERGING, ESCALATING or HIGH"),
+        (lambda t: t.replace("absent_is_sign = false", "absent_is_sign = 0"),
+         "missing_episodes.absent_is_sign: must be true or false"),
+        (lambda t: t.replace("pattern_days = 90", "pattern_days = 0"),
+         "missing_episodes.pattern_days: must be at least 1"),
         (lambda t: t.replace("[windows]", "[windows"), "not valid TOML"),
     ],
 )
@@ -68,3 +80,22 @@ def test_unknown_version_and_missing_file_are_config_errors(tmp_path: Path) -> N
         rules_by_version("0" * 64)
     with pytest.raises(ConfigError, match="cannot read"):
         load_rules(tmp_path / "absent.toml")
+
+
+def test_version_1_rules_still_load_for_replay_and_have_no_episode_rules() -> None:
+    v1 = load_rules(RULES_DIR / "default-v1.toml")
+    v2 = load_rules(DEFAULT_RULES_PATH)
+    assert v1.episodes is None and v2.episodes is not None
+    assert rules_by_version(v1.version) == v1 and rules_by_version(v2.version) == v2
+    # A format 1 file may not have the section, so it is not silently ignored.
+    with pytest.raises(ConfigError, match="missing_episodes: unknown section"):
+        parse_rules((RULES_DIR / "default-v1.toml").read_bytes()
+                    + b"\n[missing_episodes]\nmissing_weight = 2.0\n")
+
+
+def test_the_default_episode_rules_read_as_the_guidance_says() -> None:
+    ep = load_rules(DEFAULT_RULES_PATH).episodes
+    assert ep is not None
+    assert ep.missing_weight > ep.absent_weight
+    assert ep.interview_ms == 72 * 3_600_000  # a return home interview within 72 hours
+    assert (ep.pattern_episodes, ep.pattern_ms // 86_400_000) == (3, 90)
