@@ -125,8 +125,9 @@ def score(
     flagged = set(first)
     true_pos = flagged & exploited
     years = (pop.end_ms - pop.start_ms) / YEAR_MS
-    false_alerts = {r.alert.alert_id for r in raised
+    false_raised = {r.alert.alert_id: r.alert for r in raised
                     if r.alert.tier.rank >= min_tier.rank and r.child_id not in exploited}
+    false_alerts = set(false_raised)
     signs = {c.child_id: c.first_sign_at for c in pop.truth.children if c.exploited}
     delays = [(first[c] - signs[c]) / DAY_MS for c in sorted(true_pos) if signs[c] is not None]
     return {
@@ -139,6 +140,9 @@ def score(
         "false_alerts": len(false_alerts),
         "false_alerts_per_1000_children_per_year":
             round(len(false_alerts) / (len(pop.world.children) / 1000) / years, 2),
+        # Which rules the false alerts come from: where lowering them must start.
+        "false_alerts_by_rule": dict(sorted(Counter(a.rule for a in false_raised.values())
+                                            .items())),
         "median_days_first_sign_to_alert": _median(delays),
         "alerts_by_tier": dict(sorted(Counter(r.alert.tier.value for r in raised).items())),
     }
