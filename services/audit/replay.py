@@ -35,8 +35,9 @@ from safehub.services.correlation.rules import Rules
 from safehub.services.correlator.processing import block_key
 
 CORRELATOR = "correlator"
-# Fields that name the rules rather than decide anything: with --rules they are expected to differ.
-_VERSION_FIELDS = {"alert_id", "rules_version"}
+# Fields that name the rules rather than decide anything: with --rules they are expected to differ
+# (the explanation quotes the rules' thresholds, and alerts of format 1 rules carry none).
+_VERSION_FIELDS = {"alert_id", "rules_version", "explanation"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from safehub.schemas.codec import decode, encode
 from safehub.schemas.records import (
     CorrelatedAlert,
     IngressEvent,
@@ -20,6 +21,12 @@ from safehub.schemas.records import (
     WarningSignEvent,
 )
 from safehub.schemas.vocabulary import MissingType, Sector, Sign
+from safehub.services.audit.replay import (
+    ReplayReport,
+    compare,
+    correlator_entries,
+    replay_events,
+)
 from safehub.services.correlation import episodes, snapshot
 from safehub.services.correlation.core import (
     BlockState,
@@ -34,6 +41,7 @@ from safehub.services.correlation.rules import (
     RULES_DIR,
     load_rules,
 )
+from safehub.services.correlator.processing import BatchProcessor, Incoming, block_key
 
 RULES = load_rules(DEFAULT_RULES_PATH)
 V1 = load_rules(RULES_DIR / "default-v1.toml")
@@ -281,3 +289,38 @@ def test_any_arrival_order_of_versions_gives_the_same_final_alerts(stream, rnd) 
             mine = [a for a in emitted if {e.event_id for e in a.evidence} & ids]
             assert max(a.tier.rank for a in mine) >= alert.tier.rank
     assert snapshot.decode(snapshot.encode(state_a)) == state_a
+
+
+# -- the processor and the auditors' replay ---------------------------------------------------
+
+def test_updates_go_through_the_processor_and_replay_re_derives_their_alerts() -> None:
+    """Each version is its own record (its own digest): the processor journals each as accepted,
+    and replay, feeding the journalled versions in journal order, raises the same alerts."""
+    returned = 8 * HOUR
+    stream: list[IngressEvent] = [
+        episode_event("p1", T0, hours=None, recorded=T0 + HOUR),
+        episode_event("p2", T0 + 5 * DAY, recorded=T0 + 5 * DAY + returned + 4 * DAY),
+        episode_event("p1", T0, hours=30, recorded=T0 + 2 * DAY),
+        episode_event("p1", T0, hours=30, recorded=T0 + 2 * DAY),  # an exact resend
+        episode_event("p1", T0, hours=30, recorded=T0 + 30 * HOUR + 4 * DAY),
+        sign_event("s1", T0 + 10 * DAY, Sign.SELF_HARM),
+    ]
+    processor = BatchProcessor(RULES, "")
+    messages = [Incoming(f"ingress.{e.agency_id}", 0, i, block_key(BLOCK), encode(e))
+                for i, e in enumerate(stream)]
+    states: dict[int, BlockState] = {}
+    result = processor.process(messages, lambda b: states.get(b) or initial_state(), T0 + 40 * DAY)
+    assert result.accepted == len(stream) and not result.rejected
+    emitted = [decode(value, CorrelatedAlert) for _, value in result.alerts]
+    # 2 + 3 = 5; the update to 30 h: 5.5; then no interview recorded: 6.5; then a second
+    # agency's sign: (3.5 + 3 + 2) * 1.5 = 12.75.
+    assert [(a.tier.value, a.score) for a in emitted] == [
+        ("EMERGING", 5.0), ("ESCALATING", 6.5), ("HIGH", 12.75)]
+    entries, journalled = correlator_entries(result.audit)
+    assert {hashlib.sha256(v).digest() for _, v in result.alerts} == journalled
+    ingress = {hashlib.sha256(m.value or b"").digest(): (m.value or b"", m.key)
+               for m in messages}
+    report = ReplayReport()
+    replayed = replay_events(entries, ingress, lambda _block: RULES, report)
+    compare(replayed, emitted, report, other_rules=False)
+    assert report.ok and report.matches == len(emitted) == 3
