@@ -11,7 +11,7 @@ import json
 import time
 from pathlib import Path
 
-from nacl.signing import VerifyKey
+from nacl.signing import SigningKey, VerifyKey
 
 from safehub.errors import ConfigError
 from safehub.services.audit.checkpoint import (
@@ -96,9 +96,13 @@ def run_verify(args: argparse.Namespace, settings: AuditSettings) -> int:
                 anchors.append(load_anchor(path, WITNESSED, key, witness))
             except CheckpointError as exc:
                 problems.append(Finding("unwitnessed", f"{path}: {exc}"))
-    ledger = Ledger(open_engine(settings.database_url, read_only=True))
-    stored = list(ledger.entries())
-    notes = [c.note for c in ledger.checkpoints()]
+    engine = open_engine(settings.database_url, read_only=True)
+    try:
+        ledger = Ledger(engine)
+        stored = list(ledger.entries())
+        notes = [c.note for c in ledger.checkpoints()]
+    finally:
+        engine.dispose()
     topic = None if args.no_topic else _topic(settings)
     report = verify_log(stored, notes, topic, key, anchors=anchors,
                         require_witness=witness is not None, prior=problems)
@@ -122,7 +126,15 @@ def _save_pin(path: Path, report: Report) -> None:
 def run_witness(args: argparse.Namespace, settings: AuditSettings) -> int:
     key = load_public_key(args.public_key)
     witness_key = load_witness_key(args.key_file)
-    ledger = Ledger(open_engine(settings.database_url, read_only=True))
+    engine = open_engine(settings.database_url, read_only=True)
+    try:
+        return _witness(args, Ledger(engine), key, witness_key)
+    finally:
+        engine.dispose()
+
+
+def _witness(args: argparse.Namespace, ledger: Ledger, key: VerifyKey,
+             witness_key: SigningKey) -> int:
     new = _checkpoint_to_cosign(args.checkpoint, ledger, key)
     previous: SignedCheckpoint | None = None
     if args.state.exists():

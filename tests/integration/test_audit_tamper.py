@@ -3,15 +3,19 @@ a witness the hub does not control catch it (real broker, real SQLite stores, th
 
 The attack is the one the hub's own key cannot stop: delete and recreate `audit` with one entry
 altered, wipe the ledger, let a new sink re-sign everything with the hub's key. Without a pin,
-`safehub audit verify` has nothing to tell the new history from the old, and passes.
+`safehub audit verify` has nothing to tell the new history from the old, and passes. The hub's
+stores are SQLite files and PostgreSQL schemas alike (a restored backup is a file copy, so the
+rollback test is SQLite's).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,6 +31,7 @@ from safehub.services.audit.journal import AuditJournal
 from safehub.services.audit.ledger import migrate, open_engine
 from safehub.services.audit.sink import AuditSink, SinkSettings, open_sink
 from tests.conftest import Namespace
+from tests.contract.conftest import fresh_postgres_schema
 from tests.integration.test_audit_log import auditor_env
 
 pytestmark = pytest.mark.integration
@@ -50,9 +55,13 @@ def journal(ns: Namespace, first: int, count: int, altered: int | None = None) -
         producer.close()
 
 
-def sink_for(ns: Namespace, db: Path) -> AuditSink:
+def url(db: Path | str) -> str:
+    return db if isinstance(db, str) else f"sqlite:///{db}"
+
+
+def sink_for(ns: Namespace, db: Path | str) -> AuditSink:
     return open_sink(SinkSettings(ns.connection("audit-sink"), ns.prefix + "audit",
-                                  ns.prefix + "deadletter", f"sqlite:///{db}",
+                                  ns.prefix + "deadletter", url(db),
                                   "safehub.test/audit", None, 10, 3_600_000), KEY)
 
 
@@ -70,19 +79,19 @@ def settle(sink: AuditSink, want: int) -> None:
         quiet = quiet + 1 if sink.poll_once(timeout_ms=500) == 0 else 0
 
 
-def verify(capsys: pytest.CaptureFixture[str], db: Path, *extra: str) -> tuple[int, str]:
-    code = main(["audit", "verify", "--db", f"sqlite:///{db}", "--public-key", PUBLIC, *extra])
+def verify(capsys: pytest.CaptureFixture[str], db: Path | str, *extra: str) -> tuple[int, str]:
+    code = main(["audit", "verify", "--db", url(db), "--public-key", PUBLIC, *extra])
     captured = capsys.readouterr()
     return code, captured.out + captured.err
 
 
-def witness(capsys: pytest.CaptureFixture[str], db: Path, tmp: Path, out: Path
+def witness(capsys: pytest.CaptureFixture[str], db: Path | str, tmp: Path, out: Path
             ) -> tuple[int, str]:
     key = tmp / "witness.key"
     if not key.exists():
         key.write_text(bytes(WITNESS).hex())
         key.chmod(0o600)
-    code = main(["audit", "witness", "--db", f"sqlite:///{db}", "--public-key", PUBLIC,
+    code = main(["audit", "witness", "--db", url(db), "--public-key", PUBLIC,
                  "--key-file", str(key), "--name", "witness.test/w1",
                  "--state", str(tmp / "witness-state"), "--out", str(out)])
     captured = capsys.readouterr()
@@ -104,6 +113,20 @@ def recreate_audit_topic(ns: Namespace) -> None:
         time.sleep(0.5)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], str]]:
+    """new_store() -> the URL of an empty audit store of the parametrised kind."""
+    made = itertools.count()
+    with ExitStack() as stack:
+        def make() -> str:
+            if request.param == "sqlite":
+                return url(tmp_path / f"store-{next(made)}.db")
+            base = request.getfixturevalue("postgres_url")
+            return stack.enter_context(contextmanager(fresh_postgres_schema)(base))
+
+        yield make
+
+
 @pytest.fixture
 def ns(secure_namespace: Callable[..., Namespace],
        monkeypatch: pytest.MonkeyPatch) -> Namespace:
@@ -113,8 +136,9 @@ def ns(secure_namespace: Callable[..., Namespace],
 
 
 def test_a_rewritten_history_is_a_fork_against_the_pin_and_the_witness(
-        ns: Namespace, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    genuine = tmp_path / "genuine.db"
+        ns: Namespace, new_store: Callable[[], str], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    genuine = new_store()
     sink = sink_for(ns, genuine)
     journal(ns, 0, 15)
     settle(sink, 15)
@@ -129,7 +153,7 @@ def test_a_rewritten_history_is_a_fork_against_the_pin_and_the_witness(
     # The operator: a new `audit` with entry 4 altered and a few more, a wiped ledger, the
     # hub's own key signing the new history.
     recreate_audit_topic(ns)
-    rewritten = tmp_path / "rewritten.db"
+    rewritten = new_store()
     sink = sink_for(ns, rewritten)
     journal(ns, 0, 20, altered=4)
     settle(sink, 20)
@@ -191,8 +215,9 @@ def test_a_rolled_back_store_and_an_empty_one_fail(
 
 
 def test_the_witness_cosigns_an_extension_and_verify_requires_it(
-        ns: Namespace, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    db = tmp_path / "audit.db"
+        ns: Namespace, new_store: Callable[[], str], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    db = new_store()
     sink = sink_for(ns, db)
     journal(ns, 0, 8)
     settle(sink, 8)
