@@ -70,9 +70,10 @@ and old events aged out): beyond that `block_full` is true, `step` ignores the e
 processor dead-letters it, as for a late one. Without it, a flood into one block (a hostile or
 broken agency) would grow its state past what the snapshot format counts (uint16 counts, a
 one-byte epoch index) and past Kafka's largest record, and the worker would fail to save it on
-every restart. At the caps a state encodes to at most about 0.7 MB (snapshot.py: 48 bytes an
-event, 35 a key), under Kafka's 1 MiB default; a block of the producers' 4096 holds children
-born on one or two days, each with a few events in the window, far below the caps.
+every restart. At the caps a state encodes to at most about 0.7 MB (snapshot.py: 49 bytes an
+event, 65 a missing episode, 35 a key), under Kafka's 1 MiB default; a block of the producers'
+4096 holds children born on one or two days, each with a few events in the window, far below
+the caps.
 
 Final alerts, precisely. After a stream of events, the final alerts of a block are
 `standing_alerts(rules, state)`: for each cluster in the state whose peak reaches a tier, the
