@@ -27,8 +27,10 @@ from safehub.cli import main
 from safehub.deploy.topics import create_topics, delete_topics_with_prefix, registry_specs
 from safehub.errors import BrokerError
 from safehub.schemas.vocabulary import AuditAction
+from safehub.services.audit.checkpoint import TreeHead, sign
 from safehub.services.audit.journal import AuditJournal
-from safehub.services.audit.ledger import migrate, open_engine
+from safehub.services.audit.ledger import Ledger, NewEntry, StoredCheckpoint, migrate, open_engine
+from safehub.services.audit.merkle import MerkleTree, leaf_hash
 from safehub.services.audit.sink import AuditSink, SinkSettings, open_sink
 from tests.conftest import Namespace
 from tests.contract.conftest import fresh_postgres_schema
@@ -85,15 +87,15 @@ def verify(capsys: pytest.CaptureFixture[str], db: Path | str, *extra: str) -> t
     return code, captured.out + captured.err
 
 
-def witness(capsys: pytest.CaptureFixture[str], db: Path | str, tmp: Path, out: Path
-            ) -> tuple[int, str]:
+def witness(capsys: pytest.CaptureFixture[str], db: Path | str, tmp: Path, out: Path,
+            *extra: str) -> tuple[int, str]:
     key = tmp / "witness.key"
     if not key.exists():
         key.write_text(bytes(WITNESS).hex())
         key.chmod(0o600)
     code = main(["audit", "witness", "--db", url(db), "--public-key", PUBLIC,
                  "--key-file", str(key), "--name", "witness.test/w1",
-                 "--state", str(tmp / "witness-state"), "--out", str(out)])
+                 "--state", str(tmp / "witness-state"), "--out", str(out), *extra])
     captured = capsys.readouterr()
     return code, captured.out + captured.err
 
@@ -242,3 +244,37 @@ def test_the_witness_cosigns_an_extension_and_verify_requires_it(
     code, out = verify(capsys, db, "--witness-key", bytes(other.verify_key).hex(),
                        "--witnessed", str(second))
     assert code == 1 and "[unwitnessed]" in out and "no valid cosignature" in out, out
+
+
+def test_the_witness_trusts_only_its_own_state(
+        new_store: Callable[[], str], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """No broker needed: a ledger the sink would have written, signed by the hub's key."""
+    store = new_store()
+    engine = open_engine(store)
+    migrate(engine)
+    ledger = Ledger(engine)
+    raws = [f"entry {i}".encode() for i in range(12)]
+    ledger.append(0, [NewEntry(i, None, None, None, None, None, r, leaf_hash(r))
+                      for i, r in enumerate(raws)])
+    tree = MerkleTree(leaf_hash(r) for r in raws)
+    for size in (5, 12):
+        note = sign(TreeHead("safehub.test/audit", size, tree.root(size)), KEY).note()
+        ledger.add_checkpoint(StoredCheckpoint(size, tree.root(size), note, size))
+    engine.dispose()
+    first = tmp_path / "five.txt"
+    first.write_text(sign(TreeHead("safehub.test/audit", 5, tree.root(5)), KEY).note())
+    code, out = witness(capsys, store, tmp_path, tmp_path / "w5.txt", "--checkpoint", str(first))
+    assert code == 0 and "first checkpoint witnessed (size 5)" in out, out
+    code, out = witness(capsys, store, tmp_path, tmp_path / "w12.txt")
+    assert code == 0 and "size 12 extends the cosigned size 5" in out, out
+    assert (tmp_path / "witness-state").read_text() == (tmp_path / "w12.txt").read_text()
+
+    # Whoever edits the witness's state (to make it forget) is refused, never trusted.
+    state = tmp_path / "witness-state"
+    state.write_text(first.read_text())  # the hub's own note, without the witness's line
+    code, out = witness(capsys, store, tmp_path, tmp_path / "again.txt")
+    assert code == 1 and "the witness state" in out and "does not verify" in out, out
+    (tmp_path / "witness.key").chmod(0o640)
+    code, out = witness(capsys, store, tmp_path, tmp_path / "again.txt")
+    assert code == 1 and "chmod 600" in out, out
