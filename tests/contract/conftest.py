@@ -26,10 +26,16 @@ def fresh_postgres_schema(base: str) -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture
+def postgres_schema_url(postgres_url: str) -> Iterator[str]:
+    """An empty PostgreSQL schema of the test's own."""
+    yield from fresh_postgres_schema(postgres_url)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database of either kind. Under CI=true a missing PostgreSQL fails the test."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'store.db'}"
         return
-    yield from fresh_postgres_schema(request.getfixturevalue("postgres_url"))
+    yield request.getfixturevalue("postgres_schema_url")

@@ -4,6 +4,10 @@ models describe."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -57,5 +61,35 @@ def test_stores_sharing_a_database_keep_their_own_versions(store_url: str) -> No
     for migrations in STORES.values():
         upgrade(engine, migrations)
     for migrations in STORES.values():
+        assert at(engine, migrations) == head(migrations)
+    engine.dispose()
+
+
+# Each replica is its own process: Alembic's operation context is process-wide.
+REPLICA = """
+import sys, time
+from importlib import import_module
+from safehub.storage import open_engine, upgrade
+url, module, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
+engine, migrations = open_engine(url), import_module(module).MIGRATIONS
+with engine.connect():  # connected before the start, so they race on the migration itself
+    pass
+while time.time() < start:
+    time.sleep(0.001)
+upgrade(engine, migrations)
+"""
+
+
+def test_replicas_starting_together_migrate_one_after_the_other(postgres_schema_url: str
+                                                                ) -> None:
+    start = time.time() + 3  # every replica imported and waiting by then
+    replicas = [subprocess.Popen([sys.executable, "-c", REPLICA, postgres_schema_url, module,
+                                  str(start)], stderr=subprocess.PIPE, text=True)
+                for module in ["safehub.services.audit.ledger"] * 3
+                + ["safehub.producers.vault"] * 3]
+    errors = [r.communicate(timeout=60)[1] for r in replicas]
+    assert [r.returncode for r in replicas] == [0] * 6, errors
+    engine = open_engine(postgres_schema_url)
+    for migrations in (ledger.MIGRATIONS, vault.MIGRATIONS):
         assert at(engine, migrations) == head(migrations)
     engine.dispose()

@@ -12,13 +12,14 @@ A revision is frozen once released: it spells its tables out rather than importi
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.util import CommandError
-from sqlalchemy import Engine, MetaData
+from sqlalchemy import Connection, Engine, MetaData, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from safehub.errors import StoreError
@@ -49,11 +50,23 @@ class Migrations:
         return config
 
 
+def _one_at_a_time(connection: Connection, migrations: Migrations) -> None:
+    """On PostgreSQL, replicas starting together migrate one after the other: without this,
+    each creates the version table at once and all but one fail on a duplicate catalog row.
+    The lock is the transaction's, so it goes with the commit."""
+    if connection.dialect.name != "postgresql":
+        return
+    name = f"safehub migrate {migrations.version_table}".encode()
+    key = int.from_bytes(hashlib.sha256(name).digest()[:8], "big", signed=True)
+    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
 def upgrade(engine: Engine, migrations: Migrations) -> None:
     """Bring the store's schema to the newest revision, in one transaction (idempotent)."""
     config = migrations.config()
     try:
         with engine.begin() as connection:
+            _one_at_a_time(connection, migrations)
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     except (SQLAlchemyError, CommandError) as exc:
