@@ -80,16 +80,15 @@ upgrade(engine, migrations)
 """
 
 
-def test_replicas_starting_together_migrate_one_after_the_other(postgres_schema_url: str
-                                                                ) -> None:
+def test_replicas_starting_together_migrate_one_after_the_other(store_url: str) -> None:
     start = time.time() + 3  # every replica imported and waiting by then
-    replicas = [subprocess.Popen([sys.executable, "-c", REPLICA, postgres_schema_url, module,
+    replicas = [subprocess.Popen([sys.executable, "-c", REPLICA, store_url, module,
                                   str(start)], stderr=subprocess.PIPE, text=True)
                 for module in ["safehub.services.audit.ledger"] * 3
                 + ["safehub.producers.vault"] * 3]
     errors = [r.communicate(timeout=60)[1] for r in replicas]
     assert [r.returncode for r in replicas] == [0] * 6, errors
-    engine = open_engine(postgres_schema_url)
+    engine = open_engine(store_url)
     for migrations in (ledger.MIGRATIONS, vault.MIGRATIONS):
         assert at(engine, migrations) == head(migrations)
     engine.dispose()

@@ -51,10 +51,13 @@ class Migrations:
 
 
 def _one_at_a_time(connection: Connection, migrations: Migrations) -> None:
-    """On PostgreSQL, replicas starting together migrate one after the other: without this,
-    each creates the version table at once and all but one fail on a duplicate catalog row.
-    The lock is the transaction's, so it goes with the commit."""
-    if connection.dialect.name != "postgresql":
+    """Processes starting together (replicas; a hub's inbox and web page on one SQLite file)
+    migrate one after the other: without this, each creates the version table at once and all
+    but one fail. The lock is the transaction's, so it goes with the commit."""
+    if connection.dialect.name == "sqlite":
+        # pysqlite would run the DDL outside any transaction; IMMEDIATE takes the write lock
+        # now, so the others wait (busy timeout) and then find the schema at head.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
         return
     name = f"safehub migrate {migrations.version_table}".encode()
     key = int.from_bytes(hashlib.sha256(name).digest()[:8], "big", signed=True)
