@@ -2,7 +2,7 @@
 
 Every store shares one Alembic environment (`scripts/env.py`); a store brings only its folder
 of revision scripts and the name of its version table, so several stores can live in one
-database (the hub's inbox and router do) without their revisions meeting. There is no
+database (a hub's inbox and router may) without their revisions meeting. There is no
 alembic.ini to keep in step with the code.
 
 A new revision starts from the shared template:
@@ -33,7 +33,9 @@ class Migrations:
 
     store: str  # names the store in errors and in its version table
     versions: Path
-    metadata: MetaData | None = None  # the live models, for `alembic revision --autogenerate`
+    # The live models: autogenerate and the contract suite's drift check compare them with
+    # what the revisions build.
+    metadata: MetaData | None = None
 
     @property
     def version_table(self) -> str:
