@@ -74,6 +74,7 @@ class AlertDetailOut(AlertOut):
     agencies: list[str]
     identity_conflict: bool
     authority_conflict: str | None  # the codes agencies gave, when they disagree
+    explanation: str | None  # why it fired, in plain words (None for alerts of rules v1)
     evidence: list[EvidenceOut]
     reidentification_agencies: list[str]
 
@@ -137,6 +138,7 @@ def _detail(row: InboxAlert, now: int) -> AlertDetailOut:
     return AlertDetailOut(
         **_summary(row, now), rules_version=row.rules_version, agencies=row.agencies.split(),
         identity_conflict=row.identity_conflict, authority_conflict=row.authority_conflict,
+        explanation=row.explanation,
         evidence=[EvidenceOut(event_id=e.event_id, agency_id=e.agency_id, sector=e.sector,
                               indicator=e.indicator, occurred_at=e.occurred_at, weight=e.weight)
                   for e in row.evidence],

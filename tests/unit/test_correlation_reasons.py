@@ -126,6 +126,8 @@ def test_the_hub_page_shows_why_the_alert_fired(tmp_path: Path) -> None:
     assert page.status_code == 200
     assert f'<dd id="explanation">{alert.explanation}</dd>' in page.text
     assert viewed == [alert.alert_id]
+    detail = client.get(f"/api/alerts/{routed.notification_id}")  # and the JSON API's
+    assert detail.status_code == 200 and detail.json()["explanation"] == alert.explanation
 
 
 class Journal:
