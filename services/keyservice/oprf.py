@@ -167,9 +167,13 @@ def blind(input: bytes, blind: bytes | None = None) -> tuple[bytes, bytes]:
 
 
 def blind_evaluate(secret_key: bytes, blinded_element: bytes) -> bytes:
-    """Server: skS * blindedElement, after the element is checked as the RFC requires."""
-    deserialize_element(blinded_element, "blindedElement")
-    return _scalar_mult(secret_key, blinded_element)
+    """Server: skS * blindedElement, the element checked as the RFC requires: the
+    multiplication decodes it with is_valid_point's own check and fails on an invalid one."""
+    _check_encoding(blinded_element, "blindedElement")
+    try:
+        return bytes(_sodium.crypto_scalarmult_ristretto255(secret_key, blinded_element))
+    except (RuntimeError, ValueError, TypeError):
+        raise ValidationError("blindedElement", "is not a valid ristretto255 element") from None
 
 
 def _finalize_hash(data: bytes, unblinded: bytes) -> bytes:
