@@ -158,12 +158,19 @@ def service_specs(settings: DemoSettings, receivers: list[str]) -> list[ServiceS
         ServiceSpec("web", ("web",), {
             "SAFEHUB_INBOX_DATABASE_URL": settings.db("inbox"),
             "SAFEHUB_WEB_USERS": str(f / "users.toml"),
-            "SAFEHUB_WEB_SECRET": _secret(f / "keys" / "web-session.hex"),
+            "SAFEHUB_WEB_SECRET_FILE": _secret_file(f / "keys" / "web-session.hex"),
             "SAFEHUB_WEB_PORT": str(settings.web_port),
             "SAFEHUB_REID_KEYS": reid_keys,
         }),
     ]
     return [s for s in specs if s.name not in settings.skip]
+
+
+def _secret_file(path: Path) -> str:
+    """The path of a key made once per demo folder (as `_secret`), for a service that reads
+    its secret from a file."""
+    _secret(path)
+    return str(path)
 
 
 def _secret(path: Path, size: int = 32) -> str:

@@ -199,12 +199,11 @@ def web(site: Site, hub: str) -> list[Manifest]:
         env={**kafka_env(site, hub), "SAFEHUB_WEB_PORT": str(WEB_PORT),
              "SAFEHUB_WEB_USERS": f"{SECRETS}/web/users.toml",
              "SAFEHUB_INBOX_DATABASE_URL": site.database_url(database_name("inbox", hub)),
-             "SAFEHUB_REID_KEYS": f"{SECRETS}/reid"},
-        # The web app reads its session key from the environment only (services/web/command.py).
-        extra_env=[{"name": "SAFEHUB_WEB_SECRET", "valueFrom": {"secretKeyRef": {
-            "name": f"safehub-web-session-{hub}", "key": "secret"}}}],
+             "SAFEHUB_REID_KEYS": f"{SECRETS}/reid",
+             "SAFEHUB_WEB_SECRET_FILE": f"{SECRETS}/web/session.secret"},
         secrets=[kafka_password(hub), pgpass(), _reid_key(hub),
-                 SecretFile(f"safehub-web-users-{hub}", "users.toml", "web", "users.toml")],
+                 SecretFile(f"safehub-web-users-{hub}", "users.toml", "web", "users.toml"),
+                 SecretFile(f"safehub-web-session-{hub}", "secret", "web", "session.secret")],
         # Not benchmarked: a page per user action; sized like the inbox.
         cpu="100m", memory="256Mi", labels={"safehub.io/hub": hub, "safehub.io/ingress": "web"},
         sizing="not benchmarked: sized like the inbox",

@@ -3,7 +3,8 @@
 Settings (environment): the Kafka connection (SAFEHUB_KAFKA_BOOTSTRAP, SAFEHUB_KAFKA_SECRETS, a
 folder holding each served hub's `<hub>.password`, SAFEHUB_KAFKA_CA_FILE; see safehub.connection),
 SAFEHUB_TOPIC_PREFIX, SAFEHUB_WEB_USERS (users file, required), SAFEHUB_WEB_PORT (default 8080),
-SAFEHUB_WEB_SECRET (session signing key; random per start if unset, which signs everyone out on
+SAFEHUB_WEB_SECRET_FILE (the session signing key, a 0600 file; SAFEHUB_WEB_SECRET, its value,
+is still read when no file is named; random per start if neither, which signs everyone out on
 restart), SAFEHUB_INBOX_DATABASE_URL, SAFEHUB_REID_KEYS (folder of each hub's
 re-identification private key `<hub>.key`, 0600: with it the alert page can ask the
 contributing agencies who the child is and open their sealed answers; without it, it cannot).
@@ -39,7 +40,7 @@ from types import FrameType
 from kafka import KafkaProducer
 
 from safehub.bus import make_producer
-from safehub.connection import KafkaConnection, connections_from_env
+from safehub.connection import KafkaConnection, connections_from_env, read_secret
 from safehub.consumers.inbox.command import reid_keys_from_env
 from safehub.consumers.inbox.database import make_engine, migrate
 from safehub.consumers.inbox.requests import ReidRequests
@@ -93,7 +94,7 @@ class WebSettings:
             kafka=connections_from_env(hubs),
             prefix=os.environ.get("SAFEHUB_TOPIC_PREFIX", ""),
             users_file=Path(users_file), users=users, port=port,
-            secret=os.environ.get("SAFEHUB_WEB_SECRET") or secrets.token_urlsafe(32),
+            secret=_session_secret(),
             database_url=os.environ.get("SAFEHUB_INBOX_DATABASE_URL",
                                         "sqlite:///safehub-inbox.db"),
             reid_keys=reid_keys_from_env(),
@@ -205,3 +206,12 @@ def count_pending_requests(store: InboxStore, hubs: Sequence[str], watch: Servic
             .where(InboxReidRequest.status == OPEN).group_by(InboxReidRequest.hub_id)).all())
     for hub in hubs:
         watch.metrics.reid_pending(hub, int(counts.get(hub, 0)))
+
+
+def _session_secret() -> str:
+    """SAFEHUB_WEB_SECRET_FILE (0600, like every secret here), else SAFEHUB_WEB_SECRET, else
+    a random one per start (which signs everyone out on a restart)."""
+    path = os.environ.get("SAFEHUB_WEB_SECRET_FILE")
+    if path:
+        return read_secret(Path(path), "web session key (SAFEHUB_WEB_SECRET_FILE)")
+    return os.environ.get("SAFEHUB_WEB_SECRET") or secrets.token_urlsafe(32)
