@@ -92,7 +92,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from safehub.schemas.frozen import quick_init
@@ -112,7 +112,7 @@ from safehub.schemas.vocabulary import (
 from safehub.services.correlation import episodes
 from safehub.services.correlation.authority import authorities
 from safehub.services.correlation.episodes import Episode, episode_of, version_key
-from safehub.services.correlation.linking import Key, event_keys, link, nhs_keys
+from safehub.services.correlation.linking import Key, Linking, event_keys, link, nhs_keys
 from safehub.services.correlation.reasons import explain
 from safehub.services.correlation.rules import (
     RULE_DISTINCT,
@@ -341,25 +341,9 @@ def step(
         alerted_rank = max((c.alerted_rank for c in joined), default=0)
         alerted_agencies = frozenset().union(*(c.alerted_agencies for c in joined))
         peak = _best(rules, observations, _anchors(observations), None)
-    alerts: tuple[CorrelatedAlert, ...] = ()
-    if peak is not None and (
-        peak.tier.rank > alerted_rank
-        # Identity, not equality: `obs` is a new object and its event id is not yet held.
-        or (obs.agency_id not in alerted_agencies and any(o is obs for o in peak.evidence))
-    ):
-        alert = alert_for(rules, event.subject.linkage_block,
-                          Cluster(merged_keys, observations, conflict), peak)
-        alerts = (alert,)
-        alerted_rank = max(alerted_rank, peak.tier.rank)
-        alerted_agencies = alerted_agencies | frozenset(alert.agencies)
     merged = Cluster(merged_keys, observations, conflict, alerted_rank, alerted_agencies,
                      peak, True)
-    kept = [
-        replace(c, conflict=True) if i in linking.conflicting else c
-        for i, c in enumerate(clusters) if i not in linking.joined
-    ]
-    # The clusters stay sorted by their smallest key: the others already are.
-    bisect.insort(kept, merged, key=_cluster_order)
+    kept, alerts = _settle(rules, event.subject.linkage_block, clusters, linking, merged, obs)
     watermark = max(state.watermark, event.occurred_at)
     # Nothing can age out unless the watermark moves.
     dropped = watermark != state.watermark and _prune(rules, watermark, kept)
@@ -454,27 +438,41 @@ def _update(
     alerted_rank = max(c.alerted_rank for c in joined)
     alerted_agencies = frozenset().union(*(c.alerted_agencies for c in joined))
     peak = _best(rules, observations, _anchors(observations), None)
-    alerts: tuple[CorrelatedAlert, ...] = ()
-    if peak is not None and (
-        peak.tier.rank > alerted_rank
-        or (new.agency_id not in alerted_agencies and any(o is new for o in peak.evidence))
-    ):
-        alert = alert_for(rules, event.subject.linkage_block,
-                          Cluster(merged_keys, observations, conflict), peak)
-        alerts = (alert,)
-        alerted_rank = max(alerted_rank, peak.tier.rank)
-        alerted_agencies = alerted_agencies | frozenset(alert.agencies)
     merged = Cluster(merged_keys, observations, conflict, alerted_rank, alerted_agencies,
                      peak, True)
-    kept = [
-        replace(c, conflict=True) if i in linking.conflicting else c
-        for i, c in enumerate(clusters) if i not in linking.joined
-    ]
-    bisect.insort(kept, merged, key=_cluster_order)
+    kept, alerts = _settle(rules, event.subject.linkage_block, clusters, linking, merged, new)
     events, held_keys, epochs = _size(state)
     size = (events, held_keys - sum(len(c.keys) for c in joined) + len(merged_keys),
             epochs | _epochs_of(event))
     return BlockState(state.watermark, tuple(kept), state.event_ids, size), alerts
+
+
+def _settle(rules: Rules, block: int, clusters: Sequence[Cluster], linking: Linking,
+            merged: Cluster, newest: Observation,
+            ) -> tuple[list[Cluster], tuple[CorrelatedAlert, ...]]:
+    """The block's clusters with the joined ones replaced by `merged`, and the alert its peak
+    raises: when the tier is higher than any alerted, or when `newest`, from an agency not yet
+    alerted about this child, is part of the evidence."""
+    alerts: tuple[CorrelatedAlert, ...] = ()
+    peak = merged.peak
+    if peak is not None and (
+        peak.tier.rank > merged.alerted_rank
+        # Identity, not equality: `newest` is a new object and its event id is not yet held.
+        or (newest.agency_id not in merged.alerted_agencies
+            and any(o is newest for o in peak.evidence))
+    ):
+        alert = alert_for(rules, block,
+                          Cluster(merged.keys, merged.observations, merged.conflict), peak)
+        alerts = (alert,)
+        merged = replace(merged, alerted_rank=max(merged.alerted_rank, peak.tier.rank),
+                         alerted_agencies=merged.alerted_agencies | frozenset(alert.agencies))
+    kept = [
+        replace(c, conflict=True) if i in linking.conflicting else c
+        for i, c in enumerate(clusters) if i not in linking.joined
+    ]
+    # The clusters stay sorted by their smallest key: the others already are.
+    bisect.insort(kept, merged, key=_cluster_order)
+    return kept, alerts
 
 
 def _order(o: Observation) -> tuple[int, str, str]:
