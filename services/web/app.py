@@ -8,11 +8,13 @@ No `from __future__ import annotations` here: FastAPI reads the endpoint annotat
 runtime, and dependencies defined inside create_app cannot be resolved from strings.
 """
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import Depends, FastAPI, Form, HTTPException, Request
+from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel
 
@@ -145,45 +147,74 @@ def _detail(row: InboxAlert, now: int) -> AlertDetailOut:
         reidentification_agencies=sorted({r.agency_id for r in row.reidentification}))
 
 
+def _invalid(name: str, message: str) -> RequestValidationError:
+    # FastAPI's own 422 shape (the one /openapi.json describes), not a bare string detail.
+    return RequestValidationError([{"type": "value_error", "loc": ("query", name),
+                                    "msg": message, "input": None}])
+
+
+def _choice(values: Sequence[str]) -> str:
+    # "" is allowed: HTML forms send it for "any".
+    return "^(" + "|".join(values) + ")?$"
+
+
+# A whole number of at most 9 digits (or "", no filter): the description says what is
+# accepted, and no number so large that the database cannot compare or offset by it.
+WHOLE = r"^\s*\d{0,9}\s*$"
+
+
 def _optional_int(name: str, text: str | None) -> int | None:
     # HTML forms send "" for an empty field: that means "no filter", not an error.
     if text is None or not text.strip():
         return None
     try:
-        return int(text)
+        number = int(text)
     except ValueError:
-        raise HTTPException(422, f"{name} must be a whole number") from None
+        raise _invalid(name, f"{name} must be a whole number") from None
+    if not 0 <= number < 10**9:
+        raise _invalid(name, f"{name} must be from 0 to 999999999")
+    return number
 
 
-def queue_filter(tier: str | None = None, status: str | None = None,
-                 min_age: str | None = None, max_age: str | None = None,
-                 overdue: bool = False, sort: str | None = None) -> QueueFilter:
+def queue_filter(tier: Annotated[str | None, Query(pattern=_choice(list(Tier.__members__)))]
+                 = None,
+                 status: Annotated[str | None, Query(pattern=_choice(STATUSES))] = None,
+                 min_age: Annotated[str | None, Query(pattern=WHOLE)] = None,
+                 max_age: Annotated[str | None, Query(pattern=WHOLE)] = None,
+                 overdue: bool = False,
+                 sort: Annotated[str | None, Query(pattern=_choice(SORTS))] = None
+                 ) -> QueueFilter:
     """The queue's filters: tier, status, the child's age range (years), overdue only; and its
     order: "newest" (the default: undecided first, newest first) or "deadline"."""
     if tier and tier not in Tier.__members__:
-        raise HTTPException(422, f"tier must be one of {list(Tier.__members__)}")
+        raise _invalid("tier", f"tier must be one of {list(Tier.__members__)}")
     if status and status not in STATUSES:
-        raise HTTPException(422, f"status must be one of {STATUSES}")
+        raise _invalid("status", f"status must be one of {STATUSES}")
     if sort and sort not in SORTS:
-        raise HTTPException(422, f"sort must be one of {SORTS}")
+        raise _invalid("sort", f"sort must be one of {SORTS}")
     return QueueFilter(tier or None, status or None, _optional_int("min_age", min_age),
                        _optional_int("max_age", max_age), overdue, sort or SORTS[0])
 
 
 Filter = Annotated[QueueFilter, Depends(queue_filter)]
 DEFAULT_PAGE_SIZE = 50
+# page: 1 or more; limit: 1 to MAX_PAGE_SIZE (500); or "" for the default.
+PAGE = r"^\s*(0*[1-9]\d{0,8})?\s*$"
+LIMIT = r"^\s*(0*([1-9]\d?|[1-4]\d\d|500))?\s*$"
 
 
-def queue_paging(page: str | None = None, limit: str | None = None) -> tuple[int, int]:
+def queue_paging(page: Annotated[str | None, Query(pattern=PAGE)] = None,
+                 limit: Annotated[str | None, Query(pattern=LIMIT)] = None
+                 ) -> tuple[int, int]:
     """(page from 1, rows per page up to MAX_PAGE_SIZE): the queue is paged, never cut."""
     number = _optional_int("page", page)
     number = 1 if number is None else number
     size = _optional_int("limit", limit)
     size = DEFAULT_PAGE_SIZE if size is None else size
     if number < 1:
-        raise HTTPException(422, "page must be 1 or more")
+        raise _invalid("page", "page must be 1 or more")
     if not 1 <= size <= MAX_PAGE_SIZE:
-        raise HTTPException(422, f"limit must be from 1 to {MAX_PAGE_SIZE}")
+        raise _invalid("limit", f"limit must be from 1 to {MAX_PAGE_SIZE}")
     return number, size
 
 
@@ -228,6 +259,23 @@ def _reid_out(row: Any) -> ReidOut:
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
+class Problem(BaseModel):
+    detail: str
+
+
+# The answers every API operation may give besides its own: described, so that clients (and
+# the schemathesis run, tests/integration/test_web_schemathesis.py) know them.
+API_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "Not signed in"},
+    403: {"description": "A cross-site request, refused (plain text)",
+          "content": {"text/plain": {"schema": {"type": "string"}}}},
+    404: {"model": Problem,
+          "description": "No such alert for this hub (another hub's alert is not disclosed)"},
+    503: {"description": "The hub database or the audit log is unavailable",
+          "content": {"text/html": {"schema": {"type": "string"}}}},
+}
+
+
 def create_app(hub: Hub, directory: Directory, session_secret: str,
                reid: HubReidentification | None = None,
                secure_cookies: bool = False) -> FastAPI:
@@ -236,7 +284,7 @@ def create_app(hub: Hub, directory: Directory, session_secret: str,
     # which the source shows anyway, and integrators' tools fetch it without a session.
     app = FastAPI(title="safehub hub inbox", version="1",
                   description="Alerts routed to this agency's safeguarding hub.",
-                  docs_url=None, redoc_url=None)
+                  docs_url=None, redoc_url=None, responses=API_ERRORS)
     pages = SignedInPages(TEMPLATES, directory, landing="/alerts")
     pages.install(app, session_secret, cookie="safehub_session", secure=secure_cookies)
     current, api_user, check_csrf, page = (pages.current, pages.api_user, pages.check_csrf,
@@ -437,7 +485,9 @@ def create_app(hub: Hub, directory: Directory, session_secret: str,
         except (NotFound, NoSuchRequest):
             raise HTTPException(404, "no such alert") from None
         except ValidationError as exc:
-            raise HTTPException(422, str(exc)) from None
+            # FastAPI's own 422 shape, as described; the message names the field, never a value.
+            raise RequestValidationError([{"type": "value_error", "loc": ("body", exc.field),
+                                           "msg": str(exc), "input": None}]) from None
         return [_reid_out(r) for r in rows]
 
     @app.post("/api/alerts/{notification_id}/reidentification/{request_id}/open",
