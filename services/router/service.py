@@ -16,11 +16,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError, KafkaTimeoutError
 
-from safehub.bus import commit_batches, send_all
+from safehub.bus import commit_batches
 from safehub.consumers.deadletter import DeadLetterSink
 from safehub.deploy.acl import acks, alerts
 from safehub.errors import BrokerError, StoreError, ValidationError
@@ -38,6 +40,24 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], int]
 FORGET_CHECK_MS = 3_600_000  # how often to look for clusters to forget (core.forgettable)
+BACKOFF_S = (1.0, 30.0)  # first and longest wait between retries after a failed step
+# A flush is waited for in slices, so that a broker that stops acknowledging is reported
+# (log, /readyz) while the producer keeps retrying; the producer's delivery timeout bounds it.
+FLUSH_SLICE_S = 5.0
+COMMITTED_TIMEOUT_MS = 30_000  # reading the group's offsets on reload: fail, then retry
+
+
+class OutageTooLong(BrokerError):
+    """A dependency stayed unreachable for longer than the router's `max_outage_s`."""
+
+
+@dataclass
+class Outage:
+    """The broker or the database has been failing the router since `since` (monotonic)."""
+
+    reason: str
+    since: float
+    failures: int = 0
 
 
 def input_topics(table: RoutingTable, prefix: str) -> list[str]:
@@ -74,6 +94,10 @@ class Router:
             self._schedule(cid, state)
         self.sent = 0
         self.refused_acks = 0
+        self.failures = 0  # failed steps, ever: each one reloads and retries
+        self.outage: Outage | None = None
+        self.backoff_s = BACKOFF_S
+        self.max_outage_s: float | None = None  # None: wait for as long as it takes
 
     @property
     def engine(self) -> Any:
@@ -158,7 +182,7 @@ class Router:
                             self._table.name_of(r.alert.placing_authority), r.receiver_agency)
             elif r.reason is RouteReason.ESCALATION:
                 log.info("alert %s escalated to %s", r.alert.alert_id, r.receiver_agency)
-        send_all(self._producer, records)
+        self._deliver(records)
         self._journal.flush()
         self.sent += len(records)
         metrics = self.watch.metrics
@@ -168,6 +192,48 @@ class Router:
             metrics.alert(r.alert.tier.value, r.receiver_agency)
             if r.reason is RouteReason.ESCALATION:
                 metrics.escalation(r.receiver_agency)
+
+    def _deliver(self, records: list[tuple[str, bytes, bytes, None]]) -> None:
+        """Send and wait until the broker acknowledged every record, or one failed.
+
+        While the broker is away the producer keeps retrying each record (up to its delivery
+        timeout); this waits for it, saying so once, rather than giving up early and
+        re-sending a record that the producer would deliver anyway: a copy for every inbox.
+        """
+        futures = [self._producer.send(topic, key=key, value=value, headers=[])
+                   for topic, key, value, _ in records]
+        while True:
+            try:
+                self._producer.flush(FLUSH_SLICE_S)
+                break
+            except KafkaTimeoutError:
+                self._trouble("the broker does not acknowledge the router's notifications")
+                self.watch.heartbeat.beat("router")
+        failed = [f for f in futures if f.failed()]
+        if failed:
+            raise BrokerError(f"{len(failed)} of {len(futures)} notifications not "
+                              f"acknowledged: {type(failed[0].exception).__name__}")
+
+    def _trouble(self, reason: str) -> None:
+        """Count a failure; say so in the log once per outage (not once per retry)."""
+        self.failures += 1
+        if self.outage is None:
+            self.outage = Outage(reason, time.monotonic())
+            log.warning("router: %s; waiting for it, retrying with backoff up to %.0f s "
+                        "(nothing is committed until it is saved and sent)", reason,
+                        self.backoff_s[1])
+        self.outage.failures += 1
+
+    def _recovered(self) -> None:
+        if self.outage is None:
+            return
+        log.info("router recovered after %.0f s (%d failed attempt(s)): %s",
+                 time.monotonic() - self.outage.since, self.outage.failures, self.outage.reason)
+        self.outage = None
+
+    def not_ready(self) -> str | None:
+        """For /readyz: why the router is not making progress, or None."""
+        return None if self.outage is None else f"waiting: {self.outage.reason}"
 
     def _forget(self, now: int) -> None:
         gone = [cid for cid, state in self._clusters.items()
@@ -213,24 +279,45 @@ class Router:
         return sum(len(r) for r in batches.values())
 
     def run(self, stop: threading.Event) -> None:
+        """Step until `stop`. A step that fails on the broker or the database is retried
+        after a backoff (doubling up to `backoff_s[1]`), from state reloaded from the store and
+        the input re-read from the committed offsets. Raises OutageTooLong once failures have
+        lasted `max_outage_s`; anything else raised is a bug and ends the loop."""
         stale = False
+        delay = self.backoff_s[0]
         while not stop.is_set():
             try:
                 if stale:
                     self.reload()
                     stale = False
                 self.step()
-            except (BrokerError, StoreError) as exc:
+            except (BrokerError, StoreError, KafkaError) as exc:
                 # The in-memory state may be ahead of what was saved or sent: rebuild it from
                 # the store and re-read the uncommitted input. Re-sent notifications keep their
                 # ids, so the inboxes drop them.
-                log.warning("%s; reloading state and retrying", exc)
+                reason = str(exc) if isinstance(exc, (BrokerError, StoreError)) \
+                    else f"broker: {type(exc).__name__}"
+                self._trouble(reason)
+                log.debug("router step failed (%s); retrying in %.1f s", reason, delay)
                 # Waiting for a dependency is not being wedged: /readyz says what is missing.
                 self.watch.heartbeat.beat("router")
                 stale = True
-                stop.wait(1.0)
+                outage = self.outage
+                if (self.max_outage_s is not None and outage is not None
+                        and time.monotonic() - outage.since >= self.max_outage_s):
+                    raise OutageTooLong(
+                        f"gave up after {time.monotonic() - outage.since:.0f} s of "
+                        f"{outage.failures} failed attempt(s): {outage.reason}") from exc
+                stop.wait(delay)
+                delay = min(delay * 2, self.backoff_s[1])
+                continue
+            self._recovered()
+            delay = self.backoff_s[0]
 
     def reload(self) -> None:
+        """Rebuild the state from the store and go back to the group's committed offsets: to
+        the beginning of a partition where the group has committed nothing yet (a fresh
+        group), as `auto_offset_reset=earliest` would, never past a batch that was not saved."""
         self._next_forget = 0
         self._clusters = self._store.load()
         self._by_alert = {t.alert.alert_id: cid for cid, s in self._clusters.items()
@@ -238,10 +325,15 @@ class Router:
         self._wakeups = {}
         for cid, state in self._clusters.items():
             self._schedule(cid, state)
+        fresh = []
         for tp in self._consumer.assignment():
-            committed = self._consumer.committed(tp)
-            if committed is not None:
+            committed = self._consumer.committed(tp, timeout_ms=COMMITTED_TIMEOUT_MS)
+            if committed is None:
+                fresh.append(tp)
+            else:
                 self._consumer.seek(tp, committed)
+        if fresh:
+            self._consumer.seek_to_beginning(*fresh)
 
     def close(self) -> None:
         self._consumer.close()

@@ -1,0 +1,240 @@
+"""The router under faults, on real brokers and a real PostgreSQL: nothing is lost.
+
+- A fresh consumer group (nothing committed yet) whose first save fails (the database cut
+  behind a TCP relay): once the database is back, the same batch is re-read and saved, and
+  routed once (a re-sent notification keeps its id).
+- Its own single broker (the launcher's, never the session's shared cluster) stopped for
+  ~70 s while escalations are due and new alerts are waiting in a producer: the router waits,
+  says so once, reports not ready, and afterwards every notification is there exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit
+
+import pytest
+import sqlalchemy as sa
+
+from safehub.bus import make_consumer, make_producer, send_all
+from safehub.connection import KafkaConnection
+from safehub.consumers.deadletter import DeadLetterSink
+from safehub.consumers.inbox.database import make_engine
+from safehub.deploy.acl import alerts, service_group
+from safehub.deploy.kafka.launcher import Cluster, ClusterState
+from safehub.deploy.topics import TopicSpec, create_topics
+from safehub.schemas.codec import decode, encode
+from safehub.schemas.records import CorrelatedAlert, Evidence, ReidentificationRef, RoutedAlert
+from safehub.schemas.vocabulary import Sector, Sign, Tier
+from safehub.services.audit.journal import AuditJournal
+from safehub.services.router.service import Router, input_topics, output_topics
+from safehub.services.router.store import RouterStore
+from safehub.services.router.table import parse_routing_table
+from tests.conftest import Namespace
+from tests.fixtures.netproxy import TcpProxy
+from tests.integration.test_correlator_golden import TopicReader
+
+pytestmark = pytest.mark.integration
+HOUR = 3_600_000
+MON_10 = 1_794_823_200_000  # Monday 16 Nov 2026 10:00 UTC (GMT)
+TABLE = parse_routing_table({
+    "defaults": {"ack_working_hours": 8, "urgent_ack_hours": 4, "repeat_interval_hours": 24},
+    "fallback": {"agency": "hub-duty", "escalation": "hub-manager"},
+    "route": [{"local_authority": "E08000035", "agency": "csc-leeds",
+               "escalation": "leeds-manager"}],
+})
+OUTAGE_S = 70.0
+CATCH_UP_S = 60.0
+
+
+def alert(tag: str, n: int, la: str = "E08000035") -> CorrelatedAlert:
+    return CorrelatedAlert(
+        alert_id=uuid.uuid5(uuid.NAMESPACE_OID, f"{tag}-{n}").hex, rules_version="a" * 64,
+        cluster_id=uuid.uuid5(uuid.NAMESPACE_OID, f"{tag}-cluster-{n}").hex, linkage_block=n,
+        tier=Tier.ESCALATING, rule="three-signs", score=3.0, raised_at=MON_10 - HOUR,
+        age_years=14, local_authority=la, placing_authority=None, agencies=("police-wy",),
+        evidence=(Evidence("e" * 32, "police-wy", Sector.POLICE, Sign.OFFENDING, MON_10 - HOUR,
+                           1.0),),
+        reidentification=(ReidentificationRef("police-wy", "f" * 32),), identity_conflict=False)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = MON_10
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def make_router(kafka: KafkaConnection, prefix: str, url: str, clock: Clock,
+                client: str) -> Router:
+    store = RouterStore(make_engine(url))
+    store.migrate()
+    producer = make_producer(kafka, client)
+    consumer = make_consumer(kafka, service_group(prefix, "router"),
+                             input_topics(TABLE, prefix), client_id=client)
+    return Router(TABLE, consumer, producer, store,
+                  AuditJournal(producer, f"{prefix}audit", "router"),
+                  DeadLetterSink(producer, f"{prefix}deadletter"), prefix, clock)
+
+
+def stored_ids(url: str) -> set[str]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return {r[0] for r in conn.execute(sa.text("SELECT alert_id FROM router_alert"))}
+    finally:
+        engine.dispose()
+
+
+def wait_for(what: str, done: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, f"{what}: not within {seconds} s"
+        time.sleep(0.2)
+
+
+def running(router: Router) -> tuple[threading.Event, threading.Thread]:
+    stop = threading.Event()
+    thread = threading.Thread(target=router.run, args=(stop,), daemon=True, name="router")
+    thread.start()
+    return stop, thread
+
+
+def notifications(reader: TopicReader) -> list[RoutedAlert]:
+    return [decode(r.value, RoutedAlert) for r in reader.read_to_end()
+            if ".alerts." in r.topic]
+
+
+@pytest.fixture
+def pg_schema(postgres_url: str) -> Iterator[str]:
+    schema = "t" + uuid.uuid4().hex[:12]
+    admin = sa.create_engine(postgres_url)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield schema
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+def test_fresh_group_rereads_a_batch_whose_save_failed(
+        secure_namespace: Callable[..., Namespace], postgres_url: str, pg_schema: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    ns = secure_namespace(agencies={"police-wy": "POLICE"}, hubs=sorted(TABLE.receivers()))
+    pg = urlsplit(postgres_url)
+    proxy = TcpProxy(pg.hostname or "127.0.0.1", pg.port or 5432)
+    direct = f"{postgres_url}?options=-csearch_path%3D{pg_schema}"
+    relayed = direct.replace(f"{pg.hostname}:{pg.port}", f"127.0.0.1:{proxy.port}", 1)
+    router = make_router(ns.connection("router"), ns.prefix, relayed, Clock(), "faults-router")
+    router.backoff_s = (0.2, 1.0)
+    sent = [alert("fresh", n) for n in range(5)]
+    correlator = make_producer(ns.connection("correlator"), "faults-correlator")
+    reader = TopicReader(ns.connection("auditor"),
+                         *(alerts(ns.prefix, h) for h in sorted(TABLE.receivers())))
+    caplog.set_level(logging.INFO, logger="safehub.services.router.service")
+    proxy.cut()  # the first batch of a group that has committed nothing cannot be saved
+    send_all(correlator, [(f"{ns.prefix}correlated", a.cluster_id.encode(), encode(a), None)
+                          for a in sent])
+    stop, thread = running(router)
+    try:
+        wait_for("a failed save", lambda: router.failures > 0, 30)
+        proxy.restore()
+        want = {a.alert_id for a in sent}
+        wait_for("every alert saved", lambda: want <= stored_ids(direct), CATCH_UP_S)
+        assert thread.is_alive()
+    finally:
+        stop.set()
+        thread.join(30)
+        router.close()
+        correlator.close()
+        proxy.close()
+    routed = notifications(reader)
+    reader.close()
+    assert {r.alert.alert_id for r in routed} == want
+    # Sent before the save failed and again after the re-read: the same ids, which every
+    # inbox drops; never a second id for one alert.
+    assert len({r.notification_id for r in routed}) == len(want)
+    waits = [r for r in caplog.records if "waiting" in r.getMessage()]
+    assert len(waits) == 1, [r.getMessage() for r in caplog.records]
+
+
+@pytest.fixture
+def own_broker() -> Iterator[tuple[Cluster, ClusterState]]:
+    cluster = Cluster(f"router-faults-{os.getpid()}")
+    state = cluster.up(nodes=1)
+    try:
+        yield cluster, state
+    finally:
+        cluster.down(purge=True)
+
+
+@pytest.mark.slow
+def test_broker_outage_longer_than_a_minute_loses_nothing(
+        own_broker: tuple[Cluster, ClusterState], tmp_path: object,
+        caplog: pytest.LogCaptureFixture) -> None:
+    cluster, state = own_broker
+    admin = state.connection()
+    prefix = "rf."
+    create_topics(admin, [TopicSpec(t, 1, 1, {}) for t in
+                          [*input_topics(TABLE, prefix), *output_topics(TABLE, prefix)]])
+    clock = Clock()
+    router = make_router(admin, prefix, f"sqlite:///{tmp_path}/router.db", clock, "outage")
+    router.backoff_s = (0.5, 5.0)
+    before = [alert("before", n) for n in range(5)]
+    during = [alert("during", n) for n in range(5)]
+    correlator = make_producer(admin, "outage-correlator", delivery_timeout_ms=300_000,
+                               request_timeout_ms=10_000)
+    caplog.set_level(logging.INFO, logger="safehub.services.router.service")
+    send_all(correlator, [(f"{prefix}correlated", a.cluster_id.encode(), encode(a), None)
+                          for a in before])
+    stop, thread = running(router)
+    reader: TopicReader | None = None
+    try:
+        wait_for("the first alerts stored", lambda: len(stored_ids(
+            f"sqlite:///{tmp_path}/router.db")) == len(before), CATCH_UP_S)
+        time.sleep(1.0)  # past the commit of that batch
+        cluster.kill_node(1)
+        # While the broker is gone: the first alerts become overdue (escalations to send) and
+        # new alerts wait in the correlator's producer.
+        clock.now = MON_10 + 48 * HOUR
+        futures = [correlator.send(f"{prefix}correlated", key=a.cluster_id.encode(),
+                                   value=encode(a)) for a in during]
+        wait_for("the router to notice the outage", lambda: router.outage is not None, 30)
+        time.sleep(OUTAGE_S)
+        assert thread.is_alive(), "the router died during the outage"
+        assert router.outage is not None
+        cluster.restart_node(1)
+        for f in futures:
+            f.get(120)
+        want = {(a.alert_id, 0) for a in before + during} | {(a.alert_id, 1) for a in before}
+        reader = TopicReader(admin, *(alerts(prefix, h) for h in sorted(TABLE.receivers())))
+        seen: list[RoutedAlert] = []
+
+        def all_routed() -> bool:
+            seen[:] = notifications(reader) if reader is not None else []
+            return {(r.alert.alert_id, r.escalation_level) for r in seen} >= want
+
+        wait_for("every notification after the outage", all_routed, CATCH_UP_S)
+        wait_for("the router to recover", lambda: router.outage is None, CATCH_UP_S)
+        assert thread.is_alive()
+    finally:
+        stop.set()
+        thread.join(30)
+        router.close()
+        correlator.close()
+        if reader is not None:
+            reader.close()
+    ids = [r.notification_id for r in seen]
+    assert {(r.alert.alert_id, r.escalation_level) for r in seen} == want
+    assert len(ids) == len(set(ids)), "a notification was routed twice"
+    waits = [r for r in caplog.records if "waiting" in r.getMessage()]
+    assert len(waits) == 1, [r.getMessage() for r in caplog.records]
+    assert any("recovered" in r.getMessage() for r in caplog.records)
