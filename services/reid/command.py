@@ -17,8 +17,10 @@ Settings (flags, else environment):
 - --export AGENCY=PATH (repeatable) and --mapping AGENCY=PATH (default: the example mapping of
   the agency's sector): the agency's own records, where identities come from;
 - --registry FILE or SAFEHUB_REGISTRY (default deploy/agencies.toml);
-- --tls-cert FILE and --tls-key FILE, or SAFEHUB_REID_TLS_CERT and SAFEHUB_REID_TLS_KEY: serve
-  the officers' page over HTTPS, its session cookie marked Secure (without: plain HTTP);
+- the officers' page is HTTPS, its session cookie Secure: --tls-cert FILE and --tls-key FILE,
+  or SAFEHUB_REID_TLS_CERT and SAFEHUB_REID_TLS_KEY, else a local certificate for 127.0.0.1
+  from the project's local CA in SAFEHUB_REID_TLS_DIR (default ./safehub-reid-tls; trust its
+  `ca.pem`); --plain-http-behind-proxy only for a TLS proxy in front;
 - SAFEHUB_REID_SECRET (session signing key; random per start if unset), SAFEHUB_TOPIC_PREFIX,
   and the Kafka connection (SAFEHUB_KAFKA_BOOTSTRAP, SAFEHUB_KAFKA_SECRETS holding each served
   agency's `<agency>.password`, SAFEHUB_KAFKA_CA_FILE; see safehub.connection).
@@ -61,7 +63,7 @@ from safehub.services.reid.casefile import CaseFile
 from safehub.services.reid.listener import RequestListener
 from safehub.services.reid.office import Office
 from safehub.services.reid.store import RequestStore
-from safehub.services.web.pages import Tls, server_config
+from safehub.services.web.pages import PLAIN_HTTP_FLAG, Tls, server_config, serving_tls
 from safehub.services.web.users import Directory, User, load_users
 
 log = logging.getLogger(__name__)
@@ -166,8 +168,10 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> ReidSetti
         database_url=args.database or env.get("SAFEHUB_REID_DATABASE_URL")
         or "sqlite:///safehub-reid.db",
         host=host, port=port, secret=env.get("SAFEHUB_REID_SECRET") or secrets.token_urlsafe(32),
-        tls=Tls.from_options(getattr(args, "tls_cert", None) or env.get("SAFEHUB_REID_TLS_CERT"),
-                             getattr(args, "tls_key", None) or env.get("SAFEHUB_REID_TLS_KEY")))
+        tls=serving_tls(getattr(args, "tls_cert", None) or env.get("SAFEHUB_REID_TLS_CERT"),
+                        getattr(args, "tls_key", None) or env.get("SAFEHUB_REID_TLS_KEY"),
+                        getattr(args, "plain_http", False),
+                        Path(env.get("SAFEHUB_REID_TLS_DIR") or "safehub-reid-tls")))
 
 
 def wall_clock_ms() -> int:
@@ -292,6 +296,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                    help="serve the officers' page over HTTPS with this certificate (PEM)")
     p.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
 
+    p.add_argument(PLAIN_HTTP_FLAG, dest="plain_http", action="store_true",
+                   help="serve the page over plain HTTP, for a TLS proxy in front")
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args, os.environ)

@@ -9,8 +9,12 @@ restart), SAFEHUB_INBOX_DATABASE_URL, SAFEHUB_REID_KEYS (folder of each hub's
 re-identification private key `<hub>.key`, 0600: with it the alert page can ask the
 contributing agencies who the child is and open their sealed answers; without it, it cannot).
 `safehub web --hash-password` reads a password on stdin and prints the hash for the users file.
---tls-cert FILE and --tls-key FILE (or SAFEHUB_WEB_TLS_CERT and SAFEHUB_WEB_TLS_KEY): serve over
-HTTPS and mark the session cookie Secure; without them, plain HTTP for a TLS proxy in front.
+HTTPS by default, the session cookie marked Secure: --tls-cert FILE and --tls-key FILE (or
+SAFEHUB_WEB_TLS_CERT and SAFEHUB_WEB_TLS_KEY), else a local certificate for 127.0.0.1 and
+localhost from the project's local CA, kept in SAFEHUB_WEB_TLS_DIR (default ./safehub-web-tls;
+its `ca.pem` is the file to trust, and the log names it). --plain-http-behind-proxy serves plain
+HTTP instead, only for a TLS proxy in front on the same host or pod (as deploy/render's web
+pod has).
 
 The hubs served are the agencies of the users in the users file. Each has its own producer,
 authenticated as that hub, which writes that hub's acks (to `alert-acks.<hub>`) and its users'
@@ -53,7 +57,7 @@ from safehub.services.reid.sealing import load_private_key
 from safehub.services.web.acks import KafkaAckPublisher, publish_pending, republish
 from safehub.services.web.app import create_app
 from safehub.services.web.hub import Hub, Outlet
-from safehub.services.web.pages import Tls, server_config
+from safehub.services.web.pages import PLAIN_HTTP_FLAG, server_config, serving_tls
 from safehub.services.web.reidentification import (
     HubKeys,
     HubReidentification,
@@ -63,7 +67,8 @@ from safehub.services.web.users import Directory, User, hash_password, load_user
 
 log = logging.getLogger(__name__)
 SERVICE = "web"
-HOST = "127.0.0.1"  # never exposed beyond loopback; a reverse proxy with TLS fronts it
+HOST = "127.0.0.1"  # never exposed beyond loopback; a reverse proxy fronts it in deployment
+LOCAL_TLS_DIR = "safehub-web-tls"
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +146,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-cert", metavar="FILE",
                         help="serve over HTTPS with this certificate chain (PEM)")
     parser.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
+    parser.add_argument(PLAIN_HTTP_FLAG, dest="plain_http", action="store_true",
+                        help="serve plain HTTP, for a TLS proxy in front (default: HTTPS, "
+                             "with a local certificate if none is given)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -148,8 +156,10 @@ def run(args: argparse.Namespace) -> int:
         password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline()
         print(hash_password(password.rstrip("\n")))
         return 0
-    tls = Tls.from_options(args.tls_cert or os.environ.get("SAFEHUB_WEB_TLS_CERT"),
-                           args.tls_key or os.environ.get("SAFEHUB_WEB_TLS_KEY"))
+    tls = serving_tls(args.tls_cert or os.environ.get("SAFEHUB_WEB_TLS_CERT"),
+                      args.tls_key or os.environ.get("SAFEHUB_WEB_TLS_KEY"),
+                      getattr(args, "plain_http", False),
+                      Path(os.environ.get("SAFEHUB_WEB_TLS_DIR") or LOCAL_TLS_DIR))
     settings = WebSettings.from_env()
     directory = Directory(settings.users)
     store = InboxStore(make_engine(settings.database_url))

@@ -7,6 +7,7 @@ Jinja2 pages with the same filters, and the sign-in and sign-out routes.
 No `from __future__ import annotations`: FastAPI reads the route annotations at runtime.
 """
 
+import logging
 import secrets
 import threading
 import time
@@ -31,6 +32,7 @@ from safehub.services.web.users import Directory, SignInThrottle, User
 if TYPE_CHECKING:  # uvicorn is imported only by the commands that serve
     import uvicorn
 
+log = logging.getLogger(__name__)
 LONDON = ZoneInfo("Europe/London")
 SESSION_HOURS = 8
 
@@ -97,9 +99,45 @@ class Tls:
         return tls
 
 
+PLAIN_HTTP_FLAG = "--plain-http-behind-proxy"
+
+
+def local_certificate(folder: Path) -> tuple[Tls, Path]:
+    """A certificate for 127.0.0.1 and localhost from the project's local CA in `folder`
+    (safehub.deploy.kafka.certificates, made once and kept), and the CA file a browser or
+    client must trust. Its own folder, never the Kafka cluster's: that node certificate is
+    also the brokers' client identity, which a web process must not hold."""
+    from safehub.deploy.kafka.certificates import ensure_certificates
+
+    certs = ensure_certificates(folder)
+    # node.pem holds the key and the chain; Python's ssl reads it as both.
+    return Tls(certs.node_file, certs.node_file), certs.ca_file
+
+
+def serving_tls(cert: str | None, key: str | None, plain_http: bool, local: Path
+                ) -> Tls | None:
+    """How a page is served: HTTPS by default. With a certificate and key, those; without,
+    a local certificate made in `local` (its CA's path is logged, for the browser to trust).
+    Plain HTTP only when told so explicitly (`--plain-http-behind-proxy`), for a TLS proxy in
+    front on the same host or pod."""
+    if plain_http:
+        if cert or key:
+            raise ConfigError(f"{PLAIN_HTTP_FLAG} and a TLS certificate: choose one")
+        log.warning("serving plain HTTP (%s): only for a TLS proxy in front", PLAIN_HTTP_FLAG)
+        return None
+    tls = Tls.from_options(cert, key)
+    if tls is not None:
+        return tls
+    tls, ca_file = local_certificate(local)
+    log.warning("no --tls-cert/--tls-key: serving HTTPS with a local certificate for 127.0.0.1 "
+                "and localhost; trust its CA, %s", ca_file)
+    return tls
+
+
 def server_config(app: FastAPI, host: str, port: int, tls: Tls | None) -> "uvicorn.Config":
-    """How a page is served: over TLS when given a certificate (the app then marks its cookie
-    Secure, see `SignedInPages.install`), else plain HTTP for a TLS proxy in front."""
+    """The server of a page: over TLS when given a certificate (the app then marks its cookie
+    Secure, see `SignedInPages.install`), else plain HTTP for a TLS proxy in front (only when
+    `serving_tls` was told so)."""
     import uvicorn
 
     if tls is None:

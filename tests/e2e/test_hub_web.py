@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -129,21 +130,29 @@ def hub(secure_namespace: Callable[..., Namespace],
            **{k: admin[k] for k in ("SAFEHUB_KAFKA_BOOTSTRAP", "SAFEHUB_KAFKA_SECRETS",
                                     "SAFEHUB_KAFKA_CA_FILE")},
            "SAFEHUB_TOPIC_PREFIX": prefix, "SAFEHUB_WEB_USERS": str(users),
-           "SAFEHUB_WEB_PORT": str(port), "SAFEHUB_INBOX_DATABASE_URL": url}
+           "SAFEHUB_WEB_PORT": str(port), "SAFEHUB_INBOX_DATABASE_URL": url,
+           # HTTPS by default: `safehub web` makes its certificate from a local CA here.
+           "SAFEHUB_WEB_TLS_DIR": str(tmp_path / "web-tls")}
     safehub = shutil.which("safehub") or f"{sys.executable} -m safehub.cli"
     proc = subprocess.Popen([*safehub.split(), "web"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    base = f"https://127.0.0.1:{port}"
+    ca = tmp_path / "web-tls" / "ca.pem"
     end = time.monotonic() + 30
     while True:
         try:
-            httpx.get(base + "/login", timeout=1)
-            break
+            # Verified against the CA it made: a valid certificate for 127.0.0.1.
+            trust = ssl.create_default_context(cafile=str(ca)) if ca.is_file() else None
+            if trust is not None:
+                httpx.get(base + "/login", timeout=1, verify=trust)
+                break
+            raise httpx.ConnectError("no certificate yet")
         except httpx.TransportError:
             assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
             assert time.monotonic() < end, "safehub web did not start"
             time.sleep(0.3)
-    yield {"base": base, "leeds": leeds, "bradford": bradford, "prefix": prefix, "ns": ns}
+    yield {"base": base, "leeds": leeds, "bradford": bradford, "prefix": prefix, "ns": ns,
+           "trust": trust}
     proc.terminate()
     assert proc.wait(15) == 0, "safehub web did not exit cleanly on SIGTERM"
 
@@ -239,7 +248,8 @@ def test_another_agencys_alert_is_not_found_by_any_url(hub: dict, browser) -> No
     assert other not in browser.page_source
     # The same through the API with the browser's session, for every method and path.
     cookie = browser.get_cookie("safehub_session")["value"]
-    with httpx.Client(base_url=base, cookies={"safehub_session": cookie}) as client:
+    with httpx.Client(base_url=base, verify=hub["trust"],
+                      cookies={"safehub_session": cookie}) as client:
         assert client.get(f"/alerts/{other}").status_code == 404
         assert client.get(f"/api/alerts/{other}").status_code == 404
         assert client.post(f"/api/alerts/{other}/ack").status_code == 404
@@ -256,7 +266,7 @@ def test_another_agencys_alert_is_not_found_by_any_url(hub: dict, browser) -> No
                                  "rationale": "THRESHOLD_NOT_MET"}).status_code == 404
         assert other not in client.get("/api/alerts", params={"status": "NEW"}).text
     # Signed out, nothing at all; a wrong password signs nobody in.
-    with httpx.Client(base_url=base) as anon:
+    with httpx.Client(base_url=base, verify=hub["trust"]) as anon:
         refused = anon.post("/login", data={"ref": "sw-bradford-1", "password": "guess"})
         assert "Unknown user or wrong password." in refused.text
         assert anon.get("/api/alerts").status_code == 401
@@ -270,7 +280,8 @@ def test_another_agencys_alert_is_not_found_by_any_url(hub: dict, browser) -> No
     assert ids == [other]
     # Bradford's acknowledgement goes to Bradford's ack topic, with Bradford's producer.
     cookie = browser.get_cookie("safehub_session")["value"]
-    with httpx.Client(base_url=base, cookies={"safehub_session": cookie}) as client:
+    with httpx.Client(base_url=base, verify=hub["trust"],
+                      cookies={"safehub_session": cookie}) as client:
         answer = client.post(f"/api/alerts/{other}/ack")
     assert answer.status_code == 200 and answer.json()["published"] is True
     ns = hub["ns"]
@@ -287,7 +298,7 @@ def test_each_users_acks_go_to_their_own_hubs_topic(hub: dict) -> None:
     base, prefix, ns = hub["base"], hub["prefix"], hub["ns"]
     mine = {"sw-leeds-1": hub["leeds"][1], "sw-bradford-1": hub["bradford"]}
     for ref, note in mine.items():
-        with httpx.Client(base_url=base) as client:
+        with httpx.Client(base_url=base, verify=hub["trust"]) as client:
             signed = client.post("/login", data={"ref": ref, "password": PASSWORD})
             assert signed.status_code in (200, 303)
             answer = client.post(f"/api/alerts/{note.notification_id}/decision",

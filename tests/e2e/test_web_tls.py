@@ -1,6 +1,10 @@
 """The pages served over TLS (issue 21, "Web"): a real uvicorn server with a certificate, as
 `safehub web --tls-cert/--tls-key` and `safehub reid serve --tls-cert/--tls-key` run it; the
 session cookie it sets is Secure, and plain HTTP to its port gets no page.
+
+HTTPS is the default: without certificate files both commands make a local certificate from
+the project's own CA (and say which CA file to trust); plain HTTP needs the explicit
+--plain-http-behind-proxy, and refuses to be combined with a certificate.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from fastapi import FastAPI
 
 from safehub.deploy.kafka.launcher import free_port
 from safehub.errors import ConfigError
+from safehub.services.reid import command as reid_command
 from safehub.services.web import command as web_command
-from safehub.services.web.pages import Tls, server_config
+from safehub.services.web.pages import PLAIN_HTTP_FLAG, Tls, server_config, serving_tls
 from tests.unit.test_web_security import desk_app, hub_app
 
 
@@ -99,4 +104,48 @@ def test_tls_needs_both_files_that_exist(tls: Tls, tmp_path: Path) -> None:
     # `safehub web` refuses a half TLS setting before it connects to anything.
     with pytest.raises(ConfigError):
         web_command.run(argparse.Namespace(hash_password=False, tls_cert=str(tls.cert),
-                                           tls_key=None))
+                                           tls_key=None, plain_http=False))
+
+
+@pytest.mark.parametrize("which", ["hub", "desk"])
+def test_https_by_default_with_a_local_certificate(which: str, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    local = tmp_path / "web-tls"
+    with caplog.at_level("WARNING"):
+        tls = serving_tls(None, None, False, local)
+    assert tls is not None
+    ca = local / "ca.pem"
+    assert str(ca) in caplog.text  # the operator is told which CA to trust
+    assert (tls.key.stat().st_mode & 0o777) == 0o600
+    # Made once and kept: a browser that trusts the CA keeps trusting it.
+    again = serving_tls(None, None, False, local)
+    assert again == tls and ca.read_bytes() == (local / "ca.pem").read_bytes()
+    app = (hub_app(tmp_path, secure_cookies=True) if which == "hub"
+           else desk_app(secure_cookies=True))
+    ref = "sw-1" if which == "hub" else "off-1"
+    # Verified against that CA alone, by address: the certificate is valid for 127.0.0.1.
+    trust = ssl.create_default_context(cafile=str(ca))
+    with serving(app, tls) as where:
+        with httpx.Client(base_url=f"https://{where}", verify=trust) as client:
+            signed = client.post("/login", data={"ref": ref, "password": "pw"})
+            assert signed.status_code == 303 and "secure" in signed.headers["set-cookie"].lower()
+        with pytest.raises(httpx.HTTPError):  # and not by a client that trusts only the usual
+            httpx.get(f"https://{where}/login", timeout=5)
+
+
+def test_plain_http_only_when_told_and_never_with_a_certificate(tls: Tls, tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture
+                                                                ) -> None:
+    with caplog.at_level("WARNING"):
+        assert serving_tls(None, None, True, tmp_path / "unused") is None
+    assert PLAIN_HTTP_FLAG in caplog.text and not (tmp_path / "unused").exists()
+    with pytest.raises(ConfigError):
+        serving_tls(str(tls.cert), str(tls.key), True, tmp_path)
+    assert serving_tls(str(tls.cert), str(tls.key), False, tmp_path / "unused") == tls
+    # Both commands default to HTTPS and take the same explicit flag.
+    for configure, argv in ((web_command.configure, []),
+                            (reid_command.configure, ["serve"])):
+        parser = argparse.ArgumentParser()
+        configure(parser)
+        assert parser.parse_args(argv).plain_http is False
+        assert parser.parse_args([*argv, PLAIN_HTTP_FLAG]).plain_http is True

@@ -163,7 +163,10 @@ def world(secure_namespace: Callable[..., Namespace], tmp_path: Path,
         agency=[POLICE, SCHOOL], users=str(a.users), hub_keys=str(a.hub_keys),
         listen=f"127.0.0.1:{port}", database=f"sqlite:///{tmp_path / 'reid.db'}", vault=[],
         vault_dir=str(a.vaults), export=[f"{SCHOOL}={EXAMPLES_DIR / 'education.csv'}"],
-        mapping=[], registry=str(a.registry))
+        mapping=[], registry=str(a.registry),
+        # Plain HTTP: these tests are about the agency's logic; HTTPS, the default, is
+        # tests/e2e/test_web_tls.py and test_reidentification.py.
+        plain_http=True)
     env = agency_env(ns)
     settings = settings_from(args, env)
     assert len(settings.case_files[SCHOOL]) > 0
@@ -359,7 +362,8 @@ def test_the_command_serves_as_its_own_process(secure_namespace: Callable[..., N
     out = (tmp_path / "service.log").open("w+b")
     proc = subprocess.Popen(
         [*CMD, "-v", "reid", "serve", "--agency", SCHOOL, "--listen", f"127.0.0.1:{port}",
-         "--vault-dir", str(a.vaults), "--export", f"{SCHOOL}={EXAMPLES_DIR / 'education.csv'}"],
+         "--vault-dir", str(a.vaults), "--export", f"{SCHOOL}={EXAMPLES_DIR / 'education.csv'}",
+         "--plain-http-behind-proxy"],
         env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
