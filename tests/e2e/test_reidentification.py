@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -80,11 +81,15 @@ def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
                             stderr=subprocess.STDOUT)
 
 
-def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, ca: Path) -> None:
+    """Until the page answers over HTTPS (the default), its certificate verified against the
+    local CA the process made in its TLS folder."""
     end = time.monotonic() + 40
     while True:
         try:
-            httpx.get(url, timeout=1)
+            if not ca.is_file():
+                raise httpx.ConnectError("no certificate yet")
+            httpx.get(url, timeout=1, verify=ssl.create_default_context(cafile=str(ca)))
             return
         except httpx.TransportError:
             assert proc.poll() is None, log.read_text()
@@ -156,19 +161,26 @@ def world(secure_namespace: Callable[..., Namespace], tmp_path: Path) -> Iterato
     procs = [
         start(["inbox", "--agency", HUB], hub_env, logs["inbox"]),
         start(["web"], {**hub_env, "SAFEHUB_WEB_USERS": str(hub_users),
-                        "SAFEHUB_WEB_PORT": str(web_port)}, logs["web"]),
+                        "SAFEHUB_WEB_PORT": str(web_port),
+                        "SAFEHUB_WEB_TLS_DIR": str(tmp_path / "web-tls")}, logs["web"]),
         start(["reid", "serve", "--agency", POLICE, "--agency", SCHOOL, "--users", str(officers),
                "--hub-keys", str(public), "--listen", f"127.0.0.1:{reid_port}",
                "--database", f"sqlite:///{tmp_path / 'reid.db'}", "--vault-dir", str(vaults),
                "--export", f"{POLICE}={EXAMPLES / 'police.csv'}",
                "--export", f"{SCHOOL}={EXAMPLES / 'education.csv'}",
-               "--registry", str(registry)], base_env, logs["reid"]),
+               "--registry", str(registry)],
+              {**base_env, "SAFEHUB_REID_TLS_DIR": str(tmp_path / "reid-tls")}, logs["reid"]),
     ]
     try:
-        wait_http(f"http://127.0.0.1:{web_port}/login", procs[1], logs["web"])
-        wait_http(f"http://127.0.0.1:{reid_port}/login", procs[2], logs["reid"])
+        # Both pages HTTPS by default, each with a local certificate (Chromium is told to
+        # accept it, tests/e2e/conftest.py).
+        wait_http(f"https://127.0.0.1:{web_port}/login", procs[1], logs["web"],
+                  tmp_path / "web-tls" / "ca.pem")
+        wait_http(f"https://127.0.0.1:{reid_port}/login", procs[2], logs["reid"],
+                  tmp_path / "reid-tls" / "ca.pem")
         yield {"ns": ns, "routed": routed, "police": police, "school": school,
-               "hub": f"http://127.0.0.1:{web_port}", "agencies": f"http://127.0.0.1:{reid_port}",
+               "hub": f"https://127.0.0.1:{web_port}",
+               "agencies": f"https://127.0.0.1:{reid_port}",
                "logs": logs}
     finally:
         for proc in procs:
