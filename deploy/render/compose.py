@@ -205,7 +205,8 @@ def compose(site: Site) -> dict[str, Any]:
                                "SAFEHUB_INBOX_DATABASE_URL": _url("inbox"),
                                "SAFEHUB_REID_KEYS": "/run/secrets/reid-keys"},
                           secrets=["reid-keys"]),
-        "web": _service(site, ["web"], None,
+        # Plain HTTP on the loopback (--plain-http-behind-proxy): web-proxy is its TLS front.
+        "web": _service(site, ["web", "--plain-http-behind-proxy"], None,
                         env={"SAFEHUB_WEB_USERS": "/run/secrets/web-users",
                              "SAFEHUB_WEB_PORT": str(WEB_PORT),
                              "SAFEHUB_INBOX_DATABASE_URL": _url("inbox"),

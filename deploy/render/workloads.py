@@ -34,8 +34,9 @@ from safehub.deploy.render.site import (
 CORRELATOR = "safehub-correlator"
 DATA = "/var/lib/safehub"
 PROXY_IMAGE = "nginxinc/nginx-unprivileged:1.27-alpine"
-# The web app listens on the pod's loopback only (services/web/command.py: "a reverse proxy
-# with TLS fronts it"); this proxy in the same pod is that front, the Service's only port.
+# The web app listens on the pod's loopback only (services/web/command.py), told to serve plain
+# HTTP (--plain-http-behind-proxy; HTTPS is its default) because this TLS proxy in the same pod
+# is its front, the Service's only port.
 
 
 def proxy_conf(cert: str, key: str) -> str:
@@ -195,7 +196,7 @@ def web(site: Site, hub: str) -> list[Manifest]:
         ],
     }
     pod = PodSpec(
-        component="web", name=name, args=["web"],
+        component="web", name=name, args=["web", "--plain-http-behind-proxy"],
         env={**kafka_env(site, hub), "SAFEHUB_WEB_PORT": str(WEB_PORT),
              "SAFEHUB_WEB_USERS": f"{SECRETS}/web/users.toml",
              "SAFEHUB_INBOX_DATABASE_URL": site.database_url(database_name("inbox", hub)),
