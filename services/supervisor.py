@@ -1,10 +1,17 @@
 """Start safehub's services as child processes, watch them, and stop exactly those it started.
 
 Used by `safehub demo`. Each service runs as `python -m safehub.cli <command>` with its
-settings in SAFEHUB_* environment variables and its output in a log file; a service that
-dies early is reported with the end of its log. Stopping sends SIGTERM (the services exit
-cleanly on it) in the reverse order of starting, then SIGKILL to any that do not exit in time.
-Only the process ids recorded here are ever signalled.
+settings in SAFEHUB_* environment variables and its output in a log file. Stopping sends
+SIGTERM (the services exit cleanly on it) in the reverse order of starting, then SIGKILL to
+any that do not exit in time. Only the process ids recorded here are ever signalled.
+
+Restart policy (`RestartPolicy`), applied by `check`, which the demo calls while it waits: a
+service that exits with a non-zero code or is killed by a signal is started again, as the
+deployment's restart policy would, after a backoff (1 s, doubling to 30 s), and the
+supervisor says so on stdout and in the service's log. The services are built for it: each
+commits its input only once its outputs are durable, so a restart re-reads and loses nothing.
+A service that exits with 0 stopped on purpose, and one restarted `max_restarts` times within
+`window_s` is not getting better: either ends the demo, with the end of its log.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from safehub.cli import COMMANDS
@@ -47,45 +54,91 @@ def missing_commands(specs: Sequence[ServiceSpec]) -> list[str]:
     return missing
 
 
+@dataclass(frozen=True, slots=True)
+class RestartPolicy:
+    first_delay_s: float = 1.0
+    max_delay_s: float = 30.0
+    max_restarts: int = 5  # within window_s; one more failure ends the demo
+    window_s: float = 300.0
+
+    def delay(self, recent: int) -> float:
+        """The wait before the restart that follows `recent` restarts within the window."""
+        return float(min(self.first_delay_s * 2 ** recent, self.max_delay_s))
+
+
 @dataclass
 class Running:
     spec: ServiceSpec
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes]  # the current one: replaced in place by a restart
     log: Path
+    restarts: list[float] = field(default_factory=list)  # monotonic times of restarts
+    restart_at: float | None = None  # a restart is due at this monotonic time
 
 
 class Supervisor:
-    def __init__(self, folder: Path, base_env: Mapping[str, str]) -> None:
+    def __init__(self, folder: Path, base_env: Mapping[str, str],
+                 policy: RestartPolicy | None = None) -> None:
         self.folder = folder
         self.logs = folder / "logs"
         self.base_env = dict(base_env)
+        self.policy = policy or RestartPolicy()
         self.running: list[Running] = []
 
-    def start(self, spec: ServiceSpec) -> Running:
+    def _spawn(self, spec: ServiceSpec, log_path: Path) -> subprocess.Popen[bytes]:
         self.logs.mkdir(parents=True, exist_ok=True)
-        log_path = self.logs / f"{spec.name}.log"
         env = {**self.base_env, **spec.env}
         with log_path.open("ab") as log:
-            process = subprocess.Popen(
+            return subprocess.Popen(
                 [sys.executable, "-m", "safehub.cli", *spec.argv],
                 cwd=self.folder, env=env, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT,
                 # Its own session: Ctrl-C reaches the demo, which stops services in order.
                 start_new_session=True,
             )
-        running = Running(spec, process, log_path)
+
+    def start(self, spec: ServiceSpec) -> Running:
+        log_path = self.logs / f"{spec.name}.log"
+        running = Running(spec, self._spawn(spec, log_path), log_path)
         self.running.append(running)
         return running
 
     def check(self) -> None:
-        """Raise if any service has exited: the demo cannot go on without it."""
+        """Restart, with backoff, any service that failed; raise if one cannot go on (it
+        exited with 0, or failed again after `max_restarts` restarts within `window_s`)."""
+        now = time.monotonic()
         for r in self.running:
+            if r.restart_at is not None:
+                if now >= r.restart_at:
+                    r.restart_at = None
+                    r.restarts.append(now)
+                    r.process = self._spawn(r.spec, r.log)
+                    self._say(r, f"service {r.spec.name} restarted (pid {r.process.pid})")
+                continue
             code = r.process.poll()
-            if code is not None:
+            if code is None:
+                continue
+            recent = [t for t in r.restarts if now - t < self.policy.window_s]
+            if code == 0 or len(recent) >= self.policy.max_restarts:
+                after = (f" after {len(recent)} restart(s) in {self.policy.window_s:.0f} s"
+                         if recent else "")
                 raise SafehubError(
-                    f"service {r.spec.name} exited with code {code}; last lines of {r.log}:\n"
-                    + log_tail(r.log)
+                    f"service {r.spec.name} exited with code {code}{after}; last lines of "
+                    f"{r.log}:\n" + log_tail(r.log)
                 )
+            delay = self.policy.delay(len(recent))
+            r.restart_at = now + delay
+            self._say(r, f"service {r.spec.name} exited with code {code}; restarting it in "
+                         f"{delay:.0f} s (restart {len(recent) + 1} of at most "
+                         f"{self.policy.max_restarts} in {self.policy.window_s:.0f} s)")
+
+    @staticmethod
+    def _say(r: Running, message: str) -> None:
+        print(message, flush=True)
+        try:
+            with r.log.open("a") as log:
+                log.write(f"supervisor: {message}\n")
+        except OSError:
+            pass  # the message is on stdout already
 
     def stop_all(self, timeout: float = 20.0) -> list[tuple[str, int | None]]:
         """SIGTERM each service (last started first); SIGKILL what outlives `timeout`."""

@@ -12,6 +12,29 @@ exist when it starts (`safehub topics create`), or it stops at once naming the m
 Health and metrics (every service alike, safehub.observability): with SAFEHUB_HEALTH_PORT set,
 /metrics, /livez and /readyz on that port (SAFEHUB_HEALTH_HOST, default 127.0.0.1);
 SAFEHUB_LOG_FORMAT=json (or `safehub --log-format json`) logs one JSON object per line.
+
+Failure policy. The router commits an input offset only once everything that record caused is
+acknowledged by the broker and saved in its database, so a failure anywhere before that is
+recovered by re-reading; every notification keeps its id, and every inbox drops a repeat.
+
+| What fails                                   | What the router does                          |
+|----------------------------------------------|-----------------------------------------------|
+| A record that cannot be read (not an alert   | Dead-lettered (`deadletter`, with the reason),|
+| or ack, an ack claiming another hub)         | its offset committed; the rest carry on.      |
+| The broker (down, not acknowledging, offset  | Retried: state reloaded from the database,    |
+| commit refused, a rebalance)                 | input re-read from the committed offsets (the |
+| The database (down, refusing a write)        | beginning for a group that committed nothing),|
+|                                              | backoff 1 s doubling to 30 s. Logged once per |
+|                                              | outage (WARNING) and on recovery (INFO);      |
+|                                              | /readyz says "waiting: ..." meanwhile, /livez |
+|                                              | stays live.                                   |
+| Either, for longer than                      | Exit 75 (EX_TEMPFAIL): the supervisor or the  |
+| SAFEHUB_ROUTER_MAX_OUTAGE_S (default 900 s;  | deployment restarts it with fresh clients;    |
+| 0 waits for ever)                            | nothing uncommitted is lost.                  |
+| A missing topic, ACL or setting at start     | Exit 1 naming it (fix the deployment).        |
+| Anything else (a bug)                        | Exit 70 (EX_SOFTWARE) with the traceback in   |
+|                                              | the log; restarted, it re-reads and goes on.  |
+| SIGTERM / SIGINT                             | Finishes the step, exits 0.                   |
 """
 
 from __future__ import annotations
@@ -37,12 +60,15 @@ from safehub.deploy.registry import Service
 from safehub.errors import BrokerError, ConfigError
 from safehub.observability.watch import ServiceWatch
 from safehub.services.audit.journal import AuditJournal
-from safehub.services.router.service import Router, input_topics, output_topics
+from safehub.services.router.service import OutageTooLong, Router, input_topics, output_topics
 from safehub.services.router.store import RouterStore
 from safehub.services.router.table import DEFAULT_ROUTING_PATH, load_routing_table
 
 log = logging.getLogger(__name__)
 TOPIC_WAIT_S = 10.0
+DEFAULT_MAX_OUTAGE_S = 900.0
+EXIT_OUTAGE = 75  # EX_TEMPFAIL (sysexits.h): a dependency outlasted SAFEHUB_ROUTER_MAX_OUTAGE_S
+EXIT_BUG = 70  # EX_SOFTWARE: an unexpected error in the loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +78,7 @@ class RouterSettings:
     routing_table: Path
     database_url: str
     group_id: str
+    max_outage_s: float | None = DEFAULT_MAX_OUTAGE_S  # None: wait for ever
 
     @classmethod
     def from_env(cls) -> RouterSettings:
@@ -64,7 +91,22 @@ class RouterSettings:
                                         "sqlite:///safehub-router.db"),
             group_id=os.environ.get("SAFEHUB_ROUTER_GROUP")
             or service_group(prefix, Service.ROUTER),
+            max_outage_s=max_outage_from_env(),
         )
+
+
+def max_outage_from_env() -> float | None:
+    raw = os.environ.get("SAFEHUB_ROUTER_MAX_OUTAGE_S", "")
+    if not raw:
+        return DEFAULT_MAX_OUTAGE_S
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise ConfigError(f"SAFEHUB_ROUTER_MAX_OUTAGE_S must be a number of seconds, "
+                          f"not {raw!r}") from None
+    if seconds < 0:
+        raise ConfigError("SAFEHUB_ROUTER_MAX_OUTAGE_S must not be negative")
+    return seconds or None
 
 
 def wall_clock_ms() -> int:
@@ -109,10 +151,12 @@ def build(settings: RouterSettings, watch: ServiceWatch | None = None) -> Router
         consumer.close()
         raise
     producer = make_producer(settings.kafka, "safehub-router")
-    return Router(table, consumer, producer, store,
-                  AuditJournal(producer, f"{settings.prefix}audit", "router"),
-                  DeadLetterSink(producer, f"{settings.prefix}deadletter"),
-                  settings.prefix, wall_clock_ms, watch)
+    router = Router(table, consumer, producer, store,
+                    AuditJournal(producer, f"{settings.prefix}audit", "router"),
+                    DeadLetterSink(producer, f"{settings.prefix}deadletter"),
+                    settings.prefix, wall_clock_ms, watch)
+    router.max_outage_s = settings.max_outage_s
+    return router
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -120,8 +164,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         ". Settings come from SAFEHUB_* environment variables: SAFEHUB_KAFKA_BOOTSTRAP, "
         "SAFEHUB_KAFKA_PRINCIPAL (default router), SAFEHUB_KAFKA_PASSWORD_FILE or "
         "SAFEHUB_KAFKA_SECRETS, SAFEHUB_KAFKA_CA_FILE, SAFEHUB_TOPIC_PREFIX, "
-        "SAFEHUB_ROUTING_TABLE, SAFEHUB_ROUTER_DATABASE_URL, SAFEHUB_ROUTER_GROUP. Every topic "
-        "must exist first (`safehub topics create`).")
+        "SAFEHUB_ROUTING_TABLE, SAFEHUB_ROUTER_DATABASE_URL, SAFEHUB_ROUTER_GROUP, "
+        "SAFEHUB_ROUTER_MAX_OUTAGE_S. Every topic must exist first (`safehub topics create`). "
+        f"Exits {EXIT_OUTAGE} when the broker or database stayed unreachable for longer than "
+        f"SAFEHUB_ROUTER_MAX_OUTAGE_S, {EXIT_BUG} on an unexpected error: restart it.")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -136,10 +182,20 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     watch = ServiceWatch("router")
     router = build(settings, watch)
-    watch.serve(settings.kafka, router.engine, consumers=["router"])
+    watch.serve(settings.kafka, router.engine, consumers=["router"],
+                extra=[("router", router.not_ready)])
     log.info("router running with %s", settings.routing_table)
     try:
         router.run(stop)
+    except OutageTooLong as exc:
+        log.error("router stopping: %s; exit %d, to be restarted", exc, EXIT_OUTAGE)
+        return EXIT_OUTAGE
+    except Exception:
+        # The in-memory state can no longer be trusted; the committed offsets and the store
+        # can, so a restart loses nothing.
+        log.exception("router stopping on an unexpected error; exit %d, to be restarted",
+                      EXIT_BUG)
+        return EXIT_BUG
     finally:
         watch.close()
         router.close()

@@ -44,6 +44,7 @@ BACKOFF_S = (1.0, 30.0)  # first and longest wait between retries after a failed
 # A flush is waited for in slices, so that a broker that stops acknowledging is reported
 # (log, /readyz) while the producer keeps retrying; the producer's delivery timeout bounds it.
 FLUSH_SLICE_S = 5.0
+CLOSE_S = 10.0
 COMMITTED_TIMEOUT_MS = 30_000  # reading the group's offsets on reload: fail, then retry
 
 
@@ -337,4 +338,6 @@ class Router:
 
     def close(self) -> None:
         self._consumer.close()
-        self._producer.close()
+        # Bounded: stopping during an outage must not wait for the broker. What was not
+        # acknowledged was not committed either, so it is re-read at the next start.
+        self._producer.close(timeout=CLOSE_S)
