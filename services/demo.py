@@ -162,6 +162,9 @@ def service_specs(settings: DemoSettings, receivers: list[str]) -> list[ServiceS
             "SAFEHUB_WEB_PORT": str(settings.web_port),
             "SAFEHUB_REID_KEYS": reid_keys,
         }),
+            # HTTPS, with the certificate the agencies' desk serves too (one CA to trust).
+            "SAFEHUB_WEB_TLS_CERT": str(agencies.pages_tls(f)[0].cert),
+            "SAFEHUB_WEB_TLS_KEY": str(agencies.pages_tls(f)[0].key),
     ]
     return [s for s in specs if s.name not in settings.skip]
 
@@ -330,9 +333,9 @@ def _publish_and_watch(
     unread = pipeline.wait_settled(admin, prefix, deadline, SETTLE_QUIET_S, check, positions)
     drill: dict[str, Any] | None = None
     if settings.reid_drill and not unread:
-        drill = agencies.drill(f"http://127.0.0.1:{settings.web_port}",
-                               f"http://127.0.0.1:{settings.reid_port}", settings.reid_drill,
-                               sign_in, officers, check)
+        drill = agencies.drill(f"https://127.0.0.1:{settings.web_port}",
+                               f"https://127.0.0.1:{settings.reid_port}", settings.reid_drill,
+                               sign_in, officers, check, agencies.trust(settings.folder))
         unread = pipeline.wait_settled(admin, prefix, time.monotonic() + settings.settle_timeout,
                                        SETTLE_QUIET_S, check, positions)
     settled = not unread
@@ -455,17 +458,21 @@ def _print_summary(settings: DemoSettings, summary: dict[str, Any], pop: Populat
     ]
     if "web" not in settings.skip:
         lines += [
-            f"  web page     http://127.0.0.1:{settings.web_port}/",
+            f"  web page     https://127.0.0.1:{settings.web_port}/",
             f"  sign in      user {', '.join(summary['users'][:3])} (or any <agency>-demo), "
             f"password {summary['password']}",
         ]
     if summary["officers"]:
         lines += [
-            f"  agencies     http://127.0.0.1:{settings.reid_port}/ (re-identification requests)",
+            f"  agencies     https://127.0.0.1:{settings.reid_port}/ (re-identification requests)",
             f"  sign in      officer {', '.join(summary['officers'][:2])} (or any "
             f"<agency>-officer), password {summary['password']}",
         ]
     lines += [f"  files        {settings.folder} (summary.json, logs/)", ""]
+    if "web" not in settings.skip or summary["officers"]:
+        # The pages' certificate is from the demo's own local CA: trust it, or accept the
+        # browser's warning, to sign in.
+        lines.append(f"  trust CA     {agencies.pages_tls(settings.folder)[1]} (the pages' HTTPS)")
     print("\n".join(lines), flush=True)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -34,10 +35,12 @@ from safehub.producers.simulation.trajectories import Population
 from safehub.services.reid.sealing import ensure_hub_key
 from safehub.services.reid_drill import DrillError, run_drill
 from safehub.services.supervisor import ServiceSpec, Supervisor
+from safehub.services.web.pages import Tls, local_certificate
 from safehub.services.web.users import hash_password, load_users
 
 AGENCIES = "agencies"
 REID_SERVICE = "reid"
+WEB_TLS = "web-tls"  # the demo pages' local CA and certificate
 
 
 def hub_key_folders(folder: Path) -> tuple[Path, Path]:
@@ -107,13 +110,28 @@ def reid_database(folder: Path) -> str:
     return f"sqlite:///{folder / AGENCIES / 'reid.sqlite'}"
 
 
+def pages_tls(folder: Path) -> tuple[Tls, Path]:
+    """The certificate both demo pages (hub and agencies) serve, from a local CA of the demo's
+    own (kept in `web-tls/`, so a browser told to trust its `ca.pem` keeps trusting it), and
+    that CA file."""
+    return local_certificate(folder / WEB_TLS)
+
+
+def trust(folder: Path) -> ssl.SSLContext:
+    """What the demo's own clients verify the pages' certificate against."""
+    return ssl.create_default_context(cafile=str(pages_tls(folder)[1]))
+
+
 def reid_spec(folder: Path, port: int, exports: Mapping[str, CaseExport],
               kafka_env: Mapping[str, str]) -> ServiceSpec:
     """One `safehub reid serve` for every agency that has records, each as its own principal,
-    with its vault (`vaults/<agency>.sqlite`, the publisher's) and its own export."""
+    with its vault (`vaults/<agency>.sqlite`, the publisher's) and its own export; over HTTPS
+    with the demo pages' certificate."""
+    tls, _ca = pages_tls(folder)
     argv = ["reid", "serve", "--users", str(folder / AGENCIES / "officers.toml"),
             "--hub-keys", str(hub_key_folders(folder)[1]), "--listen", f"127.0.0.1:{port}",
-            "--database", reid_database(folder), "--vault-dir", str(folder / "vaults")]
+            "--database", reid_database(folder), "--vault-dir", str(folder / "vaults"),
+            "--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
     for agency, export in sorted(exports.items()):
         argv += ["--agency", agency, "--export", f"{agency}={export.records}",
                  "--mapping", f"{agency}={export.mapping}"]
@@ -131,31 +149,32 @@ def start_desk(folder: Path, port: int, pop: Population, supervisor: Supervisor,
     exports = write_case_files(folder, pop)
     officers = write_officers(folder, exports, password)
     supervisor.start(reid_spec(folder, port, exports, kafka_env))
-    url = f"http://127.0.0.1:{port}/login"
+    url = f"https://127.0.0.1:{port}/login"
     deadline = time.monotonic() + 60
     while True:
         supervisor.check()
         try:
-            httpx.get(url, timeout=2)
+            httpx.get(url, timeout=2, verify=trust(folder))
             break
         except httpx.TransportError:
             if time.monotonic() > deadline:
                 raise SafehubError(f"the agencies' desk did not answer at {url} in 60 s; see "
                                    f"{supervisor.logs / (REID_SERVICE + '.log')}") from None
             time.sleep(0.3)
-    print(f"agencies' desk at http://127.0.0.1:{port}/ for {len(exports)} agencies (their "
+    print(f"agencies' desk at https://127.0.0.1:{port}/ for {len(exports)} agencies (their "
           f"records in {folder / AGENCIES})", flush=True)
     return officers
 
 
 def drill(hub_url: str, agencies_url: str, alerts: int, sign_in: tuple[str, list[str]],
-          officers: Mapping[str, str], check: Callable[[], None]) -> dict[str, Any]:
+          officers: Mapping[str, str], check: Callable[[], None],
+          verify: ssl.SSLContext | bool = True) -> dict[str, Any]:
     """`--reid-drill`: run it and say what happened (counts only); a failed step is reported
     in the result, not raised, so the demo still summarises and stops cleanly."""
     print(f"re-identification drill on {alerts} alerts ...", flush=True)
     try:
         result = run_drill(hub_url, agencies_url, sign_in[0], sign_in[1], officers, alerts,
-                           check)
+                           check, verify=verify)
     except DrillError as exc:
         print(f"re-identification drill failed: {exc}", flush=True)
         return {"error": str(exc)}

@@ -15,6 +15,7 @@ prints, logs or keeps them. Errors name the step, the path and the HTTP status, 
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
@@ -72,9 +73,11 @@ def _call(client: httpx.Client, method: str, path: str, step: str,
 
 
 @contextmanager
-def signed_in(base: str, ref: str, password: str) -> Iterator[httpx.Client]:
-    """A session on a safehub page (hub or agencies), as `ref`."""
-    client = httpx.Client(base_url=base, timeout=30)
+def signed_in(base: str, ref: str, password: str, verify: ssl.SSLContext | bool = True
+              ) -> Iterator[httpx.Client]:
+    """A session on a safehub page (hub or agencies), as `ref`; `verify`: the trust for its
+    HTTPS certificate (the demo's pages use a local CA)."""
+    client = httpx.Client(base_url=base, timeout=30, verify=verify)
     try:
         response = _call(client, "POST", "/login", f"sign in as {ref}",
                          data={"ref": ref, "password": password})
@@ -195,19 +198,20 @@ def open_approved(hubs: Mapping[str, httpx.Client], asked: Sequence[Asked],
 
 def run_drill(hub_url: str, agencies_url: str, password: str, hub_users: Sequence[str],
               officers: Mapping[str, str], count: int, check: Callable[[], None],
-              timeout: float = 120.0) -> DrillResult:
+              timeout: float = 120.0, verify: ssl.SSLContext | bool = True) -> DrillResult:
     """The whole drill; `officers` is agency -> its officer's sign-in."""
     started = time.monotonic()
     deadline = started + timeout
     result = DrillResult()
     with ExitStack() as stack:
-        hubs = {u: stack.enter_context(signed_in(hub_url, u, password)) for u in hub_users}
+        hubs = {u: stack.enter_context(signed_in(hub_url, u, password, verify)) for u in hub_users}
         asked = ask(hubs, count)
         agencies = sorted({a.agency_id for a in asked})
         unknown = [a for a in agencies if a not in officers]
         if unknown:
             raise DrillError(f"no officer for {', '.join(unknown)}")
-        desks = {a: stack.enter_context(signed_in(agencies_url, officers[a], password))
+        desks = {a: stack.enter_context(signed_in(agencies_url, officers[a], password,
+                                                       verify))
                  for a in agencies}
         decide(desks, asked, deadline, check)
         status = await_answers(hubs, asked, deadline, check)
