@@ -60,7 +60,13 @@ from safehub.deploy.registry import Service
 from safehub.errors import BrokerError, ConfigError
 from safehub.observability.watch import ServiceWatch
 from safehub.services.audit.journal import AuditJournal
-from safehub.services.router.service import OutageTooLong, Router, input_topics, output_topics
+from safehub.services.router.service import (
+    PRODUCER_SETTINGS,
+    OutageTooLong,
+    Router,
+    input_topics,
+    output_topics,
+)
 from safehub.services.router.store import RouterStore
 from safehub.services.router.table import DEFAULT_ROUTING_PATH, load_routing_table
 
@@ -150,7 +156,7 @@ def build(settings: RouterSettings, watch: ServiceWatch | None = None) -> Router
     except BaseException:
         consumer.close()
         raise
-    producer = make_producer(settings.kafka, "safehub-router")
+    producer = make_producer(settings.kafka, "safehub-router", **PRODUCER_SETTINGS)
     router = Router(table, consumer, producer, store,
                     AuditJournal(producer, f"{settings.prefix}audit", "router"),
                     DeadLetterSink(producer, f"{settings.prefix}deadletter"),

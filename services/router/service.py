@@ -44,6 +44,10 @@ BACKOFF_S = (1.0, 30.0)  # first and longest wait between retries after a failed
 # A flush is waited for in slices, so that a broker that stops acknowledging is reported
 # (log, /readyz) while the producer keeps retrying; the producer's delivery timeout bounds it.
 FLUSH_SLICE_S = 5.0
+# The router's producer: a send to a topic whose metadata the producer lacks (the first
+# escalation to a receiver, say) waits this long for the broker, not kafka-python's 60 s, so
+# that an outage is noticed, logged and retried with backoff from the loop.
+PRODUCER_SETTINGS = {"max_block_ms": 10_000}
 CLOSE_S = 10.0
 COMMITTED_TIMEOUT_MS = 30_000  # reading the group's offsets on reload: fail, then retry
 

