@@ -161,10 +161,10 @@ def service_specs(settings: DemoSettings, receivers: list[str]) -> list[ServiceS
             "SAFEHUB_WEB_SECRET_FILE": _secret_file(f / "keys" / "web-session.hex"),
             "SAFEHUB_WEB_PORT": str(settings.web_port),
             "SAFEHUB_REID_KEYS": reid_keys,
-        }),
             # HTTPS, with the certificate the agencies' desk serves too (one CA to trust).
             "SAFEHUB_WEB_TLS_CERT": str(agencies.pages_tls(f)[0].cert),
             "SAFEHUB_WEB_TLS_KEY": str(agencies.pages_tls(f)[0].key),
+        }),
     ]
     return [s for s in specs if s.name not in settings.skip]
 
@@ -468,11 +468,11 @@ def _print_summary(settings: DemoSettings, summary: dict[str, Any], pop: Populat
             f"  sign in      officer {', '.join(summary['officers'][:2])} (or any "
             f"<agency>-officer), password {summary['password']}",
         ]
-    lines += [f"  files        {settings.folder} (summary.json, logs/)", ""]
     if "web" not in settings.skip or summary["officers"]:
         # The pages' certificate is from the demo's own local CA: trust it, or accept the
         # browser's warning, to sign in.
         lines.append(f"  trust CA     {agencies.pages_tls(settings.folder)[1]} (the pages' HTTPS)")
+    lines += [f"  files        {settings.folder} (summary.json, logs/)", ""]
     print("\n".join(lines), flush=True)
 
 

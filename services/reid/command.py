@@ -295,9 +295,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-cert", metavar="FILE",
                    help="serve the officers' page over HTTPS with this certificate (PEM)")
     p.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
-
     p.add_argument(PLAIN_HTTP_FLAG, dest="plain_http", action="store_true",
                    help="serve the page over plain HTTP, for a TLS proxy in front")
+
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args, os.environ)
