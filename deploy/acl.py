@@ -17,7 +17,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from safehub import topics
 from safehub.deploy.registry import Kind, Registry, Service
+
+# Re-exported for the router and the hub web app, which still import them from here (their
+# owners move them to safehub.topics); every other module imports safehub.topics.
+from safehub.topics import acks, alerts, reid_requests, service_group
+
+__all__ = ["acks", "alerts", "reid_requests", "service_group"]
 
 
 class Resource(StrEnum):
@@ -46,49 +53,6 @@ class Grant:
     pattern: Pattern = Pattern.LITERAL
 
 
-CORRELATOR_TABLE = "blocks"  # the correlator's faust table of linkage-block states
-
-
-def table_changelog(app_id: str) -> str:
-    """faust's name for the correlator table's changelog: `<app id>-<table>-changelog`."""
-    return f"{app_id}-{CORRELATOR_TABLE}-changelog"
-
-
-def changelog_topic(prefix: str) -> str:
-    """The changelog of the correlator with its default app id, the one its ACLs allow."""
-    return table_changelog(correlator_group(prefix))
-
-
-def correlator_group(prefix: str) -> str:
-    """The correlator's faust app id, which is also its consumer group."""
-    return f"{prefix}{Service.CORRELATOR}"
-
-
-def service_group(prefix: str, principal: str) -> str:
-    """The one consumer group a principal may use (hubs' inboxes, the router, the correlator)."""
-    return f"{prefix}{principal}"
-
-
-def ingress(prefix: str, agency: str) -> str:
-    return f"{prefix}ingress.{agency}"
-
-
-def alerts(prefix: str, hub: str) -> str:
-    return f"{prefix}alerts.{hub}"
-
-
-def acks(prefix: str, hub: str) -> str:
-    return f"{prefix}alert-acks.{hub}"
-
-
-def reid_requests(prefix: str, agency: str) -> str:
-    return f"{prefix}reid-requests.{agency}"
-
-
-def reid_responses(prefix: str, hub: str) -> str:
-    return f"{prefix}reid-responses.{hub}"
-
-
 def _topic(principal: str, name: str, *ops: Operation) -> list[Grant]:
     return [Grant(principal, Resource.TOPIC, name, op) for op in ops]
 
@@ -100,45 +64,47 @@ def _group(principal: str, name: str) -> Grant:
 def grants(registry: Registry, prefix: str = "") -> list[Grant]:
     """Every ACL the cluster should hold for this registry, sorted."""
     r, w = Operation.READ, Operation.WRITE
-    audit, deadletter, correlated = f"{prefix}audit", f"{prefix}deadletter", f"{prefix}correlated"
+    audit, deadletter = topics.audit(prefix), topics.deadletter(prefix)
+    correlated = topics.correlated(prefix)
     out: list[Grant] = []
     for party in registry.parties:
         me = party.principal
         if party.kind is Kind.AGENCY:
-            out += _topic(me, ingress(prefix, party.id), w)
+            out += _topic(me, topics.ingress(prefix, party.id), w)
             # Its re-identification service: reads only the requests made to it, answers any
             # hub (sealed to that hub's key), and records its officer's decisions.
-            out += _topic(me, reid_requests(prefix, party.id), r)
+            out += _topic(me, topics.reid_requests(prefix, party.id), r)
             for hub in registry.hubs:
-                out += _topic(me, reid_responses(prefix, hub), w)
+                out += _topic(me, topics.reid_responses(prefix, hub), w)
             out += _topic(me, audit, w) + _topic(me, deadletter, w)
-            out.append(_group(me, service_group(prefix, me)))
+            out.append(_group(me, topics.service_group(prefix, me)))
         elif party.kind is Kind.HUB:
-            out += _topic(me, alerts(prefix, party.id), r)
-            out += _topic(me, acks(prefix, party.id), w)
-            out += _topic(me, reid_responses(prefix, party.id), r)
+            out += _topic(me, topics.alerts(prefix, party.id), r)
+            out += _topic(me, topics.acks(prefix, party.id), w)
+            out += _topic(me, topics.reid_responses(prefix, party.id), r)
             for agency in registry.agencies:
-                out += _topic(me, reid_requests(prefix, agency), w)
+                out += _topic(me, topics.reid_requests(prefix, agency), w)
             out += _topic(me, audit, w) + _topic(me, deadletter, w)
-            out.append(_group(me, service_group(prefix, me)))
+            out.append(_group(me, topics.service_group(prefix, me)))
         elif party.kind is Kind.AUDITOR:
             for name in all_topics(registry, prefix, internal=False):
                 if name != deadletter:
                     out += _topic(me, name, r)
         elif party.id == Service.CORRELATOR:
             for agency in registry.agencies:
-                out += _topic(me, ingress(prefix, agency), r)
-            out += _topic(me, changelog_topic(prefix), r, w)
+                out += _topic(me, topics.ingress(prefix, agency), r)
+            out += _topic(me, topics.changelog_topic(prefix), r, w)
             out += _topic(me, correlated, w) + _topic(me, audit, w) + _topic(me, deadletter, w)
-            out.append(_group(me, correlator_group(prefix)))
-            out += [Grant(me, Resource.TRANSACTIONAL_ID, f"{correlator_group(prefix)}-", op,
+            out.append(_group(me, topics.correlator_group(prefix)))
+            out += [Grant(me, Resource.TRANSACTIONAL_ID, f"{topics.correlator_group(prefix)}-", op,
                           Pattern.PREFIXED) for op in (w, Operation.DESCRIBE)]
         elif party.id == Service.ROUTER:
             out += _topic(me, correlated, r)
             for hub in registry.hubs:
-                out += _topic(me, alerts(prefix, hub), w) + _topic(me, acks(prefix, hub), r)
+                out += _topic(me, topics.alerts(prefix, hub), w)
+                out += _topic(me, topics.acks(prefix, hub), r)
             out += _topic(me, audit, w) + _topic(me, deadletter, w)
-            out.append(_group(me, service_group(prefix, me)))
+            out.append(_group(me, topics.service_group(prefix, me)))
         elif party.id == Service.AUDIT_SINK:
             out += _topic(me, audit, r, w) + _topic(me, deadletter, w)
         elif party.id == Service.KEYSERVICE:
@@ -159,19 +125,12 @@ def replay_targets(registry: Registry, prefix: str = "") -> list[str]:
     `alert-acks.<hub>` (the router refuses only forged acks there: never to be replayed), nor
     `alerts.<hub>` or a hub's re-identification topics, which would let an operator speak to a
     hub or an agency as the router or another party."""
-    return sorted([f"{prefix}correlated", *(ingress(prefix, a) for a in registry.agencies)])
+    return topics.replay_targets(registry.agencies, prefix)
 
 
 def all_topics(registry: Registry, prefix: str = "", internal: bool = True) -> list[str]:
     """Every topic of this registry (with the correlator's changelog when `internal`)."""
-    names = [f"{prefix}correlated", f"{prefix}audit", f"{prefix}deadletter"]
-    names += [ingress(prefix, a) for a in registry.agencies]
-    names += [reid_requests(prefix, a) for a in registry.agencies]
-    for hub in registry.hubs:
-        names += [alerts(prefix, hub), acks(prefix, hub), reid_responses(prefix, hub)]
-    if internal:
-        names.append(changelog_topic(prefix))
-    return sorted(names)
+    return topics.all_topics(registry.agencies, registry.hubs, prefix, internal)
 
 
 def principals(registry: Registry) -> list[str]:

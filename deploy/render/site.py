@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from safehub.deploy.acl import changelog_topic
 from safehub.deploy.registry import Registry
 from safehub.deploy.topics import registry_specs
+from safehub.topics import changelog_topic
 
 HEALTH_PORT = 9102  # SAFEHUB_HEALTH_PORT in every container: /metrics, /livez, /readyz
 WEB_PORT = 8080  # the hub web app, on the pod's loopback only (services/web/command.py HOST)

@@ -40,8 +40,6 @@ from pathlib import Path
 from typing import Any
 
 from safehub.connection import KafkaConnection
-from safehub.deploy.acl import correlator_group
-from safehub.deploy.acl import table_changelog as changelog_topic
 from safehub.errors import ConfigError
 from safehub.observability.watch import ServiceWatch
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
@@ -53,6 +51,8 @@ from safehub.services.correlator.ingress import (
 )
 from safehub.services.correlator.outputs import fence, transactional_id
 from safehub.services.correlator.processing import SERVICE
+from safehub.topics import correlator_group
+from safehub.topics import table_changelog as changelog_topic
 
 log = logging.getLogger(__name__)
 READY = "tables recovered, correlating"

@@ -30,7 +30,6 @@ from safehub.connection import KafkaConnection
 from safehub.consumers.inbox.command import hub_inbox
 from safehub.consumers.inbox.database import make_engine, migrate
 from safehub.consumers.inbox.store import InboxStore
-from safehub.deploy.acl import acks, alerts
 from safehub.errors import BrokerError
 from safehub.schemas.codec import decode, encode
 from safehub.schemas.records import (
@@ -47,6 +46,7 @@ from safehub.services.router import core
 from safehub.services.router.core import ClusterState
 from safehub.services.router.table import load_routing_table
 from safehub.services.web.users import hash_password
+from safehub.topics import acks, alerts
 from tests.conftest import Namespace
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]

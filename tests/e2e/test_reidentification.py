@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from safehub.bus import make_producer, send_all
-from safehub.deploy.acl import alerts, all_topics
+from safehub.deploy.acl import all_topics
 from safehub.errors import BrokerError
 from safehub.producers.exports import example_mapping, load_mapping, read_export
 from safehub.producers.records import AgencyRecord
@@ -37,6 +37,7 @@ from safehub.services.router import core
 from safehub.services.router.core import ClusterState
 from safehub.services.router.table import load_routing_table
 from safehub.services.web.users import hash_password
+from safehub.topics import alerts
 from tests.conftest import Namespace
 from tests.e2e.test_hub_web import PASSWORD, free_port, wait_for
 from tests.integration.test_correlator_golden import TopicReader

@@ -16,12 +16,12 @@ import pytest
 
 from safehub.bus import make_producer
 from safehub.consumers.deadletter import HEADER_ERROR_MESSAGE
-from safehub.deploy.acl import changelog_topic
 from safehub.schemas.codec import encode
 from safehub.schemas.records import EpochKeys, MatchKeys, Subject, WarningSignEvent
 from safehub.schemas.vocabulary import AuditAction, Sector, Sign
 from safehub.services.correlation.core import MAX_BLOCK_EVENTS
 from safehub.services.correlator.processing import block_key, partition_for
+from safehub.topics import changelog_topic
 from tests.conftest import Namespace
 from tests.integration.test_correlator_golden import (  # noqa: F401 (a fixture)
     PARTITIONS,

@@ -23,12 +23,12 @@ from kafka.errors import TopicAuthorizationFailedError
 
 from safehub.bus import make_admin, make_producer, send_and_confirm
 from safehub.connection import KafkaConnection
-from safehub.deploy.acl import changelog_topic, correlator_group
 from safehub.deploy.topics import delete_topics_with_prefix
 from safehub.errors import BrokerError
 from safehub.schemas.records import MatchKeys, Subject, WarningSignEvent
 from safehub.schemas.vocabulary import Sector, Sign
 from safehub.services.correlator.outputs import transactional_id
+from safehub.topics import changelog_topic, correlator_group
 from tests.conftest import Namespace
 from tests.integration.test_correlator_golden import (  # noqa: F401 (fixtures)
     Agencies,

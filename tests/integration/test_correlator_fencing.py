@@ -19,13 +19,13 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from safehub.connection import KafkaConnection
-from safehub.deploy.acl import changelog_topic, correlator_group
 from safehub.services.correlator.outputs import (
     TRANSACTION_TIMEOUT_MS,
     OutputWriter,
     fence,
     transactional_id,
 )
+from safehub.topics import changelog_topic, correlator_group
 from tests.conftest import Namespace
 from tests.integration.test_correlator_golden import TopicReader
 

@@ -12,8 +12,8 @@ from kafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailable
 
 from safehub.bus import make_admin
 from safehub.connection import KafkaConnection
-from safehub.deploy.acl import correlator_group
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
+from safehub.topics import correlator_group
 from tests.conftest import Namespace
 from tests.integration.test_correlator_golden import (  # noqa: F401 (fixtures)
     Agencies,

@@ -15,7 +15,7 @@ import pytest
 from kafka import TopicPartition
 
 from safehub.bus import make_consumer, make_producer, send_all
-from safehub.deploy.acl import correlator_group
+from safehub.topics import correlator_group
 
 pytestmark = pytest.mark.integration
 

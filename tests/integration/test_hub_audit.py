@@ -16,7 +16,6 @@ from safehub.connection import KafkaConnection
 from safehub.consumers.inbox.database import make_engine, migrate
 from safehub.consumers.inbox.store import InboxStore
 from safehub.deploy.access import apply
-from safehub.deploy.acl import acks
 from safehub.deploy.registry import Kind, Party, Registry, validate
 from safehub.deploy.topics import create_topics, registry_specs
 from safehub.errors import BrokerError
@@ -27,6 +26,7 @@ from safehub.services.audit.journal import AuditJournal
 from safehub.services.web.acks import AckPublisher, KafkaAckPublisher, publish_pending
 from safehub.services.web.hub import Hub, Outlet
 from safehub.services.web.users import User
+from safehub.topics import acks
 from tests.conftest import SERVICES, Namespace
 from tests.integration.test_correlator_golden import TopicReader
 from tests.integration.test_inbox import AGENCY, NOW, OTHER, routed

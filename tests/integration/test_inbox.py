@@ -30,7 +30,6 @@ from safehub.consumers.inbox.command import InboxSettings, build, hub_inbox
 from safehub.consumers.inbox.consumer import InboxConsumer, RetryPolicy
 from safehub.consumers.inbox.database import make_engine, migrate
 from safehub.consumers.inbox.store import InboxStore, QueueFilter
-from safehub.deploy.acl import alerts, service_group
 from safehub.errors import ConfigError
 from safehub.schemas.codec import encode
 from safehub.schemas.records import CorrelatedAlert, Evidence, ReidentificationRef, RoutedAlert
@@ -38,6 +37,7 @@ from safehub.schemas.vocabulary import Sector, Sign, Tier
 from safehub.services.router import core
 from safehub.services.router.core import ClusterState
 from safehub.services.router.table import load_routing_table
+from safehub.topics import alerts, service_group
 from tests.conftest import Namespace
 from tests.integration.test_correlator_golden import TopicReader
 

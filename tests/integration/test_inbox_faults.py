@@ -27,12 +27,12 @@ from safehub.consumers.deadletter import (
 from safehub.consumers.inbox.consumer import InboxConsumer, RetryPolicy
 from safehub.consumers.inbox.database import make_engine, migrate
 from safehub.consumers.inbox.store import InboxStore, RecordRefused
-from safehub.deploy.acl import acks, alerts, service_group
 from safehub.errors import BrokerError, StoreError
 from safehub.schemas.codec import decode, encode
 from safehub.schemas.records import AlertAck, RoutedAlert
 from safehub.schemas.vocabulary import AckAction
 from safehub.services.web.acks import KafkaAckPublisher, publish_pending, republish
+from safehub.topics import acks, alerts, service_group
 from tests.conftest import Namespace
 from tests.integration.test_correlator_golden import TopicReader
 from tests.integration.test_inbox import AGENCY, NOW, TcpProxy, committed, publish, routed

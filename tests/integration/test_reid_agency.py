@@ -33,7 +33,6 @@ from kafka.errors import TopicAuthorizationFailedError
 
 from safehub.bus import make_consumer, make_producer, send_all
 from safehub.consumers.deadletter import HEADER_ERROR_MESSAGE, HEADER_SOURCE_TOPIC
-from safehub.deploy.acl import reid_requests, reid_responses
 from safehub.producers.exports import EXAMPLES_DIR
 from safehub.producers.records import ChildIdentity
 from safehub.producers.vault import Assignment, Vault
@@ -56,6 +55,7 @@ from safehub.services.reid.sealing import (
     open_sealed,
 )
 from safehub.services.web.users import hash_password
+from safehub.topics import reid_requests, reid_responses
 from tests.conftest import Namespace
 from tests.integration.test_correlator_golden import TopicReader
 

@@ -19,7 +19,6 @@ from safehub.consumers.inbox.command import hub_inbox
 from safehub.consumers.inbox.database import make_engine, migrate
 from safehub.consumers.inbox.requests import ReidRequests
 from safehub.consumers.inbox.store import InboxStore
-from safehub.deploy.acl import reid_requests, reid_responses
 from safehub.schemas.codec import decode, encode
 from safehub.schemas.records import (
     AuditEntry,
@@ -53,6 +52,7 @@ from safehub.services.web.reidentification import (
     ViewReason,
 )
 from safehub.services.web.users import User
+from safehub.topics import reid_requests, reid_responses
 from tests.conftest import Namespace
 from tests.integration.test_access_matrix import _consume
 from tests.integration.test_correlator_golden import TopicReader

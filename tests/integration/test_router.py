@@ -25,7 +25,6 @@ from safehub.consumers.deadletter import (
     DeadLetterSink,
 )
 from safehub.consumers.inbox.database import make_engine
-from safehub.deploy.acl import acks, alerts, service_group
 from safehub.errors import BrokerError, ConfigError
 from safehub.schemas.codec import decode, encode
 from safehub.schemas.records import (
@@ -42,6 +41,7 @@ from safehub.services.router.command import RouterSettings, build
 from safehub.services.router.service import Router, input_topics
 from safehub.services.router.store import RouterStore
 from safehub.services.router.table import parse_routing_table
+from safehub.topics import acks, alerts, service_group
 from tests.conftest import Namespace
 from tests.integration.test_correlator_golden import TopicReader
 

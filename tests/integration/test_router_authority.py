@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from safehub.deploy.acl import alerts
 from safehub.schemas.records import CorrelatedAlert, RoutedAlert
 from safehub.services.correlation.core import initial_state, step
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
 from safehub.services.router.table import load_routing_table
+from safehub.topics import alerts
 from tests.conftest import Namespace
 from tests.golden.authority import authority_scenarios
 from tests.integration.test_correlator_golden import (

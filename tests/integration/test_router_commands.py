@@ -20,12 +20,12 @@ import pytest
 from safehub.bus import make_producer, send_all
 from safehub.consumers.inbox.database import make_engine
 from safehub.consumers.inbox.store import InboxStore, QueueFilter
-from safehub.deploy.acl import alerts
 from safehub.errors import StoreError
 from safehub.schemas.codec import encode
 from safehub.schemas.records import CorrelatedAlert, Evidence, ReidentificationRef
 from safehub.schemas.vocabulary import Sector, Sign, Tier
 from safehub.services.router.table import load_routing_table
+from safehub.topics import alerts
 from tests.conftest import Namespace
 
 pytestmark = pytest.mark.integration

@@ -29,7 +29,6 @@ from safehub.consumers.deadletter import DeadLetterSink
 from safehub.consumers.inbox.consumer import InboxConsumer, RetryPolicy
 from safehub.consumers.inbox.database import make_engine, migrate
 from safehub.consumers.inbox.store import InboxStore
-from safehub.deploy.acl import service_group
 from safehub.deploy.kafka.launcher import Cluster, ClusterState
 from safehub.deploy.topics import TopicSpec, create_topics
 from safehub.observability.metrics import REGISTRY
@@ -41,6 +40,7 @@ from safehub.services.audit.journal import AuditJournal
 from safehub.services.router.service import Router, input_topics
 from safehub.services.router.store import RouterStore
 from safehub.services.router.table import parse_routing_table
+from safehub.topics import service_group
 from tests.conftest import Namespace
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

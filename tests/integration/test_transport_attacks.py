@@ -26,11 +26,11 @@ from kafka.errors import (
 
 from safehub.bus import make_admin, make_consumer, make_producer, send_and_confirm
 from safehub.connection import KafkaConnection, write_secret
-from safehub.deploy.acl import service_group
 from safehub.errors import BrokerError
 from safehub.producers.publisher import Publisher, Undelivered
 from safehub.producers.vault import Vault
 from safehub.schemas.vocabulary import Sector
+from safehub.topics import service_group
 from tests.conftest import Namespace
 from tests.integration.test_privacy_canary import broker_logs
 from tests.integration.test_publish import KEY, sign_record

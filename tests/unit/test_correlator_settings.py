@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from safehub.deploy.acl import changelog_topic as acl_changelog
-from safehub.deploy.acl import correlator_group
 from safehub.errors import ConfigError
 from safehub.services.correlator.command import changelog_topic, settings_from_env
 from safehub.services.correlator.transport import static_member_id
+from safehub.topics import changelog_topic as acl_changelog
+from safehub.topics import correlator_group
 
 
 def test_a_worker_id_gives_a_stable_transactional_id_that_fences(
