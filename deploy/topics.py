@@ -12,6 +12,7 @@ from pathlib import Path
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from safehub import topics
 from safehub.bus import make_admin
 from safehub.connection import KafkaConnection
 from safehub.deploy.registry import REGISTRY_FILE, Registry, load_registry
@@ -154,7 +155,7 @@ def onboarding_notice(created: Iterable[str]) -> str | None:
     """What the operator must do after new ingress topics appear: the correlator resolves its
     ingress topics when it starts (services/correlator/app.py), so a new agency's events wait
     on their topic, unlost but uncorrelated, until the workers restart."""
-    new = [name for name in created if name.startswith("ingress.") or ".ingress." in name]
+    new = [name for name in created if topics.mentions_ingress(name)]
     if not new:
         return None
     return (f"new ingress topic(s) {', '.join(new)}: restart the correlator workers so that "

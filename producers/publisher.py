@@ -28,6 +28,7 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
+from safehub import topics
 from safehub.errors import BrokerError, ConfigError, SafehubError, ValidationError
 from safehub.producers.keying import Keying, as_keying
 from safehub.producers.linkagekey import LinkageKey
@@ -46,7 +47,7 @@ DEFAULT_BATCH = 2000
 
 
 def ingress_topic(agency_id: str, prefix: str = "") -> str:
-    return f"{prefix}ingress.{agency_id}"
+    return topics.ingress(prefix, agency_id)
 
 
 @dataclass(frozen=True, slots=True)

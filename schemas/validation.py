@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 
+from safehub import topics
 from safehub.errors import ValidationError
 from safehub.schemas.records import IngressEvent, MissingEpisodeEvent, Subject, WarningSignEvent
 
@@ -30,23 +31,13 @@ CLOCK_SKEW_MS = 5 * 60 * 1000
 LINKAGE_BLOCKS = 4096
 MAX_KEY_EPOCH = 2**31 - 1
 GSS_CODE = re.compile(r"(E0[6-9]|E10|W06)[0-9]{6}")
-AGENCY_ID = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 HEX32 = re.compile(r"[0-9a-f]{32}")
 MATCH_KEY_BYTES = 32
-INGRESS_TOPIC = "ingress."
 
 
 def agency_from_topic(topic: str, prefix: str = "") -> str:
     """The agency whose `ingress.<agency>` topic this is (after the deployment's prefix)."""
-    if not topic.startswith(prefix):
-        raise ValidationError("topic", "does not carry the configured topic prefix")
-    name = topic[len(prefix):]
-    if not name.startswith(INGRESS_TOPIC):
-        raise ValidationError("topic", "is not an ingress.<agency> topic")
-    agency = name[len(INGRESS_TOPIC):]
-    if len(agency) > 64 or AGENCY_ID.fullmatch(agency) is None:
-        raise ValidationError("topic", "agency part is not a lower-case slug")
-    return agency
+    return topics.party_of(topic, topics.Family.INGRESS, prefix)
 
 
 def validate_ingress(event: IngressEvent, topic_agency: str, now_ms: int) -> None:

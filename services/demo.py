@@ -32,6 +32,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from safehub import topics
 from safehub.connection import KafkaConnection
 from safehub.deploy.kafka.launcher import Cluster, free_port, state_root
 from safehub.deploy.registry import ADMIN, Service, load_registry
@@ -329,7 +330,7 @@ def _publish_and_watch(
                                        env, sign_in[0])
     deadline = time.monotonic() + settings.settle_timeout
     positions = ({} if "audit-sink" in settings.skip
-                 else {f"{prefix}audit": pipeline.audit_position(settings.db("audit"))})
+                 else {topics.audit(prefix): pipeline.audit_position(settings.db("audit"))})
     unread = pipeline.wait_settled(admin, prefix, deadline, SETTLE_QUIET_S, check, positions)
     drill: dict[str, Any] | None = None
     if settings.reid_drill and not unread:

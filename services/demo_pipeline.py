@@ -22,6 +22,7 @@ from typing import Any
 from kafka import KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
+from safehub import topics
 from safehub.bus import make_admin, make_consumer, make_producer
 from safehub.connection import KafkaConnection
 from safehub.deploy.access import apply
@@ -139,11 +140,9 @@ Positions = Mapping[str, Callable[[], int]]  # topic -> where a group-less reade
 def _watched(name: str, prefix: str, positions: Positions) -> bool:
     if name in positions:
         return True
-    bare = name[len(prefix):] if name.startswith(prefix) else None
-    if bare is None:
-        return False
-    return bare.startswith(("ingress.", "alerts.", "reid-requests.", "reid-responses.")) \
-        or bare == "correlated"
+    watched = (topics.Family.INGRESS, topics.Family.ALERTS, topics.Family.REID_REQUESTS,
+               topics.Family.REID_RESPONSES, topics.Family.CORRELATED)
+    return any(topics.in_family(name, f, prefix) for f in watched)
 
 
 def audit_position(database_url: str) -> Callable[[], int]:
@@ -295,7 +294,7 @@ def summarise(
     from safehub.consumers.inbox.database import make_engine
     from safehub.consumers.inbox.models import InboxAlert
 
-    alerts = {a.alert_id: a for a in read_alerts(kafka, f"{prefix}correlated")}
+    alerts = {a.alert_id: a for a in read_alerts(kafka, topics.correlated(prefix))}
     by_tier = Counter(a.tier.value for a in alerts.values())
     engine = make_engine(inbox_url)
     try:

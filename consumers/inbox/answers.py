@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from safehub import topics
 from safehub.consumers.inbox.models import InboxReidRequest
 from safehub.consumers.inbox.requests import ReidRequests
 from safehub.errors import ValidationError
@@ -26,10 +27,7 @@ from safehub.services.reid.sealing import SealError, binding, open_sealed
 
 
 def topic_hub(topic: str, prefix: str) -> str:
-    name = topic[len(prefix):] if prefix and topic.startswith(prefix) else topic
-    if not name.startswith("reid-responses."):
-        raise ValidationError("topic", "not a re-identification response topic")
-    return name[len("reid-responses."):]
+    return topics.party_of(topic, topics.Family.REID_RESPONSES, prefix)
 
 
 def check(response: ReidResponse, hub: str, request: InboxReidRequest | None,

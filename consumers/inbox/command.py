@@ -40,11 +40,11 @@ from safehub.consumers.inbox.consumer import Clock, HubInboxes, InboxConsumer, R
 from safehub.consumers.inbox.database import make_engine, migrate
 from safehub.consumers.inbox.requests import ReidRequests
 from safehub.consumers.inbox.store import InboxStore
-from safehub.deploy.acl import alerts, reid_responses, service_group
 from safehub.errors import ConfigError
 from safehub.observability.watch import ServiceWatch
 from safehub.services.audit.journal import AuditJournal
 from safehub.services.reid.sealing import load_private_key
+from safehub.topics import alerts, audit, deadletter, reid_responses, service_group
 
 log = logging.getLogger(__name__)
 DAY_MS = 86_400_000
@@ -112,10 +112,10 @@ def hub_inbox(kafka: KafkaConnection, hub: str, store: InboxStore, prefix: str,
     except BaseException:
         consumer.close()
         raise
-    deadletters = DeadLetterSink(producer, f"{prefix}deadletter")
+    deadletters = DeadLetterSink(producer, deadletter(prefix))
     desk = None if reid_key is None else AnswerDesk(
         hub, ReidRequests(store.engine), reid_key, retention_ms,
-        AuditJournal(producer, f"{prefix}audit", "inbox"))
+        AuditJournal(producer, audit(prefix), "inbox"))
     return InboxConsumer(consumer, store, deadletters, prefix, clock, retry or RetryPolicy(),
                          producer=producer, answers=desk, watch=watch, part=hub)
 

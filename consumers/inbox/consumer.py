@@ -30,6 +30,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from safehub import topics
 from safehub.bus import commit_batches
 from safehub.consumers.deadletter import DeadLetterSink
 from safehub.consumers.inbox.answers import AnswerDesk, topic_hub
@@ -52,10 +53,8 @@ class RetryPolicy:
 
 
 def topic_agency(topic: str, prefix: str) -> str:
-    name = topic[len(prefix):] if prefix and topic.startswith(prefix) else topic
-    if not name.startswith("alerts."):
-        raise ValidationError("topic", "not an alerts topic")
-    return name[len("alerts."):]
+    """The hub of an `alerts.<hub>` topic (its agency in the routing table's words)."""
+    return topics.party_of(topic, topics.Family.ALERTS, prefix)
 
 
 def check(routed: RoutedAlert, agency: str) -> None:

@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from tqdm import tqdm
 
+from safehub import topics
 from safehub.connection import KafkaConnection
 from safehub.errors import BrokerError, ConfigError, StoreError, ValidationError
 from safehub.schemas.codec import decode
@@ -135,14 +136,16 @@ def run_replay(args: argparse.Namespace, settings: AuditSettings) -> int:
     # Loaded here so that a bad file is reported before anything is read (the shards load it
     # again, from the same path).
     override = load_rules(args.rules) if args.rules else None
-    audit_topic, correlated_topic = prefix + "audit", prefix + "correlated"
+    audit_topic, correlated_topic = topics.audit(prefix), topics.correlated(prefix)
     with auditor_client(kafka) as consumer:
-        topics = list_topics(consumer)
-        ingress_topics = ([f"{prefix}ingress.{a}" for a in args.agency] if args.agency
-                          else sorted(t for t in topics if t.startswith(prefix + "ingress.")))
-        routed_topics = sorted(t for t in topics if t.startswith(prefix + "alerts."))
+        found = list_topics(consumer)
+        ingress_topics = ([topics.ingress(prefix, a) for a in args.agency] if args.agency
+                          else sorted(t for t in found
+                                      if topics.in_family(t, topics.Family.INGRESS, prefix)))
+        routed_topics = sorted(t for t in found
+                               if topics.in_family(t, topics.Family.ALERTS, prefix))
         if not ingress_topics:
-            raise BrokerError(f"no {prefix}ingress.* topics to replay")
+            raise BrokerError(f"no {prefix}{topics.Family.INGRESS.stem}* topics to replay")
         # The journal's end offsets are taken first: every event it names was on ingress
         # before it was journalled, so a live system cannot make the ingress snapshot miss one.
         bounds = plan_snapshot(consumer, [([audit_topic], None), ([correlated_topic], None),

@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from safehub import topics
 from safehub.connection import KafkaConnection
 from safehub.deploy.registry import Service
 from safehub.errors import ConfigError
@@ -32,8 +33,9 @@ class AuditSettings:
     prefix: str
     database_url: str
 
-    def topic(self, name: str) -> str:
-        return self.prefix + name
+    @property
+    def audit_topic(self) -> str:
+        return topics.audit(self.prefix)
 
 
 def settings_from_env(principal: str, env: dict[str, str] | None = None) -> AuditSettings:
@@ -143,8 +145,8 @@ def _run_sink(args: argparse.Namespace, settings: AuditSettings) -> int:
         raise ConfigError("checkpoint intervals must be positive")
     sink_settings = SinkSettings(
         kafka=settings.kafka,
-        audit_topic=settings.topic("audit"),
-        deadletter_topic=settings.topic("deadletter"),
+        audit_topic=settings.audit_topic,
+        deadletter_topic=topics.deadletter(settings.prefix),
         database_url=settings.database_url,
         origin=args.origin,
         key_file=args.key_file,

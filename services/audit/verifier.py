@@ -73,7 +73,7 @@ def _topic(settings: AuditSettings) -> list[TopicRecord]:
     return [TopicRecord(r.offset, r.value or b"",
                         next((v.decode("utf-8", "replace") for k, v in r.headers
                               if k == CHECKPOINT_HEADER), None))
-            for r in read_all(settings.kafka, [settings.topic("audit")])]
+            for r in read_all(settings.kafka, [settings.audit_topic])]
 
 
 def run_verify(args: argparse.Namespace, settings: AuditSettings) -> int:

@@ -34,10 +34,10 @@ from typing import Any, NoReturn
 
 import faust
 
+from safehub import topics
 from safehub.bus import make_producer
 from safehub.connection import KafkaConnection
 from safehub.consumers.deadletter import DeadLetterSink
-from safehub.deploy.acl import CORRELATOR_TABLE
 from safehub.errors import SafehubError
 from safehub.observability.watch import ServiceWatch
 from safehub.schemas.codec import decode
@@ -50,10 +50,11 @@ from safehub.services.correlator.offload import Child, Reply
 from safehub.services.correlator.outputs import OutputWriter
 from safehub.services.correlator.processing import SERVICE, Incoming, block_key
 from safehub.services.correlator.stalls import STALL_CHECK_S, StallWatch
+from safehub.topics import CORRELATOR_TABLE
 
 log = logging.getLogger(__name__)
 EXIT_UNRECOVERABLE = 70
-TABLE = CORRELATOR_TABLE  # its changelog topic is deploy.acl.table_changelog(app id)
+TABLE = CORRELATOR_TABLE  # its changelog topic is topics.table_changelog(app id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,12 +163,12 @@ def build_app(
         # Clients are made on first use inside the running worker, never at import or build.
         if "sink" not in holder:
             producer = make_producer(settings.kafka, SERVICE, linger_ms=2)
-            holder["sink"] = DeadLetterSink(producer, settings.prefix + "deadletter")
+            holder["sink"] = DeadLetterSink(producer, topics.deadletter(settings.prefix))
         sink: DeadLetterSink = holder["sink"]
         return sink
 
-    outputs = OutputWriter(settings.kafka, SERVICE, settings.prefix + "correlated",
-                           settings.prefix + "audit", settings.transactional_id)
+    outputs = OutputWriter(settings.kafka, SERVICE, topics.correlated(settings.prefix),
+                           topics.audit(settings.prefix), settings.transactional_id)
 
     async def close_outputs(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         if "pipeline" in holder:

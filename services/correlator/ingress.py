@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 import faust
 from kafka.errors import KafkaError
 
+from safehub import topics
 from safehub.bus import make_admin
 from safehub.connection import KafkaConnection
 from safehub.errors import BrokerError
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def ingress_pattern(prefix: str) -> re.Pattern[str]:
-    return re.compile("^" + re.escape(prefix) + r"ingress\..*")
+    return re.compile("^" + re.escape(prefix + topics.Family.INGRESS.stem) + ".*")
 
 
 def partition_counts(kafka: KafkaConnection) -> dict[str, int]:
@@ -40,12 +41,12 @@ def partition_counts(kafka: KafkaConnection) -> dict[str, int]:
     (those it has rights on: the broker leaves the others out)."""
     admin = make_admin(kafka, "safehub-correlator-admin")
     try:
-        topics = admin.describe_topics()
+        described = admin.describe_topics()
     except KafkaError as exc:
         raise BrokerError(f"cannot list topics at {kafka.bootstrap}: {exc}") from exc
     finally:
         admin.close()
-    return {t["name"]: len(t["partitions"]) for t in topics if not t.get("error_code")}
+    return {t["name"]: len(t["partitions"]) for t in described if not t.get("error_code")}
 
 
 def list_ingress(kafka: KafkaConnection, prefix: str) -> list[str]:

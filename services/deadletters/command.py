@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from safehub import topics
 from safehub.bus import make_producer
 from safehub.connection import KafkaConnection
 from safehub.deploy.acl import replay_targets
@@ -49,7 +50,7 @@ class DeadletterSettings:
 
     @property
     def topic(self) -> str:
-        return f"{self.prefix}deadletter"
+        return topics.deadletter(self.prefix)
 
 
 def settings_from_env(registry_file: str | None,
@@ -214,7 +215,7 @@ def _replay(args: argparse.Namespace, settings: DeadletterSettings, contents: dl
     principal = settings.kafka.principal
     actor = operator_name(args.by, principal)
     producer = make_producer(settings.kafka, "safehub-deadletter-replay")
-    replayer = Replayer(producer, AuditJournal(producer, f"{settings.prefix}audit", principal),
+    replayer = Replayer(producer, AuditJournal(producer, topics.audit(settings.prefix), principal),
                         settings.topic, actor)
     done = 0
     try:

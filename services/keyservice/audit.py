@@ -9,6 +9,7 @@ import threading
 
 from kafka import KafkaProducer
 
+from safehub import topics
 from safehub.bus import make_producer
 from safehub.connection import KafkaConnection
 from safehub.deploy.registry import Service
@@ -32,7 +33,8 @@ class KafkaAudit:
 
     @classmethod
     def connect(cls, kafka: KafkaConnection, prefix: str = "") -> KafkaAudit:
-        return cls(make_producer(kafka, client_id=f"{prefix}keyservice"), f"{prefix}audit")
+        return cls(make_producer(kafka, client_id=f"{prefix}keyservice"),
+                   topics.audit(prefix))
 
     def __call__(self, refusal: Refusal, epoch: int) -> None:
         with self._lock:

@@ -48,11 +48,11 @@ from types import FrameType
 
 from kafka import KafkaProducer
 
+from safehub import topics
 from safehub.bus import make_consumer, make_producer
 from safehub.connection import KafkaConnection, connections_from_env
 from safehub.consumers.deadletter import DeadLetterSink
 from safehub.consumers.inbox.consumer import RetryPolicy
-from safehub.deploy.acl import reid_requests, service_group
 from safehub.deploy.registry import REGISTRY_FILE, Kind, Registry, load_registry
 from safehub.errors import ConfigError
 from safehub.observability.watch import ServiceWatch, beating_server
@@ -65,6 +65,7 @@ from safehub.services.reid.office import Office
 from safehub.services.reid.store import RequestStore
 from safehub.services.web.pages import PLAIN_HTTP_FLAG, Tls, server_config, serving_tls
 from safehub.services.web.users import Directory, User, load_users
+from safehub.topics import reid_requests, service_group
 
 log = logging.getLogger(__name__)
 SERVICE = "reid"
@@ -216,7 +217,7 @@ def build(settings: ReidSettings, clock: Callable[[], int] = wall_clock_ms,
                                      client_id=f"safehub-reid-{agency}")
             desks.offices[agency] = office
             desks.listeners[agency] = RequestListener(
-                consumer, office, DeadLetterSink(producer, f"{settings.prefix}deadletter"),
+                consumer, office, DeadLetterSink(producer, topics.deadletter(settings.prefix)),
                 settings.registry.hubs, retry or RetryPolicy(), watch)
     except BaseException:
         desks.close()

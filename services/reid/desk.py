@@ -20,16 +20,15 @@ import hmac
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
+from safehub import topics
 from safehub.errors import ConfigError, SafehubError, ValidationError
 from safehub.producers.records import ChildIdentity
 from safehub.producers.vault import Reidentification
 from safehub.schemas.records import ReidRequest, ReidResponse
-from safehub.schemas.validation import AGENCY_ID
 from safehub.schemas.vocabulary import DeclineReason, ReidOutcome
 from safehub.services.reid.casefile import CaseFile
 from safehub.services.reid.sealing import SharedIdentity
 
-REQUESTS_TOPIC = "reid-requests."
 # The officer who answered "not found": nobody did, the service answered at once.
 AUTOMATIC = "reid-service"
 
@@ -66,15 +65,7 @@ class HandleRecords:
 
 def agency_from_topic(topic: str, prefix: str) -> str:
     """The agency whose `reid-requests.<agency>` topic this is."""
-    if not topic.startswith(prefix):
-        raise ValidationError("topic", "does not carry the configured topic prefix")
-    name = topic[len(prefix):]
-    if not name.startswith(REQUESTS_TOPIC):
-        raise ValidationError("topic", "is not a reid-requests.<agency> topic")
-    agency = name[len(REQUESTS_TOPIC):]
-    if len(agency) > 64 or AGENCY_ID.fullmatch(agency) is None:
-        raise ValidationError("topic", "agency part is not a lower-case slug")
-    return agency
+    return topics.party_of(topic, topics.Family.REID_REQUESTS, prefix)
 
 
 def check_request(request: ReidRequest, topic_agency: str, hubs: Collection[str],

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from kafka import KafkaProducer
 
+from safehub import topics
 from safehub.bus import send_and_confirm
-from safehub.deploy.acl import reid_responses
 from safehub.errors import ConfigError, ValidationError
 from safehub.producers.vault import Reidentification
 from safehub.schemas.codec import encode
@@ -32,6 +32,7 @@ from safehub.services.reid.casefile import CaseFile
 from safehub.services.reid.desk import AlreadyDecided, DeskError, HandleRecords
 from safehub.services.reid.sealing import binding, load_public_key, seal
 from safehub.services.reid.store import PENDING, UNKNOWN, RequestStore, StoredRequest
+from safehub.topics import reid_responses
 
 Clock = Callable[[], int]
 Resolve = Callable[[str, str], Reidentification | None]
@@ -72,7 +73,7 @@ class Office:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        self.journal = AuditJournal(self.producer, f"{self.prefix}audit",
+        self.journal = AuditJournal(self.producer, topics.audit(self.prefix),
                                     audit_service(self.agency_id))
 
     def registered_key(self, hub_id: str) -> bytes:
