@@ -42,6 +42,7 @@ from typing import Any
 
 from kafka import TopicPartition
 
+from safehub import topics
 from safehub.bus import make_consumer, make_producer, send_all
 from safehub.connection import KafkaConnection
 from safehub.deploy.access import apply
@@ -122,9 +123,9 @@ def bench_core(n_events: int) -> dict[str, float]:
     }
 
 
-def _read_all(kafka: KafkaConnection, topics: list[str], expected: int) -> float:
+def _read_all(kafka: KafkaConnection, names: list[str], expected: int) -> float:
     consumer = make_consumer(kafka, None, client_id="bench-plain")
-    tps = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
+    tps = [TopicPartition(t, p) for t in names for p in range(PARTITIONS)]
     consumer.assign(tps)
     consumer.seek_to_beginning()
     got = 0
@@ -145,7 +146,8 @@ def bench_namespace(admin: KafkaConnection, prefix: str) -> Registry:
     registry = Registry(validate((*parties, Party("csc-b", Kind.HUB), *SERVICES), "bench"))
     specs = registry_specs(registry, broker_count(admin), prefix)
     for spec in specs:
-        if ".ingress." in spec.name or spec.name.endswith("changelog"):
+        if (topics.in_family(spec.name, topics.Family.INGRESS, prefix)
+                or spec.name == topics.changelog_topic(prefix)):
             assert spec.partitions == PARTITIONS, spec
     create_topics(admin, specs)
     apply(admin, registry, prefix)
@@ -154,7 +156,7 @@ def bench_namespace(admin: KafkaConnection, prefix: str) -> Registry:
 
 def bench_processor(admin: KafkaConnection, n_events: int) -> dict[str, float]:
     prefix = f"bench{uuid.uuid4().hex[:8]}."
-    ingress = [f"{prefix}ingress.{a}" for a in AGENCIES]
+    ingress = [topics.ingress(prefix, a) for a in AGENCIES]
     bench_namespace(admin, prefix)
     try:
         return _bench_processor(admin, prefix, ingress, n_events)
@@ -169,7 +171,7 @@ def _bench_processor(admin: KafkaConnection, prefix: str, ingress: list[str],
     events = population(n_events, children=max(1000, n_events // 10))
     for agency in AGENCIES:  # each agency publishes its own events, as itself
         producer = make_producer(admin.as_principal(agency), "bench-correlation", linger_ms=20)
-        send_all(producer, [(f"{prefix}ingress.{e.agency_id}",
+        send_all(producer, [(topics.ingress(prefix, e.agency_id),
                              e.subject.linkage_block.to_bytes(4, "big"), encode(e), None)
                             for e in events if e.agency_id == agency])
         producer.close()
@@ -185,7 +187,7 @@ def _bench_processor(admin: KafkaConnection, prefix: str, ingress: list[str],
             proc = subprocess.Popen([sys.executable, "-m", "safehub.cli", "correlator"],
                                     env=env, stdout=out, stderr=subprocess.STDOUT)
             try:
-                first, last, alerts = _watch_audit(admin, f"{prefix}audit", n_events, proc,
+                first, last, alerts = _watch_audit(admin, topics.audit(prefix), n_events, proc,
                                                    log)
             finally:
                 proc.send_signal(signal.SIGTERM)

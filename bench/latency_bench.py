@@ -37,6 +37,7 @@ from typing import Any
 import sqlalchemy as sa
 from kafka import TopicPartition
 
+from safehub import topics
 from safehub.bus import make_consumer, make_producer
 from safehub.connection import KafkaConnection
 from safehub.deploy.access import apply
@@ -240,8 +241,8 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
         warm_events = set(list(published)[:measured_from])
         latencies: list[int] = []
         hops: dict[str, list[int]] = {"correlator": [], "router": [], "inbox": []}
-        correlated = topic_times(admin, prefix + "correlated")
-        routed = topic_times(admin, prefix + "alerts.csc-leeds")
+        correlated = topic_times(admin, topics.correlated(prefix))
+        routed = topic_times(admin, topics.alerts(prefix, "csc-leeds"))
         for alert_id, (received, events) in by_alert.items():
             if set(events) & warm_events or not all(e in published for e in events):
                 continue

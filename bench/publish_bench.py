@@ -58,6 +58,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from safehub import topics
 from safehub.bus import make_producer
 from safehub.connection import KafkaConnection
 from safehub.deploy.access import apply
@@ -245,7 +246,7 @@ def main() -> int:
 
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     agencies = [AGENCY, *(e.agency for e in population)]
-    create_topics(admin, [TopicSpec(prefix + f"ingress.{a}", 6, 1, {}) for a in agencies])
+    create_topics(admin, [TopicSpec(topics.ingress(prefix, a), 6, 1, {}) for a in agencies])
     apply(admin, Registry(validate(
         (Party(AGENCY, Kind.AGENCY, Sector.POLICE),
          *(Party(e.agency, Kind.AGENCY, e.sector) for e in population),

@@ -48,6 +48,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from safehub import topics
 from safehub.bus import make_producer
 from safehub.connection import KafkaConnection
 from safehub.deploy.access import apply
@@ -75,7 +76,8 @@ def bench_namespace(admin: KafkaConnection, prefix: str) -> None:
     """The bench registry's topics (ingress with PARTITIONS partitions, as topics.toml has
     it), its principals' credentials and their ACLs under `prefix`, made as the admin."""
     specs = registry_specs(REGISTRY, broker_count(admin), prefix)
-    assert all(s.partitions == PARTITIONS for s in specs if ".ingress." in s.name), specs
+    assert all(s.partitions == PARTITIONS for s in specs
+               if topics.in_family(s.name, topics.Family.INGRESS, prefix)), specs
     create_topics(admin, specs)
     apply(admin, REGISTRY, prefix)
 TARGET_EVENTS_PER_S = 50_000
@@ -95,7 +97,7 @@ def _event(i: int) -> WarningSignEvent:
 
 def fill(admin: KafkaConnection, prefix: str, n: int) -> int:
     bench_namespace(admin, prefix)
-    topic = f"{prefix}ingress.{AGENCY}"
+    topic = topics.ingress(prefix, AGENCY)
     producer = make_producer(admin.as_principal(AGENCY), "replay-bench", linger_ms=20,
                              batch_size=512 * 1024)
     size = 0
@@ -197,20 +199,20 @@ def fill_pipeline(admin: KafkaConnection, prefix: str, n: int) -> tuple[int, int
                            batch_size=512 * 1024)
     producer = make_producer(admin.as_principal("correlator"), "replay-bench", linger_ms=20,
                              batch_size=512 * 1024)
-    journal = AuditJournal(producer, prefix + "audit", "correlator")
+    journal = AuditJournal(producer, topics.audit(prefix), "correlator")
     states: dict[int, BlockState] = {}
     alerts = 0
     for i in range(n):
         event = _child_event(i)
         raw = encode(event)
         block = event.subject.linkage_block
-        agency.send(prefix + "ingress.police-bench", key=block.to_bytes(4, "big"), value=raw)
+        agency.send(topics.ingress(prefix, AGENCY), key=block.to_bytes(4, "big"), value=raw)
         states[block], raised = step(rules, states.get(block) or initial_state(), event)
         journal.record(AuditAction.EVENT_ACCEPTED, event.event_id, event.agency_id,
                        hashlib.sha256(raw).digest(), event.reported_at)
         for alert in raised:
             data = encode(alert)
-            producer.send(prefix + "correlated", key=alert.cluster_id.encode(), value=data)
+            producer.send(topics.correlated(prefix), key=alert.cluster_id.encode(), value=data)
             journal.record(AuditAction.ALERT_EMITTED, alert.alert_id, "correlator",
                            hashlib.sha256(data).digest(), alert.raised_at)
             alerts += 1
@@ -242,10 +244,10 @@ def full_replay(auditor: KafkaConnection, prefix: str, report: Path, workers: in
     if code != 0:
         raise SystemExit(f"replay did not match: {result}")
 
-    audit = [r.value or b"" for r in read_all(auditor, [prefix + "audit"])]
-    alerts = [(str(r.offset), r.value) for r in read_all(auditor, [prefix + "correlated"])]
+    audit = [r.value or b"" for r in read_all(auditor, [topics.audit(prefix)])]
+    alerts = [(str(r.offset), r.value) for r in read_all(auditor, [topics.correlated(prefix)])]
     ingress = {hashlib.sha256(r.value).digest(): (r.value, r.key)
-               for r in read_all(auditor, [prefix + "ingress.police-bench"]) if r.value}
+               for r in read_all(auditor, [topics.ingress(prefix, AGENCY)]) if r.value}
     t = time.perf_counter()
     cpu_report = ReplayReport()
     shards = split(audit, alerts, ingress, shard_count(len(ingress), 1), None, cpu_report)
@@ -296,7 +298,7 @@ def main() -> None:
         topic, avg = args.topic, len(encode(_event(0)))
     else:
         prefix = f"bench-{uuid.uuid4().hex[:8]}."
-        topic = f"{prefix}ingress.{AGENCY}"
+        topic = topics.ingress(prefix, AGENCY)
         t = time.perf_counter()
         avg = fill(admin, prefix, args.events)
         print(f"filled {topic} with {args.events} events of ~{avg} bytes "

@@ -9,11 +9,13 @@ from dataclasses import dataclass
 
 import pytest
 
+from safehub import topics
 from safehub.connection import KafkaConnection
 from safehub.deploy.access import apply
 from safehub.deploy.registry import ADMIN, Kind, Party, Registry, load_registry, validate
 from safehub.deploy.topics import TopicSpec, create_topics, registry_specs
 from safehub.schemas.vocabulary import Sector
+from safehub.topics import Family
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +49,23 @@ class Namespace:
         return self.kafka.as_principal(principal)
 
     def topic(self, name: str) -> str:
+        """Any name under this namespace's prefix (prefer the named topics below)."""
         return self.prefix + name
+
+    @property
+    def audit(self) -> str:
+        return topics.audit(self.prefix)
+
+    @property
+    def deadletter(self) -> str:
+        return topics.deadletter(self.prefix)
+
+    @property
+    def correlated(self) -> str:
+        return topics.correlated(self.prefix)
+
+    def ingress(self, agency: str) -> str:
+        return topics.ingress(self.prefix, agency)
 
     def env(self, principal: str) -> dict[str, str]:
         """What a service started as a child process needs to run as this principal here."""
@@ -77,9 +95,11 @@ def secure_namespace(kafka: KafkaConnection) -> Callable[..., Namespace]:
         prefix = "t" + uuid.uuid4().hex[:10] + "."
         specs = registry_specs(registry, 1, prefix)
         if partitions is not None:
-            specs = [TopicSpec(s.name, partitions if ".ingress." in s.name
-                               or s.name.endswith("changelog") else s.partitions,
-                               1, s.config) for s in specs]
+            # The correlator's table is co-partitioned with the ingress topics.
+            table = topics.changelog_topic(prefix)
+            specs = [TopicSpec(s.name, partitions if s.name == table
+                               or topics.in_family(s.name, Family.INGRESS, prefix)
+                               else s.partitions, 1, s.config) for s in specs]
         create_topics(kafka, specs)
         apply(kafka, registry, prefix)
         return Namespace(kafka, prefix, registry)
