@@ -1,12 +1,14 @@
 """The hub's JSON API under generated requests (issue 21, "Web"): schemathesis drives every
 operation of the API's own OpenAPI description, signed in as a user of one hub, against a
-real inbox database (SQLite) that holds alerts of two hubs.
+real inbox database (SQLite, and PostgreSQL in a schema of its own) that holds alerts of two
+hubs.
 
 Properties, for every generated request: no 5xx; the answer conforms to the description (status
-code, content type, body schema); and no answer ever carries the other hub's alert ids,
-notification ids or evidence ids. Each request is also replayed with its `notification_id`
-set to an alert of this hub and to one of the other hub, so the scoping is exercised on
-rows that exist, not only on random strings.
+code, content type, body schema); no answer ever carries the other hub's alert ids,
+notification ids, evidence ids or re-identification request ids; and every POST sent again
+with another site's Origin (the user's cookie still on it) is refused 403. Each request is
+also replayed with its `notification_id` set to an alert of this hub and to one of the other
+hub, so the scoping is exercised on rows that exist, not only on random strings.
 
 The schema is taken from the app object (`app.openapi()`), not fetched from /openapi.json:
 the test must not depend on that path being public, and it describes the same routes.
@@ -14,8 +16,8 @@ The audit journal and the ack and request publishers are recording fakes (the `A
 publisher protocols): this test is about the HTTP surface and the database, and the broker
 side of each of them is covered by tests/integration/test_hub_audit.py and test_reid_hub.py.
 
-Bounded: 25 examples per operation (7 operations, about 5 s in all), derandomized (a fixed
-seed), no example database; the module has a 180 s timeout.
+Bounded: 25 examples per operation (7 operations, a few seconds per database), derandomized
+(a fixed seed), no example database; the module has a 180 s timeout.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from safehub.services.web.app import create_app
 from safehub.services.web.hub import Hub, Outlet
 from safehub.services.web.reidentification import HubKeys, HubReidentification
 from safehub.services.web.users import Directory, User, hash_password
+from tests.contract.conftest import fresh_postgres_schema
 from tests.contract.samples import AT, correlated
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -84,10 +87,19 @@ class Site:
     secrets: frozenset[str]  # every id of the other hub's alerts
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[str]:
+    """An empty inbox database of either kind (PostgreSQL: a schema of its own)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('schemathesis') / 'inbox.db'}"
+        return
+    yield from fresh_postgres_schema(request.getfixturevalue("postgres_url"))
+
+
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    where = tmp_path_factory.mktemp("schemathesis")
-    store = InboxStore(make_engine(f"sqlite:///{where / 'inbox.db'}"))
+def site(database: str) -> Iterator[Site]:
+    store = InboxStore(make_engine(database))
     migrate(store.engine)
     own = [routed(n, HUB) for n in range(1, PER_HUB + 1)]
     # Other numbers, so the other hub's alert and evidence ids differ from this hub's.
@@ -132,6 +144,11 @@ def check(site: Site, case: Any, response: Any) -> None:
 
 def exercise(site: Site, case: Any) -> None:
     check(site, case, case.call(cookies=site.cookie))
+    if case.method.upper() == "POST":
+        # The same POST from another site's page, with the user's cookie: refused before any
+        # route runs (the CSRF rule for the JSON API is the Origin check).
+        refused = case.call(cookies=site.cookie, headers={"Origin": "https://elsewhere.example"})
+        assert refused.status_code == 403, (case.formatted_path, refused.status_code)
     if "notification_id" in (case.path_parameters or {}):
         # The same request about an alert that exists, of this hub and of the other.
         pick = int(hashlib.sha256(repr(case.body).encode()).hexdigest(), 16)
