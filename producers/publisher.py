@@ -82,10 +82,19 @@ class Undelivered:
 Outcome = DeliveryReport | Rejected | Undelivered
 
 
+FIRST_BATCH = 250
+
+
 def _batches(items: Iterable[AgencyRecord], size: int) -> Iterator[list[AgencyRecord]]:
+    """Batches that start small and double up to `size`: the keys of the next batch are
+    derived while this one is sent, and nothing is sent before the first batch's keys exist,
+    so a small first batch starts the overlap early (with the key service, deriving a batch
+    takes about four times as long as sending it: most exports are one or two batches)."""
     it = iter(items)
-    while chunk := list(islice(it, size)):
+    step = min(size, FIRST_BATCH)
+    while chunk := list(islice(it, step)):
         yield chunk
+        step = min(size, step * 2)
 
 
 class Publisher:
