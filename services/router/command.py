@@ -55,7 +55,6 @@ from safehub.bus import make_consumer, make_producer
 from safehub.connection import KafkaConnection
 from safehub.consumers.deadletter import DeadLetterSink
 from safehub.consumers.inbox.database import make_engine
-from safehub.deploy.acl import service_group
 from safehub.deploy.registry import Service
 from safehub.errors import BrokerError, ConfigError
 from safehub.observability.watch import ServiceWatch
@@ -69,6 +68,7 @@ from safehub.services.router.service import (
 )
 from safehub.services.router.store import RouterStore
 from safehub.services.router.table import DEFAULT_ROUTING_PATH, load_routing_table
+from safehub.topics import audit, deadletter, service_group
 
 log = logging.getLogger(__name__)
 TOPIC_WAIT_S = 10.0
@@ -158,8 +158,8 @@ def build(settings: RouterSettings, watch: ServiceWatch | None = None) -> Router
         raise
     producer = make_producer(settings.kafka, "safehub-router", **PRODUCER_SETTINGS)
     router = Router(table, consumer, producer, store,
-                    AuditJournal(producer, f"{settings.prefix}audit", "router"),
-                    DeadLetterSink(producer, f"{settings.prefix}deadletter"),
+                    AuditJournal(producer, audit(settings.prefix), "router"),
+                    DeadLetterSink(producer, deadletter(settings.prefix)),
                     settings.prefix, wall_clock_ms, watch)
     router.max_outage_s = settings.max_outage_s
     return router

@@ -24,7 +24,6 @@ from kafka.errors import KafkaError, KafkaTimeoutError
 
 from safehub.bus import commit_batches
 from safehub.consumers.deadletter import DeadLetterSink
-from safehub.deploy.acl import acks, alerts
 from safehub.errors import BrokerError, StoreError, ValidationError
 from safehub.observability.watch import ServiceWatch
 from safehub.schemas.codec import decode, encode
@@ -35,6 +34,7 @@ from safehub.services.router import core
 from safehub.services.router.core import ClusterState, Notification
 from safehub.services.router.store import RouterStore
 from safehub.services.router.table import RoutingTable
+from safehub.topics import acks, alerts, audit, correlated, deadletter
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +67,12 @@ class Outage:
 
 def input_topics(table: RoutingTable, prefix: str) -> list[str]:
     """`correlated` and the ack topic of every hub the router may send an alert to."""
-    return [f"{prefix}correlated", *(acks(prefix, hub) for hub in sorted(table.receivers()))]
+    return [correlated(prefix), *(acks(prefix, hub) for hub in sorted(table.receivers()))]
 
 
 def output_topics(table: RoutingTable, prefix: str) -> list[str]:
-    return [*(alerts(prefix, hub) for hub in sorted(table.receivers())), f"{prefix}audit",
-            f"{prefix}deadletter"]
+    return [*(alerts(prefix, hub) for hub in sorted(table.receivers())), audit(prefix),
+            deadletter(prefix)]
 
 
 class Router:
@@ -110,7 +110,7 @@ class Router:
 
     @property
     def correlated_topic(self) -> str:
-        return f"{self._prefix}correlated"
+        return correlated(self._prefix)
 
     def _schedule(self, cluster_id: str, state: ClusterState) -> None:
         wake = core.next_wakeup(self._table, state)

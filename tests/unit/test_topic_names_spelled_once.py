@@ -27,9 +27,6 @@ HOME = PACKAGE / "topics.py"
 
 # path (relative to the package, or to the repository for tests) -> why it may still spell one.
 ALLOWED: dict[str, str] = {
-    # REMAINING, owned by helper H9 (router fault handling, in progress): not yet moved.
-    "services/router/service.py": "H9 owns the router; to move to safehub.topics",
-    "services/router/command.py": "H9 owns the router; to move to safehub.topics",
     # REMAINING, owned by helper H8 (hub web app): not yet moved.
     "services/web/command.py": "H8 owns the hub web app; to move to safehub.topics",
 }
