@@ -45,6 +45,8 @@ class Family(Enum):
     CORRELATED = ("correlated", Owner.SHARED)
     AUDIT = ("audit", Owner.SHARED)
     DEADLETTER = ("deadletter", Owner.SHARED)
+    # With the correlator's default app id, the one the ACLs allow; table_changelog(app id) names
+    # the changelog of a worker given another (SAFEHUB_CORRELATOR_APP_ID).
     CHANGELOG = (f"{CORRELATOR}-{CORRELATOR_TABLE}-changelog", Owner.SHARED)
 
     def __init__(self, base: str, owner: Owner) -> None:
