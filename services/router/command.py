@@ -60,6 +60,7 @@ from safehub.errors import BrokerError, ConfigError
 from safehub.observability.watch import ServiceWatch
 from safehub.services.audit.journal import AuditJournal
 from safehub.services.router.service import (
+    CONSUMER_SETTINGS,
     PRODUCER_SETTINGS,
     OutageTooLong,
     Router,
@@ -136,7 +137,8 @@ def build(settings: RouterSettings, watch: ServiceWatch | None = None) -> Router
     table = load_routing_table(settings.routing_table)
     store = RouterStore(make_engine(settings.database_url))
     store.migrate()
-    consumer = make_consumer(settings.kafka, settings.group_id, client_id="safehub-router")
+    consumer = make_consumer(settings.kafka, settings.group_id, client_id="safehub-router",
+                             **CONSUMER_SETTINGS)
     needed = [*input_topics(table, settings.prefix), *output_topics(table, settings.prefix)]
     try:
         # ACLs applied a moment ago may not have reached the broker's authorizer yet (a

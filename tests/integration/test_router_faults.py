@@ -38,6 +38,7 @@ from safehub.schemas.records import CorrelatedAlert, Evidence, ReidentificationR
 from safehub.schemas.vocabulary import Sector, Sign, Tier
 from safehub.services.audit.journal import AuditJournal
 from safehub.services.router.service import (
+    CONSUMER_SETTINGS,
     PRODUCER_SETTINGS,
     Router,
     input_topics,
@@ -88,7 +89,8 @@ def make_router(kafka: KafkaConnection, prefix: str, url: str, clock: Clock,
     store.migrate()
     producer = make_producer(kafka, client, **PRODUCER_SETTINGS)
     consumer = make_consumer(kafka, service_group(prefix, "router"),
-                             input_topics(TABLE, prefix), client_id=client)
+                             input_topics(TABLE, prefix), client_id=client,
+                             **CONSUMER_SETTINGS)
     return Router(TABLE, consumer, producer, store,
                   AuditJournal(producer, f"{prefix}audit", "router"),
                   DeadLetterSink(producer, f"{prefix}deadletter"), prefix, clock)
