@@ -278,7 +278,7 @@ def test_a_hub_asks_two_agencies_one_approves_one_declines(world: dict, browser)
 
     # The audit log, as the auditor reads it: every step, in order.
     ns = world["ns"]
-    audit = TopicReader(ns.connection("auditor"), ns.topic("audit"))
+    audit = TopicReader(ns.connection("auditor"), ns.audit)
     steps = [AuditAction.REIDENTIFICATION_REQUESTED, AuditAction.REIDENTIFICATION_RECEIVED,
              AuditAction.REIDENTIFICATION_APPROVED, AuditAction.REIDENTIFICATION_DECLINED,
              AuditAction.REIDENTIFICATION_DELIVERED, AuditAction.REIDENTIFICATION_VIEWED]

@@ -303,7 +303,7 @@ def test_every_principal_may_do_exactly_what_its_job_needs(secure_namespace):
                     wrong.append(f"{principal} {op} {topic}: expected "
                                  f"{'allowed' if want else 'refused'}, got {outcome.detail}")
     # Admin may delete: last, on one topic, so that every other row saw every topic.
-    victim = ns.topic("deadletter")
+    victim = ns.deadletter
     make_admin(ns.kafka).delete_topics([victim], timeout_ms=10_000)
     rows += 1
     assert not wrong, f"{len(wrong)} of {rows} rows wrong:\n" + "\n".join(wrong[:60])
@@ -321,7 +321,7 @@ def test_groups_and_transactional_ids_are_their_owners_only(secure_namespace):
         readable = [t for t in all_topics(registry, ns.prefix)
                     if "consume" in expected(registry, ns.prefix, principal, t)]
         for owner, group in own_group.items():
-            consumer = make_consumer(conn, group, readable[:1] or [ns.topic("audit")],
+            consumer = make_consumer(conn, group, readable[:1] or [ns.audit],
                                      client_id="matrix-group")
             try:
                 outcome = _try(lambda c=consumer: c.poll(timeout_ms=3000)
@@ -372,7 +372,7 @@ def test_apply_is_idempotent_and_revokes_what_the_registry_drops(secure_namespac
     assert dropped.deleted == 10 and dropped.created == 0
     assert dropped.revoked == ("police-leaving",)
     assert mine("police-leaving") == set()
-    assert ns.topic("ingress.police-leaving") not in mine("correlator")
+    assert ns.ingress("police-leaving") not in mine("correlator")
     assert mine("police-keep") == {ns.topic(t) for t in (
         "ingress.police-keep", "reid-requests.police-keep", "reid-responses.csc-keep", "audit",
         "deadletter", "police-keep")}

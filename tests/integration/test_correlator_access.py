@@ -106,12 +106,12 @@ def test_no_one_else_can_use_the_correlators_transactional_ids_or_write_its_topi
             for tid in (mine, f"{group}-anything"):
                 with pytest.raises(TransactionalIdAuthorizationFailed):
                     asyncio.run(open_transaction(ns.connection(attacker), tid,
-                                                 ns.topic("correlated")))
+                                                 ns.correlated))
 
         # Forged alerts, or garbage in the table's changelog that a recovering worker would
         # take for block states.
         for attacker in OTHERS:
-            for topic in (ns.topic("correlated"), changelog_topic(prefix)):
+            for topic in (ns.correlated, changelog_topic(prefix)):
                 with pytest.raises(BrokerError) as refused:
                     write(ns.connection(attacker), topic)
                 assert isinstance(refused.value.__cause__, TopicAuthorizationFailedError), \

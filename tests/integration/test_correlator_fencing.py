@@ -42,7 +42,7 @@ class Topics:
         self.ns = ns
         self.correlator = ns.connection("correlator")
         self.admin = ns.kafka
-        self.correlated, self.audit = ns.topic("correlated"), ns.topic("audit")
+        self.correlated, self.audit = ns.correlated, ns.audit
         self.states = changelog_topic(ns.prefix)
         self.tid = transactional_id(correlator_group(ns.prefix), "w1")
 

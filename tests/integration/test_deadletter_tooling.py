@@ -105,7 +105,7 @@ def test_a_fixed_dead_letter_is_replayed_correlated_once_and_audited(
     registry_file = tmp_path / "agencies.toml"
     registry_file.write_text(registry_toml(registry))
     operator = Operator(ns, registry_file)
-    ingress, deadletter = ns.topic(f"ingress.{AGENCY}"), ns.topic("deadletter")
+    ingress, deadletter = ns.ingress(AGENCY), ns.deadletter
 
     ev = event()
     value = encode(ev)
@@ -115,8 +115,8 @@ def test_a_fixed_dead_letter_is_replayed_correlated_once_and_audited(
 
     correlator = correlator_factory(ns)
     correlator.start()
-    audit = TopicReader(ns.kafka, ns.topic("audit"))
-    correlated = TopicReader(ns.kafka, ns.topic("correlated"))
+    audit = TopicReader(ns.kafka, ns.audit)
+    correlated = TopicReader(ns.kafka, ns.correlated)
     letters = TopicReader(ns.kafka, deadletter)
     replayed_copies = TopicReader(ns.kafka, ingress)
     agency = make_producer(ns.connection(AGENCY), "test-agency")

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 def test_faust_agent_consumes_and_produces(secure_namespace, tmp_path):
     ns = secure_namespace(agencies={"police-a": "POLICE"}, hubs=["csc-a"], partitions=2)
-    src, dst = ns.topic("ingress.police-a"), ns.topic("correlated")
+    src, dst = ns.ingress("police-a"), ns.correlated
     env = {
         **os.environ,
         **ns.env("correlator"),

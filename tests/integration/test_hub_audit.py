@@ -67,7 +67,7 @@ def test_a_decision_whose_audit_entry_is_refused_is_not_stored(
     assert store.unpublished_acks() == []
 
     # With the log reachable, the same decision is logged, then stored.
-    audit_topic = ns.topic("audit")
+    audit_topic = ns.audit
     hub = Hub(store, {AGENCY: Outlet(AuditJournal(producer, audit_topic, "web"), publisher)},
               lambda: NOW)
     outcome = hub.act(user, note.notification_id, Decision.STRATEGY_MEETING)
@@ -111,7 +111,7 @@ def test_a_decision_the_broker_could_not_take_is_published_once_it_can(
     leeds_user, bradford_user = User("sw-leeds-1", AGENCY, "-"), User("sw-brad-1", OTHER, "-")
     producers = {h: make_producer(ns.connection(h), f"test-hub-outbox-{h}", max_block_ms=2000)
                  for h in (AGENCY, OTHER)}
-    outlets = {h: Outlet(AuditJournal(p, ns.topic("audit"), "web"),
+    outlets = {h: Outlet(AuditJournal(p, ns.audit, "web"),
                          KafkaAckPublisher(p, acks(prefix, h), timeout_s=5))
                for h, p in producers.items()}
     hub = Hub(store, outlets, lambda: NOW)

@@ -145,7 +145,7 @@ class Topics:
 @pytest.fixture
 def topics(secure_namespace: Callable[..., Namespace]) -> Topics:
     ns = secure_namespace(hubs=[AGENCY, OTHER])
-    return Topics(ns, ns.prefix, alerts(ns.prefix, AGENCY), ns.topic("deadletter"),
+    return Topics(ns, ns.prefix, alerts(ns.prefix, AGENCY), ns.deadletter,
                   service_group(ns.prefix, AGENCY))
 
 

@@ -66,7 +66,7 @@ class Hub:
 @pytest.fixture
 def hub(secure_namespace: Callable[..., Namespace]) -> Hub:
     ns = secure_namespace(hubs=[AGENCY])
-    return Hub(ns, alerts(ns.prefix, AGENCY), ns.topic("deadletter"),
+    return Hub(ns, alerts(ns.prefix, AGENCY), ns.deadletter,
                service_group(ns.prefix, AGENCY))
 
 

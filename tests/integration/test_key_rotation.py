@@ -198,8 +198,8 @@ def test_a_childs_history_survives_a_key_rotation(
     ns = namespace
     correlator = correlator_factory(ns)
     correlator.start()
-    audit = TopicReader(ns.kafka, ns.topic("audit"))
-    correlated = TopicReader(ns.kafka, ns.topic("correlated"))
+    audit = TopicReader(ns.kafka, ns.audit)
+    correlated = TopicReader(ns.kafka, ns.correlated)
     police = Agency(POLICE, Sector.POLICE, ns, keyservice, tmp_path, monkeypatch)
     health = Agency(HEALTH, Sector.HEALTH, ns, keyservice, tmp_path, monkeypatch)
     try:
@@ -233,7 +233,7 @@ def test_a_childs_history_survives_a_key_rotation(
         audit.close()
         correlated.close()
 
-    ingress = read_all(ns.kafka, [ns.topic(f"ingress.{a}") for a in (POLICE, HEALTH)])
+    ingress = read_all(ns.kafka, [ns.ingress(a) for a in (POLICE, HEALTH)])
     events: list[IngressEvent] = [decode(r.value, WarningSignEvent) for r in ingress]
     assert len(events) == 8  # P4 never left the agency; T1 went twice
     block_of = {e.subject.linkage_block for e in events}

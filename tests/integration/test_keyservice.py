@@ -192,7 +192,7 @@ def test_over_quota_is_refused_audited_and_others_are_served(keyservice: Running
     assert saved[POLICE][3] == rows[POLICE]["day"]["used"]  # kept for a restart
 
     # The broker acknowledged the audit entry before the 429 was answered: it is there now.
-    records = read_all(keyservice.ns.kafka, [keyservice.ns.topic("audit")])
+    records = read_all(keyservice.ns.kafka, [keyservice.ns.audit])
     entries = [decode(r.value, AuditEntry) for r in records]
     refusals = [e for e in entries if e.action == AuditAction.KEY_QUOTA_REFUSED]
     assert len(refusals) == 1, entries

@@ -148,7 +148,7 @@ def world(secure_namespace: Callable[..., Namespace], tmp_path: Path) -> Iterato
         shutil.copy2(ns.connection(POLICE).password_file, police / "kafka.password")
 
         # Every topic, read as the auditor.
-        topics = [ns.topic(f"ingress.{a}") for a in (POLICE, HEALTH)] + [ns.topic("audit")]
+        topics = [ns.ingress(a) for a in (POLICE, HEALTH)] + [ns.audit]
         records = read_all(ns.connection("auditor"), topics)
         values = [r.value for r in records if r.value] + [r.key for r in records if r.key]
         events = {}

@@ -120,7 +120,7 @@ def vault(tmp_path: Path):
 
 def test_publish_and_resend_adds_no_event_ids(secure_namespace, vault: Vault) -> None:
     ns = secure_namespace(agencies={"school-leeds": "EDUCATION"}, partitions=3)
-    prefix, topic = ns.prefix, ns.topic("ingress.school-leeds")
+    prefix, topic = ns.prefix, ns.ingress("school-leeds")
     kids = children(150, seed=11)
     records = sign_records(kids, "SCH")
     # The agency publishes as itself; the test reads as admin (no agency may read).
@@ -172,7 +172,7 @@ def test_cli_reports_bad_lines_by_number_and_exits_non_zero(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     ns = secure_namespace(agencies={"police-wy": "POLICE"})
-    topic = ns.topic("ingress.police-wy")
+    topic = ns.ingress("police-wy")
     export = tmp_path / "incidents.csv"
     export.write_text(
         "IncidentRef,NominalId,Forename,Surname,DOB,HomePostcode,ResponsibleLA,PlacingLA,"

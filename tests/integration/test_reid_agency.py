@@ -285,7 +285,7 @@ def test_requests_answered_sealed_declined_not_found_and_dead_lettered(
     assert (missing.outcome, missing.sealed_identity) == (ReidOutcome.NOT_FOUND, None)
 
     # Dead letters, with their reasons (only operators, here the admin, read them).
-    dl = TopicReader(w.ns.kafka, w.ns.topic("deadletter"))
+    dl = TopicReader(w.ns.kafka, w.ns.deadletter)
     wait_until("three dead letters", lambda: len(dl.poll()) >= 3)
     dead = dl.read_to_end()
     dl.close()
@@ -297,7 +297,7 @@ def test_requests_answered_sealed_declined_not_found_and_dead_lettered(
     assert len(reasons) == 3, reasons
 
     # The audit trail: received, then each decision, per agency's office.
-    audit_reader = TopicReader(w.ns.kafka, w.ns.topic("audit"))
+    audit_reader = TopicReader(w.ns.kafka, w.ns.audit)
     wait_until("six audit entries", lambda: len(audit_reader.decoded(AuditEntry)) >= 6)
     raw_audit = [r.value for r in audit_reader.read_to_end()]
     entries = audit_reader.decoded(AuditEntry)

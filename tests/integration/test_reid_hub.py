@@ -172,7 +172,7 @@ def test_the_hub_asks_two_agencies_one_approves_one_declines_and_forgeries_are_r
             return {r.agency_id: r.status for r in reid.of_alert(user, note.notification_id)}
         wait_for(lambda: statuses() == {POLICE: "APPROVED", HEALTH: "DECLINED"}, "answers")
 
-        dead = TopicReader(ns.kafka, ns.topic("deadletter"))
+        dead = TopicReader(ns.kafka, ns.deadletter)
         wait_for(lambda: len(dead.poll()) >= 3, "three refused answers")
         reasons = sorted(dict(r.headers)[HEADER_ERROR_MESSAGE].decode() for r in dead.poll())
         assert reasons == [
@@ -205,7 +205,7 @@ def test_the_hub_asks_two_agencies_one_approves_one_declines_and_forgeries_are_r
                       if r.agency_id == POLICE]
         assert expired.sealed_identity is None
 
-        audit = TopicReader(ns.kafka, ns.topic("audit"))
+        audit = TopicReader(ns.kafka, ns.audit)
         wanted = [AuditAction.REIDENTIFICATION_REQUESTED, AuditAction.REIDENTIFICATION_REQUESTED,
                   AuditAction.REIDENTIFICATION_REJECTED, AuditAction.REIDENTIFICATION_REJECTED,
                   AuditAction.REIDENTIFICATION_REJECTED,

@@ -73,7 +73,7 @@ def test_router_and_inbox_processes_deliver_to_the_lead_agency(
     try:
         leeds, nowhere = alert("E08000035"), alert("E06000999")
         producer = make_producer(ns.connection("correlator"), "test-correlated")
-        send_all(producer, [(ns.topic("correlated"), a.cluster_id.encode(), encode(a), None)
+        send_all(producer, [(ns.correlated, a.cluster_id.encode(), encode(a), None)
                             for a in (leeds, nowhere)])
         producer.close()
         store = InboxStore(make_engine(inbox_url))

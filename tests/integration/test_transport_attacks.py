@@ -146,7 +146,7 @@ def test_a_wrong_password_or_an_unknown_principal_is_refused(
     # Control: the right password connects.
     producer = make_producer(real, "attack-control")
     try:
-        send_and_confirm(producer, ns.topic(f"ingress.{AGENCY_A}"), b"control", timeout=30)
+        send_and_confirm(producer, ns.ingress(AGENCY_A), b"control", timeout=30)
     finally:
         producer.close()
 
@@ -154,7 +154,7 @@ def test_a_wrong_password_or_an_unknown_principal_is_refused(
 # -- agencies --------------------------------------------------------------------------------
 
 def test_an_agency_cannot_write_another_agencys_ingress(ns: Namespace) -> None:
-    mine, theirs = ns.topic(f"ingress.{AGENCY_A}"), ns.topic(f"ingress.{AGENCY_B}")
+    mine, theirs = ns.ingress(AGENCY_A), ns.ingress(AGENCY_B)
     producer = make_producer(ns.connection(AGENCY_A), "attack-a-as-b", max_block_ms=10_000)
     try:
         with pytest.raises(TopicAuthorizationFailedError):
@@ -184,14 +184,14 @@ def test_the_broker_refuses_what_agency_a_publishes_as_agency_b(
     finally:
         producer.close()
         vault.close()
-    assert _end(ns.kafka, ns.topic(f"ingress.{AGENCY_B}")) == 0
+    assert _end(ns.kafka, ns.ingress(AGENCY_B)) == 0
 
 
 @pytest.mark.parametrize("agency", [AGENCY_A, AGENCY_B])
 def test_no_agency_can_read_any_topic(ns: Namespace, agency: str) -> None:
     _seed(ns, _topics(ns))
     me = ns.connection(agency)
-    own = ns.topic(f"ingress.{agency}")
+    own = ns.ingress(agency)
     # Its own ingress topic it may describe (to write it), so the fetch itself is refused.
     consumer = make_consumer(me, None, client_id=f"attack-{agency}", **FAST)
     try:
@@ -204,7 +204,7 @@ def test_no_agency_can_read_any_topic(ns: Namespace, agency: str) -> None:
         consumer.close(autocommit=False)
     # Its re-identification service writes the audit log and dead letters: it may see those
     # (to write them) but, as with its ingress topic, never read them.
-    for topic in (ns.topic("audit"), ns.topic("deadletter")):
+    for topic in (ns.audit, ns.deadletter):
         consumer = make_consumer(me, None, client_id=f"attack-{agency}-write-only", **FAST)
         try:
             consumer.assign([TopicPartition(topic, 0)])
@@ -214,7 +214,7 @@ def test_no_agency_can_read_any_topic(ns: Namespace, agency: str) -> None:
         finally:
             consumer.close(autocommit=False)
     # Every other topic it may not even see.
-    write_only = {own, ns.topic("audit"), ns.topic("deadletter")}
+    write_only = {own, ns.audit, ns.deadletter}
     _cannot_see_or_read(me, [t for t in _topics(ns) if t not in write_only])
     # Nor join a consumer group (here the hub's, whose alerts it would take).
     consumer = make_consumer(ns.connection(agency), service_group(ns.prefix, HUB),
@@ -310,7 +310,7 @@ def _find_value(found: Any, key: str) -> Any:
                                        AGENCY_A, HUB])
 def test_no_one_but_admin_can_delete_audit_or_change_its_retention(
         ns: Namespace, principal: str) -> None:
-    audit = ns.topic("audit")
+    audit = ns.audit
     admin = make_admin(ns.connection(principal), f"attack-{principal}")
     try:
         result = admin.alter_configs(
@@ -339,7 +339,7 @@ def make_admin_topics(kafka: KafkaConnection) -> set[str]:
 
 def test_admin_can_change_audits_retention_and_delete_it(ns: Namespace) -> None:
     """The control for the test above: the same calls as admin succeed."""
-    audit = ns.topic("audit")
+    audit = ns.audit
     admin = make_admin(ns.kafka)
     try:
         result = admin.alter_configs(
@@ -388,7 +388,7 @@ def test_the_auditor_cannot_write_anything(ns: Namespace) -> None:
     # Control: it reads (audit included), without a consumer group.
     consumer = make_consumer(auditor, None, client_id="attack-auditor-read", **FAST)
     try:
-        tp = TopicPartition(ns.topic("audit"), 0)
+        tp = TopicPartition(ns.audit, 0)
         consumer.assign([tp])
         assert consumer.end_offsets([tp]) == {tp: 0}
     finally:
@@ -397,10 +397,10 @@ def test_the_auditor_cannot_write_anything(ns: Namespace) -> None:
 
 def test_the_auditor_cannot_read_deadletter_or_join_a_group(ns: Namespace) -> None:
     auditor = ns.connection("auditor")
-    _seed(ns, [ns.topic("deadletter")])
-    _cannot_see_or_read(auditor, [ns.topic("deadletter")])
+    _seed(ns, [ns.deadletter])
+    _cannot_see_or_read(auditor, [ns.deadletter])
     consumer = make_consumer(auditor, service_group(ns.prefix, "router"),
-                             [ns.topic("correlated")], **FAST)
+                             [ns.correlated], **FAST)
     try:
         with pytest.raises(GroupAuthorizationFailedError):
             _poll_for(consumer, 20)
