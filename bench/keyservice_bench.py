@@ -47,7 +47,6 @@ def _serve(port: int, folder: Path) -> None:
                      lambda r, e: refusals.append((r, e)),
                      lambda: time.time_ns() // 1_000_000)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
-                timeout_graceful_shutdown=5,
                 ssl_certfile=str(folder / "tls" / "node.pem"),
                 ssl_keyfile=str(folder / "tls" / "node.pem"), lifespan="off")
 

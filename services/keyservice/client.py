@@ -58,7 +58,7 @@ class Evaluation:
 class KeyServiceClient:
     def __init__(self, base_url: str, secret_file: Path, ca_file: Path,
                  timeout: float = 30.0, *, batch_size: int = 512,
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, keep_alive: bool = True) -> None:
         """`batch_size` elements per call (at most the service's 4096); up to `workers`
         calls in flight (default: cores + 1), each in a worker process, so that blinding and
         finalizing overlap each other and the service's work. `workers=1`: everything in
@@ -75,8 +75,13 @@ class KeyServiceClient:
         self._endpoint = pool.Endpoint(self.base_url, secret_file, ca_file, timeout, batch_size)
         context = ssl.create_default_context(cafile=str(ca_file))
         secret = read_secret(secret_file, "key service bearer secret")
+        # keep_alive=False: a connection per call, closed after it (a worker process's client
+        # lives as long as the worker and would otherwise hold an idle connection that the
+        # service, when it stops, waits for until TLS's 30 s shutdown timeout).
         self._http = httpx.Client(base_url=self.base_url, verify=context, timeout=timeout,
-                                  headers={"Authorization": f"Bearer {secret}"})
+                                  headers={"Authorization": f"Bearer {secret}"},
+                                  limits=httpx.Limits(max_keepalive_connections=(
+                                      None if keep_alive else 0)))
 
     def __repr__(self) -> str:
         return f"KeyServiceClient({self.base_url})"

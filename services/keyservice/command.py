@@ -108,10 +108,7 @@ def _serve(args: argparse.Namespace) -> int:
                      None if state is None else partial(write_counts, state), watch.metrics)
     config = uvicorn.Config(app, host=host, port=port, ssl_certfile=str(args.tls_cert),
                             ssl_keyfile=str(args.tls_key), log_level="warning",
-                            access_log=False, lifespan="off",
-                            # An idle keep-alive client (a publisher's worker process) never
-                            # answers TLS's close_notify; without a bound a stop waits 30 s.
-                            timeout_graceful_shutdown=5)
+                            access_log=False, lifespan="off")
     log.info("key service on https://%s:%d, epochs %s, %d agencies", host, port, epochs,
              len(auth.agencies))
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)

@@ -214,7 +214,8 @@ def _serve() -> None:
             if client is None:
                 client = clients[endpoint] = KeyServiceClient(
                     endpoint.base_url, endpoint.secret_file, endpoint.ca_file,
-                    endpoint.timeout, batch_size=endpoint.batch_size, workers=1)
+                    endpoint.timeout, batch_size=endpoint.batch_size, workers=1,
+                    keep_alive=False)
             answer: tuple[bool, object] = (True, client.evaluate_chunk(epoch, chunk, chosen))
         except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller
             answer = (False, _as_refusal(exc))
