@@ -43,13 +43,13 @@ from types import FrameType
 
 from kafka import KafkaProducer
 
+from safehub import topics
 from safehub.bus import make_producer
 from safehub.connection import KafkaConnection, connections_from_env, read_secret
 from safehub.consumers.inbox.command import reid_keys_from_env
 from safehub.consumers.inbox.database import make_engine, migrate
 from safehub.consumers.inbox.requests import ReidRequests
 from safehub.consumers.inbox.store import InboxStore
-from safehub.deploy.acl import acks
 from safehub.errors import ConfigError
 from safehub.observability.watch import ServiceWatch, beating_server
 from safehub.services.audit.journal import AuditJournal
@@ -119,8 +119,8 @@ def outlets(kafka: Mapping[str, KafkaConnection], prefix: str
         for hub, connection in kafka.items():
             producer = make_producer(connection, f"safehub-web-{hub}")
             producers[hub] = producer
-            out[hub] = Outlet(AuditJournal(producer, f"{prefix}audit", "web"),
-                              KafkaAckPublisher(producer, acks(prefix, hub)))
+            out[hub] = Outlet(AuditJournal(producer, topics.audit(prefix), "web"),
+                              KafkaAckPublisher(producer, topics.acks(prefix, hub)))
     except BaseException:
         for p in producers.values():
             p.close()

@@ -23,7 +23,6 @@ from kafka import KafkaProducer
 from safehub.bus import send_and_confirm
 from safehub.consumers.inbox.models import InboxReidRequest
 from safehub.consumers.inbox.requests import ReidRequests
-from safehub.deploy.acl import reid_requests
 from safehub.errors import BrokerError, StoreError, ValidationError
 from safehub.schemas.codec import encode
 from safehub.schemas.records import ReidRequest
@@ -31,6 +30,7 @@ from safehub.schemas.vocabulary import AuditAction, LawfulBasis, ReidOutcome, Re
 from safehub.services.reid.sealing import SharedIdentity, binding, open_sealed
 from safehub.services.web.hub import Hub
 from safehub.services.web.users import User
+from safehub.topics import reid_requests
 
 MAX_BASIS_REASON = 500
 

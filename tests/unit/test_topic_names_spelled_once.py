@@ -26,10 +26,7 @@ ROOT = PACKAGE.parent.parent
 HOME = PACKAGE / "topics.py"
 
 # path (relative to the package, or to the repository for tests) -> why it may still spell one.
-ALLOWED: dict[str, str] = {
-    # REMAINING, owned by helper H8 (hub web app): not yet moved.
-    "services/web/command.py": "H8 owns the hub web app; to move to safehub.topics",
-}
+ALLOWED: dict[str, str] = {}
 
 SHARED = {f.stem for f in Family if not f.per_party}
 STEMS = {f.stem for f in Family if f.per_party}
