@@ -128,7 +128,7 @@ class Supervisor:
             delay = self.policy.delay(len(recent))
             r.restart_at = now + delay
             self._say(r, f"service {r.spec.name} exited with code {code}; restarting it in "
-                         f"{delay:.0f} s (restart {len(recent) + 1} of at most "
+                         f"{delay:.1f} s (restart {len(recent) + 1} of at most "
                          f"{self.policy.max_restarts} in {self.policy.window_s:.0f} s)")
 
     @staticmethod

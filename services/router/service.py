@@ -47,14 +47,17 @@ FLUSH_SLICE_S = 5.0
 # The router's producer: a send to a topic whose metadata the producer lacks (the first
 # escalation to a receiver, say) waits this long for the broker, not kafka-python's 60 s, so
 # that an outage is noticed, logged and retried with backoff from the loop.
-PRODUCER_SETTINGS: Mapping[str, Any] = {"max_block_ms": 10_000}
+# Both: after an outage, try the broker again at least every 5 s (kafka-python: 30 s), so
+# that the router is back within seconds of the broker.
+PRODUCER_SETTINGS: Mapping[str, Any] = {"max_block_ms": 10_000, "reconnect_backoff_max_ms": 5_000}
 # The router's consumer: a router restarted after a crash gets its partitions back once the
 # dead instance's session expires, in 10 s rather than kafka-python's 45 s. Heartbeats come
 # from the client's own thread, so a step blocked on the broker does not end the session.
 CONSUMER_SETTINGS: Mapping[str, Any] = {"session_timeout_ms": 10_000,
-                                        "heartbeat_interval_ms": 3_000}
+                                        "heartbeat_interval_ms": 3_000,
+                                        "reconnect_backoff_max_ms": 5_000}
 CLOSE_S = 10.0
-COMMITTED_TIMEOUT_MS = 30_000  # reading the group's offsets on reload: fail, then retry
+COMMITTED_TIMEOUT_MS = 10_000  # reading the group's offsets on reload: fail, then retry
 
 
 class OutageTooLong(BrokerError):
