@@ -20,13 +20,6 @@ from enum import StrEnum
 from safehub import topics
 from safehub.deploy.registry import Kind, Registry, Service
 
-# Re-exported only for files other helpers are changing now: the hub web app (acks,
-# reid_requests) and tests/integration/test_router_faults.py (alerts, service_group). Every other
-# module imports safehub.topics; drop these once those import it too.
-from safehub.topics import acks, alerts, reid_requests, service_group
-
-__all__ = ["acks", "alerts", "reid_requests", "service_group"]
-
 
 class Resource(StrEnum):
     TOPIC = "topic"

@@ -29,7 +29,6 @@ from safehub.bus import make_consumer, make_producer, send_all
 from safehub.connection import KafkaConnection
 from safehub.consumers.deadletter import DeadLetterSink
 from safehub.consumers.inbox.database import make_engine
-from safehub.deploy.acl import alerts, service_group
 from safehub.deploy.kafka.launcher import Cluster, ClusterState
 from safehub.deploy.topics import TopicSpec, create_topics
 from safehub.errors import SafehubError
@@ -48,6 +47,7 @@ from safehub.services.router.service import (
 from safehub.services.router.store import RouterStore
 from safehub.services.router.table import parse_routing_table
 from safehub.services.supervisor import RestartPolicy, ServiceSpec, Supervisor, python_env
+from safehub.topics import alerts, service_group
 from tests.conftest import Namespace
 from tests.fixtures.netproxy import TcpProxy
 from tests.integration.test_correlator_golden import TopicReader
