@@ -41,7 +41,7 @@ from safehub.deploy.kafka.launcher import free_port
 from safehub.deploy.topics import delete_topics_with_prefix
 from safehub.schemas.codec import decode
 from safehub.schemas.records import AuditEntry, CorrelatedAlert
-from safehub.schemas.vocabulary import AuditAction, Sign
+from safehub.schemas.vocabulary import AuditAction
 from safehub.services.audit.merkle import leaf_hash
 from safehub.services.correlation.core import BlockState, initial_state, step
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, Rules, load_rules
@@ -51,7 +51,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 CHILDREN, SEED, MONTHS, AUTHORITIES = 1200, 7117, 12, 5
 DURATION_S = 240  # the demo stops everything after this, settled or not
 COMMAND_TIMEOUT_S = 180
-CHANGED_SIGN = Sign.MISSING_FROM_HOME_OR_CARE
+# Under rules v2 a missing episode is weighed by [missing_episodes], not by its sign's weight:
+# the weight changed is a MISSING episode's (at most 2.5 - long 0.5 - interview 1.0 keeps one
+# episode below "emerging", which the loader requires).
+CHANGED_WEIGHT = ("missing_weight = 2.0", "missing_weight = 2.4")
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,10 +222,10 @@ def test_replay_of_the_demo_rederives_every_alert(demo: Demo, decisions: Decisio
 def test_replay_with_one_weight_changed_names_exactly_the_alerts_that_differ(
         demo: Demo, decisions: Decisions, tmp_path: Path) -> None:
     text = DEFAULT_RULES_PATH.read_text()
-    line = f"{CHANGED_SIGN.value} = 2.0"
+    line, heavier = CHANGED_WEIGHT
     assert line in text
     rules_file = tmp_path / "heavier-missing.toml"
-    rules_file.write_text(text.replace(line, f"{CHANGED_SIGN.value} = 3.5", 1))
+    rules_file.write_text(text.replace(line, heavier, 1))
 
     before = decisions.derive(load_rules(DEFAULT_RULES_PATH))
     after = decisions.derive(load_rules(rules_file))
@@ -254,7 +257,7 @@ def test_replay_with_one_weight_changed_names_exactly_the_alerts_that_differ(
     assert {d["cluster_id"] for d in diffs} == clusters
     for alert_id in named_emitted | named_missing:
         assert alert_id in out
-    print(f"\nreplay with {CHANGED_SIGN.value} 2.0 -> 3.5: {len(changed_emitted)} of "
+    print(f"\nreplay with {line} -> {heavier}: {len(changed_emitted)} of "
           f"{len(before)} emitted alerts differ, {len(new_replayed)} new decisions "
           f"({data['differing']} differing, {data['missing']} missing, "
           f"{data['unexpected']} unexpected)")
