@@ -16,10 +16,11 @@ Both modes first blank out machine-made random tokens: runs of 32 or more hex di
 handles, hashes), runs of 16 or more that mix hex letters and digits (the demo's generated
 password, 18 hex digits, once held "aa" between two digits: a whole word to this search, and a
 two-letter simulated first name), and padded base64 of 16 or more characters (how the
-correlator's block states write ids and match keys). They are random or keyed hashes, so a name
-or a date inside one is a coincidence, not a leak; leaving them in makes the search flaky rather
-than stricter. A run of digits alone is never blanked below 32, so dates and NHS numbers that
-touch other digits are still searched.
+correlator's block states write ids and match keys), and PEM blocks (the certificates and keys
+of the local CA, the key service and the web pages: one held "+aa4" in its base64). They are
+random or keyed hashes, so a name or a date inside one is a coincidence, not a leak; leaving
+them in makes the search flaky rather than stricter. A run of digits alone is never blanked
+below 32, so dates and NHS numbers that touch other digits are still searched.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ RECORD_REF, PERSON_REF = "record reference", "person reference"
 SINGLE_NAMES = frozenset({FIRST_NAME, SURNAME})
 MIN_RAW_NAME = 5  # characters: shorter single names are searched only as words in text
 
-_RANDOM_BYTES = re.compile(rb"[0-9a-fA-F]{16,}|[A-Za-z0-9+/]{16,}={1,2}")
-_RANDOM_TEXT = re.compile(r"[0-9a-fA-F]{16,}|[A-Za-z0-9+/]{16,}={1,2}")
+_PEM = r"-----BEGIN [A-Z0-9 ]+-----[\s\S]*?-----END [A-Z0-9 ]+-----"
+_RANDOM_BYTES = re.compile(_PEM.encode() + rb"|[0-9a-fA-F]{16,}|[A-Za-z0-9+/]{16,}={1,2}")
+_RANDOM_TEXT = re.compile(_PEM + r"|[0-9a-fA-F]{16,}|[A-Za-z0-9+/]{16,}={1,2}")
 _HEX_LETTERS = re.compile(r"[a-fA-F]")
 _DIGITS = re.compile(r"[0-9]")
 _BLANK = " "
