@@ -26,6 +26,7 @@ import base64
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -181,13 +182,32 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
+# Below Linux's ephemeral range (32768-60999). A port is chosen here and bound by a service a
+# moment later; one from the ephemeral range could meanwhile become the source port of one of
+# this machine's outgoing connections (a demo opens hundreds), and the service then fails with
+# "address already in use" (seen once in a clean-clone run).
+_CHOSEN_PORTS = range(20000, 32768)
+
+
 def free_ports(count: int) -> list[int]:
     """`count` distinct free loopback ports: each socket stays bound until all are chosen, so
-    the kernel cannot hand the same port out twice."""
-    sockets = [socket.socket() for _ in range(count)]
+    none is handed out twice."""
+    sockets: list[socket.socket] = []
     try:
-        for s in sockets:
+        for port in random.sample(_CHOSEN_PORTS, len(_CHOSEN_PORTS)):
+            if len(sockets) == count:
+                break
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                continue
+            sockets.append(s)
+        while len(sockets) < count:  # the whole range taken: any free port at all
+            s = socket.socket()
             s.bind(("127.0.0.1", 0))
+            sockets.append(s)
         return [int(s.getsockname()[1]) for s in sockets]
     finally:
         for s in sockets:
