@@ -7,9 +7,7 @@ alerts."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import sqlite3
 import threading
 import time
@@ -39,6 +37,7 @@ from safehub.services.router.core import ClusterState
 from safehub.services.router.table import load_routing_table
 from safehub.topics import alerts, service_group
 from tests.conftest import Namespace
+from tests.fixtures.netproxy import TcpProxy
 from tests.integration.test_correlator_golden import TopicReader
 
 pytestmark = pytest.mark.integration
@@ -59,59 +58,6 @@ def routed(n: int, agency_la: str = "E08000035") -> RoutedAlert:
         reidentification=(ReidentificationRef("police-wy", "f" * 32),), identity_conflict=False)
     _, (note,) = core.receive(load_routing_table(), ClusterState(alert.cluster_id), alert, NOW)
     return note.routed
-
-
-class TcpProxy:
-    """A loopback TCP relay to PostgreSQL that a test can cut and restore: a real outage."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.up = threading.Event()
-        self.up.set()
-        self.conns: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if not self.up.is_set():
-                client.close()
-                continue
-            server = socket.create_connection(self.target)
-            self.conns += [client, server]
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.close()
-
-    def cut(self) -> None:
-        self.up.clear()
-        for s in self.conns:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-        self.conns.clear()
-
-    def restore(self) -> None:
-        self.up.set()
-
-    def close(self) -> None:
-        self.cut()
-        self.listener.close()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
