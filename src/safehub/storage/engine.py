@@ -8,6 +8,7 @@ committed before the event that carries it is sent") hold the same way everywher
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,13 +30,31 @@ _SQLITE_PRAGMAS = (
 _POSTGRES_POOL: dict[str, Any] = {"pool_pre_ping": True, "pool_recycle": 300}
 
 
-def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        for pragma in _SQLITE_PRAGMAS:
+def _sqlite_tuner(busy_timeout_s: float) -> Callable[[Any, Any], None]:
+    def tune(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            for pragma in _SQLITE_PRAGMAS:
+                _execute_when_free(cursor, pragma, busy_timeout_s)
+        finally:
+            cursor.close()
+
+    return tune
+
+
+def _execute_when_free(cursor: Any, pragma: str, busy_timeout_s: float) -> None:
+    # Setting journal_mode takes the database lock without waiting on the busy handler: a
+    # process opening the file while another migrates it got "database is locked" at once
+    # (replicas starting together). It waits here as long as any other write would.
+    deadline = time.monotonic() + busy_timeout_s
+    while True:
+        try:
             cursor.execute(pragma)
-    finally:
-        cursor.close()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _read_only_sqlite(path: str, timeout_s: float) -> Callable[[], sqlite3.Connection]:
@@ -65,5 +84,5 @@ def open_engine(url: str, *, read_only: bool = False, busy_timeout_s: float = 5.
     except SQLAlchemyError as exc:
         # The URL may hold a password: name the failure, never the URL.
         raise StoreError(f"cannot open the database: {type(exc).__name__}") from exc
-    event.listen(engine, "connect", _tune_sqlite)
+    event.listen(engine, "connect", _sqlite_tuner(busy_timeout_s))
     return engine
