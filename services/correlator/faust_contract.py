@@ -1,0 +1,103 @@
+"""What the correlator relies on inside faust-streaming and aiokafka, checked when it starts.
+
+The correlator keeps faust (docs/decisions/0001-keep-faust.md) but corrects it in a few
+places (transport.py, stalls.py) through attributes and methods that are not faust's or
+aiokafka's public API. A release may rename or drop any of them without notice, and the
+corrections would then silently do nothing (an attribute set on an object that no longer reads
+it) while the worker kept running: events skipped, recovery never ending. So the versions are
+pinned exactly in pyproject.toml, and `check()` refuses to start a worker on any other version
+or on one that lacks an attribute listed here. Upgrading faust or aiokafka means re-reading
+each entry below against the new source, then changing VERSIONS.
+
+Every private name transport.py and stalls.py use is listed; tests/unit/test_faust_contract.py
+checks that the list is complete.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from importlib import metadata
+
+from safehub.errors import ConfigError
+
+VERSIONS = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0", "mode-streaming": "0.7.1"}
+
+
+@dataclass(frozen=True, slots=True)
+class Reliance:
+    """One private name: the class (module:qualname) that must define it, and why we use it.
+
+    `assigned_in` names the method whose source assigns it, for instance attributes (which a
+    class does not carry until an instance is built)."""
+
+    owner: str
+    name: str
+    why: str
+    assigned_in: str | None = None
+
+
+RELIANCES = (
+    Reliance("aiokafka.consumer.consumer:AIOKafkaConsumer", "_fetch_max_wait_ms",
+             "shorter fetch wait (transport.py): faust fixes 1,500 ms", "__init__"),
+    Reliance("aiokafka.consumer.consumer:AIOKafkaConsumer", "_isolation_level",
+             "read_committed for the transactional changelog", "__init__"),
+    Reliance("aiokafka.consumer.consumer:AIOKafkaConsumer", "_group_instance_id",
+             "static membership (KIP-345)", "__init__"),
+    Reliance("faust.transport.drivers.aiokafka:AIOKafkaConsumerThread",
+             "_create_worker_consumer", "where the three settings above are applied"),
+    Reliance("faust.transport.drivers.aiokafka:Consumer", "_new_consumer_thread",
+             "installs the consumer thread that applies them"),
+    Reliance("faust.transport.consumer:Consumer", "_getmany",
+             "records what recovery fetched (recovery past transaction markers)"),
+    Reliance("faust.transport.consumer:Consumer", "_add_gap",
+             "no commit past offsets faust lost"),
+    Reliance("faust.transport.consumer:Consumer", "_committed_offset",
+             "seek partitions without a commit to their beginning; stall detection",
+             "__init__"),
+    Reliance("faust.transport.consumer:Consumer", "_buffered_partitions",
+             "tells a paused partition from one with buffered records", "__init__"),
+    Reliance("faust.transport.consumer:Consumer", "_get_active_partitions",
+             "finds partitions left paused after a rebalance"),
+)
+
+
+def _resolve(owner: str) -> type:
+    module_name, _, qualname = owner.partition(":")
+    obj: object = __import__(module_name, fromlist=["_"])
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    if not isinstance(obj, type):
+        raise TypeError(f"{owner} is not a class")
+    return obj
+
+
+def problems() -> list[str]:
+    """Everything that differs from what the correlator was written against."""
+    found = []
+    for distribution, pinned in VERSIONS.items():
+        try:
+            installed = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            installed = "not installed"
+        if installed != pinned:
+            found.append(f"{distribution} is {installed}; the correlator is checked against "
+                         f"{pinned} only")
+    for r in RELIANCES:
+        cls = _resolve(r.owner)
+        if r.assigned_in is None:
+            present = hasattr(cls, r.name)
+        else:
+            source = inspect.getsource(getattr(cls, r.assigned_in))
+            present = f"self.{r.name} =" in source or f"self.{r.name}:" in source
+        if not present:
+            found.append(f"{r.owner} no longer has {r.name} ({r.why})")
+    return found
+
+
+def check() -> None:
+    """Refuse to run a worker whose corrections might silently not apply."""
+    found = problems()
+    if found:
+        raise ConfigError("faust/aiokafka differ from what the correlator relies on: "
+                          + "; ".join(found))
