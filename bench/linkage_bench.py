@@ -16,13 +16,12 @@ The world (rates per record unless said; each choice is drawn from a seeded RNG)
 - families: 35 % of children have a sibling in the population (same surname and postcode,
   another birth date); 3 % of children are twins (1.5 % of births: same surname, birth date and
   postcode, a different first name);
-- 1-6 records per child from agencies of six sectors, which hold the NHS number at different
-  rates (health 95 %, social care 85 %, youth justice 50 %, police 45 %, school 35 %, voluntary
-  15 %); an NHS number with a typo fails its check digit and is dropped (1 %);
-- first name: a nickname (ALEX for ALEXANDER) 3 %, a spelling variant (KATY for KATIE) 3 %, a
-  typo 1.5 %; surname: a typo 1 %, another surname (a step-parent's, a double-barrelled one)
-  1 %; date of birth: one digit wrong 0.7 %, day and month swapped 0.5 % (when both are 12 or
-  less); postcode: the child moved (another postcode) 10 %, none recorded 5 %.
+- 1-6 records per child from agencies of six sectors, each record's identifiers entered with
+  the noise of producers/simulation/noise.py (the one model, also applied to the simulator's
+  noisy world that bench/detection_bench.py scores): the NHS number held at a sector's rate
+  (health 95 %, ... voluntary 15 %) and dropped after a typo (1 %); first-name nicknames 3 %,
+  spelling variants 3 %, typos 1.5 %; surname typos 1 %, another surname 1 %; date-of-birth
+  digit typos 0.7 %, day/month swaps 0.5 %; moved postcodes 10 %, none recorded 5 %.
 
 Pairwise figures: a predicted pair is two records in one cluster; a true pair is two records of
 one child. Precision = true predicted pairs / predicted pairs; recall = true predicted pairs /
@@ -52,6 +51,14 @@ from typing import Any
 from safehub.producers.keying import BLOCK_EPOCH, CachingPRF, Keying, OprfPRF
 from safehub.producers.matchkeys import DerivedKeys, derive
 from safehub.producers.normalisation import NormalisedIdentity
+from safehub.producers.simulation.noise import (
+    IDENTITY_NOISE,
+    LETTERS,
+    NHS_HELD,
+    SIBLING_SHARE,
+    TWIN_SHARE,
+    entered,
+)
 from safehub.schemas.records import Subject, WarningSignEvent
 from safehub.schemas.vocabulary import Sector, Sign
 from safehub.services.correlation.core import BlockState, initial_state, step
@@ -86,40 +93,15 @@ SURNAMES = (  # noqa: SIM905
     "KOWALSKI MURPHY OBI MENSAH RAHMAN IQBAL CHOUDHURY DOYLE OCONNOR MCDONALD CAMPBELL GRAHAM "
     "REID MURRAY STEWART ROSS HAMILTON FRASER MACDONALD PEARSON HOLMES BARKER FOSTER WEBB"
 ).split()
-NICKNAMES = {
-    "ALEXANDER": "ALEX", "WILLIAM": "BILLY", "JOSHUA": "JOSH", "SAMUEL": "SAM",
-    "THOMAS": "TOM", "JAMES": "JIMMY", "DANIEL": "DANNY", "JOSEPH": "JOE", "CHARLOTTE": "LOTTIE",
-    "ELIZABETH": "BETH", "ABIGAIL": "ABBIE", "THEODORE": "TEDDY", "FLORENCE": "FLO",
-    "MATILDA": "TILLY", "ISABELLA": "BELLA", "HENRY": "HARRY", "FREDDIE": "FRED",
-    "JACOB": "JAKE", "CHRISTOPHER": "CHRIS", "JESSICA": "JESS", "EVELYN": "EVIE",
-    "MUHAMMAD": "MO", "IBRAHIM": "IBBY", "BETHANY": "BETH", "KATIE": "KATE",
-}
-SPELLINGS = {
-    "MUHAMMAD": "MOHAMMED", "KATIE": "KATY", "JESSICA": "JESICA", "ISABELLA": "ISABELA",
-    "SOPHIA": "SOFIA", "JAYDEN": "JADEN", "ZARA": "ZARAH", "LEAH": "LEA", "AMELIA": "AMELIE",
-    "CAITLIN": "KATELYN", "ERIN": "ERYN", "RYAN": "RIAN", "LEWIS": "LOUIS", "REECE": "RHYS",
-    "KIERAN": "CIARAN", "ISAAC": "ISAAK", "AISHA": "AYESHA", "MOLLY": "MOLLIE",
-    "MAISIE": "MAISY", "ZAIN": "ZAYN", "YUSUF": "YOUSEF", "CALLUM": "CALUM", "JAMIE": "JAMEY",
-}
-SECTORS: dict[Sector, float] = {  # how often an agency of the sector holds the NHS number
-    Sector.HEALTH: 0.95, Sector.SOCIAL_CARE: 0.85, Sector.YOUTH_JUSTICE: 0.50,
-    Sector.POLICE: 0.45, Sector.EDUCATION: 0.35, Sector.VOLUNTARY: 0.15,
-}
+SECTORS = NHS_HELD  # the sectors, in the order SECTOR_SHARE weighs them
 SECTOR_SHARE = [0.20, 0.15, 0.05, 0.25, 0.30, 0.05]
 RECORDS = [1, 2, 3, 4, 5, 6]
 RECORD_SHARE = [0.30, 0.25, 0.20, 0.12, 0.08, 0.05]
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # The lists above hold the commonest names; in England and Wales the 100 commonest first names
 # are given to about half of children and the 100 commonest surnames cover about a fifth of
 # people. The rest come from a long tail of rarer names (made of syllables here).
 FIRST_SHARE = 0.5
 SURNAME_SHARE = 0.2
-# The noise that can cost a link (postcodes no longer link: linking.py); a missed pair is
-# counted under each of these its two records carry.
-IDENTITY_NOISE = frozenset({"nickname", "spelling", "first-typo", "surname-typo", "other-surname",
-                            "dob-typo", "dob-swap", "nhs-typo"})
-
-
 @dataclass(frozen=True, slots=True)
 class Child:
     first: str
@@ -169,16 +151,6 @@ def _nhs(rnd: random.Random) -> str:
     return "".join(str(rnd.randint(0, 9)) for _ in range(10))  # only equality matters here
 
 
-def _typo(rnd: random.Random, word: str) -> str:
-    i = rnd.randrange(len(word))
-    kind = rnd.random()
-    if kind < 0.4 and len(word) > 2:
-        return word[:i] + word[i + 1:]  # a letter left out
-    if kind < 0.7 and i + 1 < len(word):
-        return word[:i] + word[i + 1] + word[i] + word[i + 2:]  # two letters swapped
-    return word[:i] + rnd.choice(LETTERS) + word[i + 1:]
-
-
 def population(rnd: random.Random, n: int) -> list[Child]:
     first_tail, surname_tail = _tail(rnd, 3000), _tail(rnd, 20000)
 
@@ -192,12 +164,12 @@ def population(rnd: random.Random, n: int) -> list[Child]:
         born = TODAY - timedelta(days=rnd.randint(10 * 365, 18 * 365 - 1))
         children.append(Child(first(), surname, born, _nhs(rnd), postcode))
         roll = rnd.random()
-        if roll < 0.015:  # a twin: same birth date, surname and address, another first name
+        if roll < TWIN_SHARE:  # a twin: same birth date, surname and address, another first name
             name = first()
             while name == children[-1].first:
                 name = first()
             children.append(Child(name, surname, born, _nhs(rnd), postcode))
-        elif roll < 0.015 + 0.175:  # a sibling born at least a year apart
+        elif roll < TWIN_SHARE + SIBLING_SHARE:  # a sibling born at least a year apart
             other = born + timedelta(days=rnd.choice((-1, 1)) * rnd.randint(365, 5 * 365))
             if TODAY - timedelta(days=18 * 365) < other < TODAY - timedelta(days=10 * 365):
                 children.append(Child(first(), surname, other, _nhs(rnd), postcode))
@@ -206,56 +178,13 @@ def population(rnd: random.Random, n: int) -> list[Child]:
 
 def noisy(rnd: random.Random, child: Child, sector: Sector) -> tuple[NormalisedIdentity,
                                                                      tuple[str, ...]]:
-    noise: list[str] = []
-    first, surname, born = child.first, child.surname, child.born
-    postcode: str | None = child.postcode
-    nhs: str | None = child.nhs if rnd.random() < SECTORS[sector] else None
-    if nhs is not None and rnd.random() < 0.01:
-        nhs = None
-        noise.append("nhs-typo")
-    roll = rnd.random()
-    if roll < 0.03 and first in NICKNAMES:
-        first = NICKNAMES[first]
-        noise.append("nickname")
-    elif 0.03 <= roll < 0.06 and first in SPELLINGS:
-        first = SPELLINGS[first]
-        noise.append("spelling")
-    elif 0.06 <= roll < 0.075:
-        first = _typo(rnd, first)
-        noise.append("first-typo")
-    roll = rnd.random()
-    if roll < 0.01:
-        surname = _typo(rnd, surname)
-        noise.append("surname-typo")
-    elif roll < 0.02:
-        surname = _zipf(rnd, SURNAMES)
-        noise.append("other-surname")
-    roll = rnd.random()
-    if roll < 0.007:
-        text = list(born.isoformat())
-        for _ in range(20):
-            i = rnd.choice((2, 3, 6, 8, 9))  # a digit of the year's end, the month or the day
-            text[i] = str(rnd.randint(0, 9))
-            try:
-                typo = date.fromisoformat("".join(text))
-            except ValueError:
-                text = list(born.isoformat())
-                continue
-            if typo != born:
-                born = typo
-                noise.append("dob-typo")
-                break
-    elif roll < 0.012 and born.day <= 12 and born.day != born.month:
-        born = date(born.year, born.day, born.month)
-        noise.append("dob-swap")
-    roll = rnd.random()
-    if roll < 0.10:
-        postcode = _postcode(rnd)
-        noise.append("moved")
-    elif roll < 0.15:
-        postcode = None
-        noise.append("no-postcode")
-    return NormalisedIdentity(first, surname, born, nhs, postcode), tuple(noise)
+    e = entered(rnd, first_name=child.first, surname=child.surname, date_of_birth=child.born,
+                nhs_number=child.nhs, postcode=child.postcode, sector=sector,
+                other_surname=lambda: _zipf(rnd, SURNAMES),
+                other_postcode=lambda: _postcode(rnd),
+                births=(TODAY - timedelta(days=25 * 365), TODAY))
+    return (NormalisedIdentity(e.first_name, e.surname, e.date_of_birth, e.nhs_number,
+                               e.postcode), e.noise)
 
 
 def world(seed: int, n: int) -> list[Record]:
