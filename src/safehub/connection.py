@@ -28,19 +28,26 @@ from pathlib import Path
 from typing import Any
 
 from safehub.errors import ConfigError
+from safehub.settings.common import KafkaEnv, PlacesEnv
+from safehub.settings.loader import load
 
 SECURITY_PROTOCOL = "SASL_SSL"
 SASL_MECHANISM = "SCRAM-SHA-512"
-DEFAULT_BOOTSTRAP = "127.0.0.1:19092"
 LOCAL_CLUSTER = "default"
 
 
 def local_cluster_folder(name: str = LOCAL_CLUSTER) -> Path:
     """Where `safehub kafka up` keeps a local cluster's state, CA and secrets."""
-    base = os.environ.get("SAFEHUB_STATE") or os.path.join(
-        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "safehub"
-    )
-    return Path(base) / "kafka" / name
+    return state_folder() / "kafka" / name
+
+
+def state_folder(env: Mapping[str, str] | None = None) -> Path:
+    """SAFEHUB_STATE, else the XDG state folder's `safehub` (XDG_* is the desktop's
+    convention, not a setting of ours, so it is read here and not by the settings loader)."""
+    e = os.environ if env is None else env
+    chosen = load(PlacesEnv, e).state
+    return chosen or Path(e.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"),
+                          "safehub")
 
 
 def read_secret(path: Path, what: str) -> str:
@@ -93,21 +100,15 @@ class KafkaConnection:
     @classmethod
     def from_env(cls, default_principal: str,
                  env: Mapping[str, str] | None = None) -> KafkaConnection:
-        e = os.environ if env is None else env
+        v = load(KafkaEnv, env)
         local = local_cluster_folder()
-        principal = e.get("SAFEHUB_KAFKA_PRINCIPAL") or default_principal
-        folder = Path(e.get("SAFEHUB_KAFKA_SECRETS") or local / "secrets")
-        password_file = e.get("SAFEHUB_KAFKA_PASSWORD_FILE")
-        bootstrap = e.get("SAFEHUB_KAFKA_BOOTSTRAP") or DEFAULT_BOOTSTRAP
-        if any(not part.strip() or ":" not in part for part in bootstrap.split(",")):
-            raise ConfigError(f"SAFEHUB_KAFKA_BOOTSTRAP must be host:port[,host:port...], "
-                              f"got {bootstrap!r}")
+        principal = v.principal or default_principal
         return cls(
-            bootstrap=bootstrap,
+            bootstrap=v.bootstrap,
             principal=principal,
-            password_file=Path(password_file) if password_file
-            else password_path(folder, principal),
-            ca_file=Path(e.get("SAFEHUB_KAFKA_CA_FILE") or local / "ca.pem"),
+            password_file=v.password_file
+            or password_path(v.secrets or local / "secrets", principal),
+            ca_file=v.ca_file or local / "ca.pem",
         )
 
     def as_principal(self, principal: str, password_file: Path | None = None) -> KafkaConnection:
@@ -175,12 +176,11 @@ def connections_from_env(principals: Iterable[str], env: Mapping[str, str] | Non
     """One connection per principal, from one set of settings: a process that acts for several
     hubs (the inbox, the web page) holds each hub's own credentials, never one shared login.
     SAFEHUB_KAFKA_PRINCIPAL may be unset; if set, it must be one of them."""
-    e = os.environ if env is None else env
     names = tuple(principals)
-    named = e.get("SAFEHUB_KAFKA_PRINCIPAL")
+    named = load(KafkaEnv, env).principal
     if named and named not in names:
         raise ConfigError(f"SAFEHUB_KAFKA_PRINCIPAL={named} is not one of the hubs served "
                           f"({', '.join(names)}): each hub connects as its own principal; leave "
                           "it unset and give SAFEHUB_KAFKA_SECRETS")
-    base = KafkaConnection.from_env(named or names[0], e)
+    base = KafkaConnection.from_env(named or names[0], env)
     return {p: base if p == base.principal else base.as_principal(p) for p in names}
