@@ -20,7 +20,16 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from enum import Enum
 
-from safehub.producers.simulation.world import Child, Identity, World, make_postcode, make_world
+from safehub.producers.simulation import noise as identity_noise
+from safehub.producers.simulation.world import (
+    SURNAMES,
+    Child,
+    Identity,
+    World,
+    make_postcode,
+    make_world,
+    with_families,
+)
 from safehub.schemas.vocabulary import (
     Indicator,
     MissingType,
@@ -216,10 +225,21 @@ def simulate(
     months: int = 12,
     exploited_share: float = 0.03,
     start: date = date(2025, 1, 1),
+    noise: bool = False,
 ) -> Population:
-    """A whole population over `months`: same seed, same population."""
+    """A whole population over `months`: same seed, same population.
+
+    With `noise`, the noisier world (issue 20): families (twins, siblings) and every record's
+    identity entered with producers/simulation/noise.py's noise, as the linkage bench's. Those
+    draws come from a second RNG, so the noisy world has the same trajectories and records as
+    the clean one of the same seed (only ages move, for siblings): what differs is who the
+    records say they are about, and so what linkage makes of them.
+    """
     rng = random.Random(seed)
     world = make_world(rng, children=children, authorities=authorities, start=start)
+    noise_rng = random.Random(f"safehub noise {seed}") if noise else None
+    if noise_rng is not None:
+        world = with_families(noise_rng, world, start)
     start_ms = int(datetime(start.year, start.month, start.day, tzinfo=UTC).timestamp() * 1000)
     horizon_days = int(months * 30.44)
     end_ms = start_ms + horizon_days * DAY_MS
@@ -235,7 +255,8 @@ def simulate(
             happenings.extend(_exploitation(rng, child, pattern, start_ms, horizon_days))
         truths.append((child.child_id, pattern))
         happenings.extend(_routine(rng, child, start_ms, horizon_days))
-    records, record_child, first_sign = _record(rng, world, happenings)
+    entry = None if noise_rng is None else _DataEntry(noise_rng, world, start)
+    records, record_child, first_sign = _record(rng, world, happenings, entry)
     truth = GroundTruth(
         tuple(ChildTruth(cid, p is not None, p, first_sign.get(cid)) for cid, p in truths),
         record_child,
@@ -311,8 +332,29 @@ def _routine(
     return out
 
 
+class _DataEntry:
+    """The noisy world's data entry: each record's identity entered afresh, with noise."""
+
+    def __init__(self, rng: random.Random, world: World, start: date) -> None:
+        self._rng, self._world = rng, world
+        self._births = (date(start.year - 25, start.month, 1), start)
+
+    def identity(self, child: Child, sector: Sector) -> Identity:
+        true, rng = child.identity, self._rng
+        assert true.nhs_number is not None and true.postcode is not None
+        area = self._world.authority(child.home_authority).postcode_area
+        e = identity_noise.entered(
+            rng, first_name=true.first_name, surname=true.surname,
+            date_of_birth=true.date_of_birth, nhs_number=true.nhs_number,
+            postcode=true.postcode, sector=sector,
+            other_surname=lambda: rng.choice(SURNAMES),
+            other_postcode=lambda: make_postcode(rng, area), births=self._births)
+        return Identity(e.first_name, e.surname, e.date_of_birth, e.nhs_number, e.postcode)
+
+
 def _record(
-    rng: random.Random, world: World, happenings: list[_Happening]
+    rng: random.Random, world: World, happenings: list[_Happening],
+    entry: _DataEntry | None = None,
 ) -> tuple[tuple[AgencyRecord, ...], dict[tuple[str, str], int], dict[int, int]]:
     happenings.sort(key=lambda h: (h.at, h.child.child_id, h.what.value))
     copies: dict[tuple[str, int], tuple[Identity, str]] = {}
@@ -330,6 +372,7 @@ def _record(
         if key not in copies:
             people[agency.agency_id] = people.get(agency.agency_id, 0) + 1
             person = f"{_initials(agency.agency_id)}-P{people[agency.agency_id]:06d}"
+            # Drawn in the noisy world too (and unused there), so both worlds share this RNG.
             copies[key] = (_agency_copy(rng, world, child, h.sector), person)
         counters[agency.agency_id] = counters.get(agency.agency_id, 0) + 1
         ref = f"{_initials(agency.agency_id)}-{counters[agency.agency_id]:07d}"
@@ -339,7 +382,7 @@ def _record(
         reported = h.at + _delay(rng, h.sector, h.at)
         common = dict(
             agency_id=agency.agency_id, sector=h.sector, record_ref=ref, person_ref=copies[key][1],
-            identity=copies[key][0],
+            identity=copies[key][0] if entry is None else entry.identity(child, h.sector),
             local_authority=child.home_authority, placing_authority=placing,
             occurred_at=h.at, reported_at=reported,
         )

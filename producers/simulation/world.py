@@ -9,9 +9,10 @@ one `random.Random(seed)` passed in, never the global generator or the clock.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
+from safehub.producers.simulation.noise import SIBLING_SHARE, TWIN_SHARE
 from safehub.schemas.vocabulary import Sector
 
 # (GSS code, slug, postcode area, police force slug). Real codes, so routing tables look real;
@@ -176,3 +177,33 @@ def make_world(
             placing = rng.choice([a for a in las if a.gss != home.gss]).gss
         kids.append(Child(child_id, identity, home.gss, placing, looked_after))
     return World(las, make_agencies(las), tuple(kids))
+
+
+def with_families(rng: random.Random, world: World, start: date) -> World:
+    """The world with families: some children become a twin or a sibling of the child before.
+
+    Rates from producers/simulation/noise.py. A twin takes the previous child's surname, birth
+    date, address and authority, with another first name; a sibling the surname, address and
+    authority, born one to five years apart (within the world's ages). Each child keeps its own
+    id, NHS number and care status, so the world's trajectories (drawn from another RNG) stay
+    those of the world without families, apart from ages.
+    """
+    kids = list(world.children)
+    youngest, oldest = start - timedelta(days=9 * 365), start - timedelta(days=18 * 365 - 30)
+    for i in range(1, len(kids)):
+        roll = rng.random()
+        if roll >= TWIN_SHARE + SIBLING_SHARE:
+            continue
+        prev, child = kids[i - 1].identity, kids[i]
+        if child.placing_authority == kids[i - 1].home_authority:
+            continue  # placed by the authority the family lives in: not a placement
+        first = rng.choice(FIRST_NAMES)
+        while first == prev.first_name:
+            first = rng.choice(FIRST_NAMES)
+        born = prev.date_of_birth
+        if roll >= TWIN_SHARE:
+            other = born + timedelta(days=rng.choice((-1, 1)) * rng.randint(365, 5 * 365))
+            born = other if oldest <= other <= youngest else child.identity.date_of_birth
+        identity = Identity(first, prev.surname, born, child.identity.nhs_number, prev.postcode)
+        kids[i] = replace(child, identity=identity, home_authority=kids[i - 1].home_authority)
+    return replace(world, children=tuple(kids))
