@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
 from safehub.errors import SafehubError
 from safehub.observability.logs import configure_logging, format_from_env
+from safehub.settings.common import LogEnv
+from safehub.settings.loader import load
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -64,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(args_list)
     try:
         log_format = format_from_env(args.log_format)
+        faust_level = (load(LogEnv).faust_level or "error").upper()
     except SafehubError as exc:
         print(f"safehub: {exc}", file=sys.stderr)
         return 2
@@ -76,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
     # SAFEHUB_FAUST_LOGLEVEL=INFO shows faust's rebalances and recovery, for diagnosis.
     for framework in ("faust", "mode"):
-        logging.getLogger(framework).setLevel(os.environ.get("SAFEHUB_FAUST_LOGLEVEL", "ERROR"))
+        logging.getLogger(framework).setLevel(faust_level)
     run = getattr(args, "_run", None)
     if run is None:
         parser.print_help()

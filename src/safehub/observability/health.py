@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -29,12 +28,12 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from safehub.errors import ConfigError
 from safehub.observability.metrics import HEARTBEAT_AGE, READY, REGISTRY
+from safehub.settings.common import DEFAULT_STALL_S, HealthEnv
+from safehub.settings.loader import load
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STALL_S = 120.0
 # A check answers None when ready, else a short reason of our own (never a library message).
 Check = Callable[[], "str | None"]
 
@@ -170,38 +169,14 @@ class HealthServer:
 
 
 def port_from_env() -> int | None:
-    raw = os.environ.get("SAFEHUB_HEALTH_PORT", "").strip()
-    if not raw:
-        return None
-    try:
-        port = int(raw)
-    except ValueError:
-        raise ConfigError("SAFEHUB_HEALTH_PORT must be a port number (0 for any free port)") \
-            from None
-    if not 0 <= port <= 65535:
-        raise ConfigError("SAFEHUB_HEALTH_PORT must be between 0 and 65535")
-    return port
-
-
-def seconds_from_env(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be more than 0")
-    return value
+    return load(HealthEnv).port
 
 
 def serve_from_env(service: str, heartbeat: Heartbeat,
                    checks: Sequence[tuple[str, Check]] = ()) -> HealthServer | None:
     """Start the service's health server if SAFEHUB_HEALTH_PORT is set; None otherwise."""
-    port = port_from_env()
-    if port is None:
+    env = load(HealthEnv)
+    if env.port is None:
         return None
-    host = os.environ.get("SAFEHUB_HEALTH_HOST", "").strip() or "127.0.0.1"
-    liveness = Liveness(heartbeat, seconds_from_env("SAFEHUB_HEALTH_STALL_S", DEFAULT_STALL_S))
-    return HealthServer(service, liveness, Readiness(checks), host, port).start()
+    liveness = Liveness(heartbeat, env.stall_s)
+    return HealthServer(service, liveness, Readiness(checks), env.host, env.port).start()

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from datetime import UTC, datetime
 from typing import Any
 
-from safehub.errors import ConfigError
+from safehub.settings.common import LOG_FORMATS, LogEnv
+from safehub.settings.loader import load
 
-FORMATS = ("text", "json")
+FORMATS = LOG_FORMATS
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Attributes every LogRecord has: anything else on a record came from `extra`.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -47,11 +47,9 @@ class JsonFormatter(logging.Formatter):
 
 
 def format_from_env(chosen: str | None = None) -> str:
-    value = (chosen or os.environ.get("SAFEHUB_LOG_FORMAT", "") or "text").strip().lower()
-    if value not in FORMATS:
-        raise ConfigError(f"SAFEHUB_LOG_FORMAT (or --log-format) must be one of "
-                          f"{', '.join(FORMATS)}")
-    return value
+    if chosen:  # --log-format: the same rule as the variable's
+        return load(LogEnv, {"SAFEHUB_LOG_FORMAT": chosen}).format
+    return load(LogEnv).format
 
 
 def configure_logging(level: int, log_format: str, service: str) -> None:
