@@ -87,7 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(run(args))
     except SafehubError as exc:
         print(f"safehub {args.command}: {exc}", file=sys.stderr)
-        return 1
+        # A service stopped by its error policy (safehub.consuming.ServiceStopped) exits with
+        # the code the policy declares, which the supervisor and docs/error-policies.md use.
+        return int(getattr(exc, "exit_code", 1))
     except KeyboardInterrupt:
         return 130
 
