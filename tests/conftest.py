@@ -17,6 +17,12 @@ from safehub.deploy.topics import TopicSpec, create_topics, registry_specs
 from safehub.schemas.vocabulary import Sector
 from safehub.topics import Family
 
+# Helpers shared by several test modules live in tests/fixtures/<area>.py, never in a test
+# module; the pytest fixtures among them are served from here, so no test imports a fixture.
+# Registered before any test imports them, so their asserts report like the tests' own.
+pytest.register_assert_rewrite("tests.fixtures")
+pytest_plugins = ("tests.fixtures.correlator",)
+
 
 @pytest.fixture(scope="session")
 def kafka() -> Iterator[KafkaConnection]:

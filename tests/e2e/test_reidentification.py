@@ -40,7 +40,7 @@ from safehub.services.web.users import hash_password
 from safehub.topics import alerts
 from tests.conftest import Namespace
 from tests.e2e.test_hub_web import PASSWORD, free_port, wait_for
-from tests.integration.test_correlator_golden import TopicReader
+from tests.fixtures.topics import TopicReader
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 HUB = "csc-leeds"

@@ -23,18 +23,17 @@ from safehub.services.correlation.core import MAX_BLOCK_EVENTS
 from safehub.services.correlator.processing import block_key, partition_for
 from safehub.topics import changelog_topic
 from tests.conftest import Namespace
-from tests.integration.test_correlator_golden import (  # noqa: F401 (a fixture)
+from tests.fixtures.correlator import (
     PARTITIONS,
     Agencies,
     Correlator,
-    TopicReader,
     audit_entries,
-    correlator_factory,
     correlator_namespace,
     handled_count,
     ingress_message,
     wait_until,
 )
+from tests.fixtures.topics import TopicReader
 
 pytestmark = pytest.mark.integration
 AGENCIES = {"police-h": Sector.POLICE, "school-h": Sector.EDUCATION}
@@ -52,7 +51,7 @@ def _event(agency: str, n: int, block: int = BLOCK) -> WarningSignEvent:
 @pytest.mark.timeout(300)
 def test_hostile_and_careless_agencies_on_the_real_broker(
     secure_namespace: Callable[..., Namespace],
-    correlator_factory: Callable[..., Correlator],  # noqa: F811
+    correlator_factory: Callable[..., Correlator],
 ) -> None:
     ns = correlator_namespace(secure_namespace, ((a, s.value) for a, s in AGENCIES.items()))
     prefix = ns.prefix
@@ -109,7 +108,7 @@ def _flood_event(n: int) -> WarningSignEvent:
 @pytest.mark.timeout(300)
 def test_a_flood_into_one_block_is_capped_and_its_state_is_saved_and_recovered(
     secure_namespace: Callable[..., Namespace],
-    correlator_factory: Callable[..., Correlator],  # noqa: F811
+    correlator_factory: Callable[..., Correlator],
 ) -> None:
     ns = correlator_namespace(secure_namespace, ((a, s.value) for a, s in AGENCIES.items()))
     prefix = ns.prefix

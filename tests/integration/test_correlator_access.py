@@ -30,16 +30,15 @@ from safehub.schemas.vocabulary import Sector, Sign
 from safehub.services.correlator.outputs import transactional_id
 from safehub.topics import changelog_topic, correlator_group
 from tests.conftest import Namespace
-from tests.integration.test_correlator_golden import (  # noqa: F401 (fixtures)
+from tests.fixtures.correlator import (
     Agencies,
     Correlator,
-    TopicReader,
-    correlator_factory,
+    Outputs,
     correlator_namespace,
     ingress_message,
     wait_until,
 )
-from tests.integration.test_correlator_recovery import Outputs
+from tests.fixtures.topics import TopicReader
 
 pytestmark = pytest.mark.integration
 AGENCIES = {"police-a": Sector.POLICE, "health-a": Sector.HEALTH}
@@ -83,7 +82,7 @@ def write(kafka: KafkaConnection, topic: str) -> None:
 @pytest.mark.timeout(300)
 def test_no_one_else_can_use_the_correlators_transactional_ids_or_write_its_topics(
     secure_namespace: Callable[..., Namespace],
-    correlator_factory: Callable[..., Correlator],  # noqa: F811
+    correlator_factory: Callable[..., Correlator],
 ) -> None:
     ns = correlator_namespace(secure_namespace, ((a, s.value) for a, s in AGENCIES.items()))
     prefix = ns.prefix
@@ -139,7 +138,7 @@ def test_no_one_else_can_use_the_correlators_transactional_ids_or_write_its_topi
 @pytest.mark.timeout(120)
 def test_without_its_changelog_topic_the_worker_stops_at_once_saying_what_to_run(
     secure_namespace: Callable[..., Namespace],
-    correlator_factory: Callable[..., Correlator],  # noqa: F811
+    correlator_factory: Callable[..., Correlator],
 ) -> None:
     """The correlator may not create topics (only the admin may), so its table's changelog is
     made with the others by `safehub topics create`; a worker started without it says so."""

@@ -27,7 +27,7 @@ from safehub.services.correlator.outputs import (
 )
 from safehub.topics import changelog_topic, correlator_group
 from tests.conftest import Namespace
-from tests.integration.test_correlator_golden import TopicReader
+from tests.fixtures.topics import TopicReader
 
 pytestmark = pytest.mark.integration
 # Without the fencing, committed readers wait for the broker to time the transaction out:

@@ -11,207 +11,30 @@ block's events in the table's order even though they arrive on different agencie
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from safehub.bus import Headers, make_consumer, make_producer, send_all
-from safehub.connection import KafkaConnection
-from safehub.schemas.codec import decode, encode
-from safehub.schemas.records import AuditEntry, CorrelatedAlert, IngressEvent
+from safehub.schemas.codec import decode
+from safehub.schemas.records import CorrelatedAlert
 from safehub.schemas.vocabulary import AuditAction
 from safehub.services.correlation.core import initial_state, step
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
-from safehub.services.correlator.command import READY
 from tests.conftest import Namespace
+from tests.fixtures.correlator import (
+    Agencies,
+    Correlator,
+    audit_entries,
+    correlator_namespace,
+    handled_count,
+    ingress_message,
+    wait_until,
+)
+from tests.fixtures.topics import TopicReader
 from tests.golden.scenarios import all_scenarios, describe
 
 pytestmark = pytest.mark.integration
-PARTITIONS = 3
-HUBS = ["csc-a"]
-Message = tuple[str, bytes | None, bytes, Headers | None]
-
-
-class Correlator:
-    """`safehub correlator` as a child process, as the demo and an operator run it: as the
-    `correlator` principal of `ns`, with nothing but that principal's rights."""
-
-    def __init__(self, ns: Namespace, workdir: Path, **env: str) -> None:
-        self.log = workdir / "correlator.log"
-        inherited = {k: v for k, v in os.environ.items()
-                     if not k.startswith(("SAFEHUB_KAFKA_", "SAFEHUB_CORRELATOR_"))}
-        self.env = {
-            **inherited,
-            **ns.env("correlator"),
-            "SAFEHUB_CORRELATOR_PARTITIONS": str(PARTITIONS),
-            "SAFEHUB_CORRELATOR_DATA_DIR": str(workdir / "data"),
-            **env,
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._ready_before = 0  # "ready" lines in the log before the latest start
-
-    def start(self) -> None:
-        self._ready_before = self._readies()
-        out = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "safehub.cli", "correlator"], env=self.env,
-            stdout=out, stderr=subprocess.STDOUT)
-
-    def _readies(self) -> int:
-        return self.log.read_text(errors="replace").count(READY) if self.log.exists() else 0
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(30)
-
-    def stop(self) -> int:
-        """Stop the worker gracefully, once it is running: a SIGTERM that comes before faust
-        has installed its signal handlers (say, right after a restart whose work was already
-        done) kills the process instead."""
-        assert self.proc is not None
-        deadline = time.monotonic() + 120
-        while self._readies() == self._ready_before and self.proc.poll() is None:
-            assert time.monotonic() < deadline, "the correlator never finished starting"
-            time.sleep(0.1)
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(60)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-
-def partitions_of(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
-    """The topic's partitions; a topic created a moment ago may not be in the metadata yet."""
-    deadline = time.monotonic() + 30
-    while not (parts := consumer.partitions_for_topic(topic)):
-        assert time.monotonic() < deadline, f"topic {topic} has no partitions"
-        time.sleep(0.1)
-        consumer.topics()  # refreshes the metadata
-    return [TopicPartition(topic, p) for p in sorted(parts)]
-
-
-class TopicReader:
-    """Reads whole topics from the beginning, remembering its position between calls."""
-
-    def __init__(self, kafka: KafkaConnection, *topics: str) -> None:
-        self.consumer: KafkaConsumer = make_consumer(kafka, None, client_id="test-reader")
-        self.consumer.assign([tp for t in topics for tp in partitions_of(self.consumer, t)])
-        self.consumer.seek_to_beginning()
-        self.records: list = []
-        self._decoded: list = []
-
-    def poll(self) -> list:
-        for batch in self.consumer.poll(timeout_ms=200).values():
-            self.records.extend(batch)
-        return self.records
-
-    def decoded(self, record_type: type) -> list:
-        """poll(), each record decoded as `record_type` (once: waits call this many times)."""
-        self.poll()
-        self._decoded += [decode(r.value, record_type)
-                          for r in self.records[len(self._decoded):]]
-        return self._decoded
-
-    def read_to_end(self, timeout_s: float = 60.0) -> list:
-        """Everything on the topics up to their end offsets as of this call. One poll may
-        return only part of what is there (a fetch per partition, up to a size), so a check of
-        a whole topic reads to the end offsets instead."""
-        ends = self.consumer.end_offsets(sorted(self.consumer.assignment()))
-        assert ends, "the reader has no partitions"
-        deadline = time.monotonic() + timeout_s
-        while any(self.consumer.position(tp) < end for tp, end in ends.items()):
-            assert time.monotonic() < deadline, f"topic not read to {ends} in {timeout_s} s"
-            self.poll()
-        return self.records
-
-    def close(self) -> None:
-        self.consumer.close()
-
-
-def wait_until(what: str, done: Callable[[], bool], timeout: float, proc: Correlator) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        if not proc.alive():
-            raise AssertionError(f"correlator exited while waiting for {what}: "
-                                 f"{proc.log.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}: {proc.log.read_text()[-3000:]}")
-        time.sleep(0.05)
-
-
-def audit_entries(reader: TopicReader) -> list[AuditEntry]:
-    return reader.decoded(AuditEntry)
-
-
-def accepted_count(reader: TopicReader) -> int:
-    """EVENT_ACCEPTED entries so far (each event's; ALERT_EMITTED entries are not counted)."""
-    return sum(e.action is AuditAction.EVENT_ACCEPTED for e in audit_entries(reader))
-
-
-def handled_count(reader: TopicReader) -> int:
-    """Events journalled so far, accepted or dead-lettered."""
-    return sum(e.action in (AuditAction.EVENT_ACCEPTED, AuditAction.EVENT_DEADLETTERED)
-               for e in audit_entries(reader))
-
-
-def correlator_namespace(secure_namespace: Callable[..., Namespace],
-                         agencies: Iterable[tuple[str, str]]) -> Namespace:
-    """A namespace with these (agency, sector) pairs, a hub, and the correlator's topics (its
-    ingress topics and table changelog with PARTITIONS partitions), credentials and ACLs."""
-    return secure_namespace(agencies=dict(agencies), hubs=HUBS, partitions=PARTITIONS)
-
-
-@pytest.fixture
-def correlator_factory(tmp_path: Path) -> Iterator[Callable[..., Correlator]]:
-    made: list[Correlator] = []
-
-    def make(ns: Namespace, **env: str) -> Correlator:
-        c = Correlator(ns, tmp_path, **env)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        if c.alive():
-            c.kill()
-
-
-class Agencies:
-    """Publishes ingress messages as the agency each topic belongs to (one producer each)."""
-
-    def __init__(self, ns: Namespace) -> None:
-        self.ns = ns
-        self._producers: dict[str, KafkaProducer] = {}
-
-    def send(self, messages: Sequence[Message]) -> None:
-        by_agency: dict[str, list[Message]] = defaultdict(list)
-        ingress = self.ns.topic("ingress.")
-        for m in messages:
-            assert m[0].startswith(ingress), m[0]
-            by_agency[m[0].removeprefix(ingress)].append(m)
-        for agency, batch in by_agency.items():
-            if agency not in self._producers:
-                self._producers[agency] = make_producer(self.ns.connection(agency),
-                                                        f"test-{agency}")
-            send_all(self._producers[agency], batch)
-
-    def close(self) -> None:
-        for producer in self._producers.values():
-            producer.close()
-
-
-def ingress_message(prefix: str, event: IngressEvent) -> Message:
-    key = event.subject.linkage_block.to_bytes(4, "big")
-    return (f"{prefix}ingress.{event.agency_id}", key, encode(event), None)
 
 
 @pytest.mark.timeout(240)

@@ -17,16 +17,15 @@ from safehub.schemas.records import MatchKeys, Subject, WarningSignEvent
 from safehub.schemas.vocabulary import Sector, Sign
 from safehub.services.correlator.ingress import unread
 from tests.conftest import Namespace
-from tests.integration.test_correlator_golden import (  # noqa: F401 (fixtures)
+from tests.fixtures.correlator import (
     PARTITIONS,
     Agencies,
     Correlator,
-    correlator_factory,
+    Outputs,
     correlator_namespace,
     ingress_message,
     wait_until,
 )
-from tests.integration.test_correlator_recovery import Outputs
 
 pytestmark = pytest.mark.integration
 WARNING = "are NOT read by this worker"
@@ -52,7 +51,7 @@ def test_unread_names_only_topics_the_worker_does_not_read() -> None:
 @pytest.mark.parametrize("worker_id", ["", "w1"], ids=["anonymous", "worker-id"])
 def test_a_topic_created_while_running_is_reported_then_read_after_a_restart(
         secure_namespace: Callable[..., Namespace],
-        correlator_factory: Callable[..., Correlator], worker_id: str) -> None:  # noqa: F811
+        correlator_factory: Callable[..., Correlator], worker_id: str) -> None:
     ns = correlator_namespace(secure_namespace, [("police-x", "POLICE")])
     prefix = ns.prefix
     correlator = correlator_factory(ns, SAFEHUB_CORRELATOR_TOPIC_CHECK_S="1",

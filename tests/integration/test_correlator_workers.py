@@ -15,17 +15,14 @@ from safehub.connection import KafkaConnection
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
 from safehub.topics import correlator_group
 from tests.conftest import Namespace
-from tests.integration.test_correlator_golden import (  # noqa: F401 (fixtures)
+from tests.fixtures.correlator import (
     Agencies,
     Correlator,
-    correlator_factory,
-    ingress_message,
-    wait_until,
-)
-from tests.integration.test_correlator_recovery import (
     check_no_effect_lost,
     correlator_topics,
+    ingress_message,
     population,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -35,7 +32,7 @@ pytestmark = pytest.mark.integration
 @pytest.mark.parametrize("ids", [("", ""), ("a", "b")], ids=["anonymous", "worker-ids"])
 def test_two_workers_share_partitions_and_survive_losing_one(
     secure_namespace: Callable[..., Namespace],
-    correlator_factory: Callable, ids: tuple[str, str],  # noqa: F811
+    correlator_factory: Callable, ids: tuple[str, str],
 ) -> None:
     rules = load_rules(DEFAULT_RULES_PATH)
     events = population(children=300, events_per_child=12, seed=23)

@@ -42,13 +42,8 @@ from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
 from safehub.services.correlator.processing import block_key, partition_for
 from safehub.services.deadletters.letters import HEADER_REPLAY_OF
 from tests.conftest import SERVICES, Namespace
-from tests.integration.test_correlator_golden import (  # noqa: F401 (fixtures)
-    PARTITIONS,
-    Correlator,
-    TopicReader,
-    correlator_factory,
-    wait_until,
-)
+from tests.fixtures.correlator import PARTITIONS, Correlator, wait_until
+from tests.fixtures.topics import TopicReader
 
 pytestmark = pytest.mark.integration
 AGENCY = "police-x"
@@ -95,7 +90,7 @@ def ours(entries: list[AuditEntry], action: AuditAction, subject: str | None = N
 @pytest.mark.timeout(180)
 def test_a_fixed_dead_letter_is_replayed_correlated_once_and_audited(
     secure_namespace: Callable[..., Namespace],
-    correlator_factory: Callable[..., Correlator],  # noqa: F811
+    correlator_factory: Callable[..., Correlator],
     tmp_path: Path,
 ) -> None:
     registry = Registry(validate((Party(AGENCY, Kind.AGENCY, Sector.POLICE),

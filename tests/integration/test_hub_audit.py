@@ -28,8 +28,8 @@ from safehub.services.web.hub import Hub, Outlet
 from safehub.services.web.users import User
 from safehub.topics import acks
 from tests.conftest import SERVICES, Namespace
-from tests.integration.test_correlator_golden import TopicReader
-from tests.integration.test_inbox import AGENCY, NOW, OTHER, routed
+from tests.fixtures.inbox import AGENCY, NOW, OTHER, routed
+from tests.fixtures.topics import TopicReader
 
 pytestmark = pytest.mark.integration
 

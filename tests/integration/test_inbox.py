@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from kafka import OffsetAndMetadata, TopicPartition
 from kafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError
 
-from safehub.bus import make_consumer, make_producer, send_all
+from safehub.bus import make_consumer, make_producer
 from safehub.connection import KafkaConnection
 from safehub.consumers.deadletter import HEADER_SOURCE_TOPIC, DeadLetterSink
 from safehub.consumers.inbox.command import InboxSettings, build, hub_inbox
@@ -30,34 +30,14 @@ from safehub.consumers.inbox.database import make_engine, migrate
 from safehub.consumers.inbox.store import InboxStore, QueueFilter
 from safehub.errors import ConfigError
 from safehub.schemas.codec import encode
-from safehub.schemas.records import CorrelatedAlert, Evidence, ReidentificationRef, RoutedAlert
-from safehub.schemas.vocabulary import Sector, Sign, Tier
-from safehub.services.router import core
-from safehub.services.router.core import ClusterState
-from safehub.services.router.table import load_routing_table
+from safehub.schemas.records import RoutedAlert
 from safehub.topics import alerts, service_group
 from tests.conftest import Namespace
+from tests.fixtures.inbox import AGENCY, NOW, OTHER, committed, publish, routed
 from tests.fixtures.netproxy import TcpProxy
-from tests.integration.test_correlator_golden import TopicReader
+from tests.fixtures.topics import TopicReader
 
 pytestmark = pytest.mark.integration
-AGENCY = "csc-leeds"
-OTHER = "csc-bradford"
-NOW = 1_794_823_200_000  # Monday 16 Nov 2026, 10:00 UTC
-
-
-def routed(n: int, agency_la: str = "E08000035") -> RoutedAlert:
-    alert = CorrelatedAlert(
-        alert_id=uuid.uuid5(uuid.NAMESPACE_OID, str(n)).hex, rules_version="a" * 64,
-        cluster_id=f"{n:032x}", linkage_block=n % 100, tier=Tier.ESCALATING, rule="three-signs",
-        score=3.0, raised_at=NOW - n, age_years=10 + n % 8, local_authority=agency_la,
-        placing_authority=None, agencies=("police-wy", "school-leeds"),
-        evidence=(Evidence("e" * 32, "police-wy", Sector.POLICE, Sign.OFFENDING, NOW - 9, 1.0),
-                  Evidence("d" * 32, "school-leeds", Sector.EDUCATION, Sign.ABSENT_FROM_SCHOOL,
-                           NOW - 5, 1.0)),
-        reidentification=(ReidentificationRef("police-wy", "f" * 32),), identity_conflict=False)
-    _, (note,) = core.receive(load_routing_table(), ClusterState(alert.cluster_id), alert, NOW)
-    return note.routed
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -115,23 +95,6 @@ def drain(inbox: InboxConsumer, until: Callable[[], bool], seconds: float = 40) 
     while not until():
         assert time.monotonic() < deadline, "inbox did not catch up in time"
         inbox.step(stop, timeout_ms=200)
-
-
-def publish(ns: Namespace, topic: str, values: list[tuple[bytes, bytes]]) -> None:
-    """As the router: the only principal that may write an alerts topic."""
-    producer = make_producer(ns.connection("router"), "test-alerts")
-    send_all(producer, [(topic, k, v, None) for k, v in values])
-    producer.close()
-
-
-def committed(kafka: KafkaConnection, group: str, topic: str) -> int:
-    probe = make_consumer(kafka, group, client_id="probe")
-    try:
-        parts = probe.partitions_for_topic(topic) or set()
-        assert parts, f"{kafka.principal} sees no partitions of {topic}"
-        return sum(probe.committed(TopicPartition(topic, p)) or 0 for p in parts)
-    finally:
-        probe.close()
 
 
 def test_rows_stored_redelivery_no_op_bad_records_dead_lettered(

@@ -34,9 +34,9 @@ from safehub.schemas.vocabulary import AckAction
 from safehub.services.web.acks import KafkaAckPublisher, publish_pending, republish
 from safehub.topics import acks, alerts, service_group
 from tests.conftest import Namespace
+from tests.fixtures.inbox import AGENCY, NOW, committed, publish, routed
 from tests.fixtures.netproxy import TcpProxy
-from tests.integration.test_correlator_golden import TopicReader
-from tests.integration.test_inbox import AGENCY, NOW, committed, publish, routed
+from tests.fixtures.topics import TopicReader
 
 pytestmark = pytest.mark.integration
 

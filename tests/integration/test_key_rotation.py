@@ -35,15 +35,8 @@ from safehub.schemas.vocabulary import Sector, Tier
 from safehub.services.audit.reading import read_all
 from safehub.services.keyservice.keys import key_path, write_key_file
 from tests.conftest import SERVICES, Namespace
-from tests.integration.test_correlator_golden import (
-    HUBS,
-    PARTITIONS,
-    Correlator,
-    TopicReader,
-    accepted_count,
-    correlator_factory,  # noqa: F401  (a fixture)
-    wait_until,
-)
+from tests.fixtures.correlator import HUBS, PARTITIONS, Correlator, accepted_count, wait_until
+from tests.fixtures.topics import TopicReader
 
 pytestmark = pytest.mark.integration
 POLICE, HEALTH = "police-rot", "health-rot"
@@ -192,7 +185,7 @@ class Agency:
 @pytest.mark.timeout(300)
 def test_a_childs_history_survives_a_key_rotation(
     namespace: Namespace, keyservice: KeyService,
-    correlator_factory: Callable[..., Correlator],  # noqa: F811
+    correlator_factory: Callable[..., Correlator],
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     ns = namespace

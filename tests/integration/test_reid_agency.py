@@ -57,7 +57,7 @@ from safehub.services.reid.sealing import (
 from safehub.services.web.users import hash_password
 from safehub.topics import reid_requests, reid_responses
 from tests.conftest import Namespace
-from tests.integration.test_correlator_golden import TopicReader
+from tests.fixtures.topics import TopicReader
 
 pytestmark = pytest.mark.integration
 CMD = (shutil.which("safehub") or f"{sys.executable} -m safehub.cli").split()

@@ -54,9 +54,9 @@ from safehub.services.web.reidentification import (
 from safehub.services.web.users import User
 from safehub.topics import reid_requests, reid_responses
 from tests.conftest import Namespace
+from tests.fixtures.inbox import NOW, routed
+from tests.fixtures.topics import TopicReader
 from tests.integration.test_access_matrix import _consume
-from tests.integration.test_correlator_golden import TopicReader
-from tests.integration.test_inbox import NOW, routed
 
 pytestmark = pytest.mark.integration
 HUB, OTHER_HUB = "csc-leeds", "csc-bradford"

@@ -43,7 +43,7 @@ from safehub.services.router.store import RouterStore
 from safehub.services.router.table import parse_routing_table
 from safehub.topics import acks, alerts, service_group
 from tests.conftest import Namespace
-from tests.integration.test_correlator_golden import TopicReader
+from tests.fixtures.topics import TopicReader
 
 pytestmark = pytest.mark.integration
 HOUR = 3_600_000

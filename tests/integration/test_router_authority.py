@@ -23,16 +23,16 @@ from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
 from safehub.services.router.table import load_routing_table
 from safehub.topics import alerts
 from tests.conftest import Namespace
-from tests.golden.authority import authority_scenarios
-from tests.integration.test_correlator_golden import (
+from tests.fixtures.correlator import (
     PARTITIONS,
     Agencies,
     Correlator,
-    TopicReader,
     accepted_count,
     ingress_message,
     wait_until,
 )
+from tests.fixtures.topics import TopicReader
+from tests.golden.authority import authority_scenarios
 
 pytestmark = pytest.mark.integration
 CMD = (shutil.which("safehub") or f"{sys.executable} -m safehub.cli").split()

@@ -50,7 +50,7 @@ from safehub.services.supervisor import RestartPolicy, ServiceSpec, Supervisor, 
 from safehub.topics import alerts, service_group
 from tests.conftest import Namespace
 from tests.fixtures.netproxy import TcpProxy
-from tests.integration.test_correlator_golden import TopicReader
+from tests.fixtures.topics import TopicReader
 
 pytestmark = pytest.mark.integration
 HOUR = 3_600_000
