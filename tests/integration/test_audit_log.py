@@ -25,6 +25,7 @@ from safehub.services.audit.journal import AuditJournal
 from safehub.services.audit.ledger import Ledger, create_schema, open_engine
 from safehub.services.audit.sink import AuditSink, SinkSettings, open_sink
 from tests.conftest import Namespace
+from tests.fixtures.audit import auditor_env
 
 pytestmark = pytest.mark.integration
 
@@ -47,15 +48,6 @@ def _drain(sink: AuditSink, want: int) -> None:
             return
         sink.poll_once(timeout_ms=500)
     raise AssertionError(f"sink stored {sink.size} of {want}")
-
-
-def auditor_env(ns: Namespace, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The cluster, its secrets folder and the prefix, but no principal: `safehub audit
-    verify|replay` must choose the auditor by itself."""
-    for name, value in ns.env("auditor").items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("SAFEHUB_KAFKA_PRINCIPAL")
-    monkeypatch.delenv("SAFEHUB_KAFKA_PASSWORD_FILE")
 
 
 @pytest.fixture

@@ -18,42 +18,16 @@ from safehub.bus import make_producer, send_all
 from safehub.cli import main
 from safehub.connection import KafkaConnection
 from safehub.schemas.codec import encode
-from safehub.schemas.records import MatchKeys, Subject, WarningSignEvent
-from safehub.schemas.vocabulary import AuditAction, Sector, Sign
+from safehub.schemas.vocabulary import AuditAction, Sign
 from safehub.services.audit.journal import AuditJournal
 from safehub.services.correlation.core import BlockState, initial_state, step
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules, parse_rules
 from tests.conftest import Namespace
-from tests.integration.test_audit_log import auditor_env
+from tests.fixtures.audit import AGENCIES, DAY, T0, auditor_env, hex_id, replay_events
 
 pytestmark = pytest.mark.integration
 
-DAY = 86_400_000
-T0 = 1_760_000_000_000
-AGENCIES = {"police-test": Sector.POLICE, "school-test": Sector.EDUCATION}
 HUB = "hub-test"
-
-# Per child: two signs from two agencies. Multi-agency factor 1.5 in the default rules:
-# MISSING 2.0 + GIFTS 2.5 -> 6.75 (escalating); MISSING 2.0 + SELF_HARM 2.0 -> 6.0 (escalating).
-PLANS = [(Sign.MISSING_FROM_HOME_OR_CARE, Sign.UNEXPLAINED_GIFTS_OR_MONEY),
-         (Sign.MISSING_FROM_HOME_OR_CARE, Sign.SELF_HARM)]
-
-
-def _hex(*parts: object) -> str:
-    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:32]
-
-
-def _events(children: int) -> list[tuple[str, WarningSignEvent]]:
-    out = []
-    for child in range(children):
-        block = child % 7
-        subject = Subject(MatchKeys(mk2=hashlib.sha256(f"child{child}".encode()).digest()),
-                          1, block, 14, "E08000035", None, _hex("reid", child))
-        for n, (agency, sign) in enumerate(zip(AGENCIES, PLANS[child % 2], strict=True)):
-            at = T0 + child * 1000 + n * DAY
-            out.append((agency, WarningSignEvent(_hex(agency, child, n), agency,
-                                                 AGENCIES[agency], at, at, subject, sign)))
-    return out
 
 
 @pytest.fixture
@@ -67,9 +41,9 @@ def pipeline(secure_namespace: Callable[..., Namespace],
     for agency in AGENCIES:
         producer = make_producer(ns.connection(agency), f"test-replay-{agency}")
         send_all(producer, [(f"{prefix}ingress.{a}", e.subject.linkage_block.to_bytes(4, "big"),
-                             encode(e), None) for a, e in _events(40) if a == agency])
+                             encode(e), None) for a, e in replay_events(40) if a == agency])
         producer.close()
-    events = _events(40)
+    events = replay_events(40)
     producer = make_producer(ns.connection("correlator"), "test-replay")
     # The processor, as the interface fixes it.
     rules = load_rules(DEFAULT_RULES_PATH)
@@ -223,7 +197,7 @@ def test_replay_checks_routed_alerts_and_inbox_rows(
     producer = make_producer(_ns(pipeline).connection("router"), "test-replay-routed")
     send_all(producer, [
         (prefix + "alerts.hub-test", a.alert_id.encode(),
-         encode(RoutedAlert(_hex("n", a.alert_id), a, "hub-test", "E08000035",
+         encode(RoutedAlert(hex_id("n", a.alert_id), a, "hub-test", "E08000035",
                             RouteReason.RESPONSIBLE_AUTHORITY, 0, T0 + DAY)), None)
         for a in (good, tampered)])
     producer.close()
@@ -233,7 +207,7 @@ def test_replay_checks_routed_alerts_and_inbox_rows(
     Base.metadata.create_all(engine)
     with Session(engine) as session:
         for a, score in ((good, good.score), (other, 99.0)):
-            nid = _hex("n", a.alert_id)
+            nid = hex_id("n", a.alert_id)
             session.add(InboxAlert(
                 notification_id=nid, alert_id=a.alert_id, agency_id="hub-test",
                 cluster_id=a.cluster_id, tier=str(a.tier), rule=a.rule, score=score,

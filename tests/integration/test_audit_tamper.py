@@ -34,7 +34,7 @@ from safehub.services.audit.merkle import MerkleTree, leaf_hash
 from safehub.services.audit.sink import AuditSink, SinkSettings, open_sink
 from tests.conftest import Namespace
 from tests.contract.conftest import fresh_postgres_schema
-from tests.integration.test_audit_log import auditor_env
+from tests.fixtures.audit import auditor_env
 
 pytestmark = pytest.mark.integration
 

@@ -37,7 +37,7 @@ from safehub.services.audit.sharding import (
 from safehub.services.correlation.core import BlockState, initial_state, step
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
 from safehub.services.correlator.processing import block_key
-from tests.integration.test_audit_replay import _events, _hex
+from tests.fixtures.audit import hex_id, replay_events
 
 
 class World:
@@ -51,7 +51,7 @@ class World:
         self.audit: list[bytes] = []
         self.alerts: list[tuple[str, bytes | None]] = []
         states: dict[int, BlockState] = {}
-        for agency, event in _events(60):
+        for agency, event in replay_events(60):
             raw = encode(event)
             digest = hashlib.sha256(raw).digest()
             block = event.subject.linkage_block
@@ -113,11 +113,11 @@ def test_differences_are_the_same_in_one_shard_and_in_many(world: World,
     digest2, (raw2, _key) = list(tampered.ingress.items())[10]
     tampered.ingress[digest2] = (raw2, block_key(12345))
     # A forged alert (journalled, so only the comparison can catch it) and an unjournalled one.
-    forged = replace(decode(tampered.alerts[0][1], CorrelatedAlert), alert_id=_hex("forged"),
+    forged = replace(decode(tampered.alerts[0][1], CorrelatedAlert), alert_id=hex_id("forged"),
                      tier=Tier.HIGH)
     tampered.emit(forged)
     tampered.alerts.append(("0/999 on correlated",
-                            encode(replace(forged, alert_id=_hex("unjournalled")))))
+                            encode(replace(forged, alert_id=hex_id("unjournalled")))))
     tampered.alerts.append(("0/1000 on correlated", b"not an alert"))
     one = replay(tampered, 1)
     assert one["ok"] is False
