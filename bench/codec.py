@@ -10,8 +10,8 @@ import json
 import timeit
 from pathlib import Path
 
+from safehub.samples.records import every_record
 from safehub.schemas import codec
-from tests.unit.test_codec_samples import every_record
 
 N = 3000
 

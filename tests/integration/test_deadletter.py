@@ -21,10 +21,10 @@ from safehub.consumers.deadletter import (
     dead_letter_from,
 )
 from safehub.errors import ValidationError
+from safehub.samples.records import T0, hex32, sign_event, subject
 from safehub.schemas import codec
 from safehub.schemas.records import WarningSignEvent
 from safehub.schemas.validation import agency_from_topic, validate_ingress
-from tests.unit.test_codec_samples import T0, hex32, sign_event, subject
 
 pytestmark = pytest.mark.integration
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from safehub.errors import ValidationError
+from safehub.samples.records import audit_entry, every_record, sign_event
 from safehub.schemas import codec
 from safehub.schemas.records import AuditEntry, WarningSignEvent
-from tests.unit.test_codec_samples import audit_entry, every_record, sign_event
 
 
 @pytest.mark.parametrize("record", every_record(), ids=lambda r: type(r).__name__)

@@ -12,8 +12,8 @@ import avro.io
 import avro.schema
 import pytest
 
+from safehub.samples.records import every_record
 from safehub.schemas import codec
-from tests.unit.test_codec_samples import every_record
 
 
 def plain(value):

@@ -9,15 +9,15 @@ import tracemalloc
 import pytest
 
 from safehub.errors import ValidationError
-from safehub.schemas import codec
-from safehub.schemas.records import AuditEntry, CorrelatedAlert, DeadLetter, WarningSignEvent
-from tests.unit.test_codec_samples import (
+from safehub.samples.records import (
     audit_entry,
     correlated_alert,
     dead_letter,
     every_record,
     sign_event,
 )
+from safehub.schemas import codec
+from safehub.schemas.records import AuditEntry, CorrelatedAlert, DeadLetter, WarningSignEvent
 
 HEADER = codec.HEADER_BYTES
 

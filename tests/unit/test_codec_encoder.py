@@ -12,12 +12,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from safehub.errors import ValidationError
+from safehub.samples.records import every_record
 from safehub.schemas import codec
 from safehub.schemas.encoder import varint
 from safehub.schemas.vocabulary import AuditAction, Sector, Sign, Tier
 from tests.unit.test_codec_bad_input import varint as reference_varint
 from tests.unit.test_codec_fuzz import ALERTS, AUDIT, EVENTS
-from tests.unit.test_codec_samples import every_record
 
 # Values of every wrong kind, and some right kinds in the wrong place.
 WRONG: tuple[Any, ...] = (

@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from safehub.errors import ValidationError
+from safehub.samples.records import every_record
 from safehub.schemas import codec
 from safehub.schemas.records import (
     AuditEntry,
@@ -26,7 +27,6 @@ from safehub.schemas.vocabulary import (
     Tier,
     Vulnerability,
 )
-from tests.unit.test_codec_samples import every_record
 
 HEADERS = [codec.header_for(t) for t in codec.TOP_LEVEL]
 SAMPLES = [codec.encode(r) for r in every_record()]

@@ -15,11 +15,11 @@ import avro.schema
 import pytest
 
 from safehub.errors import ValidationError
+from safehub.samples.records import every_record, sign_event, subject
 from safehub.schemas import codec
 from safehub.schemas.evolution import incompatibilities
 from safehub.schemas.records import WarningSignEvent
 from tests.unit.test_codec_avro_interop import plain
-from tests.unit.test_codec_samples import every_record, sign_event, subject
 
 NAMES = [codec.schema_name(t) for t in codec.TOP_LEVEL]
 

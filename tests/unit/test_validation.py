@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 
 from safehub.errors import ValidationError
+from safehub.samples import records as samples
+from safehub.samples.records import T0
 from safehub.schemas.records import MatchKeys, MissingEpisodeEvent, Subject, WarningSignEvent
 from safehub.schemas.validation import (
     CLOCK_SKEW_MS,
@@ -14,8 +16,6 @@ from safehub.schemas.validation import (
     agency_from_topic,
     validate_ingress,
 )
-from tests.unit import test_codec_samples as samples
-from tests.unit.test_codec_samples import T0
 
 # The codec samples use a block beyond the producers' range (a large long, for the codec);
 # validation refuses it, so these samples sit in a block producers make.

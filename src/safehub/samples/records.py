@@ -1,7 +1,7 @@
-"""Sample records of every contract type, shared by the codec and schema tests.
+"""Sample records of every contract type, for the codec and schema tests and the codec benchmark.
 
-Not tests themselves: builders that cover every field shape (present and absent optionals,
-every indicator family, empty and non-empty collections).
+Builders that cover every field shape (present and absent optionals, every indicator family,
+empty and non-empty collections); each takes keyword changes to its defaults.
 """
 
 from __future__ import annotations
