@@ -11,19 +11,28 @@ dead-lettered; one that agrees with its topic is handed to the core as H's.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import threading
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 
-from safehub.bus import commit_batches
 from safehub.consumers.deadletter import DeadLetterSink
+from safehub.consuming import (
+    Action,
+    Backoff,
+    Batch,
+    ConsumeLoop,
+    ErrorPolicy,
+    Outage,
+    Rewind,
+    Rule,
+)
+from safehub.consuming import OutageTooLong as OutageTooLong  # `safehub router` exits 75 on it
 from safehub.errors import BrokerError, StoreError, ValidationError
 from safehub.observability.watch import ServiceWatch
 from safehub.schemas.codec import decode, encode
@@ -57,20 +66,18 @@ CONSUMER_SETTINGS: Mapping[str, Any] = {"session_timeout_ms": 10_000,
                                         "heartbeat_interval_ms": 3_000,
                                         "reconnect_backoff_max_ms": 5_000}
 CLOSE_S = 10.0
-COMMITTED_TIMEOUT_MS = 10_000  # reading the group's offsets on reload: fail, then retry
-
-
-class OutageTooLong(BrokerError):
-    """A dependency stayed unreachable for longer than the router's `max_outage_s`."""
-
-
-@dataclass
-class Outage:
-    """The broker or the database has been failing the router since `since` (monotonic)."""
-
-    reason: str
-    since: float
-    failures: int = 0
+# A record that cannot be read is dead-lettered. A step that fails on the broker or the
+# database is retried: the state is rebuilt from the store and the input re-read from the
+# committed offsets, since the memory may be ahead of what was saved or sent (re-sent
+# notifications keep their ids, so the inboxes drop them). `max_outage_s` is set from
+# SAFEHUB_ROUTER_MAX_OUTAGE_S; anything else is a bug (exit 70).
+POLICY = ErrorPolicy(
+    "router",
+    (Rule((ValidationError,), Action.DEAD_LETTER),
+     Rule((BrokerError, StoreError, KafkaError), Action.RETRY)),
+    Backoff(*BACKOFF_S),
+    rewind=Rewind.COMMITTED,
+)
 
 
 def input_topics(table: RoutingTable, prefix: str) -> list[str]:
@@ -107,10 +114,35 @@ class Router:
             self._schedule(cid, state)
         self.sent = 0
         self.refused_acks = 0
-        self.failures = 0  # failed steps, ever: each one reloads and retries
-        self.outage: Outage | None = None
-        self.backoff_s = BACKOFF_S
-        self.max_outage_s: float | None = None  # None: wait for as long as it takes
+        self._loop = ConsumeLoop(consumer, self, POLICY, deadletters, self.watch, "router", log)
+
+    @property
+    def failures(self) -> int:
+        """Failed steps, ever: each one reloads and retries."""
+        return self._loop.failures
+
+    @property
+    def outage(self) -> Outage | None:
+        return self._loop.outage
+
+    @property
+    def backoff_s(self) -> tuple[float, float]:
+        backoff = self._loop.policy.backoff
+        return backoff.first_s, backoff.longest_s
+
+    @backoff_s.setter
+    def backoff_s(self, first_and_longest: tuple[float, float]) -> None:
+        self._loop.policy = dataclasses.replace(self._loop.policy,
+                                                backoff=Backoff(*first_and_longest))
+
+    @property
+    def max_outage_s(self) -> float | None:
+        """None: wait for as long as it takes."""
+        return self._loop.policy.max_outage_s
+
+    @max_outage_s.setter
+    def max_outage_s(self, seconds: float | None) -> None:
+        self._loop.policy = dataclasses.replace(self._loop.policy, max_outage_s=seconds)
 
     @property
     def engine(self) -> Any:
@@ -228,25 +260,11 @@ class Router:
                               f"acknowledged: {type(failed[0].exception).__name__}")
 
     def _trouble(self, reason: str) -> None:
-        """Count a failure; say so in the log once per outage (not once per retry)."""
-        self.failures += 1
-        if self.outage is None:
-            self.outage = Outage(reason, time.monotonic())
-            log.warning("router: %s; waiting for it, retrying with backoff up to %.0f s "
-                        "(nothing is committed until it is saved and sent)", reason,
-                        self.backoff_s[1])
-        self.outage.failures += 1
-
-    def _recovered(self) -> None:
-        if self.outage is None:
-            return
-        log.info("router recovered after %.0f s (%d failed attempt(s)): %s",
-                 time.monotonic() - self.outage.since, self.outage.failures, self.outage.reason)
-        self.outage = None
+        self._loop.trouble(reason)
 
     def not_ready(self) -> str | None:
         """For /readyz: why the router is not making progress, or None."""
-        return None if self.outage is None else f"waiting: {self.outage.reason}"
+        return self._loop.not_ready()
 
     def _forget(self, now: int) -> None:
         gone = [cid for cid, state in self._clusters.items()
@@ -263,74 +281,36 @@ class Router:
                  len(gone), self._table.forget_after_ms / 86_400_000)
 
     def step(self, timeout_ms: int = 500) -> int:
-        batches: Mapping[TopicPartition, list[Any]] = self._consumer.poll(timeout_ms=timeout_ms)
-        started = time.perf_counter()
-        self.watch.polled("router", self._consumer, batches)
+        """One batch under the router's policy; returns how many records it held."""
+        return self._loop.step(None, timeout_ms)
+
+    def handle(self, batch: Batch) -> None:
+        """Feed the core, tick what is due, send and wait for the broker, save the touched
+        clusters; the loop then dead-letters what could not be read and commits."""
         now = self._clock()
         if now >= self._next_forget:
             self._forget(now)
             self._next_forget = now + FORGET_CHECK_MS
         touched: dict[str, ClusterState] = {}
         notes: list[Notification] = []
-        bad: list[tuple[Any, ValidationError]] = []
-        for tp, records in batches.items():
-            for rec in records:
-                try:
-                    self._handle(tp.topic, rec.value, now, touched, notes)
-                except ValidationError as exc:
-                    bad.append((rec, exc))
+        batch.each(lambda rec: self._handle(rec.topic, rec.value, now, touched, notes))
         self._tick(now, touched, notes)
         if notes:
             self._send(notes, now)
         if touched:
             self._store.save(touched.values(), self._payloads)
-        for rec, error in bad:
-            self._deadletters.send_record(rec, error)
-            self.watch.metrics.dead_letter(rec.topic, error)
-        commit_batches(self._consumer, batches, "router")
-        self.watch.processed(batches, started)
-        return sum(len(r) for r in batches.values())
 
     def run(self, stop: threading.Event) -> None:
-        """Step until `stop`. A step that fails on the broker or the database is retried
-        after a backoff (doubling up to `backoff_s[1]`), from state reloaded from the store and
-        the input re-read from the committed offsets. Raises OutageTooLong once failures have
-        lasted `max_outage_s`; anything else raised is a bug and ends the loop."""
-        stale = False
-        delay = self.backoff_s[0]
-        while not stop.is_set():
-            try:
-                if stale:
-                    self.reload()
-                    stale = False
-                self.step()
-            except (BrokerError, StoreError, KafkaError) as exc:
-                # The in-memory state may be ahead of what was saved or sent: rebuild it from
-                # the store and re-read the uncommitted input. Re-sent notifications keep their
-                # ids, so the inboxes drop them.
-                reason = str(exc) if isinstance(exc, (BrokerError, StoreError)) \
-                    else f"broker: {type(exc).__name__}"
-                self._trouble(reason)
-                log.debug("router step failed (%s); retrying in %.1f s", reason, delay)
-                # Waiting for a dependency is not being wedged: /readyz says what is missing.
-                self.watch.heartbeat.beat("router")
-                stale = True
-                outage = self.outage
-                if (self.max_outage_s is not None and outage is not None
-                        and time.monotonic() - outage.since >= self.max_outage_s):
-                    raise OutageTooLong(
-                        f"gave up after {time.monotonic() - outage.since:.0f} s of "
-                        f"{outage.failures} failed attempt(s): {outage.reason}") from exc
-                stop.wait(delay)
-                delay = min(delay * 2, self.backoff_s[1])
-                continue
-            self._recovered()
-            delay = self.backoff_s[0]
+        """Step until `stop`, under POLICY: a step that fails on the broker or the database
+        is retried after a backoff (doubling up to `backoff_s[1]`), from state reloaded from
+        the store and the input re-read from the committed offsets. Raises OutageTooLong once
+        failures have lasted `max_outage_s`; anything else raised is a bug and ends the loop."""
+        self._loop.run(stop)
 
-    def reload(self) -> None:
-        """Rebuild the state from the store and go back to the group's committed offsets: to
-        the beginning of a partition where the group has committed nothing yet (a fresh
-        group), as `auto_offset_reset=earliest` would, never past a batch that was not saved."""
+    def reset(self) -> None:
+        """Rebuild the state from the store; the loop then goes back to the group's committed
+        offsets (the beginning where a fresh group has committed nothing), never past a batch
+        that was not saved."""
         self._next_forget = 0
         self._clusters = self._store.load()
         self._by_alert = {t.alert.alert_id: cid for cid, s in self._clusters.items()
@@ -338,15 +318,6 @@ class Router:
         self._wakeups = {}
         for cid, state in self._clusters.items():
             self._schedule(cid, state)
-        fresh = []
-        for tp in self._consumer.assignment():
-            committed = self._consumer.committed(tp, timeout_ms=COMMITTED_TIMEOUT_MS)
-            if committed is None:
-                fresh.append(tp)
-            else:
-                self._consumer.seek(tp, committed)
-        if fresh:
-            self._consumer.seek_to_beginning(*fresh)
 
     def close(self) -> None:
         self._consumer.close()
