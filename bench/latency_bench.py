@@ -48,12 +48,12 @@ from safehub.producers.keysource import KeyService, KeySource
 from safehub.producers.publisher import DeliveryReport, Publisher
 from safehub.producers.records import SignRecord
 from safehub.producers.vault import Vault
+from safehub.samples.children import children
 from safehub.schemas.codec import decode
 from safehub.schemas.records import CorrelatedAlert, RoutedAlert
 from safehub.schemas.vocabulary import Sector, Sign
 from safehub.services.keyservice import local
 from safehub.services.router.table import load_routing_table
-from tests.integration.test_publish import children
 
 RESULTS = Path(__file__).resolve().parent / "results"
 AGENCIES = (("police-bench", Sector.POLICE, Sign.MISSING_FROM_HOME_OR_CARE),

@@ -74,10 +74,10 @@ from safehub.producers.records import AgencyRecord
 from safehub.producers.simulation.export import by_agency, publisher_record
 from safehub.producers.simulation.trajectories import simulate
 from safehub.producers.vault import Vault
+from safehub.samples.children import KEY, children, sign_records
 from safehub.schemas import codec
 from safehub.schemas.vocabulary import Sector
 from safehub.services.keyservice import local, workers
-from tests.integration.test_publish import KEY, children, sign_records
 
 RESULTS = Path(__file__).resolve().parent / "results"
 AGENCY = "bench-agency"

@@ -98,7 +98,7 @@ from tests.e2e.identifiers import (
     record_identifiers,
     record_strings,
 )
-from tests.integration.test_privacy_canary import check_no_password_anywhere
+from tests.fixtures.privacy import check_no_password_anywhere
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -14,40 +14,29 @@ SAFEHUB_ACL_MATRIX=full runs the whole registry. A party added to the registry a
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
-import threading
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka import TopicPartition as AIOTopicPartition
-from aiokafka.errors import KafkaError as AIOKafkaError
-from aiokafka.errors import TopicAuthorizationFailedError as AIOTopicAuthorizationFailedError
-from kafka.admin import ConfigResource, ConfigResourceType
-from kafka.errors import (
-    GroupAuthorizationFailedError,
-    KafkaError,
-    TopicAuthorizationFailedError,
-    TransactionalIdAuthorizationFailedError,
-)
 
 from safehub.bus import make_admin, make_consumer, make_producer
 from safehub.connection import KafkaConnection
 from safehub.deploy.acl import all_topics
 from safehub.deploy.registry import ADMIN, Kind, Party, Registry, load_registry
 from safehub.errors import BrokerError
+from tests.fixtures.access import (
+    probe_alter_config,
+    probe_consume,
+    probe_delete,
+    probe_describe,
+    probe_produce,
+    try_probe,
+)
 
 pytestmark = pytest.mark.integration
 
 OPERATIONS = ("produce", "consume", "describe", "alter_config", "delete")
-AIOAUTH_ERRORS = (AIOTopicAuthorizationFailedError,)
-AUTH_ERRORS = (TopicAuthorizationFailedError, GroupAuthorizationFailedError,
-               TransactionalIdAuthorizationFailedError)
 
 
 @pytest.fixture(autouse=True)
@@ -128,157 +117,6 @@ def expected(registry: Registry, prefix: str, principal: str, topic: str) -> set
     return may | ({"describe"} if may else set())
 
 
-@dataclass
-class Outcome:
-    allowed: bool
-    detail: str
-
-
-def _try(fn: Callable[[], object], bound_s: float = 30.0) -> Outcome:
-    """Run one probe on a thread of its own, so that a client call that never returns (seen
-    once in kafka-python's fetcher) is a wrong row, not a test that hangs."""
-    result: list[Outcome] = []
-
-    def probe() -> None:
-        try:
-            fn()
-        except AUTH_ERRORS as exc:
-            result.append(Outcome(False, type(exc).__name__))
-        except KafkaError as exc:
-            # Anything but an authorization error is a wrong answer, whatever was expected.
-            result.append(Outcome(False, f"NOT AN AUTHORIZATION ERROR: {type(exc).__name__}: "
-                                         f"{exc}"))
-        else:
-            result.append(Outcome(True, "ok"))
-
-    worker = threading.Thread(target=probe, daemon=True)
-    worker.start()
-    worker.join(bound_s)
-    return result[0] if result else Outcome(False, f"NOT AN AUTHORIZATION ERROR: no answer "
-                                                   f"in {bound_s:.0f} s")
-
-
-def _produce(conn: KafkaConnection, topics: list[str]) -> dict[str, Outcome]:
-    return {t: asyncio.run(_bounded(_write_one(conn, t))) for t in topics}
-
-
-def _consume(conn: KafkaConnection, topics: list[str]) -> dict[str, Outcome]:
-    return {t: asyncio.run(_bounded(_read_one(conn, t))) for t in topics}
-
-
-async def _bounded(probe: Awaitable[Outcome], bound_s: float = 30.0) -> Outcome:
-    try:
-        return await asyncio.wait_for(probe, bound_s)
-    except TimeoutError:
-        return Outcome(False, f"NOT AN AUTHORIZATION ERROR: no answer in {bound_s:.0f} s")
-
-
-# The probes use aiokafka, one client per probe: kafka-python 3.0's consumer sometimes never
-# returned from poll after a refused fetch, and a reused one did not report the next refusal
-# (both found by this test).
-async def _write_one(conn: KafkaConnection, topic: str) -> Outcome:
-    producer = AIOKafkaProducer(**conn.aiokafka(), client_id=f"matrix-{conn.principal}",
-                                acks="all", request_timeout_ms=10_000)
-    try:
-        await producer.start()
-        await producer.send_and_wait(topic, b"matrix-probe", key=b"k", partition=0)
-    except AIOAUTH_ERRORS as exc:
-        return Outcome(False, type(exc).__name__)
-    except AIOKafkaError as exc:
-        return Outcome(False, f"NOT AN AUTHORIZATION ERROR: {type(exc).__name__}: {exc}")
-    finally:
-        await asyncio.wait_for(producer.stop(), 10)
-    return Outcome(True, "ok")
-
-
-async def _read_one(conn: KafkaConnection, topic: str) -> Outcome:
-    """Allowed means a record was read (admin wrote one to every topic first), not merely that
-    no error came back in time."""
-    consumer = AIOKafkaConsumer(**conn.aiokafka(), group_id=None, enable_auto_commit=False,
-                                client_id=f"matrix-{conn.principal}",
-                                request_timeout_ms=10_000)
-    try:
-        await consumer.start()
-        tp = AIOTopicPartition(topic, 0)
-        consumer.assign([tp])
-        await asyncio.wait_for(_first_record_or_refusal(consumer, tp), 15)
-    except AIOAUTH_ERRORS as exc:
-        return Outcome(False, type(exc).__name__)
-    except (AIOKafkaError, TimeoutError) as exc:
-        return Outcome(False, f"NOT AN AUTHORIZATION ERROR: {type(exc).__name__}: {exc}")
-    finally:
-        # A consumer refused a topic waits for its metadata before stopping; not worth waiting.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(consumer.stop(), 1)
-    return Outcome(True, "ok")
-
-
-async def _first_record_or_refusal(consumer: AIOKafkaConsumer, tp: AIOTopicPartition) -> None:
-    """A topic the principal may not even describe is refused in the metadata answer
-    (TOPIC_AUTHORIZATION_FAILED), which aiokafka's consumer only logs while it waits: read it
-    from the client's metadata instead of waiting out the timeout."""
-    async def read() -> None:
-        await consumer.seek_to_beginning(tp)
-        await consumer.getone()
-
-    reading = asyncio.ensure_future(read())
-    try:
-        while not reading.done():
-            if tp.topic in consumer._client.cluster.unauthorized_topics:
-                raise AIOTopicAuthorizationFailedError(tp.topic)
-            await asyncio.wait([reading], timeout=0.05)
-        reading.result()
-    finally:
-        reading.cancel()
-
-
-def _describe(conn: KafkaConnection, topics: list[str]) -> dict[str, Outcome]:
-    consumer = make_consumer(conn, None, client_id=f"matrix-{conn.principal}")
-    try:
-        visible = consumer.topics()
-    finally:
-        consumer.close()
-    return {t: Outcome(t in visible, "listed" if t in visible else "not listed") for t in topics}
-
-
-def _alter_config(conn: KafkaConnection, topics: list[str]) -> dict[str, Outcome]:
-    """Changing retention (validate_only: the broker authorizes first, then changes nothing)."""
-    admin = make_admin(conn, f"matrix-{conn.principal}")
-    out = {}
-    try:
-        for t in topics:
-            def alter(t: str = t) -> None:
-                result = admin.alter_configs(
-                    [ConfigResource(ConfigResourceType.TOPIC, t,
-                                    configs={"retention.ms": "3600000"})],
-                    validate_only=True, raise_on_unknown=False)
-                answer = str(result.get("topic", {}).get(t, "no answer"))
-                if "TopicAuthorizationFailed" in answer:
-                    raise TopicAuthorizationFailedError(t)
-                if answer != "OK":
-                    raise KafkaError(answer)
-
-            out[t] = _try(alter)
-    finally:
-        admin.close()
-    return out
-
-
-def _delete(conn: KafkaConnection, topics: list[str]) -> dict[str, Outcome]:
-    """Only for principals that must not delete: a wrong answer deletes the topic."""
-    admin = make_admin(conn, f"matrix-{conn.principal}")
-    out = {}
-    try:
-        for t in topics:
-            def delete(t: str = t) -> None:
-                admin.delete_topics([t], timeout_ms=10_000)
-
-            out[t] = _try(delete)
-    finally:
-        admin.close()
-    return out
-
-
 def test_every_principal_may_do_exactly_what_its_job_needs(secure_namespace):
     registry = cross_section(load_registry())
     ns = secure_namespace(registry=registry)
@@ -288,13 +126,13 @@ def test_every_principal_may_do_exactly_what_its_job_needs(secure_namespace):
     for principal in [ADMIN, *sorted(p.id for p in registry.parties)]:
         conn = ns.kafka if principal == ADMIN else ns.connection(principal)
         results = {
-            "produce": _produce(conn, topics),
-            "consume": _consume(conn, topics),
-            "describe": _describe(conn, topics),
-            "alter_config": _alter_config(conn, topics),
+            "produce": probe_produce(conn, topics),
+            "consume": probe_consume(conn, topics),
+            "describe": probe_describe(conn, topics),
+            "alter_config": probe_alter_config(conn, topics),
         }
         if principal != ADMIN:
-            results["delete"] = _delete(conn, topics)
+            results["delete"] = probe_delete(conn, topics)
         for op, by_topic in results.items():
             for topic, outcome in by_topic.items():
                 rows += 1
@@ -324,7 +162,7 @@ def test_groups_and_transactional_ids_are_their_owners_only(secure_namespace):
             consumer = make_consumer(conn, group, readable[:1] or [ns.audit],
                                      client_id="matrix-group")
             try:
-                outcome = _try(lambda c=consumer: c.poll(timeout_ms=3000)
+                outcome = try_probe(lambda c=consumer: c.poll(timeout_ms=3000)
                                or c.poll(timeout_ms=3000))
             finally:
                 consumer.close(autocommit=False)
@@ -333,7 +171,7 @@ def test_groups_and_transactional_ids_are_their_owners_only(secure_namespace):
                 wrong.append(f"{principal} joining group {group}: expected "
                              f"{'allowed' if want else 'refused'}, got {outcome.detail}")
         txn = f"{ns.prefix}correlator-matrix-{uuid.uuid4().hex[:6]}"
-        outcome = _try(lambda c=conn, txn=txn: _init_transactions(c, txn))
+        outcome = try_probe(lambda c=conn, txn=txn: _init_transactions(c, txn))
         if outcome.allowed != (principal == "correlator"):
             wrong.append(f"{principal} transactional id {txn}: got {outcome.detail}")
     assert not wrong, "\n".join(wrong)

@@ -68,6 +68,7 @@ from safehub.producers.pseudonymisation import event_id, normalise_identity
 from safehub.producers.publisher import DeliveryReport, Publisher
 from safehub.producers.records import ChildIdentity, SignRecord
 from safehub.producers.vault import Vault
+from safehub.samples.children import children, sign_records
 from safehub.schemas import codec
 from safehub.schemas.records import WarningSignEvent
 from safehub.schemas.vocabulary import Sector
@@ -76,7 +77,6 @@ from safehub.services.keyservice import local, oprf
 from safehub.services.keyservice.client import KeyServiceError
 from safehub.services.keyservice.keys import key_path
 from tests.conftest import SERVICES, Namespace
-from tests.integration.test_publish import children, sign_records
 
 pytestmark = pytest.mark.integration
 

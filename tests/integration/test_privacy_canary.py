@@ -31,7 +31,6 @@ from pathlib import Path
 import pytest
 
 from safehub.bus import make_admin, make_producer
-from safehub.connection import KafkaConnection
 from safehub.deploy.kafka.launcher import free_port
 from safehub.deploy.registry import Kind, Party, Registry, Service, validate
 from safehub.producers.exports import example_mapping, load_mapping, read_export
@@ -40,10 +39,12 @@ from safehub.producers.normalisation import fold
 from safehub.producers.publisher import DeliveryReport, Publisher
 from safehub.producers.records import ChildIdentity
 from safehub.producers.vault import Vault
+from safehub.samples.children import children
 from safehub.schemas.vocabulary import Sector
 from safehub.services.keyservice import local
 from tests.conftest import SERVICES, Namespace
-from tests.integration.test_publish import children, read_all
+from tests.fixtures.privacy import check_no_password_anywhere
+from tests.fixtures.topics import read_all
 
 pytestmark = pytest.mark.integration
 
@@ -83,53 +84,6 @@ def hits(haystack: bytes, forms: set[str]) -> list[str]:
         if needle in space:
             found.append(form)
     return found
-
-
-def principal_passwords(kafka: KafkaConnection) -> dict[str, str]:
-    """Every principal's password, from the secrets folder beside `kafka`'s password file."""
-    folder = kafka.password_file.parent
-    found = {p.stem: kafka.as_principal(p.stem).password()
-             for p in sorted(folder.glob("*.password"))}
-    assert kafka.principal in found and len(found) > 1, folder
-    return found
-
-
-def broker_logs() -> list[Path]:
-    """The session cluster's node logs, when the test session started it (the `kafka`
-    fixture's launcher cluster); an outside cluster's logs are not ours to read."""
-    if os.environ.get("SAFEHUB_KAFKA_BOOTSTRAP"):
-        return []
-    from safehub.deploy.kafka.launcher import Cluster
-
-    logs = sorted(Cluster(f"pytest-{os.getpid()}").root.glob("node-*.log"))
-    assert logs, "the session cluster's node logs are missing"
-    # Read the real log, not an empty file: the broker says it started.
-    assert b"started" in logs[0].read_bytes()
-    return logs
-
-
-def password_leaks(outputs: dict[str, bytes], passwords: dict[str, str]) -> dict[str, list[str]]:
-    """Where (by output name) which principals' passwords occur."""
-    leaks: dict[str, list[str]] = {}
-    for where, data in outputs.items():
-        for principal, password in passwords.items():
-            if password.encode() in data:
-                leaks.setdefault(where, []).append(principal)
-    return {where: sorted(found) for where, found in leaks.items()}
-
-
-def check_no_password_anywhere(kafka: KafkaConnection, outputs: dict[str, bytes]) -> None:
-    """No principal's password in these outputs or in the brokers' logs; with the positive
-    control that the same search finds every one of them in the secrets folder."""
-    passwords = principal_passwords(kafka)
-    secrets = b"\n".join(p.read_bytes()
-                         for p in sorted(kafka.password_file.parent.glob("*.password")))
-    assert password_leaks({"secrets": secrets}, passwords) == {"secrets": sorted(passwords)}
-    everything = dict(outputs)
-    for log in broker_logs():
-        everything[f"broker log {log.name}"] = log.read_bytes()
-    leaks = password_leaks(everything, passwords)
-    assert leaks == {}, f"passwords found: {leaks}"  # principals' names, never the passwords
 
 
 def test_no_identifier_leaves_the_agency(

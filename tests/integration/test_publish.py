@@ -2,113 +2,30 @@
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 import uuid
 from collections import Counter
-from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from kafka import TopicPartition
 
 from safehub import cli
-from safehub.bus import make_consumer, make_producer
-from safehub.connection import KafkaConnection
+from safehub.bus import make_producer
 from safehub.deploy.access import apply
 from safehub.deploy.registry import Kind, Party, Registry
 from safehub.deploy.topics import TopicSpec, create_topics
-from safehub.producers.linkagekey import LinkageKey
 from safehub.producers.matchkeys import message_key
 from safehub.producers.publisher import DeliveryReport, Outcome, Publisher
-from safehub.producers.records import ChildIdentity, MissingEpisodeRecord, SignRecord
+from safehub.producers.records import MissingEpisodeRecord
 from safehub.producers.vault import Vault
+from safehub.samples.children import KEY, children, sign_records
 from safehub.schemas import codec
 from safehub.schemas.records import MissingEpisodeEvent, WarningSignEvent
-from safehub.schemas.vocabulary import MissingType, Sector, Sign
+from safehub.schemas.vocabulary import MissingType, Sector
+from tests.fixtures.topics import read_all
 
 pytestmark = pytest.mark.integration
-
-KEY = LinkageKey(bytes.fromhex("5a" * 40), epoch=2)
-FIRST = ["Amelia", "Isabella", "Olivia", "Jessica", "Tyler", "Jayden", "Chloe", "Aaliyah",
-         "Mohammed", "Harrison", "Freya", "Poppy", "Imogen", "Kieran", "Declan", "Niamh",
-         "Siobhan", "Zainab", "Oluwaseun", "Precious", "Kayleigh", "Shannon", "Tiegan",
-         "Leighton", "Brandon", "Callum", "Rhiannon", "Zoë", "Renée", "Małgorzata"]
-SURNAMES = ["Okonkwo", "Haddock", "Mensah", "Kowalski", "Nwachukwu", "Fitzgerald", "Przybylski",
-            "Achterberg", "Featherstone", "Ramsbottom", "Higginbotham", "Szymanski",
-            "O'Brien-Walsh", "Abubakar", "Vasquez", "Oyelaran", "Kaczmarek", "Blackwood",
-            "Whitfield", "Pemberton", "Núñez", "Ó Súilleabháin"]
-OUTWARD = ["LS9", "LS6", "LS11", "BD7", "BD3", "M14", "WF1", "HX1", "S10", "YO31"]
-EVENT_DAY = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
-
-
-def nhs_with_check(rng: random.Random) -> str:
-    while True:
-        digits = [rng.randint(0, 9) for _ in range(9)]
-        check = 11 - sum(d * w for d, w in zip(digits, range(10, 1, -1), strict=True)) % 11
-        check = 0 if check == 11 else check
-        if check != 10:
-            return "".join(map(str, digits)) + str(check)
-
-
-def children(n: int, seed: int = 1) -> list[ChildIdentity]:
-    """n fictional children, each with a distinct name pair, DOB, NHS number and postcode."""
-    rng = random.Random(seed)
-    out, seen = [], set()
-    while len(out) < n:
-        first, surname = rng.choice(FIRST), rng.choice(SURNAMES)
-        born = date(2006, 1, 1) + timedelta(days=rng.randrange(365 * 10))
-        if (first, surname, born) in seen:
-            continue
-        seen.add((first, surname, born))
-        letters = "ABDEFGHJLNPQRSTUWXYZ"
-        postcode = f"{rng.choice(OUTWARD)} {rng.randint(1, 9)}{rng.choice(letters)}" \
-                   f"{rng.choice(letters)}"
-        out.append(ChildIdentity(first, surname, born.isoformat(), nhs_with_check(rng), postcode))
-    return out
-
-
-def sign_records(kids: list[ChildIdentity], prefix: str) -> list[SignRecord]:
-    signs = list(Sign)
-    return [
-        SignRecord(
-            record_ref=f"{prefix}-{i:06d}",
-            identity=kid,
-            local_authority="E08000035",
-            occurred_at=int((EVENT_DAY + timedelta(minutes=i)).timestamp() * 1000),
-            indicator=signs[i % len(signs)],
-            person_ref=f"P{hash((kid.first_name, kid.surname, kid.date_of_birth)) & 0xFFFFFF:x}",
-        )
-        for i, kid in enumerate(kids)
-    ]
-
-
-def sign_record(ref: str, i: int = 0) -> SignRecord:
-    """One well-formed warning sign about a fictional child."""
-    return sign_records(children(i + 1, seed=3)[i:], ref)[0]
-
-
-def read_all(kafka: KafkaConnection, topic: str, timeout_s: float = 60.0) -> list:
-    """Every record of every partition, from the beginning to the current end (read as
-    `kafka`'s principal: the tests use admin, since no agency may read)."""
-    consumer = make_consumer(kafka, None, client_id="test-read-all", consumer_timeout_ms=1000)
-    try:
-        partitions = [TopicPartition(topic, p)
-                      for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        assert partitions, f"topic {topic} has no partitions"
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        end = consumer.end_offsets(partitions)
-        records = []
-        deadline = time.monotonic() + timeout_s
-        while any(consumer.position(tp) < end[tp] for tp in partitions):
-            assert time.monotonic() < deadline, "timed out reading the topic"
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(batch)
-        return records
-    finally:
-        consumer.close(autocommit=False)
 
 
 @pytest.fixture

@@ -54,9 +54,9 @@ from safehub.services.web.reidentification import (
 from safehub.services.web.users import User
 from safehub.topics import reid_requests, reid_responses
 from tests.conftest import Namespace
+from tests.fixtures.access import probe_consume
 from tests.fixtures.inbox import NOW, routed
 from tests.fixtures.topics import TopicReader
-from tests.integration.test_access_matrix import _consume
 
 pytestmark = pytest.mark.integration
 HUB, OTHER_HUB = "csc-leeds", "csc-bradford"
@@ -149,9 +149,9 @@ def test_the_hub_asks_two_agencies_one_approves_one_declines_and_forgeries_are_r
         assert to_police.hub_public_key == hub_public and to_police.hub_id == HUB
         # The school, not asked, cannot read either request topic.
         for topic in (reid_requests(ns.prefix, POLICE), reid_responses(ns.prefix, HUB)):
-            refused = _consume(ns.connection(SCHOOL), [topic])[topic]
+            refused = probe_consume(ns.connection(SCHOOL), [topic])[topic]
             assert not refused.allowed and "AuthorizationFailed" in refused.detail, refused
-        refused = _consume(ns.connection(OTHER_HUB), [reid_responses(ns.prefix, HUB)])
+        refused = probe_consume(ns.connection(OTHER_HUB), [reid_responses(ns.prefix, HUB)])
         assert not any(o.allowed for o in refused.values()), refused
 
         sealed = seal(CHILD, to_police.hub_public_key, binding(

@@ -29,11 +29,11 @@ from safehub.connection import KafkaConnection, write_secret
 from safehub.errors import BrokerError
 from safehub.producers.publisher import Publisher, Undelivered
 from safehub.producers.vault import Vault
+from safehub.samples.children import KEY, sign_record
 from safehub.schemas.vocabulary import Sector
 from safehub.topics import service_group
 from tests.conftest import Namespace
-from tests.integration.test_privacy_canary import broker_logs
-from tests.integration.test_publish import KEY, sign_record
+from tests.fixtures.privacy import broker_logs
 
 pytestmark = pytest.mark.integration
 
