@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -48,10 +47,10 @@ from safehub.services.router.table import load_routing_table
 from safehub.services.web.users import hash_password
 from safehub.topics import acks, alerts
 from tests.conftest import Namespace
+from tests.fixtures.web import PASSWORD, free_port, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 NOW = int(time.time() * 1000)
-PASSWORD = "correct horse battery staple"
 
 
 def routed(n: int, la: str, tier: Tier = Tier.ESCALATING) -> RoutedAlert:
@@ -73,12 +72,6 @@ def routed(n: int, la: str, tier: Tier = Tier.ESCALATING) -> RoutedAlert:
         identity_conflict=False)
     _, (note,) = core.receive(load_routing_table(), ClusterState(alert.cluster_id), alert, NOW)
     return note.routed
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 HUBS = ("csc-bradford", "csc-leeds")
@@ -166,15 +159,6 @@ def sign_in(driver, base: str, ref: str) -> None:  # type: ignore[no-untyped-def
     driver.find_element(By.ID, "password").send_keys(PASSWORD)
     driver.find_element(By.ID, "sign-in").click()
     assert wait_for(driver, "#who").text == ref
-
-
-def wait_for(driver, css: str):  # type: ignore[no-untyped-def]
-    """Clicks return before the next page has loaded: wait for what it must show."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, 15).until(ec.presence_of_element_located((By.CSS_SELECTOR, css)))
 
 
 def read_topic(kafka: KafkaConnection, topic: str, want: Callable[[list[bytes]], bool]

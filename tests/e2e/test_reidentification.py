@@ -39,8 +39,8 @@ from safehub.services.router.table import load_routing_table
 from safehub.services.web.users import hash_password
 from safehub.topics import alerts
 from tests.conftest import Namespace
-from tests.e2e.test_hub_web import PASSWORD, free_port, wait_for
 from tests.fixtures.topics import TopicReader
+from tests.fixtures.web import PASSWORD, free_port, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 HUB = "csc-leeds"

@@ -33,7 +33,7 @@ from safehub.errors import ConfigError
 from safehub.services.reid import command as reid_command
 from safehub.services.web import command as web_command
 from safehub.services.web.pages import PLAIN_HTTP_FLAG, Tls, server_config, serving_tls
-from tests.unit.test_web_security import desk_app, hub_app
+from tests.fixtures.web import desk_app, hub_app
 
 
 @pytest.fixture(scope="module")

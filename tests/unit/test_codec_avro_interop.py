@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import fields, is_dataclass
-from enum import Enum
 
 import avro.io
 import avro.schema
@@ -14,17 +12,7 @@ import pytest
 
 from safehub.samples.records import every_record
 from safehub.schemas import codec
-
-
-def plain(value):
-    """A dataclass as the dict an Avro implementation produces, built without the codec."""
-    if is_dataclass(value):
-        return {f.name: plain(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, tuple):
-        return [plain(v) for v in value]
-    return value
+from tests.fixtures.codec import plain
 
 
 def official(record) -> avro.schema.Schema:

@@ -18,6 +18,7 @@ from safehub.samples.records import (
 )
 from safehub.schemas import codec
 from safehub.schemas.records import AuditEntry, CorrelatedAlert, DeadLetter, WarningSignEvent
+from tests.fixtures.codec import varint
 
 HEADER = codec.HEADER_BYTES
 
@@ -28,16 +29,6 @@ def refused(data, rule_part: str | None = None) -> ValidationError:
     if rule_part is not None:
         assert rule_part in err.value.rule
     return err.value
-
-
-def varint(value: int) -> bytes:
-    zz = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while zz >= 0x80:
-        out.append((zz & 0x7F) | 0x80)
-        zz >>= 7
-    out.append(zz)
-    return bytes(out)
 
 
 def body_of(record) -> tuple[bytes, bytes]:

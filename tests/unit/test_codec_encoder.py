@@ -16,8 +16,8 @@ from safehub.samples.records import every_record
 from safehub.schemas import codec
 from safehub.schemas.encoder import varint
 from safehub.schemas.vocabulary import AuditAction, Sector, Sign, Tier
-from tests.unit.test_codec_bad_input import varint as reference_varint
-from tests.unit.test_codec_fuzz import ALERTS, AUDIT, EVENTS
+from tests.fixtures.codec import ALERTS, AUDIT, EVENTS
+from tests.fixtures.codec import varint as reference_varint
 
 # Values of every wrong kind, and some right kinds in the wrong place.
 WRONG: tuple[Any, ...] = (

@@ -10,23 +10,7 @@ from hypothesis import strategies as st
 from safehub.errors import ValidationError
 from safehub.samples.records import every_record
 from safehub.schemas import codec
-from safehub.schemas.records import (
-    AuditEntry,
-    CorrelatedAlert,
-    Evidence,
-    MatchKeys,
-    ReidentificationRef,
-    Subject,
-    WarningSignEvent,
-)
-from safehub.schemas.vocabulary import (
-    AuditAction,
-    Sector,
-    Sign,
-    SignificantIncident,
-    Tier,
-    Vulnerability,
-)
+from tests.fixtures.codec import ALERTS, AUDIT, EVENTS
 
 HEADERS = [codec.header_for(t) for t in codec.TOP_LEVEL]
 SAMPLES = [codec.encode(r) for r in every_record()]
@@ -84,39 +68,6 @@ def mutated(draw):
 @given(data=mutated())
 def test_mutations_of_valid_records(data):
     agree(data)
-
-
-HEX32 = st.text("0123456789abcdef", min_size=32, max_size=32)
-SLUG = st.from_regex(r"[a-z0-9]{1,10}(-[a-z0-9]{1,10}){0,3}", fullmatch=True)
-GSS = st.from_regex(r"(E0[6-9]|E10|W06)[0-9]{6}", fullmatch=True)
-KEY = st.none() | st.binary(min_size=32, max_size=32)
-LONG = st.integers(-(2**63), 2**63 - 1)
-INDICATOR = st.sampled_from(list(Sign) + list(Vulnerability) + list(SignificantIncident))
-SUBJECT = st.builds(
-    Subject, match_keys=st.builds(MatchKeys, KEY, KEY, KEY, KEY),
-    key_epoch=st.integers(-(2**31), 2**31 - 1), linkage_block=LONG,
-    age_years=st.integers(-(2**31), 2**31 - 1), local_authority=GSS,
-    placing_authority=st.none() | GSS, reid_handle=HEX32,
-)
-EVENTS = st.builds(WarningSignEvent, event_id=HEX32, agency_id=SLUG,
-                   sector=st.sampled_from(Sector), occurred_at=LONG, reported_at=LONG,
-                   subject=SUBJECT, indicator=INDICATOR)
-FLOATS = st.floats(allow_nan=False)
-ALERTS = st.builds(
-    CorrelatedAlert, alert_id=HEX32, rules_version=st.text("0123456789abcdef", min_size=64,
-                                                           max_size=64),
-    cluster_id=HEX32, linkage_block=LONG, tier=st.sampled_from(Tier), rule=SLUG, score=FLOATS,
-    raised_at=LONG, age_years=st.integers(-(2**31), 2**31 - 1), local_authority=GSS,
-    placing_authority=st.none() | GSS, agencies=st.lists(SLUG, max_size=5).map(tuple),
-    evidence=st.lists(st.builds(Evidence, HEX32, SLUG, st.sampled_from(Sector), INDICATOR,
-                                LONG, FLOATS), max_size=5).map(tuple),
-    reidentification=st.lists(st.builds(ReidentificationRef, SLUG, HEX32),
-                              max_size=3).map(tuple),
-    identity_conflict=st.booleans(),
-)
-AUDIT = st.builds(AuditEntry, entry_id=HEX32, service=SLUG,
-                  action=st.sampled_from(AuditAction), subject_id=HEX32, actor=SLUG, at=LONG,
-                  digest=st.binary(min_size=32, max_size=32))
 
 
 @pytest.mark.parametrize("strategy", [EVENTS, ALERTS, AUDIT], ids=["event", "alert", "audit"])

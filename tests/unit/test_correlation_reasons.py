@@ -20,16 +20,7 @@ from safehub.services.correlation.rules import RULES_DIR, load_rules
 from safehub.services.web.app import create_app as create_hub
 from safehub.services.web.hub import Hub, Outlet
 from safehub.services.web.users import Directory, User, hash_password
-from tests.unit.test_episodes import (
-    BLOCK,
-    DAY,
-    HOUR,
-    RULES,
-    T0,
-    episode_event,
-    run,
-    sign_event,
-)
+from tests.fixtures.episodes import BLOCK, DAY, HOUR, RULES, T0, episode_event, run, sign_event
 
 SCHEMA = json.loads((RULES_DIR.parent.parent.parent / "schemas" /
                      "safehub.CorrelatedAlert.avsc").read_text())

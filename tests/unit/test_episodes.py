@@ -15,12 +15,9 @@ from safehub.schemas.codec import decode, encode
 from safehub.schemas.records import (
     CorrelatedAlert,
     IngressEvent,
-    MatchKeys,
     MissingEpisodeEvent,
-    Subject,
-    WarningSignEvent,
 )
-from safehub.schemas.vocabulary import MissingType, Sector, Sign
+from safehub.schemas.vocabulary import MissingType, Sign
 from safehub.services.audit.replay import (
     ReplayReport,
     compare,
@@ -37,52 +34,15 @@ from safehub.services.correlation.core import (
 )
 from safehub.services.correlation.episodes import Episode, version_key
 from safehub.services.correlation.rules import (
-    DEFAULT_RULES_PATH,
     RULES_DIR,
     load_rules,
 )
 from safehub.services.correlator.processing import BatchProcessor, Incoming, block_key
+from tests.fixtures.episodes import BLOCK, DAY, HOUR, RULES, T0, episode_event, run, sign_event
 
-RULES = load_rules(DEFAULT_RULES_PATH)
 V1 = load_rules(RULES_DIR / "default-v1.toml")
 assert RULES.episodes is not None
 EP = RULES.episodes
-HOUR = 3_600_000
-DAY = 24 * HOUR
-T0 = 1_750_000_000_000
-BLOCK = 91
-
-
-def _subject(child: int = 0) -> Subject:
-    keys = MatchKeys(mk1=hashlib.sha256(f"child{child}".encode()).digest())
-    return Subject(keys, 1, BLOCK, 14, "E08000035", None, "ab" * 16)
-
-
-def _id(ref: str) -> str:
-    return hashlib.sha256(ref.encode()).hexdigest()[:32]
-
-
-def episode_event(ref: str, start: int, *, hours: float | None = 8, done: bool = False,
-                  recorded: int | None = None, kind: MissingType = MissingType.MISSING,
-                  agency: str = "police-a", child: int = 0) -> MissingEpisodeEvent:
-    ended = None if hours is None else start + int(hours * HOUR)
-    return MissingEpisodeEvent(
-        _id(ref), agency, Sector.POLICE, start, recorded if recorded is not None else start,
-        _subject(child), ended, kind, True, done)
-
-
-def sign_event(ref: str, at: int, sign: Sign, agency: str = "school-b",
-               child: int = 0) -> WarningSignEvent:
-    return WarningSignEvent(_id(ref), agency, Sector.EDUCATION, at, at, _subject(child), sign)
-
-
-def run(stream: list[IngressEvent], rules=RULES) -> tuple[BlockState, list[CorrelatedAlert]]:
-    state = initial_state()
-    out: list[CorrelatedAlert] = []
-    for e in stream:
-        state, alerts = step(rules, state, e)
-        out.extend(alerts)
-    return state, out
 
 
 # -- one episode's weight ---------------------------------------------------------------------

@@ -19,7 +19,7 @@ from safehub.samples.records import every_record, sign_event, subject
 from safehub.schemas import codec
 from safehub.schemas.evolution import incompatibilities
 from safehub.schemas.records import WarningSignEvent
-from tests.unit.test_codec_avro_interop import plain
+from tests.fixtures.codec import plain
 
 NAMES = [codec.schema_name(t) for t in codec.TOP_LEVEL]
 

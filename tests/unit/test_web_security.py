@@ -6,45 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from safehub.consumers.inbox.database import make_engine, migrate
-from safehub.consumers.inbox.store import InboxStore
-from safehub.services.reid.office import Office
-from safehub.services.reid.officer_web import create_app as create_desk
-from safehub.services.web.app import create_app as create_hub
-from safehub.services.web.hub import Hub
-from safehub.services.web.users import Directory, SignInThrottle, User, hash_password
-
-PASSWORD_HASH = hash_password("pw")
-SECRET = "s" * 32
-
-
-class NoRequests:
-    """An office with nothing pending: the pages' security does not depend on its contents."""
-
-    def pending(self) -> list[Any]:
-        return []
-
-
-def directory() -> Directory:
-    return Directory({"sw-1": User("sw-1", "csc-leeds", PASSWORD_HASH),
-                      "off-1": User("off-1", "police-leeds", PASSWORD_HASH)})
-
-
-def hub_app(tmp_path: Path, **options: Any) -> FastAPI:
-    store = InboxStore(make_engine(f"sqlite:///{tmp_path / 'inbox.db'}"))
-    migrate(store.engine)
-    return create_hub(Hub(store, {}, lambda: 0), directory(), SECRET, **options)
-
-
-def desk_app(**options: Any) -> FastAPI:
-    offices = {"police-leeds": cast(Office, NoRequests())}
-    return create_desk(offices, directory(), SECRET, **options)
+from safehub.services.web.users import Directory, SignInThrottle
+from tests.fixtures.web import desk_app, hub_app
 
 
 @pytest.fixture(params=["hub", "desk"])
