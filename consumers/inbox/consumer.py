@@ -1,10 +1,11 @@
 """The inbox consumer: `alerts.<hub>` -> SQL rows, rows committed before offsets.
 
-Per batch: decode and check every record; insert the good ones in one transaction (a
-notification id already stored is skipped, so a redelivery is a no-op); only then dead-letter
-the bad ones and commit the offsets. If the database is down, nothing is committed: the
-consumer seeks back to the batch's first offsets, waits (with back-off) and reads the same
-records again, so an outage of any length loses nothing and keeps the consumer in its group.
+Per batch (one step of safehub.consuming's loop, under POLICY): decode and check every record;
+insert the good ones in one transaction (a notification id already stored is skipped, so a
+redelivery is a no-op); only then dead-letter the bad ones and commit the offsets. If the
+database is down, nothing is committed: the consumer seeks back to the batch's first offsets,
+waits (with back-off) and reads the same records again, so an outage of any length loses
+nothing and keeps the consumer in its group.
 If the database refuses the batch's data (RecordRefused: a value too long for a column, a
 constraint), waiting cannot help: the batch is stored one record at a time and each record the
 database refuses is dead-lettered with the reason, so one bad record never blocks the alerts
@@ -21,20 +22,30 @@ identities past their retention are dropped as it goes.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
 
 from safehub import topics
-from safehub.bus import commit_batches
 from safehub.consumers.deadletter import DeadLetterSink
 from safehub.consumers.inbox.answers import AnswerDesk, topic_hub
 from safehub.consumers.inbox.store import InboxStore, RecordRefused
+from safehub.consuming import (
+    EXIT_TEMPORARY,
+    Action,
+    Backoff,
+    Batch,
+    ConsumeLoop,
+    ErrorPolicy,
+    Rewind,
+    Rule,
+)
 from safehub.errors import BrokerError, StoreError, ValidationError
 from safehub.observability.watch import ServiceWatch
 from safehub.schemas.codec import decode
@@ -50,6 +61,23 @@ Clock = Callable[[], int]
 class RetryPolicy:
     initial_s: float = 0.5
     max_s: float = 10.0
+
+
+# A record that is not a well-formed alert for this hub, or whose data the database refuses
+# (waiting cannot help), is dead-lettered. An outage of the database or the broker (the audit
+# log, the dead letters, the offset commit) is waited out for as long as it lasts: the batch is
+# re-read from its first offsets. An error the client library raised untranslated (say, an ACL
+# taken away) stops the inbox with 75, to be restarted with fresh clients; anything else is a
+# bug (70).
+POLICY = ErrorPolicy(
+    "inbox",
+    (Rule((ValidationError, RecordRefused), Action.DEAD_LETTER),
+     Rule((BrokerError, StoreError), Action.RETRY),
+     Rule((KafkaError,), Action.STOP, EXIT_TEMPORARY)),
+    Backoff(RetryPolicy().initial_s, RetryPolicy().max_s),
+    max_outage_s=None,
+    rewind=Rewind.BATCH,
+)
 
 
 def topic_agency(topic: str, prefix: str) -> str:
@@ -84,72 +112,60 @@ class InboxConsumer:
         self._deadletters = deadletters
         self._prefix = prefix
         self._clock = clock
-        self._retry = retry
-        self._backoff = retry.initial_s
         self.stored = 0
-        self.deadlettered = 0
-        self.outages = 0
+        policy = dataclasses.replace(
+            POLICY, service="inbox" if part == "inbox" else f"inbox {part}",
+            backoff=Backoff(retry.initial_s, retry.max_s))
+        self._loop = ConsumeLoop(consumer, self, policy, deadletters, self.watch, part, log)
 
     @property
     def engine(self) -> Any:
         return self._store.engine
 
+    @property
+    def deadlettered(self) -> int:
+        return self._loop.deadlettered
+
+    @property
+    def outages(self) -> int:
+        """Failed attempts at a batch (each one read again after a wait)."""
+        return self._loop.failures
+
     def step(self, stop: threading.Event, timeout_ms: int = 500) -> int:
         """Poll once and process the batch; return how many records were consumed for good."""
         self._expire()
-        batches: Mapping[TopicPartition, list[Any]] = self._consumer.poll(timeout_ms=timeout_ms)
-        started = time.perf_counter()
-        self.watch.polled(self.part, self._consumer, batches)
-        if not batches:
-            return 0
+        return self._loop.step(stop, timeout_ms)
+
+    def handle(self, batch: Batch) -> None:
+        """Store the batch's alerts and answers; refuse what is bad or what the database
+        refuses. The loop then dead-letters the refused and commits."""
+        if not len(batch):
+            return
         good: list[tuple[RoutedAlert, bytes, Any]] = []
         answers: list[tuple[ReidResponse, Any]] = []
-        bad: list[tuple[Any, Exception]] = []
-        for tp, records in batches.items():
-            answer_topic = self._answers is not None and self._is_answer_topic(tp.topic)
-            for rec in records:
-                try:
-                    if answer_topic:
-                        answers.append((decode(rec.value, ReidResponse), rec))
-                        continue
-                    routed = decode(rec.value, RoutedAlert)
-                    check(routed, topic_agency(tp.topic, self._prefix))
-                    good.append((routed, rec.value, rec))
-                except ValidationError as exc:
-                    bad.append((rec, exc))
-        now = self._clock()
-        consumed = len(good) + len(answers) + len(bad)
-        try:
-            inserted, refused = self._save(good, now)
-            bad += refused
-            bad += self._take_answers(answers, now)
-        except (StoreError, BrokerError) as exc:
-            # Nothing of this batch is committed: read it again once the database (or the
-            # audit log) is back. Rows already stored make the second pass a no-op.
-            self.outages += 1
-            self._again(batches, stop, "cannot store this batch", exc)
-            return 0
-        try:
-            for rec, error in bad:
-                self._deadletters.send_record(rec, error)
-        except BrokerError as exc:
-            # Committing now would skip a refused record that is in no topic and no table.
-            # A dead letter sent before the failure may be sent again: duplicates, never loss.
-            self._again(batches, stop, "cannot dead-letter this batch", exc)
-            return 0
-        self._backoff = self._retry.initial_s
-        # Rows are in; a redelivery after a failed commit is a no-op.
-        commit_batches(self._consumer, batches, "inbox")
-        self.stored += inserted
-        self.deadlettered += len(bad)
-        self._count(batches, good, bad, inserted, started)
-        return consumed
 
-    def _count(self, batches: Mapping[TopicPartition, list[Any]],
-               good: list[tuple[RoutedAlert, bytes, Any]], bad: list[tuple[Any, Exception]],
-               inserted: int, started: float) -> None:
+        def take(rec: Any) -> None:
+            if self._answers is not None and self._is_answer_topic(rec.topic):
+                answers.append((decode(rec.value, ReidResponse), rec))
+                return
+            routed = decode(rec.value, RoutedAlert)
+            check(routed, topic_agency(rec.topic, self._prefix))
+            good.append((routed, rec.value, rec))
+
+        batch.each(take)
+        now = self._clock()
+        inserted = self._save(good, now, batch)
+        self._take_answers(answers, now, batch)
+        self.stored += inserted
+        self._count(good, batch, inserted)
+
+    def reset(self) -> None:
+        """Nothing held in memory across batches: a re-read batch starts afresh."""
+
+    def _count(self, good: list[tuple[RoutedAlert, bytes, Any]], batch: Batch,
+               inserted: int) -> None:
         metrics = self.watch.metrics
-        refused = {id(rec) for rec, _ in bad}
+        refused = {id(rec) for rec, _ in batch.refused}
         unique = {r.notification_id: r for r, _, rec in good if id(rec) not in refused}
         if inserted == len(unique):
             for routed in unique.values():
@@ -158,37 +174,25 @@ class InboxConsumer:
             # Part of a redelivered batch was stored already, and the store does not say
             # which rows were new: their tier is not guessed.
             metrics.alert("unknown", self.part, inserted)
-        for rec, error in bad:
-            metrics.dead_letter(rec.topic, error)
-        self.watch.processed(batches, started)
 
-    def _save(self, good: list[tuple[RoutedAlert, bytes, Any]], now: int
-              ) -> tuple[int, list[tuple[Any, Exception]]]:
-        """Store the batch; if the database refuses its data, store it record by record and
-        return the refused records (as consumed records, for the dead letters)."""
+    def _save(self, good: list[tuple[RoutedAlert, bytes, Any]], now: int, batch: Batch) -> int:
+        """Store the batch; if the database refuses its data, store it record by record, the
+        policy refusing each record the database refuses."""
         if not good:
-            return 0, []
+            return 0
         try:
-            return self._store.save([(r, raw) for r, raw, _ in good], now), []
+            return self._store.save([(r, raw) for r, raw, _ in good], now)
         except RecordRefused:
             pass
         inserted = 0
-        refused: list[tuple[Any, Exception]] = []
-        for routed, raw, rec in good:
-            try:
-                inserted += self._store.save([(routed, raw)], now)
-            except RecordRefused as exc:
-                refused.append((rec, exc))
-        return inserted, refused
+        row = {id(rec): (routed, raw) for routed, raw, rec in good}
 
-    def _again(self, batches: Mapping[TopicPartition, list[Any]], stop: threading.Event,
-               what: str, exc: Exception) -> None:
-        """Rewind to the batch's first records and wait (with back-off) before reading it again."""
-        log.warning("inbox %s (%s); retrying in %.1fs", what, exc, self._backoff)
-        for tp, records in batches.items():
-            self._consumer.seek(tp, records[0].offset)
-        stop.wait(self._backoff)
-        self._backoff = min(self._backoff * 2, self._retry.max_s)
+        def save_one(rec: Any) -> None:
+            nonlocal inserted
+            inserted += self._store.save([row[id(rec)]], now)
+
+        batch.each(save_one, [rec for _, _, rec in good])
+        return inserted
 
     def _is_answer_topic(self, topic: str) -> bool:
         try:
@@ -197,19 +201,16 @@ class InboxConsumer:
             return False
         return True
 
-    def _take_answers(self, answers: list[tuple[ReidResponse, Any]], now: int
-                      ) -> list[tuple[Any, Exception]]:
+    def _take_answers(self, answers: list[tuple[ReidResponse, Any]], now: int,
+                      batch: Batch) -> None:
         if not answers or self._answers is None:
-            return []
-        refused: list[tuple[Any, Exception]] = []
-        for response, rec in answers:
-            try:
-                self._answers.take(response, rec.value, now)
-            except ValidationError as exc:
-                refused.append((rec, exc))
+            return
+        desk = self._answers
+        response_of = {id(rec): response for response, rec in answers}
+        batch.each(lambda rec: desk.take(response_of[id(rec)], rec.value, now),
+                   [rec for _, rec in answers])
         # Delivered (and refused) answers are in the audit log before their offsets commit.
-        self._answers.audit.flush()
-        return refused
+        desk.audit.flush()
 
     def _expire(self) -> None:
         if self._answers is None:
@@ -225,13 +226,9 @@ class InboxConsumer:
                         exc)
 
     def run(self, stop: threading.Event) -> None:
+        """Step until `stop`; raises what POLICY stops on (ServiceStopped, or a bug)."""
         while not stop.is_set():
-            try:
-                self.step(stop)
-            except BrokerError as exc:
-                log.warning("%s; retrying", exc)
-                self.watch.heartbeat.beat(self.part)  # waiting for the broker, not wedged
-                stop.wait(self._retry.initial_s)
+            self.step(stop)
 
     def close(self) -> None:
         self._consumer.close()

@@ -12,6 +12,7 @@ SAFEHUB_LOG_FORMAT=json (or `safehub --log-format json`) logs one JSON object pe
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import threading
 from dataclasses import dataclass, replace
@@ -154,6 +155,7 @@ def _run_sink(args: argparse.Namespace, settings: AuditSettings) -> int:
         checkpoint_interval_ms=int(args.checkpoint_seconds * 1000),
     )
     key = load_signing_key(args.key_file)
+    from safehub.consuming import run_service
     from safehub.observability.watch import ServiceWatch
 
     watch = ServiceWatch(SERVICE)
@@ -161,11 +163,13 @@ def _run_sink(args: argparse.Namespace, settings: AuditSettings) -> int:
     stop = threading.Event()
     install_stop_handlers(stop)
     try:
-        run_until_stopped(sink, stop)
+        # Exit 75 on a broker or database failure, 70 on a bug (sink.POLICY): restarted, the
+        # sink resumes after the last leaf in its ledger.
+        return run_service(lambda: run_until_stopped(sink, stop), logging.getLogger(
+            "safehub.services.audit.sink"), SERVICE)
     finally:
         watch.close()
         sink.close()
-    return 0
 
 
 def _run_verify(args: argparse.Namespace, settings: AuditSettings) -> int:

@@ -6,7 +6,9 @@ and the topic disagree and hide exactly what an auditor must see.
 
 The ledger, not a consumer group, holds the position: on restart the sink resumes after the last
 stored offset, so a crash between the SQL commit and anything else can neither skip nor
-duplicate a leaf.
+duplicate a leaf. That is also its error policy (POLICY, run by safehub.consuming's loop): a
+broker or database failure stops the sink (exit 75) rather than being retried in-process, and
+the restarted sink resumes from its ledger.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from nacl.signing import SigningKey
 from safehub.bus import make_consumer, make_producer, send_and_confirm
 from safehub.connection import KafkaConnection
 from safehub.consumers.deadletter import DeadLetterSink
-from safehub.errors import BrokerError, ValidationError
+from safehub.consuming import EXIT_TEMPORARY, Action, Batch, ConsumeLoop, ErrorPolicy, Rule
+from safehub.errors import BrokerError, StoreError, ValidationError
 from safehub.observability.watch import ServiceWatch
 from safehub.schemas.codec import decode, encode
 from safehub.schemas.records import AuditEntry
@@ -48,6 +51,16 @@ log = logging.getLogger(__name__)
 
 SERVICE = "audit-sink"
 CHECKPOINT_HEADER = "safehub-checkpoint"
+# A record that does not decode is kept as a leaf all the same and dead-lettered before it is
+# stored (by the sink itself, so that a failure re-reads it: the ledger holds the position).
+# The broker or the database failing stops the sink with 75: restarted, it resumes after its
+# last stored leaf, and nothing in memory (the tree, the checkpoint count) can drift from the
+# ledger. Anything else is a bug (70).
+POLICY = ErrorPolicy(
+    SERVICE,
+    (Rule((ValidationError,), Action.DEAD_LETTER),
+     Rule((BrokerError, StoreError, KafkaError), Action.STOP, EXIT_TEMPORARY)),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,23 +128,24 @@ class AuditSink:
         else:
             consumer.seek(self._part, nxt)
         self._deadletter = DeadLetterSink(producer, settings.deadletter_topic)
+        # No dead letters through the loop and no commit: see POLICY.
+        self._loop = ConsumeLoop(consumer, self, POLICY, None, self.watch, SERVICE, log,
+                                 commits=False)
 
     @property
     def size(self) -> int:
         return self._tree.size
 
     def poll_once(self, timeout_ms: int = 500) -> int:
-        """Store whatever arrived; checkpoint if due. Returns how many entries were stored."""
-        try:
-            batches = self._consumer.poll(timeout_ms=timeout_ms)
-        except KafkaError as exc:
-            raise BrokerError(f"reading {self._s.audit_topic} failed: {exc}") from exc
-        started = time.perf_counter()
-        self.watch.polled(SERVICE, self._consumer, batches)
+        """Store whatever arrived; checkpoint if due. Returns how many entries were stored.
+        Raises ServiceStopped (exit 75) if the broker or the database failed."""
+        return self._loop.step(None, timeout_ms)
+
+    def handle(self, batch: Batch) -> None:
+        batches = batch.batches
         records = [r for part in sorted(batches, key=lambda p: p.partition)
                    for r in batches[part]]
         stored: list[NewEntry] = []
-        total = 0
         for rec in records:
             raw = rec.value if rec.value is not None else b""
             row, entry, error = new_entry(rec.offset, raw)
@@ -143,14 +157,15 @@ class AuditSink:
             # Checkpoint every N entries exactly, even inside one large batch: the finer the
             # checkpoints, the narrower the interval verify can name without the topic.
             if self._since_checkpoint >= self._s.checkpoint_every:
-                total += self._store(stored)
+                self._store(stored)
                 stored = []
                 self.checkpoint()
-        total += self._store(stored)
+        self._store(stored)
         if self._checkpoint_due():
             self.checkpoint()
-        self.watch.processed(batches, started)
-        return total
+
+    def reset(self) -> None:
+        """Never called: POLICY retries nothing in-process (a restart rebuilds from the ledger)."""
 
     def _store(self, rows: list[NewEntry]) -> int:
         self._ledger.append(self._tree.size, rows)

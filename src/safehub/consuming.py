@@ -134,6 +134,23 @@ def exit_code_of(error: BaseException) -> int:
     return error.exit_code if isinstance(error, ServiceStopped) else EXIT_BUG
 
 
+def run_service(run: Callable[[], None], log: logging.Logger, service: str) -> int:
+    """Run a service's loop to its end; the process's exit code: 0 when stopped on purpose,
+    else the one its policy declares (EXIT_BUG, with the traceback, for an unexpected error).
+    The in-memory state can no longer be trusted; the committed offsets and the stores can,
+    so a restart loses nothing."""
+    try:
+        run()
+    except ServiceStopped as exc:
+        log.error("%s stopping: %s; exit %d, to be restarted", service, exc, exc.exit_code)
+        return exc.exit_code
+    except Exception:
+        log.exception("%s stopping on an unexpected error; exit %d, to be restarted", service,
+                      EXIT_BUG)
+        return EXIT_BUG
+    return 0
+
+
 def reason_of(error: BaseException) -> str:
     """Ours say what failed; a library's message may quote data, so only its class is told."""
     if isinstance(error, SafehubError):
