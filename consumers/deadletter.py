@@ -116,14 +116,24 @@ class DeadLetterSink:
     def send(self, raw_value: bytes | None, raw_key: bytes | None, source_topic: str,
              partition: int, offset: int, error: Exception, at_ms: int | None = None) -> Delivery:
         """Dead-letter one record; returns once the broker acknowledged it (BrokerError if not).
-
-        A null value stays null (a tombstone is kept as one); the original key is kept so the
-        dead letter can be matched with the other records of the same linkage block.
-        """
-        headers = headers_for(source_topic, partition, offset, error, at_ms)
-        if raw_value is None:
-            headers.append((HEADER_NULL_VALUE, b"true"))
-        value = b"" if raw_value is None and raw_key is None else raw_value
+        What is sent: `dead_letter_message`."""
+        key, value, headers = dead_letter_message(raw_value, raw_key, source_topic, partition,
+                                                  offset, error, at_ms)
         # kafka-python sends a None value as a Kafka null; the bus helper is typed for bytes.
         return send_and_confirm(self._producer, self._topic, value,  # type: ignore[arg-type]
-                                key=raw_key, headers=headers, timeout=self._timeout_s)
+                                key=key, headers=headers, timeout=self._timeout_s)
+
+
+def dead_letter_message(raw_value: bytes | None, raw_key: bytes | None, source_topic: str,
+                        partition: int, offset: int, error: BaseException,
+                        at_ms: int | None = None,
+                        ) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    """The (key, value, headers) of a dead letter, for a sender of its own (the correlator
+    sends its dead letters in the transaction of the batch's outputs). A null value stays null
+    (a tombstone is kept as one); the original key is kept so the dead letter can be matched
+    with the other records of the same linkage block."""
+    headers = headers_for(source_topic, partition, offset, error, at_ms)
+    if raw_value is None:
+        headers.append((HEADER_NULL_VALUE, b"true"))
+    value = b"" if raw_value is None and raw_key is None else raw_value
+    return raw_key, value, headers

@@ -8,14 +8,18 @@
   4-byte key. A block's state is logged to the changelog partition its events arrived on, so
   whichever worker owns the ingress partition recovers exactly that block's state.
 - Messages are taken in batches (`take_events`) and correlated in a child process on the
-  machine's other core (offload.py). For each batch, in order: dead letters are sent and
-  acknowledged; alerts, audit entries and the blocks' states (for the table's changelog) are
-  sent as one transaction and committed (outputs.py); the states are put in the table's store
+  machine's other core (offload.py). For each batch, in order: dead letters, alerts, audit
+  entries and the blocks' states (for the table's changelog) are sent as one transaction and
+  committed (outputs.py); the states are put in the table's store
   (changelog.py); and only then are the events acked; faust buffers the next batch meanwhile
   (`Pipeline`). Input offsets are committed by faust afterwards, outside the transaction
   (faust's exactly_once mode is not used): an event redelivered after a crash is either in its
   block's committed state, and changes nothing, or in nothing committed, and is correlated
   again.
+- A block state the table cannot give back readable (a poisoned changelog record) is
+  quarantined, not fatal: the block starts afresh (offload.py), the record goes to `deadletter`
+  with the reason and its changelog partition and offset, an ERROR names the block and the
+  record (never its bytes), and the dead-letter count of the changelog topic goes up.
 - An error we cannot recover from (the broker not acknowledging, the child process gone) ends
   the process at once, without committing, so that the batch is redelivered on restart.
 """
@@ -35,10 +39,9 @@ from typing import Any, NoReturn
 import faust
 
 from safehub import topics
-from safehub.bus import make_producer
 from safehub.connection import KafkaConnection
-from safehub.consumers.deadletter import DeadLetterSink
-from safehub.errors import SafehubError
+from safehub.consumers.deadletter import dead_letter_message, error_text
+from safehub.errors import SafehubError, StoreError
 from safehub.observability.watch import ServiceWatch
 from safehub.schemas.codec import decode
 from safehub.schemas.records import CorrelatedAlert
@@ -47,8 +50,9 @@ from safehub.services.correlator import transport
 from safehub.services.correlator.changelog import BlockStates
 from safehub.services.correlator.ingress import warn_of_unread_topics
 from safehub.services.correlator.offload import Child, Reply
-from safehub.services.correlator.outputs import OutputWriter
+from safehub.services.correlator.outputs import DeadLetterRecord, OutputWriter
 from safehub.services.correlator.processing import SERVICE, Incoming, block_key
+from safehub.services.correlator.residency import DEFAULT_BUDGET_BYTES, Residency
 from safehub.services.correlator.stalls import STALL_CHECK_S, StallWatch
 from safehub.topics import CORRELATOR_TABLE
 
@@ -72,6 +76,8 @@ class CorrelatorSettings:
     topic_check_s: float  # how often to look for ingress topics this worker does not read
     worker_id: str | None  # SAFEHUB_CORRELATOR_WORKER_ID; None: an anonymous worker
     transactional_id: str  # of its outputs (outputs.transactional_id)
+    # most encoded bytes of block states the correlation child holds decoded (residency.py)
+    held_bytes: int = DEFAULT_BUDGET_BYTES
 
 
 class Throughput:
@@ -158,17 +164,10 @@ def build_app(
     )
     states = BlockStates(table)
     holder: dict[str, Any] = {}
-
-    def deadletters() -> DeadLetterSink:
-        # Clients are made on first use inside the running worker, never at import or build.
-        if "sink" not in holder:
-            producer = make_producer(settings.kafka, SERVICE, linger_ms=2)
-            holder["sink"] = DeadLetterSink(producer, topics.deadletter(settings.prefix))
-        sink: DeadLetterSink = holder["sink"]
-        return sink
-
+    # Its producer is made on first use inside the running worker, never at import or build.
     outputs = OutputWriter(settings.kafka, SERVICE, topics.correlated(settings.prefix),
-                           topics.audit(settings.prefix), settings.transactional_id)
+                           topics.audit(settings.prefix), settings.transactional_id,
+                           topics.deadletter(settings.prefix))
 
     async def close_outputs(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         if "pipeline" in holder:
@@ -197,8 +196,8 @@ def build_app(
     async def correlate(stream: Any) -> None:
         if "pipeline" not in holder:
             child = Child(rules, settings.prefix, settings.partitions)
-            holder["pipeline"] = Pipeline(app, table, child, outputs, states, deadletters,
-                                          clock_ms, stats, watch)
+            holder["pipeline"] = Pipeline(app, table, child, outputs, states, clock_ms, stats,
+                                          watch, Residency(settings.held_bytes))
         pipeline: Pipeline = holder["pipeline"]
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
             for e in events:
@@ -246,10 +245,11 @@ class Pipeline:
     """Batches through the child process (offload.py), then out to the broker, in order.
 
     While the child works on a batch, faust buffers the next one and the previous batch's
-    results are sent. Per batch, strictly in this order: dead letters are sent and
-    acknowledged; then alerts, audit entries and the blocks' states in one committed
-    transaction; then the states go into the table's store; only then are the batch's events
-    acked (so their offsets may be committed). Batches are flushed one at a time in submission
+    results are sent. Per batch, strictly in this order: dead letters, alerts, audit entries
+    and the blocks' states in one committed transaction (a dead letter is thus never visible
+    after its EVENT_DEADLETTERED entry, and no round trip is paid per dead letter); then the
+    states go into the table's store; only then are the batch's events acked (so their offsets
+    may be committed). Batches are flushed one at a time in submission
     order, so audit entries and states keep the processing order. At most `DEPTH` batches are
     outstanding.
     """
@@ -257,20 +257,18 @@ class Pipeline:
     DEPTH = 2
 
     def __init__(self, app: Any, table: Any, child: Child, outputs: OutputWriter,
-                 states: BlockStates, deadletters: Callable[[], DeadLetterSink],
-                 clock_ms: Callable[[], int], stats: Throughput,
-                 watch: ServiceWatch | None = None) -> None:
+                 states: BlockStates, clock_ms: Callable[[], int], stats: Throughput,
+                 watch: ServiceWatch | None = None, residency: Residency | None = None) -> None:
         self._app = app
         self._watch = watch or ServiceWatch(SERVICE)
         self._table = table
         self._child = child
         self._outputs = outputs
         self._states = states
-        self._deadletters = deadletters
         self._clock_ms = clock_ms
         self._stats = stats
-        # block -> the table value (bytes object, or None) the child's state was last based on
-        self._basis: dict[int, bytes | None] = {}
+        # The blocks the child holds decoded, within a memory budget (residency.py).
+        self._residency = residency or Residency()
         # Flushes not yet done, oldest first; each waits for the one before it.
         self._flushes: list[asyncio.Future[None]] = []
 
@@ -285,40 +283,35 @@ class Pipeline:
                      e.message.value)
             for e in events
         ]
-        shipped: dict[int, bytes | None] = {}
-        for m in batch:
-            if m.key is None or len(m.key) != 4:
-                continue  # not a block key: the child dead-letters the message
-            block = int.from_bytes(m.key, "big")
-            if block in shipped:
-                continue
-            raw = self._table.get(m.key)
-            if block not in self._basis or self._basis[block] is not raw:
-                shipped[block] = self._basis[block] = raw
-        reply = self._child.submit(self._clock_ms(), shipped, batch)
+        # Not a block key (None, or not 4 bytes): the child dead-letters the message.
+        touched = {m.key for m in batch if m.key is not None and len(m.key) == 4}
+        seq, shipped, drop = self._residency.plan(
+            (int.from_bytes(key, "big"), self._table.get(key)) for key in touched)
+        reply = self._child.submit(self._clock_ms(), shipped, batch, drop)
         previous = self._flushes[-1] if self._flushes else None
         self._flushes.append(asyncio.ensure_future(
-            self._flush(events, batch, reply, previous, lag, time.perf_counter())))
+            self._flush(events, batch, seq, shipped, reply, previous, lag,
+                        time.perf_counter())))
 
-    async def _flush(self, events: Sequence[Any], batch: Sequence[Incoming],
-                     reply_future: asyncio.Future[Reply], previous: asyncio.Future[None] | None,
-                     lag_s: float, started: float) -> None:
+    async def _flush(self, events: Sequence[Any], batch: Sequence[Incoming], seq: int,
+                     shipped: dict[int, bytes | None], reply_future: asyncio.Future[Reply],
+                     previous: asyncio.Future[None] | None, lag_s: float,
+                     started: float) -> None:
         try:
             reply = await reply_future
             if previous is not None:
                 await previous
             t1 = time.perf_counter()
-            for rejected in reply.rejected:
-                # Rare (a broken contract, an event beyond the history limit), and each must
-                # be on `deadletter` before its EVENT_DEADLETTERED entry. One round trip each:
-                # a backfill far beyond the limit is refused at broker latency per record.
-                self._deadletters().send_record(batch[rejected.index], rejected.error())
             partition_of = {m.key: m.partition for m in batch}
+            dead = self._dead_letters(batch, reply)
+            dead += [self._quarantine(block, why, shipped.get(block), partition_of)
+                     for block, why in reply.quarantined.items()]
             keys = {block: block_key(block) for block in reply.states}
             records = [(partition_of[keys[b]], keys[b], raw) for b, raw in reply.states.items()]
-            await self._outputs.write(reply.alerts, reply.audit, self._states.topic, records)
+            await self._outputs.write(reply.alerts, reply.audit, self._states.topic, records,
+                                      dead)
             self._states.store(records)
-            self._basis.update(reply.states)
+            self._residency.committed(seq, reply.states)
             t2 = time.perf_counter()
         except asyncio.CancelledError:
             raise  # shutting down: the batch is not acked, so it is redelivered
@@ -331,6 +324,34 @@ class Pipeline:
                 self._app.sensors.on_message_out(message.tp, message.offset, message)
         self._stats.add(len(batch), reply.process_s, t2 - t1, time.perf_counter() - t2, lag_s)
         self._count(events, batch, reply, started)
+
+    def _dead_letters(self, batch: Sequence[Incoming], reply: Reply) -> list[DeadLetterRecord]:
+        """The batch's refused records as dead letters, logged once per source partition and
+        reason (a flood of malformed records is one line a batch, not one per record)."""
+        dead: list[DeadLetterRecord] = []
+        seen: dict[tuple[str, int, str], list[int]] = {}
+        for rejected in reply.rejected:
+            m, error = batch[rejected.index], rejected.error()
+            dead.append(dead_letter_message(m.value, m.key, m.topic, m.partition, m.offset,
+                                            error))
+            seen.setdefault((m.topic, m.partition, error_text(error)), []).append(m.offset)
+        for (topic, partition, why), offsets in seen.items():
+            log.warning("dead-lettering %d record(s) of %s[%d] (offsets %d-%d): %s",
+                        len(offsets), topic, partition, offsets[0], offsets[-1], why)
+        return dead
+
+    def _quarantine(self, block: int, why: str, raw: bytes | None,
+                    partition_of: dict[bytes | None, int]) -> DeadLetterRecord:
+        """Report a block state the child could not read: a poisoned changelog record."""
+        key = block_key(block)
+        partition, offset = self._states.origin.get(key, (partition_of[key], -1))
+        topic = self._states.topic
+        error = StoreError(f"block state quarantined: {why}; the block starts afresh")
+        log.error("linkage block %d: its state from %s[%d]@%s cannot be read (%s): quarantined "
+                  "to the dead-letter topic, and the block starts afresh without its history",
+                  block, topic, partition, offset if offset >= 0 else "unknown offset", why)
+        self._watch.metrics.dead_letter(topic, error)
+        return dead_letter_message(raw, key, topic, partition, offset, error)
 
     @property
     def idle(self) -> bool:

@@ -12,6 +12,11 @@ is assigned the partition (reading committed records only: transport.py).
 Each state goes to the partition its events arrived on, which is the partition that worker
 owns; the ingress and changelog topics have the same partition count, so recovery of an
 ingress partition restores exactly the blocks whose events are read from it.
+
+Where a recovered state came from. When a state cannot be read (a poisoned changelog record:
+offload.py), the operator needs the record's partition and offset; faust's store keeps values
+only, so the recovery's batches are noted on their way in (`origin`: one entry per key, the last
+record applied; a state this worker writes afterwards supersedes the record and its entry).
 """
 
 from __future__ import annotations
@@ -23,6 +28,17 @@ from typing import Any
 class BlockStates:
     def __init__(self, table: Any) -> None:
         self._table = table
+        self.origin: dict[bytes, tuple[int, int]] = {}  # key -> (partition, offset) recovered
+        apply = table.apply_changelog_batch
+
+        def noting_origins(batch: Any) -> None:
+            for event in batch:
+                message = event.message
+                self.origin[message.key] = (message.partition, message.offset)
+            apply(batch)
+
+        # faust's recovery calls the table's method with its buffered changelog events.
+        table.apply_changelog_batch = noting_origins
 
     @property
     def topic(self) -> str:
@@ -34,3 +50,4 @@ class BlockStates:
         store = self._table.data
         for _, key, value in records:
             store[key] = value
+            self.origin.pop(key, None)

@@ -10,6 +10,8 @@ changelog topics' partition count, default 6), SAFEHUB_CORRELATOR_REPLICATION (c
 replication, default 1),
 SAFEHUB_CORRELATOR_DATA_DIR (faust's local data, default ./safehub-correlator-data),
 SAFEHUB_CORRELATOR_BATCH (most events per batch and transaction, default 3000),
+SAFEHUB_CORRELATOR_HELD_MIB (most MiB of encoded block states the worker's correlation process
+keeps decoded, least recently used let go first; default 24, about 270 MiB at worst: residency.py),
 SAFEHUB_CORRELATOR_WEB_PORT (faust's web server; off unless set),
 SAFEHUB_CORRELATOR_TOPIC_CHECK_S (how often to warn of ingress topics created since the worker
 started, which it reads only after a restart; default 300), SAFEHUB_CORRELATOR_WORKER_ID (this
@@ -60,6 +62,7 @@ READY = "tables recovered, correlating"
 # event: 3,000 gave ~1.3x the events/s of 1,000 in bench/correlation_bench.py. At low rates a
 # batch holds what arrived within 0.1 s, so this does not add latency.
 DEFAULT_BATCH = 3000
+DEFAULT_HELD_MIB = 24
 _WORKER_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
@@ -104,6 +107,7 @@ def settings_from_env() -> CorrelatorSettings:
         topic_check_s=_int("SAFEHUB_CORRELATOR_TOPIC_CHECK_S", 300),
         worker_id=worker_id,
         transactional_id=transactional_id(app_id, worker_id),
+        held_bytes=_int("SAFEHUB_CORRELATOR_HELD_MIB", DEFAULT_HELD_MIB, minimum=0) * 1024 * 1024,
     )
 
 

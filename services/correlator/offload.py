@@ -7,12 +7,21 @@ audit entries and block states can. So the worker sends each batch's raw message
 process and, while the child works, buffers the next batch and sends the previous one's
 results. The child is pure computation: it holds no Kafka client and sends nothing.
 
-Block states. The child keeps every block's decoded state between batches (decoding them per
-batch would cost more than the step). The worker's table stays the durable truth: for each
+Block states. The child keeps blocks' decoded states between batches (decoding them per
+batch would cost more than the step), within the worker's memory budget (residency.py: the
+worker tells it which to drop). The worker's table stays the durable truth: for each
 block of a batch, the worker ships the table's bytes to the child unless the table still holds
 the very bytes object the child's state was last based on (`basis`): its own last write, or
 what was last shipped. Bytes the table got any other way (recovery from the changelog after a
 rebalance) are a different object, so they are shipped and the child starts again from them.
+
+A poisoned state. Bytes the table holds that `snapshot.decode` cannot read (a corrupted or
+foreign changelog record) used to fail the child, and so the worker, on every restart, since
+recovery put the same bytes back in the table each time. The child now quarantines them: it
+starts the block afresh, says which block in the reply (`quarantined`, with the decoding
+error, never the bytes), and returns the block's new state even when the batch changed nothing
+in it, so the batch's transaction writes a readable state over the poisoned record and the next
+recovery finds that. The worker reports it (app.py).
 
 Messages, both ways, are pickled tuples of bytes, ints and small frozen dataclasses over a
 private pipe between the worker and its own child; nothing read from Kafka is unpickled.
@@ -35,7 +44,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from safehub.errors import SafehubError
+from safehub.consumers.deadletter import error_text
+from safehub.errors import SafehubError, StoreError
 from safehub.services.correlation import snapshot
 from safehub.services.correlation.core import BlockState, initial_state
 from safehub.services.correlation.rules import Rules
@@ -54,6 +64,7 @@ class Reply:
     audit: list[bytes]
     accepted: int
     process_s: float  # the child's time on the batch
+    quarantined: dict[int, str]  # block -> why its shipped state could not be read
 
 
 class ChildFailed(SafehubError):
@@ -70,15 +81,27 @@ def serve(conn: Connection, rules: Rules, prefix: str, partitions: int | None = 
         except (EOFError, ConnectionResetError):
             return  # the worker closed the pipe, or was killed: nothing is left to do
         try:
-            now, shipped, batch = pickle.loads(request)
+            now, shipped, batch, drop = pickle.loads(request)
             t0 = time.perf_counter()
+            for block in drop:  # let go to keep within the worker's memory budget (residency.py)
+                states.pop(block, None)
+            quarantined: dict[int, str] = {}
             for block, raw in shipped.items():
-                states[block] = initial_state() if raw is None else snapshot.decode(raw)
+                try:
+                    states[block] = initial_state() if raw is None else snapshot.decode(raw)
+                except (StoreError, RecursionError, MemoryError) as exc:
+                    # StoreError for unreadable bytes; the other two from json nesting or sizes
+                    # written to exhaust the reader.
+                    quarantined[block] = error_text(exc)
+                    states[block] = initial_state()
             result = processor.process(batch, lambda b: states.get(b) or initial_state(), now)
             states.update(result.states)
             encoded = {block: snapshot.encode(state) for block, state in result.states.items()}
+            for block in quarantined:
+                if block not in encoded:
+                    encoded[block] = snapshot.encode(states[block])
             reply = Reply(encoded, result.rejected, result.alerts, result.audit,
-                          result.accepted, time.perf_counter() - t0)
+                          result.accepted, time.perf_counter() - t0, quarantined)
         except Exception:  # a bug, not bad input (that is rejected above): the worker stops
             conn.send_bytes(pickle.dumps(("error", traceback.format_exc())))
             raise
@@ -109,8 +132,8 @@ class Child:
         self._reader = threading.Thread(target=self._read, name="safehub-correlation-read",
                                         daemon=True)
 
-    def submit(self, now: int, shipped: dict[int, bytes | None],
-               batch: Sequence[Incoming]) -> asyncio.Future[Reply]:
+    def submit(self, now: int, shipped: dict[int, bytes | None], batch: Sequence[Incoming],
+               drop: Sequence[int] = ()) -> asyncio.Future[Reply]:
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
@@ -118,7 +141,8 @@ class Child:
         future: asyncio.Future[Reply] = loop.create_future()
         with self._lock:
             self._waiting.append(future)
-        data = pickle.dumps((now, shipped, list(batch)), protocol=pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps((now, shipped, list(batch), list(drop)),
+                            protocol=pickle.HIGHEST_PROTOCOL)
         self._writer.submit(self._send, data)
         return future
 

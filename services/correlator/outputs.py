@@ -1,4 +1,4 @@
-"""A batch's alerts, audit entries and block states, sent as one Kafka transaction.
+"""A batch's dead letters, alerts, audit entries and block states, sent as one Kafka transaction.
 
 Why one transaction. The auditors' replay follows the journal (`audit`): every event it shows
 accepted must be in its block's state from then on. Sent separately, a worker killed after its
@@ -25,6 +25,19 @@ ends it depends on the worker's transactional id:
   is not fenced off by a restart.
 Two live workers given the same worker id fence each other in turn: each stops with an error
 that says so.
+
+Dead letters. A batch's refused records go to `deadletter` in the same transaction, so a
+record's dead letter becomes visible together with its EVENT_DEADLETTERED entry, never after
+it (every reader of `deadletter` reads committed records: safehub.bus), and is committed before
+the record's offset is acked (app.py). They used to be sent first, one acknowledged round trip
+each on the worker's event loop: a flood of malformed records then ran at the broker's latency
+per record and held up the valid events behind it. The correlator principal may write
+`deadletter` (deploy/acl.py), which is all a transactional write of a topic needs besides its
+transactional id. Delivery: each refused record is in exactly one committed transaction unless
+the worker dies after a commit and before its input offsets are committed; the batch is then
+correlated again and its dead letters sent again, with the same source topic, partition and
+offset headers (by which a reader tells a repeat), as its audit entries are journalled again
+under the same entry ids.
 
 Sending. The other services send through kafka-python (safehub.bus), whose per-record `send`
 and network thread run Python code for every record. In the correlator, which writes an audit
@@ -60,6 +73,11 @@ from safehub.connection import KafkaConnection
 from safehub.errors import BrokerError
 
 AUDIT_PARTITION = 0
+# One record to send: key, value, headers.
+Record = tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]]
+# A dead letter: the original key and value, headers naming its origin and reason (deadletter.py).
+DeadLetterRecord = Record
+NO_HEADERS: Sequence[tuple[str, bytes]] = ()
 TRANSACTION_TIMEOUT_MS = 10_000
 
 
@@ -102,11 +120,14 @@ async def fence(kafka: KafkaConnection, client_id: str, transactional: str) -> N
 
 class OutputWriter:
     def __init__(self, kafka: KafkaConnection, client_id: str, correlated_topic: str,
-                 audit_topic: str, transactional: str) -> None:
+                 audit_topic: str, transactional: str,
+                 deadletter_topic: str | None = None) -> None:
         self._kafka = kafka
         self._client_id = client_id
         self._correlated = correlated_topic
         self._audit = audit_topic
+        self._deadletter = deadletter_topic
+        self._deadletter_partitions: list[int] = []
         self._transactional_id = transactional
         self._producer: AIOKafkaProducer | None = None
         self._partitions: list[int] = []
@@ -128,25 +149,44 @@ class OutputWriter:
             if not partitions:
                 await producer.stop()
                 raise BrokerError(f"topic {self._correlated} has no partitions")
+            if self._deadletter is not None:
+                dead = await producer.partitions_for(self._deadletter)
+                if not dead:
+                    await producer.stop()
+                    raise BrokerError(f"topic {self._deadletter} has no partitions")
+                self._deadletter_partitions = sorted(dead)
             self._producer, self._partitions = producer, sorted(partitions)
         return self._producer
 
     async def write(self, alerts: Sequence[tuple[bytes, bytes]], audit: Sequence[bytes],
-                    states_topic: str, states: Sequence[tuple[int, bytes, bytes]]) -> None:
-        """Send alerts (key, value), audit entries and block states (partition, key, value) in
-        one transaction; return once it is committed."""
-        if not alerts and not audit and not states:
+                    states_topic: str, states: Sequence[tuple[int, bytes, bytes]],
+                    deadletters: Sequence[DeadLetterRecord] = ()) -> None:
+        """Send dead letters (key, value, headers), alerts (key, value), audit entries and
+        block states (partition, key, value) in one transaction; return once it is committed."""
+        if not alerts and not audit and not states and not deadletters:
             return
+        if deadletters and self._deadletter is None:
+            raise BrokerError("dead letters to send, but this writer has no dead-letter topic")
         try:
             producer = await self._started()
             async with producer.transaction():
-                by_partition: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = {}
+                by_partition: dict[tuple[str, int], list[Record]] = {}
+                for key, value, headers in deadletters:
+                    assert self._deadletter is not None
+                    # As kafka-python's producers would place it: by key, a keyless one anywhere.
+                    p = self._partitioner(key, self._deadletter_partitions,
+                                          self._deadletter_partitions)
+                    by_partition.setdefault((self._deadletter, p), []).append(
+                        (key, value, headers))
                 for key, value in alerts:
                     p = self._partitioner(key, self._partitions, self._partitions)
-                    by_partition.setdefault((self._correlated, p), []).append((key, value))
-                by_partition[(self._audit, AUDIT_PARTITION)] = [(None, v) for v in audit]
+                    by_partition.setdefault((self._correlated, p), []).append(
+                        (key, value, NO_HEADERS))
+                by_partition[(self._audit, AUDIT_PARTITION)] = [(None, v, NO_HEADERS)
+                                                                 for v in audit]
                 for p, key, value in states:
-                    by_partition.setdefault((states_topic, p), []).append((key, value))
+                    by_partition.setdefault((states_topic, p), []).append(
+                        (key, value, NO_HEADERS))
                 delivered: list[Any] = []
                 for (topic, p), records in by_partition.items():
                     delivered += await send_in_batches(producer, topic, p, records)
@@ -173,17 +213,19 @@ class OutputWriter:
 
 
 async def send_in_batches(producer: AIOKafkaProducer, topic: str, partition: int,
-                          records: Sequence[tuple[bytes | None, bytes]]) -> list[Any]:
-    """Queue `records` on one partition as few record batches; return their delivery futures."""
+                          records: Sequence[Record]) -> list[Any]:
+    """Queue `records` (key, value, headers) on one partition as few record batches; return
+    their delivery futures."""
     futures: list[Any] = []
     if not records:
         return futures
     batch = producer.create_batch()
-    for key, value in records:
+    for key, value, headers in records:
+        listed = list(headers)  # aiokafka's compiled batch builder takes a list only
         # The first record always fits; a full batch is sent and a new one begun.
-        if batch.append(key=key, value=value, timestamp=None) is None:
+        if batch.append(key=key, value=value, timestamp=None, headers=listed) is None:
             futures.append(await producer.send_batch(batch, topic, partition=partition))
             batch = producer.create_batch()
-            batch.append(key=key, value=value, timestamp=None)
+            batch.append(key=key, value=value, timestamp=None, headers=listed)
     futures.append(await producer.send_batch(batch, topic, partition=partition))
     return futures

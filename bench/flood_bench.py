@@ -1,0 +1,191 @@
+"""A malformed flood through the correlator: 100,000 refused records, one valid in the middle.
+
+    python -m bench.flood_bench [--malformed N]
+
+On the secure cluster named by SAFEHUB_KAFKA_BOOTSTRAP / SAFEHUB_KAFKA_SECRETS /
+SAFEHUB_KAFKA_CA_FILE (default: the local one, `safehub kafka up`), as its admin principal.
+Fresh prefixed topics and ACLs; `safehub correlator` as its own principal (one worker, six
+partitions); one agency, as itself, sends N records the contract refuses (garbage under a block
+key, garbage without a key, empty values) as fast as its producer goes, with one valid event
+after the first half. Measured, from the moment the flood starts: when the valid event's
+EVENT_ACCEPTED entry is on `audit` (and how long after its own send was acknowledged), and
+when every refused record is on `deadletter`; dead letters counted by their source partition
+and offset (duplicates must be 0, missing 0). Writes bench/results/flood.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+
+from safehub import topics
+from safehub.bus import make_consumer, make_producer, send_all
+from safehub.connection import KafkaConnection
+from safehub.consumers.deadletter import HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION
+from safehub.deploy.access import apply
+from safehub.deploy.registry import ADMIN, Kind, Party, Registry, Service, validate
+from safehub.deploy.topics import create_topics, delete_topics_with_prefix, registry_specs
+from safehub.schemas.codec import decode, encode
+from safehub.schemas.records import AuditEntry, MatchKeys, Subject, WarningSignEvent
+from safehub.schemas.vocabulary import AuditAction, Sector, Sign
+from safehub.services.correlator.command import READY
+from safehub.services.correlator.processing import block_key
+
+RESULTS = Path(__file__).resolve().parent / "results"
+AGENCY = "police-flood"
+HUB = "csc-flood"
+TIMEOUT_S = 900.0
+
+
+def bench_registry() -> Registry:
+    parties = [Party(AGENCY, Kind.AGENCY, Sector.POLICE), Party(HUB, Kind.HUB)]
+    parties += [Party(s.value, Kind.SERVICE) for s in Service]
+    return Registry(validate(parties, "flood bench registry"))
+
+
+def valid_event() -> WarningSignEvent:
+    at = int(time.time() * 1000) - 86_400_000
+    subject = Subject(MatchKeys(mk1=hashlib.sha256(b"flood bench child").digest()), 1, 77, 14,
+                      "E08000035", None, "d" * 32)
+    return WarningSignEvent(uuid.uuid4().hex, AGENCY, Sector.POLICE, at, at, subject,
+                            Sign.MISSING_FROM_HOME_OR_CARE)
+
+
+def malformed(n: int) -> tuple[bytes | None, bytes]:
+    garbage = hashlib.sha256(f"flood {n}".encode()).digest() * (1 + n % 4)
+    kind = n % 3
+    if kind == 0:
+        return block_key(n % 4096), garbage
+    if kind == 1:
+        return None, garbage
+    return block_key(n % 4096), b""
+
+
+def reader(admin: KafkaConnection, topic: str) -> KafkaConsumer:
+    consumer = make_consumer(admin, None, client_id="bench-flood-reader")
+    deadline = time.monotonic() + 30
+    while not (parts := consumer.partitions_for_topic(topic)):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"topic {topic} has no partitions")
+        time.sleep(0.1)
+        consumer.topics()
+    consumer.assign([TopicPartition(topic, p) for p in sorted(parts)])
+    consumer.seek_to_beginning()
+    return consumer
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--malformed", type=int, default=100_000)
+    args = parser.parse_args()
+    result = run(args.malformed)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "flood.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0 if result["duplicates"] == 0 and result["missing"] == 0 else 1
+
+
+def run(count: int) -> dict[str, Any]:
+    admin = KafkaConnection.from_env(ADMIN)
+    prefix = f"bench{uuid.uuid4().hex[:8]}."
+    registry = bench_registry()
+    create_topics(admin, registry_specs(registry, 1, prefix))
+    apply(admin, registry, prefix)
+    tmp = Path(tempfile.mkdtemp(prefix="safehub-flood-"))
+    cmd = (shutil.which("safehub") or f"{sys.executable} -m safehub.cli").split()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("SAFEHUB_KAFKA_")},
+           **admin.as_principal(Service.CORRELATOR).env(), "SAFEHUB_TOPIC_PREFIX": prefix,
+           "SAFEHUB_CORRELATOR_DATA_DIR": str(tmp / "correlator")}
+    log = tmp / "correlator.log"
+    proc = subprocess.Popen([*cmd, "correlator"], env=env, stdout=log.open("wb"),
+                            stderr=subprocess.STDOUT)
+    producer = make_producer(admin.as_principal(AGENCY), "bench-flood")
+    audit = reader(admin, topics.audit(prefix))
+    dead = reader(admin, topics.deadletter(prefix))
+    try:
+        deadline = time.monotonic() + 120
+        while READY not in log.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"correlator did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        ingress = topics.ingress(prefix, AGENCY)
+        records = [(ingress, *malformed(n), None) for n in range(count)]
+        event = valid_event()
+        half = count // 2
+        t0 = time.monotonic()
+        reports = send_all(producer, records[:half])
+        valid_report = send_all(producer, [(ingress, block_key(77), encode(event), None)])[0]
+        valid_sent = time.monotonic()
+        reports += send_all(producer, records[half:])
+        sent = time.monotonic()
+        expected = {(r.partition, r.offset) for r in reports}
+        origins: Counter[tuple[int, int]] = Counter()
+        valid_at: float | None = None
+        while valid_at is None or sum(origins.values()) < count:
+            if time.monotonic() - t0 > TIMEOUT_S or proc.poll() is not None:
+                break
+            for batch in audit.poll(timeout_ms=50).values():
+                for r in batch:
+                    entry = decode(r.value, AuditEntry)
+                    if (entry.action is AuditAction.EVENT_ACCEPTED
+                            and entry.subject_id == event.event_id):
+                        valid_at = time.monotonic()
+            for batch in dead.poll(timeout_ms=50).values():
+                for r in batch:
+                    h = dict(r.headers)
+                    origins[(int(h[HEADER_SOURCE_PARTITION]), int(h[HEADER_SOURCE_OFFSET]))] += 1
+        done = time.monotonic()
+        # Anything sent twice a moment after the last one counted.
+        end = time.monotonic() + 3
+        while time.monotonic() < end:
+            for batch in dead.poll(timeout_ms=200).values():
+                for r in batch:
+                    h = dict(r.headers)
+                    origins[(int(h[HEADER_SOURCE_PARTITION]), int(h[HEADER_SOURCE_OFFSET]))] += 1
+    finally:
+        producer.close()
+        audit.close()
+        dead.close()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        delete_topics_with_prefix(admin, prefix)
+    all_s = done - t0
+    return {
+        "malformed": count,
+        "valid_events": 1,
+        "partitions": 6,
+        "send_s": round(sent - t0, 2),
+        "valid_output_after_flood_start_s": None if valid_at is None else round(valid_at - t0, 2),
+        "valid_output_after_its_send_s": (None if valid_at is None
+                                          else round(valid_at - valid_sent, 2)),
+        "valid_offset": valid_report.offset,
+        "dead_letters_counted": len(origins),
+        "duplicates": sum(n - 1 for n in origins.values() if n > 1),
+        "missing": len(expected - set(origins)),
+        "all_dead_lettered_s": round(all_s, 2),
+        "dead_letters_per_s": round(len(origins) / all_s) if all_s > 0 else None,
+        "cpus": os.cpu_count(),
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""A poisoned changelog record is quarantined: the worker keeps running (issue 21).
+
+A block's state that cannot be read used to stop the worker on every restart, since recovery
+put the same bytes back each time. Here the admin writes two unreadable states over two blocks
+that hold events (one truncated binary state, one JSON nested past the parser's depth); a
+restarted worker comes up, says so in an ERROR naming the block and the record, puts each on
+`deadletter` with the reason and the record's partition and offset, starts those blocks afresh
+and correlates their next events; a third start finds the readable states written over them and
+quarantines nothing more.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+import pytest
+
+from safehub.bus import make_producer
+from safehub.consumers.deadletter import (
+    HEADER_ERROR_MESSAGE,
+    HEADER_SOURCE_OFFSET,
+    HEADER_SOURCE_PARTITION,
+    HEADER_SOURCE_TOPIC,
+)
+from safehub.schemas.records import MatchKeys, Subject, WarningSignEvent
+from safehub.schemas.vocabulary import AuditAction, Sector, Sign
+from safehub.services.correlator.processing import block_key, partition_for
+from safehub.topics import changelog_topic
+from tests.conftest import Namespace
+from tests.fixtures.correlator import (
+    PARTITIONS,
+    Agencies,
+    Correlator,
+    audit_entries,
+    correlator_namespace,
+    ingress_message,
+    wait_until,
+)
+from tests.fixtures.topics import TopicReader
+
+pytestmark = pytest.mark.integration
+AGENCY = "health-c"
+BLOCKS = (321, 2345)
+POISON = {
+    321: b"\x04" + hashlib.sha256(b"truncated state").digest(),
+    2345: b"[" * 200_000,
+}
+
+
+def _event(block: int, n: int) -> WarningSignEvent:
+    at = 1_780_000_000_000 + n * 86_400_000
+    key = hashlib.sha256(f"changelog test child {block}".encode()).digest()
+    subject = Subject(MatchKeys(mk1=key), 1, block, 14, "E08000035", None, "e" * 32)
+    return WarningSignEvent(hashlib.md5(f"cl{block}:{n}".encode()).hexdigest(), AGENCY,
+                            Sector.HEALTH, at, at, subject, Sign.MISSING_FROM_HOME_OR_CARE)
+
+
+@pytest.mark.timeout(180)
+def test_a_poisoned_changelog_record_is_quarantined_and_the_worker_keeps_running(
+    secure_namespace: Callable[..., Namespace],
+    correlator_factory: Callable[..., Correlator],
+) -> None:
+    ns = correlator_namespace(secure_namespace, [(AGENCY, Sector.HEALTH.value)])
+    prefix = ns.prefix
+    changelog = changelog_topic(prefix)
+    agencies = Agencies(ns)
+    admin = make_producer(ns.kafka, "test-poisoner")
+    audit = TopicReader(ns.kafka, ns.audit)
+    deadletter = TopicReader(ns.kafka, ns.deadletter)
+
+    def accepted(*events: WarningSignEvent) -> Callable[[], bool]:
+        ids = {e.event_id for e in events}
+        return lambda: ids <= {e.subject_id for e in audit_entries(audit)
+                               if e.action is AuditAction.EVENT_ACCEPTED}
+
+    poisoned: dict[int, tuple[int, int]] = {}  # block -> (partition, offset) of the poison
+    try:
+        first = correlator_factory(ns)
+        first.start()
+        agencies.send([ingress_message(prefix, _event(b, 0)) for b in BLOCKS])
+        wait_until("the first events", accepted(*(_event(b, 0) for b in BLOCKS)), 90, first)
+        assert first.stop() == 0
+        for block, garbage in POISON.items():
+            key = block_key(block)
+            meta = admin.send(changelog, garbage, key=key,
+                              partition=partition_for(key, PARTITIONS)).get(timeout=30)
+            poisoned[block] = (meta.partition, meta.offset)
+
+        second = correlator_factory(ns)
+        second.start()
+        agencies.send([ingress_message(prefix, _event(b, 1)) for b in BLOCKS])
+        wait_until("the events after the poison", accepted(*(_event(b, 1) for b in BLOCKS)),
+                   90, second)
+        wait_until("the quarantined states", lambda: len(deadletter.poll()) >= len(BLOCKS), 30,
+                   second)
+        assert second.stop() == 0
+
+        third = correlator_factory(ns)
+        third.start()
+        agencies.send([ingress_message(prefix, _event(b, 2)) for b in BLOCKS])
+        wait_until("the events after a clean restart",
+                   accepted(*(_event(b, 2) for b in BLOCKS)), 90, third)
+        assert third.stop() == 0
+    finally:
+        admin.close()
+        agencies.close()
+    log = first.log.read_text(errors="replace")  # the three workers share one log file
+    quarantined = {}
+    for record in deadletter.read_to_end():
+        headers = dict(record.headers)
+        assert headers[HEADER_SOURCE_TOPIC].decode() == changelog
+        origin = (int(headers[HEADER_SOURCE_PARTITION]), int(headers[HEADER_SOURCE_OFFSET]))
+        block = int.from_bytes(record.key, "big")
+        assert block not in quarantined, "quarantined twice: the readable state was not saved"
+        quarantined[block] = origin
+        assert record.value == POISON[block]  # kept as it was, for an operator to inspect
+        assert "quarantined" in headers[HEADER_ERROR_MESSAGE].decode()
+    assert quarantined == poisoned
+    for block, (partition, offset) in poisoned.items():
+        line = f"ERROR safehub.services.correlator.app: linkage block {block}: its state from "
+        assert log.count(line) == 1
+        assert f"{line}{changelog}[{partition}]@{offset}" in log
+    assert POISON[321][1:].hex() not in log
+    # Afresh: the events before the poison are gone from the blocks' history, so the ones after
+    # it are correlated as the first of their blocks (no history-limit refusals either).
+    refused = [e for e in audit_entries(audit) if e.action is AuditAction.EVENT_DEADLETTERED]
+    assert not refused
