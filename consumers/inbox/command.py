@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import threading
 import time
@@ -44,6 +43,7 @@ from safehub.errors import ConfigError
 from safehub.observability.watch import ServiceWatch
 from safehub.services.audit.journal import AuditJournal
 from safehub.services.reid.sealing import load_private_key
+from safehub.settings import InboxEnv, TopicsEnv, load
 from safehub.topics import alerts, audit, deadletter, reid_responses, service_group
 
 log = logging.getLogger(__name__)
@@ -61,36 +61,19 @@ class InboxSettings:
 
     @classmethod
     def from_env(cls, agencies: list[str] | None = None) -> InboxSettings:
-        named = agencies or [a.strip() for a in
-                             os.environ.get("SAFEHUB_INBOX_AGENCIES", "").split(",") if a.strip()]
+        env = load(InboxEnv)
+        named = agencies or list(env.agencies)
         if not named:
             raise ConfigError("no agency: pass --agency or set SAFEHUB_INBOX_AGENCIES")
         hubs = tuple(sorted(set(named)))
         return cls(
             kafka=connections_from_env(hubs),
-            prefix=os.environ.get("SAFEHUB_TOPIC_PREFIX", ""),
+            prefix=load(TopicsEnv).prefix,
             agencies=hubs,
-            database_url=os.environ.get("SAFEHUB_INBOX_DATABASE_URL",
-                                        "sqlite:///safehub-inbox.db"),
-            reid_keys=reid_keys_from_env(),
-            retention_ms=retention_from_env(),
+            database_url=env.database_url,
+            reid_keys=env.reid_keys,
+            retention_ms=int(env.retention_days * DAY_MS),
         )
-
-
-def reid_keys_from_env() -> Path | None:
-    folder = os.environ.get("SAFEHUB_REID_KEYS")
-    return Path(folder) if folder else None
-
-
-def retention_from_env() -> int:
-    text = os.environ.get("SAFEHUB_REID_RETENTION_DAYS", "30")
-    try:
-        days = float(text)
-    except ValueError:
-        raise ConfigError("SAFEHUB_REID_RETENTION_DAYS must be a number of days") from None
-    if not 0 < days <= 3650:
-        raise ConfigError("SAFEHUB_REID_RETENTION_DAYS must be more than 0 and at most 3650")
-    return int(days * DAY_MS)
 
 
 def wall_clock_ms() -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from nacl.signing import SigningKey, VerifyKey
 
 from safehub.errors import ConfigError
 from safehub.services.audit.merkle import HASH_SIZE
+from safehub.settings import AuditEnv, load
 
 KEY_ENV = "SAFEHUB_AUDIT_SIGNING_KEY"
 PUBLIC_KEY_ENV = "SAFEHUB_AUDIT_PUBLIC_KEY"
@@ -121,22 +121,21 @@ def _key_bytes(text: str, what: str) -> bytes:
 
 def load_signing_key(path: Path | None, environ: dict[str, str] | None = None) -> SigningKey:
     """The sink's key: an Ed25519 seed in hex, from a file or SAFEHUB_AUDIT_SIGNING_KEY."""
-    env = os.environ if environ is None else environ
     if path is not None:
         try:
             text = path.read_text()
         except OSError as exc:
             raise ConfigError(f"cannot read audit signing key file {path}: {exc}") from exc
         return SigningKey(_key_bytes(text, f"signing key file {path}"))
-    if env.get(KEY_ENV):
-        return SigningKey(_key_bytes(env[KEY_ENV], KEY_ENV))
+    seed = load(AuditEnv, environ).signing_key
+    if seed is not None:
+        return SigningKey(_key_bytes(seed.reveal(), KEY_ENV))
     raise ConfigError(f"no audit signing key: set {KEY_ENV} or pass --key-file")
 
 
 def load_public_key(value: str | None, environ: dict[str, str] | None = None) -> VerifyKey:
     """The auditor's key: hex, or a file holding hex, or SAFEHUB_AUDIT_PUBLIC_KEY."""
-    env = os.environ if environ is None else environ
-    text = value if value is not None else env.get(PUBLIC_KEY_ENV)
+    text = value if value is not None else load(AuditEnv, environ).public_key
     if not text:
         raise ConfigError(f"no audit public key: set {PUBLIC_KEY_ENV} or pass --public-key")
     path = Path(text)

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import threading
 import time
@@ -68,12 +67,14 @@ from safehub.services.router.service import (
     output_topics,
 )
 from safehub.services.router.store import RouterStore
-from safehub.services.router.table import DEFAULT_ROUTING_PATH, load_routing_table
+from safehub.services.router.table import load_routing_table
+from safehub.settings import RouterEnv, TopicsEnv, load
+from safehub.settings.hub import ROUTER_MAX_OUTAGE_S
 from safehub.topics import audit, deadletter, service_group
 
 log = logging.getLogger(__name__)
 TOPIC_WAIT_S = 10.0
-DEFAULT_MAX_OUTAGE_S = 900.0
+DEFAULT_MAX_OUTAGE_S = ROUTER_MAX_OUTAGE_S
 EXIT_OUTAGE = 75  # EX_TEMPFAIL (sysexits.h): a dependency outlasted SAFEHUB_ROUTER_MAX_OUTAGE_S
 EXIT_BUG = 70  # EX_SOFTWARE: an unexpected error in the loop
 
@@ -89,31 +90,16 @@ class RouterSettings:
 
     @classmethod
     def from_env(cls) -> RouterSettings:
-        prefix = os.environ.get("SAFEHUB_TOPIC_PREFIX", "")
+        prefix = load(TopicsEnv).prefix
+        env = load(RouterEnv)
         return cls(
             kafka=KafkaConnection.from_env(Service.ROUTER),
             prefix=prefix,
-            routing_table=Path(os.environ.get("SAFEHUB_ROUTING_TABLE", str(DEFAULT_ROUTING_PATH))),
-            database_url=os.environ.get("SAFEHUB_ROUTER_DATABASE_URL",
-                                        "sqlite:///safehub-router.db"),
-            group_id=os.environ.get("SAFEHUB_ROUTER_GROUP")
-            or service_group(prefix, Service.ROUTER),
-            max_outage_s=max_outage_from_env(),
+            routing_table=env.routing_table,
+            database_url=env.database_url,
+            group_id=env.group or service_group(prefix, Service.ROUTER),
+            max_outage_s=env.max_outage_s or None,  # 0: wait for ever
         )
-
-
-def max_outage_from_env() -> float | None:
-    raw = os.environ.get("SAFEHUB_ROUTER_MAX_OUTAGE_S", "")
-    if not raw:
-        return DEFAULT_MAX_OUTAGE_S
-    try:
-        seconds = float(raw)
-    except ValueError:
-        raise ConfigError(f"SAFEHUB_ROUTER_MAX_OUTAGE_S must be a number of seconds, "
-                          f"not {raw!r}") from None
-    if seconds < 0:
-        raise ConfigError("SAFEHUB_ROUTER_MAX_OUTAGE_S must not be negative")
-    return seconds or None
 
 
 def wall_clock_ms() -> int:

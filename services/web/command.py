@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
-import os
 import secrets
 import signal
 import sys
@@ -45,8 +44,7 @@ from kafka import KafkaProducer
 
 from safehub import topics
 from safehub.bus import make_producer
-from safehub.connection import KafkaConnection, connections_from_env, read_secret
-from safehub.consumers.inbox.command import reid_keys_from_env
+from safehub.connection import KafkaConnection, connections_from_env
 from safehub.consumers.inbox.database import make_engine, migrate
 from safehub.consumers.inbox.requests import ReidRequests
 from safehub.consumers.inbox.store import InboxStore
@@ -64,11 +62,11 @@ from safehub.services.web.reidentification import (
     KafkaRequestPublisher,
 )
 from safehub.services.web.users import Directory, User, hash_password, load_users
+from safehub.settings import TopicsEnv, WebEnv, load
 
 log = logging.getLogger(__name__)
 SERVICE = "web"
 HOST = "127.0.0.1"  # never exposed beyond loopback; a reverse proxy fronts it in deployment
-LOCAL_TLS_DIR = "safehub-web-tls"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,26 +81,21 @@ class WebSettings:
     reid_keys: Path | None = None
 
     @classmethod
-    def from_env(cls) -> WebSettings:
-        users_file = os.environ.get("SAFEHUB_WEB_USERS")
-        if not users_file:
+    def from_env(cls, loaded: WebEnv | None = None) -> WebSettings:
+        env = loaded or load(WebEnv)
+        if env.users is None:
             raise ConfigError("SAFEHUB_WEB_USERS must name the hub's users file")
-        try:
-            port = int(os.environ.get("SAFEHUB_WEB_PORT", "8080"))
-        except ValueError as exc:
-            raise ConfigError("SAFEHUB_WEB_PORT must be a number") from exc
-        users = load_users(Path(users_file))
+        users = load_users(env.users)
         hubs = tuple(sorted({u.agency for u in users.values()}))
         if not hubs:
-            raise ConfigError(f"{users_file}: no [[user]]: the web service would serve no hub")
+            raise ConfigError(f"{env.users}: no [[user]]: the web service would serve no hub")
         return cls(
             kafka=connections_from_env(hubs),
-            prefix=os.environ.get("SAFEHUB_TOPIC_PREFIX", ""),
-            users_file=Path(users_file), users=users, port=port,
-            secret=_session_secret(),
-            database_url=os.environ.get("SAFEHUB_INBOX_DATABASE_URL",
-                                        "sqlite:///safehub-inbox.db"),
-            reid_keys=reid_keys_from_env(),
+            prefix=load(TopicsEnv).prefix,
+            users_file=env.users, users=users, port=env.port,
+            secret=_session_secret(env),
+            database_url=env.database_url,
+            reid_keys=env.reid_keys,
         )
 
 
@@ -156,11 +149,10 @@ def run(args: argparse.Namespace) -> int:
         password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline()
         print(hash_password(password.rstrip("\n")))
         return 0
-    tls = serving_tls(args.tls_cert or os.environ.get("SAFEHUB_WEB_TLS_CERT"),
-                      args.tls_key or os.environ.get("SAFEHUB_WEB_TLS_KEY"),
-                      getattr(args, "plain_http", False),
-                      Path(os.environ.get("SAFEHUB_WEB_TLS_DIR") or LOCAL_TLS_DIR))
-    settings = WebSettings.from_env()
+    env = load(WebEnv)
+    tls = serving_tls(args.tls_cert or _text(env.tls_cert), args.tls_key or _text(env.tls_key),
+                      getattr(args, "plain_http", False), env.tls_dir)
+    settings = WebSettings.from_env(env)
     directory = Directory(settings.users)
     store = InboxStore(make_engine(settings.database_url))
     migrate(store.engine)
@@ -218,10 +210,12 @@ def count_pending_requests(store: InboxStore, hubs: Sequence[str], watch: Servic
         watch.metrics.reid_pending(hub, int(counts.get(hub, 0)))
 
 
-def _session_secret() -> str:
+def _session_secret(env: WebEnv) -> str:
     """SAFEHUB_WEB_SECRET_FILE (0600, like every secret here), else SAFEHUB_WEB_SECRET, else
     a random one per start (which signs everyone out on a restart)."""
-    path = os.environ.get("SAFEHUB_WEB_SECRET_FILE")
-    if path:
-        return read_secret(Path(path), "web session key (SAFEHUB_WEB_SECRET_FILE)")
-    return os.environ.get("SAFEHUB_WEB_SECRET") or secrets.token_urlsafe(32)
+    chosen = env.secret_file or env.secret
+    return chosen.reveal() if chosen else secrets.token_urlsafe(32)
+
+
+def _text(path: Path | None) -> str | None:
+    return None if path is None else str(path)

@@ -25,6 +25,7 @@ from safehub.settings.loader import (
 )
 
 DATABASES = ("sqlite", "postgresql")
+ROUTER_MAX_OUTAGE_S = 900.0
 
 
 def _database(name: str, default: str, what: str) -> str:
@@ -57,7 +58,7 @@ class RouterEnv:
     group: str | None = setting("SAFEHUB_ROUTER_GROUP", Text(), None,
                                 "consumer group (default <prefix>router, the one its ACLs "
                                 "allow)")
-    max_outage_s: float = setting("SAFEHUB_ROUTER_MAX_OUTAGE_S", Number(low=0), 900.0,
+    max_outage_s: float = setting("SAFEHUB_ROUTER_MAX_OUTAGE_S", Number(low=0), ROUTER_MAX_OUTAGE_S,
                                   "exit 75 after a broker or database outage this long "
                                   "(0: wait for ever)")
 
