@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,8 +22,8 @@ from safehub.connection import KafkaConnection
 from safehub.deploy.registry import Service
 from safehub.errors import ConfigError
 from safehub.services.audit.checkpoint import load_signing_key
+from safehub.settings import AuditEnv, TopicsEnv, load
 
-DEFAULT_DB = "sqlite:///safehub-audit.db"
 AUDITOR = "auditor"  # the principal of verify and replay: reads every topic, writes nothing
 
 
@@ -42,11 +41,10 @@ class AuditSettings:
 def settings_from_env(principal: str, env: dict[str, str] | None = None) -> AuditSettings:
     """`principal` is the default: the sink runs as `audit-sink`, verify and replay as
     `auditor` (read-only, no consumer group), unless SAFEHUB_KAFKA_PRINCIPAL says otherwise."""
-    e = dict(os.environ) if env is None else env
     return AuditSettings(
-        kafka=KafkaConnection.from_env(principal, e),
-        prefix=e.get("SAFEHUB_TOPIC_PREFIX", ""),
-        database_url=e.get("SAFEHUB_AUDIT_DB_URL", DEFAULT_DB),
+        kafka=KafkaConnection.from_env(principal, env),
+        prefix=load(TopicsEnv, env).prefix,
+        database_url=load(AuditEnv, env).database_url,
     )
 
 
@@ -57,12 +55,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sink.add_argument("--db", help="SQLAlchemy URL of the audit store (SAFEHUB_AUDIT_DB_URL)")
     sink.add_argument("--key-file", type=Path,
                       help="Ed25519 seed in hex (else SAFEHUB_AUDIT_SIGNING_KEY)")
-    sink.add_argument("--origin", default=os.environ.get("SAFEHUB_AUDIT_ORIGIN",
-                                                         "safehub.local/audit"))
-    sink.add_argument("--checkpoint-every", type=int, default=int(
-        os.environ.get("SAFEHUB_AUDIT_CHECKPOINT_EVERY", "1000")), help="entries")
-    sink.add_argument("--checkpoint-seconds", type=float, default=float(
-        os.environ.get("SAFEHUB_AUDIT_CHECKPOINT_SECONDS", "10")))
+    sink.add_argument("--origin", help="the log's name (SAFEHUB_AUDIT_ORIGIN)")
+    sink.add_argument("--checkpoint-every", type=int,
+                      help="entries (SAFEHUB_AUDIT_CHECKPOINT_EVERY)")
+    sink.add_argument("--checkpoint-seconds", type=float,
+                      help="seconds (SAFEHUB_AUDIT_CHECKPOINT_SECONDS)")
 
     verify = sub.add_parser("verify", help="check the audit log against its checkpoints")
     verify.add_argument("--db", help="SQLAlchemy URL of the audit store (read-only)")
@@ -142,17 +139,23 @@ def _run_sink(args: argparse.Namespace, settings: AuditSettings) -> int:
         run_until_stopped,
     )
 
-    if args.checkpoint_every < 1 or args.checkpoint_seconds <= 0:
+    # Flags over variables; read when the sink runs, not when the parser is built (a bad
+    # variable must not break `safehub --help`).
+    env = load(AuditEnv)
+    every = env.checkpoint_every if args.checkpoint_every is None else args.checkpoint_every
+    seconds = (env.checkpoint_seconds if args.checkpoint_seconds is None
+               else args.checkpoint_seconds)
+    if every < 1 or seconds <= 0:
         raise ConfigError("checkpoint intervals must be positive")
     sink_settings = SinkSettings(
         kafka=settings.kafka,
         audit_topic=settings.audit_topic,
         deadletter_topic=topics.deadletter(settings.prefix),
         database_url=settings.database_url,
-        origin=args.origin,
+        origin=args.origin or env.origin,
         key_file=args.key_file,
-        checkpoint_every=args.checkpoint_every,
-        checkpoint_interval_ms=int(args.checkpoint_seconds * 1000),
+        checkpoint_every=every,
+        checkpoint_interval_ms=int(seconds * 1000),
     )
     key = load_signing_key(args.key_file)
     from safehub.consuming import run_service
