@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from safehub.connection import KafkaConnection, ensure_password
 from safehub.deploy.acl import Grant, Operation, Pattern, Resource, grants, matrix, principals
 from safehub.deploy.registry import ADMIN, REGISTRY_FILE, Registry, load_registry
 from safehub.errors import BrokerError, ConfigError
+from safehub.settings import TopicsEnv, load
 
 _RESOURCE = {Resource.TOPIC: ResourceType.TOPIC, Resource.GROUP: ResourceType.GROUP,
              Resource.TRANSACTIONAL_ID: ResourceType.TRANSACTIONAL_ID}
@@ -185,7 +185,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     kafka = KafkaConnection.from_env(ADMIN)
-    prefix = os.environ.get("SAFEHUB_TOPIC_PREFIX", "")
+    prefix = load(TopicsEnv).prefix
     registry = load_registry(args.registry)
     if args.action == "client-config":
         if not args.principal:

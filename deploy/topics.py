@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from safehub.bus import make_admin
 from safehub.connection import KafkaConnection
 from safehub.deploy.registry import REGISTRY_FILE, Registry, load_registry
 from safehub.errors import BrokerError, ConfigError
+from safehub.settings import TopicsEnv, load
 
 TOPICS_FILE = Path(__file__).with_name("topics.toml")
 
@@ -133,7 +133,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # Creating topics is the admin principal's job alone.
     kafka = KafkaConnection.from_env("admin")
-    prefix = os.environ.get("SAFEHUB_TOPIC_PREFIX", "")
+    prefix = load(TopicsEnv).prefix
     registry = load_registry(args.registry)
     for agency in args.agency:
         registry.get(agency)

@@ -47,6 +47,7 @@ from safehub.connection import (
 from safehub.deploy.kafka.certificates import NODE_PRINCIPAL, Certificates, ensure_certificates
 from safehub.deploy.registry import ADMIN
 from safehub.errors import BrokerError, SafehubError
+from safehub.settings import PlacesEnv, load
 
 KAFKA_VERSION = "4.4.0"
 SLF4J_VERSION = "1.7.36"  # the SLF4J API line Kafka 4.4 is built against
@@ -64,10 +65,10 @@ AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("SAFEHUB_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "safehub"
-    )
-    return Path(base) / f"kafka-{KAFKA_VERSION}"
+    # XDG_CACHE_HOME is the desktop's convention, not a setting of ours.
+    base = load(PlacesEnv).cache or Path(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "safehub")
+    return base / f"kafka-{KAFKA_VERSION}"
 
 
 def state_root() -> Path:

@@ -25,12 +25,13 @@ from safehub import topics
 from safehub.bus import make_producer
 from safehub.connection import KafkaConnection
 from safehub.deploy.acl import replay_targets
-from safehub.deploy.registry import REGISTRY_FILE, Registry, Service, load_registry
+from safehub.deploy.registry import Registry, Service, load_registry
 from safehub.errors import BrokerError, ConfigError, SafehubError
 from safehub.services.audit.journal import AuditJournal
 from safehub.services.deadletters import letters as dl
 from safehub.services.deadletters.replay import Replayer, plan
 from safehub.services.deadletters.topic import read_all
+from safehub.settings import RegistryEnv, TopicsEnv, load
 
 EXIT_CODES = """exit codes:
   0  done (replay: every chosen dead letter sent, or --dry-run)
@@ -55,10 +56,9 @@ class DeadletterSettings:
 
 def settings_from_env(registry_file: str | None,
                       env: dict[str, str] | None = None) -> DeadletterSettings:
-    e = dict(os.environ) if env is None else env
-    path = Path(registry_file or e.get("SAFEHUB_REGISTRY") or REGISTRY_FILE)
-    return DeadletterSettings(KafkaConnection.from_env(Service.DEADLETTER_OPERATOR, e),
-                              e.get("SAFEHUB_TOPIC_PREFIX", ""), load_registry(path))
+    path = Path(registry_file) if registry_file else load(RegistryEnv, env).registry
+    return DeadletterSettings(KafkaConnection.from_env(Service.DEADLETTER_OPERATOR, env),
+                              load(TopicsEnv, env).prefix, load_registry(path))
 
 
 def operator_name(given: str | None, principal: str) -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import socket
 import time
@@ -43,6 +42,7 @@ from safehub.services.keyservice.quota import (
     write_counts,
 )
 from safehub.services.keyservice.server import create_app
+from safehub.settings import TopicsEnv, load
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         quotas.restore(read_counts(state))
     audit = KafkaAudit.connect(KafkaConnection.from_env(Service.KEYSERVICE),
-                               os.environ.get("SAFEHUB_TOPIC_PREFIX", ""))
+                               load(TopicsEnv).prefix)
     watch = ServiceWatch("keyservice")
     app = create_app(keys, quotas, auth, audit, lambda: time.time_ns() // 1_000_000,
                      None if state is None else partial(write_counts, state), watch.metrics)
