@@ -24,7 +24,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from safehub.bus import make_producer
-from safehub.connection import KafkaConnection
+from safehub.connection import KafkaConnection, state_folder
 from safehub.errors import ConfigError
 from safehub.producers.exports import (
     ColumnMapping,
@@ -45,6 +45,7 @@ from safehub.producers.publisher import (
 from safehub.producers.records import AgencyRecord
 from safehub.producers.vault import Vault
 from safehub.schemas.vocabulary import Sector
+from safehub.settings import PublishEnv, TopicsEnv, load
 
 log = logging.getLogger(__name__)
 PROGRESS_MIN_ROWS = 1000  # a bar for a handful of lines is noise
@@ -67,10 +68,7 @@ class PublishSettings:
 
 
 def default_vault_url(agency_id: str, env: Mapping[str, str]) -> str:
-    base = env.get("SAFEHUB_STATE") or os.path.join(
-        env.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "safehub"
-    )
-    folder = Path(base) / "vault"
+    folder = state_folder(env) / "vault"
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / (agency_id + '.sqlite')}"
 
@@ -89,8 +87,8 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> PublishSe
         source=Path(args.source),
         mapping=mapping,
         kafka=kafka,
-        topic_prefix=env.get("SAFEHUB_TOPIC_PREFIX", ""),
-        vault_url=args.vault or env.get("SAFEHUB_VAULT_URL")
+        topic_prefix=load(TopicsEnv, env).prefix,
+        vault_url=args.vault or load(PublishEnv, env).vault_url
         or default_vault_url(args.agency, env),
         keys=key_source(env, epoch=args.key_epoch, transition_epoch=args.transition_epoch,
                         url=args.keyservice, secret_file=args.keyservice_secret,

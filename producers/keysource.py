@@ -34,7 +34,8 @@ from safehub.producers.keying import (
     KeyedPRF,
     Keying,
 )
-from safehub.producers.linkagekey import ENV_EPOCH, ENV_KEY_FILE, LinkageKey, load_linkage_key
+from safehub.producers.linkagekey import ENV_KEY_FILE, LinkageKey, load_linkage_key
+from safehub.settings import LinkageKeyEnv, PublishEnv, load
 
 ENV_URL = "SAFEHUB_KEYSERVICE_URL"
 ENV_SECRET = "SAFEHUB_KEYSERVICE_SECRET_FILE"
@@ -100,37 +101,36 @@ def key_source(
     hmac_epochs: str | None = None,
 ) -> KeySource:
     """The settings from flags (the keyword arguments) over SAFEHUB_* variables."""
-    current = epoch if epoch is not None else (
-        _int(env.get(ENV_KEY_EPOCH), ENV_KEY_EPOCH) or _int(env.get(ENV_EPOCH), ENV_EPOCH) or 1)
-    moving_to = transition_epoch if transition_epoch is not None else _int(
-        env.get(ENV_TRANSITION), ENV_TRANSITION)
+    given, v1_given = load(PublishEnv, env), load(LinkageKeyEnv, env)
+    current = epoch if epoch is not None else (given.key_epoch or v1_given.epoch or 1)
+    moving_to = transition_epoch if transition_epoch is not None else given.transition_epoch
     hmac_file = Path(key_file) if key_file else None
-    service_url = url or env.get(ENV_URL)
+    service_url = url or given.keyservice_url
     keyservice = None
     if service_url:
-        secret = secret_file or env.get(ENV_SECRET)
-        ca = ca_file or env.get(ENV_CA)
+        secret = secret_file or given.keyservice_secret_file
+        ca = ca_file or given.keyservice_ca_file
         if not secret or not ca:
             raise ConfigError(f"the key service needs its bearer secret file ({ENV_SECRET}, "
                               f"--keyservice-secret) and CA ({ENV_CA}, --keyservice-ca)")
         keyservice = KeyService(service_url, Path(secret), Path(ca))
     hmac: dict[int, LinkageKey] = {}
-    if keyservice is None or hmac_epochs or env.get(ENV_HMAC_EPOCHS):
+    if keyservice is None or hmac_epochs or given.hmac_epochs:
         # Version 1's --key-epoch was the linkage key's; beside a key service it is epoch 1
         # unless said otherwise.
-        linkage_epoch = _int(env.get(ENV_EPOCH), ENV_EPOCH) or (
+        linkage_epoch = v1_given.epoch or (
             current if keyservice is None else 1)
         v1 = load_linkage_key(hmac_file, env, linkage_epoch)
         hmac = {v1.epoch: v1, BLOCK_EPOCH: v1}  # version 1's bytes for both
         # The HMAC key of the epoch being moved to; after an HMAC-only rotation, of the
         # current epoch, while the version 1 key stays for the block.
-        other_file = transition_key_file or env.get(ENV_TRANSITION_KEY_FILE)
+        other_file = transition_key_file or given.transition_key_file
         other_epoch = moving_to if moving_to is not None else (
             current if current != v1.epoch else None)
         if other_file and other_epoch is not None:
             hmac[other_epoch] = load_linkage_key(Path(other_file), {}, other_epoch)
         if keyservice is not None:
-            listed = hmac_epochs or env.get(ENV_HMAC_EPOCHS, "")
+            listed = hmac_epochs or given.hmac_epochs or ""
             wanted = {_int(e.strip(), ENV_HMAC_EPOCHS) for e in listed.split(",") if e.strip()}
             unknown = wanted - set(hmac)
             if unknown:

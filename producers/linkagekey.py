@@ -7,12 +7,12 @@ errors that mention it say what is wrong with it, not what it is.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from safehub.errors import ConfigError
+from safehub.settings import LinkageKeyEnv, load
 
 MIN_KEY_BYTES = 32  # HMAC-SHA256's block of security: shorter keys make guessing cheaper
 ENV_KEY = "SAFEHUB_LINKAGE_KEY"
@@ -54,14 +54,10 @@ def load_linkage_key(
 
     The epoch comes from `epoch`, else SAFEHUB_LINKAGE_KEY_EPOCH, else 1.
     """
-    environ = os.environ if env is None else env
+    given = load(LinkageKeyEnv, env)
     if epoch is None:
-        raw_epoch = environ.get(ENV_EPOCH, "1")
-        try:
-            epoch = int(raw_epoch)
-        except ValueError:
-            raise ConfigError(f"{ENV_EPOCH} must be an integer") from None
-    path = key_file or (Path(environ[ENV_KEY_FILE]) if environ.get(ENV_KEY_FILE) else None)
+        epoch = 1 if given.epoch is None else given.epoch
+    path = key_file or given.key_file
     if path is not None:
         try:
             text = path.read_text(encoding="ascii")
@@ -69,10 +65,9 @@ def load_linkage_key(
             raise ConfigError(f"cannot read the linkage key file {path}: "
                               f"{type(exc).__name__}") from None
         return LinkageKey(_from_hex(text, f"file {path}"), epoch)
-    env_value = environ.get(ENV_KEY)
-    if not env_value:
+    if given.key is None:
         raise ConfigError(
             f"no linkage key: set {ENV_KEY} (hex, >= {MIN_KEY_BYTES} bytes) or "
             f"{ENV_KEY_FILE}, or pass --key-file"
         )
-    return LinkageKey(_from_hex(env_value, ENV_KEY), epoch)
+    return LinkageKey(_from_hex(given.key.reveal(), ENV_KEY), epoch)

@@ -53,7 +53,7 @@ from safehub.bus import make_consumer, make_producer
 from safehub.connection import KafkaConnection, connections_from_env
 from safehub.consumers.deadletter import DeadLetterSink
 from safehub.consumers.inbox.consumer import RetryPolicy
-from safehub.deploy.registry import REGISTRY_FILE, Kind, Registry, load_registry
+from safehub.deploy.registry import Kind, Registry, load_registry
 from safehub.errors import ConfigError
 from safehub.observability.watch import ServiceWatch, beating_server
 from safehub.producers.command import default_vault_url
@@ -65,11 +65,13 @@ from safehub.services.reid.office import Office
 from safehub.services.reid.store import RequestStore
 from safehub.services.web.pages import PLAIN_HTTP_FLAG, Tls, server_config, serving_tls
 from safehub.services.web.users import Directory, User, load_users
+from safehub.settings import RegistryEnv, ReidEnv, TopicsEnv, load
+from safehub.settings.agency import REID_LISTEN
 from safehub.topics import reid_requests, service_group
 
 log = logging.getLogger(__name__)
 SERVICE = "reid"
-DEFAULT_LISTEN = "127.0.0.1:8090"
+DEFAULT_LISTEN = REID_LISTEN
 
 
 @dataclass(frozen=True)
@@ -117,25 +119,25 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> ReidSettings:
-    named = list(args.agency) or [a.strip() for a in env.get("SAFEHUB_REID_AGENCIES", "")
-                                  .split(",") if a.strip()]
+    v = load(ReidEnv, env)
+    named = list(args.agency) or list(v.agencies)
     if not named:
         raise ConfigError("no agency: pass --agency or set SAFEHUB_REID_AGENCIES")
     agencies = tuple(sorted(set(named)))
-    registry = load_registry(Path(args.registry or env.get("SAFEHUB_REGISTRY")
-                                  or REGISTRY_FILE))
+    registry = load_registry(Path(args.registry) if args.registry
+                             else load(RegistryEnv, env).registry)
     for agency in agencies:
         if registry.get(agency).kind is not Kind.AGENCY:
             raise ConfigError(f"{agency} is not an agency in the registry")
-    users_file = args.users or env.get("SAFEHUB_REID_USERS")
+    users_file = args.users or v.users
     if not users_file:
         raise ConfigError("name the officers' users file: --users or SAFEHUB_REID_USERS")
-    hub_keys = args.hub_keys or env.get("SAFEHUB_REID_HUB_KEYS")
+    hub_keys = args.hub_keys or v.hub_keys
     if not hub_keys:
         raise ConfigError("name the hubs' public keys folder: --hub-keys or "
                           "SAFEHUB_REID_HUB_KEYS")
     vaults = _pairs(args.vault, "--vault")
-    vault_dir = args.vault_dir or env.get("SAFEHUB_REID_VAULT_DIR")
+    vault_dir = args.vault_dir or v.vault_dir
     for agency in agencies:
         if agency not in vaults:
             vaults[agency] = (f"sqlite:///{Path(vault_dir) / (agency + '.sqlite')}" if vault_dir
@@ -161,18 +163,20 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> ReidSetti
             for export in exports[agency]:
                 case.add_export(export, mapping)
         case_files[agency] = case
-    host, port = parse_listen(args.listen or env.get("SAFEHUB_REID_LISTEN") or DEFAULT_LISTEN)
+    host, port = parse_listen(args.listen or v.listen)
     return ReidSettings(
-        kafka=connections_from_env(agencies, env), prefix=env.get("SAFEHUB_TOPIC_PREFIX", ""),
+        kafka=connections_from_env(agencies, env), prefix=load(TopicsEnv, env).prefix,
         registry=registry, hub_keys=Path(hub_keys), vaults=vaults, case_files=case_files,
         users=load_users(Path(users_file)),
-        database_url=args.database or env.get("SAFEHUB_REID_DATABASE_URL")
-        or "sqlite:///safehub-reid.db",
-        host=host, port=port, secret=env.get("SAFEHUB_REID_SECRET") or secrets.token_urlsafe(32),
-        tls=serving_tls(getattr(args, "tls_cert", None) or env.get("SAFEHUB_REID_TLS_CERT"),
-                        getattr(args, "tls_key", None) or env.get("SAFEHUB_REID_TLS_KEY"),
-                        getattr(args, "plain_http", False),
-                        Path(env.get("SAFEHUB_REID_TLS_DIR") or "safehub-reid-tls")))
+        database_url=args.database or v.database_url,
+        host=host, port=port, secret=v.secret.reveal() if v.secret else secrets.token_urlsafe(32),
+        tls=serving_tls(getattr(args, "tls_cert", None) or _text(v.tls_cert),
+                        getattr(args, "tls_key", None) or _text(v.tls_key),
+                        getattr(args, "plain_http", False), v.tls_dir))
+
+
+def _text(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def wall_clock_ms() -> int:

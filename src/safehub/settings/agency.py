@@ -24,6 +24,7 @@ from safehub.settings.loader import (
 )
 
 EPOCH = Integer(0)
+REID_LISTEN = "127.0.0.1:8090"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +77,7 @@ class ReidEnv:
                                  "the officers' users file (required)")
     hub_keys: Path | None = setting("SAFEHUB_REID_HUB_KEYS", FilePath(), None,
                                     "folder of the hubs' public keys <hub>.pub (required)")
-    listen: str = setting("SAFEHUB_REID_LISTEN", HostPorts(several=False), "127.0.0.1:8090",
+    listen: str = setting("SAFEHUB_REID_LISTEN", HostPorts(several=False), REID_LISTEN,
                           "the officers' page's address")
     database_url: str = setting("SAFEHUB_REID_DATABASE_URL", Url(DATABASES),
                                 "sqlite:///safehub-reid.db", "the requests' database")
