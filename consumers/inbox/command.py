@@ -39,6 +39,7 @@ from safehub.consumers.inbox.consumer import Clock, HubInboxes, InboxConsumer, R
 from safehub.consumers.inbox.database import make_engine, migrate
 from safehub.consumers.inbox.requests import ReidRequests
 from safehub.consumers.inbox.store import InboxStore
+from safehub.consuming import run_service
 from safehub.errors import ConfigError
 from safehub.observability.watch import ServiceWatch
 from safehub.services.audit.journal import AuditJournal
@@ -143,8 +144,8 @@ def run(args: argparse.Namespace) -> int:
                 consumers=list(settings.agencies))
     log.info("inbox storing alerts for %s", ", ".join(settings.agencies))
     try:
-        inboxes.run(stop)
+        # Exit 75 or 70 as consumer.POLICY says (docs/error-policies.md); 0 once stopped.
+        return run_service(lambda: inboxes.run(stop), log, "inbox")
     finally:
         watch.close()
         inboxes.close()
-    return 0
