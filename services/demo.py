@@ -50,6 +50,7 @@ from safehub.services.supervisor import (
     missing_commands,
     python_env,
 )
+from safehub.settings import DemoEnv, RouterEnv, TopicsEnv, load
 
 SETTLE_QUIET_S = 6.0  # everything consumed and nothing new for this long: the run is done
 
@@ -75,15 +76,17 @@ class DemoSettings:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DemoSettings:
-        env = os.environ
+        ports = load(DemoEnv)
         return cls(
             folder=(Path(args.folder) if args.folder else state_root().parent / "demo").resolve(),
             children=args.children, months=args.months, seed=args.seed,
             authorities=args.authorities, duration=args.duration,
             exit_when_done=args.exit_when_done, settle_timeout=args.settle_timeout,
-            web_port=args.web_port, reid_port=args.reid_port, reid_drill=args.reid_drill,
+            web_port=ports.web_port if args.web_port is None else args.web_port,
+            reid_port=ports.reid_port if args.reid_port is None else args.reid_port,
+            reid_drill=args.reid_drill,
             bootstrap=args.bootstrap,
-            topic_prefix=env.get("SAFEHUB_TOPIC_PREFIX", "") if args.bootstrap else "",
+            topic_prefix=load(TopicsEnv).prefix if args.bootstrap else "",
             skip=frozenset(args.skip),
         )
 
@@ -111,11 +114,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="stop once the population has gone all the way through")
     parser.add_argument("--settle-timeout", type=float, default=300.0,
                         help="longest wait for the pipeline to consume everything")
-    parser.add_argument("--web-port", type=int, default=int(os.environ.get("SAFEHUB_WEB_PORT",
-                                                                           "8080")))
+    parser.add_argument("--web-port", type=int,
+                        help="the hub's page (default SAFEHUB_WEB_PORT, else 8080)")
     parser.add_argument("--reid-port", type=int,
-                        default=int(os.environ.get("SAFEHUB_REID_PORT", "8090")),
-                        help="the agencies' re-identification page")
+                        help="the agencies' re-identification page (default SAFEHUB_REID_PORT, "
+                             "else 8090)")
     parser.add_argument("--reid-drill", type=int, default=0, metavar="N",
                         help="once settled, hub users ask the contributing agencies of N alerts "
                              "who the child is, officers approve about half and decline the "
@@ -197,10 +200,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--children must be at least 1")
     if settings.reid_drill and {"web", REID_SERVICE} & settings.skip:
         raise ConfigError("--reid-drill needs the web page and the agencies' desk (no --skip)")
-    from safehub.services.router.table import DEFAULT_ROUTING_PATH, load_routing_table
+    from safehub.services.router.table import load_routing_table
 
-    receivers = sorted(load_routing_table(
-        Path(os.environ.get("SAFEHUB_ROUTING_TABLE", str(DEFAULT_ROUTING_PATH)))).receivers())
+    receivers = sorted(load_routing_table(load(RouterEnv).routing_table).receivers())
     specs = service_specs(settings, receivers)
     missing = missing_commands(specs)
     if missing:
