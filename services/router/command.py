@@ -54,6 +54,7 @@ from safehub.bus import make_consumer, make_producer
 from safehub.connection import KafkaConnection
 from safehub.consumers.deadletter import DeadLetterSink
 from safehub.consumers.inbox.database import make_engine
+from safehub.consuming import EXIT_BUG, EXIT_TEMPORARY, run_service
 from safehub.deploy.registry import Service
 from safehub.errors import BrokerError, ConfigError
 from safehub.observability.watch import ServiceWatch
@@ -61,7 +62,6 @@ from safehub.services.audit.journal import AuditJournal
 from safehub.services.router.service import (
     CONSUMER_SETTINGS,
     PRODUCER_SETTINGS,
-    OutageTooLong,
     Router,
     input_topics,
     output_topics,
@@ -75,8 +75,7 @@ from safehub.topics import audit, deadletter, service_group
 log = logging.getLogger(__name__)
 TOPIC_WAIT_S = 10.0
 DEFAULT_MAX_OUTAGE_S = ROUTER_MAX_OUTAGE_S
-EXIT_OUTAGE = 75  # EX_TEMPFAIL (sysexits.h): a dependency outlasted SAFEHUB_ROUTER_MAX_OUTAGE_S
-EXIT_BUG = 70  # EX_SOFTWARE: an unexpected error in the loop
+EXIT_OUTAGE = EXIT_TEMPORARY  # 75: a dependency outlasted SAFEHUB_ROUTER_MAX_OUTAGE_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,17 +179,8 @@ def run(args: argparse.Namespace) -> int:
                 extra=[("router", router.not_ready)])
     log.info("router running with %s", settings.routing_table)
     try:
-        router.run(stop)
-    except OutageTooLong as exc:
-        log.error("router stopping: %s; exit %d, to be restarted", exc, EXIT_OUTAGE)
-        return EXIT_OUTAGE
-    except Exception:
-        # The in-memory state can no longer be trusted; the committed offsets and the store
-        # can, so a restart loses nothing.
-        log.exception("router stopping on an unexpected error; exit %d, to be restarted",
-                      EXIT_BUG)
-        return EXIT_BUG
+        # OutageTooLong -> EXIT_OUTAGE, a bug -> EXIT_BUG (service.POLICY).
+        return run_service(lambda: router.run(stop), log, "router")
     finally:
         watch.close()
         router.close()
-    return 0
