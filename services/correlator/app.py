@@ -45,6 +45,7 @@ from safehub.errors import SafehubError, StoreError
 from safehub.observability.watch import ServiceWatch
 from safehub.schemas.codec import decode
 from safehub.schemas.records import CorrelatedAlert
+from safehub.schemas.validation import LINKAGE_BLOCKS
 from safehub.services.correlation.rules import Rules
 from safehub.services.correlator import transport
 from safehub.services.correlator.changelog import BlockStates
@@ -283,8 +284,11 @@ class Pipeline:
                      e.message.value)
             for e in events
         ]
-        # Not a block key (None, or not 4 bytes): the child dead-letters the message.
-        touched = {m.key for m in batch if m.key is not None and len(m.key) == 4}
+        # Not a block key (None, not 4 bytes, or beyond the blocks producers make): the child
+        # dead-letters the message, and no state is held for it (a flood of random keys would
+        # otherwise fill the worker with empty blocks).
+        touched = {m.key for m in batch if m.key is not None and len(m.key) == 4
+                   and int.from_bytes(m.key, "big") < LINKAGE_BLOCKS}
         seq, shipped, drop = self._residency.plan(
             (int.from_bytes(key, "big"), self._table.get(key)) for key in touched)
         reply = self._child.submit(self._clock_ms(), shipped, batch, drop)

@@ -88,7 +88,10 @@ def serve(conn: Connection, rules: Rules, prefix: str, partitions: int | None = 
             quarantined: dict[int, str] = {}
             for block, raw in shipped.items():
                 try:
-                    states[block] = initial_state() if raw is None else snapshot.decode(raw)
+                    if raw is None:
+                        states.pop(block, None)  # empty: nothing to hold (`initial_state` below)
+                    else:
+                        states[block] = snapshot.decode(raw)
                 except (StoreError, RecursionError, MemoryError) as exc:
                     # StoreError for unreadable bytes; the other two from json nesting or sizes
                     # written to exhaust the reader.
