@@ -34,17 +34,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
-import re
 import time
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 from safehub.connection import KafkaConnection
 from safehub.errors import ConfigError
 from safehub.observability.watch import ServiceWatch
-from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
+from safehub.services.correlation.rules import load_rules
 from safehub.services.correlator.app import CorrelatorSettings, build_app
 from safehub.services.correlator.ingress import (
     ingress_pattern,
@@ -53,6 +50,7 @@ from safehub.services.correlator.ingress import (
 )
 from safehub.services.correlator.outputs import fence, transactional_id
 from safehub.services.correlator.processing import SERVICE
+from safehub.settings import CorrelatorEnv, LogEnv, TopicsEnv, load
 from safehub.topics import correlator_group
 from safehub.topics import table_changelog as changelog_topic
 
@@ -63,51 +61,27 @@ READY = "tables recovered, correlating"
 # batch holds what arrived within 0.1 s, so this does not add latency.
 DEFAULT_BATCH = 3000
 DEFAULT_HELD_MIB = 24
-_WORKER_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-
-
-def _int(name: str, default: int, minimum: int = 1) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}")
-    return value
-
-
-def worker_id_from_env() -> str | None:
-    raw = os.environ.get("SAFEHUB_CORRELATOR_WORKER_ID") or None
-    if raw is not None and not _WORKER_ID.fullmatch(raw):
-        raise ConfigError("SAFEHUB_CORRELATOR_WORKER_ID must be 1-64 letters, digits, '.', '_' "
-                          "or '-'")
-    return raw
 
 
 def settings_from_env() -> CorrelatorSettings:
-    prefix = os.environ.get("SAFEHUB_TOPIC_PREFIX", "")
-    port = os.environ.get("SAFEHUB_CORRELATOR_WEB_PORT")
-    app_id = os.environ.get("SAFEHUB_CORRELATOR_APP_ID") or correlator_group(prefix)
-    worker_id = worker_id_from_env()
+    prefix = load(TopicsEnv).prefix
+    env = load(CorrelatorEnv)
+    app_id = env.app_id or correlator_group(prefix)
     return CorrelatorSettings(
         kafka=KafkaConnection.from_env("correlator"),
         prefix=prefix,
         app_id=app_id,
-        rules_path=Path(os.environ.get("SAFEHUB_RULES_PATH") or DEFAULT_RULES_PATH),
-        partitions=_int("SAFEHUB_CORRELATOR_PARTITIONS", 6),
-        replication=_int("SAFEHUB_CORRELATOR_REPLICATION", 1),
-        data_dir=Path(os.environ.get("SAFEHUB_CORRELATOR_DATA_DIR")
-                      or "safehub-correlator-data"),
-        batch_max=_int("SAFEHUB_CORRELATOR_BATCH", DEFAULT_BATCH),
+        rules_path=env.rules_path,
+        partitions=env.partitions,
+        replication=env.replication,
+        data_dir=env.data_dir,
+        batch_max=env.batch,
         batch_within_s=0.1,
-        web_port=_int("SAFEHUB_CORRELATOR_WEB_PORT", 0) if port else None,
-        topic_check_s=_int("SAFEHUB_CORRELATOR_TOPIC_CHECK_S", 300),
-        worker_id=worker_id,
-        transactional_id=transactional_id(app_id, worker_id),
-        held_bytes=_int("SAFEHUB_CORRELATOR_HELD_MIB", DEFAULT_HELD_MIB, minimum=0) * 1024 * 1024,
+        web_port=env.web_port,
+        topic_check_s=env.topic_check_s,
+        worker_id=env.worker_id,
+        transactional_id=transactional_id(app_id, env.worker_id),
+        held_bytes=env.held_mib * 1024 * 1024,
     )
 
 
@@ -200,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
             log.info("correlator %s: %s", settings.app_id, READY)
 
     # SAFEHUB_FAUST_LOGLEVEL=INFO shows faust's rebalances and recovery, for diagnosis.
-    worker = Worker(app, loglevel=os.environ.get("SAFEHUB_FAUST_LOGLEVEL", "WARNING"),
+    worker = Worker(app, loglevel=(load(LogEnv).faust_level or "warning").upper(),
                     quiet=True, redirect_stdouts=False, override_logging=False)
     try:
         worker.execute_from_commandline()

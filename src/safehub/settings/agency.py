@@ -109,9 +109,13 @@ class CorrelatorEnv:
                                "the changelog's replication factor")
     data_dir: Path = setting("SAFEHUB_CORRELATOR_DATA_DIR", FilePath(),
                              Path("safehub-correlator-data"), "faust's local table store")
+    # Why 3000 and 24: services/correlator/command.py (DEFAULT_BATCH, DEFAULT_HELD_MIB).
     batch: int = setting("SAFEHUB_CORRELATOR_BATCH", Integer(1), 3000,
-                         "the most events taken in one batch")
-    web_port: int | None = setting("SAFEHUB_CORRELATOR_WEB_PORT", Integer(0), None,
+                         "the most events taken in one batch and transaction")
+    held_mib: int = setting("SAFEHUB_CORRELATOR_HELD_MIB", Integer(0), 24,
+                            "most MiB of encoded block states kept decoded (least recently "
+                            "used let go first)")
+    web_port: int | None = setting("SAFEHUB_CORRELATOR_WEB_PORT", Integer(1), None,
                                    "faust's own web server (unset: off)")
     topic_check_s: int = setting("SAFEHUB_CORRELATOR_TOPIC_CHECK_S", Integer(1), 300,
                                  "how often to look for new ingress topics, seconds")
