@@ -55,6 +55,7 @@ from safehub.services.correlator.outputs import DeadLetterRecord, OutputWriter
 from safehub.services.correlator.processing import SERVICE, Incoming, block_key
 from safehub.services.correlator.residency import DEFAULT_BUDGET_BYTES, Residency
 from safehub.services.correlator.stalls import STALL_CHECK_S, StallWatch
+from safehub.settings import CorrelatorEnv, load
 from safehub.topics import CORRELATOR_TABLE
 
 log = logging.getLogger(__name__)
@@ -191,7 +192,7 @@ def build_app(
 
     app.timer(OBSERVE_S)(observe)
 
-    stats = Throughput(float(os.environ.get("SAFEHUB_CORRELATOR_STATS_EVERY_S", "30")))
+    stats = Throughput(load(CorrelatorEnv).stats_every_s)
 
     @app.agent(ingress)
     async def correlate(stream: Any) -> None:
