@@ -263,7 +263,8 @@ class FaultRun:
                 p.flush(180)
         finally:
             for p in producers.values():
-                p.close(10)
+                with contextlib.suppress(Exception):  # not to hide why the run ended
+                    p.close(10)
         # The faults go with the publishing; the pipeline then drains without them.
         self.stop_chaos.set()
         self.result["publish_s"] = round(time.monotonic() - started, 1)
@@ -418,6 +419,17 @@ class FaultRun:
         self.cluster.down(purge=True)
 
 
+def commit() -> str:
+    """The code the run ran (the tree holding this file; `+` if it has local changes)."""
+    root = Path(__file__).resolve().parent.parent
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True, check=False).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
+                            "--untracked-files=no"],
+                           capture_output=True, text=True, check=False).stdout.strip()
+    return head + ("+" if dirty else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
@@ -436,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
         "bench": "fault run: 3 brokers, 2 correlator workers, router, inbox, under kills",
         "events": args.events, "publish_seconds": args.publish_seconds,
         "broker_kill_every_s": BROKER_EVERY_S, "broker_down_s": BROKER_DOWN_S,
-        "cores": os.cpu_count(), "load_at_start": [round(x, 2) for x in os.getloadavg()]})
+        "commit": commit(), "cores": os.cpu_count(),
+        "load_at_start": [round(x, 2) for x in os.getloadavg()]})
     problems: list[str] = []
 
     def overrun(signum: int, _frame: FrameType | None) -> None:
