@@ -3,27 +3,12 @@ database of each kind (a file in its tmp_path, or a schema of its own on the tes
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
-
-def fresh_postgres_schema(base: str) -> Iterator[str]:
-    """The URL of a new, empty schema on the test server, dropped afterwards."""
-    schema = "c" + uuid.uuid4().hex[:12]
-    admin = sa.create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    sep = "&" if "?" in base else "?"
-    try:
-        yield f"{base}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+from tests.fixtures.databases import fresh_postgres_schema
 
 
 @pytest.fixture

@@ -33,8 +33,8 @@ from safehub.services.audit.ledger import Ledger, NewEntry, StoredCheckpoint, mi
 from safehub.services.audit.merkle import MerkleTree, leaf_hash
 from safehub.services.audit.sink import AuditSink, SinkSettings, open_sink
 from tests.conftest import Namespace
-from tests.contract.conftest import fresh_postgres_schema
 from tests.fixtures.audit import auditor_env
+from tests.fixtures.databases import fresh_postgres_schema
 
 pytestmark = pytest.mark.integration
 

@@ -33,6 +33,7 @@ from safehub.schemas.codec import encode
 from safehub.schemas.records import RoutedAlert
 from safehub.topics import alerts, service_group
 from tests.conftest import Namespace
+from tests.fixtures.databases import fresh_postgres_schema
 from tests.fixtures.inbox import AGENCY, NOW, OTHER, committed, publish, routed
 from tests.fixtures.netproxy import TcpProxy
 from tests.fixtures.topics import TopicReader
@@ -46,17 +47,8 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[s
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'inbox.db'}", "sqlite"
         return
-    base = request.getfixturevalue("postgres_url")
-    schema = "t" + uuid.uuid4().hex[:12]
-    admin = sa.create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{base}?options=-csearch_path%3D{schema}", "postgresql"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    for url in fresh_postgres_schema(request.getfixturevalue("postgres_url")):
+        yield url, "postgresql"
 
 
 @dataclass(frozen=True)

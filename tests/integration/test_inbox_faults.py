@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -34,6 +33,7 @@ from safehub.schemas.vocabulary import AckAction
 from safehub.services.web.acks import KafkaAckPublisher, publish_pending, republish
 from safehub.topics import acks, alerts, service_group
 from tests.conftest import Namespace
+from tests.fixtures.databases import fresh_postgres_schema
 from tests.fixtures.inbox import AGENCY, NOW, committed, publish, routed
 from tests.fixtures.netproxy import TcpProxy
 from tests.fixtures.topics import TopicReader
@@ -44,16 +44,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def pg_url(postgres_url: str) -> Iterator[str]:
     """An empty inbox database in a schema of its own on the real PostgreSQL."""
-    schema = "t" + uuid.uuid4().hex[:12]
-    admin = sa.create_engine(postgres_url)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{postgres_url}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    yield from fresh_postgres_schema(postgres_url)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -43,6 +43,7 @@ from safehub.services.router.store import RouterStore
 from safehub.services.router.table import parse_routing_table
 from safehub.topics import acks, alerts, service_group
 from tests.conftest import Namespace
+from tests.fixtures.databases import fresh_postgres_schema
 from tests.fixtures.topics import TopicReader
 
 pytestmark = pytest.mark.integration
@@ -75,17 +76,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'router.db'}"
         return
-    base = request.getfixturevalue("postgres_url")
-    schema = "t" + uuid.uuid4().hex[:12]
-    admin = sa.create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{base}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    yield from fresh_postgres_schema(request.getfixturevalue("postgres_url"))
 
 
 class Harness:

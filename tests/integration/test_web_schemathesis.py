@@ -45,8 +45,8 @@ from safehub.services.web.app import create_app
 from safehub.services.web.hub import Hub, Outlet
 from safehub.services.web.reidentification import HubKeys, HubReidentification
 from safehub.services.web.users import Directory, User, hash_password
-from tests.contract.conftest import fresh_postgres_schema
 from tests.contract.samples import AT, correlated
+from tests.fixtures.databases import fresh_postgres_schema
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
