@@ -30,7 +30,7 @@ from safehub.settings import (
     load,
 )
 from safehub.settings.catalogue import CLASSES, markdown
-from safehub.settings.loader import default_of, specs
+from safehub.settings.loader import SecretFile, default_of, read, specs
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "safehub"
@@ -201,3 +201,38 @@ def test_every_safehub_variable_named_in_the_code_is_declared() -> None:
 def test_the_settings_table_is_current() -> None:
     text = (ROOT / "docs" / "settings.md").read_text()
     assert text == markdown(), "regenerate: python -m safehub.settings > docs/settings.md"
+
+
+def _deployment_env(node: Any) -> list[tuple[str, str]]:
+    """Every literal (name, value) a committed deployment file gives a container."""
+    found: list[tuple[str, str]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "env" and isinstance(value, list):
+                found += [(e["name"], str(e["value"])) for e in value
+                          if isinstance(e, dict) and "value" in e]
+            elif key == "environment" and isinstance(value, dict):
+                found += [(k, str(v)) for k, v in value.items()]
+            else:
+                found += _deployment_env(value)
+    elif isinstance(node, list):
+        for item in node:
+            found += _deployment_env(item)
+    return found
+
+
+def test_the_deployment_files_give_values_the_loader_accepts() -> None:
+    import yaml
+
+    by_name = {spec.name: spec for _, cls in CLASSES for _, spec in specs(cls)}
+    files = sorted((ROOT / "deploy" / "k8s").rglob("*.yaml")) + sorted(
+        (ROOT / "deploy" / "compose").rglob("*.yaml"))
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the files are large
+    given = [pair for path in files for doc in yaml.load_all(path.read_text(), Loader=loader)
+             for pair in _deployment_env(doc)]
+    assert any(name == "SAFEHUB_WEB_PORT" for name, _ in given)  # the walk finds them
+    for name, value in given:
+        if name.startswith("SAFEHUB_"):
+            assert name in by_name, name
+            if not isinstance(by_name[name].kind, SecretFile):  # read on the target host
+                read(by_name[name], value)  # raises ConfigError naming it
