@@ -67,13 +67,13 @@ class RetryPolicy:
 # (waiting cannot help), is dead-lettered. An outage of the database or the broker (the audit
 # log, the dead letters, the offset commit) is waited out for as long as it lasts: the batch is
 # re-read from its first offsets. An error the client library raised untranslated (say, an ACL
-# taken away) stops the inbox with 75, to be restarted with fresh clients; anything else is a
-# bug (70).
+# taken away, or a socket error kafka-python let escape) stops the inbox with 75, to be
+# restarted with fresh clients; anything else is a bug (70).
 POLICY = ErrorPolicy(
     "inbox",
     (Rule((ValidationError, RecordRefused), Action.DEAD_LETTER),
      Rule((BrokerError, StoreError), Action.RETRY),
-     Rule((KafkaError,), Action.STOP, EXIT_TEMPORARY)),
+     Rule((KafkaError, OSError), Action.STOP, EXIT_TEMPORARY)),
     Backoff(RetryPolicy().initial_s, RetryPolicy().max_s),
     max_outage_s=None,
     rewind=Rewind.BATCH,

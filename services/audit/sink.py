@@ -59,7 +59,7 @@ CHECKPOINT_HEADER = "safehub-checkpoint"
 POLICY = ErrorPolicy(
     SERVICE,
     (Rule((ValidationError,), Action.DEAD_LETTER),
-     Rule((BrokerError, StoreError, KafkaError), Action.STOP, EXIT_TEMPORARY)),
+     Rule((BrokerError, StoreError, KafkaError, OSError), Action.STOP, EXIT_TEMPORARY)),
 )
 
 

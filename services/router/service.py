@@ -70,11 +70,13 @@ CLOSE_S = 10.0
 # database is retried: the state is rebuilt from the store and the input re-read from the
 # committed offsets, since the memory may be ahead of what was saved or sent (re-sent
 # notifications keep their ids, so the inboxes drop them). `max_outage_s` is set from
-# SAFEHUB_ROUTER_MAX_OUTAGE_S; anything else is a bug (exit 70).
+# SAFEHUB_ROUTER_MAX_OUTAGE_S; anything else is a bug (exit 70). OSError: kafka-python's
+# network loop lets a socket error escape now and then (ENOTCONN from the TLS handshake with a
+# broker that has just gone, seen in the broker outage test), which is the broker being away.
 POLICY = ErrorPolicy(
     "router",
     (Rule((ValidationError,), Action.DEAD_LETTER),
-     Rule((BrokerError, StoreError, KafkaError), Action.RETRY)),
+     Rule((BrokerError, StoreError, KafkaError, OSError), Action.RETRY)),
     Backoff(*BACKOFF_S),
     rewind=Rewind.COMMITTED,
 )

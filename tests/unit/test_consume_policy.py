@@ -64,7 +64,8 @@ def test_an_unexpected_error_stops_the_service_as_a_bug(policy: ErrorPolicy) -> 
 def test_router_retries_the_broker_and_the_database_then_gives_up_with_75() -> None:
     bounded = dataclasses.replace(ROUTER, max_outage_s=900.0)
     for error in (BrokerError("down"), StoreError("router database: OperationalError"),
-                  KafkaTimeoutError(), GroupAuthorizationFailedError()):
+                  KafkaTimeoutError(), GroupAuthorizationFailedError(),
+                  OSError(107, "Transport endpoint is not connected")):
         assert action(bounded, error) is Action.RETRY
         assert decide(bounded, error, per_record=False, outage_s=899.9).action is Action.RETRY
         late = decide(bounded, error, per_record=False, outage_s=900.0)
@@ -83,13 +84,14 @@ def test_inbox_dead_letters_refused_data_and_waits_out_outages() -> None:
     assert action(INBOX, BrokerError("dead letter not acknowledged")) is Action.RETRY
     assert decide(INBOX, StoreError("down"), per_record=False,
                   outage_s=86_400.0).action is Action.RETRY  # no bound: nothing is lost
-    stop = decide(INBOX, GroupAuthorizationFailedError(), per_record=False)
-    assert (stop.action, stop.exit_code) == (Action.STOP, EXIT_TEMPORARY)
+    for error in (GroupAuthorizationFailedError(), OSError(107, "not connected")):
+        stop = decide(INBOX, error, per_record=False)
+        assert (stop.action, stop.exit_code) == (Action.STOP, EXIT_TEMPORARY)
     assert INBOX.rewind is Rewind.BATCH
 
 
 def test_audit_sink_stops_on_any_dependency_error() -> None:
-    for error in (BrokerError("x"), StoreError("x"), KafkaTimeoutError()):
+    for error in (BrokerError("x"), StoreError("x"), KafkaTimeoutError(), OSError()):
         decision = decide(AUDIT_SINK, error, per_record=False)
         assert (decision.action, decision.exit_code) == (Action.STOP, EXIT_TEMPORARY)
 
