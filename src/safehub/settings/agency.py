@@ -102,7 +102,8 @@ class CorrelatorEnv:
                                  "faust app id (default <prefix>correlator, the one its ACLs "
                                  "allow)")
     rules_path: Path = setting("SAFEHUB_RULES_PATH", FilePath(), DEFAULT_RULES_PATH,
-                               "the correlation rules")
+                               "the correlation rules",
+                               shown="the current rules (services/correlation/rules.py)")
     partitions: int = setting("SAFEHUB_CORRELATOR_PARTITIONS", Integer(1), 6,
                               "the table's partitions (= the ingress topics')")
     replication: int = setting("SAFEHUB_CORRELATOR_REPLICATION", Integer(1), 1,

@@ -58,6 +58,6 @@ def markdown() -> str:
     rows = []
     for who, cls in CLASSES:
         for f, spec in specs(cls):
-            rows.append(f"| `{spec.name}` | {who} | {spec.kind.rule} | {_default(default_of(f))} "
-                        f"| {spec.doc} |")
+            default = spec.shown or _default(default_of(f))
+            rows.append(f"| `{spec.name}` | {who} | {spec.kind.rule} | {default} | {spec.doc} |")
     return HEADER + "\n".join(rows) + "\n"

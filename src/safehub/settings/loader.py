@@ -251,13 +251,14 @@ class Spec:
     name: str
     kind: Kind[Any]
     doc: str
+    shown: str = ""  # the default as the table shows it, when it is another module's choice
 
 
-def setting(name: str, kind: Kind[Any], default: Any, doc: str) -> Any:
+def setting(name: str, kind: Kind[Any], default: Any, doc: str, shown: str = "") -> Any:
     """A settings-class field read from variable `name` (typed `Any` so that the field's own
     annotation stands). A secret's field stays out of the class's repr."""
     return field(default=default, repr=not kind.secret,
-                 metadata={_SPEC: Spec(name, kind, doc)})
+                 metadata={_SPEC: Spec(name, kind, doc, shown)})
 
 
 def specs(cls: type[Any]) -> list[tuple[Field[Any], Spec]]:
