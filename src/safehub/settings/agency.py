@@ -31,7 +31,7 @@ REID_LISTEN = "127.0.0.1:8090"
 class PublishEnv:
     """`safehub publish`: its flags override these."""
 
-    vault_url: str | None = setting("SAFEHUB_VAULT_URL", Url(DATABASES), None,
+    vault_url: str | None = setting("SAFEHUB_VAULT_URL", Url(DATABASES, drivers=True), None,
                                     "the agency's vault (default: a SQLite file in the state "
                                     "folder)")
     keyservice_url: str | None = setting("SAFEHUB_KEYSERVICE_URL", Url(("https",)), None,
@@ -79,7 +79,7 @@ class ReidEnv:
                                     "folder of the hubs' public keys <hub>.pub (required)")
     listen: str = setting("SAFEHUB_REID_LISTEN", HostPorts(several=False), REID_LISTEN,
                           "the officers' page's address")
-    database_url: str = setting("SAFEHUB_REID_DATABASE_URL", Url(DATABASES),
+    database_url: str = setting("SAFEHUB_REID_DATABASE_URL", Url(DATABASES, drivers=True),
                                 "sqlite:///safehub-reid.db", "the requests' database")
     vault_dir: Path | None = setting("SAFEHUB_REID_VAULT_DIR", FilePath(), None,
                                      "folder of the agencies' vaults <agency>.sqlite")

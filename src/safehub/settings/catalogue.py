@@ -59,5 +59,6 @@ def markdown() -> str:
     for who, cls in CLASSES:
         for f, spec in specs(cls):
             default = spec.shown or _default(default_of(f))
-            rows.append(f"| `{spec.name}` | {who} | {spec.kind.rule} | {default} | {spec.doc} |")
+            doc = spec.doc.replace("<", "\\<")  # <hub>: a placeholder, not an HTML tag
+            rows.append(f"| `{spec.name}` | {who} | {spec.kind.rule} | {default} | {doc} |")
     return HEADER + "\n".join(rows) + "\n"

@@ -29,7 +29,7 @@ ROUTER_MAX_OUTAGE_S = 900.0
 
 
 def _database(name: str, default: str, what: str) -> str:
-    return setting(name, Url(DATABASES), default, f"SQLAlchemy URL of {what}")  # type: ignore[no-any-return]
+    return setting(name, Url(DATABASES, drivers=True), default, f"SQLAlchemy URL of {what}")  # type: ignore[no-any-return]
 
 
 def _inbox_database() -> str:

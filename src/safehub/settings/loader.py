@@ -199,18 +199,21 @@ class Url(Kind[str]):
     URL may hold a password, so a URL is never echoed in an error."""
 
     schemes: tuple[str, ...] = ()
+    drivers: bool = False  # SQLAlchemy's scheme+driver (postgresql+psycopg2)
     secret: bool = True
 
     @property
     def rule(self) -> str:  # type: ignore[override]
         if not self.schemes:
             return "a URL (scheme://...)"
-        return "a URL starting with " + " or ".join(f"{s}[+driver]://" for s in self.schemes)
+        driver = "[+driver]" if self.drivers else ""
+        return "a URL starting with " + " or ".join(f"{s}{driver}://" for s in self.schemes)
 
     def parse(self, raw: str) -> str:
         scheme, sep, _rest = raw.partition("://")
-        if not sep or not scheme or (self.schemes and not any(
-                scheme == s or scheme.startswith(s + "+") for s in self.schemes)):
+        if self.drivers:
+            scheme = scheme.partition("+")[0]
+        if not sep or not scheme or (self.schemes and scheme not in self.schemes):
             raise Invalid()
         return raw
 
