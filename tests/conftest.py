@@ -18,10 +18,12 @@ from safehub.schemas.vocabulary import Sector
 from safehub.topics import Family
 
 # Helpers shared by several test modules live in tests/fixtures/<area>.py, never in a test
-# module; the pytest fixtures among them are served from here, so no test imports a fixture.
-# Registered before any test imports them, so their asserts report like the tests' own.
+# module, and so do the fixtures shared by several modules (one way for all of them, instead
+# of conftest.py files per folder): served from here, so no test imports a fixture. Registered
+# for assert rewriting before anything imports them, so their asserts report like the tests'.
 pytest.register_assert_rewrite("tests.fixtures")
-pytest_plugins = ("tests.fixtures.correlator",)
+pytest_plugins = ("tests.fixtures.browser", "tests.fixtures.correlator",
+                  "tests.fixtures.databases")
 
 
 @pytest.fixture(scope="session")

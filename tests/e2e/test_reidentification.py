@@ -174,7 +174,7 @@ def world(secure_namespace: Callable[..., Namespace], tmp_path: Path) -> Iterato
     ]
     try:
         # Both pages HTTPS by default, each with a local certificate (Chromium is told to
-        # accept it, tests/e2e/conftest.py).
+        # accept it, tests/fixtures/browser.py).
         wait_http(f"https://127.0.0.1:{web_port}/login", procs[1], logs["web"],
                   tmp_path / "web-tls" / "ca.pem")
         wait_http(f"https://127.0.0.1:{reid_port}/login", procs[2], logs["reid"],
