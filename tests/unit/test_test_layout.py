@@ -94,3 +94,12 @@ def test_the_check_sees_every_form_of_import() -> None:
     for fine in ("from tests.fixtures.topics import TopicReader", "from tests.conftest import x",
                  "from safehub.services.router import core"):
         assert not any(is_test_module(n) for _, n in imports_of(fine, "tests.unit")), fine
+
+
+def test_shared_fixtures_are_served_one_way() -> None:
+    # Shared fixtures live in tests/fixtures/<area>.py and tests/conftest.py's pytest_plugins
+    # serves them; a conftest.py per folder would be a second way to find them.
+    conftests = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("conftest.py"))
+    assert conftests == ["tests/conftest.py"], (
+        "put the fixtures in tests/fixtures/<area>.py and add it to pytest_plugins in "
+        f"tests/conftest.py instead of: {conftests}")
