@@ -208,7 +208,7 @@ def recovery(samples: Sequence[Sample], at: float, window_s: float = 120.0) -> d
     """After a kill at `at`: how long until the correlator's committed output moved again
     (any partition), until every partition that moved later had moved (the killed worker's
     too), and until the inbox gained a row. None: not within the window."""
-    before = [s for s in samples if s[0] <= at and s[1]]
+    before = [s for s in samples if s[0] <= at]  # no offsets yet: nothing committed
     after = [s for s in samples if at < s[0] <= at + window_s]
     if not before or not after:
         return {"output_s": None, "all_partitions_s": None, "inbox_s": None}
