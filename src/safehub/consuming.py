@@ -86,7 +86,7 @@ class Decision:
     action: Action
     delay_s: float = 0.0  # RETRY
     exit_code: int = 0  # STOP
-    why: str = ""
+    gave_up: bool = False  # STOP: a retried failure outlasted max_outage_s
 
 
 def classify(policy: ErrorPolicy, error: BaseException) -> Rule:
@@ -103,15 +103,14 @@ def decide(policy: ErrorPolicy, error: BaseException, *, per_record: bool, failu
     rule = classify(policy, error)
     if rule.action is Action.DEAD_LETTER:
         if per_record:
-            return Decision(Action.DEAD_LETTER, why="refused record")
+            return Decision(Action.DEAD_LETTER)
         # A batch cannot be dead-lettered: there is no one record to blame.
-        return Decision(Action.STOP, exit_code=EXIT_BUG, why="a record's error for a batch")
+        return Decision(Action.STOP, exit_code=EXIT_BUG)
     if rule.action is Action.RETRY:
         if policy.max_outage_s is not None and outage_s >= policy.max_outage_s:
-            return Decision(Action.STOP, exit_code=EXIT_TEMPORARY, why="outage too long")
+            return Decision(Action.STOP, exit_code=EXIT_TEMPORARY, gave_up=True)
         return Decision(Action.RETRY, delay_s=policy.backoff.delay(failures))
-    return Decision(Action.STOP, exit_code=rule.exit_code,
-                    why="unexpected" if not rule.kinds else "declared stop")
+    return Decision(Action.STOP, exit_code=rule.exit_code)
 
 
 class ServiceStopped(SafehubError):
@@ -288,7 +287,7 @@ class ConsumeLoop:
         decision = decide(self.policy, exc, per_record=False, failures=self._streak,
                           outage_s=lasted)
         if decision.action is Action.STOP:
-            if decision.why == "outage too long" and outage is not None:
+            if decision.gave_up and outage is not None:
                 raise OutageTooLong(f"gave up after {lasted:.0f} s of {outage.failures} failed "
                                     f"attempt(s): {outage.reason}") from exc
             if decision.exit_code == EXIT_BUG:

@@ -69,7 +69,8 @@ def test_router_retries_the_broker_and_the_database_then_gives_up_with_75() -> N
         assert action(bounded, error) is Action.RETRY
         assert decide(bounded, error, per_record=False, outage_s=899.9).action is Action.RETRY
         late = decide(bounded, error, per_record=False, outage_s=900.0)
-        assert (late.action, late.exit_code) == (Action.STOP, EXIT_TEMPORARY)
+        assert (late.action, late.exit_code, late.gave_up) == (Action.STOP, EXIT_TEMPORARY,
+                                                               True)
     # SAFEHUB_ROUTER_MAX_OUTAGE_S=0: waits for ever.
     assert decide(ROUTER, BrokerError("down"), per_record=False,
                   outage_s=1e9).action is Action.RETRY
