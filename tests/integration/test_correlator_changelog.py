@@ -14,6 +14,7 @@ the changelog, without another start).
 from __future__ import annotations
 
 import hashlib
+import urllib.request
 from collections.abc import Callable
 
 import pytest
@@ -25,6 +26,7 @@ from safehub.consumers.deadletter import (
     HEADER_SOURCE_PARTITION,
     HEADER_SOURCE_TOPIC,
 )
+from safehub.deploy.kafka.launcher import free_port
 from safehub.schemas.records import MatchKeys, Subject, WarningSignEvent
 from safehub.schemas.vocabulary import AuditAction, Sector, Sign
 from safehub.services.correlation import snapshot
@@ -85,13 +87,16 @@ def test_a_poisoned_changelog_record_is_quarantined_and_the_worker_keeps_running
                               partition=partition_for(key, PARTITIONS)).get(timeout=30)
             poisoned[block] = (meta.partition, meta.offset)
 
-        worker = correlator_factory(ns)
+        port = free_port()
+        worker = correlator_factory(ns, SAFEHUB_HEALTH_PORT=str(port))
         worker.start()
         agencies.send([ingress_message(prefix, _event(b, 1)) for b in BLOCKS])
         wait_until("the events after the poison", accepted(*(_event(b, 1) for b in BLOCKS)),
                    90, worker)
         wait_until("the quarantined states", lambda: len(deadletter.poll()) >= len(BLOCKS), 30,
                    worker)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+            metrics = answer.read().decode()
         assert worker.stop() == 0
         states = TopicReader(ns.kafka, changelog)
         latest = {r.key: r.value for r in states.read_to_end()}
@@ -116,6 +121,10 @@ def test_a_poisoned_changelog_record_is_quarantined_and_the_worker_keeps_running
         assert log.count(line) == 1
         assert f"{line}{changelog}[{partition}]@{offset}" in log
     assert POISON[321][1:].hex() not in log
+    counted = [line for line in metrics.splitlines()
+               if line.startswith("safehub_dead_letters_total{")
+               and f'topic="{changelog}"' in line and 'reason="StoreError"' in line]
+    assert [float(line.rsplit(" ", 1)[1]) for line in counted] == [len(BLOCKS)]
     # The poison is superseded by a readable state, with each block's event after it.
     for block in BLOCKS:
         state = snapshot.decode(latest[block_key(block)])
