@@ -231,15 +231,15 @@ def simulate(
 
     With `noise`, the noisier world (issue 20): families (twins, siblings) and every record's
     identity entered with producers/simulation/noise.py's noise, as the linkage bench's. Those
-    draws come from a second RNG, so the noisy world has the same trajectories and records as
-    the clean one of the same seed (only ages move, for siblings): what differs is who the
-    records say they are about, and so what linkage makes of them.
+    draws come from a second RNG and change identities only, so the noisy world has the same
+    trajectories and records as the clean one of the same seed: what differs is who the
+    records say they are about, and so what linkage makes of them. (A sibling's birth date
+    moves, and so the age its records give; its trajectory is drawn from the clean age.)
     """
     rng = random.Random(seed)
     world = make_world(rng, children=children, authorities=authorities, start=start)
     noise_rng = random.Random(f"safehub noise {seed}") if noise else None
-    if noise_rng is not None:
-        world = with_families(noise_rng, world, start)
+    families = None if noise_rng is None else with_families(noise_rng, world, start)
     start_ms = int(datetime(start.year, start.month, start.day, tzinfo=UTC).timestamp() * 1000)
     horizon_days = int(months * 30.44)
     end_ms = start_ms + horizon_days * DAY_MS
@@ -255,13 +255,14 @@ def simulate(
             happenings.extend(_exploitation(rng, child, pattern, start_ms, horizon_days))
         truths.append((child.child_id, pattern))
         happenings.extend(_routine(rng, child, start_ms, horizon_days))
-    entry = None if noise_rng is None else _DataEntry(noise_rng, world, start)
+    entry = (None if noise_rng is None or families is None
+             else _DataEntry(noise_rng, families, start))
     records, record_child, first_sign = _record(rng, world, happenings, entry)
     truth = GroundTruth(
         tuple(ChildTruth(cid, p is not None, p, first_sign.get(cid)) for cid, p in truths),
         record_child,
     )
-    return Population(world, records, truth, start_ms, end_ms)
+    return Population(world if families is None else families, records, truth, start_ms, end_ms)
 
 
 def _exploitation(
@@ -340,7 +341,8 @@ class _DataEntry:
         self._births = (date(start.year - 25, start.month, 1), start)
 
     def identity(self, child: Child, sector: Sector) -> Identity:
-        true, rng = child.identity, self._rng
+        # The child's identity in the world with families (the same child id and authority).
+        true, rng = self._world.children[child.child_id].identity, self._rng
         assert true.nhs_number is not None and true.postcode is not None
         area = self._world.authority(child.home_authority).postcode_area
         e = identity_noise.entered(

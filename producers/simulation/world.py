@@ -182,11 +182,11 @@ def make_world(
 def with_families(rng: random.Random, world: World, start: date) -> World:
     """The world with families: some children become a twin or a sibling of the child before.
 
-    Rates from producers/simulation/noise.py. A twin takes the previous child's surname, birth
-    date, address and authority, with another first name; a sibling the surname, address and
-    authority, born one to five years apart (within the world's ages). Each child keeps its own
-    id, NHS number and care status, so the world's trajectories (drawn from another RNG) stay
-    those of the world without families, apart from ages.
+    Rates from producers/simulation/noise.py. A twin takes the previous child's surname and
+    birth date, with another first name; a sibling the surname, born one to five years apart
+    (within the world's ages); both share the previous child's address when they live in the
+    same authority. Only identities change: each child keeps its id, NHS number, authority and
+    care status.
     """
     kids = list(world.children)
     youngest, oldest = start - timedelta(days=9 * 365), start - timedelta(days=18 * 365 - 30)
@@ -195,8 +195,6 @@ def with_families(rng: random.Random, world: World, start: date) -> World:
         if roll >= TWIN_SHARE + SIBLING_SHARE:
             continue
         prev, child = kids[i - 1].identity, kids[i]
-        if child.placing_authority == kids[i - 1].home_authority:
-            continue  # placed by the authority the family lives in: not a placement
         first = rng.choice(FIRST_NAMES)
         while first == prev.first_name:
             first = rng.choice(FIRST_NAMES)
@@ -204,6 +202,8 @@ def with_families(rng: random.Random, world: World, start: date) -> World:
         if roll >= TWIN_SHARE:
             other = born + timedelta(days=rng.choice((-1, 1)) * rng.randint(365, 5 * 365))
             born = other if oldest <= other <= youngest else child.identity.date_of_birth
-        identity = Identity(first, prev.surname, born, child.identity.nhs_number, prev.postcode)
-        kids[i] = replace(child, identity=identity, home_authority=kids[i - 1].home_authority)
+        same_home = child.home_authority == kids[i - 1].home_authority
+        postcode = prev.postcode if same_home else child.identity.postcode
+        kids[i] = replace(child, identity=Identity(first, prev.surname, born,
+                                                   child.identity.nhs_number, postcode))
     return replace(world, children=tuple(kids))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 from dataclasses import fields
+from datetime import date
+from itertools import pairwise
 
 import pytest
 
@@ -124,3 +126,29 @@ def test_a_run_over_years_keeps_events_coming() -> None:
     p = simulate(3, children=400, months=36)
     years = Counter((r.occurred_at - p.start_ms) // (365 * 86_400_000) for r in p.records)
     assert min(years[y] for y in range(3)) > 0.5 * max(years[y] for y in range(3))
+
+
+def test_the_noisy_world_has_the_clean_worlds_records_with_noisier_identities() -> None:
+    clean = simulate(12, children=1500, months=12)
+    noisy = simulate(12, children=1500, months=12, noise=True)
+    assert noisy.records == simulate(12, children=1500, months=12, noise=True).records
+    # Same trajectories and records: only who the records say they are about differs.
+    assert [r.record_ref for r in noisy.records] == [r.record_ref for r in clean.records]
+    assert noisy.truth.record_child == clean.truth.record_child
+    kids = noisy.world.children
+    twins = sum(a.identity.surname == b.identity.surname
+                and a.identity.date_of_birth == b.identity.date_of_birth
+                and a.identity.first_name != b.identity.first_name
+                and a.identity.nhs_number != b.identity.nhs_number
+                for a, b in pairwise(kids))
+    assert 5 <= twins <= 60  # 1.5 % of children are followed by a twin
+    truth = {c.child_id: c.identity for c in kids}
+    entered = [(r.identity, truth[noisy.truth.record_child[(r.agency_id, r.record_ref)]], r)
+               for r in noisy.records]
+    # Every record's identity is entered afresh: some carry a wrong birth date or another name.
+    assert any(i.date_of_birth != t.date_of_birth for i, t, _ in entered)
+    assert any(i.first_name != t.first_name for i, t, _ in entered)
+    assert all(i.date_of_birth <= date(2025, 1, 1) for i, _, _ in entered)
+    police = [i for i, _, r in entered if r.sector is Sector.POLICE]
+    held = sum(i.nhs_number is not None for i in police) / len(police)
+    assert 0.35 < held < 0.55  # police hold the NHS number 45 % of the time
