@@ -65,8 +65,7 @@ def explain(rules: Rules, peak: Assessment) -> str:
     signs = [o for o in peak.evidence if not table[o.indicator].vulnerability]
     agencies = _count(len({o.agency_id for o in signs}), "agency", "agencies")
     within = _within(signs)
-    kinds = sorted({o.indicator for o in signs if table[o.indicator].sign},
-                   key=lambda i: i.value)
+    kinds = sorted({o.indicator for o in signs if _distinct(rules, o)}, key=lambda i: i.value)
     names = ", ".join(words(i) for i in kinds)
     if peak.rule == RULE_INCIDENT:
         incidents = sorted({o.indicator for o in signs if table[o.indicator].incident},
@@ -98,6 +97,14 @@ def explain(rules: Rules, peak: Assessment) -> str:
                 f"({peak.tier.value.lower()} from {threshold:g}){factor}")
     text = "; ".join([lead, *_episode_notes(rules, signs)])
     return text[:1].upper() + text[1:]
+
+
+def _distinct(rules: Rules, o: Observation) -> bool:
+    """Whether the core counts `o` among the different warning signs (core._best): an episode by
+    the episode rules, any other sign by the rules' table (format 3: heavy enough)."""
+    if o.episode is not None and rules.episodes is not None:
+        return episodes.is_sign(rules.episodes, o.episode)
+    return rules.by_indicator[o.indicator].sign
 
 
 def _what(signs: Sequence[Observation]) -> str:

@@ -7,6 +7,11 @@ is read as it always was: every episode is the MISSING_FROM_HOME_OR_CARE sign at
 weight, an update of an episode is a duplicate, and alerts carry no explanation; so the
 auditors' replay re-derives the alerts it raised exactly (see core.py).
 
+Format 3 adds `high_at_once.distinct_sign_min_weight`: a sign weighing less (the rules' own
+judgement that it says little on its own, e.g. absent from school) still adds its weight to the
+score but is not one of the different warning signs that make an alert HIGH at once. Formats 1
+and 2 count every sign, as they always did.
+
 The version is the SHA-256 of the file's exact bytes, so an alert names precisely the rules
 that raised it, and the auditors' replay finds them again with `rules_by_version`. A rules file
 is checked completely when loaded: every Sign and Vulnerability must have a weight, every number
@@ -27,7 +32,7 @@ from safehub.errors import ConfigError
 from safehub.schemas.vocabulary import Indicator, Sign, SignificantIncident, Tier, Vulnerability
 
 RULES_DIR = Path(__file__).with_name("rules")
-DEFAULT_RULES_PATH = RULES_DIR / "default-v2.toml"
+DEFAULT_RULES_PATH = RULES_DIR / "default-v3.toml"
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
 
@@ -54,7 +59,8 @@ _EPISODE_KEYS = frozenset({
     "no_interview_weight", "pattern_episodes", "pattern_days", "absent_is_sign",
     "pattern_tier",
 })
-_FORMATS = (1, 2)
+_FORMATS = (1, 2, 3)
+_FORMAT_3_HIGH_AT_ONCE = frozenset({"distinct_sign_min_weight"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +112,8 @@ class Rules:
     sign_weights: Mapping[Sign, float]
     vulnerability_weights: Mapping[Vulnerability, float]
     episodes: EpisodeRules | None = None  # None: a format 1 file (see the module docstring)
+    # Format 3: a sign weighing less is not one of the distinct signs (0: every sign is).
+    distinct_sign_min_weight: float = 0.0
 
     # Derived from the fields above when the value is made: how the rules read each indicator,
     # in one lookup, because the core consults it for every event of every window it assesses.
@@ -117,7 +125,8 @@ class Rules:
         table: dict[Indicator, IndicatorRule] = {}
         for sign in Sign:
             table[sign] = IndicatorRule(
-                self.sign_weights[sign], self.sign_window_ms, vulnerability=False, sign=True,
+                self.sign_weights[sign], self.sign_window_ms, vulnerability=False,
+                sign=self.sign_weights[sign] >= self.distinct_sign_min_weight,
                 incident=False, sexual_activity=sign in self.sexual_activity_signs,
             )
         for vulnerability in Vulnerability:
@@ -169,8 +178,10 @@ def parse_rules(data: bytes, source: str = "<rules>") -> Rules:
         raise ConfigError(f"rules file {source}: not valid TOML ({exc})") from exc
     fmt = raw.get("format")
     if isinstance(fmt, bool) or fmt not in _FORMATS:
-        raise fail("format", "must be 1 or 2")
-    known = {**_SECTIONS, "missing_episodes": _EPISODE_KEYS} if fmt == 2 else _SECTIONS
+        raise fail("format", "must be 1, 2 or 3")
+    known = {**_SECTIONS, "missing_episodes": _EPISODE_KEYS} if fmt >= 2 else _SECTIONS
+    if fmt >= 3:
+        known["high_at_once"] = _SECTIONS["high_at_once"] | _FORMAT_3_HIGH_AT_ONCE
     for name in raw:
         if name != "format" and name not in known:
             raise fail(name, "unknown section")
@@ -241,8 +252,10 @@ def parse_rules(data: bytes, source: str = "<rules>") -> Rules:
         significant_incident_weight=number("high_at_once", "significant_incident_weight", 0.0),
         sign_weights=sign_weights,
         vulnerability_weights=vulnerability_weights,
-        episodes=(_episodes(sections["missing_episodes"], number, fail, emerging) if fmt == 2
+        episodes=(_episodes(sections["missing_episodes"], number, fail, emerging) if fmt >= 2
                   else None),
+        distinct_sign_min_weight=(
+            number("high_at_once", "distinct_sign_min_weight", 0.0) if fmt >= 3 else 0.0),
     )
 
 

@@ -64,7 +64,7 @@ def test_every_rule_has_its_words() -> None:
                sign_event("s1", T0 + DAY, Sign.SELF_HARM, agency="health-c"),
                sign_event("s2", T0 + 2 * DAY, Sign.SELF_HARM, agency="health-c")) == (
         "3 warning signs (1 absent episode, self harm 2 times) from 2 agencies within 2 days "
-        "scoring 8.25 (escalating from 6), x1.5 as more than one agency saw them; 1 episode of "
+        "scoring 6.75 (escalating from 6), x1.5 as more than one agency saw them; 1 episode of "
         "24 hours or more")
 
 

@@ -39,18 +39,24 @@ def test_a_comment_change_is_a_new_version() -> None:
 @pytest.mark.parametrize(
     ("edit", "names"),
     [
-        (lambda t: t.replace("SELF_HARM = 2.0\n", ""), "sign_weights.SELF_HARM: missing"),
+        (lambda t: t.replace("PREGNANCY = 3.0\n", ""), "sign_weights.PREGNANCY: missing"),
         (lambda t: t.replace("YOUNG_CARER = 0.5\n", "YOUNG_CARER = 0.5\nYOUNG_CARERS = 1\n"),
          "vulnerability_weights.YOUNG_CARERS: unknown key"),
         (lambda t: t.replace("escalating = 6.0", "escalating = 12.0"), "tiers: thresholds"),
         (lambda t: t.replace("factor = 1.5", 'factor = "high"'), "multi_agency.factor: must"),
-        (lambda t: t.replace("PREGNANCY = 3.0", "PREGNANCY = -1"), "sign_weights.PREGNANCY"),
+        (lambda t: t.replace("TERMINATION = 3.0", "TERMINATION = -1"), "sign_weights.TERMINATION"),
         (lambda t: t.replace("sign_days = 90", "sign_days = 90.5"), "windows.sign_days"),
         (lambda t: t.replace('"ABDUCTION",', '"ABDUCTED",'),
          "high_at_once.significant_incidents: unknown symbol ABDUCTED"),
         (lambda t: t.replace("HOMELESS = 1.0", "HOMELESS = 4.0"),
          "vulnerability_weights.HOMELESS: must be below tiers.emerging"),
-        (lambda t: t.replace("format = 2", "format = 3"), "format: must be 1 or 2"),
+        (lambda t: t.replace("format = 3", "format = 4"), "format: must be 1, 2 or 3"),
+        (lambda t: t.replace("distinct_sign_min_weight = 1.5", ""),
+         "high_at_once.distinct_sign_min_weight: missing"),
+        (lambda t: t.replace("format = 3", "format = 2"),
+         "high_at_once.distinct_sign_min_weight: unknown key"),
+        (lambda t: t.replace("distinct_sign_min_weight = 1.5", "distinct_sign_min_weight = -1"),
+         "high_at_once.distinct_sign_min_weight: must be at least"),
         (lambda t: t + "\n[extras]\nx = 1\n", "extras: unknown section"),
         (lambda t: t.rsplit("\n[missing_episodes]", 1)[0], "missing_episodes: missing section"),
         (lambda t: t.replace("absent_weight = 1.0", "absent_weight = 2.5"),
@@ -99,3 +105,16 @@ def test_the_default_episode_rules_read_as_the_guidance_says() -> None:
     assert ep.missing_weight > ep.absent_weight
     assert ep.interview_ms == 72 * 3_600_000  # a return home interview within 72 hours
     assert (ep.pattern_episodes, ep.pattern_ms // 86_400_000) == (3, 90)
+
+
+def test_version_3_counts_only_signs_of_some_weight_as_distinct() -> None:
+    v2, v3 = load_rules(RULES_DIR / "default-v2.toml"), load_rules(DEFAULT_RULES_PATH)
+    assert v2.distinct_sign_min_weight == 0.0
+    assert all(v2.by_indicator[s].sign for s in Sign)
+    assert v3.distinct_sign_min_weight == 1.5
+    light = {s for s in Sign if not v3.by_indicator[s].sign}
+    assert light == {s for s in Sign if v3.sign_weights[s] < 1.5}
+    assert Sign.ABSENT_FROM_SCHOOL in light and Sign.REPEAT_STI not in light
+    # A missing episode is the sign by the episode rules, whatever this weight says.
+    assert Sign.MISSING_FROM_HOME_OR_CARE not in light
+    assert rules_by_version(v3.version) == v3

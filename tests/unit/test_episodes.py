@@ -273,9 +273,9 @@ def test_updates_go_through_the_processor_and_replay_re_derives_their_alerts() -
     assert result.accepted == len(stream) and not result.rejected
     emitted = [decode(value, CorrelatedAlert) for _, value in result.alerts]
     # 2 + 3 = 5; the update to 30 h: 5.5; then no interview recorded: 6.5; then a second
-    # agency's sign: (3.5 + 3 + 2) * 1.5 = 12.75.
+    # agency's sign: (3.5 + 3 + 1.5) * 1.5 = 12.0 (self-harm weighs 1.5 under rules v3).
     assert [(a.tier.value, a.score) for a in emitted] == [
-        ("EMERGING", 5.0), ("ESCALATING", 6.5), ("HIGH", 12.75)]
+        ("EMERGING", 5.0), ("ESCALATING", 6.5), ("HIGH", 12.0)]
     entries, journalled = correlator_entries(result.audit)
     assert {hashlib.sha256(v).digest() for _, v in result.alerts} == journalled
     ingress = {hashlib.sha256(m.value or b"").digest(): (m.value or b"", m.key)
