@@ -273,16 +273,18 @@ class FaultRun:
                     self.kill_worker(kills.pop(0)[1])
                 self.supervisor.check()
                 time.sleep(0.1)
+            # The faults go with the publishing; the pipeline then drains without them.
+            self.stop_chaos.set()
+            flush_by = time.monotonic() + 180  # for all three together
             for p in producers.values():
                 try:
-                    p.flush(180)
+                    p.flush(max(1.0, flush_by - time.monotonic()))
                 except KafkaTimeoutError:  # judged below: what was acknowledged must be there
                     self.result["publish_flush_timed_out"] = True
         finally:
             for p in producers.values():
                 with contextlib.suppress(Exception):  # not to hide why the run ended
                     p.close(10)
-        # The faults go with the publishing; the pipeline then drains without them.
         self.stop_chaos.set()
         self.result["publish_s"] = round(time.monotonic() - started, 1)
         self.result["publish_ended_s"] = self.at()
