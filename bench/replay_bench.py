@@ -46,10 +46,10 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from safehub import topics
-from safehub.bus import make_producer
+from safehub.bus import make_aio_consumer, make_producer
 from safehub.connection import KafkaConnection
 from safehub.deploy.access import apply
 from safehub.deploy.registry import ADMIN, Kind, Party, Registry, validate
@@ -138,10 +138,7 @@ def read_kafka_python(auditor: KafkaConnection, topic: str, index: bool) -> int:
 
 
 async def _read_aiokafka(auditor: KafkaConnection, topic: str) -> int:
-    consumer = AIOKafkaConsumer(**auditor.aiokafka(), group_id=None,
-                                enable_auto_commit=False, fetch_max_bytes=50 * 1024 * 1024,
-                                max_partition_fetch_bytes=8 * 1024 * 1024,
-                                isolation_level="read_committed")
+    consumer = make_aio_consumer(auditor, "replay-bench")
     await consumer.start()
     try:
         parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]

@@ -462,13 +462,11 @@ class Cluster:
         Sent as the node over mutual TLS, salted and hashed by the client (the request carries
         PBKDF2 output, not the password); the password never leaves this process otherwise.
         """
-        from kafka import KafkaAdminClient  # imported here: `kafka status` should start fast
-
-        from safehub import kafka_python_fixes
-
-        kafka_python_fixes.apply()
+        # imported here: `kafka status` should start fast (bus applies kafka_python_fixes)
         from kafka.admin import ScramMechanism, UserScramCredentialUpsertion
         from kafka.errors import KafkaError
+
+        from safehub.bus import admin_with
 
         st = self.state()
         assert st is not None
@@ -478,7 +476,7 @@ class Cluster:
         while time.monotonic() < deadline:
             self._check_alive(st)
             try:
-                admin = KafkaAdminClient(**self.node_client(**PROBE))
+                admin = admin_with(self.node_client(**PROBE))
                 try:
                     result = admin.alter_user_scram_credentials([
                         UserScramCredentialUpsertion(ADMIN, ScramMechanism.SCRAM_SHA_512,

@@ -15,13 +15,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
-from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as AioTopicPartition
 from aiokafka.errors import KafkaError as AioKafkaError
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
-from safehub.bus import make_consumer
+from safehub.bus import make_aio_consumer, make_consumer
 from safehub.connection import KafkaConnection
 from safehub.consumers.deadletter import ConsumedRecord
 from safehub.errors import BrokerError
@@ -186,10 +185,7 @@ async def _fetch(kafka: KafkaConnection, bounds: dict[TopicPartition, tuple[int,
         # Nothing to fetch. Not started at all: aiokafka's consumer stopped right after it
         # started (before its own tasks first ran) raises CancelledError from stop().
         return 0
-    consumer = AIOKafkaConsumer(
-        **kafka.aiokafka(), group_id=None, enable_auto_commit=False,
-        client_id="safehub-auditor", isolation_level="read_committed",
-        fetch_max_bytes=50 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024)
+    consumer = make_aio_consumer(kafka, "safehub-auditor")
     await consumer.start()
     try:
         parts = {AioTopicPartition(tp.topic, tp.partition): b for tp, b in bounds.items()}

@@ -5,6 +5,13 @@ Consumers: raw bytes in, manual commits, so a consumer validates in our code, de
 fails and only then commits (see safehub.consumers.deadletter).
 Every client authenticates as the principal of its `KafkaConnection` (SASL_SSL, SCRAM-SHA-512):
 the connection settings come from there and nowhere else.
+
+This is the project's one client layer (issue 23): every Kafka client is built here, the
+aiokafka ones too (the audit reader, the correlator's transactional outputs), and
+tests/unit/test_client_layer.py fails on a construction anywhere else. The one client built
+elsewhere is faust's own consumer in the correlator, which faust makes from the settings that
+`KafkaConnection.faust()` gives its app. `admin_with` is the deliberate way around a principal's
+connection: the launcher's node identity, and the attack tests' wrong passwords and plaintext.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
@@ -20,6 +27,11 @@ from kafka.errors import KafkaError
 from safehub import kafka_python_fixes
 from safehub.connection import KafkaConnection
 from safehub.errors import BrokerError
+
+if TYPE_CHECKING:
+    # aiokafka is imported only by the builders that make its clients: most processes that
+    # use this module never load it.
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 kafka_python_fixes.apply()
 
@@ -120,6 +132,43 @@ def make_admin(kafka: KafkaConnection, client_id: str = "safehub-admin",
     except KafkaError as exc:
         raise BrokerError(f"cannot reach Kafka at {kafka.bootstrap} as {kafka.principal}: "
                           f"{exc}") from exc
+
+
+def admin_with(settings: Mapping[str, Any]) -> KafkaAdminClient:
+    """An admin client from explicit kafka-python settings, not a principal's connection: the
+    launcher's node identity (mutual TLS, before any SCRAM credential exists), and clients
+    meant to be refused (a wrong password, plaintext). kafka-python's own errors come through
+    unchanged, since those callers judge them."""
+    return KafkaAdminClient(**settings)
+
+
+def make_aio_producer(kafka: KafkaConnection, client_id: str,
+                      **overrides: Any) -> AIOKafkaProducer:
+    """An aiokafka producer for this connection, acks=all. Idempotence and transactions are
+    the caller's to ask for (a transactional id needs idempotence, and a principal with no
+    write right anywhere is refused an idempotent producer id)."""
+    from aiokafka import AIOKafkaProducer
+
+    return AIOKafkaProducer(**{**kafka.aiokafka(), "client_id": client_id, "acks": "all",
+                               **overrides})
+
+
+def make_aio_consumer(kafka: KafkaConnection, client_id: str, group_id: str | None = None,
+                      **overrides: Any) -> AIOKafkaConsumer:
+    """An aiokafka consumer for this connection with make_consumer's delivery settings: manual
+    commits, committed records only, large fetches. Not subscribed: callers assign."""
+    from aiokafka import AIOKafkaConsumer
+
+    return AIOKafkaConsumer(**{
+        **kafka.aiokafka(),
+        "client_id": client_id,
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "isolation_level": "read_committed",
+        "fetch_max_bytes": 50 * 1024 * 1024,
+        "max_partition_fetch_bytes": 8 * 1024 * 1024,
+        **overrides,
+    })
 
 
 def send_and_confirm(

@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import ProducerFenced
 
+from safehub.bus import make_aio_producer
 from safehub.connection import KafkaConnection
 from safehub.errors import BrokerError
 from safehub.services.correlator.outputs import TRANSACTION_TIMEOUT_MS, OutputWriter
@@ -33,9 +33,9 @@ async def line() -> str:
 
 async def hold_open(audit: str, transactional: str) -> None:
     kafka = KafkaConnection.from_env("correlator")
-    producer = AIOKafkaProducer(**kafka.aiokafka(), transactional_id=transactional,
-                                enable_idempotence=True, acks="all",
-                                transaction_timeout_ms=TRANSACTION_TIMEOUT_MS)
+    producer = make_aio_producer(kafka, "fenced-worker", transactional_id=transactional,
+                                 enable_idempotence=True,
+                                 transaction_timeout_ms=TRANSACTION_TIMEOUT_MS)
     await producer.start()
     await producer.begin_transaction()
     await (await producer.send(audit, b"left open", partition=0))

@@ -17,11 +17,10 @@ import time
 from collections.abc import Callable
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import TransactionalIdAuthorizationFailed
 from kafka.errors import TopicAuthorizationFailedError
 
-from safehub.bus import make_admin, make_producer, send_and_confirm
+from safehub.bus import make_admin, make_aio_producer, make_producer, send_and_confirm
 from safehub.connection import KafkaConnection
 from safehub.deploy.topics import delete_topics_with_prefix
 from safehub.errors import BrokerError
@@ -59,8 +58,8 @@ def _event(agency: str, n: int) -> WarningSignEvent:
 async def open_transaction(kafka: KafkaConnection, tid: str, topic: str) -> None:
     """What an attacker does to fence the correlator or stall its readers: register its
     transactional id and leave a transaction open on `topic`."""
-    producer = AIOKafkaProducer(**kafka.aiokafka(), client_id="attacker", acks="all",
-                                enable_idempotence=True, transactional_id=tid)
+    producer = make_aio_producer(kafka, "attacker", enable_idempotence=True,
+                                 transactional_id=tid)
     try:
         await producer.start()
         await producer.begin_transaction()

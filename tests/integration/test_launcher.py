@@ -15,11 +15,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from kafka import KafkaAdminClient, TopicPartition
+from kafka import TopicPartition
 from kafka.admin import NewTopic, ScramMechanism, UserScramCredentialUpsertion
 from kafka.errors import KafkaConfigurationError, KafkaError
 
-from safehub.bus import make_admin, make_consumer, make_producer, send_all, send_and_confirm
+from safehub.bus import (
+    admin_with,
+    make_admin,
+    make_consumer,
+    make_producer,
+    send_all,
+    send_and_confirm,
+)
 from safehub.connection import KafkaConnection, local_cluster_folder, write_secret
 from safehub.deploy.kafka.launcher import Cluster, ClusterState, _is_our_broker
 from safehub.errors import BrokerError
@@ -131,8 +138,8 @@ def test_port_taken_is_reported_clearly():
 def test_plaintext_client_is_refused(secure: ClusterState):
     start = time.monotonic()
     with pytest.raises(KafkaError) as caught:
-        admin = KafkaAdminClient(bootstrap_servers=secure.bootstrap, request_timeout_ms=3000,
-                                 bootstrap_timeout_ms=3000)
+        admin = admin_with({"bootstrap_servers": secure.bootstrap, "request_timeout_ms": 3000,
+                            "bootstrap_timeout_ms": 3000})
         try:
             admin.describe_cluster()
         finally:

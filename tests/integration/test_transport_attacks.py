@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import (
     GroupAuthorizationFailedError,
@@ -24,7 +24,7 @@ from kafka.errors import (
     TransactionalIdAuthorizationFailedError,
 )
 
-from safehub.bus import make_admin, make_consumer, make_producer, send_and_confirm
+from safehub.bus import admin_with, make_admin, make_consumer, make_producer, send_and_confirm
 from safehub.connection import KafkaConnection, write_secret
 from safehub.errors import BrokerError
 from safehub.producers.publisher import Publisher, Undelivered
@@ -69,7 +69,7 @@ def _refused(caplog: pytest.LogCaptureFixture, why: str | None = None,
     caplog.clear()
     started = time.monotonic()
     with pytest.raises(KafkaError):
-        admin = KafkaAdminClient(**{**FAST, "bootstrap_timeout_ms": 8000, **settings})
+        admin = admin_with({**FAST, "bootstrap_timeout_ms": 8000, **settings})
         try:
             admin.list_topics()
         finally:
