@@ -7,10 +7,17 @@ pseudonymisation (safehub.producers.pseudonymisation) and the correlator's pure 
 would feed them per linkage block. The single-agency baseline applies the same rules and the
 same core to each agency's own events only.
 
+Two worlds per seed (two seeds by default): the clean one, and the noisier one of issue 20
+(simulate(noise=True): twins and siblings, and every record's identity entered with the noise
+of producers/simulation/noise.py, the linkage bench's model), which has the same records and
+differs only in who they say they are about, so linkage errors cost detection what they would.
+The headline figures and targets are the noisy world's at the first seed; every world's
+figures and targets are in `summary_by_world` and `worlds`.
+
 An alert counts from when it could be known: the arrival (reported_at) of the event whose
 processing raised it, not the event time it carries, so late batches cost lead time here.
 
-    python -m bench.detection_bench [--children N] [--months M] [--seed S]
+    python -m bench.detection_bench [--children N] [--months M] [--seed S [S ...]]
 
 writes bench/results/detection.json.
 """
