@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -45,6 +42,7 @@ from safehub.observability.watch import ServiceWatch
 from safehub.services.audit.journal import AuditJournal
 from safehub.services.reid.sealing import load_private_key
 from safehub.settings import InboxEnv, TopicsEnv, load
+from safehub.shutdown import stop_on_signals
 from safehub.topics import alerts, audit, deadletter, reid_responses, service_group
 
 log = logging.getLogger(__name__)
@@ -129,13 +127,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = InboxSettings.from_env(args.agency)
-    stop = threading.Event()
-
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop = stop_on_signals()
     watch = ServiceWatch("inbox")
     inboxes = build(settings, watch)
     first = next(iter(inboxes.inboxes.values()))

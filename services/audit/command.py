@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -134,7 +133,6 @@ def _run_sink(args: argparse.Namespace, settings: AuditSettings) -> int:
     from safehub.services.audit.sink import (
         SERVICE,
         SinkSettings,
-        install_stop_handlers,
         open_sink,
         run_until_stopped,
     )
@@ -160,11 +158,11 @@ def _run_sink(args: argparse.Namespace, settings: AuditSettings) -> int:
     key = load_signing_key(args.key_file)
     from safehub.consuming import run_service
     from safehub.observability.watch import ServiceWatch
+    from safehub.shutdown import stop_on_signals
 
     watch = ServiceWatch(SERVICE)
     sink = open_sink(sink_settings, key, watch)
-    stop = threading.Event()
-    install_stop_handlers(stop)
+    stop = stop_on_signals()
     try:
         # Exit 75 on a broker or database failure, 70 on a bug (sink.POLICY): restarted, the
         # sink resumes after the last leaf in its ledger.

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
@@ -238,11 +236,3 @@ def run_until_stopped(sink: AuditSink, stop: threading.Event) -> None:
     if sink.unsigned_entries:
         sink.checkpoint()
 
-
-def install_stop_handlers(stop: threading.Event,
-                          signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
-    def handler(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    for s in signals:
-        signal.signal(s, handler)

@@ -38,13 +38,11 @@ import argparse
 import logging
 import os
 import secrets
-import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 
 from kafka import KafkaProducer
 
@@ -67,6 +65,7 @@ from safehub.services.web.pages import PLAIN_HTTP_FLAG, Tls, server_config, serv
 from safehub.services.web.users import Directory, User, load_users
 from safehub.settings import RegistryEnv, ReidEnv, TopicsEnv, load
 from safehub.settings.agency import REID_LISTEN
+from safehub.shutdown import stop_on_signals
 from safehub.topics import reid_requests, service_group
 
 log = logging.getLogger(__name__)
@@ -306,13 +305,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args, os.environ)
-    stop = threading.Event()
-
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    # uvicorn handles the signal itself (graceful shutdown), then restores these handlers and
-    # raises the signal again; ours turn that into a clean exit 0 instead of death by SIGTERM.
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    # uvicorn stops on the signal first; see safehub.shutdown.
+    stop = stop_on_signals()
     return serve(settings, stop)

@@ -41,12 +41,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
 from kafka.errors import KafkaError
 
@@ -70,6 +67,7 @@ from safehub.services.router.store import RouterStore
 from safehub.services.router.table import load_routing_table
 from safehub.settings import RouterEnv, TopicsEnv, load
 from safehub.settings.hub import ROUTER_MAX_OUTAGE_S
+from safehub.shutdown import stop_on_signals
 from safehub.topics import audit, deadletter, service_group
 
 log = logging.getLogger(__name__)
@@ -166,13 +164,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     del args
     settings = RouterSettings.from_env()
-    stop = threading.Event()
-
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop = stop_on_signals()
     watch = ServiceWatch("router")
     router = build(settings, watch)
     watch.serve(settings.kafka, router.engine, consumers=["router"],

@@ -31,14 +31,12 @@ import argparse
 import getpass
 import logging
 import secrets
-import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
 from kafka import KafkaProducer
 
@@ -63,6 +61,7 @@ from safehub.services.web.reidentification import (
 )
 from safehub.services.web.users import Directory, User, hash_password, load_users
 from safehub.settings import TopicsEnv, WebEnv, load
+from safehub.shutdown import stop_on_signals
 
 log = logging.getLogger(__name__)
 SERVICE = "web"
@@ -159,15 +158,8 @@ def run(args: argparse.Namespace) -> int:
     hub_outlets, producers = outlets(settings.kafka, settings.prefix)
     hub = Hub(store, hub_outlets, wall_clock_ms)
     reid = reidentification(hub, settings, producers)
-    stop = threading.Event()
-
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    # uvicorn handles the signal itself (graceful shutdown), then restores these handlers and
-    # raises the signal again; ours turn that into a clean exit 0 instead of death by SIGTERM.
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    # uvicorn stops on the signal first; see safehub.shutdown.
+    stop = stop_on_signals()
 
     # Acks (and re-identification requests) stored while the broker or the database was away
     # go out as soon as both are back; the thread outlives any error of a round.
