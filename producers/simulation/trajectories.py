@@ -256,7 +256,7 @@ def simulate(
         truths.append((child.child_id, pattern))
         happenings.extend(_routine(rng, child, start_ms, horizon_days))
     entry = (None if noise_rng is None or families is None
-             else _DataEntry(noise_rng, families, start))
+             else _DataEntry(noise_rng, families, start, -(-horizon_days // 365)))
     records, record_child, first_sign = _record(rng, world, happenings, entry)
     truth = GroundTruth(
         tuple(ChildTruth(cid, p is not None, p, first_sign.get(cid)) for cid, p in truths),
@@ -336,9 +336,11 @@ def _routine(
 class _DataEntry:
     """The noisy world's data entry: each record's identity entered afresh, with noise."""
 
-    def __init__(self, rng: random.Random, world: World, start: date) -> None:
+    def __init__(self, rng: random.Random, world: World, start: date, years: int) -> None:
         self._rng, self._world = rng, world
-        self._births = (date(start.year - 25, start.month, 1), start)
+        # A mistyped birth date the publisher accepts: never after the run starts, and at most 25
+        # years before its end (pseudonymisation refuses older), over a run of `years` years.
+        self._births = (date(start.year - 26 + years, start.month, 1), start)
 
     def identity(self, child: Child, sector: Sector) -> Identity:
         # The child's identity in the world with families (the same child id and authority).

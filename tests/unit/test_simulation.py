@@ -10,6 +10,9 @@ from itertools import pairwise
 
 import pytest
 
+from safehub.producers.linkagekey import LinkageKey
+from safehub.producers.pseudonymisation import prepare_many
+from safehub.producers.simulation.export import publisher_record
 from safehub.producers.simulation.trajectories import (
     MissingRecord,
     Population,
@@ -152,3 +155,10 @@ def test_the_noisy_world_has_the_clean_worlds_records_with_noisier_identities() 
     police = [i for i, _, r in entered if r.sector is Sector.POLICE]
     held = sum(i.nhs_number is not None for i in police) / len(police)
     assert 0.35 < held < 0.55  # police hold the NHS number 45 % of the time
+
+
+def test_a_noisy_run_over_years_enters_only_birth_dates_the_publisher_accepts() -> None:
+    pop = simulate(3, children=300, months=36, noise=True)
+    key = LinkageKey(bytes(range(32)), epoch=3)
+    prepared = prepare_many([publisher_record(r) for r in pop.records], "agency", key)
+    assert not [p for p in prepared if isinstance(p, Exception)]
