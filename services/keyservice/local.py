@@ -37,6 +37,7 @@ from safehub.deploy.kafka.certificates import Certificates, ensure_certificates
 from safehub.errors import ConfigError, SafehubError
 from safehub.services.keyservice.client import KeyServiceClient
 from safehub.services.keyservice.keys import LINKAGE_BLOCK_EPOCH, key_path, write_key_file
+from safehub.shutdown import terminate
 
 FIRST_MATCH_EPOCH = 1
 HOST = "127.0.0.1"
@@ -180,9 +181,4 @@ def serving(service: LocalKeyService, env: Mapping[str, str], log: Path,
         service.wait_ready(alive, timeout)
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        terminate(proc)

@@ -34,6 +34,7 @@ from safehub.schemas.records import CorrelatedAlert, IngressEvent, WarningSignEv
 from safehub.schemas.vocabulary import Sector, Tier
 from safehub.services.audit.reading import read_all
 from safehub.services.keyservice.keys import key_path, write_key_file
+from safehub.shutdown import terminate
 from tests.conftest import SERVICES, Namespace
 from tests.fixtures.correlator import HUBS, PARTITIONS, Correlator, accepted_count, wait_until
 from tests.fixtures.topics import TopicReader
@@ -118,12 +119,7 @@ class KeyService:
         return self.folder / "agency-side" / f"{agency}.secret"
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        terminate(self.proc)
 
 
 @pytest.fixture

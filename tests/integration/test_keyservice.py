@@ -31,6 +31,7 @@ from safehub.services.keyservice import oprf
 from safehub.services.keyservice.client import KeyServiceClient, KeyServiceError
 from safehub.services.keyservice.keys import key_path, write_key_file
 from safehub.services.keyservice.server import refusal_subject
+from safehub.shutdown import terminate
 from tests.conftest import SERVICES, Namespace
 
 pytestmark = pytest.mark.integration
@@ -114,12 +115,7 @@ def keyservice(secure_namespace: Callable[..., Namespace], tmp_path: Path) -> It
         _wait_healthy(url, tls.ca_file, proc)
         yield Running(url, ns, tmp_path, tls.ca_file, proc)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        terminate(proc)
 
 
 def test_rfc_vectors_through_the_running_service(keyservice: Running) -> None:
