@@ -109,7 +109,8 @@ def parse_note(text: str) -> SignedCheckpoint:
     return checkpoint
 
 
-def _key_bytes(text: str, what: str) -> bytes:
+def key_seed(text: str, what: str) -> bytes:
+    """An Ed25519 seed (32 bytes) written in hex: the sink's and the witness's keys."""
     try:
         raw = bytes.fromhex(text.strip())
     except ValueError as exc:
@@ -126,10 +127,10 @@ def load_signing_key(path: Path | None, environ: dict[str, str] | None = None) -
             text = path.read_text()
         except OSError as exc:
             raise ConfigError(f"cannot read audit signing key file {path}: {exc}") from exc
-        return SigningKey(_key_bytes(text, f"signing key file {path}"))
+        return SigningKey(key_seed(text, f"signing key file {path}"))
     seed = load(AuditEnv, environ).signing_key
     if seed is not None:
-        return SigningKey(_key_bytes(seed.reveal(), KEY_ENV))
+        return SigningKey(key_seed(seed.reveal(), KEY_ENV))
     raise ConfigError(f"no audit signing key: set {KEY_ENV} or pass --key-file")
 
 
@@ -141,4 +142,4 @@ def load_public_key(value: str | None, environ: dict[str, str] | None = None) ->
     path = Path(text)
     if len(text) != 64 and path.is_file():
         text = path.read_text()
-    return VerifyKey(_key_bytes(text, "audit public key"))
+    return VerifyKey(key_seed(text, "audit public key"))

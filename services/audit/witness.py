@@ -27,6 +27,7 @@ from safehub.services.audit.checkpoint import (
     CheckpointError,
     SignedCheckpoint,
     TreeHead,
+    key_seed,
     parse_note,
 )
 from safehub.services.audit.merkle import ProofError, verify_consistency
@@ -153,13 +154,7 @@ def load_witness_key(path: Path) -> SigningKey:
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(f"the witness key file {path} must be readable by its owner only "
                           "(chmod 600)")
-    try:
-        seed = bytes.fromhex(text.strip())
-    except ValueError as exc:
-        raise ConfigError(f"the witness key file {path} is not hex") from exc
-    if len(seed) != 32:
-        raise ConfigError(f"the witness key file {path} must hold a 32-byte seed in hex")
-    return SigningKey(seed)
+    return SigningKey(key_seed(text, f"the witness key file {path}"))
 
 
 def save_state(path: Path, cosigned: CosignedCheckpoint) -> None:
