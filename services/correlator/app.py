@@ -254,6 +254,13 @@ class Pipeline:
     may be committed). Batches are flushed one at a time in submission
     order, so audit entries and states keep the processing order. At most `DEPTH` batches are
     outstanding.
+
+    Throughput under a flood. faust adds nothing to the next batch while `submit` waits (its
+    `take_events` buffer is closed until the body returns), so a slow commit (~140 ms a batch
+    on a loaded machine) holds each batch to what arrived in the 0.1 s before it: 100,000
+    malformed records went at ~430 records/s there (bench/flood_bench.py). Committing the
+    batches waiting behind a commit together in one transaction would lift that; tried, and
+    left out until it has been through the recovery tests more than once.
     """
 
     DEPTH = 2
@@ -307,7 +314,12 @@ class Pipeline:
             if previous is not None:
                 await previous
             t1 = time.perf_counter()
-            partition_of = {m.key: m.partition for m in batch}
+            # A block's state goes to the partition of its events; a refused record on another
+            # partition (a foreign partitioner) must not move it there.
+            refused = {r.index for r in reply.rejected if r.field != "event_id"}
+            partition_of = {m.key: m.partition for i, m in enumerate(batch) if i not in refused}
+            for m in batch:
+                partition_of.setdefault(m.key, m.partition)
             dead = self._dead_letters(batch, reply)
             dead += [self._quarantine(block, why, shipped.get(block), partition_of)
                      for block, why in reply.quarantined.items()]

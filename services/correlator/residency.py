@@ -11,23 +11,25 @@ the child. The child's share is bounded here: the states it holds add up to at m
 recently used first out. A block let go is told to the child with the next batch (`drop`), and
 when the block comes back its bytes are shipped from the table again and decoded. A realistic
 block (a handful of children, a few KiB) costs nothing to keep: 4,096 of them fit in the budget.
-A single batch's own blocks are never dropped, so the budget can be exceeded by one batch's
-blocks (at most `batch_max` blocks).
+The blocks of the batches in flight are never dropped (below), so the budget can be exceeded
+by those batches' blocks (at most 4,096).
 
 What is not bounded here: the table's store (faust's in-memory store, the durable copy the
 worker recovers from its changelog) keeps every block of the worker's partitions encoded, 1.6
 GiB in the worst case above, spread over the workers by partition.
 
-Pipelining. Up to two batches are in flight (app.py), so a batch's states may be committed
-after a later batch told the child to drop the same block. Each batch has a sequence number;
-a committed state is recorded as the child's basis only if the child has not dropped the block
-since that batch was sent (`committed`), else the block would be taken for held when it is not,
-and its next events correlated on an empty state.
+Pipelining. Several batches are in flight (app.py): the child has correlated them, but their
+states are not yet committed, and the table still holds the states from before them. A block
+of an uncommitted batch is therefore never dropped: shipped back from the table before that
+batch's commit, it would lose the batch's effect. Each batch has a sequence number, and
+`committed` says when its blocks are in the table; as a second guard, a committed state is
+recorded as the child's basis only if the child has not dropped the block since that batch was
+sent.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping
 
 DEFAULT_BUDGET_BYTES = 24 * 1024 * 1024
@@ -46,6 +48,8 @@ class Residency:
         self.held_bytes = 0
         self._seq = 0
         self._dropped: dict[int, int] = {}  # block -> the batch before which the child drops it
+        self._unsaved: dict[int, set[int]] = {}  # uncommitted batch -> its blocks
+        self._unsaved_blocks: Counter[int] = Counter()  # block -> uncommitted batches with it
 
     def __contains__(self, block: int) -> bool:
         return block in self._basis
@@ -76,14 +80,18 @@ class Residency:
             else:
                 shipped[block] = raw
                 self._set(block, raw)
+        self._unsaved[self._seq] = touched
+        self._unsaved_blocks.update(touched)
         drop: list[int] = []
-        while self.held_bytes > self.budget_bytes and self._basis:
-            oldest = next(iter(self._basis))
-            if oldest in touched:
-                break  # the rest are this batch's own, moved to the end above
-            self.held_bytes -= _size(self._basis.pop(oldest))
-            self._dropped[oldest] = self._seq
-            drop.append(oldest)
+        if self.held_bytes > self.budget_bytes:
+            for block in list(self._basis):  # least recently used first
+                if self.held_bytes <= self.budget_bytes:
+                    break
+                if self._unsaved_blocks[block]:
+                    continue  # this batch's own, or an uncommitted one's
+                self.held_bytes -= _size(self._basis.pop(block))
+                self._dropped[block] = self._seq
+                drop.append(block)
         return self._seq, shipped, drop
 
     def committed(self, seq: int, states: Mapping[int, bytes]) -> None:
@@ -95,3 +103,5 @@ class Residency:
             self._set(block, raw)
         for block in [b for b, at in self._dropped.items() if at <= seq]:
             del self._dropped[block]
+        self._unsaved_blocks.subtract(self._unsaved.pop(seq, set()))
+        self._unsaved_blocks += Counter()  # drops the zero counts

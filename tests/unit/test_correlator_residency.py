@@ -20,23 +20,31 @@ from safehub.services.correlator.residency import Residency
 PREFIX = "t."
 
 
+def _saved(held: Residency, blocks: list[tuple[int, bytes | None]]
+           ) -> tuple[dict[int, bytes | None], list[int]]:
+    """Plan a batch and commit it at once, its states unchanged."""
+    seq, shipped, drop = held.plan(blocks)
+    held.committed(seq, {b: raw for b, raw in blocks if raw is not None})
+    return shipped, drop
+
+
 def test_least_recently_used_blocks_are_let_go_beyond_the_budget() -> None:
     held = Residency(budget_bytes=25)
     table = {b: bytes(10) for b in range(5)}
-    _, shipped, drop = held.plan([(0, table[0]), (1, table[1])])
+    shipped, drop = _saved(held, [(0, table[0]), (1, table[1])])
     assert set(shipped) == {0, 1} and drop == []
-    _, shipped, drop = held.plan([(0, table[0])])  # 0 is used again: 1 is now the oldest
+    shipped, drop = _saved(held, [(0, table[0])])  # 0 is used again: 1 is now the oldest
     assert shipped == {} and drop == []
-    _, shipped, drop = held.plan([(2, table[2])])
+    shipped, drop = _saved(held, [(2, table[2])])
     assert set(shipped) == {2} and drop == [1]
     assert held.held_bytes == 20 and 1 not in held and len(held) == 2
 
 
 def test_a_batch_keeps_its_own_blocks_even_over_the_budget() -> None:
     held = Residency(budget_bytes=0)
-    _, shipped, drop = held.plan([(7, b"x" * 100), (8, b"y" * 100)])
+    shipped, drop = _saved(held, [(7, b"x" * 100), (8, b"y" * 100)])
     assert set(shipped) == {7, 8} and drop == []
-    _, _, drop = held.plan([(9, None)])
+    _, drop = _saved(held, [(9, None)])
     assert sorted(drop) == [7, 8]
 
 
@@ -52,17 +60,19 @@ def test_bytes_the_table_got_elsewhere_are_shipped_again() -> None:
     assert shipped == {3: recovered}
 
 
-def test_a_state_committed_after_the_child_let_the_block_go_is_not_taken_for_held() -> None:
-    """Two batches in flight: batch 2 tells the child to drop block 1 while batch 1's state
-    for it is still being committed; block 1 must be shipped again when it comes back."""
+def test_a_block_of_an_uncommitted_batch_is_not_let_go() -> None:
+    """Batches in flight: the table does not hold batch 1's state of block 1 until batch 1 is
+    committed, so block 1 stays with the child until then (shipped back from the table, it
+    would lose batch 1's effect)."""
     held = Residency(budget_bytes=15)
-    seq1, _, _ = held.plan([(1, None)])
-    seq2, _, drop = held.plan([(2, bytes(20))])
-    assert drop == [1]
-    committed = b"block 1 after batch 1"
+    seq1, _, _ = held.plan([(1, bytes(10))])
+    seq2, _, drop = held.plan([(2, bytes(10))])
+    assert drop == [] and 1 in held
+    committed = bytes(12)
     held.committed(seq1, {1: committed})
-    assert 1 not in held
-    held.committed(seq2, {2: bytes(20)})
+    held.committed(seq2, {2: bytes(10)})
+    _, _, drop = held.plan([(3, None)])
+    assert drop == [1]  # the least recently used, now that it is saved
     _, shipped, _ = held.plan([(1, committed)])
     assert shipped == {1: committed}
 
