@@ -113,7 +113,7 @@ def test_a_malformed_flood_is_dead_lettered_once_each_and_does_not_hold_up_a_val
     valid_at = MALFORMED // 2
     expected = {(r.topic, r.partition, r.offset)
                 for i, r in enumerate(reports) if i != valid_at}
-    origins = Counter()
+    origins: Counter[tuple[str, int, int]] = Counter()
     for record in dead:
         headers = dict(record.headers)
         origins[(headers[HEADER_SOURCE_TOPIC].decode(),
