@@ -110,11 +110,12 @@ def _check(record: AgencyRecord) -> _Checked:
 def _prepared(checked: _Checked, keys: DerivedKeys, agency_id: str) -> Prepared:
     record = checked.record
     # Without the agency's own person reference the vault recognises the child by its strongest
-    # match key; that key stays in the agency's vault like everything else there.
+    # match key; that key stays in the agency's vault like everything else there. After the NHS
+    # number, the names key (mk3): mk2 needs a postcode and would change when the child moves.
     mk = keys.match_keys
     person_key = (
         "ref:" + record.person_ref.strip() if record.person_ref and record.person_ref.strip()
-        else "mk:" + (mk.mk1 or mk.mk2 or b"").hex()
+        else "mk:" + (mk.mk1 or mk.mk3 or mk.mk2 or b"").hex()
     )
     return Prepared(
         record=record,

@@ -36,7 +36,8 @@ from safehub.schemas.vocabulary import (
 class MatchKeys:
     """Keyed hashes (HMAC-SHA256, 32 bytes each) of normalised identifiers; None if not derivable.
 
-    mk1: NHS number; mk2: first name + surname + date of birth;
+    mk1: NHS number; mk2: phonetic first name + date of birth + postcode (v1 of the key:
+    first name + surname + date of birth);
     mk3: phonetic codes of the names + date of birth; mk4: surname + date of birth + postcode.
     """
 

@@ -1,8 +1,9 @@
 """Linking pseudonyms into child clusters within one linkage block.
 
 Strong evidence only. Two events are about the same child when they share a *strong* key: the
-NHS number (mk1), or a name key (mk2: first name + surname + date of birth; mk3: their phonetic
-codes + date of birth). A child is a connected component of strong keys (union-find, kept as one
+NHS number (mk1), or a name key (mk2: the first name's phonetic code + date of birth + postcode;
+mk3: the first name's and surname's phonetic codes + date of birth; see producers/matchkeys.py).
+A child is a connected component of strong keys (union-find, kept as one
 key set per cluster because a block holds only a handful of children: joining an event unites
 every cluster that shares a key with it).
 
@@ -10,7 +11,7 @@ The surname + date of birth + postcode key (mk4) is weak: twins, and siblings wh
 collide through a data-entry error, share it, so it never links. Where both records carry name
 keys, they either share one (a strong link already) or disagree (different first names: two
 children, not even flagged, as nothing suggests one child). A record with no name key (some
-other source's; the producer always derives mk2) is linked only by its NHS number: which child
+other source's; the producer always derives mk3) is linked only by its NHS number: which child
 its mk4 could mean would depend on which records arrived before it, and every arrival order
 must give the same children (core.py). mk4 stays in the clusters' keys, unused for linking.
 
