@@ -248,7 +248,7 @@ def state_growth(rules: Rules, seed: int, children: int, months: int) -> dict[st
 def world_figures(rules: Rules, seed: int, children: int, months: int,
                   noise: bool) -> dict[str, Any]:
     """One simulated world (clean or noisy identities) scored: safehub against single agencies."""
-    pop = simulate(seed, children=children, months=months, noise=noise)
+    pop = simulate(seed, children=children, months=months, noise=noise, episode_updates=True)
     arrivals = pseudonymise(pop)
     event_child = {a.event.event_id: a.child_id for a in arrivals}
     hub = correlate(rules, arrivals, lambda a: a.event.subject.linkage_block, event_child)

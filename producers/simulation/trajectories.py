@@ -226,6 +226,7 @@ def simulate(
     exploited_share: float = 0.03,
     start: date = date(2025, 1, 1),
     noise: bool = False,
+    episode_updates: bool = False,
 ) -> Population:
     """A whole population over `months`: same seed, same population.
 
@@ -235,9 +236,15 @@ def simulate(
     trajectories and records as the clean one of the same seed: what differs is who the
     records say they are about, and so what linkage makes of them. (A sibling's birth date
     moves, and so the age its records give; its trajectory is drawn from the clean age.)
+
+    With `episode_updates`, half of the missing episodes are first recorded while the child is
+    still missing (no end, no interview) and then updated, under the same record reference,
+    with the version the run without updates sends: the correlator must replace, not add
+    (issue 20). Drawn from a third RNG: every record of the run without updates is still there.
     """
     rng = random.Random(seed)
     world = make_world(rng, children=children, authorities=authorities, start=start)
+    updates = random.Random(f"safehub episode updates {seed}") if episode_updates else None
     noise_rng = random.Random(f"safehub noise {seed}") if noise else None
     families = None if noise_rng is None else with_families(noise_rng, world, start)
     start_ms = int(datetime(start.year, start.month, start.day, tzinfo=UTC).timestamp() * 1000)
@@ -257,7 +264,7 @@ def simulate(
         happenings.extend(_routine(rng, child, start_ms, horizon_days))
     entry = (None if noise_rng is None or families is None
              else _DataEntry(noise_rng, families, start, -(-horizon_days // 365)))
-    records, record_child, first_sign = _record(rng, world, happenings, entry)
+    records, record_child, first_sign = _record(rng, world, happenings, entry, updates)
     truth = GroundTruth(
         tuple(ChildTruth(cid, p is not None, p, first_sign.get(cid)) for cid, p in truths),
         record_child,
@@ -358,7 +365,7 @@ class _DataEntry:
 
 def _record(
     rng: random.Random, world: World, happenings: list[_Happening],
-    entry: _DataEntry | None = None,
+    entry: _DataEntry | None = None, updates: random.Random | None = None,
 ) -> tuple[tuple[AgencyRecord, ...], dict[tuple[str, str], int], dict[int, int]]:
     happenings.sort(key=lambda h: (h.at, h.child.child_id, h.what.value))
     copies: dict[tuple[str, int], tuple[Identity, str]] = {}
@@ -406,6 +413,14 @@ def _record(
             assert not isinstance(h.what, Episode)
             record = SignRecord(**common, indicator=h.what)  # type: ignore[arg-type]
         records.append(record)
+        if (updates is not None and isinstance(record, MissingRecord)
+                and record.reported_at > record.occurred_at + 1 and updates.random() < 0.5):
+            # First recorded while the child is still missing; `record` is the update.
+            opened = record.occurred_at + 1 + int(
+                updates.uniform(0.1, 0.9) * (record.reported_at - record.occurred_at - 1))
+            records.append(replace(record, reported_at=opened, ended_at=None,
+                                   return_interview_offered=False,
+                                   return_interview_done=False))
         record_child[(agency.agency_id, ref)] = child.child_id
         if h.exploitation:
             first_sign[child.child_id] = min(first_sign.get(child.child_id, h.at), h.at)

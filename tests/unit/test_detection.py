@@ -93,3 +93,15 @@ def test_state_levels_off_once_events_age_out(rules: Rules) -> None:
     assert by_month[12] > 2 * by_month[4]
     assert growth["growth_after_horizon_pct"] is not None
     assert growth["growth_after_horizon_pct"] < 15
+
+
+def test_an_episode_update_replaces_its_first_version_in_every_alert(rules: Rules) -> None:
+    pop = simulate(21, children=1500, months=12, episode_updates=True)
+    arrivals = bench.pseudonymise(pop)
+    event_child = {a.event.event_id: a.child_id for a in arrivals}
+    assert len(event_child) < len(arrivals)  # versions share their record's event id
+    hub = bench.correlate(rules, arrivals, lambda a: a.event.subject.linkage_block, event_child)
+    assert hub
+    for r in hub:
+        ids = [e.event_id for e in r.alert.evidence]
+        assert len(ids) == len(set(ids))

@@ -162,3 +162,17 @@ def test_a_noisy_run_over_years_enters_only_birth_dates_the_publisher_accepts() 
     key = LinkageKey(bytes(range(32)), epoch=3)
     prepared = prepare_many([publisher_record(r) for r in pop.records], "agency", key)
     assert not [p for p in prepared if isinstance(p, Exception)]
+
+
+def test_episode_updates_add_an_earlier_open_version_of_the_same_record() -> None:
+    plain = simulate(13, children=800, months=12)
+    updated = simulate(13, children=800, months=12, episode_updates=True)
+    assert set(plain.records) <= set(updated.records)  # every record of the run is still sent
+    extra = [r for r in updated.records if r not in set(plain.records)]
+    assert extra and all(isinstance(r, MissingRecord) for r in extra)
+    final = {(r.agency_id, r.record_ref): r for r in plain.records}
+    for r in extra:
+        later = final[(r.agency_id, r.record_ref)]
+        assert isinstance(later, MissingRecord)
+        assert r.occurred_at < r.reported_at < later.reported_at
+        assert r.ended_at is None and not r.return_interview_done
