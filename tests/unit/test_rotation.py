@@ -178,6 +178,18 @@ def _run(stream: Sequence[IngressEvent]) -> tuple[BlockState, list[CorrelatedAle
     return state, emitted
 
 
+def _same_final_alerts(streams: tuple[list[IngressEvent], list[IngressEvent]]
+                       ) -> tuple[BlockState, BlockState]:
+    """Run the rotated stream and its single-epoch twin; both end with the same standing
+    alerts, and the rotated state survives a snapshot. Returns both states."""
+    rotated, single = streams
+    state_r, _ = _run(rotated)
+    state_s, _ = _run(single)
+    assert standing_alerts(RULES, BLOCK, state_r) == standing_alerts(RULES, BLOCK, state_s)
+    assert snapshot.decode(snapshot.encode(state_r)) == state_r
+    return state_r, state_s
+
+
 def _child_history() -> list[WarningSignEvent]:
     return [
         _event("p1", 0, "A", (OLD,), Sign.UNEXPLAINED_GIFTS_OR_MONEY),
@@ -348,13 +360,9 @@ def rotation_streams(draw: st.DrawFn) -> tuple[list[IngressEvent], list[IngressE
 def test_a_bridged_rotation_gives_the_final_alerts_of_a_single_epoch(
     streams: tuple[list[IngressEvent], list[IngressEvent]],
 ) -> None:
-    rotated, single = streams
-    state_r, _ = _run(rotated)
-    state_s, _ = _run(single)
-    assert standing_alerts(RULES, BLOCK, state_r) == standing_alerts(RULES, BLOCK, state_s)
+    state_r, state_s = _same_final_alerts(streams)
     assert sorted(sorted(o.event_id for o in c.observations) for c in state_r.clusters) == \
         sorted(sorted(o.event_id for o in c.observations) for c in state_s.clusters)
-    assert snapshot.decode(snapshot.encode(state_r)) == state_r
 
 
 # -- the snapshot ------------------------------------------------------------------------------
@@ -525,9 +533,5 @@ def resent_streams(draw: st.DrawFn) -> tuple[list[IngressEvent], list[IngressEve
 def test_a_rotation_bridged_by_resent_records_gives_the_single_epoch_final_alerts(
     streams: tuple[list[IngressEvent], list[IngressEvent]],
 ) -> None:
-    rotated, single = streams
-    state_r, _ = _run(rotated)
-    state_s, _ = _run(single)
-    assert standing_alerts(RULES, BLOCK, state_r) == standing_alerts(RULES, BLOCK, state_s)
+    state_r, state_s = _same_final_alerts(streams)
     assert state_r.event_ids == state_s.event_ids
-    assert snapshot.decode(snapshot.encode(state_r)) == state_r
