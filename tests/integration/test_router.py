@@ -31,44 +31,25 @@ from safehub.schemas.records import (
     AlertAck,
     AuditEntry,
     CorrelatedAlert,
-    Evidence,
-    ReidentificationRef,
     RoutedAlert,
 )
-from safehub.schemas.vocabulary import AckAction, AuditAction, RouteReason, Sector, Sign, Tier
+from safehub.schemas.vocabulary import AckAction, AuditAction, RouteReason
 from safehub.services.audit.journal import AuditJournal
 from safehub.services.router.command import RouterSettings, build
 from safehub.services.router.service import Router, input_topics
 from safehub.services.router.store import RouterStore
-from safehub.services.router.table import parse_routing_table
 from safehub.topics import acks, alerts, service_group
 from tests.conftest import Namespace
 from tests.fixtures.databases import fresh_postgres_schema
+from tests.fixtures.router import BRADFORD, HOUR, LEEDS, MON_10, correlated_alert, routing_table
 from tests.fixtures.topics import TopicReader
 
 pytestmark = pytest.mark.integration
-HOUR = 3_600_000
-MON_10 = 1_794_823_200_000  # Monday 16 Nov 2026 10:00 UTC (GMT)
-TABLE = parse_routing_table({
-    "defaults": {"ack_working_hours": 8, "urgent_ack_hours": 4, "repeat_interval_hours": 24},
-    "fallback": {"agency": "hub-duty", "escalation": "hub-manager"},
-    "route": [
-        {"local_authority": "E08000035", "agency": "csc-leeds", "escalation": "leeds-manager"},
-        {"local_authority": "E08000032", "agency": "csc-bradford",
-         "escalation": "bradford-manager"},
-    ],
-})
+TABLE = routing_table(LEEDS, BRADFORD)
 
 
 def alert(n: int, la: str, placing: str | None = None) -> CorrelatedAlert:
-    return CorrelatedAlert(
-        alert_id=uuid.uuid5(uuid.NAMESPACE_OID, f"router-{n}").hex, rules_version="a" * 64,
-        cluster_id=f"{n:032x}", linkage_block=n, tier=Tier.ESCALATING, rule="three-signs",
-        score=3.0, raised_at=MON_10 - HOUR, age_years=14, local_authority=la,
-        placing_authority=placing, agencies=("police-wy",),
-        evidence=(Evidence("e" * 32, "police-wy", Sector.POLICE, Sign.OFFENDING, MON_10 - HOUR,
-                           1.0),),
-        reidentification=(ReidentificationRef("police-wy", "f" * 32),), identity_conflict=False)
+    return correlated_alert("router", n, la, placing)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -33,8 +33,7 @@ from safehub.deploy.kafka.launcher import Cluster, ClusterState
 from safehub.deploy.topics import TopicSpec, create_topics
 from safehub.errors import SafehubError
 from safehub.schemas.codec import decode, encode
-from safehub.schemas.records import CorrelatedAlert, Evidence, ReidentificationRef, RoutedAlert
-from safehub.schemas.vocabulary import Sector, Sign, Tier
+from safehub.schemas.records import CorrelatedAlert, RoutedAlert
 from safehub.services.audit.journal import AuditJournal
 from safehub.services.router.service import (
     CONSUMER_SETTINGS,
@@ -45,35 +44,17 @@ from safehub.services.router.service import (
     output_topics,
 )
 from safehub.services.router.store import RouterStore
-from safehub.services.router.table import parse_routing_table
 from safehub.services.supervisor import RestartPolicy, ServiceSpec, Supervisor, python_env
 from safehub.topics import alerts, service_group
 from tests.conftest import Namespace
 from tests.fixtures.netproxy import TcpProxy
+from tests.fixtures.router import HOUR, MON_10, correlated_alert, routing_table
 from tests.fixtures.topics import TopicReader
 
 pytestmark = pytest.mark.integration
-HOUR = 3_600_000
-MON_10 = 1_794_823_200_000  # Monday 16 Nov 2026 10:00 UTC (GMT)
-TABLE = parse_routing_table({
-    "defaults": {"ack_working_hours": 8, "urgent_ack_hours": 4, "repeat_interval_hours": 24},
-    "fallback": {"agency": "hub-duty", "escalation": "hub-manager"},
-    "route": [{"local_authority": "E08000035", "agency": "csc-leeds",
-               "escalation": "leeds-manager"}],
-})
+TABLE = routing_table()
 OUTAGE_S = 70.0
 CATCH_UP_S = 60.0
-
-
-def alert(tag: str, n: int, la: str = "E08000035") -> CorrelatedAlert:
-    return CorrelatedAlert(
-        alert_id=uuid.uuid5(uuid.NAMESPACE_OID, f"{tag}-{n}").hex, rules_version="a" * 64,
-        cluster_id=uuid.uuid5(uuid.NAMESPACE_OID, f"{tag}-cluster-{n}").hex, linkage_block=n,
-        tier=Tier.ESCALATING, rule="three-signs", score=3.0, raised_at=MON_10 - HOUR,
-        age_years=14, local_authority=la, placing_authority=None, agencies=("police-wy",),
-        evidence=(Evidence("e" * 32, "police-wy", Sector.POLICE, Sign.OFFENDING, MON_10 - HOUR,
-                           1.0),),
-        reidentification=(ReidentificationRef("police-wy", "f" * 32),), identity_conflict=False)
 
 
 class Clock:
@@ -149,7 +130,7 @@ def test_fresh_group_rereads_a_batch_whose_save_failed(
     relayed = direct.replace(f"{pg.hostname}:{pg.port}", f"127.0.0.1:{proxy.port}", 1)
     router = make_router(ns.connection("router"), ns.prefix, relayed, Clock(), "faults-router")
     router.backoff_s = (0.2, 1.0)
-    sent = [alert("fresh", n) for n in range(5)]
+    sent = [correlated_alert("fresh", n) for n in range(5)]
     correlator = make_producer(ns.connection("correlator"), "faults-correlator")
     reader = TopicReader(ns.connection("auditor"),
                          *(alerts(ns.prefix, h) for h in sorted(TABLE.receivers())))
@@ -191,7 +172,7 @@ def test_router_gives_up_when_an_outage_outlasts_its_bound(
     router = make_router(ns.connection("router"), ns.prefix, relayed, Clock(), "bounded-router")
     router.backoff_s, router.max_outage_s = (0.2, 0.5), 3.0
     correlator = make_producer(ns.connection("correlator"), "bounded-correlator")
-    a = alert("bounded", 0)
+    a = correlated_alert("bounded", 0)
     send_all(correlator, [(f"{ns.prefix}correlated", a.cluster_id.encode(), encode(a), None)])
     proxy.cut()
     started = time.monotonic()
@@ -229,8 +210,8 @@ def test_broker_outage_longer_than_a_minute_loses_nothing(
     clock = Clock()
     router = make_router(admin, prefix, f"sqlite:///{tmp_path}/router.db", clock, "outage")
     router.backoff_s = (0.5, 5.0)
-    before = [alert("before", n) for n in range(5)]
-    during = [alert("during", n) for n in range(5)]
+    before = [correlated_alert("before", n) for n in range(5)]
+    during = [correlated_alert("during", n) for n in range(5)]
     correlator = make_producer(admin, "outage-correlator", delivery_timeout_ms=300_000,
                                request_timeout_ms=10_000, reconnect_backoff_max_ms=2_000)
     caplog.set_level(logging.INFO, logger="safehub.services.router.service")
@@ -300,8 +281,8 @@ def test_supervisor_restarts_a_killed_router(
         'escalation = "leeds-manager"\n')
     db = tmp_path / "router.db"
     supervisor = Supervisor(tmp_path, python_env(), RestartPolicy(first_delay_s=0.5))
-    first = [alert("sup-first", n) for n in range(3)]
-    then = [alert("sup-then", n) for n in range(3)]
+    first = [correlated_alert("sup-first", n) for n in range(3)]
+    then = [correlated_alert("sup-then", n) for n in range(3)]
     correlator = make_producer(ns.connection("correlator"), "sup-correlator")
     try:
         running = supervisor.start(ServiceSpec("router", ("router",), {

@@ -17,7 +17,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -34,14 +33,13 @@ from safehub.deploy.topics import TopicSpec, create_topics
 from safehub.observability.metrics import REGISTRY
 from safehub.observability.watch import ServiceWatch
 from safehub.schemas.codec import encode
-from safehub.schemas.records import CorrelatedAlert, Evidence, ReidentificationRef
-from safehub.schemas.vocabulary import Sector, Sign, Tier
+from safehub.schemas.records import CorrelatedAlert
 from safehub.services.audit.journal import AuditJournal
 from safehub.services.router.service import Router, input_topics
 from safehub.services.router.store import RouterStore
-from safehub.services.router.table import parse_routing_table
 from safehub.topics import service_group
 from tests.conftest import Namespace
+from tests.fixtures.router import HOUR, MON_10, correlated_alert, routing_table
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -146,25 +144,8 @@ def test_readyz_follows_the_broker(own_broker: tuple[Cluster, ClusterState], tmp
         inbox.close()
 
 
-HOUR = 3_600_000
-MON_10 = 1_794_823_200_000  # Monday 16 Nov 2026 10:00 UTC (GMT)
-ROUTES = {
-    "defaults": {"ack_working_hours": 8, "urgent_ack_hours": 4, "repeat_interval_hours": 24},
-    "fallback": {"agency": "hub-duty", "escalation": "hub-manager"},
-    "route": [{"local_authority": "E08000035", "agency": "csc-leeds",
-               "escalation": "leeds-manager"}],
-}
-
-
 def _alert(n: int, la: str) -> CorrelatedAlert:
-    return CorrelatedAlert(
-        alert_id=uuid.uuid5(uuid.NAMESPACE_OID, f"metrics-{n}").hex, rules_version="a" * 64,
-        cluster_id=f"{n:032x}", linkage_block=n, tier=Tier.ESCALATING, rule="three-signs",
-        score=3.0, raised_at=MON_10 - HOUR, age_years=14, local_authority=la,
-        placing_authority=None, agencies=("police-wy",),
-        evidence=(Evidence("e" * 32, "police-wy", Sector.POLICE, Sign.OFFENDING, MON_10 - HOUR,
-                           1.0),),
-        reidentification=(ReidentificationRef("police-wy", "f" * 32),), identity_conflict=False)
+    return correlated_alert("metrics", n, la)
 
 
 def _value(name: str, **labels: str) -> float:
@@ -173,7 +154,7 @@ def _value(name: str, **labels: str) -> float:
 
 def test_router_counts_routed_alerts_escalations_and_dead_letters(
         secure_namespace: Callable[..., Namespace], tmp_path: Path) -> None:
-    table = parse_routing_table(ROUTES)
+    table = routing_table()
     ns = secure_namespace(agencies={"police-wy": "POLICE"}, hubs=sorted(table.receivers()))
     correlated = f"{ns.prefix}correlated"
     leeds, unknown = _alert(1, "E08000035"), _alert(2, "E06000999")
