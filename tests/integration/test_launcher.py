@@ -30,6 +30,7 @@ from safehub.bus import (
 from safehub.connection import KafkaConnection, local_cluster_folder, write_secret
 from safehub.deploy.kafka.launcher import Cluster, ClusterState, _is_our_broker
 from safehub.errors import BrokerError
+from tests.fixtures.brokers import own_cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -78,12 +79,8 @@ def _api_versions_answered(port: int, ca_file: Path, client_pem: Path | None) ->
 
 @pytest.fixture(scope="module")
 def secure() -> Iterator[ClusterState]:
-    cluster = Cluster(f"secure-{os.getpid()}")
-    state = cluster.up(nodes=1)
-    try:
+    with own_cluster("secure") as (_cluster, state):
         yield state
-    finally:
-        cluster.down(purge=True)
 
 
 def test_up_down_leaves_nothing_running_and_keeps_the_ca_and_secrets():

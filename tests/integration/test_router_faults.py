@@ -47,6 +47,7 @@ from safehub.services.router.store import RouterStore
 from safehub.services.supervisor import RestartPolicy, ServiceSpec, Supervisor, python_env
 from safehub.topics import alerts, service_group
 from tests.conftest import Namespace
+from tests.fixtures.brokers import own_cluster
 from tests.fixtures.netproxy import TcpProxy
 from tests.fixtures.router import HOUR, MON_10, correlated_alert, routing_table
 from tests.fixtures.topics import TopicReader
@@ -190,12 +191,8 @@ def test_router_gives_up_when_an_outage_outlasts_its_bound(
 
 @pytest.fixture
 def own_broker() -> Iterator[tuple[Cluster, ClusterState]]:
-    cluster = Cluster(f"router-faults-{os.getpid()}")
-    state = cluster.up(nodes=1)
-    try:
-        yield cluster, state
-    finally:
-        cluster.down(purge=True)
+    with own_cluster("router-faults") as running:
+        yield running
 
 
 @pytest.mark.slow

@@ -12,7 +12,6 @@ escalations by hub, a dead letter by coded reason, events in, latency and batch 
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import urllib.error
@@ -39,6 +38,7 @@ from safehub.services.router.service import Router, input_topics
 from safehub.services.router.store import RouterStore
 from safehub.topics import service_group
 from tests.conftest import Namespace
+from tests.fixtures.brokers import own_cluster
 from tests.fixtures.router import HOUR, MON_10, correlated_alert, routing_table
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -51,12 +51,8 @@ BROKER_BACK_S = 60.0
 
 @pytest.fixture
 def own_broker() -> Iterator[tuple[Cluster, ClusterState]]:
-    cluster = Cluster(f"health-{os.getpid()}")
-    state = cluster.up(nodes=1)
-    try:
-        yield cluster, state
-    finally:
-        cluster.down(purge=True)
+    with own_cluster("health") as running:
+        yield running
 
 
 def _get(port: int, path: str) -> tuple[int, dict[str, object] | str]:
