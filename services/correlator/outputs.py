@@ -69,6 +69,7 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import DefaultPartitioner
 
+from safehub.bus import make_aio_producer
 from safehub.connection import KafkaConnection
 from safehub.errors import BrokerError
 
@@ -89,11 +90,9 @@ def transactional_id(app_id: str, worker_id: str | None) -> str:
 
 
 def _producer(kafka: KafkaConnection, client_id: str, transactional: str) -> AIOKafkaProducer:
-    return AIOKafkaProducer(
-        **kafka.aiokafka(), client_id=client_id, acks="all", enable_idempotence=True,
-        linger_ms=0, transactional_id=transactional,
-        transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
-    )
+    return make_aio_producer(kafka, client_id, enable_idempotence=True, linger_ms=0,
+                             transactional_id=transactional,
+                             transaction_timeout_ms=TRANSACTION_TIMEOUT_MS)
 
 
 def _refused(exc: BaseException) -> bool:
