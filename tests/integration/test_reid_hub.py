@@ -55,6 +55,7 @@ from safehub.services.web.users import User
 from safehub.topics import reid_requests, reid_responses
 from tests.conftest import Namespace
 from tests.fixtures.access import probe_consume
+from tests.fixtures.clock import ManualClock
 from tests.fixtures.inbox import NOW, routed
 from tests.fixtures.topics import TopicReader
 
@@ -64,14 +65,6 @@ POLICE, HEALTH, SCHOOL = "police-wy", "health-leeds", "school-leeds"
 CHILD = SharedIdentity("Kayleigh", "Marsh-Oduya", "2011-03-14", "9434765919", "LS96AB",
                        ("WY-2026-0042",))
 RETENTION_MS = 60_000
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> int:
-        return self.now
 
 
 def wait_for(check: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
@@ -118,7 +111,7 @@ def test_the_hub_asks_two_agencies_one_approves_one_declines_and_forgeries_are_r
     note = replace(note, receiver_agency=HUB, alert=alert)
     note = replace(note, notification_id=uuid.uuid4().hex)
     store.save([(note, encode(note))], NOW)
-    clock = Clock()
+    clock = ManualClock(NOW)
     hub_outlets, producers = outlets({HUB: ns.connection(HUB)}, ns.prefix)
     hub = Hub(store, hub_outlets, clock)
     keys = {HUB: HubKeys(load_private_key(private, HUB),

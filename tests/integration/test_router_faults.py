@@ -48,6 +48,7 @@ from safehub.services.supervisor import RestartPolicy, ServiceSpec, Supervisor, 
 from safehub.topics import alerts, service_group
 from tests.conftest import Namespace
 from tests.fixtures.brokers import own_cluster
+from tests.fixtures.clock import ManualClock
 from tests.fixtures.netproxy import TcpProxy
 from tests.fixtures.router import HOUR, MON_10, correlated_alert, routing_table
 from tests.fixtures.topics import TopicReader
@@ -58,15 +59,7 @@ OUTAGE_S = 70.0
 CATCH_UP_S = 60.0
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = MON_10
-
-    def __call__(self) -> int:
-        return self.now
-
-
-def make_router(kafka: KafkaConnection, prefix: str, url: str, clock: Clock,
+def make_router(kafka: KafkaConnection, prefix: str, url: str, clock: ManualClock[int],
                 client: str) -> Router:
     store = RouterStore(make_engine(url))
     store.migrate()
@@ -129,7 +122,8 @@ def test_fresh_group_rereads_a_batch_whose_save_failed(
     proxy = TcpProxy(pg.hostname or "127.0.0.1", pg.port or 5432)
     direct = f"{postgres_url}?options=-csearch_path%3D{pg_schema}"
     relayed = direct.replace(f"{pg.hostname}:{pg.port}", f"127.0.0.1:{proxy.port}", 1)
-    router = make_router(ns.connection("router"), ns.prefix, relayed, Clock(), "faults-router")
+    router = make_router(ns.connection("router"), ns.prefix, relayed, ManualClock(MON_10),
+                         "faults-router")
     router.backoff_s = (0.2, 1.0)
     sent = [correlated_alert("fresh", n) for n in range(5)]
     correlator = make_producer(ns.connection("correlator"), "faults-correlator")
@@ -170,7 +164,8 @@ def test_router_gives_up_when_an_outage_outlasts_its_bound(
     proxy = TcpProxy(pg.hostname or "127.0.0.1", pg.port or 5432)
     relayed = (f"{postgres_url}?options=-csearch_path%3D{pg_schema}"
                .replace(f"{pg.hostname}:{pg.port}", f"127.0.0.1:{proxy.port}", 1))
-    router = make_router(ns.connection("router"), ns.prefix, relayed, Clock(), "bounded-router")
+    router = make_router(ns.connection("router"), ns.prefix, relayed, ManualClock(MON_10),
+                         "bounded-router")
     router.backoff_s, router.max_outage_s = (0.2, 0.5), 3.0
     correlator = make_producer(ns.connection("correlator"), "bounded-correlator")
     a = correlated_alert("bounded", 0)
@@ -204,7 +199,7 @@ def test_broker_outage_longer_than_a_minute_loses_nothing(
     prefix = "rf."
     create_topics(admin, [TopicSpec(t, 1, 1, {}) for t in
                           [*input_topics(TABLE, prefix), *output_topics(TABLE, prefix)]])
-    clock = Clock()
+    clock = ManualClock(MON_10)
     router = make_router(admin, prefix, f"sqlite:///{tmp_path}/router.db", clock, "outage")
     router.backoff_s = (0.5, 5.0)
     before = [correlated_alert("before", n) for n in range(5)]

@@ -23,14 +23,7 @@ from safehub.observability.logs import JsonFormatter, format_from_env
 from safehub.observability.metrics import REGISTRY, ServiceMetrics, reason_of
 from safehub.observability.readiness import Assignments, Probe
 from safehub.observability.watch import ServiceWatch
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fixtures.clock import ManualClock
 
 
 def sample(name: str, **labels: str) -> float:
@@ -113,7 +106,7 @@ def test_log_format_setting(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_liveness_follows_the_oldest_heartbeat() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     beat = Heartbeat(clock)
     live = Liveness(beat, stall_s=30)
     # Not live before the first beat: the orchestrator's startup probe bounds a start.
@@ -131,7 +124,7 @@ def test_liveness_follows_the_oldest_heartbeat() -> None:
 
 
 def test_probe_is_ready_only_on_a_recent_answer() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     answers: list[object] = []
 
     def ask() -> None:
@@ -181,7 +174,7 @@ def _get(port: int, path: str) -> tuple[int, bytes]:
 
 
 def test_health_server_serves_the_three_paths() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     beat = Heartbeat(clock)
     state: dict[str, str | None] = {"why": "broker unreachable (NoBrokersAvailable)"}
     server = HealthServer("unit-c", Liveness(beat, 10),

@@ -28,6 +28,7 @@ from safehub.services.keyservice.quota import (
     write_counts,
 )
 from safehub.services.keyservice.server import MAX_BATCH, create_app, refusal_subject
+from tests.fixtures.clock import ManualClock
 
 VECTORS = json.loads((Path(__file__).parent / "rfc9497_vectors.json").read_text())
 SEED = bytes.fromhex(VECTORS["Seed"])
@@ -241,19 +242,11 @@ def test_quota_counts_survive_a_restart(tmp_path: Path) -> None:
 # --- the HTTP app, in process --------------------------------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> int:
-        return self.now
-
-
 def _app(tmp_path: Path, limit: Limit | None = None):
     write_key_file(tmp_path / "keys", 1, SEED, INFO)
     audited: list[tuple[Refusal, int]] = []
     auth = Credentials.from_secrets({"police-x": "pw-police", "health-y": "pw-health"}, "ops")
-    clock = Clock()
+    clock = ManualClock(T0)
     app = create_app(KeyDirectory(tmp_path / "keys"),
                      QuotaBook(QuotaConfig(limit or Limit(100, 1000))), auth,
                      lambda r, e: audited.append((r, e)), clock,
@@ -355,8 +348,8 @@ def test_counts_that_cannot_be_saved_fail_closed(tmp_path: Path) -> None:
         raise OSError(28, "No space left on device")
 
     app = create_app(KeyDirectory(tmp_path / "keys"), QuotaBook(QuotaConfig(Limit(10, 10))),
-                     Credentials.from_secrets({"police-x": "pw"}), lambda r, e: None, Clock(),
-                     broken)
+                     Credentials.from_secrets({"police-x": "pw"}), lambda r, e: None,
+                     ManualClock(T0), broken)
     good = _b64(bytes.fromhex(VECTORS["vectors"][0]["BlindedElement"]))
     r = TestClient(app).post("/v1/evaluate", json={"epoch": 1, "elements": [good]},
                              headers={"Authorization": "Bearer pw"})
