@@ -36,6 +36,12 @@ from aiokafka.errors import IllegalStateError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode import Service
 
+from safehub.services.correlator import faust_contract
+
+# Before anything below is used: on a faust or aiokafka these corrections were not checked
+# against, they could silently not apply (faust_contract.py).
+faust_contract.check()
+
 log = logging.getLogger(__name__)
 FETCH_MAX_WAIT_MS = 100
 MARKER_CHECK_S = 1.0
