@@ -91,6 +91,19 @@ def _chunks(items: Sequence[str]) -> list[Sequence[str]]:
     return [items[i:i + _IN_CHUNK] for i in range(0, len(items), _IN_CHUNK)]
 
 
+def _known_handles(conn: Connection, table: Table, key: str, agency_id: str,
+                   keys: Sequence[str]) -> dict[str, str]:
+    """key -> reid_handle for those of `keys` the agency already has in `table` (looked up in
+    chunks: a database limits the parameters of one statement)."""
+    column = table.c[key]
+    found: dict[str, str] = {}
+    for chunk in _chunks(keys):
+        rows = conn.execute(select(column, table.c.reid_handle).where(
+            table.c.agency_id == agency_id, column.in_(chunk)))
+        found.update({row[0]: row[1] for row in rows})
+    return found
+
+
 class Vault:
     def __init__(self, engine: Engine, new_handle: Callable[[], str] = _new_handle) -> None:
         self.engine = engine
@@ -131,23 +144,9 @@ class Vault:
 
     def _assign(self, conn: Connection, agency_id: str, items: Sequence[Assignment]) -> list[str]:
         refs = sorted({i.record_ref for i in items})
-        known_records: dict[str, str] = {}
-        for chunk in _chunks(refs):
-            rows = conn.execute(
-                select(records.c.record_ref, records.c.reid_handle).where(
-                    records.c.agency_id == agency_id, records.c.record_ref.in_(chunk)
-                )
-            )
-            known_records.update({r.record_ref: r.reid_handle for r in rows})
+        known_records = _known_handles(conn, records, "record_ref", agency_id, refs)
         people = sorted({i.person_key for i in items if i.record_ref not in known_records})
-        handle_of: dict[str, str] = {}
-        for chunk in _chunks(people):
-            rows = conn.execute(
-                select(children.c.person_key, children.c.reid_handle).where(
-                    children.c.agency_id == agency_id, children.c.person_key.in_(chunk)
-                )
-            )
-            handle_of.update({r.person_key: r.reid_handle for r in rows})
+        handle_of = _known_handles(conn, children, "person_key", agency_id, people)
         new_children = [
             {"reid_handle": self._new_handle(), "agency_id": agency_id, "person_key": p}
             for p in people if p not in handle_of
