@@ -6,13 +6,13 @@ Topics (deploy/topics.py), principals and ACLs (deploy/acl.py) are derived from 
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from safehub.config_files import read_toml
 from safehub.errors import ConfigError
 from safehub.schemas.vocabulary import Sector
 
@@ -132,8 +132,5 @@ def parse_registry(raw: Mapping[str, Any], where: str) -> Registry:
 
 
 def load_registry(path: Path = REGISTRY_FILE) -> Registry:
-    try:
-        raw = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+    raw = read_toml(path)
     return parse_registry(raw, str(path))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +12,10 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from safehub import topics
 from safehub.bus import make_admin
+from safehub.config_files import read_toml
 from safehub.connection import KafkaConnection
 from safehub.deploy.registry import REGISTRY_FILE, Registry, load_registry
-from safehub.errors import BrokerError, ConfigError
+from safehub.errors import BrokerError
 from safehub.settings import TopicsEnv, load
 
 TOPICS_FILE = Path(__file__).with_name("topics.toml")
@@ -43,10 +43,7 @@ def load_specs(
 
     `prefix` namespaces every name (tests use it so that they never see each other's data).
     """
-    try:
-        raw = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+    raw = read_toml(path)
     defaults = raw.get("defaults", {})
     rf = min(int(defaults.get("replication_factor", 1)), brokers)
     isr = min(int(defaults.get("min_insync_replicas", 1)), rf)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from safehub.config_files import read_toml
 from safehub.errors import ConfigError, ValidationError
 from safehub.producers.normalisation import DATE_FORMATS
 from safehub.producers.records import (
@@ -64,10 +64,7 @@ class LineError:
 
 
 def load_mapping(path: Path) -> ColumnMapping:
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"column mapping {path}: {exc}") from exc
+    raw = read_toml(path, "column mapping")
     try:
         sector = Sector(raw["sector"])
     except (KeyError, ValueError):

@@ -8,7 +8,6 @@ Loaded once by the router's command and passed down; the routing core only reads
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from safehub.config_files import read_toml
 from safehub.errors import ConfigError
 
 DEFAULT_ROUTING_PATH = Path(__file__).resolve().parents[2] / "deploy" / "routing.toml"
@@ -174,8 +174,5 @@ def _authorities(raw: Any, source: str) -> dict[str, str]:
 
 
 def load_routing_table(path: Path = DEFAULT_ROUTING_PATH) -> RoutingTable:
-    try:
-        raw = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+    raw = read_toml(path)
     return parse_routing_table(raw, str(path))

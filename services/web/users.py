@@ -13,12 +13,12 @@ import hmac
 import re
 import secrets
 import threading
-import tomllib
 from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from safehub.config_files import read_toml
 from safehub.errors import ConfigError
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
@@ -71,10 +71,7 @@ def parse_users(raw: Mapping[str, object], source: str = "users") -> dict[str, U
 
 
 def load_users(path: Path) -> dict[str, User]:
-    try:
-        raw = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+    raw = read_toml(path)
     return parse_users(raw, str(path))
 
 
