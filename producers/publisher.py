@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from safehub import topics
+from safehub.clock import wall_clock_ms
 from safehub.errors import BrokerError, ConfigError, SafehubError, ValidationError
 from safehub.producers.keying import Keying, as_keying
 from safehub.producers.linkagekey import LinkageKey
@@ -109,7 +109,7 @@ class Publisher:
         sector: Sector,
         topic_prefix: str = "",
         batch_size: int = DEFAULT_BATCH,
-        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        clock_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
         if len(agency_id) > 64 or AGENCY_ID.fullmatch(agency_id) is None:
             raise ConfigError("agency id must be a lower-case slug such as police-west-yorkshire")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from safehub.bus import make_consumer, make_producer
+from safehub.clock import wall_clock_ms
 from safehub.connection import KafkaConnection, connections_from_env
 from safehub.consumers.deadletter import DeadLetterSink
 from safehub.consumers.inbox.answers import AnswerDesk
@@ -73,10 +73,6 @@ class InboxSettings:
             reid_keys=env.reid_keys,
             retention_ms=int(env.retention_days * DAY_MS),
         )
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def hub_inbox(kafka: KafkaConnection, hub: str, store: InboxStore, prefix: str,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from kafka.errors import KafkaError
 from nacl.signing import SigningKey
 
 from safehub.bus import make_consumer, make_producer, send_and_confirm
+from safehub.clock import wall_clock_ms
 from safehub.connection import KafkaConnection
 from safehub.consumers.deadletter import DeadLetterSink
 from safehub.consuming import EXIT_TEMPORARY, Action, Batch, ConsumeLoop, ErrorPolicy, Rule
@@ -222,7 +222,7 @@ def open_sink(settings: SinkSettings, key: SigningKey,
     consumer = make_consumer(settings.kafka, None, client_id=SERVICE)
     producer = make_producer(settings.kafka, SERVICE)
     sink = AuditSink(settings, key, Ledger(engine), consumer, producer,
-                     lambda: time.time_ns() // 1_000_000, watch)
+                     wall_clock_ms, watch)
     if watch is not None:
         watch.serve(settings.kafka, engine, consumers=[SERVICE])
     return sink

@@ -24,11 +24,11 @@ import argparse
 import logging
 import signal
 import socket
-import time
 from functools import partial
 from pathlib import Path
 from types import FrameType
 
+from safehub.clock import wall_clock_ms
 from safehub.connection import KafkaConnection
 from safehub.deploy.registry import Service
 from safehub.errors import ConfigError
@@ -104,7 +104,7 @@ def _serve(args: argparse.Namespace) -> int:
     audit = KafkaAudit.connect(KafkaConnection.from_env(Service.KEYSERVICE),
                                load(TopicsEnv).prefix)
     watch = ServiceWatch("keyservice")
-    app = create_app(keys, quotas, auth, audit, lambda: time.time_ns() // 1_000_000,
+    app = create_app(keys, quotas, auth, audit, wall_clock_ms,
                      None if state is None else partial(write_counts, state), watch.metrics)
     config = uvicorn.Config(app, host=host, port=port, ssl_certfile=str(args.tls_cert),
                             ssl_keyfile=str(args.tls_key), log_level="warning",

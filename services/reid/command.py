@@ -39,7 +39,6 @@ import logging
 import os
 import secrets
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +47,7 @@ from kafka import KafkaProducer
 
 from safehub import topics
 from safehub.bus import make_consumer, make_producer
+from safehub.clock import wall_clock_ms
 from safehub.connection import KafkaConnection, connections_from_env
 from safehub.consumers.deadletter import DeadLetterSink
 from safehub.consumers.inbox.consumer import RetryPolicy
@@ -176,10 +176,6 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> ReidSetti
 
 def _text(path: Path | None) -> str | None:
     return None if path is None else str(path)
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass

@@ -48,6 +48,7 @@ from pathlib import Path
 from kafka.errors import KafkaError
 
 from safehub.bus import make_consumer, make_producer
+from safehub.clock import wall_clock_ms
 from safehub.connection import KafkaConnection
 from safehub.consumers.deadletter import DeadLetterSink
 from safehub.consumers.inbox.database import make_engine
@@ -97,10 +98,6 @@ class RouterSettings:
             group_id=env.group or service_group(prefix, Service.ROUTER),
             max_outage_s=env.max_outage_s or None,  # 0: wait for ever
         )
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def check_topics(visible: set[str], needed: list[str], principal: str) -> None:

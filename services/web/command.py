@@ -33,7 +33,6 @@ import logging
 import secrets
 import sys
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from kafka import KafkaProducer
 
 from safehub import topics
 from safehub.bus import make_producer
+from safehub.clock import wall_clock_ms
 from safehub.connection import KafkaConnection, connections_from_env
 from safehub.consumers.inbox.database import make_engine, migrate
 from safehub.consumers.inbox.requests import ReidRequests
@@ -96,10 +96,6 @@ class WebSettings:
             database_url=env.database_url,
             reid_keys=env.reid_keys,
         )
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def outlets(kafka: Mapping[str, KafkaConnection], prefix: str
