@@ -39,6 +39,7 @@ from safehub.errors import BrokerError, ConfigError, StoreError, ValidationError
 from safehub.observability.watch import ServiceWatch
 from safehub.services.audit.sink import POLICY as AUDIT_SINK
 from safehub.services.router.service import POLICY as ROUTER
+from tests.fixtures.topics import Rec
 
 BAD = ValidationError("alert_id", "not 32 lower-case hex characters")
 
@@ -109,15 +110,6 @@ def test_exit_codes() -> None:
     assert exit_code_of(ServiceStopped("stopping", 75)) == 75
     assert exit_code_of(RuntimeError("bug")) == EXIT_BUG
     assert isinstance(OutageTooLong("x"), BrokerError)  # as the router's callers catch it
-
-
-@dataclass(frozen=True)
-class Rec:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
 
 
 @dataclass

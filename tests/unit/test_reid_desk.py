@@ -38,6 +38,7 @@ from safehub.services.reid.officer_web import create_app
 from safehub.services.reid.sealing import binding, ensure_hub_key, load_private_key, open_sealed
 from safehub.services.reid.store import RequestStore
 from safehub.services.web.users import Directory, User, hash_password
+from tests.fixtures.topics import Rec
 
 AGENCY, OTHER, HUB = "police-wy", "school-leeds", "csc-leeds"
 NOW = 1_794_823_200_000
@@ -412,15 +413,6 @@ def test_store_keeps_a_request_once_and_a_decision_once(store_url: str) -> None:
 
 
 # -- the listener, with a scripted consumer -----------------------------------------------------
-
-@dataclass
-class Rec:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
 
 @dataclass
 class Consumer:
