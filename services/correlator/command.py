@@ -3,7 +3,7 @@
 Settings (environment): the Kafka connection (SAFEHUB_KAFKA_BOOTSTRAP, SAFEHUB_KAFKA_PRINCIPAL,
 default "correlator", SAFEHUB_KAFKA_PASSWORD_FILE or SAFEHUB_KAFKA_SECRETS, SAFEHUB_KAFKA_CA_FILE:
 safehub.connection), SAFEHUB_TOPIC_PREFIX, SAFEHUB_RULES_PATH (default: the rules kept in
-services/correlation/rules/default-v2.toml), SAFEHUB_CORRELATOR_APP_ID (consumer group, prefix of
+services/correlation/rules/default-v3.toml), SAFEHUB_CORRELATOR_APP_ID (consumer group, prefix of
 the transactional ids and of the table's changelog topic; default "<prefix>correlator", the only
 one the ACLs of `safehub access apply` allow), SAFEHUB_CORRELATOR_PARTITIONS (the ingress and
 changelog topics' partition count, default 6), SAFEHUB_CORRELATOR_REPLICATION (changelog
