@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -88,11 +89,18 @@ def wait_for(what: str, done: Callable[[], bool], seconds: float) -> None:
         time.sleep(0.2)
 
 
-def running(router: Router) -> tuple[threading.Event, threading.Thread]:
+@contextmanager
+def running(router: Router) -> Iterator[threading.Thread]:
+    """The router running in a thread for the block; then stopped and closed."""
     stop = threading.Event()
     thread = threading.Thread(target=router.run, args=(stop,), daemon=True, name="router")
     thread.start()
-    return stop, thread
+    try:
+        yield thread
+    finally:
+        stop.set()
+        thread.join(30)
+        router.close()
 
 
 def notifications(reader: TopicReader) -> list[RoutedAlert]:
@@ -133,17 +141,14 @@ def test_fresh_group_rereads_a_batch_whose_save_failed(
     proxy.cut()  # the first batch of a group that has committed nothing cannot be saved
     send_all(correlator, [(f"{ns.prefix}correlated", a.cluster_id.encode(), encode(a), None)
                           for a in sent])
-    stop, thread = running(router)
     try:
-        wait_for("a failed save", lambda: router.failures > 0, 30)
-        proxy.restore()
-        want = {a.alert_id for a in sent}
-        wait_for("every alert saved", lambda: want <= stored_ids(direct), CATCH_UP_S)
-        assert thread.is_alive()
+        with running(router) as thread:
+            wait_for("a failed save", lambda: router.failures > 0, 30)
+            proxy.restore()
+            want = {a.alert_id for a in sent}
+            wait_for("every alert saved", lambda: want <= stored_ids(direct), CATCH_UP_S)
+            assert thread.is_alive()
     finally:
-        stop.set()
-        thread.join(30)
-        router.close()
         correlator.close(timeout=5)
         proxy.close()
     routed = notifications(reader)
@@ -209,44 +214,41 @@ def test_broker_outage_longer_than_a_minute_loses_nothing(
     caplog.set_level(logging.INFO, logger="safehub.services.router.service")
     send_all(correlator, [(f"{prefix}correlated", a.cluster_id.encode(), encode(a), None)
                           for a in before])
-    stop, thread = running(router)
     reader: TopicReader | None = None
     try:
-        wait_for("the first alerts stored", lambda: len(stored_ids(
-            f"sqlite:///{tmp_path}/router.db")) == len(before), CATCH_UP_S)
-        time.sleep(1.0)  # past the commit of that batch
-        cluster.kill_node(1)
-        killed = time.monotonic()
-        # While the broker is gone: the first alerts become overdue (escalations to send) and
-        # new alerts wait in the correlator's producer.
-        clock.now = MON_10 + 48 * HOUR
-        futures = [correlator.send(f"{prefix}correlated", key=a.cluster_id.encode(),
-                                   value=encode(a)) for a in during]
-        wait_for("the router to notice the outage", lambda: router.outage is not None, 40)
-        time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - killed)))
-        assert thread.is_alive(), "the router died during the outage"
-        assert (router.not_ready() or "").startswith("waiting: broker"), router.not_ready()
-        cluster.restart_node(1)
-        back = time.monotonic()
-        for f in futures:
-            f.get(120)
-        delivered = time.monotonic()
-        want = {(a.alert_id, 0) for a in before + during} | {(a.alert_id, 1) for a in before}
-        reader = TopicReader(admin, *(alerts(prefix, h) for h in sorted(TABLE.receivers())))
-        seen: list[RoutedAlert] = []
+        with running(router) as thread:
+            wait_for("the first alerts stored", lambda: len(stored_ids(
+                f"sqlite:///{tmp_path}/router.db")) == len(before), CATCH_UP_S)
+            time.sleep(1.0)  # past the commit of that batch
+            cluster.kill_node(1)
+            killed = time.monotonic()
+            # While the broker is gone: the first alerts become overdue (escalations to send) and
+            # new alerts wait in the correlator's producer.
+            clock.now = MON_10 + 48 * HOUR
+            futures = [correlator.send(f"{prefix}correlated", key=a.cluster_id.encode(),
+                                       value=encode(a)) for a in during]
+            wait_for("the router to notice the outage", lambda: router.outage is not None, 40)
+            time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - killed)))
+            assert thread.is_alive(), "the router died during the outage"
+            assert (router.not_ready() or "").startswith("waiting: broker"), router.not_ready()
+            cluster.restart_node(1)
+            back = time.monotonic()
+            for f in futures:
+                f.get(120)
+            delivered = time.monotonic()
+            want = {(a.alert_id, 0) for a in before + during} | {(a.alert_id, 1) for a in before}
+            reader = TopicReader(admin, *(alerts(prefix, h) for h in sorted(TABLE.receivers())))
+            seen: list[RoutedAlert] = []
 
-        def all_routed() -> bool:
-            seen[:] = notifications(reader) if reader is not None else []
-            return {(r.alert.alert_id, r.escalation_level) for r in seen} >= want
+            def all_routed() -> bool:
+                seen[:] = notifications(reader) if reader is not None else []
+                return {(r.alert.alert_id, r.escalation_level) for r in seen} >= want
 
-        wait_for("every notification after the outage", all_routed, CATCH_UP_S)
-        caught_up = time.monotonic()
-        wait_for("the router to recover", lambda: router.not_ready() is None, CATCH_UP_S)
-        assert thread.is_alive()
+            wait_for("every notification after the outage", all_routed, CATCH_UP_S)
+            caught_up = time.monotonic()
+            wait_for("the router to recover", lambda: router.not_ready() is None, CATCH_UP_S)
+            assert thread.is_alive()
     finally:
-        stop.set()
-        thread.join(30)
-        router.close()
         correlator.close(timeout=5)
         if reader is not None:
             reader.close()
