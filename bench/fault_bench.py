@@ -319,8 +319,10 @@ class FaultRun:
         return sum(max(0, ends[tp] - (got[tp].offset if tp in got else 0)) for tp in parts)
 
     def settle(self, timeout: float) -> None:
-        """Until the correlator has consumed everything (broker kills stop then), and then
-        nothing has moved for QUIET_S: no correlator lag, no new alert, no new inbox row."""
+        """Until the correlator, the router and the inbox have consumed everything, and then
+        nothing has moved for QUIET_S (no new alert, no new inbox row). The router's lag on
+        `correlated` may stay at one per partition: the correlator's transaction markers take
+        an offset that no consumer commits past."""
         assert self.admin is not None and self.supervisor is not None
         ingress = [topics.ingress(self.prefix, a) for a in AGENCIES]
         admin = make_admin(self.admin, "fault-bench-settle", request_timeout_ms=5000)
@@ -336,6 +338,12 @@ class FaultRun:
                 assert time.monotonic() < deadline, "the pipeline did not settle in time"
                 try:
                     lag = self.lag(consumer, admin, topics.correlator_group(self.prefix), ingress)
+                    behind = self.lag(consumer, admin, topics.service_group(self.prefix, HUB),
+                                      [outputs[1]])
+                    markers = len(consumer.partitions_for_topic(outputs[0]) or [])
+                    behind += max(0, self.lag(consumer, admin,
+                                              topics.service_group(self.prefix, "router"),
+                                              [outputs[0]]) - markers)
                     parts = [TopicPartition(t, p) for t in outputs
                              for p in sorted(consumer.partitions_for_topic(t) or [])]
                     ends = sorted(consumer.end_offsets(parts).values())
@@ -347,7 +355,7 @@ class FaultRun:
                 now = (lag, ends, inbox_count(self.inbox_db))
                 if now != last:
                     last, quiet_since = now, time.monotonic()
-                elif lag == 0 and time.monotonic() - quiet_since >= QUIET_S:
+                elif lag == 0 and behind == 0 and time.monotonic() - quiet_since >= QUIET_S:
                     self.result["settled_s"] = round(self.at() - QUIET_S, 1)
                     return
                 time.sleep(1)
