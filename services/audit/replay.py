@@ -19,10 +19,16 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from typing import TypeGuard
 
 from safehub.errors import ValidationError
-from safehub.schemas.codec import decode
-from safehub.schemas.records import AuditEntry, CorrelatedAlert
+from safehub.schemas.records import (
+    AuditEntry,
+    CorrelatedAlert,
+    IngressEvent,
+    MissingEpisodeEvent,
+    WarningSignEvent,
+)
 from safehub.schemas.vocabulary import AuditAction
 from safehub.services.correlation.core import (
     BlockState,
@@ -31,8 +37,8 @@ from safehub.services.correlation.core import (
     step,
     too_late,
 )
+from safehub.services.correlation.linking import block_key
 from safehub.services.correlation.rules import Rules
-from safehub.services.correlator.processing import block_key
 
 CORRELATOR = "correlator"
 # Fields that name the rules rather than decide anything: with --rules they are expected to differ
@@ -82,7 +88,19 @@ class ReplayReport:
         }
 
 
-def correlator_entries(audit_values: Iterable[bytes]) -> tuple[list[AuditEntry], set[bytes]]:
+@dataclass(frozen=True, slots=True)
+class Decoders:
+    """The contract's decoders, handed in by the shell (sharding.py: safehub.schemas.codec), so
+    that this core imports no Avro library. Each raises ValidationError on bytes that are not
+    such a record."""
+
+    audit_entry: Callable[[bytes | None], AuditEntry]
+    alert: Callable[[bytes | None], CorrelatedAlert]
+    event: Callable[[bytes | None], object]  # any record: replay checks it is an event
+
+
+def correlator_entries(audit_values: Iterable[bytes], decoders: Decoders
+                       ) -> tuple[list[AuditEntry], set[bytes]]:
     """The correlator's EVENT_ACCEPTED and EVENT_DEADLETTERED entries in journal order, and the
     digests of the alerts it journalled as emitted. Other records are skipped (verify reports
     undecodable ones)."""
@@ -90,7 +108,7 @@ def correlator_entries(audit_values: Iterable[bytes]) -> tuple[list[AuditEntry],
     emitted: set[bytes] = set()
     for raw in audit_values:
         try:
-            entry = decode(raw, AuditEntry)
+            entry = decoders.audit_entry(raw)
         except ValidationError:
             continue
         if entry.service != CORRELATOR:
@@ -122,14 +140,14 @@ def choose_rules(emitted: Sequence[CorrelatedAlert], override: Rules | None,
     return lambda block: get(by_block.get(block, fallback))
 
 
-def emitted_alerts(records: Iterable[tuple[str, bytes | None, bool]], report: ReplayReport
-                   ) -> list[CorrelatedAlert]:
+def emitted_alerts(records: Iterable[tuple[str, bytes | None, bool]], report: ReplayReport,
+                   decoders: Decoders) -> list[CorrelatedAlert]:
     """The alerts on `correlated`, given as (where, raw bytes, journalled); each must have the
     correlator's ALERT_EMITTED entry (journalled: its digest is one the correlator wrote)."""
     out = []
     for where, raw, journalled in records:
         try:
-            alert = decode(raw, CorrelatedAlert)
+            alert = decoders.alert(raw)
         except ValidationError as exc:
             report.differences.append(Difference(
                 "unexpected", f"record {where} is not an alert ({exc.field}: {exc.rule})"))
@@ -145,8 +163,8 @@ def emitted_alerts(records: Iterable[tuple[str, bytes | None, bool]], report: Re
 
 def replay_events(entries: Sequence[AuditEntry],
                   ingress: Mapping[bytes, tuple[bytes, bytes | None]],
-                  rules_for: Callable[[int], Rules], report: ReplayReport
-                  ) -> list[CorrelatedAlert]:
+                  rules_for: Callable[[int], Rules], report: ReplayReport,
+                  decoders: Decoders) -> list[CorrelatedAlert]:
     """Feed the journalled events to `step` in journal order, per linkage block.
 
     `ingress` maps the SHA-256 of each ingress record's value to its (value, key). A
@@ -156,7 +174,7 @@ def replay_events(entries: Sequence[AuditEntry],
     alerts: list[CorrelatedAlert] = []
     for entry in entries:
         if entry.action == AuditAction.EVENT_DEADLETTERED:
-            _check_refusal(entry, ingress, states, rules_for, report)
+            _check_refusal(entry, ingress, states, rules_for, report, decoders)
             continue
         found = ingress.get(entry.digest)
         if found is None:
@@ -164,18 +182,18 @@ def replay_events(entries: Sequence[AuditEntry],
             continue
         raw, key = found
         try:
-            event = decode(raw)
+            event = decoders.event(raw)
         except ValidationError as exc:
             report.differences.append(Difference(
                 "altered-event", f"event {entry.subject_id}: journalled bytes do not decode "
                 f"({exc.field}: {exc.rule})"))
             continue
-        if getattr(event, "event_id", None) != entry.subject_id:
+        if not _is_event(event, entry.subject_id):
             report.differences.append(Difference(
                 "altered-event", f"journal entry names event {entry.subject_id} but its bytes "
                 "carry another event id"))
             continue
-        block = event.subject.linkage_block  # type: ignore[union-attr]
+        block = event.subject.linkage_block
         if key != block_key(block):
             # The correlator refuses an event not keyed by its block, so this record is not
             # the one it accepted (and replay would file it under the wrong block).
@@ -184,7 +202,7 @@ def replay_events(entries: Sequence[AuditEntry],
                 "its linkage block"))
             continue
         state = states.get(block) or initial_state()
-        states[block], raised = step(rules_for(block), state, event)  # type: ignore[arg-type]
+        states[block], raised = step(rules_for(block), state, event)
         alerts.extend(raised)
         report.events_replayed += 1
     return alerts
@@ -192,28 +210,33 @@ def replay_events(entries: Sequence[AuditEntry],
 
 def _check_refusal(entry: AuditEntry, ingress: Mapping[bytes, tuple[bytes, bytes | None]],
                    states: Mapping[int, BlockState], rules_for: Callable[[int], Rules],
-                   report: ReplayReport) -> None:
+                   report: ReplayReport, decoders: Decoders) -> None:
     found = ingress.get(entry.digest)
     if found is None:
         return
     raw, key = found
     try:
-        event = decode(raw)
+        event = decoders.event(raw)
     except ValidationError:
         return  # a broken contract: nothing the core decides
-    if getattr(event, "event_id", None) != entry.subject_id:
+    if not _is_event(event, entry.subject_id):
         return  # a broken contract names the bytes' digest, not the event
-    block = event.subject.linkage_block  # type: ignore[union-attr]
+    block = event.subject.linkage_block
     if key != block_key(block):
         return
     state = states.get(block) or initial_state()
     rules = rules_for(block)
     # Refused as beyond the history limit, or as taking a full block past the core's caps.
-    if not (too_late(rules, state, event)  # type: ignore[arg-type]
-            or block_full(rules, state, event)):  # type: ignore[arg-type]
+    if not (too_late(rules, state, event) or block_full(rules, state, event)):
         report.differences.append(Difference(
             "wrongly-refused", f"event {entry.subject_id}: dead-lettered as beyond the history "
             "limit or its block's caps, but replay finds it within them"))
+
+
+def _is_event(record: object, event_id: str) -> TypeGuard[IngressEvent]:
+    """Whether a decoded record is the ingress event the journal entry names."""
+    return (isinstance(record, WarningSignEvent | MissingEpisodeEvent)
+            and record.event_id == event_id)
 
 
 def missing_event(entry: AuditEntry) -> Difference:

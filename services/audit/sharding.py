@@ -33,6 +33,7 @@ from safehub.schemas.records import AuditEntry, CorrelatedAlert
 from safehub.schemas.vocabulary import AuditAction
 from safehub.services.audit.replay import (
     CORRELATOR,
+    Decoders,
     ReplayReport,
     alert_fingerprint,
     choose_rules,
@@ -190,16 +191,24 @@ def replay_shard(job: ShardJob) -> ShardOutcome:
         return _replay_shard(job)
 
 
+def contract_decoders() -> Decoders:
+    """The replay core's decoders: the contract's codec."""
+    return Decoders(audit_entry=lambda raw: decode(raw, AuditEntry),
+                    alert=lambda raw: decode(raw, CorrelatedAlert),
+                    event=lambda raw: decode(raw))
+
+
 def _replay_shard(job: ShardJob) -> ShardOutcome:
     report = ReplayReport()
-    entries, _ = correlator_entries(job.shard.entries)
-    emitted = emitted_alerts(job.shard.alerts, report)
+    decoders = contract_decoders()
+    entries, _ = correlator_entries(job.shard.entries, decoders)
+    emitted = emitted_alerts(job.shard.alerts, report, decoders)
     if job.from_ms is not None:
         # A partial replay: only alerts the events read can have raised.
         emitted = [a for a in emitted if a.raised_at >= job.from_ms]
     override = load_rules(job.rules_file) if job.rules_file is not None else None
     rules_for = choose_rules(emitted, override, rules_by_version, job.fallback_version)
-    replayed = replay_events(entries, job.shard.ingress, rules_for, report)
+    replayed = replay_events(entries, job.shard.ingress, rules_for, report, decoders)
     compare(replayed, emitted, report, other_rules=override is not None)
     return ShardOutcome(report, {a.alert_id: alert_fingerprint(a) for a in replayed},
                         len({e.digest for e in entries}), {a.rules_version for a in emitted})

@@ -150,3 +150,9 @@ def link(cluster_keys: Sequence[frozenset[Key]], keys: frozenset[Key]) -> Linkin
     joined = tuple(i for i in touching if _belongs(nhs_keys(cluster_keys[i]), own_nhs))
     conflicting = tuple(i for i in touching if i not in joined)
     return Linking(joined, conflicting)
+
+
+def block_key(block: int) -> bytes:
+    """The Kafka key of a linkage block's events: 4 bytes big-endian, as producers write it
+    (producers/matchkeys.py); the correlator and the auditors' replay both check it."""
+    return block.to_bytes(4, "big")

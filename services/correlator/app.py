@@ -46,13 +46,14 @@ from safehub.observability.watch import ServiceWatch
 from safehub.schemas.codec import decode
 from safehub.schemas.records import CorrelatedAlert
 from safehub.schemas.validation import LINKAGE_BLOCKS
+from safehub.services.correlation.linking import block_key
 from safehub.services.correlation.rules import Rules
 from safehub.services.correlator import transport
 from safehub.services.correlator.changelog import BlockStates
 from safehub.services.correlator.ingress import warn_of_unread_topics
 from safehub.services.correlator.offload import Child, Reply
 from safehub.services.correlator.outputs import DeadLetterRecord, OutputWriter
-from safehub.services.correlator.processing import SERVICE, Incoming, block_key
+from safehub.services.correlator.processing import SERVICE, Incoming
 from safehub.services.correlator.residency import DEFAULT_BUDGET_BYTES, Residency
 from safehub.services.correlator.stalls import STALL_CHECK_S, StallWatch
 from safehub.settings import CorrelatorEnv, load

@@ -47,6 +47,7 @@ from safehub.services.correlation.core import (
     step,
     too_late,
 )
+from safehub.services.correlation.linking import block_key
 from safehub.services.correlation.rules import Rules
 
 SERVICE = "correlator"
@@ -89,11 +90,6 @@ class BatchResult:
     alerts: list[tuple[bytes, bytes]]  # (cluster id key, encoded alert), in emission order
     audit: list[bytes]  # encoded audit entries, in processing order
     accepted: int
-
-
-def block_key(block: int) -> bytes:
-    """The Kafka key of a linkage block: 4 bytes big-endian (as the producers write it)."""
-    return block.to_bytes(4, "big")
 
 
 def partition_for(key: bytes, partitions: int) -> int:

@@ -20,7 +20,8 @@ from safehub.schemas.codec import encode
 from safehub.schemas.records import EpochKeys, MatchKeys, Subject, WarningSignEvent
 from safehub.schemas.vocabulary import AuditAction, Sector, Sign
 from safehub.services.correlation.core import MAX_BLOCK_EVENTS
-from safehub.services.correlator.processing import block_key, partition_for
+from safehub.services.correlation.linking import block_key
+from safehub.services.correlator.processing import partition_for
 from safehub.topics import changelog_topic
 from tests.conftest import Namespace
 from tests.fixtures.correlator import (

@@ -30,7 +30,8 @@ from safehub.deploy.kafka.launcher import free_port
 from safehub.schemas.records import MatchKeys, Subject, WarningSignEvent
 from safehub.schemas.vocabulary import AuditAction, Sector, Sign
 from safehub.services.correlation import snapshot
-from safehub.services.correlator.processing import block_key, partition_for
+from safehub.services.correlation.linking import block_key
+from safehub.services.correlator.processing import partition_for
 from safehub.topics import changelog_topic
 from tests.conftest import Namespace
 from tests.fixtures.correlator import (

@@ -28,8 +28,8 @@ from safehub.consumers.deadletter import (
 from safehub.schemas.codec import encode
 from safehub.schemas.records import MatchKeys, Subject, WarningSignEvent
 from safehub.schemas.vocabulary import AuditAction, Sector, Sign
+from safehub.services.correlation.linking import block_key
 from safehub.services.correlator.command import READY
-from safehub.services.correlator.processing import block_key
 from tests.conftest import Namespace
 from tests.fixtures.correlator import (
     Correlator,

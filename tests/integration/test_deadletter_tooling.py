@@ -38,8 +38,9 @@ from safehub.schemas.records import (
 )
 from safehub.schemas.vocabulary import AuditAction, Sector, SignificantIncident
 from safehub.services.correlation.core import initial_state, step
+from safehub.services.correlation.linking import block_key
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
-from safehub.services.correlator.processing import block_key, partition_for
+from safehub.services.correlator.processing import partition_for
 from safehub.services.deadletters.letters import HEADER_REPLAY_OF
 from tests.conftest import SERVICES, Namespace
 from tests.fixtures.correlator import PARTITIONS, Correlator, wait_until

@@ -13,10 +13,14 @@ from safehub.schemas.codec import decode, encode
 from safehub.schemas.records import AuditEntry, CorrelatedAlert
 from safehub.schemas.vocabulary import AuditAction
 from safehub.services.audit.replay import ReplayReport, correlator_entries, replay_events
+from safehub.services.audit.sharding import contract_decoders
 from safehub.services.correlation.core import BlockState, initial_state, step, too_late
+from safehub.services.correlation.linking import block_key
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
-from safehub.services.correlator.processing import BatchProcessor, Incoming, block_key
+from safehub.services.correlator.processing import BatchProcessor, Incoming
 from tests.golden.scenarios import DAY_MS, EPOCH_MS, Scenario, all_scenarios, describe
+
+DECODERS = contract_decoders()
 
 RULES = load_rules(DEFAULT_RULES_PATH)
 PREFIX = "t."
@@ -94,7 +98,7 @@ def _journal(scenario: Scenario) -> tuple[list[AuditEntry], dict[bytes, tuple[by
                                    lambda b: states.get(b, initial_state()), NOW)
         states.update(result.states)
         audit += result.audit
-    entries, _ = correlator_entries(audit)
+    entries, _ = correlator_entries(audit, DECODERS)
     return entries, ingress
 
 
@@ -102,7 +106,7 @@ def test_replay_accounts_for_refused_events_and_checks_the_refusal() -> None:
     (scenario,) = [s for s in SCENARIOS if s.name == "history-backfill"]
     entries, ingress = _journal(scenario)
     report = ReplayReport()
-    alerts = replay_events(entries, ingress, lambda _: RULES, report)
+    alerts = replay_events(entries, ingress, lambda _: RULES, report, DECODERS)
     assert report.ok and report.events_replayed == len(scenario.fed())
     assert len({e.digest for e in entries}) == len(scenario.rows)  # every event accounted for
     assert [a.tier.value for a in alerts] == [x.tier for x in scenario.expected]
@@ -111,5 +115,5 @@ def test_replay_accounts_for_refused_events_and_checks_the_refusal() -> None:
               if e.action is AuditAction.EVENT_ACCEPTED and e.subject_id
               == scenario.rows[2].event.event_id else e for e in entries]
     report = ReplayReport()
-    replay_events(forged, ingress, lambda _: RULES, report)
+    replay_events(forged, ingress, lambda _: RULES, report, DECODERS)
     assert report.count("wrongly-refused") == 1

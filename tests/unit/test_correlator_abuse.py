@@ -21,6 +21,7 @@ from safehub.schemas.records import (
 )
 from safehub.schemas.vocabulary import AuditAction
 from safehub.services.audit.replay import ReplayReport, correlator_entries, replay_events
+from safehub.services.audit.sharding import contract_decoders
 from safehub.services.correlation import snapshot
 from safehub.services.correlation.core import (
     MAX_BLOCK_EPOCHS,
@@ -41,6 +42,8 @@ from safehub.services.correlator.processing import (
     partition_for,
 )
 from tests.golden.scenarios import DAY_MS, EPOCH_MS, all_scenarios
+
+DECODERS = contract_decoders()
 
 RULES = load_rules(DEFAULT_RULES_PATH)
 PREFIX = "t."
@@ -234,9 +237,9 @@ def test_replay_accepts_a_refusal_over_the_cap_and_matches_the_alerts() -> None:
     result = _process(messages)
     ingress = {hashlib.sha256(m.value or b"").digest(): (m.value or b"", m.key or b"")
                for m in messages}
-    entries, _ = correlator_entries(result.audit)
+    entries, _ = correlator_entries(result.audit, DECODERS)
     report = ReplayReport()
-    alerts = replay_events(entries, ingress, lambda _: RULES, report)
+    alerts = replay_events(entries, ingress, lambda _: RULES, report, DECODERS)
     assert report.ok, report.differences
     assert report.events_replayed == MAX_BLOCK_EVENTS
     assert [encode(a) for a in alerts] == [v for _, v in result.alerts]

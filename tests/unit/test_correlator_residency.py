@@ -12,9 +12,10 @@ from safehub.schemas.codec import encode
 from safehub.schemas.records import MatchKeys, Subject, WarningSignEvent
 from safehub.schemas.vocabulary import Sector, Sign
 from safehub.services.correlation import snapshot
+from safehub.services.correlation.linking import block_key
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
 from safehub.services.correlator.offload import Child
-from safehub.services.correlator.processing import Incoming, block_key
+from safehub.services.correlator.processing import Incoming
 from safehub.services.correlator.residency import Residency
 
 PREFIX = "t."

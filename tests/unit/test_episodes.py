@@ -24,6 +24,7 @@ from safehub.services.audit.replay import (
     correlator_entries,
     replay_events,
 )
+from safehub.services.audit.sharding import contract_decoders
 from safehub.services.correlation import episodes, snapshot
 from safehub.services.correlation.core import (
     BlockState,
@@ -33,12 +34,15 @@ from safehub.services.correlation.core import (
     step,
 )
 from safehub.services.correlation.episodes import Episode, version_key
+from safehub.services.correlation.linking import block_key
 from safehub.services.correlation.rules import (
     RULES_DIR,
     load_rules,
 )
-from safehub.services.correlator.processing import BatchProcessor, Incoming, block_key
+from safehub.services.correlator.processing import BatchProcessor, Incoming
 from tests.fixtures.episodes import BLOCK, DAY, HOUR, RULES, T0, episode_event, run, sign_event
+
+DECODERS = contract_decoders()
 
 V1 = load_rules(RULES_DIR / "default-v1.toml")
 assert RULES.episodes is not None
@@ -276,11 +280,11 @@ def test_updates_go_through_the_processor_and_replay_re_derives_their_alerts() -
     # agency's sign: (3.5 + 3 + 1.5) * 1.5 = 12.0 (self-harm weighs 1.5 under rules v3).
     assert [(a.tier.value, a.score) for a in emitted] == [
         ("EMERGING", 5.0), ("ESCALATING", 6.5), ("HIGH", 12.0)]
-    entries, journalled = correlator_entries(result.audit)
+    entries, journalled = correlator_entries(result.audit, DECODERS)
     assert {hashlib.sha256(v).digest() for _, v in result.alerts} == journalled
     ingress = {hashlib.sha256(m.value or b"").digest(): (m.value or b"", m.key)
                for m in messages}
     report = ReplayReport()
-    replayed = replay_events(entries, ingress, lambda _block: RULES, report)
+    replayed = replay_events(entries, ingress, lambda _block: RULES, report, DECODERS)
     compare(replayed, emitted, report, other_rules=False)
     assert report.ok and report.matches == len(emitted) == 3
