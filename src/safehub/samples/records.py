@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from safehub import topics
 from safehub.schemas.records import (
     AlertAck,
     AuditEntry,
@@ -167,7 +168,7 @@ def audit_entry(**changes: Any) -> AuditEntry:
 
 def dead_letter(**changes: Any) -> DeadLetter:
     values: dict[str, Any] = {
-        "source_topic": "ingress.police-west-yorkshire",
+        "source_topic": topics.ingress("", "police-west-yorkshire"),
         "partition": 3,
         "offset": 123456,
         "error_class": "ValidationError",
