@@ -134,7 +134,7 @@ def judge(rules: Rules, acked: set[str], ingress: Sequence[Record], correlated: 
     for r in correlated:
         versions[decode(r.value, CorrelatedAlert).alert_id].add(r.value or b"")
     conflicting = sum(len(vals) > 1 for vals in versions.values())
-    v.figures["correlated"] = {
+    v.figures["on_correlated"] = {
         "records": len(correlated), "alert_ids": len(versions),
         "records_repeated": len(correlated) - len(versions),
         "alert_ids_with_two_versions": conflicting}
@@ -142,7 +142,7 @@ def judge(rules: Rules, acked: set[str], ingress: Sequence[Record], correlated: 
     on_correlated = tier_mismatches(
         expected, peak_tiers(decode(next(iter(vals)), CorrelatedAlert)
                              for vals in versions.values()))
-    v.figures["correlated"]["children_tier_mismatch"] = len(on_correlated)
+    v.figures["on_correlated"]["children_tier_mismatch"] = len(on_correlated)
     v.expect(not on_correlated, f"{len(on_correlated)} children's highest tier on `correlated` "
                                 "is not the core's final tier")
 
