@@ -85,12 +85,15 @@ def settings_from_env() -> CorrelatorSettings:
     )
 
 
+START_ATTEMPTS = 10  # 2 s apart: a broker killed and restarted is usually back within that
+
+
 def ingress_topics(settings: CorrelatorSettings) -> list[str]:
     """The ingress topics to read, once the topics the worker needs are known to be there.
 
     The worker may not create topics, and faust, told not to, would otherwise start without
     its table's changelog and fail later and obscurely; so a missing topic stops it here."""
-    counts = partition_counts(settings.kafka)
+    counts = partition_counts(settings.kafka, attempts=START_ATTEMPTS)
     who = settings.kafka.principal
     found = matching_ingress(counts, settings.prefix)
     if not found:

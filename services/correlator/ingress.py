@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Iterable, Sequence
 
 import faust
@@ -36,17 +37,37 @@ def ingress_pattern(prefix: str) -> re.Pattern[str]:
     return re.compile("^" + re.escape(prefix + topics.Family.INGRESS.stem) + ".*")
 
 
-def partition_counts(kafka: KafkaConnection) -> dict[str, int]:
+def partition_counts(kafka: KafkaConnection, attempts: int = 1,
+                     pause_s: float = 2.0) -> dict[str, int]:
     """Topic -> partition count, for the topics on the broker that this principal may see
-    (those it has rights on: the broker leaves the others out)."""
-    admin = make_admin(kafka, "safehub-correlator-admin")
-    try:
-        described = admin.describe_topics()
-    except KafkaError as exc:
-        raise BrokerError(f"cannot list topics at {kafka.bootstrap}: {exc}") from exc
-    finally:
-        admin.close()
-    return {t["name"]: len(t["partitions"]) for t in described if not t.get("error_code")}
+    (those it has rights on: the broker leaves the others out).
+
+    With `attempts` > 1 a failure is retried with a new client: the admin client asks one
+    broker, and a worker starting while that one is down (one of three killed; seen in
+    bench/fault_bench.py) would otherwise exit when the other two could answer."""
+    for attempt in range(1, attempts + 1):
+        try:
+            admin = make_admin(kafka, "safehub-correlator-admin")
+            try:
+                described = admin.describe_topics()
+            finally:
+                admin.close()
+        except (KafkaError, BrokerError) as exc:
+            if attempt == attempts or not _retriable(exc):
+                raise BrokerError(f"cannot list topics at {kafka.bootstrap}: {exc}") from exc
+            log.warning("cannot list topics at %s (%s); trying again in %.0f s (%d of %d)",
+                        kafka.bootstrap, exc, pause_s, attempt, attempts)
+            time.sleep(pause_s)
+            continue
+        return {t["name"]: len(t["partitions"]) for t in described if not t.get("error_code")}
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _retriable(exc: BaseException) -> bool:
+    """A broker away or not ready (kafka-python marks those retriable), not a refusal: a wrong
+    password or a missing right fails at once."""
+    cause = exc if isinstance(exc, KafkaError) else exc.__cause__
+    return bool(getattr(cause, "retriable", False))
 
 
 def list_ingress(kafka: KafkaConnection, prefix: str) -> list[str]:
