@@ -39,11 +39,12 @@ from safehub.consumers.deadletter import HEADER_SOURCE_OFFSET, HEADER_SOURCE_PAR
 from safehub.deploy.access import apply
 from safehub.deploy.registry import ADMIN, Kind, Party, Registry, Service, validate
 from safehub.deploy.topics import create_topics, delete_topics_with_prefix, registry_specs
+from safehub.samples.records import malformed_ingress
 from safehub.schemas.codec import decode, encode
 from safehub.schemas.records import AuditEntry, MatchKeys, Subject, WarningSignEvent
 from safehub.schemas.vocabulary import AuditAction, Sector, Sign
+from safehub.services.correlation.linking import block_key
 from safehub.services.correlator.command import READY
-from safehub.services.correlator.processing import block_key
 
 RESULTS = Path(__file__).resolve().parent / "results"
 AGENCY = "police-flood"
@@ -63,16 +64,6 @@ def valid_event() -> WarningSignEvent:
                       "E08000035", None, "d" * 32)
     return WarningSignEvent(uuid.uuid4().hex, AGENCY, Sector.POLICE, at, at, subject,
                             Sign.MISSING_FROM_HOME_OR_CARE)
-
-
-def malformed(n: int) -> tuple[bytes | None, bytes]:
-    garbage = hashlib.sha256(f"flood {n}".encode()).digest() * (1 + n % 4)
-    kind = n % 3
-    if kind == 0:
-        return block_key(n % 4096), garbage
-    if kind == 1:
-        return None, garbage
-    return block_key(n % 4096), b""
 
 
 def reader(admin: KafkaConnection, topic: str) -> KafkaConsumer:
@@ -123,7 +114,7 @@ def run(count: int) -> dict[str, Any]:
                 raise SystemExit(f"correlator did not start: {log.read_text()[-2000:]}")
             time.sleep(0.2)
         ingress = topics.ingress(prefix, AGENCY)
-        records = [(ingress, *malformed(n), None) for n in range(count)]
+        records = [(ingress, *malformed_ingress(n), None) for n in range(count)]
         event = valid_event()
         half = count // 2
         t0 = time.monotonic()

@@ -25,6 +25,7 @@ from safehub.consumers.deadletter import (
     HEADER_SOURCE_PARTITION,
     HEADER_SOURCE_TOPIC,
 )
+from safehub.samples.records import malformed_ingress
 from safehub.schemas.codec import encode
 from safehub.schemas.records import MatchKeys, Subject, WarningSignEvent
 from safehub.schemas.vocabulary import AuditAction, Sector, Sign
@@ -54,18 +55,6 @@ def valid_event() -> WarningSignEvent:
                             Sign.MISSING_FROM_HOME_OR_CARE)
 
 
-def malformed(n: int) -> tuple[bytes | None, bytes]:
-    """(key, value) of the n-th refused record: garbage under a block key, garbage without a
-    key, or an empty value; each breaks the contract at decoding."""
-    garbage = hashlib.sha256(f"flood {n}".encode()).digest() * (1 + n % 4)
-    kind = n % 3
-    if kind == 0:
-        return block_key(n % 4096), garbage
-    if kind == 1:
-        return None, garbage
-    return block_key(n % 4096), b""
-
-
 def started(correlator: Correlator) -> bool:
     return correlator.log.exists() and READY in correlator.log.read_text(errors="replace")
 
@@ -87,7 +76,7 @@ def test_a_malformed_flood_is_dead_lettered_once_each_and_does_not_hold_up_a_val
     for n in range(MALFORMED):
         if n == MALFORMED // 2:
             records.append((topic, block_key(event.subject.linkage_block), encode(event), None))
-        records.append((topic, *malformed(n), None))
+        records.append((topic, *malformed_ingress(n), None))
     try:
         wait_until("the worker started", lambda: started(correlator), 90, correlator)
         t0 = time.monotonic()

@@ -35,8 +35,8 @@ from safehub.services.audit.sharding import (
     split,
 )
 from safehub.services.correlation.core import BlockState, initial_state, step
+from safehub.services.correlation.linking import block_key
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
-from safehub.services.correlator.processing import block_key
 from tests.fixtures.audit import hex_id, replay_events
 
 

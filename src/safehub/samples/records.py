@@ -6,6 +6,7 @@ empty and non-empty collections); each takes keyword changes to its defaults.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from safehub import topics
@@ -42,6 +43,7 @@ from safehub.schemas.vocabulary import (
     Tier,
     Vulnerability,
 )
+from safehub.services.correlation.linking import block_key
 
 T0 = 1_700_000_000_000  # 2023-11-14, ms
 
@@ -242,3 +244,15 @@ def every_record() -> list[Any]:
         reid_response(outcome=ReidOutcome.DECLINED, sealed_identity=None,
                       decline_reason=DeclineReason.BASIS_NOT_MET),
     ]
+
+
+def malformed_ingress(n: int) -> tuple[bytes | None, bytes]:
+    """(key, value) of the n-th record of a malformed flood: garbage under a block key, garbage
+    without a key, or an empty value; each breaks the contract at decoding."""
+    garbage = hashlib.sha256(f"flood {n}".encode()).digest() * (1 + n % 4)
+    kind = n % 3
+    if kind == 0:
+        return block_key(n % 4096), garbage
+    if kind == 1:
+        return None, garbage
+    return block_key(n % 4096), b""
