@@ -10,8 +10,6 @@ actually on the ingress topics.
 
 from __future__ import annotations
 
-import hashlib
-import random
 import sqlite3
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -19,64 +17,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safehub.samples import population as sample_population
 from safehub.schemas.codec import decode
 from safehub.schemas.records import (
     CorrelatedAlert,
     IngressEvent,
-    MatchKeys,
     MissingEpisodeEvent,
     RoutedAlert,
-    Subject,
     WarningSignEvent,
 )
 from safehub.schemas.validation import LINKAGE_BLOCKS
-from safehub.schemas.vocabulary import (
-    MissingType,
-    Sector,
-    Sign,
-    SignificantIncident,
-    Vulnerability,
-)
+from safehub.schemas.vocabulary import Sector
 from safehub.services.audit.reading import Record
 from safehub.services.correlation.core import BlockState, initial_state, standing_alerts, step
 from safehub.services.correlation.rules import Rules
 
 AGENCIES = {"police-fault": Sector.POLICE, "health-fault": Sector.HEALTH,
             "school-fault": Sector.EDUCATION}
+# deploy/routing.toml routes the population's local authority (E08000035, Leeds) here.
 HUB = "csc-leeds"
-LEEDS = "E08000035"  # routed to csc-leeds by deploy/routing.toml
 EVENTS_PER_CHILD = 12
-DAY_MS = 86_400_000
-INDICATORS: list[Any] = [*Sign, *list(Vulnerability)[:4], SignificantIncident.ABDUCTION,
-                         "MISSING"]
 
 
 def population(events: int, seed: int, t0_ms: int) -> list[IngressEvent]:
-    """`events` events (a dozen per child), shuffled, all within 25 days after `t0_ms`."""
-    rnd = random.Random(seed)
-    out: list[IngressEvent] = []
-    agencies = sorted(AGENCIES)
+    """`events` events (a dozen per child, the last child what is left), shuffled, all within
+    25 days after `t0_ms` (safehub.samples.population)."""
     children = max(1, -(-events // EVENTS_PER_CHILD))
-    for c in range(children):
-        keys = {k: hashlib.sha256(f"{seed}:{c}:{k}".encode()).digest()
-                for k in ("mk1", "mk2", "mk3", "mk4")}
-        for n in range(min(EVENTS_PER_CHILD, events - len(out))):
-            agency = rnd.choice(agencies)
-            chosen = {"mk1"} | set(rnd.sample(["mk2", "mk3", "mk4"], rnd.randint(0, 3)))
-            subject = Subject(MatchKeys(**{k: keys[k] for k in chosen}), 1,
-                              c % LINKAGE_BLOCKS, rnd.randint(11, 16), LEEDS, None,
-                              hashlib.md5(f"r{seed}:{c}:{n}".encode()).hexdigest())
-            eid = hashlib.md5(f"e{seed}:{c}:{n}".encode()).hexdigest()
-            when = t0_ms + rnd.randint(0, 25 * 24) * 3_600_000
-            indicator = rnd.choice(INDICATORS)
-            if indicator == "MISSING":
-                out.append(MissingEpisodeEvent(eid, agency, AGENCIES[agency], when, when, subject,
-                                               when + DAY_MS, MissingType.MISSING, True, False))
-            else:
-                out.append(WarningSignEvent(eid, agency, AGENCIES[agency], when, when, subject,
-                                            indicator))
-    rnd.shuffle(out)
-    return out
+    counts = [min(EVENTS_PER_CHILD, events - c * EVENTS_PER_CHILD) for c in range(children)]
+    return sample_population.population(AGENCIES, counts, seed, t0_ms, LINKAGE_BLOCKS)
 
 
 def expected_tiers(rules: Rules, events: Iterable[IngressEvent]) -> dict[str, int]:

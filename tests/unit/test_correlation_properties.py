@@ -12,12 +12,12 @@ import hashlib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from safehub.samples.records import subject
 from safehub.schemas.records import (
     CorrelatedAlert,
     IngressEvent,
     MatchKeys,
     MissingEpisodeEvent,
-    Subject,
     WarningSignEvent,
 )
 from safehub.schemas.vocabulary import (
@@ -71,16 +71,18 @@ def events(draw: st.DrawFn) -> list[IngressEvent]:
         keys = MatchKeys(**{k: _key(child, k) for k in kinds})
         agency = draw(st.sampled_from(sorted(AGENCIES)))
         when = T0 + draw(st.integers(0, 29 * 24)) * HOUR_MS
-        subject = Subject(keys, 1, BLOCK, draw(st.integers(11, 16)), "E08000035", None,
-                          hashlib.md5(f"r{i}".encode()).hexdigest())
+        child_subject = subject(match_keys=keys, linkage_block=BLOCK,
+                                age_years=draw(st.integers(11, 16)),
+                                reid_handle=hashlib.md5(f"r{i}".encode()).hexdigest())
         eid = hashlib.md5(f"e{i}".encode()).hexdigest()
         indicator = draw(st.sampled_from(INDICATORS))
         if indicator == "MISSING_EPISODE":
-            out.append(MissingEpisodeEvent(eid, agency, AGENCIES[agency], when, when, subject,
-                                           None, MissingType.MISSING, False, False))
+            out.append(MissingEpisodeEvent(eid, agency, AGENCIES[agency], when, when,
+                                           child_subject, None, MissingType.MISSING, False,
+                                           False))
         else:
-            out.append(WarningSignEvent(eid, agency, AGENCIES[agency], when, when, subject,
-                                        indicator))
+            out.append(WarningSignEvent(eid, agency, AGENCIES[agency], when, when,
+                                        child_subject, indicator))
     return out
 
 
@@ -145,10 +147,10 @@ def test_state_snapshot_round_trips(stream) -> None:
 def test_vulnerabilities_never_alert_alone() -> None:
     stream: list[IngressEvent] = []
     for i, v in enumerate(Vulnerability):
-        subject = Subject(MatchKeys(mk1=_key(0, "mk1")), 1, BLOCK, 14, "E08000035", None,
-                          "0" * 32)
+        child = subject(match_keys=MatchKeys(mk1=_key(0, "mk1")), linkage_block=BLOCK,
+                        reid_handle="0" * 32)
         stream.append(WarningSignEvent(f"{i:032x}", "health-b", Sector.HEALTH, T0 + i * HOUR_MS,
-                                       T0, subject, v))
+                                       T0, child, v))
     state, emitted = run(stream)
     assert emitted == []
     assert standing_alerts(RULES, BLOCK, state) == ()
