@@ -1,0 +1,368 @@
+"""Issue 23's runtime changes (topics, settings, the client layer, the consume loop, the storage
+toolkit): the benchmarks on the code before them and on this code, alternating, in one run.
+
+    python -m bench.runtime_compare [--baseline 1b3ae8d] [--rounds 3] [--pure-only]
+
+Before is the baseline commit (1b3ae8d: main when issue 23 began); after is the HEAD commit
+when the run starts (recorded in the result). Both are checked out into temporary git
+worktrees, so that neither side sees uncommitted work in this tree and this tree's result files
+are left alone, and both are removed at the end however the run ends. Each side runs with its
+own tree's code (PYTHONPATH = its `src`, which shadows the editable install: checked at the
+start) and its own benchmark scripts, and makes its cluster with its own launcher.
+
+Each round runs both sides one after the other, the order alternating between rounds so that
+neither always runs first (on a cooler or a busier machine):
+- pure, no broker: bench.codec (encode and decode per record type; the sums over the record
+  types both sides have are the figures), bench.correlation_bench's core (`step`, and decode +
+  validate + step, per event);
+- on a fresh single-node secure cluster of the side's own launcher (TLS, SCRAM-SHA-512, ACLs,
+  as both trees run it): bench.correlation_bench's processor (one correlator worker's
+  sustained events/s on a backlog), bench.latency_bench (publish -> hub inbox row: p50, p99)
+  and bench.replay_bench (the auditor's reader, `safehub audit replay` end to end in one
+  process, and its CPU part alone, the pure replay).
+Sizes are reduced so that a whole run takes about 10-15 minutes on the shared 2-core machine
+(defaults: 10,000 events for the correlator, 1,000 children for latency, 20,000 events read
+and 12,000 replayed); the benchmarks' own defaults are 3-6 times larger, so absolute figures
+are not those of bench/results/*.json: the ratios after / before are what count.
+
+Writes bench/results/runtime_compare.json: every run's figures with the load averages around
+it, per figure the medians of both sides, after / before, the per-round ratios, the noise
+threshold and a verdict (see `verdict`). Nothing else is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULT = ROOT / "bench" / "results" / "runtime_compare.json"
+BASELINE = "1b3ae8d"  # main when issue 23 began
+
+# The smallest difference called a loss, whatever the runs' own spread: the codec and core
+# figures are minima of repeats or single-process loops (a few per cent apart run to run when
+# the machine is quiet); the cluster figures involve a broker, several processes and other
+# people's work on two cores, and earlier alternating runs (bench/transport_cost.py) moved
+# about 10% between rounds.
+PURE_FLOOR = 0.05
+CLUSTER_FLOOR = 0.10
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    """What one figure measures, which way is better, and its noise floor."""
+
+    name: str
+    unit: str
+    higher_is_better: bool
+    floor: float
+
+
+FIGURES = [
+    Figure("codec_encode_us_sum", "us per record, summed over record types", False, PURE_FLOOR),
+    Figure("codec_decode_us_sum", "us per record, summed over record types", False, PURE_FLOOR),
+    Figure("core_us_per_event", "us", False, PURE_FLOOR),
+    Figure("decode_validate_step_us_per_event", "us", False, PURE_FLOOR),
+    Figure("correlator_events_per_s", "events/s", True, CLUSTER_FLOOR),
+    Figure("plain_consumer_events_per_s", "events/s", True, CLUSTER_FLOOR),
+    Figure("latency_p50_ms", "ms", False, CLUSTER_FLOOR),
+    Figure("latency_p99_ms", "ms", False, CLUSTER_FLOOR),
+    Figure("latency_baseline_script_p50_ms", "ms", False, CLUSTER_FLOOR),
+    Figure("latency_baseline_script_p99_ms", "ms", False, CLUSTER_FLOOR),
+    Figure("replay_reader_events_per_s", "events/s", True, CLUSTER_FLOOR),
+    Figure("replay_one_worker_events_per_s", "events/s", True, CLUSTER_FLOOR),
+    Figure("replay_cpu_only_events_per_s", "events/s", True, PURE_FLOOR),
+]
+REPLAY_READER = "safehub replay reader (kafka-python plan + aiokafka fetch, read + SHA-256 index)"
+REPLAY_FULL = "full_replay (read ingress + audit + correlated, decode, step, compare)"
+
+
+def cost(before: float, after: float, higher_is_better: bool) -> float:
+    """How much worse after is than before, as a factor: above 1 is worse, below 1 better."""
+    return before / after if higher_is_better else after / before
+
+
+def verdict(before: list[float], after: list[float], higher_is_better: bool,
+            floor: float) -> dict[str, Any]:
+    """Compare one figure's runs; before[i] and after[i] come from the same round.
+
+    The noise is the larger of `floor` and half the spread of the per-round costs: the two
+    sides of a round ran minutes apart on the same shared machine, so the per-round cost
+    varies only with what changed within rounds, and its spread is what this run can resolve.
+    A loss is a median cost above 1 + noise; a gain, below 1 / (1 + noise)."""
+    if not before or len(before) != len(after):
+        raise ValueError("one run per side per round")
+    b, a = statistics.median(before), statistics.median(after)
+    per_round = [cost(x, y, higher_is_better) for x, y in zip(before, after, strict=True)]
+    noise = max(floor, (max(per_round) - min(per_round)) / 2)
+    c = cost(b, a, higher_is_better)
+    if c > 1 + noise:
+        word = "loss"
+    elif c < 1 / (1 + noise):
+        word = "gain"
+    else:
+        word = "no loss (within noise)"
+    return {
+        "before_median": round(b, 2),
+        "after_median": round(a, 2),
+        "after_over_before": round(a / b, 3),
+        "cost_factor": round(c, 3),
+        "per_round_cost_factors": [round(x, 3) for x in per_round],
+        "noise": round(noise, 3),
+        "verdict": word,
+    }
+
+
+def codec_sums(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]
+               ) -> tuple[list[str], Callable[[dict[str, dict[str, float]], str], float]]:
+    """The record types both codec results have, and a function summing one of their fields
+    over exactly those types (a type added on one side would otherwise count as a loss)."""
+    common = sorted(set(before) & set(after))
+
+    def total(result: dict[str, dict[str, float]], field: str) -> float:
+        return sum(float(result[t][field]) for t in common)
+
+    return common, total
+
+
+@dataclass(frozen=True, slots=True)
+class Side:
+    label: str  # "before" or "after"
+    tree: Path
+    commit: str
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float) -> str:
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} in {cwd} exited {done.returncode}:\n"
+                           + (done.stdout + done.stderr)[-3000:])
+    return done.stdout
+
+
+def _env(side: Side, state: Path, port: int | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEHUB_")}
+    env.update({"PYTHONPATH": str(side.tree / "src"), "SAFEHUB_STATE": str(state),
+                "PYTHONUNBUFFERED": "1"})
+    if port is not None:
+        folder = state / "kafka" / "default"
+        env.update({"SAFEHUB_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}",
+                    "SAFEHUB_KAFKA_SECRETS": str(folder / "secrets"),
+                    "SAFEHUB_KAFKA_CA_FILE": str(folder / "ca.pem")})
+    return env
+
+
+def _python(side: Side, *args: str, env: dict[str, str], timeout: float) -> str:
+    return _run([sys.executable, *args], side.tree, env, timeout)
+
+
+def _result(side: Side, name: str) -> Any:
+    return json.loads((side.tree / "bench" / "results" / name).read_text())
+
+
+def check_shadowing(side: Side, state: Path) -> None:
+    """The side's own package, not the editable install, is what its processes import."""
+    where = _python(side, "-c", "import safehub; print(safehub.__file__)",
+                    env=_env(side, state, None), timeout=60).strip()
+    if not Path(where).resolve().is_relative_to(side.tree.resolve()):
+        raise RuntimeError(f"{side.label}: safehub imported from {where}, not {side.tree}")
+
+
+def pure(side: Side, state: Path, core_events: int) -> dict[str, Any]:
+    env = _env(side, state, None)
+    _python(side, "-m", "bench.codec", env=env, timeout=600)
+    core = json.loads(_python(side, "-c", "import json; from bench.correlation_bench import "
+                              f"bench_core; print(json.dumps(bench_core({core_events})))",
+                              env=env, timeout=600).strip().splitlines()[-1])
+    return {"codec": _result(side, "codec.json"),
+            "core_us_per_event": float(core["core_us_per_event"]),
+            "decode_validate_step_us_per_event": float(core["decode_validate_step_us_per_event"])}
+
+
+def free_base_port() -> int:
+    """A client port whose +100 and +200 (the launcher's controller and internal listeners)
+    are free too, below Linux's ephemeral range."""
+    for base in range(24000, 32000, 300):
+        try:
+            for offset in (0, 100, 200):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", base + offset))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no free ports for a cluster")
+
+
+@contextmanager
+def cluster(side: Side, state: Path) -> Iterator[dict[str, str]]:
+    port = free_base_port()
+    env = _env(side, state, port)
+    try:
+        _python(side, "-m", "safehub.cli", "kafka", "up", "--port", str(port), env=env,
+                timeout=240)
+        yield env
+    finally:
+        subprocess.run([sys.executable, "-m", "safehub.cli", "kafka", "down", "--purge"],
+                       cwd=side.tree, env=env, capture_output=True, timeout=180, check=False)
+
+
+def _latency(script_side: Side, env: dict[str, str], children: int) -> dict[str, float]:
+    _python(script_side, "-m", "bench.latency_bench", "--children", str(children), "--runs",
+            "1", env=env, timeout=900)
+    lat = _result(script_side, "latency.json")
+    return {"p50_ms": float(lat["p50_ms"]), "p99_ms": float(lat["p99_ms"]),
+            "alerts_measured": float(lat["alerts_measured"]),
+            "achieved_events_per_s": float(lat["achieved_rate_events_per_s"])}
+
+
+def on_cluster(side: Side, before: Side, state: Path, args: argparse.Namespace
+               ) -> dict[str, float]:
+    with cluster(side, state) as env:
+        _python(side, "-m", "bench.correlation_bench", "--events", str(args.events), "--runs",
+                "1", "--core-events", "2000", env=env, timeout=900)
+        corr = _result(side, "correlation.json")["processor"]
+        lat = _latency(side, env, args.children)
+        # The latency bench itself changed after the baseline (the publishers' keys from the
+        # key service, 200 ms slices instead of 50 ms): its figures measure that too. The
+        # baseline's script also runs on this side's code (its cwd gives `bench` and `tests`,
+        # env's PYTHONPATH this side's safehub), so one latency pair differs in the code only.
+        same = lat if side == before else _latency(before, env, args.children)
+        _python(side, "-m", "bench.replay_bench", "--events", str(args.replay_events),
+                "--full-events", str(args.replay_full_events), "--runs", "1", env=env,
+                timeout=900)
+        replay = _result(side, "replay.json")
+    one = replay[REPLAY_FULL]["workers=1"]
+    return {
+        "correlator_events_per_s": float(corr["processor_events_per_s"]),
+        "plain_consumer_events_per_s": float(corr["plain_consumer_events_per_s"]),
+        **{f"latency_{k}": v for k, v in lat.items()},
+        **{f"latency_baseline_script_{k}": v for k, v in same.items()},
+        "replay_reader_events_per_s": float(replay["results"][REPLAY_READER]
+                                            ["events_per_s_median"]),
+        "replay_one_worker_events_per_s": float(one["events_per_s"]),
+        "replay_cpu_only_events_per_s": float(one["cpu_only_one_process_events_per_s"]),
+    }
+
+
+def one_side(side: Side, before: Side, state: Path, args: argparse.Namespace
+             ) -> dict[str, Any]:
+    load_before = os.getloadavg()
+    started = time.monotonic()
+    figures = pure(side, state, args.core_events)
+    if not args.pure_only:
+        figures.update(on_cluster(side, before, state, args))
+    return {**figures, "seconds": round(time.monotonic() - started, 1),
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()]}
+
+
+def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Per figure: both sides' medians, after / before and the verdict."""
+    types, total = codec_sums(runs["before"][0]["codec"], runs["after"][0]["codec"])
+    for label in ("before", "after"):
+        for r in runs[label]:
+            r["codec_encode_us_sum"] = round(total(r["codec"], "encode_us"), 2)
+            r["codec_decode_us_sum"] = round(total(r["codec"], "decode_us"), 2)
+    out: dict[str, Any] = {}
+    for f in FIGURES:
+        if f.name not in runs["before"][0]:
+            continue
+        before = [float(r[f.name]) for r in runs["before"]]
+        after = [float(r[f.name]) for r in runs["after"]]
+        out[f.name] = {"unit": f.unit, "better": "higher" if f.higher_is_better else "lower",
+                       "floor": f.floor, "before_runs": before, "after_runs": after,
+                       **verdict(before, after, f.higher_is_better, f.floor)}
+    out["codec_record_types_summed"] = types
+    return out
+
+
+def _worktree(commit: str, where: Path) -> None:
+    _run(["git", "worktree", "add", "--detach", str(where), commit], ROOT, dict(os.environ),
+         120)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--baseline", default=BASELINE)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--core-events", type=int, default=20_000)
+    parser.add_argument("--events", type=int, default=10_000, help="correlator backlog")
+    parser.add_argument("--children", type=int, default=1000, help="latency bench children")
+    parser.add_argument("--replay-events", type=int, default=20_000)
+    parser.add_argument("--replay-full-events", type=int, default=12_000)
+    parser.add_argument("--pure-only", action="store_true", help="no cluster benchmarks")
+    parser.add_argument("--out", type=Path, default=RESULT)
+    args = parser.parse_args()
+
+    head = _run(["git", "rev-parse", "HEAD"], ROOT, dict(os.environ), 30).strip()
+    base = _run(["git", "rev-parse", args.baseline], ROOT, dict(os.environ), 30).strip()
+    work = Path(tempfile.mkdtemp(prefix="safehub-runtime-"))
+    sides = [Side("before", work / "before", base), Side("after", work / "after", head)]
+    runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
+    load_start, started = os.getloadavg(), time.monotonic()
+    try:
+        for side in sides:
+            _worktree(side.commit, side.tree)
+            check_shadowing(side, work / f"state-{side.label}")
+        for i in range(args.rounds):
+            for side in (sides if i % 2 == 0 else sides[::-1]):
+                figures = one_side(side, sides[0], work / f"state-{side.label}", args)
+                figures["round"] = i
+                runs[side.label].append(figures)
+                shown = {k: v for k, v in figures.items() if k != "codec"}
+                print(side.label, json.dumps(shown), flush=True)
+    finally:
+        for side in sides:
+            subprocess.run(["git", "worktree", "remove", "--force", str(side.tree)], cwd=ROOT,
+                           check=False, capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+        subprocess.run(["git", "worktree", "prune"], cwd=ROOT, check=False, capture_output=True)
+    figures = summarise(runs)
+    result = {
+        "what": "issue 23: benchmarks before (baseline) and after (HEAD), alternating rounds "
+                "in one run, each side with its own code, bench scripts and launcher",
+        "baseline_commit": base,
+        "measured_commit": head,
+        "rounds": args.rounds,
+        "sizes": {"core_events": args.core_events, "correlator_events": args.events,
+                  "latency_children": args.children, "replay_read_events": args.replay_events,
+                  "replay_full_events": args.replay_full_events,
+                  "note": "reduced from the benchmarks' defaults so that a run takes ~10-15 "
+                          "min; compare the ratios, not the absolute figures"},
+        "cluster_benchmarks": not args.pure_only,
+        "threshold": "a loss is a median cost (after/before, or before/after where higher is "
+                     "better) above 1 + noise; noise = max(floor, half the spread of the "
+                     f"per-round costs); floor {PURE_FLOOR:.0%} for pure CPU figures, "
+                     f"{CLUSTER_FLOOR:.0%} for figures through a broker",
+        "figures": figures,
+        "runs": runs,
+        "seconds": round(time.monotonic() - started, 1),
+        "machine": {"cpus": os.cpu_count(),
+                    "load_average_start": [round(x, 2) for x in load_start],
+                    "load_average_end": [round(x, 2) for x in os.getloadavg()]},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    for name, f in figures.items():
+        if isinstance(f, dict):
+            print(f"{name}: before {f['before_median']} after {f['after_median']} "
+                  f"after/before {f['after_over_before']} -> {f['verdict']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
