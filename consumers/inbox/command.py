@@ -12,9 +12,8 @@ consumer group `<prefix><hub>`: no hub's credentials can read another hub's aler
 process serves them. SAFEHUB_KAFKA_PRINCIPAL may be left unset; if set, it must be one of the
 served hubs (a process serving one hub may be given its password file directly).
 
-Health and metrics (every service alike, safehub.observability): with SAFEHUB_HEALTH_PORT set,
-/metrics, /livez and /readyz on that port (SAFEHUB_HEALTH_HOST, default 127.0.0.1);
-SAFEHUB_LOG_FORMAT=json (or `safehub --log-format json`) logs one JSON object per line.
+Health, metrics and JSON logs: as every service (SAFEHUB_HEALTH_PORT, SAFEHUB_LOG_FORMAT; see
+safehub.observability).
 """
 
 from __future__ import annotations

@@ -24,9 +24,8 @@ anonymous). Start several with the same app id to share the partitions.
 The worker creates no topic (only the admin principal may): the ingress topics and the table's
 changelog `<app id>-blocks-changelog` are made by `safehub topics create`.
 
-Health and metrics (every service alike, safehub.observability): with SAFEHUB_HEALTH_PORT set,
-/metrics, /livez and /readyz on that port (SAFEHUB_HEALTH_HOST, default 127.0.0.1);
-SAFEHUB_LOG_FORMAT=json (or `safehub --log-format json`) logs one JSON object per line.
+Health, metrics and JSON logs: as every service (SAFEHUB_HEALTH_PORT, SAFEHUB_LOG_FORMAT; see
+safehub.observability).
 """
 
 from __future__ import annotations

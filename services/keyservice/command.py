@@ -13,9 +13,8 @@
 Quota refusals are audited on the `audit` topic as the `keyservice` Kafka principal: settings
 SAFEHUB_KAFKA_* (see safehub.connection) and SAFEHUB_TOPIC_PREFIX.
 
-Health and metrics (every service alike, safehub.observability): with SAFEHUB_HEALTH_PORT set,
-/metrics, /livez and /readyz on that port (SAFEHUB_HEALTH_HOST, default 127.0.0.1);
-SAFEHUB_LOG_FORMAT=json (or `safehub --log-format json`) logs one JSON object per line.
+Health, metrics and JSON logs: as every service (SAFEHUB_HEALTH_PORT, SAFEHUB_LOG_FORMAT; see
+safehub.observability).
 """
 
 from __future__ import annotations

@@ -27,9 +27,8 @@ Settings (flags, else environment):
 
 From Python: `serve(ReidSettings(...))`, with case files built in memory if need be.
 
-Health and metrics (every service alike, safehub.observability): with SAFEHUB_HEALTH_PORT set,
-/metrics, /livez and /readyz on that port (SAFEHUB_HEALTH_HOST, default 127.0.0.1);
-SAFEHUB_LOG_FORMAT=json (or `safehub --log-format json`) logs one JSON object per line.
+Health, metrics and JSON logs: as every service (SAFEHUB_HEALTH_PORT, SAFEHUB_LOG_FORMAT; see
+safehub.observability).
 """
 
 from __future__ import annotations

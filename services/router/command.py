@@ -9,9 +9,8 @@ SAFEHUB_ROUTER_GROUP (default `<prefix>router`, the one group the router's ACLs 
 The router creates no topic (only the admin principal may): every topic it reads or writes must
 exist when it starts (`safehub topics create`), or it stops at once naming the missing ones.
 
-Health and metrics (every service alike, safehub.observability): with SAFEHUB_HEALTH_PORT set,
-/metrics, /livez and /readyz on that port (SAFEHUB_HEALTH_HOST, default 127.0.0.1);
-SAFEHUB_LOG_FORMAT=json (or `safehub --log-format json`) logs one JSON object per line.
+Health, metrics and JSON logs: as every service (SAFEHUB_HEALTH_PORT, SAFEHUB_LOG_FORMAT; see
+safehub.observability).
 
 Failure policy. The router commits an input offset only once everything that record caused is
 acknowledged by the broker and saved in its database, so a failure anywhere before that is

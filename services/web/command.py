@@ -20,9 +20,8 @@ The hubs served are the agencies of the users in the users file. Each has its ow
 authenticated as that hub, which writes that hub's acks (to `alert-acks.<hub>`) and its users'
 audit entries; SAFEHUB_KAFKA_PRINCIPAL may be left unset (if set, it must be one of those hubs).
 
-Health and metrics (every service alike, safehub.observability): with SAFEHUB_HEALTH_PORT set,
-/metrics, /livez and /readyz on that port (SAFEHUB_HEALTH_HOST, default 127.0.0.1);
-SAFEHUB_LOG_FORMAT=json (or `safehub --log-format json`) logs one JSON object per line.
+Health, metrics and JSON logs: as every service (SAFEHUB_HEALTH_PORT, SAFEHUB_LOG_FORMAT; see
+safehub.observability).
 """
 
 from __future__ import annotations
