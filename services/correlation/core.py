@@ -332,17 +332,10 @@ def step(
         alerted_rank, alerted_agencies = only.alerted_rank, only.alerted_agencies
         peak = (_reassess(rules, observations, only.peak, obs) if only.peak_known
                 else _best(rules, observations, _anchors(observations), None))
+        merged = Cluster(merged_keys, observations, conflict, alerted_rank, alerted_agencies,
+                         peak, True)
     else:
-        merged_keys = keys.union(*(c.keys for c in joined))
-        observations = tuple(sorted(
-            (obs, *(o for c in joined for o in c.observations)), key=_order,
-        ))
-        conflict = linking.conflict or any(c.conflict for c in joined)
-        alerted_rank = max((c.alerted_rank for c in joined), default=0)
-        alerted_agencies = frozenset().union(*(c.alerted_agencies for c in joined))
-        peak = _best(rules, observations, _anchors(observations), None)
-    merged = Cluster(merged_keys, observations, conflict, alerted_rank, alerted_agencies,
-                     peak, True)
+        merged = _merged(rules, joined, keys, linking.conflict, obs)
     kept, alerts = _settle(rules, event.subject.linkage_block, clusters, linking, merged, obs)
     watermark = max(state.watermark, event.occurred_at)
     # Nothing can age out unless the watermark moves.
@@ -352,9 +345,7 @@ def step(
         size = _size_of(kept)
     else:
         ids = state.event_ids | {obs.event_id}
-        events, held_keys, epochs = _size(state)
-        size = (events + 1, held_keys - sum(len(c.keys) for c in joined) + len(merged_keys),
-                epochs | _epochs_of(event))
+        size = _resized(state, joined, merged, event, added=1)
     return BlockState(watermark, tuple(kept), ids, size), alerts
 
 
@@ -379,29 +370,10 @@ def _rekey(
     if home not in linking.joined:
         return state, ()  # unreachable: the cluster's own keys never conflict with it
     joined = [clusters[i] for i in linking.joined]
-    merged_keys = keys.union(*(c.keys for c in joined))
-    observations = tuple(sorted((o for c in joined for o in c.observations), key=_order))
-    conflict = linking.conflict or any(c.conflict for c in joined)
-    alerted_rank = max(c.alerted_rank for c in joined)
-    alerted_agencies = frozenset().union(*(c.alerted_agencies for c in joined))
-    peak = _best(rules, observations, _anchors(observations), None)
-    alerts: tuple[CorrelatedAlert, ...] = ()
-    if peak is not None and peak.tier.rank > alerted_rank:
-        alert = alert_for(rules, event.subject.linkage_block,
-                          Cluster(merged_keys, observations, conflict), peak)
-        alerts = (alert,)
-        alerted_rank = peak.tier.rank
-        alerted_agencies = alerted_agencies | frozenset(alert.agencies)
-    merged = Cluster(merged_keys, observations, conflict, alerted_rank, alerted_agencies,
-                     peak, True)
-    kept = [
-        replace(c, conflict=True) if i in linking.conflicting else c
-        for i, c in enumerate(clusters) if i not in linking.joined
-    ]
-    bisect.insort(kept, merged, key=_cluster_order)
-    events, held_keys, epochs = _size(state)
-    size = (events, held_keys - sum(len(c.keys) for c in joined) + len(merged_keys),
-            epochs | _epochs_of(event))
+    merged = _merged(rules, joined, keys, linking.conflict)
+    # No new observation: an alert only for a tier higher than any alerted.
+    kept, alerts = _settle(rules, event.subject.linkage_block, clusters, linking, merged, None)
+    size = _resized(state, joined, merged, event, added=0)
     return BlockState(state.watermark, tuple(kept), state.event_ids, size), alerts
 
 
@@ -432,33 +404,48 @@ def _update(
     clusters[home] = replace(cluster, observations=observations, peak=None, peak_known=False)
     linking = link([c.keys for c in clusters], keys | cluster.keys)
     joined = [clusters[i] for i in linking.joined]
-    merged_keys = keys.union(*(c.keys for c in joined))
-    observations = tuple(sorted((o for c in joined for o in c.observations), key=_order))
-    conflict = linking.conflict or any(c.conflict for c in joined)
-    alerted_rank = max(c.alerted_rank for c in joined)
-    alerted_agencies = frozenset().union(*(c.alerted_agencies for c in joined))
-    peak = _best(rules, observations, _anchors(observations), None)
-    merged = Cluster(merged_keys, observations, conflict, alerted_rank, alerted_agencies,
-                     peak, True)
+    merged = _merged(rules, joined, keys, linking.conflict)
     kept, alerts = _settle(rules, event.subject.linkage_block, clusters, linking, merged, new)
-    events, held_keys, epochs = _size(state)
-    size = (events, held_keys - sum(len(c.keys) for c in joined) + len(merged_keys),
-            epochs | _epochs_of(event))
+    size = _resized(state, joined, merged, event, added=0)
     return BlockState(state.watermark, tuple(kept), state.event_ids, size), alerts
 
 
+def _merged(rules: Rules, joined: Sequence[Cluster], keys: frozenset[Key], conflict: bool,
+            new: Observation | None = None) -> Cluster:
+    """The clusters an event's keys join (with `new`, its observation, when it is not held
+    yet) as one cluster: their keys, observations and alert memory, its peak assessed afresh."""
+    observations = tuple(sorted(
+        (*(() if new is None else (new,)), *(o for c in joined for o in c.observations)),
+        key=_order,
+    ))
+    return Cluster(keys.union(*(c.keys for c in joined)), observations,
+                   conflict or any(c.conflict for c in joined),
+                   max((c.alerted_rank for c in joined), default=0),
+                   frozenset().union(*(c.alerted_agencies for c in joined)),
+                   _best(rules, observations, _anchors(observations), None), True)
+
+
+def _resized(state: BlockState, joined: Sequence[Cluster], merged: Cluster,
+             event: IngressEvent, added: int) -> Size:
+    """The block's size once `joined` became `merged` and `added` observations came in."""
+    events, held_keys, epochs = _size(state)
+    return (events + added, held_keys - sum(len(c.keys) for c in joined) + len(merged.keys),
+            epochs | _epochs_of(event))
+
+
 def _settle(rules: Rules, block: int, clusters: Sequence[Cluster], linking: Linking,
-            merged: Cluster, newest: Observation,
+            merged: Cluster, newest: Observation | None,
             ) -> tuple[list[Cluster], tuple[CorrelatedAlert, ...]]:
     """The block's clusters with the joined ones replaced by `merged`, and the alert its peak
     raises: when the tier is higher than any alerted, or when `newest`, from an agency not yet
-    alerted about this child, is part of the evidence."""
+    alerted about this child, is part of the evidence (None: an event re-sent with more keys
+    brings no new observation)."""
     alerts: tuple[CorrelatedAlert, ...] = ()
     peak = merged.peak
     if peak is not None and (
         peak.tier.rank > merged.alerted_rank
         # Identity, not equality: `newest` is a new object and its event id is not yet held.
-        or (newest.agency_id not in merged.alerted_agencies
+        or (newest is not None and newest.agency_id not in merged.alerted_agencies
             and any(o is newest for o in peak.evidence))
     ):
         alert = alert_for(rules, block,
