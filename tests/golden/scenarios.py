@@ -123,7 +123,8 @@ def _match_keys(scenario: str, child: str, spec: str) -> MatchKeys:
     return MatchKeys(**values)
 
 
-def _table(lines: list[str], heading: str) -> list[list[str]]:
+def table(lines: list[str], heading: str) -> list[list[str]]:
+    """The body rows (cells stripped) of the markdown table under `heading`."""
     start = lines.index(heading)
     rows = []
     for line in lines[start + 1:]:
@@ -150,7 +151,7 @@ def _episodes(lines: list[str]) -> dict[int, _Episode]:
     if "## Missing episodes" not in lines:
         return {}
     out = {}
-    for number, kind, missing_for, interview, recorded in _table(lines, "## Missing episodes"):
+    for number, kind, missing_for, interview, recorded in table(lines, "## Missing episodes"):
         hours = (None if missing_for == "still missing"
                  else float(missing_for.removesuffix("h").strip()))
         offered, done = _INTERVIEW[interview]
@@ -163,7 +164,7 @@ def load(path: Path, block: int = BLOCK) -> Scenario:
     lines = [line.rstrip() for line in path.read_text().splitlines()]
     episodes = _episodes(lines)
     rows = []
-    for cells in _table(lines, "## Events"):
+    for cells in table(lines, "## Events"):
         number, ref, day, agency, child, keys, age, indicator = cells
         occurred = EPOCH_MS + int(float(day) * DAY_MS)
         subject = Subject(
@@ -196,7 +197,7 @@ def load(path: Path, block: int = BLOCK) -> Scenario:
     header = next(line for line in lines[lines.index("## Expected alerts"):]
                   if line.startswith("|"))
     with_why = header.strip().strip("|").split("|")[-1].strip() == "why"
-    for cells in _table(lines, "## Expected alerts"):
+    for cells in table(lines, "## Expected alerts"):
         if cells[0].lower() == "none":
             continue
         after, child, tier, rule, score, agencies, evidence, conflict = cells[:8]
@@ -205,7 +206,7 @@ def load(path: Path, block: int = BLOCK) -> Scenario:
             tuple(evidence.split()), conflict.lower() == "yes",
             cells[8] if with_why else None,
         ))
-    dead = (tuple(int(cells[0]) for cells in _table(lines, "## Dead letters"))
+    dead = (tuple(int(cells[0]) for cells in table(lines, "## Dead letters"))
             if "## Dead letters" in lines else ())
     return Scenario(path.stem, tuple(rows), tuple(expected), dead, with_why)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tests.golden.scenarios import Scenario, load
+from tests.golden.scenarios import Scenario, load, table
 
 AUTHORITY_DIR = Path(__file__).parent
 
@@ -55,22 +55,11 @@ def _none(cell: str) -> str | None:
     return None if cell.lower() == "none" else cell
 
 
-def _rows(lines: list[str], heading: str) -> list[list[str]]:
-    start = lines.index(heading)
-    rows = []
-    for line in lines[start + 1:]:
-        if line.startswith("## "):
-            break
-        if line.startswith("|") and not set(line) <= set("|-: "):
-            rows.append([c.strip() for c in line.strip().strip("|").split("|")])
-    return rows[1:]
-
-
 def load_authority(path: Path, block: int) -> AuthorityScenario:
     base = load(path, block)
     lines = [line.rstrip() for line in path.read_text().splitlines()]
     named = {int(n): (la, _none(placing))
-             for n, la, placing in _rows(lines, "## Authorities named by each event")}
+             for n, la, placing in table(lines, "## Authorities named by each event")}
     rows = []
     for row in base.rows:
         la, placing = named[row.number]
@@ -79,10 +68,10 @@ def load_authority(path: Path, block: int) -> AuthorityScenario:
     authorities = tuple(
         ExpectedAuthority(int(after), la, _none(placing),
                           None if _none(conflict) is None else tuple(conflict.split()))
-        for after, la, placing, conflict in _rows(lines, "## Expected authorities"))
+        for after, la, placing, conflict in table(lines, "## Expected authorities"))
     routes = tuple(
         ExpectedRoute(int(after), receiver, reason, _none(lead))
-        for after, receiver, reason, lead in _rows(lines, "## Expected routes"))
+        for after, receiver, reason, lead in table(lines, "## Expected routes"))
     return AuthorityScenario(replace(base, rows=tuple(rows)), authorities, routes)
 
 
