@@ -109,7 +109,9 @@ def create_app(offices: Mapping[str, Office], directory: Directory,
                   description="Re-identification requests made to this agency.",
                   docs_url=None, redoc_url=None)
     pages = SignedInPages(TEMPLATES, directory, landing="/requests",
-                          admits=lambda user: user.agency in offices, labels=LABELS)
+                          admits=lambda user: user.agency in offices, labels=LABELS,
+                          sign_in_note="For the agency's designated officer for "
+                                       "re-identification requests.")
     pages.install(app, session_secret, cookie="safehub_reid", secure=secure_cookies)
     current, api_user, check_csrf, page = (pages.current, pages.api_user, pages.check_csrf,
                                            pages.page)

@@ -221,16 +221,24 @@ def labeller(labels: Mapping[str, str]) -> Callable[[str | None], str]:
     return label
 
 
+# The templates every app shares: the page layout (page.html, which an app's base.html
+# extends) and the sign-in form (login.html); an app's own templates are found first.
+PAGE_TEMPLATES = Path(__file__).with_name("page_templates")
+
+
 class SignedInPages:
     """Sign-in and page rendering for one app. `admits` says whom this app serves at all: a
-    user it does not admit cannot sign in, and an old session of theirs is not honoured."""
+    user it does not admit cannot sign in, and an old session of theirs is not honoured.
+    `sign_in_note`: a line the sign-in page shows above the form (whom the app is for)."""
 
     def __init__(self, templates: Path, directory: Directory, landing: str,
                  admits: Callable[[User], bool] = lambda _user: True,
                  labels: Mapping[str, str] | None = None,
                  throttle: SignInThrottle | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.templates = Jinja2Templates(directory=str(templates))
+                 clock: Callable[[], float] = time.monotonic,
+                 sign_in_note: str | None = None) -> None:
+        self.templates = Jinja2Templates(directory=[str(templates), str(PAGE_TEMPLATES)])
+        self.templates.env.globals["sign_in_note"] = sign_in_note
         self.templates.env.filters["when"] = when
         self.templates.env.filters["label"] = labeller(labels or {})
         self.directory = directory
