@@ -177,25 +177,14 @@ def to_event(
         transition_keys=prepared.transition_keys,
     )
     reported_at = record.reported_at if record.reported_at is not None else record.occurred_at
+    # What every ingress event starts with, whatever its kind (safehub.schemas.records).
+    envelope = (prepared.event_id, agency_id, sector, record.occurred_at, reported_at, subject)
     if isinstance(record, MissingEpisodeRecord):
         return MissingEpisodeEvent(
-            event_id=prepared.event_id,
-            agency_id=agency_id,
-            sector=sector,
-            occurred_at=record.occurred_at,
-            reported_at=reported_at,
-            subject=subject,
+            *envelope,
             ended_at=record.ended_at,
             missing_type=record.missing_type,
             return_interview_offered=record.return_interview_offered,
             return_interview_done=record.return_interview_done,
         )
-    return WarningSignEvent(
-        event_id=prepared.event_id,
-        agency_id=agency_id,
-        sector=sector,
-        occurred_at=record.occurred_at,
-        reported_at=reported_at,
-        subject=subject,
-        indicator=record.indicator,
-    )
+    return WarningSignEvent(*envelope, indicator=record.indicator)

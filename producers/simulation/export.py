@@ -8,6 +8,7 @@ exercise the real normalisation, match keys and linkage blocks.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import fields
 
 from safehub.producers import records as agency
 from safehub.producers.simulation.trajectories import AgencyRecord, MissingRecord
@@ -26,31 +27,13 @@ def child_identity(identity: Identity) -> agency.ChildIdentity:
 
 
 def publisher_record(record: AgencyRecord) -> agency.AgencyRecord:
-    """One simulated record as the agency's publisher input."""
-    if isinstance(record, MissingRecord):
-        return agency.MissingEpisodeRecord(
-            record_ref=record.record_ref,
-            identity=child_identity(record.identity),
-            local_authority=record.local_authority,
-            occurred_at=record.occurred_at,
-            missing_type=record.missing_type,
-            ended_at=record.ended_at,
-            return_interview_offered=record.return_interview_offered,
-            return_interview_done=record.return_interview_done,
-            reported_at=record.reported_at,
-            placing_authority=record.placing_authority,
-            person_ref=record.person_ref,
-        )
-    return agency.SignRecord(
-        record_ref=record.record_ref,
-        identity=child_identity(record.identity),
-        local_authority=record.local_authority,
-        occurred_at=record.occurred_at,
-        indicator=record.indicator,
-        reported_at=record.reported_at,
-        placing_authority=record.placing_authority,
-        person_ref=record.person_ref,
-    )
+    """One simulated record as the agency's publisher input: the publisher's record of the
+    same kind, every field copied (the agency and sector are the publisher's own settings, not
+    part of the record), the identity in the form an agency's case system hands over."""
+    kind = (agency.MissingEpisodeRecord if isinstance(record, MissingRecord)
+            else agency.SignRecord)
+    copied = {f.name: getattr(record, f.name) for f in fields(kind) if f.name != "identity"}
+    return kind(identity=child_identity(record.identity), **copied)
 
 
 def by_agency(records: Iterable[AgencyRecord]) -> Iterator[tuple[str, list[AgencyRecord]]]:
