@@ -27,11 +27,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from safehub.bus import make_consumer
-from safehub.connection import KafkaConnection
 from safehub.consumers.deadletter import HEADER_SOURCE_TOPIC
 from safehub.deploy.kafka.launcher import Cluster, free_port
 from safehub.schemas.codec import decode
 from safehub.schemas.records import CorrelatedAlert, RoutedAlert
+from safehub.services.audit.reading import read_all
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -59,28 +59,6 @@ def _sum(samples: Samples, name: str, by: tuple[str, ...] = (), **where: str) ->
             key = tuple(labels.get(b, "") for b in by) if by else "all"
             out[key] += int(value)
     return +out
-
-
-def _read_topics(kafka: KafkaConnection, names: list[str]) -> list[object]:
-    """Every committed record of these topics, from the beginning to their end now."""
-    from kafka import TopicPartition
-
-    consumer = make_consumer(kafka, None, client_id="metrics-test")
-    try:
-        parts = [TopicPartition(t, p) for t in names
-                 for p in sorted(consumer.partitions_for_topic(t) or ())]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        ends = consumer.end_offsets(parts)
-        records: list[object] = []
-        deadline = time.monotonic() + 30
-        while any(consumer.position(tp) < ends[tp] for tp in parts):
-            assert time.monotonic() < deadline, "topics not read to their end in 30 s"
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(batch)
-        return records
-    finally:
-        consumer.close()
 
 
 def test_every_service_metrics_agree_with_the_run(tmp_path: Path,
@@ -122,13 +100,12 @@ def test_every_service_metrics_agree_with_the_run(tmp_path: Path,
         probe.close()
         ingress = [t for t in topics if t.startswith("ingress.")]
         alert_topics = [t for t in topics if t.startswith("alerts.")]
-        on_ingress = Counter(r.topic for r in _read_topics(admin, ingress))  # type: ignore[attr-defined]
-        correlated = [decode(r.value, CorrelatedAlert)  # type: ignore[attr-defined]
-                      for r in _read_topics(admin, ["correlated"])]
-        routed = [decode(r.value, RoutedAlert)  # type: ignore[attr-defined]
-                  for r in _read_topics(admin, alert_topics)]
-        dead = Counter(dict(r.headers).get(HEADER_SOURCE_TOPIC, b"").decode()  # type: ignore[attr-defined]
-                       for r in _read_topics(admin, ["deadletter"]))
+        # Every committed record, from the beginning to the topics' end now.
+        on_ingress = Counter(r.topic for r in read_all(admin, ingress))
+        correlated = [decode(r.value, CorrelatedAlert) for r in read_all(admin, ["correlated"])]
+        routed = [decode(r.value, RoutedAlert) for r in read_all(admin, alert_topics)]
+        dead = Counter(dict(r.headers).get(HEADER_SOURCE_TOPIC, b"").decode()
+                       for r in read_all(admin, ["deadletter"]))
         with sqlite3.connect(folder / "inbox.sqlite") as db:
             rows = Counter({(hub, tier): n for hub, tier, n in db.execute(
                 "SELECT agency_id, tier, count(*) FROM inbox_alert GROUP BY agency_id, tier")})
