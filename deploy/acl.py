@@ -61,6 +61,13 @@ def grants(registry: Registry, prefix: str = "") -> list[Grant]:
     audit, deadletter = topics.audit(prefix), topics.deadletter(prefix)
     correlated = topics.correlated(prefix)
     out: list[Grant] = []
+
+    def consuming_service(me: str) -> list[Grant]:
+        # What every party that consumes as a service needs: it journals to audit,
+        # dead-letters what it cannot use, and commits in its own consumer group.
+        return (_topic(me, audit, w) + _topic(me, deadletter, w)
+                + [_group(me, topics.service_group(prefix, me))])
+
     for party in registry.parties:
         me = party.principal
         if party.kind is Kind.AGENCY:
@@ -70,16 +77,14 @@ def grants(registry: Registry, prefix: str = "") -> list[Grant]:
             out += _topic(me, topics.reid_requests(prefix, party.id), r)
             for hub in registry.hubs:
                 out += _topic(me, topics.reid_responses(prefix, hub), w)
-            out += _topic(me, audit, w) + _topic(me, deadletter, w)
-            out.append(_group(me, topics.service_group(prefix, me)))
+            out += consuming_service(me)
         elif party.kind is Kind.HUB:
             out += _topic(me, topics.alerts(prefix, party.id), r)
             out += _topic(me, topics.acks(prefix, party.id), w)
             out += _topic(me, topics.reid_responses(prefix, party.id), r)
             for agency in registry.agencies:
                 out += _topic(me, topics.reid_requests(prefix, agency), w)
-            out += _topic(me, audit, w) + _topic(me, deadletter, w)
-            out.append(_group(me, topics.service_group(prefix, me)))
+            out += consuming_service(me)
         elif party.kind is Kind.AUDITOR:
             for name in all_topics(registry, prefix, internal=False):
                 if name != deadletter:
@@ -97,8 +102,7 @@ def grants(registry: Registry, prefix: str = "") -> list[Grant]:
             for hub in registry.hubs:
                 out += _topic(me, topics.alerts(prefix, hub), w)
                 out += _topic(me, topics.acks(prefix, hub), r)
-            out += _topic(me, audit, w) + _topic(me, deadletter, w)
-            out.append(_group(me, topics.service_group(prefix, me)))
+            out += consuming_service(me)
         elif party.id == Service.AUDIT_SINK:
             out += _topic(me, audit, r, w) + _topic(me, deadletter, w)
         elif party.id == Service.KEYSERVICE:
