@@ -41,12 +41,12 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from safehub.samples.records import subject as sample_subject
 from safehub.schemas.records import (
     CorrelatedAlert,
     IngressEvent,
     MatchKeys,
     MissingEpisodeEvent,
-    Subject,
     WarningSignEvent,
 )
 from safehub.schemas.vocabulary import MissingType, Sector, indicator_from_symbol
@@ -167,9 +167,10 @@ def load(path: Path, block: int = BLOCK) -> Scenario:
     for cells in table(lines, "## Events"):
         number, ref, day, agency, child, keys, age, indicator = cells
         occurred = EPOCH_MS + int(float(day) * DAY_MS)
-        subject = Subject(
-            match_keys=_match_keys(path.stem, child, keys), key_epoch=1, linkage_block=block,
-            age_years=int(age), local_authority=LOCAL_AUTHORITY, placing_authority=None,
+        # The sample subject's key epoch (1) and placing authority (none); the rest from here.
+        subject = sample_subject(
+            match_keys=_match_keys(path.stem, child, keys), linkage_block=block,
+            age_years=int(age), local_authority=LOCAL_AUTHORITY,
             reid_handle=_hex("reid", agency, ref),
         )
         common = dict(event_id=event_id(agency, ref), agency_id=agency, sector=_sector(agency),
