@@ -113,8 +113,9 @@ def create_app(offices: Mapping[str, Office], directory: Directory,
                           sign_in_note="For the agency's designated officer for "
                                        "re-identification requests.")
     pages.install(app, session_secret, cookie="safehub_reid", secure=secure_cookies)
-    current, api_user, check_csrf, page = (pages.current, pages.api_user, pages.check_csrf,
-                                           pages.page)
+    current, api_user, page = pages.current, pages.api_user, pages.page
+    PageUser = Annotated[User, Depends(pages.page_user)]
+    FormUser = Annotated[User, Depends(pages.form_user)]
 
     def wants_json(request: Request) -> bool:
         return request.url.path.startswith("/api/")
@@ -154,40 +155,24 @@ def create_app(offices: Mapping[str, Office], directory: Directory,
 
     @app.get("/requests", response_class=HTMLResponse, include_in_schema=False,
              response_model=None)
-    def pending_page(request: Request) -> Response:
-        user = current(request)
-        if user is None:
-            return RedirectResponse("/login", 303)
+    def pending_page(request: Request, user: PageUser) -> Response:
         return page(request, "requests.html", user, rows=offices[user.agency].pending())
 
     @app.get("/requests/{request_id}", response_class=HTMLResponse, include_in_schema=False,
              response_model=None)
-    def request_page(request: Request, request_id: str) -> Response:
-        user = current(request)
-        if user is None:
-            return RedirectResponse("/login", 303)
+    def request_page(request: Request, user: PageUser, request_id: str) -> Response:
         view = offices[user.agency].view(request_id)
         return page(request, "request.html", user, view=view, reasons=list(DeclineReason),
                     done=request.query_params.get("done"))
 
     @app.post("/requests/{request_id}/approve", include_in_schema=False, response_model=None)
-    def approve_form(request: Request, request_id: str,
-                     token: Annotated[str, Form(alias="csrf")]) -> Response:
-        user = current(request)
-        if user is None:
-            return RedirectResponse("/login", 303)
-        check_csrf(request, token)
+    def approve_form(user: FormUser, request_id: str) -> Response:
         offices[user.agency].approve(request_id, user.ref)
         return RedirectResponse(f"/requests/{request_id}?done=approved", 303)
 
     @app.post("/requests/{request_id}/decline", include_in_schema=False, response_model=None)
-    def decline_form(request: Request, request_id: str,
-                     token: Annotated[str, Form(alias="csrf")],
+    def decline_form(user: FormUser, request_id: str,
                      reason: Annotated[DeclineReason, Form()]) -> Response:
-        user = current(request)
-        if user is None:
-            return RedirectResponse("/login", 303)
-        check_csrf(request, token)
         offices[user.agency].decline(request_id, user.ref, reason)
         return RedirectResponse(f"/requests/{request_id}?done=declined", 303)
 

@@ -287,8 +287,9 @@ def create_app(hub: Hub, directory: Directory, session_secret: str,
                   docs_url=None, redoc_url=None, responses=API_ERRORS)
     pages = SignedInPages(TEMPLATES, directory, landing="/alerts")
     pages.install(app, session_secret, cookie="safehub_session", secure=secure_cookies)
-    current, api_user, check_csrf, page = (pages.current, pages.api_user, pages.check_csrf,
-                                           pages.page)
+    api_user, page = pages.api_user, pages.page
+    PageUser = Annotated[User, Depends(pages.page_user)]
+    FormUser = Annotated[User, Depends(pages.form_user)]
 
     @app.exception_handler(StoreError)
     async def store_down(_request: Request, _exc: StoreError) -> Response:
@@ -304,10 +305,7 @@ def create_app(hub: Hub, directory: Directory, session_secret: str,
         return RedirectResponse("/alerts", 303)
 
     @app.get("/alerts", response_class=HTMLResponse, include_in_schema=False, response_model=None)
-    def queue_page(request: Request, flt: Filter, paging: Paging) -> Response:
-        user = current(request)
-        if user is None:
-            return RedirectResponse("/login", 303)
+    def queue_page(request: Request, user: PageUser, flt: Filter, paging: Paging) -> Response:
         now = hub.clock()
         result = hub.store.queue_page(user.agency, flt, now, *paging)
         rows = result.rows
@@ -318,10 +316,7 @@ def create_app(hub: Hub, directory: Directory, session_secret: str,
 
     @app.get("/alerts/{notification_id}", response_class=HTMLResponse, include_in_schema=False,
              response_model=None)
-    def alert_page(request: Request, notification_id: str) -> Response:
-        user = current(request)
-        if user is None:
-            return RedirectResponse("/login", 303)
+    def alert_page(request: Request, user: PageUser, notification_id: str) -> Response:
         try:
             row = hub.view(user, notification_id)
         except NotFound:
@@ -336,25 +331,19 @@ def create_app(hub: Hub, directory: Directory, session_secret: str,
                     error=request.query_params.get("e"))
 
     @app.post("/alerts/{notification_id}/ack", include_in_schema=False)
-    def ack_form(request: Request, notification_id: str,
-                 token: Annotated[str, Form(alias="csrf")]) -> Response:
-        return _act_form(request, notification_id, token, None)
+    def ack_form(request: Request, user: FormUser, notification_id: str) -> Response:
+        return _act_form(request, user, notification_id, None)
 
     @app.post("/alerts/{notification_id}/decision", include_in_schema=False)
-    def decision_form(request: Request, notification_id: str,
-                      token: Annotated[str, Form(alias="csrf")],
+    def decision_form(request: Request, user: FormUser, notification_id: str,
                       decision: Annotated[Decision, Form()],
                       lawful_basis: Annotated[LawfulBasis, Form()],
                       rationale: Annotated[Rationale, Form()]) -> Response:
-        return _act_form(request, notification_id, token, decision, lawful_basis, rationale)
+        return _act_form(request, user, notification_id, decision, lawful_basis, rationale)
 
-    def _act_form(request: Request, notification_id: str, token: str,
+    def _act_form(request: Request, user: User, notification_id: str,
                   decision: Decision | None, basis: LawfulBasis | None = None,
                   rationale: Rationale | None = None) -> Response:
-        user = current(request)
-        if user is None:
-            return RedirectResponse("/login", 303)
-        check_csrf(request, token)
         try:
             outcome = hub.act(user, notification_id, decision, basis, rationale)
         except NotFound:
@@ -414,16 +403,11 @@ def create_app(hub: Hub, directory: Directory, session_secret: str,
         return reid
 
     @app.post("/alerts/{notification_id}/reidentification", include_in_schema=False)
-    def reid_form(request: Request, notification_id: str,
-                  token: Annotated[str, Form(alias="csrf")],
+    def reid_form(request: Request, user: FormUser, notification_id: str,
                   lawful_basis: Annotated[LawfulBasis, Form()],
                   purpose: Annotated[ReidPurpose, Form()],
                   agency: Annotated[list[str] | None, Form()] = None,
                   basis_reason: Annotated[str | None, Form()] = None) -> Response:
-        user = current(request)
-        if user is None:
-            return RedirectResponse("/login", 303)
-        check_csrf(request, token)
         try:
             reid_service().ask(user, notification_id, agency or [], lawful_basis, purpose,
                                basis_reason)
@@ -435,13 +419,8 @@ def create_app(hub: Hub, directory: Directory, session_secret: str,
 
     @app.post("/alerts/{notification_id}/reidentification/{request_id}/open",
               include_in_schema=False, response_model=None)
-    def reid_open_form(request: Request, notification_id: str, request_id: str,
-                       token: Annotated[str, Form(alias="csrf")],
+    def reid_open_form(request: Request, user: FormUser, notification_id: str, request_id: str,
                        reason: Annotated[ViewReason, Form()]) -> Response:
-        user = current(request)
-        if user is None:
-            return RedirectResponse("/login", 303)
-        check_csrf(request, token)
         try:
             service = reid_service()
             identity = service.open(user, notification_id, request_id, reason)
@@ -455,12 +434,8 @@ def create_app(hub: Hub, directory: Directory, session_secret: str,
 
     @app.post("/alerts/{notification_id}/reidentification/{request_id}/keep",
               include_in_schema=False)
-    def reid_keep_form(request: Request, notification_id: str, request_id: str,
-                       token: Annotated[str, Form(alias="csrf")]) -> Response:
-        user = current(request)
-        if user is None:
-            return RedirectResponse("/login", 303)
-        check_csrf(request, token)
+    def reid_keep_form(request: Request, user: FormUser, notification_id: str,
+                       request_id: str) -> Response:
         try:
             reid_service().keep(user, notification_id, request_id)
         except (NotFound, NoSuchRequest):

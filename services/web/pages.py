@@ -226,6 +226,10 @@ def labeller(labels: Mapping[str, str]) -> Callable[[str | None], str]:
 PAGE_TEMPLATES = Path(__file__).with_name("page_templates")
 
 
+class SignInFirst(Exception):
+    """A page or form asked for without a live session: the browser is sent to sign in."""
+
+
 class SignedInPages:
     """Sign-in and page rendering for one app. `admits` says whom this app serves at all: a
     user it does not admit cannot sign in, and an old session of theirs is not honoured.
@@ -257,6 +261,10 @@ class SignedInPages:
                            session_cookie=cookie)
         # Added last, so outermost: cross-site requests are refused before anything else runs.
         app.add_middleware(Hardening)
+
+        @app.exception_handler(SignInFirst)
+        async def sign_in_first(_request: Request, _exc: SignInFirst) -> RedirectResponse:
+            return RedirectResponse("/login", 303)
 
         @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
         def login_form(request: Request) -> HTMLResponse:
@@ -302,6 +310,20 @@ class SignedInPages:
         user = self.current(request)
         if user is None:
             raise HTTPException(401, "sign in first")
+        return user
+
+    def page_user(self, request: Request) -> User:
+        """The signed-in user, for a page (a FastAPI dependency); else off to sign in."""
+        user = self.current(request)
+        if user is None:
+            raise SignInFirst
+        return user
+
+    def form_user(self, request: Request, token: Annotated[str, Form(alias="csrf")]) -> User:
+        """The signed-in user, for a form post whose CSRF token this checks (a FastAPI
+        dependency); else off to sign in."""
+        user = self.page_user(request)
+        self.check_csrf(request, token)
         return user
 
     def csrf(self, request: Request) -> str:
