@@ -338,19 +338,33 @@ def rotation_streams(draw: st.DrawFn) -> tuple[list[IngressEvent], list[IngressE
     rotated: list[IngressEvent] = []
     single: list[IngressEvent] = []
     for c in range(children):
-        n = draw(st.integers(0, 5))
-        specs = [(draw(st.sampled_from([(OLD,), (OLD, NEW), (NEW,)])),
-                  " ".join(sorted(draw(st.sets(st.sampled_from(["mk1", "mk2", "mk3", "mk4"]),
-                                               min_size=1)))),
-                  draw(st.sampled_from(list(Sign))), draw(st.integers(0, 29)),
-                  draw(st.sampled_from(["police-a", "health-b"])))
-                 for _ in range(n)]
+        specs = _specs(draw, [(OLD,), (OLD, NEW), (NEW,)], draw(st.integers(0, 5)))
         specs.append(((OLD, NEW), "mk1 mk2 mk3 mk4", Sign.UNEXPLAINED_GIFTS_OR_MONEY, 14,
                       "police-a"))
         for i, (epochs, kinds, sign, day, agency) in enumerate(specs):
             ref = f"c{c}-{i}"
             rotated.append(_event(ref, day, f"K{c}", epochs, sign, agency, kinds))
             single.append(_event(ref, day, f"K{c}", (OLD,), sign, agency, kinds))
+    return _in_one_order(draw, rotated, single)
+
+
+Spec = tuple[tuple[int, ...], str, Sign, int, str]  # epochs, match-key kinds, sign, day, agency
+
+
+def _specs(draw: st.DrawFn, epochs: list[tuple[int, ...]], n: int) -> list[Spec]:
+    """n events about one child, drawn: under which epochs, which keys, which sign, when, from
+    whom."""
+    return [(draw(st.sampled_from(epochs)),
+             " ".join(sorted(draw(st.sets(st.sampled_from(["mk1", "mk2", "mk3", "mk4"]),
+                                          min_size=1)))),
+             draw(st.sampled_from(list(Sign))), draw(st.integers(0, 29)),
+             draw(st.sampled_from(["police-a", "health-b"])))
+            for _ in range(n)]
+
+
+def _in_one_order(draw: st.DrawFn, rotated: list[IngressEvent], single: list[IngressEvent]
+                  ) -> tuple[list[IngressEvent], list[IngressEvent]]:
+    """Both streams shuffled into the same drawn order."""
     order = draw(st.permutations(range(len(rotated))))
     return [rotated[i] for i in order], [single[i] for i in order]
 
@@ -512,20 +526,14 @@ def resent_streams(draw: st.DrawFn) -> tuple[list[IngressEvent], list[IngressEve
     rotated: list[IngressEvent] = []
     single: list[IngressEvent] = []
     for c in range(children):
-        specs = [(draw(st.sampled_from([(OLD,), (NEW,)])),
-                  " ".join(sorted(draw(st.sets(st.sampled_from(["mk1", "mk2", "mk3", "mk4"]),
-                                               min_size=1)))),
-                  draw(st.sampled_from(list(Sign))), draw(st.integers(0, 29)),
-                  draw(st.sampled_from(["police-a", "health-b"])))
-                 for _ in range(draw(st.integers(0, 5)))]
+        specs = _specs(draw, [(OLD,), (NEW,)], draw(st.integers(0, 5)))
         for i, (epochs, kinds, sign, day, agency) in enumerate(specs):
             rotated.append(_event(f"c{c}-{i}", day, f"K{c}", epochs, sign, agency, kinds))
             single.append(_event(f"c{c}-{i}", day, f"K{c}", (OLD,), sign, agency, kinds))
         record = _event(f"c{c}-r", 3, f"K{c}", (OLD,), Sign.UNEXPLAINED_GIFTS_OR_MONEY)
         rotated += [record, _resent(record, f"K{c}")]
         single += [record, record]
-    order = draw(st.permutations(range(len(rotated))))
-    return [rotated[i] for i in order], [single[i] for i in order]
+    return _in_one_order(draw, rotated, single)
 
 
 @settings(max_examples=120, deadline=None)
