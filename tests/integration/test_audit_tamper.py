@@ -61,10 +61,22 @@ def url(db: Path | str) -> str:
     return db if isinstance(db, str) else f"sqlite:///{db}"
 
 
-def sink_for(ns: Namespace, db: Path | str) -> AuditSink:
-    return open_sink(SinkSettings(ns.connection("audit-sink"), ns.prefix + "audit",
+def sink_for(ns: Namespace, db: Path | str, entries: int = 0,
+             altered: int | None = None) -> AuditSink:
+    """A sink on `db`, its ledger holding the first `entries` entries, signed."""
+    sink = open_sink(SinkSettings(ns.connection("audit-sink"), ns.prefix + "audit",
                                   ns.prefix + "deadletter", url(db),
                                   "safehub.test/audit", None, 10, 3_600_000), KEY)
+    if entries:
+        extend(ns, sink, 0, entries, altered)
+    return sink
+
+
+def extend(ns: Namespace, sink: AuditSink, first: int, count: int,
+           altered: int | None = None) -> None:
+    """Journal entries first..first + count - 1 and let `sink` store and sign them."""
+    journal(ns, first, count, altered)
+    settle(sink, first + count)
 
 
 def settle(sink: AuditSink, want: int) -> None:
@@ -141,9 +153,7 @@ def test_a_rewritten_history_is_a_fork_against_the_pin_and_the_witness(
         ns: Namespace, new_store: Callable[[], str], tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     genuine = new_store()
-    sink = sink_for(ns, genuine)
-    journal(ns, 0, 15)
-    settle(sink, 15)
+    sink = sink_for(ns, genuine, entries=15)
     sink.close()
     pin, cosigned = tmp_path / "pin.txt", tmp_path / "witnessed.txt"
     code, out = verify(capsys, genuine, "--save-pin", str(pin))
@@ -156,9 +166,7 @@ def test_a_rewritten_history_is_a_fork_against_the_pin_and_the_witness(
     # hub's own key signing the new history.
     recreate_audit_topic(ns)
     rewritten = new_store()
-    sink = sink_for(ns, rewritten)
-    journal(ns, 0, 20, altered=4)
-    settle(sink, 20)
+    sink = sink_for(ns, rewritten, entries=20, altered=4)
     sink.close()
 
     code, out = verify(capsys, rewritten)
@@ -182,16 +190,13 @@ def test_a_rewritten_history_is_a_fork_against_the_pin_and_the_witness(
 def test_a_rolled_back_store_and_an_empty_one_fail(
         ns: Namespace, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "audit.db"
-    sink = sink_for(ns, db)
-    journal(ns, 0, 12)
-    settle(sink, 12)
+    sink = sink_for(ns, db, entries=12)
     backup = tmp_path / "backup.db"
     src, dst = sqlite3.connect(db), sqlite3.connect(backup)
     src.backup(dst)
     src.close()
     dst.close()
-    journal(ns, 12, 12)
-    settle(sink, 24)
+    extend(ns, sink, 12, 12)
     sink.close()
     pin = tmp_path / "pin.txt"
     code, out = verify(capsys, db, "--save-pin", str(pin))
@@ -220,18 +225,14 @@ def test_the_witness_cosigns_an_extension_and_verify_requires_it(
         ns: Namespace, new_store: Callable[[], str], tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     db = new_store()
-    sink = sink_for(ns, db)
-    journal(ns, 0, 8)
-    settle(sink, 8)
+    sink = sink_for(ns, db, entries=8)
     first, second = tmp_path / "w1.txt", tmp_path / "w2.txt"
     code, out = witness(capsys, db, tmp_path, first)
     assert code == 0, out
-    journal(ns, 8, 8)
-    settle(sink, 16)
+    extend(ns, sink, 8, 8)
     code, out = witness(capsys, db, tmp_path, second)
     assert code == 0 and "consistency proof verified" in out, out
-    journal(ns, 16, 3)
-    settle(sink, 19)  # signed by the hub, not yet cosigned
+    extend(ns, sink, 16, 3)  # signed by the hub, not yet cosigned
     sink.close()
 
     code, out = verify(capsys, db, "--witness-key", WITNESS_PUBLIC, "--witnessed", str(second))
