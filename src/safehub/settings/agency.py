@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH
+from safehub.settings.common import tls_cert_setting, tls_dir_setting, tls_key_setting
 from safehub.settings.hub import DATABASES
 from safehub.settings.loader import (
     FilePath,
@@ -85,12 +86,9 @@ class ReidEnv:
                                      "folder of the agencies' vaults <agency>.sqlite")
     secret: Secret | None = setting("SAFEHUB_REID_SECRET", SecretText(), None,
                                     "the session signing key (random per start if unset)")
-    tls_cert: Path | None = setting("SAFEHUB_REID_TLS_CERT", FilePath(), None,
-                                    "HTTPS certificate chain, PEM (or --tls-cert)")
-    tls_key: Path | None = setting("SAFEHUB_REID_TLS_KEY", FilePath(), None,
-                                   "its private key, PEM (or --tls-key)")
-    tls_dir: Path = setting("SAFEHUB_REID_TLS_DIR", FilePath(), Path("safehub-reid-tls"),
-                            "where a local certificate is made when none is given")
+    tls_cert: Path | None = tls_cert_setting("SAFEHUB_REID_TLS_CERT")
+    tls_key: Path | None = tls_key_setting("SAFEHUB_REID_TLS_KEY")
+    tls_dir: Path = tls_dir_setting("SAFEHUB_REID_TLS_DIR", "safehub-reid-tls")
 
 
 _WORKER_ID = r"[A-Za-z0-9._-]{1,64}"

@@ -73,3 +73,20 @@ class LogEnv:
         "SAFEHUB_FAUST_LOGLEVEL", Choice(LOG_LEVELS), None,
         "faust's and aiokafka's log level (unset: error for the command line, warning for "
         "the correlator's worker)")
+
+
+# A served page's HTTPS (the hub's web page, an agency's re-identification desk): each service
+# names its own variables, the rules are the same.
+def tls_cert_setting(name: str) -> Path | None:
+    return setting(name, FilePath(), None,  # type: ignore[no-any-return]
+                   "HTTPS certificate chain, PEM (or --tls-cert)")
+
+
+def tls_key_setting(name: str) -> Path | None:
+    return setting(name, FilePath(), None,  # type: ignore[no-any-return]
+                   "its private key, PEM (or --tls-key)")
+
+
+def tls_dir_setting(name: str, default: str) -> Path:
+    return setting(name, FilePath(), Path(default),  # type: ignore[no-any-return]
+                   "where a local certificate is made when none is given")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from safehub.deploy.registry import REGISTRY_FILE
 from safehub.services.router.table import DEFAULT_ROUTING_PATH
+from safehub.settings.common import tls_cert_setting, tls_dir_setting, tls_key_setting
 from safehub.settings.loader import (
     FilePath,
     Integer,
@@ -86,12 +87,9 @@ class WebEnv:
                                     "the session signing key (a file is better)")
     database_url: str = _inbox_database()
     reid_keys: Path | None = _reid_keys()
-    tls_cert: Path | None = setting("SAFEHUB_WEB_TLS_CERT", FilePath(), None,
-                                    "HTTPS certificate chain, PEM (or --tls-cert)")
-    tls_key: Path | None = setting("SAFEHUB_WEB_TLS_KEY", FilePath(), None,
-                                   "its private key, PEM (or --tls-key)")
-    tls_dir: Path = setting("SAFEHUB_WEB_TLS_DIR", FilePath(), Path("safehub-web-tls"),
-                            "where a local certificate is made when none is given")
+    tls_cert: Path | None = tls_cert_setting("SAFEHUB_WEB_TLS_CERT")
+    tls_key: Path | None = tls_key_setting("SAFEHUB_WEB_TLS_KEY")
+    tls_dir: Path = tls_dir_setting("SAFEHUB_WEB_TLS_DIR", "safehub-web-tls")
 
 
 @dataclass(frozen=True, slots=True)
