@@ -41,29 +41,23 @@ def test_no_event_names_a_placing_authority() -> None:
         HOST, None, None)
 
 
-def test_social_care_word_takes_precedence_over_a_later_police_word() -> None:
-    got = authorities([said("csc-westminster", 1, placing=PLACER),
-                       said("police-wy", 4, placing=OTHER), said("school-leeds", 8)])
-    assert got.placing == PLACER
-    assert got.conflict == (OTHER, PLACER)
-
-
-def test_police_word_takes_precedence_over_a_later_school_word() -> None:
-    got = authorities([said("police-wy", 1, placing=PLACER),
-                       said("school-leeds", 4, placing=OTHER)])
-    assert got.placing == PLACER and got.conflict == (OTHER, PLACER)
-
-
-def test_otherwise_the_latest_word() -> None:
-    got = authorities([said("school-leeds", 1, placing=PLACER),
-                       said("health-leeds", 4, placing=OTHER)])
-    assert got.placing == OTHER and got.conflict == (OTHER, PLACER)
-
-
-def test_among_one_sector_the_latest_word() -> None:
-    got = authorities([said("csc-westminster", 4, placing=PLACER),
-                       said("csc-bradford", 1, placing=OTHER)])
-    assert got.placing == PLACER and got.conflict == (OTHER, PLACER)
+@pytest.mark.parametrize(("statements", "placing"), [
+    pytest.param([said("csc-westminster", 1, placing=PLACER), said("police-wy", 4, placing=OTHER),
+                  said("school-leeds", 8)], PLACER,
+                 id="social care's word over a later police word"),
+    pytest.param([said("police-wy", 1, placing=PLACER), said("school-leeds", 4, placing=OTHER)],
+                 PLACER, id="police word over a later school word"),
+    pytest.param([said("school-leeds", 1, placing=PLACER), said("health-leeds", 4, placing=OTHER)],
+                 OTHER, id="otherwise the latest word"),
+    pytest.param([said("csc-westminster", 4, placing=PLACER),
+                  said("csc-bradford", 1, placing=OTHER)],
+                 PLACER, id="among one sector the latest word"),
+])
+def test_the_placing_authority_goes_by_precedence_and_the_dispute_is_shown(
+    statements: list[Said], placing: str
+) -> None:
+    got = authorities(statements)
+    assert got.placing == placing and got.conflict == (OTHER, PLACER)
 
 
 def test_an_agency_that_changes_its_word_does_not_disagree_with_itself() -> None:
