@@ -68,22 +68,26 @@ def grants(registry: Registry, prefix: str = "") -> list[Grant]:
         return (_topic(me, audit, w) + _topic(me, deadletter, w)
                 + [_group(me, topics.service_group(prefix, me))])
 
+    def reidentification(me: str, addressed_to_me: str, to_the_others: Iterable[str]
+                         ) -> list[Grant]:
+        # Either side of the exchange (agencies answer, hubs ask) reads only what is
+        # addressed to it and writes to each party on the other side.
+        return _topic(me, addressed_to_me, r) + [g for t in to_the_others for g in _topic(me, t, w)]
+
     for party in registry.parties:
         me = party.principal
         if party.kind is Kind.AGENCY:
             out += _topic(me, topics.ingress(prefix, party.id), w)
-            # Its re-identification service: reads only the requests made to it, answers any
-            # hub (sealed to that hub's key), and records its officer's decisions.
-            out += _topic(me, topics.reid_requests(prefix, party.id), r)
-            for hub in registry.hubs:
-                out += _topic(me, topics.reid_responses(prefix, hub), w)
+            # Its re-identification service answers any hub (sealed to that hub's key), and
+            # records its officer's decisions.
+            out += reidentification(me, topics.reid_requests(prefix, party.id),
+                                    (topics.reid_responses(prefix, h) for h in registry.hubs))
             out += consuming_service(me)
         elif party.kind is Kind.HUB:
             out += _topic(me, topics.alerts(prefix, party.id), r)
             out += _topic(me, topics.acks(prefix, party.id), w)
-            out += _topic(me, topics.reid_responses(prefix, party.id), r)
-            for agency in registry.agencies:
-                out += _topic(me, topics.reid_requests(prefix, agency), w)
+            out += reidentification(me, topics.reid_responses(prefix, party.id),
+                                    (topics.reid_requests(prefix, a) for a in registry.agencies))
             out += consuming_service(me)
         elif party.kind is Kind.AUDITOR:
             for name in all_topics(registry, prefix, internal=False):
