@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -45,6 +44,7 @@ from safehub.schemas.vocabulary import AuditAction
 from safehub.services.audit.merkle import leaf_hash
 from safehub.services.correlation.core import BlockState, initial_state, step
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, Rules, load_rules
+from tests.fixtures.demo import run_demo
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -76,22 +76,12 @@ def demo(kafka: KafkaConnection, tmp_path_factory: pytest.TempPathFactory) -> It
     env = {**os.environ, **kafka.env(), "SAFEHUB_TOPIC_PREFIX": prefix,
            "SAFEHUB_STATE": str(root / "state"), "PYTHONUNBUFFERED": "1"}
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "safehub.cli", "demo", "--folder", str(folder),
-             "--children", str(CHILDREN), "--seed", str(SEED), "--months", str(MONTHS),
-             "--authorities", str(AUTHORITIES), "--bootstrap", kafka.bootstrap,
-             "--exit-when-done", "--duration", str(DURATION_S), "--skip", "web",
-             "--web-port", str(free_port())],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True,
-        )
-        try:
-            out, _ = proc.communicate(timeout=DURATION_S + 60)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGINT)
-            out, _ = proc.communicate(timeout=60)
-            pytest.fail(f"demo outlived --duration {DURATION_S}:\n{out[-3000:]}")
-        assert proc.returncode == 0, out[-3000:]
+        code, out, _ = run_demo(
+            ["--folder", str(folder), "--children", str(CHILDREN), "--seed", str(SEED),
+             "--months", str(MONTHS), "--authorities", str(AUTHORITIES),
+             "--bootstrap", kafka.bootstrap, "--exit-when-done", "--duration", str(DURATION_S),
+             "--skip", "web", "--web-port", str(free_port())], env, DURATION_S + 60)
+        assert code == 0, out[-3000:]
         summary = json.loads((folder / "summary.json").read_text())
         assert summary["settled"], summary
         assert summary["alerts"] > 0 and summary["inbox_rows"] > 0, summary

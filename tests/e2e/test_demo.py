@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from safehub.deploy.kafka.launcher import free_port
+from tests.fixtures.demo import run_demo
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -26,21 +24,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 def _run_demo(folder: Path, state: Path, *extra: str, timeout: float = 600) -> tuple[int, str]:
     env = {**os.environ, "SAFEHUB_STATE": str(state), "PYTHONUNBUFFERED": "1"}
     env.pop("SAFEHUB_TOPIC_PREFIX", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "safehub.cli", "demo", "--folder", str(folder),
-         "--children", "400", "--web-port", str(free_port()), "--reid-port", str(free_port()),
-         *extra],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        # Ask it to stop as a user would, so it still takes its broker and services down.
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
-        pytest.fail(f"demo did not finish in {timeout}s:\n{out[-3000:]}")
-    return proc.returncode, out
+    code, out, _ = run_demo(
+        ["--folder", str(folder), "--children", "400", "--web-port", str(free_port()),
+         "--reid-port", str(free_port()), *extra], env, timeout)
+    return code, out.decode(errors="replace")
 
 
 def _no_demo_processes_left(folder: Path, state: Path) -> None:

@@ -50,10 +50,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -98,6 +95,7 @@ from tests.e2e.identifiers import (
     record_identifiers,
     record_strings,
 )
+from tests.fixtures.demo import run_demo
 from tests.fixtures.privacy import check_no_password_anywhere
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -109,23 +107,13 @@ Leaks = list[str]
 
 
 def _run_demo(folder: Path, env: dict[str, str], bootstrap: str) -> tuple[int, bytes, bytes]:
-    proc = subprocess.Popen(
-        # -v: the demo process (the agencies' publishers) logs at DEBUG, more to search.
-        [sys.executable, "-m", "safehub.cli", "-v", "demo", "--folder", str(folder),
-         "--children", str(CHILDREN), "--seed", str(SEED), "--months", str(MONTHS),
-         "--authorities", str(AUTHORITIES), "--bootstrap", bootstrap, "--exit-when-done",
-         "--duration", str(DURATION_S), "--web-port", str(free_port()),
+    # -v: the demo process (the agencies' publishers) logs at DEBUG, more to search.
+    return run_demo(
+        ["--folder", str(folder), "--children", str(CHILDREN), "--seed", str(SEED),
+         "--months", str(MONTHS), "--authorities", str(AUTHORITIES), "--bootstrap", bootstrap,
+         "--exit-when-done", "--duration", str(DURATION_S), "--web-port", str(free_port()),
          "--reid-port", str(free_port()), "--reid-drill", str(DRILL_ALERTS)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=DURATION_S + 60)
-    except subprocess.TimeoutExpired:
-        # Past its own hard bound: stop it as a user would, so it takes its services down.
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-        pytest.fail(f"demo outlived --duration {DURATION_S}:\n{err[-3000:]!r}")
-    return proc.returncode, out, err
+        env, DURATION_S + 60, verbose=True, stderr_apart=True)
 
 
 def _topic_records(kafka: KafkaConnection, prefix: str, timeout_s: float = 120.0
