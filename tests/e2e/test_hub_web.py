@@ -11,10 +11,8 @@ SAFEHUB_KAFKA_SECRETS). A decision is checked on the user's hub's `alert-acks.<h
 from __future__ import annotations
 
 import os
-import shutil
 import ssl
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -47,6 +45,7 @@ from safehub.services.router.table import load_routing_table
 from safehub.services.web.users import hash_password
 from safehub.topics import acks, alerts
 from tests.conftest import Namespace
+from tests.fixtures.cli import SAFEHUB
 from tests.fixtures.web import PASSWORD, free_port, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -126,8 +125,7 @@ def hub(secure_namespace: Callable[..., Namespace],
            "SAFEHUB_WEB_PORT": str(port), "SAFEHUB_INBOX_DATABASE_URL": url,
            # HTTPS by default: `safehub web` makes its certificate from a local CA here.
            "SAFEHUB_WEB_TLS_DIR": str(tmp_path / "web-tls")}
-    safehub = shutil.which("safehub") or f"{sys.executable} -m safehub.cli"
-    proc = subprocess.Popen([*safehub.split(), "web"], env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([*SAFEHUB, "web"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     base = f"https://127.0.0.1:{port}"
     ca = tmp_path / "web-tls" / "ca.pem"

@@ -11,10 +11,8 @@ audit log holds every step in order; and the identity never appears in any topic
 from __future__ import annotations
 
 import os
-import shutil
 import ssl
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -39,6 +37,7 @@ from safehub.services.router.table import load_routing_table
 from safehub.services.web.users import hash_password
 from safehub.topics import alerts
 from tests.conftest import Namespace
+from tests.fixtures.cli import SAFEHUB
 from tests.fixtures.topics import TopicReader
 from tests.fixtures.web import PASSWORD, free_port, wait_for
 
@@ -77,8 +76,7 @@ def registry_toml(ns: Namespace) -> str:
 
 
 def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    safehub = shutil.which("safehub") or f"{sys.executable} -m safehub.cli"
-    return subprocess.Popen([*safehub.split(), *args], env=env, stdout=log.open("wb"),
+    return subprocess.Popen([*SAFEHUB, *args], env=env, stdout=log.open("wb"),
                             stderr=subprocess.STDOUT)
 
 

@@ -14,11 +14,9 @@ import argparse
 import dataclasses
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -56,10 +54,10 @@ from safehub.services.web.users import hash_password
 from safehub.topics import reid_requests, reid_responses
 from tests.conftest import Namespace
 from tests.fixtures.access import assert_read_refused
+from tests.fixtures.cli import SAFEHUB
 from tests.fixtures.topics import TopicReader
 
 pytestmark = pytest.mark.integration
-CMD = (shutil.which("safehub") or f"{sys.executable} -m safehub.cli").split()
 POLICE, SCHOOL, HEALTH = "police-wy", "school-leeds", "health-leeds"
 HUB, OTHER_HUB = "csc-leeds", "csc-bradford"
 ALICE = ChildIdentity("Zoë", "Fitzgerald-Kaur", "2011-07-19", "9434765870", "LS6 2QT")
@@ -349,7 +347,7 @@ def test_the_command_serves_as_its_own_process(secure_namespace: Callable[..., N
            "SAFEHUB_REID_DATABASE_URL": f"sqlite:///{tmp_path / 'reid.db'}"}
     out = (tmp_path / "service.log").open("w+b")
     proc = subprocess.Popen(
-        [*CMD, "-v", "reid", "serve", "--agency", SCHOOL, "--listen", f"127.0.0.1:{port}",
+        [*SAFEHUB, "-v", "reid", "serve", "--agency", SCHOOL, "--listen", f"127.0.0.1:{port}",
          "--vault-dir", str(a.vaults), "--export", f"{SCHOOL}={EXAMPLES_DIR / 'education.csv'}",
          "--plain-http-behind-proxy"],
         env=env, stdout=out, stderr=subprocess.STDOUT)

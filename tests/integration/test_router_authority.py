@@ -7,10 +7,8 @@ copies carry the alert the pure core raises, its authority conflict included."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +21,7 @@ from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
 from safehub.services.router.table import load_routing_table
 from safehub.topics import alerts
 from tests.conftest import Namespace
+from tests.fixtures.cli import SAFEHUB
 from tests.fixtures.correlator import (
     PARTITIONS,
     Agencies,
@@ -35,7 +34,6 @@ from tests.fixtures.topics import TopicReader
 from tests.golden.authority import authority_scenarios
 
 pytestmark = pytest.mark.integration
-CMD = (shutil.which("safehub") or f"{sys.executable} -m safehub.cli").split()
 
 
 @pytest.fixture
@@ -86,7 +84,7 @@ def test_placed_children_are_routed_to_the_placing_authority_and_the_host_inform
     router_env = {**{k: v for k, v in os.environ.items() if not k.startswith("SAFEHUB_")},
                   **ns.env("router"),
                   "SAFEHUB_ROUTER_DATABASE_URL": f"sqlite:///{tmp_path / 'router.db'}"}
-    router = subprocess.Popen([*CMD, "router"], env=router_env, stderr=subprocess.PIPE)
+    router = subprocess.Popen([*SAFEHUB, "router"], env=router_env, stderr=subprocess.PIPE)
     agencies = Agencies(ns)
     audit = TopicReader(ns.kafka, f"{prefix}audit")
     receivers = sorted({r[1] for r in expected_routes})

@@ -6,10 +6,8 @@ principal named (each hub's password file is in SAFEHUB_KAFKA_SECRETS)."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -27,6 +25,7 @@ from safehub.schemas.vocabulary import Sector, Sign, Tier
 from safehub.services.router.table import load_routing_table
 from safehub.topics import alerts
 from tests.conftest import Namespace
+from tests.fixtures.cli import SAFEHUB
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +40,6 @@ def alert(la: str) -> CorrelatedAlert:
         reidentification=(ReidentificationRef("police-wy", "f" * 32),), identity_conflict=False)
 
 
-CMD = (shutil.which("safehub") or f"{sys.executable} -m safehub.cli").split()
 
 
 def clean_env() -> dict[str, str]:
@@ -68,8 +66,8 @@ def test_router_and_inbox_processes_deliver_to_the_lead_agency(
                                           "SAFEHUB_KAFKA_CA_FILE")},
                  "SAFEHUB_INBOX_AGENCIES": "csc-leeds,hub-duty-team",
                  "SAFEHUB_INBOX_DATABASE_URL": inbox_url}
-    router = subprocess.Popen([*CMD, "router"], env=router_env, stderr=subprocess.PIPE)
-    inbox = subprocess.Popen([*CMD, "inbox"], env=inbox_env, stderr=subprocess.PIPE)
+    router = subprocess.Popen([*SAFEHUB, "router"], env=router_env, stderr=subprocess.PIPE)
+    inbox = subprocess.Popen([*SAFEHUB, "inbox"], env=inbox_env, stderr=subprocess.PIPE)
     try:
         leeds, nowhere = alert("E08000035"), alert("E06000999")
         producer = make_producer(ns.connection("correlator"), "test-correlated")
@@ -106,7 +104,7 @@ def test_the_router_process_stops_naming_a_receiver_without_topics(
     table.write_text('[fallback]\nagency = "hub-duty-team"\nescalation = "csc-unknown"\n')
     env = {**clean_env(), **namespace.env("router"), "SAFEHUB_ROUTING_TABLE": str(table),
            "SAFEHUB_ROUTER_DATABASE_URL": f"sqlite:///{tmp_path / 'router.db'}"}
-    done = subprocess.run([*CMD, "router"], env=env, capture_output=True, timeout=60)
+    done = subprocess.run([*SAFEHUB, "router"], env=env, capture_output=True, timeout=60)
     assert done.returncode == 1
     err = done.stderr.decode()
     assert alerts(namespace.prefix, "csc-unknown") in err and "safehub topics create" in err, err
