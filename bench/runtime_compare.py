@@ -83,6 +83,7 @@ FIGURES = [
     Figure("core_v1_rules_us_per_event", "us", False, PURE_FLOOR),
     Figure("decode_validate_step_v1_rules_us_per_event", "us", False, PURE_FLOOR),
     Figure("correlator_events_per_s", "events/s", True, CLUSTER_FLOOR),
+    Figure("correlator_v1_rules_events_per_s", "events/s", True, CLUSTER_FLOOR),
     Figure("plain_consumer_events_per_s", "events/s", True, CLUSTER_FLOOR),
     Figure("latency_p50_ms", "ms", False, CLUSTER_FLOOR),
     Figure("latency_p99_ms", "ms", False, CLUSTER_FLOOR),
@@ -91,6 +92,8 @@ FIGURES = [
     Figure("replay_reader_events_per_s", "events/s", True, CLUSTER_FLOOR),
     Figure("replay_one_worker_events_per_s", "events/s", True, CLUSTER_FLOOR),
     Figure("replay_cpu_only_events_per_s", "events/s", True, PURE_FLOOR),
+    Figure("replay_v1_rules_one_worker_events_per_s", "events/s", True, CLUSTER_FLOOR),
+    Figure("replay_v1_rules_cpu_only_events_per_s", "events/s", True, PURE_FLOOR),
 ]
 REPLAY_READER = "safehub replay reader (kafka-python plan + aiokafka fetch, read + SHA-256 index)"
 REPLAY_FULL = "full_replay (read ingress + audit + correlated, decode, step, compare)"
@@ -176,21 +179,39 @@ def _python(side: Side, *args: str, env: dict[str, str], timeout: float) -> str:
     return _run([sys.executable, *args], side.tree, env, timeout)
 
 
+# Runs a benchmark module as `python -m` would, with the v1 rules as the default (for the
+# bench's own use of DEFAULT_RULES_PATH; the services it starts read SAFEHUB_RULES_PATH).
+_WITH_V1_RULES = """import runpy, sys
+import safehub.services.correlation.rules as rules
+rules.DEFAULT_RULES_PATH = rules.RULES_DIR / "default-v1.toml"
+sys.argv = [{module!r}, *sys.argv[1:]]
+runpy.run_module({module!r}, run_name="__main__", alter_sys=True)"""
+
+
+def _v1_path(side: Side) -> str:
+    return str(side.tree / "services" / "correlation" / "rules" / "default-v1.toml")
+
+
 def _bench(script: Side, module: str, result: str, *args: str, env: dict[str, str],
-           accept: tuple[int, ...] = (0,)) -> Any:
+           accept: tuple[int, ...] = (0,), v1_rules: bool = False) -> Any:
     """Run one of `script`'s benchmark modules (with the code env's PYTHONPATH names) and
     read the result file it writes: removed first, so that a figure is never one left by an
     earlier run, and a run that exits without writing it has failed whatever its exit code."""
     path = script.tree / "bench" / "results" / result
     path.unlink(missing_ok=True)
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", module, *args], cwd=script.tree, env=env,
-                          capture_output=True, text=True, timeout=900, check=False)
+    cmd = [sys.executable, "-m", module, *args]
+    if v1_rules:
+        cmd = [sys.executable, "-c", _WITH_V1_RULES.format(module=module), *args]
+        env = {**env, "SAFEHUB_RULES_PATH": _v1_path(script)}
+    done = subprocess.run(cmd, cwd=script.tree, env=env, capture_output=True, text=True,
+                          timeout=900, check=False)
     if done.returncode not in accept or not path.exists():
         raise RuntimeError(f"{module} {' '.join(args)} in {script.tree} exited "
                            f"{done.returncode}:\n" + (done.stdout + done.stderr)[-3000:])
     code = Path(env["PYTHONPATH"]).parent.name
-    print(f"  {module} {' '.join(args)}: {script.label}'s script on {code}'s code, "
+    print(f"  {module} {' '.join(args)}: {script.label}'s script on {code}'s code"
+          f"{', v1 rules' if v1_rules else ''}, "
           f"{time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     return json.loads(path.read_text())
 
@@ -273,35 +294,56 @@ def _latency(script_side: Side, env: dict[str, str], children: int) -> dict[str,
             "achieved_events_per_s": float(lat["achieved_rate_events_per_s"])}
 
 
+def _correlator(side: Side, env: dict[str, str], args: argparse.Namespace,
+                v1: bool = False) -> dict[str, float]:
+    corr = _bench(side, "bench.correlation_bench", "correlation.json", "--events",
+                  str(args.events), "--runs", "1", "--core-events", "2000", env=env,
+                  v1_rules=v1)["processor"]
+    return {"events_per_s": float(corr["processor_events_per_s"]),
+            "plain_consumer_events_per_s": float(corr["plain_consumer_events_per_s"])}
+
+
+def _replay(side: Side, env: dict[str, str], args: argparse.Namespace,
+            v1: bool = False) -> dict[str, float]:
+    replay = _bench(side, "bench.replay_bench", "replay.json", "--events",
+                    str(args.replay_events), "--full-events", str(args.replay_full_events),
+                    "--runs", "1", env=env, v1_rules=v1)
+    one = replay[REPLAY_FULL]["workers=1"]
+    return {"reader_events_per_s": float(replay["results"][REPLAY_READER]
+                                         ["events_per_s_median"]),
+            "one_worker_events_per_s": float(one["events_per_s"]),
+            "cpu_only_events_per_s": float(one["cpu_only_one_process_events_per_s"]),
+            "alerts": float(one["alerts"])}
+
+
 def on_cluster(side: Side, before: Side, state: Path, args: argparse.Namespace
                ) -> dict[str, float]:
+    """The cluster benchmarks, each side's own. On the after side also the controls that
+    differ from the baseline in the code only, since outside issue 23 the default rules
+    became v3 (with a larger core: episodes, reasons) and the latency bench changed (keys
+    from the key service, 200 ms slices instead of 50 ms): the correlator and replay benches
+    with the baseline's v1 rules, and the baseline's latency script (its cwd gives `bench`
+    and `tests`, env's PYTHONPATH this side's safehub; v1 rules too, as it waits for the two
+    alerts per child v1 raises). On the before side they are its own figures."""
     with cluster(side, state) as env:
-        corr = _bench(side, "bench.correlation_bench", "correlation.json", "--events",
-                      str(args.events), "--runs", "1", "--core-events", "2000",
-                      env=env)["processor"]
+        corr = _correlator(side, env, args)
         lat = _latency(side, env, args.children)
-        # The latency bench itself changed after the baseline (the publishers' keys from the
-        # key service, 200 ms slices instead of 50 ms): its figures measure that too. The
-        # baseline's script also runs on this side's code (its cwd gives `bench` and `tests`,
-        # env's PYTHONPATH this side's safehub), with the baseline's default rules (v1: the
-        # script waits for the two alerts per child that v1 raises; v3 raises fewer), so one
-        # latency pair differs in the code only.
-        v1 = str(side.tree / "services" / "correlation" / "rules" / "default-v1.toml")
-        same = lat if side == before else _latency(before, {**env, "SAFEHUB_RULES_PATH": v1},
-                                                   args.children)
-        replay = _bench(side, "bench.replay_bench", "replay.json", "--events",
-                        str(args.replay_events), "--full-events", str(args.replay_full_events),
-                        "--runs", "1", env=env)
-    one = replay[REPLAY_FULL]["workers=1"]
+        replay = _replay(side, env, args)
+        if side == before:
+            corr_v1, lat_v1, replay_v1 = corr, lat, replay
+        else:
+            corr_v1 = _correlator(side, env, args, v1=True)
+            lat_v1 = _latency(before, {**env, "SAFEHUB_RULES_PATH": _v1_path(side)},
+                              args.children)
+            replay_v1 = _replay(side, env, args, v1=True)
     return {
-        "correlator_events_per_s": float(corr["processor_events_per_s"]),
-        "plain_consumer_events_per_s": float(corr["plain_consumer_events_per_s"]),
+        "correlator_events_per_s": corr["events_per_s"],
+        "plain_consumer_events_per_s": corr["plain_consumer_events_per_s"],
+        "correlator_v1_rules_events_per_s": corr_v1["events_per_s"],
         **{f"latency_{k}": v for k, v in lat.items()},
-        **{f"latency_baseline_script_{k}": v for k, v in same.items()},
-        "replay_reader_events_per_s": float(replay["results"][REPLAY_READER]
-                                            ["events_per_s_median"]),
-        "replay_one_worker_events_per_s": float(one["events_per_s"]),
-        "replay_cpu_only_events_per_s": float(one["cpu_only_one_process_events_per_s"]),
+        **{f"latency_baseline_script_{k}": v for k, v in lat_v1.items()},
+        **{f"replay_{k}": v for k, v in replay.items()},
+        **{f"replay_v1_rules_{k}": v for k, v in replay_v1.items()},
     }
 
 
