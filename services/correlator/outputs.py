@@ -45,6 +45,17 @@ entry for every event, that path and its thread's share of the GIL took about a 
 worker's time. Here an aiokafka producer (acks=all) on the worker's own event loop takes whole
 record batches built by aiokafka's BatchBuilder (compiled code).
 
+A broker lost mid-transaction. When a broker dies, the sends of an open transaction fail (the
+connection closed, the partition's leader moved, too few in-sync replicas) although the
+cluster will take them again seconds later. Nothing of such a transaction is committed, so
+`write` drops its producer, whose successor, registering the same transactional id, aborts
+whatever it left open, and sends the same records again in a new transaction, for up to
+RETRY_FOR_S. Only failures before the commit is asked for are retried: a commit that failed
+may have taken effect, so that one still stops the worker (exit 70) and the batch is
+redelivered to a restarted worker, which finds its events already in the block's state. A
+worker stopped on every broker loss took 30-60 s to be back (bench/fault_bench.py); the fence
+at start is retried the same way.
+
 Order: the `audit` topic has one partition, and its order is the processing order the auditors'
 replay follows. Entries go to partition 0 in the order given, and `write` returns only when the
 transaction is committed, so one batch's entries are on the log before the next batch's are
@@ -56,6 +67,8 @@ goes to the changelog partition its events arrived on (app.py).
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -63,6 +76,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
+    KafkaConnectionError,
+    KafkaTimeoutError,
     ProducerFenced,
     TopicAuthorizationFailedError,
     TransactionalIdAuthorizationFailed,
@@ -80,6 +95,13 @@ Record = tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]]
 DeadLetterRecord = Record
 NO_HEADERS: Sequence[tuple[str, bytes]] = ()
 TRANSACTION_TIMEOUT_MS = 10_000
+# How long a send that failed for the broker's sake is tried again: a killed broker's
+# partitions have new leaders within seconds, and a restarted one is back within about 30 s.
+RETRY_FOR_S = 60.0
+RETRY_DELAY_S = (0.5, 5.0)  # first, then doubling up to the second
+STOP_WAIT_S = 10.0  # for a failed producer to stop; it may wait on batches it cannot send
+
+log = logging.getLogger(__name__)
 
 
 def transactional_id(app_id: str, worker_id: str | None) -> str:
@@ -101,20 +123,58 @@ def _refused(exc: BaseException) -> bool:
                             ClusterAuthorizationFailedError))
 
 
+def _transient(exc: BaseException) -> bool:
+    """Whether a failure is the broker's passing state (see "A broker lost mid-transaction"),
+    as opposed to a refusal, a fenced producer or a record the broker will never take."""
+    return (getattr(exc, "retriable", False) is True
+            or isinstance(exc, (KafkaConnectionError, KafkaTimeoutError)))
+
+
+class _Backoff:
+    """Delays between attempts, doubling, until RETRY_FOR_S has passed."""
+
+    def __init__(self) -> None:
+        self._deadline = time.monotonic() + RETRY_FOR_S
+        self._delay = RETRY_DELAY_S[0]
+
+    async def wait(self) -> bool:
+        """Sleep before the next attempt; False when there is no time left for one."""
+        if time.monotonic() + self._delay > self._deadline:
+            return False
+        await asyncio.sleep(self._delay)
+        self._delay = min(self._delay * 2, RETRY_DELAY_S[1])
+        return True
+
+
+async def _stop_quietly(producer: AIOKafkaProducer) -> None:
+    try:
+        await asyncio.wait_for(producer.stop(), STOP_WAIT_S)
+    except Exception as exc:  # noqa: BLE001 - it is being replaced; why it failed is logged
+        log.warning("a failed transactional producer did not stop cleanly: %s", exc)
+
+
 async def fence(kafka: KafkaConnection, client_id: str, transactional: str) -> None:
     """End what an earlier process with this transactional id left: its open transaction is
     aborted, and it can commit nothing more. Returns once the broker has done both."""
-    producer = _producer(kafka, client_id, transactional)
-    try:
-        # Starting a transactional producer registers the id, which is the fencing.
-        await producer.start()
-    except Exception as exc:  # aiokafka's errors have no common base besides Exception
-        why = (f"{kafka.principal} may not use it (ACLs allow the correlator principal its "
-               "app id's transactional ids only)" if _refused(exc) else str(exc))
-        raise BrokerError(f"could not fence earlier workers with transactional id "
-                          f"{transactional}: {why}") from exc
-    finally:
-        await producer.stop()
+    backoff = _Backoff()
+    while True:
+        producer = _producer(kafka, client_id, transactional)
+        try:
+            # Starting a transactional producer registers the id, which is the fencing.
+            await producer.start()
+            return
+        except Exception as exc:  # aiokafka's errors have no common base besides Exception
+            if not _refused(exc) and _transient(exc):
+                log.warning("could not fence earlier workers with transactional id %s yet "
+                            "(%s); trying again", transactional, exc)
+                if await backoff.wait():
+                    continue
+            why = (f"{kafka.principal} may not use it (ACLs allow the correlator principal its "
+                   "app id's transactional ids only)" if _refused(exc) else str(exc))
+            raise BrokerError(f"could not fence earlier workers with transactional id "
+                              f"{transactional}: {why}") from exc
+        finally:
+            await _stop_quietly(producer)
 
 
 class OutputWriter:
@@ -143,17 +203,19 @@ class OutputWriter:
     async def _started(self) -> AIOKafkaProducer:
         if self._producer is None:
             producer = _producer(self._kafka, self._client_id, self._transactional_id)
-            await producer.start()
-            partitions = await producer.partitions_for(self._correlated)
-            if not partitions:
-                await producer.stop()
-                raise BrokerError(f"topic {self._correlated} has no partitions")
-            if self._deadletter is not None:
-                dead = await producer.partitions_for(self._deadletter)
-                if not dead:
-                    await producer.stop()
-                    raise BrokerError(f"topic {self._deadletter} has no partitions")
-                self._deadletter_partitions = sorted(dead)
+            try:
+                await producer.start()
+                partitions = await producer.partitions_for(self._correlated)
+                if not partitions:
+                    raise BrokerError(f"topic {self._correlated} has no partitions")
+                if self._deadletter is not None:
+                    dead = await producer.partitions_for(self._deadletter)
+                    if not dead:
+                        raise BrokerError(f"topic {self._deadletter} has no partitions")
+                    self._deadletter_partitions = sorted(dead)
+            except BaseException:
+                await _stop_quietly(producer)
+                raise
             self._producer, self._partitions = producer, sorted(partitions)
         return self._producer
 
@@ -161,49 +223,72 @@ class OutputWriter:
                     states_topic: str, states: Sequence[tuple[int, bytes, bytes]],
                     deadletters: Sequence[DeadLetterRecord] = ()) -> None:
         """Send dead letters (key, value, headers), alerts (key, value), audit entries and
-        block states (partition, key, value) in one transaction; return once it is committed."""
+        block states (partition, key, value) in one transaction; return once it is committed.
+        A transaction whose sends failed for the broker's sake is sent again (see the module's
+        docstring)."""
         if not alerts and not audit and not states and not deadletters:
             return
         if deadletters and self._deadletter is None:
             raise BrokerError("dead letters to send, but this writer has no dead-letter topic")
-        try:
-            producer = await self._started()
-            async with producer.transaction():
-                by_partition: dict[tuple[str, int], list[Record]] = {}
-                for key, value, headers in deadletters:
-                    assert self._deadletter is not None
-                    # As kafka-python's producers would place it: by key, a keyless one anywhere.
-                    p = self._partitioner(key, self._deadletter_partitions,
-                                          self._deadletter_partitions)
-                    by_partition.setdefault((self._deadletter, p), []).append(
-                        (key, value, headers))
-                for key, value in alerts:
-                    p = self._partitioner(key, self._partitions, self._partitions)
-                    by_partition.setdefault((self._correlated, p), []).append(
-                        (key, value, NO_HEADERS))
-                by_partition[(self._audit, AUDIT_PARTITION)] = [(None, v, NO_HEADERS)
-                                                                 for v in audit]
-                for p, key, value in states:
-                    by_partition.setdefault((states_topic, p), []).append(
-                        (key, value, NO_HEADERS))
-                delivered: list[Any] = []
-                for (topic, p), records in by_partition.items():
-                    delivered += await send_in_batches(producer, topic, p, records)
-                # Every future retrieved: a fenced producer fails them all with one exception.
-                outcomes = await asyncio.gather(*delivered, return_exceptions=True)
-                failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
-                if failed is not None:
-                    raise failed
-        except BrokerError:
-            raise
-        except ProducerFenced as exc:
-            raise BrokerError(f"another worker started with this worker's transactional id "
-                              f"({self._transactional_id}): this one may commit nothing more. "
-                              "If both run, give each its own SAFEHUB_CORRELATOR_WORKER_ID") \
-                from exc
-        except Exception as exc:  # aiokafka's errors have no common base besides Exception
-            raise BrokerError(f"alerts, audit entries or block states not committed: {exc}") \
-                from exc
+        backoff = _Backoff()
+        while True:
+            committing = False
+            try:
+                producer = await self._started()
+                async with producer.transaction():
+                    await self._send(producer, alerts, audit, states_topic, states, deadletters)
+                    committing = True  # the context's exit asks for the commit
+                return
+            except BrokerError:
+                raise
+            except ProducerFenced as exc:
+                raise BrokerError(
+                    f"another worker started with this worker's transactional id "
+                    f"({self._transactional_id}): this one may commit nothing more. "
+                    "If both run, give each its own SAFEHUB_CORRELATOR_WORKER_ID") from exc
+            except Exception as exc:  # aiokafka's errors have no common base besides Exception
+                if not committing and _transient(exc) and not _refused(exc):
+                    log.warning("transaction not sent (%s): sending it again with a new "
+                                "producer", exc)
+                    await self._drop_producer()
+                    if await backoff.wait():
+                        continue
+                raise BrokerError(f"alerts, audit entries or block states not committed: "
+                                  f"{exc}") from exc
+
+    async def _send(self, producer: AIOKafkaProducer, alerts: Sequence[tuple[bytes, bytes]],
+                    audit: Sequence[bytes], states_topic: str,
+                    states: Sequence[tuple[int, bytes, bytes]],
+                    deadletters: Sequence[DeadLetterRecord]) -> None:
+        by_partition: dict[tuple[str, int], list[Record]] = {}
+        for key, value, headers in deadletters:
+            assert self._deadletter is not None
+            # As kafka-python's producers would place it: by key, a keyless one anywhere.
+            p = self._partitioner(key, self._deadletter_partitions,
+                                  self._deadletter_partitions)
+            by_partition.setdefault((self._deadletter, p), []).append((key, value, headers))
+        for key, value in alerts:
+            p = self._partitioner(key, self._partitions, self._partitions)
+            by_partition.setdefault((self._correlated, p), []).append(
+                (key, value, NO_HEADERS))
+        by_partition[(self._audit, AUDIT_PARTITION)] = [(None, v, NO_HEADERS) for v in audit]
+        for p, key, value in states:
+            by_partition.setdefault((states_topic, p), []).append((key, value, NO_HEADERS))
+        delivered: list[Any] = []
+        for (topic, p), records in by_partition.items():
+            delivered += await send_in_batches(producer, topic, p, records)
+        # Every future retrieved: a fenced producer fails them all with one exception.
+        outcomes = await asyncio.gather(*delivered, return_exceptions=True)
+        failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+        if failed is not None:
+            raise failed
+
+    async def _drop_producer(self) -> None:
+        # The next `_started` makes a producer with the same transactional id; registering
+        # it aborts the transaction this one left open.
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await _stop_quietly(producer)
 
     async def close(self) -> None:
         if self._producer is not None:
