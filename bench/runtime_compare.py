@@ -65,6 +65,14 @@ PURE_FLOOR = 0.05
 CLUSTER_FLOOR = 0.10
 
 
+THRESHOLD = (
+    "per round, cost = after/before (before/after where higher is better; above 1 is worse); "
+    "cost_factor = the median of the per-round costs; noise = max(floor, the median absolute "
+    "deviation of the per-round costs); a loss is cost_factor > 1 + noise, a gain "
+    f"cost_factor < 1/(1 + noise); floor {PURE_FLOOR:.0%} for pure CPU figures, "
+    f"{CLUSTER_FLOOR:.0%} for figures through a broker")
+
+
 @dataclass(frozen=True, slots=True)
 class Figure:
     """What one figure measures, which way is better, and its noise floor."""
@@ -108,28 +116,30 @@ def verdict(before: list[float], after: list[float], higher_is_better: bool,
             floor: float) -> dict[str, Any]:
     """Compare one figure's runs; before[i] and after[i] come from the same round.
 
-    The noise is the larger of `floor` and half the spread of the per-round costs: the two
-    sides of a round ran minutes apart on the same shared machine, so the per-round cost
-    varies only with what changed within rounds, and its spread is what this run can resolve.
-    A loss is a median cost above 1 + noise; a gain, below 1 / (1 + noise)."""
+    The two sides of a round ran minutes apart on the same shared machine, so what is judged
+    is the median of the per-round costs (paired: a busy spell weighs on both sides of its
+    round), and the noise is the larger of `floor` and the median absolute deviation of the
+    per-round costs (robust to the odd round in which other people's work took the cores
+    from one side only). A loss is a median cost above 1 + noise; a gain, below
+    1 / (1 + noise). The medians of each side and their ratio are reported too."""
     if not before or len(before) != len(after):
         raise ValueError("one run per side per round")
-    b, a = statistics.median(before), statistics.median(after)
     per_round = [cost(x, y, higher_is_better) for x, y in zip(before, after, strict=True)]
-    noise = max(floor, (max(per_round) - min(per_round)) / 2)
-    c = cost(b, a, higher_is_better)
+    c = statistics.median(per_round)
+    noise = max(floor, statistics.median(abs(x - c) for x in per_round))
     if c > 1 + noise:
         word = "loss"
     elif c < 1 / (1 + noise):
         word = "gain"
     else:
         word = "no loss (within noise)"
+    b, a = statistics.median(before), statistics.median(after)
     return {
         "before_median": round(b, 2),
         "after_median": round(a, 2),
         "after_over_before": round(a / b, 3),
-        "cost_factor": round(c, 3),
         "per_round_cost_factors": [round(x, 3) for x in per_round],
+        "cost_factor": round(c, 3),
         "noise": round(noise, 3),
         "verdict": word,
     }
@@ -409,7 +419,18 @@ def main() -> int:
     parser.add_argument("--replay-full-events", type=int, default=12_000)
     parser.add_argument("--pure-only", action="store_true", help="no cluster benchmarks")
     parser.add_argument("--out", type=Path, default=RESULT)
+    parser.add_argument("--summarise-only", action="store_true",
+                        help="recompute the figures and verdicts from the runs recorded in "
+                             "--out, measuring nothing")
     args = parser.parse_args()
+    if args.summarise_only:
+        result = json.loads(args.out.read_text())
+        runs = result["runs"]
+        result["figures"] = summarise([runs["pure"], runs["cluster"]] if runs["cluster"]
+                                      else [runs["pure"]])
+        result["threshold"] = THRESHOLD
+        _write(result, args.out)
+        return 0
 
     head = _run(["git", "rev-parse", "HEAD"], ROOT, dict(os.environ), 30).strip()
     base = _run(["git", "rev-parse", args.baseline], ROOT, dict(os.environ), 30).strip()
@@ -444,10 +465,7 @@ def main() -> int:
                   "note": "reduced from the benchmarks' defaults so that a run takes ~10-15 "
                           "min; compare the ratios, not the absolute figures"},
         "cluster_benchmarks": not args.pure_only,
-        "threshold": "a loss is a median cost (after/before, or before/after where higher is "
-                     "better) above 1 + noise; noise = max(floor, half the spread of the "
-                     f"per-round costs); floor {PURE_FLOOR:.0%} for pure CPU figures, "
-                     f"{CLUSTER_FLOOR:.0%} for figures through a broker",
+        "threshold": THRESHOLD,
         "figures": figures,
         "runs": {"pure": pure_runs, "cluster": cluster_runs},
         "seconds": round(time.monotonic() - started, 1),
@@ -455,13 +473,18 @@ def main() -> int:
                     "load_average_start": [round(x, 2) for x in load_start],
                     "load_average_end": [round(x, 2) for x in os.getloadavg()]},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    for name, f in figures.items():
+    _write(result, args.out)
+    return 0
+
+
+def _write(result: dict[str, Any], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    for name, f in result["figures"].items():
         if isinstance(f, dict):
             print(f"{name}: before {f['before_median']} after {f['after_median']} "
-                  f"after/before {f['after_over_before']} -> {f['verdict']}")
-    return 0
+                  f"(after/before {f['after_over_before']}); median per-round cost "
+                  f"{f['cost_factor']}, noise {f['noise']} -> {f['verdict']}")
 
 
 if __name__ == "__main__":

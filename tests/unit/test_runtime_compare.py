@@ -31,11 +31,23 @@ def test_a_consistent_rise_in_latency_is_a_loss_and_a_fall_a_gain() -> None:
 
 
 def test_rounds_that_disagree_widen_the_noise() -> None:
-    # Per-round costs 0.8 and 1.6: half their spread (0.4) is the noise, so a median cost of
-    # 1.2 cannot be told from no change.
+    # Per-round costs 0.8 and 1.6: their median absolute deviation (0.4) is the noise, so a
+    # median cost of 1.2 cannot be told from no change.
     v = verdict([100.0, 100.0], [125.0, 62.5], higher_is_better=True, floor=0.05)
     assert v["noise"] == pytest.approx(0.4)
+    assert v["cost_factor"] == pytest.approx(1.2)
     assert v["verdict"] == "no loss (within noise)"
+
+
+def test_one_round_under_someone_elses_load_hides_no_steady_shift() -> None:
+    # Six rounds 7% slower, one round three times slower on one side only (a busy spell):
+    # the verdict follows the six, and the busy round does not widen the noise.
+    before = [30.0] * 7
+    after = [32.1] * 6 + [90.0]
+    v = verdict(before, after, higher_is_better=False, floor=0.05)
+    assert v["cost_factor"] == pytest.approx(1.07)
+    assert v["noise"] == 0.05
+    assert v["verdict"] == "loss"
 
 
 def test_runs_must_pair_up_by_round() -> None:
