@@ -429,6 +429,8 @@ def main() -> int:
         result["figures"] = summarise([runs["pure"], runs["cluster"]] if runs["cluster"]
                                       else [runs["pure"]])
         result["threshold"] = THRESHOLD
+        result["summarised_again_by_commit"] = _run(["git", "rev-parse", "HEAD"], ROOT,
+                                                    dict(os.environ), 30).strip()
         _write(result, args.out)
         return 0
 
