@@ -1,7 +1,8 @@
 """Issue 23's runtime changes (topics, settings, the client layer, the consume loop, the storage
 toolkit): the benchmarks on the code before them and on this code, alternating, in one run.
 
-    python -m bench.runtime_compare [--baseline 1b3ae8d] [--rounds 3] [--pure-only]
+    python -m bench.runtime_compare [--baseline 1b3ae8d] [--rounds 3] [--pure-rounds 7]
+                                    [--pure-only] [--summarise-only]
 
 Before is the baseline commit (1b3ae8d: main when issue 23 began); after is the HEAD commit
 when the run starts (recorded in the result). Both are checked out into temporary git
@@ -19,12 +20,12 @@ of the pure benchmarks, which take seconds, then `--rounds` (3) on clusters:
   on both sides, since the default became v3 after the baseline);
 - on a fresh single-node secure cluster of the side's own launcher (TLS, SCRAM-SHA-512, ACLs,
   as both trees run it): bench.correlation_bench's processor (one correlator worker's
-  sustained events/s on a backlog), bench.latency_bench (publish -> hub inbox row: p50, p99;
-  on the after side also the baseline's latency script on the after side's code, since the
-  script itself changed after the baseline: keys from the key service, 200 ms slices) and
-  bench.replay_bench (the auditor's reader, `safehub audit replay` end to end in one
-  process, and its CPU part alone, the pure replay).
-Sizes are reduced so that a whole run takes about 10-15 minutes on the shared 2-core machine
+  sustained events/s on a backlog), bench.latency_bench (publish -> hub inbox row: p50, p99)
+  and bench.replay_bench (the auditor's reader, `safehub audit replay` end to end in one
+  process, and its CPU part alone, the pure replay); on the after side also controls that
+  differ from the baseline in the code only (see `on_cluster`): the correlator and replay
+  with the v1 rules, the baseline's latency script on the after side's code.
+Sizes are reduced so that a whole run takes about 15 minutes on the shared 2-core machine
 (defaults: 30,000 events for the correlator, 1,000 children for latency, 20,000 events read
 and 12,000 replayed); the benchmarks' own defaults are 2-10 times larger, so absolute figures
 are not those of bench/results/*.json: the ratios after / before are what count.
