@@ -71,6 +71,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -194,14 +195,13 @@ class OutputWriter:
                  audit_topic: str, transactional: str,
                  deadletter_topic: str | None = None,
                  timeout_ms: int = TRANSACTION_TIMEOUT_MS) -> None:
-        self._kafka = kafka
-        self._timeout_ms = timeout_ms
-        self._client_id = client_id
+        # A producer is made anew after a failed transaction (`_drop_producer`), always alike.
+        self._new_producer = partial(_producer, kafka, client_id, transactional, timeout_ms)
+        self._transactional_id, self._timeout_ms = transactional, timeout_ms
         self._correlated = correlated_topic
         self._audit = audit_topic
         self._deadletter = deadletter_topic
         self._deadletter_partitions: list[int] = []
-        self._transactional_id = transactional
         self._producer: AIOKafkaProducer | None = None
         self._partitions: list[int] = []
         self._partitioner = DefaultPartitioner()
@@ -216,8 +216,7 @@ class OutputWriter:
 
     async def _started(self) -> AIOKafkaProducer:
         if self._producer is None:
-            producer = _producer(self._kafka, self._client_id, self._transactional_id,
-                                 self._timeout_ms)
+            producer = self._new_producer()
             try:
                 await producer.start()
                 partitions = await producer.partitions_for(self._correlated)
