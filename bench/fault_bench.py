@@ -334,10 +334,13 @@ class FaultRun:
         deadline = time.monotonic() + timeout
         last: Any = None
         quiet_since = time.monotonic()
+        seen: tuple[int | None, int | None, int] = (None, None, 0)
         try:
             while True:
                 self.supervisor.check()
-                assert time.monotonic() < deadline, "the pipeline did not settle in time"
+                assert time.monotonic() < deadline, (
+                    f"the pipeline did not settle in time (last seen: correlator lag {seen[0]}, "
+                    f"router and inbox behind {seen[1]}, inbox rows {seen[2]})")
                 try:
                     lag = self.lag(consumer, admin, topics.correlator_group(self.prefix), ingress)
                     behind = self.lag(consumer, admin, topics.service_group(self.prefix, HUB),
@@ -352,6 +355,7 @@ class FaultRun:
                 except Exception:  # noqa: BLE001 - a broker is down: ask again
                     time.sleep(1)
                     continue
+                seen = (lag, behind, inbox_count(self.inbox_db))
                 if lag == 0 and "correlator_consumed_all_s" not in self.result:
                     self.result["correlator_consumed_all_s"] = self.at()
                 now = (lag, ends, inbox_count(self.inbox_db))

@@ -53,6 +53,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.transport_cost import run_checked
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "bench" / "results" / "runtime_compare.json"
 BASELINE = "1b3ae8d"  # main when issue 23 began
@@ -165,15 +167,6 @@ class Side:
     commit: str
 
 
-def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float) -> str:
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} in {cwd} exited {done.returncode}:\n"
-                           + (done.stdout + done.stderr)[-3000:])
-    return done.stdout
-
-
 def _env(side: Side, state: Path, port: int | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEHUB_")}
     env.update({"PYTHONPATH": str(side.tree / "src"), "SAFEHUB_STATE": str(state),
@@ -187,7 +180,7 @@ def _env(side: Side, state: Path, port: int | None) -> dict[str, str]:
 
 
 def _python(side: Side, *args: str, env: dict[str, str], timeout: float) -> str:
-    return _run([sys.executable, *args], side.tree, env, timeout)
+    return run_checked([sys.executable, *args], side.tree, env, timeout)
 
 
 # Runs a benchmark module as `python -m` would, with the v1 rules as the default (for the
@@ -401,7 +394,7 @@ def summarise(phases: list[Runs]) -> dict[str, Any]:
 
 
 def _worktree(commit: str, where: Path) -> None:
-    _run(["git", "worktree", "add", "--detach", str(where), commit], ROOT, dict(os.environ),
+    run_checked(["git", "worktree", "add", "--detach", str(where), commit], ROOT, dict(os.environ),
          120)
 
 
@@ -430,13 +423,13 @@ def main() -> int:
         result["figures"] = summarise([runs["pure"], runs["cluster"]] if runs["cluster"]
                                       else [runs["pure"]])
         result["threshold"] = THRESHOLD
-        result["summarised_again_by_commit"] = _run(["git", "rev-parse", "HEAD"], ROOT,
+        result["summarised_again_by_commit"] = run_checked(["git", "rev-parse", "HEAD"], ROOT,
                                                     dict(os.environ), 30).strip()
         _write(result, args.out)
         return 0
 
-    head = _run(["git", "rev-parse", "HEAD"], ROOT, dict(os.environ), 30).strip()
-    base = _run(["git", "rev-parse", args.baseline], ROOT, dict(os.environ), 30).strip()
+    head = run_checked(["git", "rev-parse", "HEAD"], ROOT, dict(os.environ), 30).strip()
+    base = run_checked(["git", "rev-parse", args.baseline], ROOT, dict(os.environ), 30).strip()
     work = Path(tempfile.mkdtemp(prefix="safehub-runtime-"))
     sides = [Side("before", work / "before", base), Side("after", work / "after", head)]
     load_start, started = os.getloadavg(), time.monotonic()

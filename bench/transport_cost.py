@@ -35,7 +35,8 @@ BASELINE = "c7c7454"  # main before the secure transport (issue 17)
 PORT = 29092  # apart from the default 19092 that a developer's own cluster may use
 
 
-def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float) -> str:
+def run_checked(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float) -> str:
+    """Run `cmd`; its standard output, or an error carrying the end of what it printed."""
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout, check=False)
     if done.returncode != 0:
@@ -61,17 +62,17 @@ def one_side(tree: Path, state: Path, secure: bool, args: argparse.Namespace) ->
     saved = {n: (tree / "bench" / "results" / n).read_bytes()
              for n in ("correlation.json", "latency.json")
              if (tree / "bench" / "results" / n).exists()}
-    _run([*py, "safehub.cli", "kafka", "up", "--port", str(PORT)], tree, env, 180)
+    run_checked([*py, "safehub.cli", "kafka", "up", "--port", str(PORT)], tree, env, 180)
     try:
         started = time.monotonic()
-        _run([*py, "bench.correlation_bench", "--events", str(args.events), "--runs", "1",
+        run_checked([*py, "bench.correlation_bench", "--events", str(args.events), "--runs", "1",
               "--core-events", "2000"], tree, env, 900)
         corr = json.loads((tree / "bench" / "results" / "correlation.json").read_text())
-        _run([*py, "bench.latency_bench", "--children", str(args.children), "--runs", "1"],
+        run_checked([*py, "bench.latency_bench", "--children", str(args.children), "--runs", "1"],
              tree, env, 900)
         lat = json.loads((tree / "bench" / "results" / "latency.json").read_text())
     finally:
-        _run([*py, "safehub.cli", "kafka", "down", *(["--purge"] if secure else [])],
+        run_checked([*py, "safehub.cli", "kafka", "down", *(["--purge"] if secure else [])],
              tree, env, 120)
         for name, raw in saved.items():
             (tree / "bench" / "results" / name).write_bytes(raw)
@@ -105,7 +106,7 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="safehub-transport-"))
     baseline = work / "baseline"
-    _run(["git", "worktree", "add", "--detach", str(baseline), args.baseline], ROOT,
+    run_checked(["git", "worktree", "add", "--detach", str(baseline), args.baseline], ROOT,
          dict(os.environ), 120)
     runs: dict[str, list[dict[str, Any]]] = {"plaintext": [], "secure": []}
     try:
