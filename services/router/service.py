@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,6 +24,7 @@ from kafka.errors import KafkaError, KafkaTimeoutError
 
 from safehub.consumers.deadletter import DeadLetterSink
 from safehub.consuming import (
+    EXIT_TEMPORARY,
     Action,
     Backoff,
     Batch,
@@ -31,6 +33,7 @@ from safehub.consuming import (
     Outage,
     Rewind,
     Rule,
+    ServiceStopped,
 )
 from safehub.consuming import OutageTooLong as OutageTooLong  # `safehub router` exits 75 on it
 from safehub.errors import BrokerError, StoreError, ValidationError
@@ -53,6 +56,12 @@ BACKOFF_S = (1.0, 30.0)  # first and longest wait between retries after a failed
 # A flush is waited for in slices, so that a broker that stops acknowledging is reported
 # (log, /readyz) while the producer keeps retrying; the producer's delivery timeout bounds it.
 FLUSH_SLICE_S = 5.0
+# A send fails once the producer's delivery timeout has passed, so a flush still waiting well
+# after it means a producer that has stopped working (seen in the fault run: a router waiting
+# 8 minutes after a broker kill, its heartbeat still beating). The router then stops with
+# EXIT_TEMPORARY and is restarted with fresh clients; nothing of the batch was saved or
+# committed, so it is read again, and a notification sent twice keeps its id (inboxes drop it).
+WEDGED_AFTER_DELIVERY_S = 30.0
 # The router's producer: a send to a topic whose metadata the producer lacks (the first
 # escalation to a receiver, say) waits this long for the broker, not kafka-python's 60 s, so
 # that an outage is noticed, logged and retried with backoff from the loop.
@@ -249,12 +258,19 @@ class Router:
         """
         futures = [self._producer.send(topic, key=key, value=value, headers=[])
                    for topic, key, value, _ in records]
+        give_up = time.monotonic() + WEDGED_AFTER_DELIVERY_S + (
+            self._producer.config["delivery_timeout_ms"] / 1000)
         while True:
             try:
                 self._producer.flush(FLUSH_SLICE_S)
                 break
             except KafkaTimeoutError:
                 self._trouble("the broker does not acknowledge the router's notifications")
+                if time.monotonic() > give_up:
+                    raise ServiceStopped(
+                        "notifications neither acknowledged nor failed past the producer's "
+                        "delivery timeout: its client has stopped working",
+                        EXIT_TEMPORARY) from None
                 self.watch.heartbeat.beat("router")
         failed = [f for f in futures if f.failed()]
         if failed:
