@@ -1,13 +1,14 @@
-"""A correlator's transaction cut by the loss of its brokers is committed once, and the fence at
-a worker's start waits for brokers that are away (outputs.py, "A broker lost mid-transaction").
+"""A correlator's transaction cut by a broker's loss is committed once, and the fence at a
+worker's start waits for brokers that are away (outputs.py, "A broker lost mid-transaction").
 
 The cluster is the test's own (three nodes, topics replicated three times with
 min.insync.replicas 2, as bench/fault_bench.py runs them; never the shared one).
-- Every node is killed while a worker with a worker id is sending a transaction, and
-  restarted 4 s later: the transaction is open longer than the 10 s anonymous workers get.
-  `write` must return, and a committed reader must see the batch exactly once, nothing of an
-  attempt that failed. Before, the broker timed the transaction out, which fenced the
-  worker's own producer, and the worker stopped (4 stops in 8 broker kills in the fault run).
+- The leader of the partition a transaction is being sent to is killed under it and restarted
+  4 s later. `write` must return, and a committed reader must see the batch exactly once,
+  nothing of an attempt that failed. Whether the sends fail at all depends on timing: here
+  aiokafka usually retries them itself, and the connection-closed failure that stopped
+  workers in the fault run is not reproduced every time, so this test guards the outcome (no
+  stop, nothing twice), not the retry path alone.
 - Every node is killed, then a worker starts: its fence failed at once before (the worker
   exited 1 in the fault run); now it waits until they are back, then commits."""
 
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from safehub.bus import make_admin
 from safehub.connection import KafkaConnection
 from safehub.deploy.kafka.launcher import Cluster, ClusterState
 from safehub.deploy.topics import TopicSpec, create_topics
@@ -47,6 +49,15 @@ def cluster() -> Iterator[tuple[Cluster, ClusterState]]:
         create_topics(admin, [TopicSpec(t, 1, NODES, {"min.insync.replicas": "2"})
                               for t in (CORRELATED, AUDIT, STATES)])
         yield running
+
+
+def leader_of(kafka: KafkaConnection, topic: str) -> int:
+    admin = make_admin(kafka)
+    try:
+        (described,) = admin.describe_topics([topic])
+        return int(described["partitions"][0]["leader_id"])
+    finally:
+        admin.close()
 
 
 Batch = tuple[list[tuple[bytes, bytes]], list[bytes], list[tuple[int, bytes, bytes]]]
@@ -84,10 +95,8 @@ def test_a_transaction_cut_by_a_broker_loss_is_committed_once(
         cluster: tuple[Cluster, ClusterState]) -> None:
     running, state = cluster
     admin = state.connection()
-    writer = OutputWriter(admin, "broker-loss-test", CORRELATED, AUDIT, TID,
-                          timeout_ms=outputs.transaction_timeout_ms("w1"))
+    writer = OutputWriter(admin, "broker-loss-test", CORRELATED, AUDIT, TID)
     before, during = batch("before"), batch("during", LARGE)
-    nodes = range(1, NODES + 1)
 
     async def scenario() -> float:
         alerts, audit, states = before
@@ -95,11 +104,11 @@ def test_a_transaction_cut_by_a_broker_loss_is_committed_once(
         alerts, audit, states = during
         started = time.monotonic()
         sending = asyncio.ensure_future(writer.write(alerts, audit, STATES, states))
-        await asyncio.sleep(KILL_AFTER_S)  # the brokers die under the transaction's sends
-        assert not sending.done(), "the transaction ended before the brokers were killed"
-        for node in nodes:
-            await asyncio.to_thread(running.kill_node, node)
-        restarter = restart_later(running, DOWN_S, *nodes)
+        await asyncio.sleep(KILL_AFTER_S)  # the broker dies under the transaction's sends
+        assert not sending.done(), "the transaction ended before the broker was killed"
+        leader = leader_of(admin, AUDIT)
+        await asyncio.to_thread(running.kill_node, leader)
+        restarter = restart_later(running, DOWN_S, leader)
         try:
             await asyncio.wait_for(sending, outputs.RETRY_FOR_S + 30)
         finally:
