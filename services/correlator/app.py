@@ -52,11 +52,7 @@ from safehub.services.correlator import transport
 from safehub.services.correlator.changelog import BlockStates
 from safehub.services.correlator.ingress import warn_of_unread_topics
 from safehub.services.correlator.offload import Child, Reply
-from safehub.services.correlator.outputs import (
-    DeadLetterRecord,
-    OutputWriter,
-    transaction_timeout_ms,
-)
+from safehub.services.correlator.outputs import DeadLetterRecord, OutputWriter
 from safehub.services.correlator.processing import SERVICE, Incoming
 from safehub.services.correlator.residency import DEFAULT_BUDGET_BYTES, Residency
 from safehub.services.correlator.stalls import STALL_CHECK_S, StallWatch
@@ -174,8 +170,7 @@ def build_app(
     # Its producer is made on first use inside the running worker, never at import or build.
     outputs = OutputWriter(settings.kafka, SERVICE, topics.correlated(settings.prefix),
                            topics.audit(settings.prefix), settings.transactional_id,
-                           topics.deadletter(settings.prefix),
-                           transaction_timeout_ms(settings.worker_id))
+                           topics.deadletter(settings.prefix))
 
     async def close_outputs(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         if "pipeline" in holder:

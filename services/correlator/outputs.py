@@ -104,7 +104,6 @@ NO_HEADERS: Sequence[tuple[str, bytes]] = ()
 # all three 100,000-event fault runs with it ended with the router and inbox no longer
 # consuming (cause not found; bench/README.md), against none of three at 10 s.
 TRANSACTION_TIMEOUT_MS = 10_000
-TRANSACTION_TIMEOUT_WITH_ID_MS = TRANSACTION_TIMEOUT_MS
 # How long a send that failed for the broker's sake is tried again: a killed broker's
 # partitions have new leaders within seconds, and a restarted one is back within about 30 s.
 RETRY_FOR_S = 60.0
@@ -121,15 +120,10 @@ def transactional_id(app_id: str, worker_id: str | None) -> str:
     return f"{app_id}-worker-{worker_id}"
 
 
-def transaction_timeout_ms(worker_id: str | None) -> int:
-    return TRANSACTION_TIMEOUT_MS if worker_id is None else TRANSACTION_TIMEOUT_WITH_ID_MS
-
-
-def _producer(kafka: KafkaConnection, client_id: str, transactional: str,
-              timeout_ms: int = TRANSACTION_TIMEOUT_MS) -> AIOKafkaProducer:
+def _producer(kafka: KafkaConnection, client_id: str, transactional: str) -> AIOKafkaProducer:
     return make_aio_producer(kafka, client_id, enable_idempotence=True, linger_ms=0,
                              transactional_id=transactional,
-                             transaction_timeout_ms=timeout_ms)
+                             transaction_timeout_ms=TRANSACTION_TIMEOUT_MS)
 
 
 def _refused(exc: BaseException) -> bool:
@@ -195,11 +189,10 @@ async def fence(kafka: KafkaConnection, client_id: str, transactional: str) -> N
 class OutputWriter:
     def __init__(self, kafka: KafkaConnection, client_id: str, correlated_topic: str,
                  audit_topic: str, transactional: str,
-                 deadletter_topic: str | None = None,
-                 timeout_ms: int = TRANSACTION_TIMEOUT_MS) -> None:
+                 deadletter_topic: str | None = None) -> None:
         # A producer is made anew after a failed transaction (`_drop_producer`), always alike.
-        self._new_producer = partial(_producer, kafka, client_id, transactional, timeout_ms)
-        self._transactional_id, self._timeout_ms = transactional, timeout_ms
+        self._new_producer = partial(_producer, kafka, client_id, transactional)
+        self._transactional_id = transactional
         self._correlated = correlated_topic
         self._audit = audit_topic
         self._deadletter = deadletter_topic
@@ -261,7 +254,7 @@ class OutputWriter:
                 raise BrokerError(
                     f"fenced: either another worker started with this worker's transactional "
                     f"id ({self._transactional_id}), or the broker aborted the transaction "
-                    f"after it was open {self._timeout_ms // 1000} s (a long broker outage); "
+                    f"after it was open {TRANSACTION_TIMEOUT_MS // 1000} s (a long broker outage); "
                     "this process may commit nothing more. If two workers run, give each "
                     "its own SAFEHUB_CORRELATOR_WORKER_ID") from exc
             except Exception as exc:  # aiokafka's errors have no common base besides Exception
