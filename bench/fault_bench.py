@@ -355,10 +355,11 @@ class FaultRun:
                 except Exception:  # noqa: BLE001 - a broker is down: ask again
                     time.sleep(1)
                     continue
-                seen = (lag, behind, inbox_count(self.inbox_db))
+                rows = inbox_count(self.inbox_db)
+                seen = (lag, behind, rows)
                 if lag == 0 and "correlator_consumed_all_s" not in self.result:
                     self.result["correlator_consumed_all_s"] = self.at()
-                now = (lag, ends, inbox_count(self.inbox_db))
+                now = (lag, ends, rows)
                 if now != last:
                     last, quiet_since = now, time.monotonic()
                 elif lag == 0 and behind == 0 and time.monotonic() - quiet_since >= QUIET_S:
