@@ -156,6 +156,9 @@ class AuditAction(StrEnum):
     KEY_QUOTA_REFUSED = "KEY_QUOTA_REFUSED"
     # an operator sent a dead letter back to its source topic (safehub deadletter replay)
     DEADLETTER_REPLAYED = "DEADLETTER_REPLAYED"
+    # the correlator could not read a linkage block's saved state (a poisoned changelog record)
+    # and went on with the block empty: replay empties its copy of the block at the same point
+    BLOCK_STATE_RESET = "BLOCK_STATE_RESET"
 
 
 class LawfulBasis(StrEnum):

@@ -37,7 +37,7 @@ from safehub.services.correlation.core import (
     step,
     too_late,
 )
-from safehub.services.correlation.linking import block_key
+from safehub.services.correlation.linking import block_key, subject_block
 from safehub.services.correlation.rules import Rules
 
 CORRELATOR = "correlator"
@@ -46,9 +46,14 @@ CORRELATOR = "correlator"
 _VERSION_FIELDS = {"alert_id", "rules_version", "explanation"}
 
 
+_REPLAYED = (AuditAction.EVENT_ACCEPTED, AuditAction.EVENT_DEADLETTERED,
+             AuditAction.BLOCK_STATE_RESET)
+
+
 @dataclass(frozen=True, slots=True)
 class Difference:
-    kind: str  # missing, unexpected, differing, altered-event, missing-event, routed, inbox
+    # missing, unexpected, differing, altered-event, altered-entry, missing-event, routed, inbox
+    kind: str
     message: str
     alert_id: str | None = None
     cluster_id: str | None = None
@@ -64,6 +69,9 @@ class ReplayReport:
     emitted_alerts: int = 0
     matches: int = 0
     differences: list[Difference] = field(default_factory=list)
+    # Blocks the correlator journalled as reset (their saved state unreadable): replayed from
+    # empty at that point, as the worker went on; listed so an auditor sees history was lost.
+    blocks_reset: list[int] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -81,6 +89,7 @@ class ReplayReport:
             "emitted_alerts": self.emitted_alerts, "matches": self.matches,
             "missing": self.count("missing"), "unexpected": self.count("unexpected"),
             "differing": self.count("differing"),
+            "blocks_reset": self.blocks_reset,
             "differences": [
                 {"kind": d.kind, "message": d.message, "alert_id": d.alert_id,
                  "cluster_id": d.cluster_id} for d in self.differences
@@ -101,9 +110,9 @@ class Decoders:
 
 def correlator_entries(audit_values: Iterable[bytes], decoders: Decoders
                        ) -> tuple[list[AuditEntry], set[bytes]]:
-    """The correlator's EVENT_ACCEPTED and EVENT_DEADLETTERED entries in journal order, and the
-    digests of the alerts it journalled as emitted. Other records are skipped (verify reports
-    undecodable ones)."""
+    """The correlator's EVENT_ACCEPTED, EVENT_DEADLETTERED and BLOCK_STATE_RESET entries in
+    journal order, and the digests of the alerts it journalled as emitted. Other records are
+    skipped (verify reports undecodable ones)."""
     accepted = []
     emitted: set[bytes] = set()
     for raw in audit_values:
@@ -113,7 +122,7 @@ def correlator_entries(audit_values: Iterable[bytes], decoders: Decoders
             continue
         if entry.service != CORRELATOR:
             continue
-        if entry.action in (AuditAction.EVENT_ACCEPTED, AuditAction.EVENT_DEADLETTERED):
+        if entry.action in _REPLAYED:
             accepted.append(entry)
         elif entry.action == AuditAction.ALERT_EMITTED:
             emitted.add(entry.digest)
@@ -173,6 +182,9 @@ def replay_events(entries: Sequence[AuditEntry],
     states: dict[int, BlockState] = {}
     alerts: list[CorrelatedAlert] = []
     for entry in entries:
+        if entry.action == AuditAction.BLOCK_STATE_RESET:
+            _reset(entry, states, report)
+            continue
         if entry.action == AuditAction.EVENT_DEADLETTERED:
             _check_refusal(entry, ingress, states, rules_for, report, decoders)
             continue
@@ -206,6 +218,17 @@ def replay_events(entries: Sequence[AuditEntry],
         alerts.extend(raised)
         report.events_replayed += 1
     return alerts
+
+
+def _reset(entry: AuditEntry, states: dict[int, BlockState], report: ReplayReport) -> None:
+    block = subject_block(entry.subject_id)
+    if block is None:
+        report.differences.append(Difference(
+            "altered-entry", f"BLOCK_STATE_RESET entry {entry.entry_id} names no "
+            f"linkage block ({entry.subject_id!r})"))
+        return
+    states.pop(block, None)
+    report.blocks_reset.append(block)
 
 
 def _check_refusal(entry: AuditEntry, ingress: Mapping[bytes, tuple[bytes, bytes | None]],
@@ -355,6 +378,12 @@ def summary(report: ReplayReport, other_rules: bool) -> str:
     if report.unaccounted_events:
         lines.append(f"note: {report.unaccounted_events} ingress record(s) were never "
                      "journalled by the correlator (not yet processed)")
+    if report.blocks_reset:
+        lines.append(f"note: the correlator reset {len(report.blocks_reset)} linkage block "
+                     "state(s) it could not read (a quarantined changelog record: see the "
+                     "dead-letter topic), and replay did the same at the same point, so alerts "
+                     "after it do not count the history before it; blocks "
+                     + ", ".join(str(b) for b in sorted(set(report.blocks_reset))))
     if report.ok:
         lines.append("OK: every emitted alert is re-derived exactly")
     else:

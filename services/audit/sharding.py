@@ -43,6 +43,7 @@ from safehub.services.audit.replay import (
     missing_event,
     replay_events,
 )
+from safehub.services.correlation.linking import subject_block
 from safehub.services.correlation.rules import load_rules, rules_by_version
 
 _VERSION = re.compile(r"[0-9a-f]{64}")
@@ -122,6 +123,10 @@ def split(audit: Iterable[bytes], alerts: Iterable[tuple[str, bytes | None]],
                 report.differences.append(missing_event(entry))
         elif entry.action == AuditAction.ALERT_EMITTED:
             journalled_alerts.add(entry.digest)
+        elif entry.action == AuditAction.BLOCK_STATE_RESET:
+            # About a block, not an ingress record: routed by the block it names (shard 0
+            # reports one that names none).
+            shards[(subject_block(entry.subject_id) or 0) % count].entries.append(raw)
 
     fallback = None
     for where_read, alert_raw in alerts:
@@ -211,7 +216,9 @@ def _replay_shard(job: ShardJob) -> ShardOutcome:
     replayed = replay_events(entries, job.shard.ingress, rules_for, report, decoders)
     compare(replayed, emitted, report, other_rules=override is not None)
     return ShardOutcome(report, {a.alert_id: alert_fingerprint(a) for a in replayed},
-                        len({e.digest for e in entries}), {a.rules_version for a in emitted})
+                        len({e.digest for e in entries
+                             if e.action != AuditAction.BLOCK_STATE_RESET}),
+                        {a.rules_version for a in emitted})
 
 
 def combine(report: ReplayReport, outcomes: Iterable[ShardOutcome], indexed: int,
@@ -228,6 +235,7 @@ def combine(report: ReplayReport, outcomes: Iterable[ShardOutcome], indexed: int
         report.replayed_alerts += part.replayed_alerts
         report.emitted_alerts += part.emitted_alerts
         report.matches += part.matches
+        report.blocks_reset += part.blocks_reset
         fingerprints.update(outcome.fingerprints)
         versions |= outcome.rules_versions
         journalled += outcome.journalled_events

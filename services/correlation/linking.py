@@ -156,3 +156,19 @@ def block_key(block: int) -> bytes:
     """The Kafka key of a linkage block's events: 4 bytes big-endian, as producers write it
     (producers/matchkeys.py); the correlator and the auditors' replay both check it."""
     return block.to_bytes(4, "big")
+
+
+def block_subject(block: int) -> str:
+    """A linkage block as the subject of a journal entry about it (BLOCK_STATE_RESET): 32 hex
+    digits, the width of every other entry's subject (an alert or event id)."""
+    return f"{block:032x}"
+
+
+def subject_block(subject_id: str) -> int | None:
+    """The block `block_subject` wrote, or None if `subject_id` is not one."""
+    if len(subject_id) != 32:
+        return None
+    try:
+        return int(subject_id, 16)
+    except ValueError:
+        return None

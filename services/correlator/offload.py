@@ -19,9 +19,11 @@ A poisoned state. Bytes the table holds that `snapshot.decode` cannot read (a co
 foreign changelog record) used to fail the child, and so the worker, on every restart, since
 recovery put the same bytes back in the table each time. The child now quarantines them: it
 starts the block afresh, says which block in the reply (`quarantined`, with the decoding
-error, never the bytes), and returns the block's new state even when the batch changed nothing
-in it, so the batch's transaction writes a readable state over the poisoned record and the next
-recovery finds that. The worker reports it (app.py).
+error, never the bytes), journals a BLOCK_STATE_RESET entry ahead of the batch's own entries
+(so that replay empties the block at the same point and re-derives the same alerts), and
+returns the block's new state even when the batch changed nothing in it, so the batch's
+transaction writes a readable state over the poisoned record and the next recovery finds that.
+The worker reports it (app.py).
 
 Messages, both ways, are pickled tuples of bytes, ints and small frozen dataclasses over a
 private pipe between the worker and its own child; nothing read from Kafka is unpickled.
@@ -49,7 +51,12 @@ from safehub.errors import SafehubError, StoreError
 from safehub.services.correlation import snapshot
 from safehub.services.correlation.core import BlockState, initial_state
 from safehub.services.correlation.rules import Rules
-from safehub.services.correlator.processing import BatchProcessor, Incoming, Rejected
+from safehub.services.correlator.processing import (
+    BatchProcessor,
+    Incoming,
+    Rejected,
+    reset_entry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +105,14 @@ def serve(conn: Connection, rules: Rules, prefix: str, partitions: int | None = 
                     quarantined[block] = error_text(exc)
                     states[block] = initial_state()
             result = processor.process(batch, lambda b: states.get(b) or initial_state(), now)
+            # First in the batch's journal: every event of the batch came after the reset.
+            resets = [reset_entry(block, shipped[block] or b"", now) for block in quarantined]
             states.update(result.states)
             encoded = {block: snapshot.encode(state) for block, state in result.states.items()}
             for block in quarantined:
                 if block not in encoded:
                     encoded[block] = snapshot.encode(states[block])
-            reply = Reply(encoded, result.rejected, result.alerts, result.audit,
+            reply = Reply(encoded, result.rejected, result.alerts, resets + result.audit,
                           result.accepted, time.perf_counter() - t0, quarantined)
         except Exception:  # a bug, not bad input (that is rejected above): the worker stops
             conn.send_bytes(pickle.dumps(("error", traceback.format_exc())))

@@ -47,7 +47,7 @@ from safehub.services.correlation.core import (
     step,
     too_late,
 )
-from safehub.services.correlation.linking import block_key
+from safehub.services.correlation.linking import block_key, block_subject
 from safehub.services.correlation.rules import Rules
 
 SERVICE = "correlator"
@@ -183,6 +183,15 @@ class BatchProcessor:
             actor = UNKNOWN_AGENCY
         # The event id may be unreadable; the entry is about the bytes, named by their digest.
         return _entry(AuditAction.EVENT_DEADLETTERED, digest.hex()[:32], actor, digest, now)
+
+
+def reset_entry(block: int, unreadable: bytes, now: int) -> bytes:
+    """The journal entry for a block whose saved state could not be read and that goes on
+    empty: replay must empty its own copy of the block at the same point, or the alerts it
+    re-derives would count history the worker no longer had. The digest is the unreadable
+    record's, which the dead-letter topic keeps."""
+    return _entry(AuditAction.BLOCK_STATE_RESET, block_subject(block), SERVICE,
+                  hashlib.sha256(unreadable).digest(), now)
 
 
 def _entry(action: AuditAction, subject_id: str, actor: str, digest: bytes, now: int) -> bytes:

@@ -6,7 +6,8 @@ into the table's changelog (one truncated binary state, one JSON nested past the
 depth) before the worker starts (so that it recovers them, as a restarted worker would; one
 start instead of two keeps the test short); the worker comes up, says so in an ERROR naming
 the block and the record, puts each on `deadletter` with the reason and the record's partition
-and offset, starts those blocks afresh and correlates their next events, and writes readable
+and offset, starts those blocks afresh and correlates their next events, journals each reset
+(BLOCK_STATE_RESET, which replay follows) ahead of the block's next event, and writes readable
 states over the poison (so the next start finds those and quarantines nothing more: checked on
 the changelog, without another start).
 """
@@ -30,7 +31,7 @@ from safehub.deploy.kafka.launcher import free_port
 from safehub.schemas.records import MatchKeys, Subject, WarningSignEvent
 from safehub.schemas.vocabulary import AuditAction, Sector, Sign
 from safehub.services.correlation import snapshot
-from safehub.services.correlation.linking import block_key
+from safehub.services.correlation.linking import block_key, block_subject
 from safehub.services.correlator.processing import partition_for
 from safehub.topics import changelog_topic
 from tests.conftest import Namespace
@@ -132,5 +133,14 @@ def test_a_poisoned_changelog_record_is_quarantined_and_the_worker_keeps_running
         assert [o.event_id for c in state.clusters for o in c.observations] == \
             [_event(block, 1).event_id]
     # Nothing refused (the events after the poison are not measured against a lost history).
-    refused = [e for e in audit_entries(audit) if e.action is AuditAction.EVENT_DEADLETTERED]
+    entries = audit_entries(audit)
+    refused = [e for e in entries if e.action is AuditAction.EVENT_DEADLETTERED]
     assert not refused
+    # Each reset is journalled, with the poison's digest, before the block's next event, so
+    # that replay empties the block where the worker did (tests/unit/test_block_state_reset.py).
+    resets = {e.subject_id: e.digest for e in entries
+              if e.action is AuditAction.BLOCK_STATE_RESET}
+    assert resets == {block_subject(b): hashlib.sha256(POISON[b]).digest() for b in BLOCKS}
+    order = [e.subject_id for e in entries]
+    for block in BLOCKS:
+        assert order.index(block_subject(block)) < order.index(_event(block, 1).event_id)
