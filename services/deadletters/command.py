@@ -93,7 +93,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--since", metavar="WHEN",
                        help="only letters dead-lettered since WHEN: an ISO date or date-time "
                             "(UTC by default) or a duration back from now (90m, 6h, 7d)")
-        p.add_argument("--limit", type=int, metavar="N", help="at most N letters, oldest first")
+        p.add_argument("--limit", type=int, metavar="N",
+                       help="at most N refused records (a record dead-lettered more than once "
+                            "counts once), oldest first")
 
     listing = sub.add_parser("list", help="one line per dead letter, oldest first",
                              epilog=EXIT_CODES,
@@ -150,11 +152,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace, contents: dl.Contents, since: int | None) -> int:
-    chosen = dl.select(contents.letters, args.source, args.reason, since, args.limit)
-    for letter in chosen:
-        print(dl.line(letter, len(contents.replays_of(letter.position))))
-    print(f"{len(chosen)} of {len(contents.letters)} dead letter(s); "
-          f"{len(contents.markers)} replay marker(s); {len(contents.foreign)} other record(s)")
+    chosen = dl.select(contents.letters, args.source, args.reason, since)
+    records = dl.distinct(chosen)
+    shown = records if args.limit is None else records[:args.limit]
+    for letter, copies in shown:
+        print(dl.line(letter, len(contents.record_replays(letter)), copies))
+    repeats = len(chosen) - len(records)
+    print(f"{len(shown)} of {len(dl.distinct(contents.letters))} refused record(s) in "
+          f"{len(contents.letters)} dead letter(s)"
+          + (f" ({repeats} of those listed repeat a record already dead-lettered: its "
+             "consumer stopped before committing and refused it again)" if repeats else "")
+          + f"; {len(contents.markers)} replay marker(s); {len(contents.foreign)} other "
+            "record(s)")
     if args.summary:
         print("\ncount  source  reason")
         for source, reason, n in dl.summary(chosen):
@@ -164,7 +173,8 @@ def _list(args: argparse.Namespace, contents: dl.Contents, since: int | None) ->
 
 def _show(args: argparse.Namespace, contents: dl.Contents) -> int:
     letter = contents.find(dl.Position.parse(args.offset))
-    for name, value in dl.metadata(letter, contents.replays_of(letter.position)):
+    for name, value in dl.metadata(letter, contents.record_replays(letter),
+                                   contents.copies_of(letter)):
         print(f"{name + ':':<20} {value}")
     if args.out is not None:
         _write_private(args.out, letter.value or b"")
@@ -194,7 +204,8 @@ def _replay(args: argparse.Namespace, settings: DeadletterSettings, contents: dl
     else:
         matching = dl.select(contents.letters, args.source, args.reason, since)
         if not args.again:
-            matching = [x for x in matching if not contents.replays_of(x.position)]
+            matching = [x for x in matching if not contents.record_replays(x)]
+        matching = [x for x, _ in dl.distinct(matching)]  # copies of one record go once
         chosen = matching if args.limit is None else matching[:args.limit]
         if not chosen:
             print("no dead letter matches (letters replayed before need --again)",

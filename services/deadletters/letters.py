@@ -9,6 +9,13 @@ foreign and never replayed.
 
 A dead letter's reason is its error message up to the detail in brackets (`field: rule`), so that
 letters refused by one rule sum together whatever their details.
+
+Repeats. A consumer that dead-letters a record and stops before committing its offset (a crash,
+a kill, a broker lost) reads the record again on restart and dead-letters it again: the router,
+the inbox and the audit sink send dead letters outside any transaction. Letters with the same
+source topic, partition, offset, key and value are therefore one refused record (`Letter.record`):
+the listing shows it once with the number of copies, the summary counts it once, and a replay
+sends it once and counts a replay of any copy as its replay.
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ HEADER_REPLAY_OF = "safehub.replay.of"
 HEADER_REPLAY_TO = "safehub.replay.to"  # on a marker: "<topic>:<partition>:<offset>"
 HEADER_REPLAY_BY = "safehub.replay.by"
 HEADER_REPLAY_AT = "safehub.replay.at"
+
+# A refused record: source topic, partition, offset, key, SHA-256 of the value (hex).
+RecordId = tuple[str, int, int, bytes | None, str]
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -92,6 +102,12 @@ class Letter:
     def value_sha256(self) -> str:
         return hashlib.sha256(self.value or b"").hexdigest()
 
+    @property
+    def record(self) -> RecordId:
+        """The refused record this letter is about: copies of one letter share it."""
+        d = self.letter
+        return d.source_topic, d.partition, d.offset, self.key, self.value_sha256
+
 
 @dataclass(frozen=True, slots=True)
 class Marker:
@@ -114,6 +130,14 @@ class Contents:
 
     def replays_of(self, position: Position) -> list[Marker]:
         return [m for m in self.markers if m.of == position]
+
+    def copies_of(self, letter: Letter) -> list[Letter]:
+        """Every letter about `letter`'s refused record (itself included), oldest first."""
+        return [x for x in self.letters if x.record == letter.record]
+
+    def record_replays(self, letter: Letter) -> list[Marker]:
+        """The replays of `letter`'s refused record, through any of its copies."""
+        return [m for copy in self.copies_of(letter) for m in self.replays_of(copy.position)]
 
     def find(self, position: Position) -> Letter:
         for letter in self.letters:
@@ -204,9 +228,20 @@ def select(letters: Sequence[Letter], source: str | None = None, reason: str | N
     return out if limit is None else out[:limit]
 
 
+def distinct(letters: Iterable[Letter]) -> list[tuple[Letter, int]]:
+    """Each refused record once, as its first letter in the order given, with its number of
+    copies among `letters`."""
+    first: dict[RecordId, Letter] = {}
+    copies: Counter[RecordId] = Counter()
+    for x in letters:
+        first.setdefault(x.record, x)
+        copies[x.record] += 1
+    return [(x, copies[record]) for record, x in first.items()]
+
+
 def summary(letters: Iterable[Letter]) -> list[tuple[str, str, int]]:
-    """(source topic, reason, count), most frequent first."""
-    counts = Counter((x.source, x.reason) for x in letters)
+    """(source topic, reason, count of refused records: repeats once), most frequent first."""
+    counts = Counter((x.source, x.reason) for x, _ in distinct(letters))
     return sorted(((s, r, n) for (s, r), n in counts.items()), key=lambda t: (-t[2], t[0], t[1]))
 
 
@@ -214,15 +249,17 @@ def when(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def line(letter: Letter, replays: int = 0) -> str:
+def line(letter: Letter, replays: int = 0, copies: int = 1) -> str:
     """One line per dead letter; what is printed is ours (headers we wrote), never the value."""
     d = letter.letter
-    mark = f"  [replayed x{replays}]" if replays else ""
+    mark = f"  [dead-lettered x{copies}]" if copies > 1 else ""
+    mark += f"  [replayed x{replays}]" if replays else ""
     return (f"{letter.position!s:>8}  {when(d.at)}  {d.source_topic}[{d.partition}]@{d.offset}"
             f"  {d.error_class}: {d.error_message}{mark}")
 
 
-def metadata(letter: Letter, replays: Sequence[Marker]) -> list[tuple[str, str]]:
+def metadata(letter: Letter, replays: Sequence[Marker],
+             copies: Sequence[Letter] = ()) -> list[tuple[str, str]]:
     """What `show` prints: the envelope, sizes and a digest of the value, never its bytes."""
     d = letter.letter
     rows = [
@@ -238,6 +275,8 @@ def metadata(letter: Letter, replays: Sequence[Marker]) -> list[tuple[str, str]]
     ]
     rows += [(f"header {name}", f"{len(raw)} bytes") for name, raw in letter.headers
              if not name.startswith("safehub.")]
+    rows += [("same record", f"also dead-lettered as {x.position} at {when(x.letter.at)}")
+             for x in copies if x.position != letter.position]
     rows += [("replayed", f"{when(m.at)} by {m.by} to {m.to} (marker {m.position})")
              for m in replays]
     return rows

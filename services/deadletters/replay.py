@@ -2,9 +2,11 @@
 
 Which letters may go (`plan`, pure): only to a topic the operator principal may write
 (deploy/acl.py `replay_targets`: the ingress topics and `correlated`), and a letter already
-replayed only when the operator says `--again`. The topic a replay goes to is the one the record
-was refused from, so every check of the consumer applies again: the correlator still takes the
-agency from the topic and refuses an event whose payload names another.
+replayed only when the operator says `--again`. Copies of one refused record (letters.py,
+"Repeats") go once, and a replay of any copy counts as the record's. The topic a replay goes
+to is the one the record was refused from, so every check of the consumer applies again: the
+correlator still takes the agency from the topic and refuses an event whose payload names
+another.
 
 Per letter (`Replayer`), in this order, each acknowledged before the next: the original key and
 value to the source topic, partitioned by the key as a producer's default partitioner does
@@ -42,6 +44,7 @@ from safehub.services.deadletters.letters import (
     Contents,
     Letter,
     Position,
+    RecordId,
     replay_reference,
 )
 
@@ -73,12 +76,12 @@ def plan(contents: Contents, chosen: Iterable[Letter], targets: Iterable[str],
     writable = set(targets)
     send: list[Letter] = []
     refused: list[Refusal] = []
-    seen: set[Position] = set()
+    seen: set[RecordId] = set()
     for letter in chosen:
-        if letter.position in seen:
-            continue
-        seen.add(letter.position)
-        before = contents.replays_of(letter.position)
+        if letter.record in seen:
+            continue  # the same letter twice, or another copy of its record: sent once
+        seen.add(letter.record)
+        before = contents.record_replays(letter)
         if letter.source not in writable:
             refused.append(Refusal(letter.position, f"its source topic {letter.source} is not "
                                    "one a replay may write (the ingress topics and correlated)"))

@@ -8,7 +8,9 @@ agency's mapping is fixed, its new events land right; the one refused meanwhile 
 and the replay, partitioned by its key, lands where it belongs. The correlator (`safehub
 correlator`, its own principal) accepts it and raises its alert; a second replay is refused
 unless --again, and with --again the correlator's per-event dedup keeps one event and one
-alert. Each replay is in the audit log under the operator's principal. Every command runs as
+alert. A second dead letter of the same refused record (as a consumer that stopped before
+committing writes it) is listed as one record, "dead-lettered x2", and counts as replayed with
+it. Each replay is in the audit log under the operator's principal. Every command runs as
 an operator runs it: a `safehub deadletter` process as the `deadletter-operator` principal.
 """
 
@@ -129,18 +131,26 @@ def test_a_fixed_dead_letter_is_replayed_correlated_once_and_audited(
             b"forged", b"k", ns.topic("alert-acks.csc-a"), 0, 7,
             ValidationError("agency_id", "differs from the hub of the topic"))
         admin.send(deadletter, value=b"not a dead letter").get(30)
+        # The first refusal again, as a consumer that stopped before committing sends it.
+        DeadLetterSink(admin, deadletter).send(
+            value, block_key(BLOCK), ingress, (right + 1) % PARTITIONS, 0,
+            ValidationError("partition", "is not the partition Kafka's default partitioner "
+                                         "gives the record's key"))
         # Read their offsets back: the correlator dead-letters inside a transaction, whose
         # commit marker takes an offset of its own.
-        wait_until("both records on deadletter", lambda: len(letters.poll()) == 3, 30,
+        wait_until("the records on deadletter", lambda: len(letters.poll()) == 4, 30,
                    correlator)
-        offset_of = {r.value: str(r.offset) for r in letters.records}
+        offset_of = {r.value: str(r.offset) for r in letters.records[1:]}
         forged, foreign = offset_of[b"forged"], offset_of[b"not a dead letter"]
 
         listed = operator("list", "--summary")
         assert listed.returncode == 0, listed.stderr
         assert f"{ingress}[{(right + 1) % PARTITIONS}]@0" in listed.stdout
         assert "partition: is not the partition Kafka's default partitioner" in listed.stdout
-        assert "2 of 2 dead letter(s); 0 replay marker(s); 1 other record(s)" in listed.stdout
+        assert ("2 of 2 refused record(s) in 3 dead letter(s) (1 of those listed repeat a "
+                "record already dead-lettered") in listed.stdout
+        assert "0 replay marker(s); 1 other record(s)" in listed.stdout
+        assert listed.stdout.count(f"{ingress}[") == 1 and "[dead-lettered x2]" in listed.stdout
         only = operator("list", "--source", ingress, "--reason", "PARTITION", "--since", "1h")
         assert only.stdout.count(ingress) == 1 and "1 of 2" in only.stdout, only.stdout
 
@@ -171,7 +181,10 @@ def test_a_fixed_dead_letter_is_replayed_correlated_once_and_audited(
                                      ev.event_id)), 60, correlator)
         again = operator("replay", dl_offset)
         assert again.returncode == 1 and "already replayed 1 time(s)" in again.stderr
-        assert operator("replay", "--source", ingress).returncode == 1  # none left to replay
+        # None left to replay: the repeat's record is the one replayed.
+        assert operator("replay", "--source", ingress).returncode == 1
+        repeat = operator("replay", offset_of[value])
+        assert repeat.returncode == 1 and "already replayed 1 time(s)" in repeat.stderr
         forced = operator("replay", dl_offset, "--again", "--by", "oncall-sam")
         assert forced.returncode == 0, forced.stderr
         wait_until("the second copy processed",

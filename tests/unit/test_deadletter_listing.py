@@ -19,12 +19,14 @@ from safehub.services.deadletters.letters import (
     Consumed,
     Position,
     classify,
+    distinct,
     line,
     metadata,
     parse_since,
     reason_of,
     select,
     summary,
+    when,
 )
 from safehub.services.deadletters.replay import plan, replay_id
 
@@ -163,3 +165,38 @@ def test_positions_durations_and_operator_names() -> None:
     assert operator_name(None, "deadletter-operator")  # the login name, or the principal
     with pytest.raises(ConfigError):
         operator_name("!!!", "deadletter-operator")
+
+
+def copy_of(offset: int, source_offset: int, at: int, value: bytes | None = SECRET) -> Consumed:
+    """A dead letter about the record `letter(source_offset, ...)` refused: its consumer
+    stopped before committing, read the record again and refused it again."""
+    headers = headers_for("p.ingress.police-x", 2, 100 + source_offset, LATE, at)
+    return Consumed(0, offset, b"\0\0\0\7", value, tuple(headers), at)
+
+
+def test_a_record_dead_lettered_again_after_a_restart_is_one_record(
+        records: list[Consumed]) -> None:
+    more = [*records, copy_of(8, 1, T0 + 8_000), copy_of(9, 1, T0 + 9_500),
+            copy_of(10, 1, T0 + 10_000, value=b"another record at that offset")]
+    contents = classify(more, TOPIC)
+    original = contents.find(Position(0, 1))
+    assert [x.position.offset for x in contents.copies_of(original)] == [1, 8, 9]
+    assert [(x.position.offset, n) for x, n in distinct(contents.letters)][:2] == [(0, 1),
+                                                                                 (1, 3)]
+    assert len(distinct(contents.letters)) == len(contents.letters) - 2
+    # Counted once in the summary; a different value at the same offset is another record.
+    assert ("p.ingress.police-x", "occurred_at: is beyond the history limit", 2) in \
+        summary(contents.letters)
+    assert "[dead-lettered x3]" in line(original, 0, 3)
+    rows = metadata(original, [], contents.copies_of(original))
+    assert [v for k, v in rows if k == "same record"] == [
+        f"also dead-lettered as {n} at {when(T0 + ms)}" for n, ms in ((8, 8_000), (9, 9_500))]
+    # A replay sends the record once, whichever copies are chosen...
+    targets = ["p.ingress.police-x"]
+    chosen = [contents.find(Position(0, o)) for o in (1, 8, 9)]
+    assert [x.position.offset for x in plan(contents, chosen, targets, False).send] == [1]
+    # ...and a replay of one copy is the record's: the others are refused without --again.
+    replayed = classify([*more, marker(11, of=8)], TOPIC)
+    decided = plan(replayed, [replayed.find(Position(0, 9))], targets, again=False)
+    assert decided.send == () and "already replayed 1 time(s)" in decided.refused[0].why
+    assert len(replayed.record_replays(replayed.find(Position(0, 1)))) == 1
