@@ -12,10 +12,18 @@ supervisor says so on stdout and in the service's log. The services are built fo
 commits its input only once its outputs are durable, so a restart re-reads and loses nothing.
 A service that exits with 0 stopped on purpose, and one restarted `max_restarts` times within
 `window_s` is not getting better: either ends the demo, with the end of its log.
+
+No service outlives its supervisor. Each runs in its own session (Ctrl-C reaches the demo,
+which stops them in order), so a supervisor killed outright (SIGKILL, an OOM kill, a test's
+last resort) could not stop them, and they went on holding their ports and the broker's
+attention. On Linux each is started with a parent-death signal (prctl PR_SET_PDEATHSIG):
+SIGTERM, which they exit cleanly on, when the supervisor is gone.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import importlib.util
 import os
 import signal
@@ -66,6 +74,22 @@ class RestartPolicy:
         return float(min(self.first_delay_s * 2 ** recent, self.max_delay_s))
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """In a child between fork and exec: be sent SIGTERM when the parent dies. Linux only.
+
+    The signal is tied to the thread that forked the child; the supervisor starts services
+    from the demo's main thread, which lives as long as the supervisor. A parent already gone
+    before the call (its death would not be signalled) ends the child at once."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        os._exit(70)  # cannot promise to die with the parent: do not start at all
+    if os.getppid() != parent_pid:
+        os._exit(0)
+
+
 @dataclass
 class Running:
     spec: ServiceSpec
@@ -94,6 +118,8 @@ class Supervisor:
                 stderr=subprocess.STDOUT,
                 # Its own session: Ctrl-C reaches the demo, which stops services in order.
                 start_new_session=True,
+                preexec_fn=functools.partial(die_with_parent, os.getpid())
+                if sys.platform == "linux" else None,
             )
 
     def start(self, spec: ServiceSpec) -> Running:
