@@ -12,7 +12,6 @@ registry is refused with an authorization error, and the worker keeps correlatin
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Callable
 
@@ -24,19 +23,11 @@ from safehub.bus import make_admin, make_aio_producer, make_producer, send_and_c
 from safehub.connection import KafkaConnection
 from safehub.deploy.topics import delete_topics_with_prefix
 from safehub.errors import BrokerError
-from safehub.schemas.records import MatchKeys, Subject, WarningSignEvent
-from safehub.schemas.vocabulary import Sector, Sign
+from safehub.schemas.records import WarningSignEvent
+from safehub.schemas.vocabulary import Sector
 from safehub.services.correlator.outputs import transactional_id
 from safehub.topics import changelog_topic, correlator_group
-from tests.conftest import Namespace
-from tests.fixtures.correlator import (
-    Agencies,
-    Correlator,
-    Outputs,
-    correlator_namespace,
-    ingress_message,
-    wait_until,
-)
+from tests.fixtures.correlator import Site, child_sign, wait_until
 from tests.fixtures.topics import TopicReader
 
 pytestmark = pytest.mark.integration
@@ -48,11 +39,7 @@ FORGED = b"forged by another principal"
 
 
 def _event(agency: str, n: int) -> WarningSignEvent:
-    key = hashlib.sha256(b"access test child").digest()
-    at = 1_780_000_000_000 + n * 86_400_000
-    subject = Subject(MatchKeys(mk1=key), 1, 91, 14, "E08000035", None, "b" * 32)
-    return WarningSignEvent(hashlib.md5(f"access{agency}{n}".encode()).hexdigest(), agency,
-                            AGENCIES[agency], at, at, subject, Sign.MISSING_FROM_HOME_OR_CARE)
+    return child_sign("access test child", agency, AGENCIES[agency], n, 91)
 
 
 async def open_transaction(kafka: KafkaConnection, tid: str, topic: str) -> None:
@@ -80,22 +67,18 @@ def write(kafka: KafkaConnection, topic: str) -> None:
 
 @pytest.mark.timeout(300)
 def test_no_one_else_can_use_the_correlators_transactional_ids_or_write_its_topics(
-    secure_namespace: Callable[..., Namespace],
-    correlator_factory: Callable[..., Correlator],
-) -> None:
-    ns = correlator_namespace(secure_namespace, ((a, s.value) for a, s in AGENCIES.items()))
-    prefix = ns.prefix
+        correlator_site: Callable[..., Site]) -> None:
+    site = correlator_site(AGENCIES)
+    ns, prefix, out = site.ns, site.prefix, site.out
     group = correlator_group(prefix)
     mine = transactional_id(group, WORKER_ID)
     assert mine == f"{prefix}correlator-worker-1"
-    correlator = correlator_factory(ns, SAFEHUB_CORRELATOR_WORKER_ID=WORKER_ID)
+    correlator = site.correlator(SAFEHUB_CORRELATOR_WORKER_ID=WORKER_ID)
     correlator.start()
-    out = Outputs(ns.kafka, prefix)
-    agencies = Agencies(ns)
     changelog = TopicReader(ns.kafka, changelog_topic(prefix))
     try:
         before = _event("police-a", 0)
-        agencies.send([ingress_message(prefix, before)])
+        site.send([before])
         wait_until("an event before the attacks", lambda: before.event_id in out.accepted(),
                    120, correlator)
 
@@ -117,7 +100,7 @@ def test_no_one_else_can_use_the_correlators_transactional_ids_or_write_its_topi
 
         # The correlator was neither fenced nor stalled: it correlates what comes next.
         after = _event("health-a", 1)
-        agencies.send([ingress_message(prefix, after)])
+        site.send([after])
         wait_until("an event after the attacks", lambda: after.event_id in out.accepted(),
                    120, correlator)
         assert correlator.alive()
@@ -129,19 +112,16 @@ def test_no_one_else_can_use_the_correlators_transactional_ids_or_write_its_topi
         states = changelog.read_to_end()
         assert states and all(r.value != FORGED for r in states)
     finally:
-        agencies.close()
-        out.close()
         changelog.close()
 
 
 @pytest.mark.timeout(120)
 def test_without_its_changelog_topic_the_worker_stops_at_once_saying_what_to_run(
-    secure_namespace: Callable[..., Namespace],
-    correlator_factory: Callable[..., Correlator],
-) -> None:
+        correlator_site: Callable[..., Site]) -> None:
     """The correlator may not create topics (only the admin may), so its table's changelog is
     made with the others by `safehub topics create`; a worker started without it says so."""
-    ns = correlator_namespace(secure_namespace, ((a, s.value) for a, s in AGENCIES.items()))
+    site = correlator_site(AGENCIES)
+    ns = site.ns
     changelog = changelog_topic(ns.prefix)
     assert delete_topics_with_prefix(ns.kafka, changelog) == [changelog]
     admin = make_admin(ns.kafka)
@@ -150,7 +130,7 @@ def test_without_its_changelog_topic_the_worker_stops_at_once_saying_what_to_run
         while changelog in admin.list_topics():
             assert time.monotonic() < deadline, f"{changelog} not deleted"
             time.sleep(0.2)
-        correlator = correlator_factory(ns)
+        correlator = site.correlator()
         correlator.start()
         assert correlator.proc is not None
         assert correlator.proc.wait(60) == 1

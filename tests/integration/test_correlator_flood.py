@@ -12,7 +12,6 @@ once, told apart by its source partition and offset (bench/flood_bench.py runs t
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -27,18 +26,10 @@ from safehub.consumers.deadletter import (
 )
 from safehub.samples.records import malformed_ingress
 from safehub.schemas.codec import encode
-from safehub.schemas.records import MatchKeys, Subject, WarningSignEvent
-from safehub.schemas.vocabulary import AuditAction, Sector, Sign
+from safehub.schemas.vocabulary import AuditAction, Sector
 from safehub.services.correlation.linking import block_key
 from safehub.services.correlator.command import READY
-from tests.conftest import Namespace
-from tests.fixtures.correlator import (
-    Correlator,
-    audit_entries,
-    correlator_namespace,
-    wait_until,
-)
-from tests.fixtures.topics import TopicReader
+from tests.fixtures.correlator import Correlator, Site, child_sign, wait_until
 
 pytestmark = pytest.mark.integration
 AGENCY = "police-f"
@@ -47,31 +38,20 @@ MALFORMED = 3000
 PROMPT_S = 20.0
 
 
-def valid_event() -> WarningSignEvent:
-    at = 1_780_000_000_000
-    subject = Subject(MatchKeys(mk1=hashlib.sha256(b"flood test child").digest()), 1, 77, 14,
-                      "E08000035", None, "d" * 32)
-    return WarningSignEvent("f" * 32, AGENCY, Sector.POLICE, at, at, subject,
-                            Sign.MISSING_FROM_HOME_OR_CARE)
-
-
 def started(correlator: Correlator) -> bool:
     return correlator.log.exists() and READY in correlator.log.read_text(errors="replace")
 
 
 @pytest.mark.timeout(120)
 def test_a_malformed_flood_is_dead_lettered_once_each_and_does_not_hold_up_a_valid_event(
-    secure_namespace: Callable[..., Namespace],
-    correlator_factory: Callable[..., Correlator],
-) -> None:
-    ns = correlator_namespace(secure_namespace, [(AGENCY, Sector.POLICE.value)])
-    topic = ns.ingress(AGENCY)
-    correlator = correlator_factory(ns)
+        correlator_site: Callable[..., Site]) -> None:
+    site = correlator_site({AGENCY: Sector.POLICE})
+    out = site.out
+    topic = site.ns.ingress(AGENCY)
+    correlator = site.correlator()
     correlator.start()
-    audit = TopicReader(ns.kafka, ns.audit)
-    deadletter = TopicReader(ns.kafka, ns.deadletter)
-    producer = make_producer(ns.connection(AGENCY), "test-flood")
-    event = valid_event()
+    producer = make_producer(site.ns.connection(AGENCY), "test-flood")
+    event = child_sign("flood test child", AGENCY, Sector.POLICE, 0, 77)
     records: list[tuple[str, bytes | None, bytes, Headers | None]] = []
     for n in range(MALFORMED):
         if n == MALFORMED // 2:
@@ -85,15 +65,15 @@ def test_a_malformed_flood_is_dead_lettered_once_each_and_does_not_hold_up_a_val
 
         def accepted() -> bool:
             return any(e.action is AuditAction.EVENT_ACCEPTED and e.subject_id == event.event_id
-                       for e in audit_entries(audit))
+                       for e in out.entries())
 
         wait_until("the valid event journalled", accepted, 60, correlator)
         valid_s = time.monotonic() - t0
-        wait_until("every dead letter", lambda: len(deadletter.poll()) >= MALFORMED, 60,
+        wait_until("every dead letter", lambda: len(out.deadletter.poll()) >= MALFORMED, 60,
                    correlator)
         done_s = time.monotonic() - t0
         assert correlator.stop() == 0
-        dead = deadletter.read_to_end()
+        dead = out.deadletter.read_to_end()
     finally:
         producer.close()
     print(f"\n{MALFORMED} malformed sent in {sent_s:.1f} s; the valid event journalled after "
@@ -111,5 +91,5 @@ def test_a_malformed_flood_is_dead_lettered_once_each_and_does_not_hold_up_a_val
     assert not repeated, f"{len(repeated)} records dead-lettered more than once"
     assert set(origins) == expected
     # Each refusal is journalled too, after its dead letter (same transaction).
-    journalled = sum(e.action is AuditAction.EVENT_DEADLETTERED for e in audit_entries(audit))
+    journalled = sum(e.action is AuditAction.EVENT_DEADLETTERED for e in out.entries())
     assert journalled >= MALFORMED

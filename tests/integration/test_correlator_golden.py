@@ -21,17 +21,7 @@ from safehub.schemas.records import CorrelatedAlert
 from safehub.schemas.vocabulary import AuditAction
 from safehub.services.correlation.core import initial_state, step
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
-from tests.conftest import Namespace
-from tests.fixtures.correlator import (
-    Agencies,
-    Correlator,
-    audit_entries,
-    correlator_namespace,
-    handled_count,
-    ingress_message,
-    wait_until,
-)
-from tests.fixtures.topics import TopicReader
+from tests.fixtures.correlator import Site, wait_until
 from tests.golden.scenarios import all_scenarios, describe
 
 pytestmark = pytest.mark.integration
@@ -39,14 +29,11 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.timeout(240)
 def test_golden_scenarios_through_the_processor_give_the_cores_alerts(
-    secure_namespace: Callable[..., Namespace], correlator_factory: Callable[..., Correlator],
-) -> None:
+        correlator_site: Callable[..., Site]) -> None:
     rules = load_rules(DEFAULT_RULES_PATH)
     scenarios = all_scenarios(first_block=3000, spread=7)
-    ns = correlator_namespace(secure_namespace, {
-        (r.event.agency_id, r.event.sector.value) for s in scenarios for r in s.rows})
-    prefix = ns.prefix
-    agencies = list(ns.registry.agencies)
+    site = correlator_site({r.event.agency_id: r.event.sector for s in scenarios for r in s.rows})
+    agencies = list(site.ns.registry.agencies)
 
     expected: dict[str, list[CorrelatedAlert]] = {}
     for s in scenarios:
@@ -58,36 +45,26 @@ def test_golden_scenarios_through_the_processor_give_the_cores_alerts(
         assert describe(s, emitted) == list(s.expected), s.name
         expected[s.name] = [a for _, a in emitted]
 
-    correlator = correlator_factory(ns)
+    correlator = site.correlator()
     correlator.start()
-    producer = Agencies(ns)
-    # The test reads as the admin: it looks at everything, dead letters included.
-    audit = TopicReader(ns.kafka, f"{prefix}audit")
-    correlated = TopicReader(ns.kafka, f"{prefix}correlated")
-    deadletter = TopicReader(ns.kafka, f"{prefix}deadletter")
+    out = site.out
     # Events beyond the history limit are dead-lettered, not accepted (issue 20).
     late = {s.rows[n - 1].event.event_id for s in scenarios for n in s.deadletters}
     assert late, "the golden scenarios include late events beyond the history limit"
-    try:
-        sent = 0
-        for r in range(max(len(s.rows) for s in scenarios)):
-            batch = [ingress_message(prefix, s.rows[r].event) for s in scenarios
-                     if r < len(s.rows)]
-            producer.send(batch)
-            sent += len(batch)
-            wait_until(f"round {r} journalled",
-                       lambda n=sent: handled_count(audit) >= n, 90, correlator)
-        # A message that is not an event goes to the dead-letter topic, with its reason.
-        producer.send([(f"{prefix}ingress.{agencies[0]}", b"\0\0\0\1", b"not avro", None)])
-        wait_until("dead letter", lambda: len(deadletter.poll()) >= len(late) + 1, 60,
-                   correlator)
-        total = sum(len(v) for v in expected.values())
-        wait_until("alerts", lambda: len(correlated.poll()) >= total, 60, correlator)
-        assert correlator.stop() == 0
-        records = correlated.read_to_end()
-        audit.read_to_end()
-    finally:
-        producer.close()
+    sent = 0
+    for r in range(max(len(s.rows) for s in scenarios)):
+        batch = [s.rows[r].event for s in scenarios if r < len(s.rows)]
+        site.send(batch)
+        sent += len(batch)
+        wait_until(f"round {r} journalled", lambda n=sent: out.handled() >= n, 90, correlator)
+    # A message that is not an event goes to the dead-letter topic, with its reason.
+    site.agencies.send([(site.ns.ingress(agencies[0]), b"\0\0\0\1", b"not avro", None)])
+    wait_until("dead letter", lambda: len(out.deadletter.poll()) >= len(late) + 1, 60,
+               correlator)
+    total = sum(len(v) for v in expected.values())
+    wait_until("alerts", lambda: len(out.correlated.poll()) >= total, 60, correlator)
+    assert correlator.stop() == 0
+    records, entries = out.final()
 
     # The same alerts, value for value, in the same order for each child.
     got: dict[int, list[CorrelatedAlert]] = defaultdict(list)
@@ -103,7 +80,6 @@ def test_golden_scenarios_through_the_processor_give_the_cores_alerts(
         assert by_cluster(mine) == by_cluster(expected[s.name]), s.name
     assert not got
 
-    entries = audit_entries(audit)
     actions = Counter(e.action for e in entries)
     assert actions[AuditAction.EVENT_ACCEPTED] == sent - len(late)
     assert actions[AuditAction.ALERT_EMITTED] == len(records)
@@ -111,7 +87,7 @@ def test_golden_scenarios_through_the_processor_give_the_cores_alerts(
     assert late <= {e.subject_id for e in entries
                     if e.action is AuditAction.EVENT_DEADLETTERED}
     assert not late & {e.subject_id for e in entries if e.action is AuditAction.EVENT_ACCEPTED}
-    dead_letters = deadletter.poll()
+    dead_letters = out.deadletter.poll()
     assert all(dict(d.headers)["safehub.error.class"] == b"ValidationError"
                for d in dead_letters)
     late_letters = [d for d in dead_letters if d.value != b"not avro"]
@@ -120,5 +96,3 @@ def test_golden_scenarios_through_the_processor_give_the_cores_alerts(
         assert decode(d.value).event_id in late
         assert dict(d.headers)["safehub.error.message"].startswith(
             b"occurred_at: is beyond the history limit")
-    for reader in (audit, correlated, deadletter):
-        reader.close()

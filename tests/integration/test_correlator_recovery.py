@@ -11,39 +11,25 @@ from pathlib import Path
 
 import pytest
 
-from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
 from safehub.services.correlator.app import EXIT_UNRECOVERABLE
-from tests.conftest import Namespace
-from tests.fixtures.correlator import (
-    Agencies,
-    check_no_effect_lost,
-    correlator_topics,
-    ingress_message,
-    population,
-    wait_until,
-)
+from tests.fixtures.correlator import Site, check_no_effect_lost, population, wait_until
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.mark.timeout(300)
 def test_kill_mid_stream_and_restart_loses_nothing_and_duplicates_no_alert(
-    secure_namespace: Callable[..., Namespace],
-    correlator_factory: Callable,
-) -> None:
-    rules = load_rules(DEFAULT_RULES_PATH)
+        correlator_site: Callable[..., Site]) -> None:
     events = population(children=400, events_per_child=12, seed=11)
-    ns, out = correlator_topics(secure_namespace)
-    prefix = ns.prefix
-    producer = Agencies(ns)
+    site = correlator_site()
+    out = site.out
 
     first, second = events[: len(events) * 2 // 3], events[len(events) * 2 // 3:]
-    producer.send([ingress_message(prefix, e) for e in first])
+    site.send(first)
     # Small batches, so that the kill lands between many committed and uncommitted ones. A
     # worker id, as a process manager would give: the restarted worker fences its predecessor
     # and takes its place in the group at once (the other recovery test runs anonymous workers).
-    correlator = correlator_factory(ns, SAFEHUB_CORRELATOR_BATCH="40",
-                                    SAFEHUB_CORRELATOR_WORKER_ID="w1")
+    correlator = site.correlator(SAFEHUB_CORRELATOR_BATCH="40", SAFEHUB_CORRELATOR_WORKER_ID="w1")
     correlator.start()
     # Killed well before the first part is done (4,800 events, 3,200 sent before the kill),
     # however far the correlator runs ahead of this loop's reads on a busy machine.
@@ -51,8 +37,7 @@ def test_kill_mid_stream_and_restart_loses_nothing_and_duplicates_no_alert(
     correlator.kill()
     at_kill = len(out.accepted())
     assert at_kill < len(first), "the kill came too late to be mid-stream"
-    producer.send([ingress_message(prefix, e) for e in second])
-    producer.close()
+    site.send(second)
 
     restarted = time.monotonic()
     correlator.start()
@@ -62,10 +47,9 @@ def test_kill_mid_stream_and_restart_loses_nothing_and_duplicates_no_alert(
     assert correlator.log.read_text().count("earlier processes of this worker fenced off") == 2
 
     records, entries = out.final()
-    refed = check_no_effect_lost(rules, events, records, entries)
+    refed = check_no_effect_lost(events, records, entries)
     print(f"killed after {at_kill} events; {refed} re-fed after restart; "
           f"{len(records)} alert records; all accepted {caught_up:.1f} s after the restart")
-    out.close()
 
 
 def correlation_child(correlator_pid: int) -> int:
@@ -95,17 +79,13 @@ def gone(pid: int) -> bool:
 
 @pytest.mark.timeout(300)
 def test_a_dead_correlation_child_stops_the_worker_and_a_killed_worker_leaves_no_child(
-    secure_namespace: Callable[..., Namespace],
-    correlator_factory: Callable,
-) -> None:
-    rules = load_rules(DEFAULT_RULES_PATH)
+        correlator_site: Callable[..., Site]) -> None:
     events = population(children=300, events_per_child=12, seed=23)
-    ns, out = correlator_topics(secure_namespace)
-    producer = Agencies(ns)
-    producer.send([ingress_message(ns.prefix, e) for e in events])
-    producer.close()
+    site = correlator_site()
+    out = site.out
+    site.send(events)
 
-    correlator = correlator_factory(ns, SAFEHUB_CORRELATOR_BATCH="40")
+    correlator = site.correlator(SAFEHUB_CORRELATOR_BATCH="40")
     correlator.start()
     child = correlation_child(correlator.proc.pid)
     wait_until("a quarter of the events", lambda: len(out.accepted()) >= len(events) // 4, 120,
@@ -132,5 +112,4 @@ def test_a_dead_correlation_child_stops_the_worker_and_a_killed_worker_leaves_no
     correlator.start()
     wait_until("every event", lambda: len(out.accepted()) == len(events), 180, correlator)
     assert correlator.stop() == 0
-    check_no_effect_lost(rules, events, *out.final())
-    out.close()
+    check_no_effect_lost(events, *out.final())

@@ -12,15 +12,11 @@ from kafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailable
 
 from safehub.bus import make_admin
 from safehub.connection import KafkaConnection
-from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
 from safehub.topics import correlator_group
-from tests.conftest import Namespace
 from tests.fixtures.correlator import (
-    Agencies,
     Correlator,
+    Site,
     check_no_effect_lost,
-    correlator_topics,
-    ingress_message,
     population,
     wait_until,
 )
@@ -31,35 +27,27 @@ pytestmark = pytest.mark.integration
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("ids", [("", ""), ("a", "b")], ids=["anonymous", "worker-ids"])
 def test_two_workers_share_partitions_and_survive_losing_one(
-    secure_namespace: Callable[..., Namespace],
-    correlator_factory: Callable, ids: tuple[str, str],
-) -> None:
-    rules = load_rules(DEFAULT_RULES_PATH)
+        correlator_site: Callable[..., Site], ids: tuple[str, str]) -> None:
     events = population(children=300, events_per_child=12, seed=23)
-    ns, out = correlator_topics(secure_namespace)
-    prefix = ns.prefix
+    site = correlator_site()
+    out = site.out
 
     # With worker ids, both are static members of the group, and fence by transactional id.
-    a = correlator_factory(ns, SAFEHUB_CORRELATOR_BATCH="40",
-                           SAFEHUB_CORRELATOR_WORKER_ID=ids[0])
-    b = correlator_factory(ns, SAFEHUB_CORRELATOR_BATCH="40",
-                           SAFEHUB_CORRELATOR_WORKER_ID=ids[1])
+    a, b = (site.correlator(SAFEHUB_CORRELATOR_BATCH="40", SAFEHUB_CORRELATOR_WORKER_ID=i)
+            for i in ids)
     a.start()
     b.start()
     # Both in the group before the data arrives, so that the two share the partitions.
-    wait_for_members(ns.kafka, correlator_group(prefix), 2, 90, (a, b))
-    producer = Agencies(ns)
+    wait_for_members(site.ns.kafka, correlator_group(site.prefix), 2, 90, (a, b))
     half = len(events) // 2
-    producer.send([ingress_message(prefix, e) for e in events[:half]])
+    site.send(events[:half])
     wait_until("the first half", lambda: len(out.accepted()) >= half, 120, a)
     a.kill()
-    producer.send([ingress_message(prefix, e) for e in events[half:]])
-    producer.close()
+    site.send(events[half:])
     wait_until("every event, on the surviving worker", lambda: len(out.accepted()) == len(events),
                180, b)
     assert b.stop() == 0
-    check_no_effect_lost(rules, events, *out.final())
-    out.close()
+    check_no_effect_lost(events, *out.final())
 
 
 def wait_for_members(kafka: KafkaConnection, group: str, members: int, timeout: float,
