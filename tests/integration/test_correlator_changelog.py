@@ -28,22 +28,13 @@ from safehub.consumers.deadletter import (
     HEADER_SOURCE_TOPIC,
 )
 from safehub.deploy.kafka.launcher import free_port
-from safehub.schemas.records import MatchKeys, Subject, WarningSignEvent
-from safehub.schemas.vocabulary import AuditAction, Sector, Sign
+from safehub.schemas.records import WarningSignEvent
+from safehub.schemas.vocabulary import AuditAction, Sector
 from safehub.services.correlation import snapshot
 from safehub.services.correlation.linking import block_key, block_subject
 from safehub.services.correlator.processing import partition_for
 from safehub.topics import changelog_topic
-from tests.conftest import Namespace
-from tests.fixtures.correlator import (
-    PARTITIONS,
-    Agencies,
-    Correlator,
-    audit_entries,
-    correlator_namespace,
-    ingress_message,
-    wait_until,
-)
+from tests.fixtures.correlator import PARTITIONS, Site, child_sign, wait_until
 from tests.fixtures.topics import TopicReader
 
 pytestmark = pytest.mark.integration
@@ -56,30 +47,20 @@ POISON = {
 
 
 def _event(block: int, n: int) -> WarningSignEvent:
-    at = 1_780_000_000_000 + n * 86_400_000
-    key = hashlib.sha256(f"changelog test child {block}".encode()).digest()
-    subject = Subject(MatchKeys(mk1=key), 1, block, 14, "E08000035", None, "e" * 32)
-    return WarningSignEvent(hashlib.md5(f"cl{block}:{n}".encode()).hexdigest(), AGENCY,
-                            Sector.HEALTH, at, at, subject, Sign.MISSING_FROM_HOME_OR_CARE)
+    return child_sign(f"changelog test child {block}", AGENCY, Sector.HEALTH, n, block)
 
 
 @pytest.mark.timeout(180)
 def test_a_poisoned_changelog_record_is_quarantined_and_the_worker_keeps_running(
-    secure_namespace: Callable[..., Namespace],
-    correlator_factory: Callable[..., Correlator],
-) -> None:
-    ns = correlator_namespace(secure_namespace, [(AGENCY, Sector.HEALTH.value)])
-    prefix = ns.prefix
-    changelog = changelog_topic(prefix)
-    agencies = Agencies(ns)
+        correlator_site: Callable[..., Site]) -> None:
+    site = correlator_site({AGENCY: Sector.HEALTH})
+    ns, out = site.ns, site.out
+    changelog = changelog_topic(site.prefix)
     admin = make_producer(ns.kafka, "test-poisoner")
-    audit = TopicReader(ns.kafka, ns.audit)
-    deadletter = TopicReader(ns.kafka, ns.deadletter)
 
     def accepted(*events: WarningSignEvent) -> Callable[[], bool]:
         ids = {e.event_id for e in events}
-        return lambda: ids <= {e.subject_id for e in audit_entries(audit)
-                               if e.action is AuditAction.EVENT_ACCEPTED}
+        return lambda: ids <= out.accepted()
 
     poisoned: dict[int, tuple[int, int]] = {}  # block -> (partition, offset) of the poison
     try:
@@ -90,13 +71,13 @@ def test_a_poisoned_changelog_record_is_quarantined_and_the_worker_keeps_running
             poisoned[block] = (meta.partition, meta.offset)
 
         port = free_port()
-        worker = correlator_factory(ns, SAFEHUB_HEALTH_PORT=str(port))
+        worker = site.correlator(SAFEHUB_HEALTH_PORT=str(port))
         worker.start()
-        agencies.send([ingress_message(prefix, _event(b, 1)) for b in BLOCKS])
+        site.send(_event(b, 1) for b in BLOCKS)
         wait_until("the events after the poison", accepted(*(_event(b, 1) for b in BLOCKS)),
                    90, worker)
-        wait_until("the quarantined states", lambda: len(deadletter.poll()) >= len(BLOCKS), 30,
-                   worker)
+        wait_until("the quarantined states", lambda: len(out.deadletter.poll()) >= len(BLOCKS),
+                   30, worker)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
             metrics = answer.read().decode()
         assert worker.stop() == 0
@@ -105,10 +86,9 @@ def test_a_poisoned_changelog_record_is_quarantined_and_the_worker_keeps_running
         states.close()
     finally:
         admin.close()
-        agencies.close()
     log = worker.log.read_text(errors="replace")
     quarantined = {}
-    for record in deadletter.read_to_end():
+    for record in out.deadletter.read_to_end():
         headers = dict(record.headers)
         assert headers[HEADER_SOURCE_TOPIC].decode() == changelog
         origin = (int(headers[HEADER_SOURCE_PARTITION]), int(headers[HEADER_SOURCE_OFFSET]))
@@ -133,7 +113,7 @@ def test_a_poisoned_changelog_record_is_quarantined_and_the_worker_keeps_running
         assert [o.event_id for c in state.clusters for o in c.observations] == \
             [_event(block, 1).event_id]
     # Nothing refused (the events after the poison are not measured against a lost history).
-    entries = audit_entries(audit)
+    entries = out.entries()
     refused = [e for e in entries if e.action is AuditAction.EVENT_DEADLETTERED]
     assert not refused
     # Each reset is journalled, with the poison's digest, before the block's next event, so
