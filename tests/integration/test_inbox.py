@@ -60,6 +60,19 @@ class Topics:
     deadletter: str
     group: str  # the one group the hub's principal may use
 
+    @property
+    def hub(self) -> KafkaConnection:
+        return self.ns.connection(AGENCY)
+
+    def committed(self) -> int:
+        """What the hub's group has committed on its alerts topic (asked as the hub)."""
+        return committed(self.hub, self.group, self.alerts)
+
+    def publish(self, notifications: list[RoutedAlert]) -> None:
+        """The notifications on the hub's alerts topic, keyed as the router keys them."""
+        publish(self.ns, self.alerts, [(r.alert.alert_id.encode(), encode(r))
+                                       for r in notifications])
+
 
 @pytest.fixture
 def topics(secure_namespace: Callable[..., Namespace]) -> Topics:
@@ -95,14 +108,13 @@ def test_rows_stored_redelivery_no_op_bad_records_dead_lettered(
 ) -> None:
     url, _ = database
     t = topics
-    hub = t.ns.connection(AGENCY)
     good = [routed(n) for n in range(20)]
     elsewhere = routed(99, agency_la="E08000032")  # for csc-bradford, on Leeds's topic
     values = [(r.alert.alert_id.encode(), encode(r)) for r in good]
     values += [(b"junk", b"\x00not avro"), (b"x", encode(elsewhere))]
     publish(t.ns, t.alerts, values + values[:5])  # five redelivered at once
-    inbox = make_inbox(hub, url, t)
-    drain(inbox, lambda: committed(hub, t.group, t.alerts) == len(values) + 5)
+    inbox = make_inbox(t.hub, url, t)
+    drain(inbox, lambda: t.committed() == len(values) + 5)
     store = InboxStore(make_engine(url))
     assert store.count(AGENCY) == 20
     assert inbox.deadlettered == 2
@@ -131,17 +143,16 @@ def test_database_outage_during_consumption_loses_nothing(
 ) -> None:
     url, kind = database
     t = topics
-    hub = t.ns.connection(AGENCY)
     proxy: TcpProxy | None = None
     lock: sqlite3.Connection | None = None
     if kind == "postgresql":
         parsed = sa.make_url(url)
         proxy = TcpProxy(parsed.host or "127.0.0.1", parsed.port or 5432)
         url = parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-    inbox = make_inbox(hub, url, t)
+    inbox = make_inbox(t.hub, url, t)
     first = [routed(n) for n in range(10)]
-    publish(t.ns, t.alerts, [(r.alert.alert_id.encode(), encode(r)) for r in first])
-    drain(inbox, lambda: committed(hub, t.group, t.alerts) == 10)
+    t.publish(first)
+    drain(inbox, lambda: t.committed() == 10)
     # The database goes away: SQLite is held locked by another writer, PostgreSQL's link is cut.
     if proxy is not None:
         proxy.cut()
@@ -149,20 +160,20 @@ def test_database_outage_during_consumption_loses_nothing(
         lock = sqlite3.connect(url.removeprefix("sqlite:///"))
         lock.execute("BEGIN EXCLUSIVE")
     second = [routed(n) for n in range(10, 40)]
-    publish(t.ns, t.alerts, [(r.alert.alert_id.encode(), encode(r)) for r in second])
+    t.publish(second)
     stop = threading.Event()
     end = time.monotonic() + 30
     while inbox.outages < 3:
         assert time.monotonic() < end
         inbox.step(stop, timeout_ms=200)
-    assert committed(hub, t.group, t.alerts) == 10  # no offset moved past unstored rows
+    assert t.committed() == 10  # no offset moved past unstored rows
     if proxy is not None:
         proxy.restore()
     else:
         assert lock is not None
         lock.rollback()
         lock.close()
-    drain(inbox, lambda: committed(hub, t.group, t.alerts) == 40)
+    drain(inbox, lambda: t.committed() == 40)
     store = InboxStore(make_engine(url))
     assert store.count(AGENCY) == 40
     assert {r.notification_id for r in store.queue(AGENCY, QueueFilter(), NOW)} == {
@@ -256,7 +267,7 @@ def test_no_one_but_the_hub_joins_its_group_or_reads_its_alerts(topics: Topics) 
     finally:
         probe.close()
     # Leeds's group is untouched: nothing was committed for it.
-    assert committed(t.ns.connection(AGENCY), t.group, t.alerts) == 0
+    assert t.committed() == 0
 
 
 def fill_queue(url: str, n: int, decided: int) -> tuple[InboxStore, list[RoutedAlert]]:
