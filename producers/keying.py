@@ -33,7 +33,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from safehub.errors import ConfigError
 from safehub.producers.linkagekey import LinkageKey
@@ -42,6 +42,16 @@ BLOCK_EPOCH = 0
 OUTPUT_BYTES = 32
 DEFAULT_BATCH = 2000  # inputs per PRF call: well under the key service's 4096 per request
 SEP = b"\x1f"  # the unit separator between the domain tag and fields (see matchkeys.py)
+
+T = TypeVar("T")
+
+
+def _of_epoch(table: Mapping[int, T], epoch: int, what: str) -> T:
+    """`table`'s entry for `epoch`, or a ConfigError saying that there is no `what` for it."""
+    found = table.get(epoch)
+    if found is None:
+        raise ConfigError(f"no {what} for epoch {epoch}")
+    return found
 
 
 class KeyedPRF(Protocol):
@@ -71,9 +81,7 @@ class HmacPRF:
         return f"HmacPRF(epochs={sorted(self._keys)})"
 
     def evaluate(self, epoch: int, inputs: Sequence[bytes]) -> list[bytes]:
-        key = self._keys.get(epoch)
-        if key is None:
-            raise ConfigError(f"no HMAC linkage key for epoch {epoch}")
+        key = _of_epoch(self._keys, epoch, "HMAC linkage key")
         label = str(key.epoch).encode()
         out = []
         for data in inputs:
@@ -100,9 +108,7 @@ class OprfPRF:
     def evaluate(self, epoch: int, inputs: Sequence[bytes]) -> list[bytes]:
         from safehub.services.keyservice import oprf
 
-        key = self._keys.get(epoch)
-        if key is None:
-            raise ConfigError(f"no OPRF key for epoch {epoch}")
+        key = _of_epoch(self._keys, epoch, "OPRF key")
         # The key service's client keeps the first 32 bytes of the 64-byte output too.
         return [oprf.evaluate(key, data)[:OUTPUT_BYTES] for data in inputs]
 
@@ -118,10 +124,7 @@ class ByEpoch:
         return f"ByEpoch({self._by_epoch!r})"
 
     def evaluate(self, epoch: int, inputs: Sequence[bytes]) -> list[bytes]:
-        prf = self._by_epoch.get(epoch)
-        if prf is None:
-            raise ConfigError(f"no keyed PRF for epoch {epoch}")
-        return prf.evaluate(epoch, inputs)
+        return _of_epoch(self._by_epoch, epoch, "keyed PRF").evaluate(epoch, inputs)
 
 
 class CachingPRF:
