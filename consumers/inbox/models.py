@@ -7,6 +7,8 @@ coded indicators, agency slugs and the opaque re-identification handles.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -22,6 +24,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 class Base(DeclarativeBase):
     pass
+
+
+# The notification a row of an alert's evidence, handles, acks or requests belongs to.
+OfAlert = Annotated[
+    str, mapped_column(String(32), ForeignKey("inbox_alert.notification_id"), index=True)
+]
 
 
 class InboxAlert(Base):
@@ -75,9 +83,7 @@ class InboxEvidence(Base):
     __tablename__ = "inbox_evidence"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    notification_id: Mapped[str] = mapped_column(
-        String(32), ForeignKey("inbox_alert.notification_id"), index=True
-    )
+    notification_id: Mapped[OfAlert]
     event_id: Mapped[str] = mapped_column(String(32))
     agency_id: Mapped[str] = mapped_column(String(64))
     sector: Mapped[str] = mapped_column(String(32))
@@ -92,9 +98,7 @@ class InboxReidentification(Base):
     __tablename__ = "inbox_reidentification"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    notification_id: Mapped[str] = mapped_column(
-        String(32), ForeignKey("inbox_alert.notification_id"), index=True
-    )
+    notification_id: Mapped[OfAlert]
     agency_id: Mapped[str] = mapped_column(String(64))
     reid_handle: Mapped[str] = mapped_column(String(32))
 
@@ -105,9 +109,7 @@ class InboxAck(Base):
     __tablename__ = "inbox_ack"
 
     ack_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    notification_id: Mapped[str] = mapped_column(
-        String(32), ForeignKey("inbox_alert.notification_id"), index=True
-    )
+    notification_id: Mapped[OfAlert]
     alert_id: Mapped[str] = mapped_column(String(32))
     agency_id: Mapped[str] = mapped_column(String(64))
     user_ref: Mapped[str] = mapped_column(String(64))
@@ -130,9 +132,7 @@ class InboxReidRequest(Base):
     __tablename__ = "inbox_reid_request"
 
     request_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    notification_id: Mapped[str] = mapped_column(
-        String(32), ForeignKey("inbox_alert.notification_id"), index=True
-    )
+    notification_id: Mapped[OfAlert]
     alert_id: Mapped[str] = mapped_column(String(32))
     hub_id: Mapped[str] = mapped_column(String(64))
     agency_id: Mapped[str] = mapped_column(String(64))  # the agency asked
