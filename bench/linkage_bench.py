@@ -16,10 +16,12 @@ The world (rates per record unless said; each choice is drawn from a seeded RNG)
 - families: 35 % of children have a sibling in the population (same surname and postcode,
   another birth date); 3 % of children are twins (1.5 % of births: same surname, birth date and
   postcode, a different first name);
-- 1-6 records per child from agencies of six sectors, each record's identifiers entered with
-  the noise of producers/simulation/noise.py (the one model, also applied to the simulator's
-  noisy world that bench/detection_bench.py scores): the NHS number held at a sector's rate
-  (health 95 %, ... voluntary 15 %) and dropped after a typo (1 %); first-name nicknames 3 %,
+- 1-6 records per child from agencies of six sectors (one agency per sector, whose vault gives
+  the child one handle for its own person reference, as in the simulator), each record's
+  identifiers entered with the noise of producers/simulation/noise.py (the one model, also
+  applied to the simulator's noisy world that bench/detection_bench.py scores): the NHS number
+  held at a sector's rate (health 95 %, ... voluntary 15 %) and dropped after a typo (1 %);
+  first-name nicknames 3 %,
   spelling variants 3 %, typos 1.5 %; surname typos 1 %, another surname 1 %; date-of-birth
   digit typos 0.7 %, day/month swaps 0.5 %; moved postcodes 10 %, none recorded 5 %.
 
@@ -223,10 +225,14 @@ def run(seed: int, n: int) -> dict[str, Any]:
 
 
 def _event(i: int, record: Record, k: DerivedKeys) -> WarningSignEvent:
-    subject = Subject(k.match_keys, k.key_epoch, k.linkage_block, 14, "E08000035", None,
-                      hashlib.md5(f"handle {i}".encode()).hexdigest())
+    # One agency per sector (the child's school, police force, ...), whose vault gives the
+    # child one handle for its own person reference, as the simulator's agencies do
+    # (bench/detection_bench.py): the agency's records of one child share it.
+    agency = f"{record.sector.value.lower().replace('_', '-')}-bench"
+    handle = hashlib.md5(f"{agency}/{record.child}".encode()).hexdigest()
+    subject = Subject(k.match_keys, k.key_epoch, k.linkage_block, 14, "E08000035", None, handle)
     when = T0 + (i % 1000) * 1000  # all within minutes: nothing late, nothing pruned
-    return WarningSignEvent(hashlib.md5(f"record {i}".encode()).hexdigest(), "agency",
+    return WarningSignEvent(hashlib.md5(f"record {i}".encode()).hexdigest(), agency,
                             record.sector, when, when, subject, Sign.CHANGE_IN_APPEARANCE)
 
 

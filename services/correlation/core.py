@@ -230,7 +230,7 @@ def id_collision(state: BlockState, event: IngressEvent) -> bool:
 
 
 MAX_BLOCK_EVENTS = 2000
-MAX_EVENT_KEYS = 8  # four kinds under two epochs
+MAX_EVENT_KEYS = 9  # four kinds under two epochs, and the agency's handle
 MAX_BLOCK_KEYS = MAX_EVENT_KEYS * MAX_BLOCK_EVENTS  # every event a child of its own
 # The snapshot numbers a block's key epochs with one byte; a rotation holds two at a time.
 MAX_BLOCK_EPOCHS = 32
@@ -265,7 +265,7 @@ def block_full(rules: Rules, state: BlockState, event: IngressEvent) -> bool:
     if events < MAX_BLOCK_EVENTS and keys + 2 * MAX_EVENT_KEYS <= MAX_BLOCK_KEYS and fits_epochs:
         return False  # the common case: far from the caps
     held = _held(state, event)
-    keys_of_event = event_keys(event.subject)
+    keys_of_event = event_keys(event)
     if held:
         # A re-send adds only the keys its cluster lacks (a plain duplicate adds none).
         home = next(c for c in clusters if any(
@@ -319,7 +319,7 @@ def step(
     if too_late(rules, state, event):
         return state, ()
     obs = observation_of(event)
-    keys = event_keys(event.subject)
+    keys = event_keys(event)
     clusters = state.clusters
     linking = link([c.keys for c in clusters], keys)
     joined = [clusters[i] for i in linking.joined]
@@ -359,7 +359,7 @@ def _rekey(
     new-epoch keys. The event counts once: only its keys are added to its cluster, which then
     links like any event (the NHS-number rule included). A plain duplicate changes nothing.
     """
-    keys = event_keys(event.subject)
+    keys = event_keys(event)
     clusters = state.clusters
     home = next((i for i, c in enumerate(clusters)
                  if any(o.event_id == event.event_id and o.agency_id == event.agency_id
@@ -397,7 +397,7 @@ def _update(
                if o.event_id == event.event_id and o.agency_id == event.agency_id)
     if version_key(new.episode) <= version_key(old.episode):
         return _rekey(rules, state, event)
-    keys = event_keys(event.subject)
+    keys = event_keys(event)
     clusters = list(state.clusters)
     observations = tuple(sorted((new if o is old else o for o in cluster.observations),
                                 key=_order))

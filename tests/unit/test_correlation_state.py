@@ -17,8 +17,9 @@ T0 = 1_700_000_000_000
 
 def _event(child: int, n: int, day: float) -> WarningSignEvent:
     keys = MatchKeys(*(hashlib.sha256(f"{child}{k}".encode()).digest() for k in "1234"))
+    # One handle per child, as the agency's vault gives it (its own person reference).
     subject = Subject(keys, 1, 9, 14, "E08000035", "E09000001",
-                      hashlib.md5(f"{child}-{n}".encode()).hexdigest())
+                      hashlib.md5(f"{child}".encode()).hexdigest())
     return WarningSignEvent(hashlib.md5(f"{child}/{n}".encode()).hexdigest(), "police-a",
                             Sector.POLICE, T0 + int(day * DAY_MS), T0, subject,
                             SIGNS[n % len(SIGNS)])

@@ -1,5 +1,6 @@
-"""Linkage on strong evidence only (issue 20): NHS number or name keys link; surname + date of
-birth + postcode (mk4) alone never merges children whose first names disagree."""
+"""Linkage on strong evidence only (issue 20): NHS number, name keys or one agency's own handle
+for a child link; surname + date of birth + postcode (mk4) alone never merges children whose
+first names disagree."""
 
 from __future__ import annotations
 
@@ -31,9 +32,10 @@ def _keys(spec: str) -> MatchKeys:
 
 
 def _event(ref: str, spec: str, day: int = 0, sign: Sign = Sign.OFFENDING,
-           agency: str = "police-a") -> WarningSignEvent:
+           agency: str = "police-a", handle: str | None = None) -> WarningSignEvent:
+    """An event whose agency handle is its own unless `handle` names the agency's person."""
     subject = Subject(_keys(spec), 1, BLOCK, 14, "E08000035", None,
-                      hashlib.md5(f"h{ref}".encode()).hexdigest())
+                      hashlib.md5(f"h{handle or ref}".encode()).hexdigest())
     eid = hashlib.md5(ref.encode()).hexdigest()
     when = T0 + day * DAY_MS
     return WarningSignEvent(eid, agency, Sector.POLICE, when, when, subject, sign)
@@ -104,12 +106,36 @@ def test_different_nhs_numbers_under_one_name_stay_flagged_not_merged() -> None:
 
 
 def test_link_ignores_mk4() -> None:
-    named_a = event_keys(_event("a", "mk2:A mk4:F").subject)
-    named_b = event_keys(_event("b", "mk2:B mk4:F").subject)
-    assert link([named_a], event_keys(_event("x", "mk2:B mk4:F").subject)).joined == ()
-    nameless = event_keys(_event("n", "mk4:F").subject)
+    named_a = event_keys(_event("a", "mk2:A mk4:F"))
+    named_b = event_keys(_event("b", "mk2:B mk4:F"))
+    assert link([named_a], event_keys(_event("x", "mk2:B mk4:F"))).joined == ()
+    nameless = event_keys(_event("n", "mk4:F"))
     result = link([named_a, named_b], nameless)
     assert result.joined == () and result.conflicting == ()
+
+
+def test_one_agency_s_own_handle_for_a_child_links_its_records() -> None:
+    # A first-name typo in one of police-a's records: no NHS number, no name key in common
+    # (only mk4, which never links), but the force's vault gave both records the handle of its
+    # one person reference for the child.
+    a = _event("a", "mk2:A mk3:A mk4:F", handle="child")
+    typo = _event("t", "mk2:At mk3:At mk4:F", handle="child")
+    for order in itertools.permutations((a, typo)):
+        assert _groups(_run(*order)) == {_ids(a, typo)}
+    # A handle is the sending agency's: the same value from another agency links nothing.
+    other = _event("o", "mk2:X mk3:X mk4:F", agency="school-c", handle="child")
+    assert _groups(_run(a, other)) == {_ids(a), _ids(other)}
+    # Twins at one agency have two person references, so two handles: they stay apart.
+    twin = _event("w", "mk2:B mk3:B mk4:F", handle="twin")
+    assert _groups(_run(a, twin)) == {_ids(a), _ids(twin)}
+
+
+def test_one_handle_over_two_nhs_numbers_is_flagged_not_merged() -> None:
+    a = _event("a", "mk1:A mk2:A", handle="clash")
+    b = _event("b", "mk1:B mk2:B", handle="clash")
+    state = _run(a, b)
+    assert _groups(state) == {_ids(a), _ids(b)}
+    assert all(c.conflict for c in state.clusters)
 
 
 def test_twins_reported_by_four_agencies_raise_no_high() -> None:
