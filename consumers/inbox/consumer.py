@@ -33,6 +33,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 
 from safehub import topics
+from safehub.bus import close_producer
 from safehub.consumers.deadletter import DeadLetterSink
 from safehub.consumers.inbox.answers import AnswerDesk, topic_hub
 from safehub.consumers.inbox.store import InboxStore, RecordRefused
@@ -233,7 +234,8 @@ class InboxConsumer:
     def close(self) -> None:
         self._consumer.close()
         if self._producer is not None:
-            self._producer.close()
+            # Bounded, as the router's: stopping must not wait on a broker that is away.
+            close_producer(self._producer, 10.0, "inbox")
 
 
 class HubInboxes:

@@ -24,7 +24,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from nacl.signing import SigningKey
 
-from safehub.bus import make_consumer, make_producer, send_and_confirm
+from safehub.bus import close_producer, make_consumer, make_producer, send_and_confirm
 from safehub.clock import wall_clock_ms
 from safehub.connection import KafkaConnection
 from safehub.consumers.deadletter import DeadLetterSink
@@ -178,8 +178,7 @@ class AuditSink:
 
     def close(self) -> None:
         self._consumer.close(autocommit=False)
-        self._producer.flush(30)
-        self._producer.close(30)
+        close_producer(self._producer, 30, "audit sink")
 
     def _checkpoint_due(self) -> bool:
         if self._since_checkpoint == 0:

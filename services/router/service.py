@@ -22,6 +22,7 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 
+from safehub.bus import close_producer
 from safehub.consumers.deadletter import DeadLetterSink
 from safehub.consuming import (
     EXIT_TEMPORARY,
@@ -341,4 +342,4 @@ class Router:
         self._consumer.close()
         # Bounded: stopping during an outage must not wait for the broker. What was not
         # acknowledged was not committed either, so it is re-read at the next start.
-        self._producer.close(timeout=CLOSE_S)
+        close_producer(self._producer, CLOSE_S, "router")

@@ -59,6 +59,7 @@ class _NoSecretSettings(logging.Filter):
 
 
 logging.getLogger("kafka.admin.client").addFilter(_NoSecretSettings())
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +170,22 @@ def make_aio_consumer(kafka: KafkaConnection, client_id: str, group_id: str | No
         "max_partition_fetch_bytes": 8 * 1024 * 1024,
         **overrides,
     })
+
+
+def close_producer(producer: KafkaProducer, timeout_s: float, owner: str) -> None:
+    """Close `producer`, waiting at most `timeout_s` for what it still holds.
+
+    kafka-python raises when the wait runs out (a broker away, or a client that has stopped
+    working, which is when a service stops itself); that must not replace the exit code the
+    service chose with a traceback and exit 1. What the producer held was not acknowledged, so
+    its service did not commit the input behind it: it is read and sent again at the next
+    start."""
+    try:
+        producer.close(timeout=timeout_s)
+    except KafkaError as exc:
+        log.warning(
+            "%s: its producer did not close within %.0f s (%s); what it held is sent again "
+            "after the restart", owner, timeout_s, exc)
 
 
 def send_and_confirm(

@@ -70,3 +70,16 @@ def test_within_the_delivery_timeout_the_router_keeps_waiting(
     producer.flush = flush  # type: ignore[method-assign]
     Router._deliver(router, [("t", b"k", b"v", None)])  # the broker answered at the 5th wait
     assert done["flushes"] == 5 and len(router.beats) == 4
+
+
+def test_closing_the_stuck_producer_keeps_the_exit_code_the_router_chose(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Fault run H: the router stopped with exit 75 as above, then closing its stuck producer
+    # raised kafka-python's KafkaTimeoutError (its close flushes, bounded) out of close(), and
+    # the process ended with a traceback and exit 1 instead.
+    producer = NeverDone(delivery_timeout_ms=0)
+    producer.close = lambda timeout=None: producer.flush(timeout)  # type: ignore[attr-defined]
+    router = SimpleNamespace(_consumer=SimpleNamespace(close=lambda: None), _producer=producer)
+    Router.close(router)  # type: ignore[arg-type]
+    assert producer.flushes == 1
+    assert "router: its producer did not close within 10 s" in caplog.text
