@@ -395,7 +395,7 @@ def summarise(phases: list[Runs]) -> dict[str, Any]:
 
 def _worktree(commit: str, where: Path) -> None:
     run_checked(["git", "worktree", "add", "--detach", str(where), commit], ROOT, dict(os.environ),
-         120)
+                120)
 
 
 def main() -> int:
@@ -424,7 +424,7 @@ def main() -> int:
                                       else [runs["pure"]])
         result["threshold"] = THRESHOLD
         result["summarised_again_by_commit"] = run_checked(["git", "rev-parse", "HEAD"], ROOT,
-                                                    dict(os.environ), 30).strip()
+                                                           dict(os.environ), 30).strip()
         _write(result, args.out)
         return 0
 

@@ -66,14 +66,14 @@ def one_side(tree: Path, state: Path, secure: bool, args: argparse.Namespace) ->
     try:
         started = time.monotonic()
         run_checked([*py, "bench.correlation_bench", "--events", str(args.events), "--runs", "1",
-              "--core-events", "2000"], tree, env, 900)
+                     "--core-events", "2000"], tree, env, 900)
         corr = json.loads((tree / "bench" / "results" / "correlation.json").read_text())
         run_checked([*py, "bench.latency_bench", "--children", str(args.children), "--runs", "1"],
-             tree, env, 900)
+                    tree, env, 900)
         lat = json.loads((tree / "bench" / "results" / "latency.json").read_text())
     finally:
         run_checked([*py, "safehub.cli", "kafka", "down", *(["--purge"] if secure else [])],
-             tree, env, 120)
+                    tree, env, 120)
         for name, raw in saved.items():
             (tree / "bench" / "results" / name).write_bytes(raw)
     return {
@@ -107,7 +107,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="safehub-transport-"))
     baseline = work / "baseline"
     run_checked(["git", "worktree", "add", "--detach", str(baseline), args.baseline], ROOT,
-         dict(os.environ), 120)
+                dict(os.environ), 120)
     runs: dict[str, list[dict[str, Any]]] = {"plaintext": [], "secure": []}
     try:
         for i in range(args.rounds):

@@ -24,7 +24,7 @@ import hashlib
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from safehub.consumers.deadletter import HEADER_NULL_VALUE, dead_letter_from
@@ -127,13 +127,27 @@ class Contents:
     letters: tuple[Letter, ...]
     markers: tuple[Marker, ...]
     foreign: tuple[Position, ...]  # records that are neither
+    # Indexes built once: a flood leaves 100,000 letters (and a replay of it as many markers),
+    # and each line of `list` asks for its copies and replays.
+    _copies: dict[RecordId, list[Letter]] = field(init=False, repr=False, compare=False)
+    _replays: dict[Position, list[Marker]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        copies: dict[RecordId, list[Letter]] = {}
+        for x in self.letters:
+            copies.setdefault(x.record, []).append(x)
+        replays: dict[Position, list[Marker]] = {}
+        for m in self.markers:
+            replays.setdefault(m.of, []).append(m)
+        object.__setattr__(self, "_copies", copies)
+        object.__setattr__(self, "_replays", replays)
 
     def replays_of(self, position: Position) -> list[Marker]:
-        return [m for m in self.markers if m.of == position]
+        return list(self._replays.get(position, ()))
 
     def copies_of(self, letter: Letter) -> list[Letter]:
         """Every letter about `letter`'s refused record (itself included), oldest first."""
-        return [x for x in self.letters if x.record == letter.record]
+        return list(self._copies.get(letter.record, ()))
 
     def record_replays(self, letter: Letter) -> list[Marker]:
         """The replays of `letter`'s refused record, through any of its copies."""

@@ -340,6 +340,5 @@ class Router:
 
     def close(self) -> None:
         self._consumer.close()
-        # Bounded: stopping during an outage must not wait for the broker. What was not
-        # acknowledged was not committed either, so it is re-read at the next start.
+        # Bounded: stopping during an outage must not wait for the broker.
         close_producer(self._producer, CLOSE_S, "router")
