@@ -1,6 +1,7 @@
 """A running service's /readyz follows its broker: ready, the broker stopped -> 503 naming the
-broker within a bound, the broker back -> ready again. /livez stays 200 throughout (waiting for
-a dependency is not being wedged) and /metrics counts what the service did.
+broker within a bound, the broker back -> ready again within a bound. /livez stays 200
+throughout (waiting for a dependency is not being wedged) and /metrics counts what the service
+did.
 
 The service is a hub inbox on a single broker of its own (the launcher's), never the session's
 shared cluster, which other tests are using.
@@ -46,7 +47,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 HUB = "csc-health"
 PREFIX = "hz."
 BROKER_GONE_S = 20.0  # probe every 2 s, stale after 6 s: 503 well within this
-BROKER_BACK_S = 60.0
+BROKER_START_S = 240.0
+BROKER_BACK_S = 30.0  # from the broker answering again: reconnect and probe
 
 
 @pytest.fixture
@@ -130,9 +132,13 @@ def test_readyz_follows_the_broker(own_broker: tuple[Cluster, ClusterState], tmp
         assert _get(server.port, "/livez")[0] == 200
 
         cluster.restart_node(1)
-        _until(server.port, "/readyz", 200, BROKER_BACK_S)
+        # The broker's own start (a JVM, log recovery after SIGKILL) is not under test and has
+        # taken over a minute on a loaded CI machine: wait for it, then time the service.
+        cluster.wait_ready(1, timeout=BROKER_START_S)
+        back, _ = _until(server.port, "/readyz", 200, BROKER_BACK_S)
         assert _get(server.port, "/livez")[0] == 200
-        print(f"not ready {took:.1f} s after the broker stopped")
+        print(f"not ready {took:.1f} s after the broker stopped, ready {back:.1f} s after it "
+              "answered again")
     finally:
         stop.set()
         runner.join(15)

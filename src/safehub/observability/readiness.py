@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EVERY_S = 2.0
 DEFAULT_STALE_S = 6.0
+# kafka-python's defaults (a request waits 30 s, reconnects back off to 30 s) let a probe that
+# asked while the broker was down answer up to a minute after the broker is back.
+PROBE_REQUEST_TIMEOUT_MS = 5_000
+PROBE_BACKOFF_MAX_MS = 1_000
 
 
 class Probe:
@@ -94,7 +98,9 @@ def broker_probe(kafka: KafkaConnection, every_s: float = DEFAULT_EVERY_S,
         from safehub.bus import make_consumer  # kafka-python only where a broker is probed
 
         if "client" not in holder:
-            holder["client"] = make_consumer(kafka, None, client_id="safehub-health")
+            holder["client"] = make_consumer(kafka, None, client_id="safehub-health",
+                                             request_timeout_ms=PROBE_REQUEST_TIMEOUT_MS,
+                                             reconnect_backoff_max_ms=PROBE_BACKOFF_MAX_MS)
         holder["client"].topics()
 
     def close() -> None:
