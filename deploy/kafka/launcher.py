@@ -44,6 +44,7 @@ from safehub.connection import (
     password_path,
     write_secret,
 )
+from safehub.deploy.kafka import class_archive
 from safehub.deploy.kafka.certificates import NODE_PRINCIPAL, Certificates, ensure_certificates
 from safehub.deploy.registry import ADMIN
 from safehub.errors import BrokerError, SafehubError
@@ -53,7 +54,10 @@ KAFKA_VERSION = "4.4.0"
 SLF4J_VERSION = "1.7.36"  # the SLF4J API line Kafka 4.4 is built against
 # A 2-core, 24 GB machine runs up to three nodes beside the tests and services.
 HEAP = ("-Xms256m", "-Xmx768m")
-JVM_FLAGS = ("-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true")
+JVM_FLAGS = ("-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+             # slf4j-simple writes no time by default; an operator reading a node's log needs it.
+             "-Dorg.slf4j.simpleLogger.showDateTime=true",
+             "-Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd'T'HH:mm:ss.SSSZ")
 DEFAULT_BROKER_PORT = 19092
 READY_TIMEOUT_S = 90.0
 # While the nodes start, kafka-python's reconnect backoff would grow to tens of seconds and
@@ -81,6 +85,10 @@ def _need(tool: str, what: str) -> str:
     if path is None:
         raise BrokerError(f"{tool} not found on PATH: {what}")
     return path
+
+
+def _archive_dir() -> Path:
+    return cache_dir() / "class-archive"
 
 
 def fetch_jars() -> Path:
@@ -281,6 +289,10 @@ def _properties(node: Node, nodes: tuple[Node, ...], data_dir: Path, certs: Cert
         "group.initial.rebalance.delay.ms": 0,
         "unclean.leader.election.enable": "false",
         "log.flush.interval.messages": 9223372036854775807,
+        # A killed node's partitions move, and its restarted self may register again, only when
+        # its session expires: 9 s by default, most of a killed broker's way back (measured).
+        "broker.session.timeout.ms": 4000,
+        "broker.heartbeat.interval.ms": 1000,
         "num.network.threads": 2,
         "num.io.threads": 4,
     }
@@ -376,7 +388,8 @@ class Cluster:
             write_secret(props, _properties(node, layout, self.root / f"data-{node.node_id}",
                                             certs))
             fmt = subprocess.run(
-                [java, "-cp", classpath, "kafka.tools.StorageTool", "format",
+                [java, *class_archive.jvm_flags(java, classpath, _archive_dir(), write=False),
+                 "-cp", classpath, "kafka.tools.StorageTool", "format",
                  "-t", cluster_id, "-c", str(props)],
                 capture_output=True, text=True, check=False,
             )
@@ -417,7 +430,10 @@ class Cluster:
         props = self.root / f"node-{node.node_id}.properties"
         log = open(self.root / f"node-{node.node_id}.log", "ab")  # noqa: SIM115 - owned by the child
         proc = subprocess.Popen(
-            [java, *HEAP, *JVM_FLAGS, "-cp", classpath, "kafka.Kafka", str(props)],
+            [java, *HEAP, *JVM_FLAGS,
+             # One node writes the archive: the others would write the same classes again.
+             *class_archive.jvm_flags(java, classpath, _archive_dir(), write=node.node_id == 1),
+             "-cp", classpath, "kafka.Kafka", str(props)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C in a terminal goes to us; we stop the broker in order
         )

@@ -1,0 +1,89 @@
+"""The broker's class archive, on the real JVM and Kafka jars: written by one run, moved into
+place only once a JVM maps it, and never handed to a broker when it is cut short or foreign.
+
+A cut-short archive is not a hypothetical: a broker stopped with SIGKILL while writing leaves
+one, and a JVM that maps it dies of SIGBUS (checked below). Without the check, every broker start
+after that would crash."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from safehub.deploy.kafka import class_archive
+from safehub.deploy.kafka.launcher import fetch_jars
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def jvm() -> tuple[str, str]:
+    java = shutil.which("java")
+    if java is None:
+        pytest.fail("no `java` here: the Kafka broker needs a Java runtime (17 or newer)")
+    return java, f"{fetch_jars()}/*"
+
+
+def _run_broker_main(java: str, classpath: str, flags: tuple[str, ...]) -> int:
+    """kafka.Kafka without a config prints its usage and exits: enough to load and archive
+    classes, or to show whether an archive maps."""
+    done = subprocess.run([java, *flags, "-cp", classpath, "kafka.Kafka"],
+                          capture_output=True, check=False, timeout=120)
+    return done.returncode
+
+
+def test_one_run_writes_the_archive_and_the_next_maps_it(jvm: tuple[str, str],
+                                                         tmp_path: Path) -> None:
+    java, classpath = jvm
+    first = class_archive.jvm_flags(java, classpath, tmp_path)
+    assert len(first) == 1 and first[0].startswith("-XX:ArchiveClassesAtExit=")
+    assert not (tmp_path / class_archive.ARCHIVE).exists()
+    _run_broker_main(java, classpath, first)
+    assert len(list(tmp_path.glob("*.part"))) == 1
+
+    second = class_archive.jvm_flags(java, classpath, tmp_path)
+    assert second == (f"-XX:SharedArchiveFile={tmp_path / class_archive.ARCHIVE}",)
+    assert list(tmp_path.glob("*.part")) == []
+    # The usage exit is status 1 with or without the archive: only a crash would differ.
+    assert _run_broker_main(java, classpath, ("-Xshare:on", *second)) == 1
+    # A reader that must not write (the storage formatter) gets the archive too, or nothing.
+    assert class_archive.jvm_flags(java, classpath, tmp_path, write=False) == second
+
+
+def test_a_cut_short_archive_is_never_mapped_and_goes_once_stale(jvm: tuple[str, str],
+                                                                 tmp_path: Path) -> None:
+    java, classpath = jvm
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    _run_broker_main(java, classpath, class_archive.jvm_flags(java, classpath, whole))
+    (written,) = whole.glob("*.part")
+    folder = tmp_path / "archives"
+    folder.mkdir()
+    cut = folder / f"{class_archive.ARCHIVE}.cut.part"
+    cut.write_bytes(written.read_bytes()[: written.stat().st_size // 2])
+    # What the check prevents: the JVM that maps it crashes.
+    assert _run_broker_main(java, classpath, (f"-XX:SharedArchiveFile={cut}",)) not in (0, 1)
+
+    flags = class_archive.jvm_flags(java, classpath, folder, write=False)
+    assert flags == ()
+    assert not (folder / class_archive.ARCHIVE).exists()
+    assert cut.exists(), "a recent part may still be being written: it is left alone"
+
+    old = cut.stat().st_mtime - class_archive.STALE_PART_S - 1
+    os.utime(cut, (old, old))
+    assert class_archive.jvm_flags(java, classpath, folder, write=False) == ()
+    assert not cut.exists()
+
+
+def test_an_archive_in_place_that_does_not_map_is_removed(jvm: tuple[str, str],
+                                                          tmp_path: Path) -> None:
+    java, classpath = jvm
+    final = tmp_path / class_archive.ARCHIVE
+    final.write_bytes(b"not an archive" * 1000)
+    flags = class_archive.jvm_flags(java, classpath, tmp_path)
+    assert len(flags) == 1 and flags[0].startswith("-XX:ArchiveClassesAtExit=")
+    assert not final.exists()
