@@ -65,9 +65,12 @@ def _maps(java: str, classpath: str, archive: Path) -> bool:
     if key not in _checked:
         try:
             done = subprocess.run(
-                [java, "-Xshare:on", f"-XX:SharedArchiveFile={archive}", "-cp", classpath,
-                 "-version"],
-                capture_output=True, check=False, timeout=60,
+                [java, "-Xshare:on", f"-XX:SharedArchiveFile={archive}",
+                 # A cut-short archive crashes this JVM: no crash report or core in anyone's
+                 # working directory.
+                 "-XX:ErrorFile=/dev/null", "-XX:-CreateCoredumpOnCrash",
+                 "-cp", classpath, "-version"],
+                capture_output=True, check=False, timeout=60, cwd=archive.parent,
             )
             _checked[key] = done.returncode == 0
         except subprocess.TimeoutExpired:

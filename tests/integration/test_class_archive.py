@@ -28,11 +28,11 @@ def jvm() -> tuple[str, str]:
     return java, f"{fetch_jars()}/*"
 
 
-def _run_broker_main(java: str, classpath: str, flags: tuple[str, ...]) -> int:
+def _run_broker_main(java: str, classpath: str, flags: tuple[str, ...], cwd: Path) -> int:
     """kafka.Kafka without a config prints its usage and exits: enough to load and archive
-    classes, or to show whether an archive maps."""
+    classes, or to show whether an archive maps. Run in `cwd`: a crash leaves its report there."""
     done = subprocess.run([java, *flags, "-cp", classpath, "kafka.Kafka"],
-                          capture_output=True, check=False, timeout=120)
+                          capture_output=True, check=False, timeout=120, cwd=cwd)
     return done.returncode
 
 
@@ -42,14 +42,14 @@ def test_one_run_writes_the_archive_and_the_next_maps_it(jvm: tuple[str, str],
     first = class_archive.jvm_flags(java, classpath, tmp_path)
     assert len(first) == 1 and first[0].startswith("-XX:ArchiveClassesAtExit=")
     assert not (tmp_path / class_archive.ARCHIVE).exists()
-    _run_broker_main(java, classpath, first)
+    _run_broker_main(java, classpath, first, tmp_path)
     assert len(list(tmp_path.glob("*.part"))) == 1
 
     second = class_archive.jvm_flags(java, classpath, tmp_path)
     assert second == (f"-XX:SharedArchiveFile={tmp_path / class_archive.ARCHIVE}",)
     assert list(tmp_path.glob("*.part")) == []
     # The usage exit is status 1 with or without the archive: only a crash would differ.
-    assert _run_broker_main(java, classpath, ("-Xshare:on", *second)) == 1
+    assert _run_broker_main(java, classpath, ("-Xshare:on", *second), tmp_path) == 1
     # A reader that must not write (the storage formatter) gets the archive too, or nothing.
     assert class_archive.jvm_flags(java, classpath, tmp_path, write=False) == second
 
@@ -59,14 +59,15 @@ def test_a_cut_short_archive_is_never_mapped_and_goes_once_stale(jvm: tuple[str,
     java, classpath = jvm
     whole = tmp_path / "whole"
     whole.mkdir()
-    _run_broker_main(java, classpath, class_archive.jvm_flags(java, classpath, whole))
+    _run_broker_main(java, classpath, class_archive.jvm_flags(java, classpath, whole), tmp_path)
     (written,) = whole.glob("*.part")
     folder = tmp_path / "archives"
     folder.mkdir()
     cut = folder / f"{class_archive.ARCHIVE}.cut.part"
     cut.write_bytes(written.read_bytes()[: written.stat().st_size // 2])
     # What the check prevents: the JVM that maps it crashes.
-    assert _run_broker_main(java, classpath, (f"-XX:SharedArchiveFile={cut}",)) not in (0, 1)
+    assert _run_broker_main(java, classpath, (f"-XX:SharedArchiveFile={cut}",),
+                            tmp_path) not in (0, 1)
 
     flags = class_archive.jvm_flags(java, classpath, folder, write=False)
     assert flags == ()
@@ -87,3 +88,21 @@ def test_an_archive_in_place_that_does_not_map_is_removed(jvm: tuple[str, str],
     flags = class_archive.jvm_flags(java, classpath, tmp_path)
     assert len(flags) == 1 and flags[0].startswith("-XX:ArchiveClassesAtExit=")
     assert not final.exists()
+
+
+def test_checking_a_cut_short_archive_leaves_no_crash_report_behind(
+        jvm: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    java, classpath = jvm
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    _run_broker_main(java, classpath, class_archive.jvm_flags(java, classpath, whole), whole)
+    (written,) = whole.glob("*.part")
+    folder = tmp_path / "archives"
+    folder.mkdir()
+    (folder / f"{class_archive.ARCHIVE}.cut.part").write_bytes(
+        written.read_bytes()[: written.stat().st_size // 2])
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)  # where a crashing JVM writes its report by default
+    assert class_archive.jvm_flags(java, classpath, folder, write=False) == ()
+    assert [p.name for p in tmp_path.rglob("*") if p.name.startswith(("hs_err", "core"))] == []
