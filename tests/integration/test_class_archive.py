@@ -28,6 +28,24 @@ def jvm() -> tuple[str, str]:
     return java, f"{fetch_jars()}/*"
 
 
+@pytest.fixture(scope="module")
+def whole_archive(jvm: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The bytes of an archive one broker-main run wrote."""
+    java, classpath = jvm
+    folder = tmp_path_factory.mktemp("whole")
+    _run_broker_main(java, classpath, class_archive.jvm_flags(java, classpath, folder), folder)
+    (written,) = folder.glob("*.part")
+    return written.read_bytes()
+
+
+def _cut_short_part(whole: bytes, folder: Path) -> Path:
+    """What a broker killed while writing its archive leaves: the first half."""
+    folder.mkdir(exist_ok=True)
+    cut = folder / f"{class_archive.ARCHIVE}.cut.part"
+    cut.write_bytes(whole[: len(whole) // 2])
+    return cut
+
+
 def _run_broker_main(java: str, classpath: str, flags: tuple[str, ...], cwd: Path) -> int:
     """kafka.Kafka without a config prints its usage and exits: enough to load and archive
     classes, or to show whether an archive maps. Run in `cwd`: a crash leaves its report there."""
@@ -54,17 +72,11 @@ def test_one_run_writes_the_archive_and_the_next_maps_it(jvm: tuple[str, str],
     assert class_archive.jvm_flags(java, classpath, tmp_path, write=False) == second
 
 
-def test_a_cut_short_archive_is_never_mapped_and_goes_once_stale(jvm: tuple[str, str],
-                                                                 tmp_path: Path) -> None:
+def test_a_cut_short_archive_is_never_mapped_and_goes_once_stale(
+        jvm: tuple[str, str], whole_archive: bytes, tmp_path: Path) -> None:
     java, classpath = jvm
-    whole = tmp_path / "whole"
-    whole.mkdir()
-    _run_broker_main(java, classpath, class_archive.jvm_flags(java, classpath, whole), tmp_path)
-    (written,) = whole.glob("*.part")
     folder = tmp_path / "archives"
-    folder.mkdir()
-    cut = folder / f"{class_archive.ARCHIVE}.cut.part"
-    cut.write_bytes(written.read_bytes()[: written.stat().st_size // 2])
+    cut = _cut_short_part(whole_archive, folder)
     # What the check prevents: the JVM that maps it crashes.
     assert _run_broker_main(java, classpath, (f"-XX:SharedArchiveFile={cut}",),
                             tmp_path) not in (0, 1)
@@ -91,16 +103,11 @@ def test_an_archive_in_place_that_does_not_map_is_removed(jvm: tuple[str, str],
 
 
 def test_checking_a_cut_short_archive_leaves_no_crash_report_behind(
-        jvm: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        jvm: tuple[str, str], whole_archive: bytes, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     java, classpath = jvm
-    whole = tmp_path / "whole"
-    whole.mkdir()
-    _run_broker_main(java, classpath, class_archive.jvm_flags(java, classpath, whole), whole)
-    (written,) = whole.glob("*.part")
     folder = tmp_path / "archives"
-    folder.mkdir()
-    (folder / f"{class_archive.ARCHIVE}.cut.part").write_bytes(
-        written.read_bytes()[: written.stat().st_size // 2])
+    _cut_short_part(whole_archive, folder)
     here = tmp_path / "here"
     here.mkdir()
     monkeypatch.chdir(here)  # where a crashing JVM writes its report by default
