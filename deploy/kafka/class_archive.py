@@ -31,7 +31,17 @@ _checked: dict[tuple[str, int, int], bool] = {}
 
 
 def jvm_flags(java: str, classpath: str, folder: Path, write: bool = True) -> tuple[str, ...]:
-    """Flags that map the archive, or (if `write`) that write one at exit when none is ready."""
+    """Flags that map the archive, or (if `write`) that write one at exit when none is ready;
+    none when the folder cannot be used: the archive only speeds a start, it never stops one."""
+    try:
+        return _flags(java, classpath, folder, write)
+    except OSError as exc:
+        log.warning("broker class archive in %s unusable (%s): starting without it", folder,
+                    type(exc).__name__)
+        return ()
+
+
+def _flags(java: str, classpath: str, folder: Path, write: bool) -> tuple[str, ...]:
     folder.mkdir(parents=True, exist_ok=True)
     _promote(java, classpath, folder)
     final = folder / ARCHIVE

@@ -113,3 +113,11 @@ def test_checking_a_cut_short_archive_leaves_no_crash_report_behind(
     monkeypatch.chdir(here)  # where a crashing JVM writes its report by default
     assert class_archive.jvm_flags(java, classpath, folder, write=False) == ()
     assert [p.name for p in tmp_path.rglob("*") if p.name.startswith(("hs_err", "core"))] == []
+
+
+def test_a_folder_that_cannot_be_used_starts_the_broker_without_an_archive(
+        jvm: tuple[str, str], tmp_path: Path) -> None:
+    java, classpath = jvm
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    assert class_archive.jvm_flags(java, classpath, blocked / "class-archive") == ()
