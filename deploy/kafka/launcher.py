@@ -388,7 +388,10 @@ class Cluster:
             write_secret(props, _properties(node, layout, self.root / f"data-{node.node_id}",
                                             certs))
             fmt = subprocess.run(
-                [java, *class_archive.jvm_flags(java, classpath, _archive_dir(), write=False),
+                # The brokers' own flags: an archive maps only in a JVM set up as it was made.
+                [java, *HEAP, *JVM_FLAGS,
+                 *class_archive.jvm_flags(java, classpath, _archive_dir(), write=False,
+                                          vm=(*HEAP, *JVM_FLAGS)),
                  "-cp", classpath, "kafka.tools.StorageTool", "format",
                  "-t", cluster_id, "-c", str(props)],
                 capture_output=True, text=True, check=False,
@@ -432,7 +435,8 @@ class Cluster:
         proc = subprocess.Popen(
             [java, *HEAP, *JVM_FLAGS,
              # One node writes the archive: the others would write the same classes again.
-             *class_archive.jvm_flags(java, classpath, _archive_dir(), write=node.node_id == 1),
+             *class_archive.jvm_flags(java, classpath, _archive_dir(), write=node.node_id == 1,
+                                      vm=(*HEAP, *JVM_FLAGS)),
              "-cp", classpath, "kafka.Kafka", str(props)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C in a terminal goes to us; we stop the broker in order

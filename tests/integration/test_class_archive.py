@@ -1,9 +1,8 @@
 """The broker's class archive, on the real JVM and Kafka jars: written by one run, moved into
 place only once a JVM maps it, and never handed to a broker when it is cut short or foreign.
 
-A cut-short archive is not a hypothetical: a broker stopped with SIGKILL while writing leaves
-one, and a JVM that maps it dies of SIGBUS (checked below). Without the check, every broker start
-after that would crash."""
+A cut-short archive (a copy interrupted, a full disk) kills the JVM that maps it with SIGBUS
+(checked below). Without the check, every broker start after that would crash."""
 
 from __future__ import annotations
 
@@ -39,7 +38,7 @@ def whole_archive(jvm: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
 
 
 def _cut_short_part(whole: bytes, folder: Path) -> Path:
-    """What a broker killed while writing its archive leaves: the first half."""
+    """An archive cut short: its first half."""
     folder.mkdir(exist_ok=True)
     cut = folder / f"{class_archive.ARCHIVE}.cut.part"
     cut.write_bytes(whole[: len(whole) // 2])
@@ -121,3 +120,27 @@ def test_a_folder_that_cannot_be_used_starts_the_broker_without_an_archive(
     blocked = tmp_path / "a-file"
     blocked.write_text("not a folder")
     assert class_archive.jvm_flags(java, classpath, blocked / "class-archive") == ()
+
+
+def test_an_archive_is_checked_with_the_flags_the_broker_runs_with(
+        jvm: tuple[str, str], whole_archive: bytes, tmp_path: Path) -> None:
+    """A heap over 32 GB turns compressed pointers off, and an archive made with them no longer
+    maps: on such a host the check must refuse it for that broker, not for another setting."""
+    java, classpath = jvm
+    (tmp_path / class_archive.ARCHIVE).write_bytes(whole_archive)
+    mapped = (f"-XX:SharedArchiveFile={tmp_path / class_archive.ARCHIVE}",)
+    assert class_archive.jvm_flags(java, classpath, tmp_path, write=False) == mapped
+    assert class_archive.jvm_flags(java, classpath, tmp_path, write=False,
+                                   vm=("-Xmx40g",)) == ()
+    assert not (tmp_path / class_archive.ARCHIVE).exists()
+
+
+def test_a_relative_cache_folder_is_checked_where_it_is(
+        jvm: tuple[str, str], whole_archive: bytes, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    java, classpath = jvm
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / class_archive.ARCHIVE).write_bytes(whole_archive)
+    assert class_archive.jvm_flags(java, classpath, Path("cache"), write=False) == (
+        f"-XX:SharedArchiveFile={tmp_path / 'cache' / class_archive.ARCHIVE}",)
