@@ -132,8 +132,8 @@ def test_readyz_follows_the_broker(own_broker: tuple[Cluster, ClusterState], tmp
         assert _get(server.port, "/livez")[0] == 200
 
         cluster.restart_node(1)
-        # The broker's own start (a JVM, log recovery after SIGKILL) is not under test and has
-        # taken over a minute on a loaded CI machine: wait for it, then time the service.
+        # The broker's own start (a JVM, its old session to expire) is not under test and may
+        # take a minute on a loaded CI machine: wait for it, then time the service.
         cluster.wait_ready(1, timeout=BROKER_START_S)
         back, _ = _until(server.port, "/readyz", 200, BROKER_BACK_S)
         assert _get(server.port, "/livez")[0] == 200

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 DEFAULT_EVERY_S = 2.0
 DEFAULT_STALE_S = 6.0
 # kafka-python's defaults (a request waits 30 s, reconnects back off to 30 s) let a probe that
-# asked while the broker was down answer up to a minute after the broker is back.
+# asked while the broker was down answer long after the broker is back.
 PROBE_REQUEST_TIMEOUT_MS = 5_000
 PROBE_BACKOFF_MAX_MS = 1_000
 
