@@ -21,6 +21,7 @@ import logging
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -45,17 +46,19 @@ def jvm_flags(java: str, classpath: str, folder: Path, write: bool = True,
         return ()
 
 
+@dataclass(frozen=True)
 class Check:
     """Whether an archive maps in a JVM started as the broker will be."""
 
-    def __init__(self, java: str, classpath: str, vm: tuple[str, ...]) -> None:
-        self.java, self.classpath, self.vm = java, classpath, vm
+    java: str
+    classpath: str
+    vm: tuple[str, ...]
 
     def maps(self, archive: Path) -> bool:
         """A JVM with sharing required maps it, with this class path and these flags. Its crash
         (the archive cut short) leaves no report or core file anywhere."""
         st = archive.stat()
-        key = (self.java, self.classpath, self.vm, str(archive), st.st_ino, st.st_mtime_ns)
+        key = (self, str(archive), st.st_ino, st.st_mtime_ns)
         if key not in _checked:
             try:
                 done = subprocess.run(

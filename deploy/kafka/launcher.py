@@ -87,8 +87,13 @@ def _need(tool: str, what: str) -> str:
     return path
 
 
-def _archive_dir() -> Path:
-    return cache_dir() / "class-archive"
+def _jvm(java: str, classpath: str, write_archive: bool) -> list[str]:
+    """A broker-side JVM up to its main class: the brokers' flags, for the storage formatter
+    too, since a class archive maps only in a JVM set up as the one that made it."""
+    vm = (*HEAP, *JVM_FLAGS)
+    archive = class_archive.jvm_flags(java, classpath, cache_dir() / "class-archive",
+                                      write=write_archive, vm=vm)
+    return [java, *vm, *archive, "-cp", classpath]
 
 
 def fetch_jars() -> Path:
@@ -388,11 +393,8 @@ class Cluster:
             write_secret(props, _properties(node, layout, self.root / f"data-{node.node_id}",
                                             certs))
             fmt = subprocess.run(
-                # The brokers' own flags: an archive maps only in a JVM set up as it was made.
-                [java, *HEAP, *JVM_FLAGS,
-                 *class_archive.jvm_flags(java, classpath, _archive_dir(), write=False,
-                                          vm=(*HEAP, *JVM_FLAGS)),
-                 "-cp", classpath, "kafka.tools.StorageTool", "format",
+                [*_jvm(java, classpath, write_archive=False),
+                 "kafka.tools.StorageTool", "format",
                  "-t", cluster_id, "-c", str(props)],
                 capture_output=True, text=True, check=False,
             )
@@ -433,11 +435,8 @@ class Cluster:
         props = self.root / f"node-{node.node_id}.properties"
         log = open(self.root / f"node-{node.node_id}.log", "ab")  # noqa: SIM115 - owned by the child
         proc = subprocess.Popen(
-            [java, *HEAP, *JVM_FLAGS,
-             # One node writes the archive: the others would write the same classes again.
-             *class_archive.jvm_flags(java, classpath, _archive_dir(), write=node.node_id == 1,
-                                      vm=(*HEAP, *JVM_FLAGS)),
-             "-cp", classpath, "kafka.Kafka", str(props)],
+            # One node writes the archive: the others would write the same classes again.
+            [*_jvm(java, classpath, write_archive=node.node_id == 1), "kafka.Kafka", str(props)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C in a terminal goes to us; we stop the broker in order
         )

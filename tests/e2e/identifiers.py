@@ -70,13 +70,10 @@ def _blank_text(m: re.Match[str]) -> str:
     return _blanked(m.group())
 
 
-def _urlsafe_blanked(token: str) -> str:
+def _blank_urlsafe(m: re.Match[str]) -> str:
+    token = m.group()
     random = all(p.search(token) for p in (_UPPER, _LOWER, _DIGITS))
     return _BLANK * len(token) if random else token
-
-
-def _blank_urlsafe(m: re.Match[str]) -> str:
-    return _urlsafe_blanked(m.group())
 
 
 def _blank_bytes(m: re.Match[bytes]) -> bytes:
