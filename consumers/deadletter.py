@@ -56,8 +56,9 @@ def error_text(error: BaseException) -> str:
         text = str(error)
     else:
         text = f"{type(error).__name__} (message withheld: not a safehub error)"
-    printable = "".join(ch if " " <= ch <= "~" else "?" for ch in text)
-    return printable[:MAX_MESSAGE_CHARS]
+    if not (text.isascii() and text.isprintable()):  # for ASCII, exactly " " to "~"
+        text = "".join(ch if " " <= ch <= "~" else "?" for ch in text)
+    return text[:MAX_MESSAGE_CHARS]
 
 
 def headers_for(source_topic: str, partition: int, offset: int, error: BaseException,

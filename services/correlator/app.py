@@ -41,10 +41,8 @@ import faust
 from safehub import topics
 from safehub.connection import KafkaConnection
 from safehub.consumers.deadletter import dead_letter_message, error_text
-from safehub.errors import SafehubError, StoreError
+from safehub.errors import SafehubError, StoreError, ValidationError
 from safehub.observability.watch import ServiceWatch
-from safehub.schemas.codec import decode
-from safehub.schemas.records import CorrelatedAlert
 from safehub.schemas.validation import LINKAGE_BLOCKS
 from safehub.services.correlation.linking import block_key
 from safehub.services.correlation.rules import Rules
@@ -147,7 +145,10 @@ def build_app(
         # A killed worker's partitions move to the others after 10 s, not faust's default 60 s.
         broker_session_timeout=10.0,
         broker_heartbeat_interval=2.0,
-        stream_buffer_maxsize=max(4096, settings.batch_max * 2),
+        # At most a batch waits in faust's queue ahead of the one being taken: what an event
+        # of one agency's topic can find ahead of it there when another agency floods its own
+        # (command.py, DEFAULT_BATCH).
+        stream_buffer_maxsize=settings.batch_max,
         table_cleanup_interval=3600.0,
         # No standby copies: a worker taking over a partition replays its changelog instead.
         # Promoting a standby to active stalled the surviving worker in our failover test.
@@ -380,10 +381,11 @@ class Pipeline:
         metrics = self._watch.metrics
         for topic, n in Counter(m.topic for m in batch).items():
             metrics.consumed(topic, n)
-        for rejected in reply.rejected:
-            metrics.dead_letter(batch[rejected.index].topic, rejected.error())
-        for _key, data in reply.alerts:
-            metrics.alert(decode(data, CorrelatedAlert).tier.value)
+        refusals = Counter((batch[r.index].topic, r.field) for r in reply.rejected)
+        for (topic, field), n in refusals.items():
+            metrics.dead_letter(topic, ValidationError(field, ""), n)
+        for tier, n in reply.tiers.items():
+            metrics.alert(tier, count=n)
         metrics.produced(self._outputs.alerts_topic, len(reply.alerts))
         metrics.produced(self._outputs.audit_topic, len(reply.audit))
         # faust gives the record's timestamp in seconds

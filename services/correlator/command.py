@@ -9,7 +9,7 @@ one the ACLs of `safehub access apply` allow), SAFEHUB_CORRELATOR_PARTITIONS (th
 changelog topics' partition count, default 6), SAFEHUB_CORRELATOR_REPLICATION (changelog
 replication, default 1),
 SAFEHUB_CORRELATOR_DATA_DIR (faust's local data, default ./safehub-correlator-data),
-SAFEHUB_CORRELATOR_BATCH (most events per batch and transaction, default 3000),
+SAFEHUB_CORRELATOR_BATCH (most events per batch and transaction, default 1000),
 SAFEHUB_CORRELATOR_HELD_MIB (most MiB of encoded block states the worker's correlation process
 keeps decoded, least recently used let go first; default 24, about 270 MiB at worst: residency.py),
 SAFEHUB_CORRELATOR_WEB_PORT (faust's web server; off unless set),
@@ -55,10 +55,15 @@ from safehub.topics import table_changelog as changelog_topic
 
 log = logging.getLogger(__name__)
 READY = "tables recovered, correlating"
-# Under a backlog, larger batches mean fewer transactions and fewer block states logged per
-# event: 3,000 gave ~1.3x the events/s of 1,000 in bench/correlation_bench.py. At low rates a
-# batch holds what arrived within 0.1 s, so this does not add latency.
-DEFAULT_BATCH = 3000
+# A batch is what one agency's flood can put ahead of another agency's event, several times
+# over: faust's queue holds a batch (app.py), and up to Pipeline.DEPTH more are in flight.
+# With 1,000, another agency's event waited 0.46-0.58 s behind a 100,000-record malformed
+# flood (bench/flood_bench.py); with 3,000 (and faust's queue at 6,000), 1.45 s. The price is
+# throughput under a backlog: larger batches mean fewer transactions and fewer block states
+# logged per event, and 1,000 gave ~0.9x the events/s of 3,000 (bench/correlation_bench.py,
+# 5,571 and 5,465 against 6,380 and 5,820, alternated in one session). At low rates a batch
+# holds what arrived within 0.1 s, so the size does not add latency.
+DEFAULT_BATCH = 1000
 DEFAULT_HELD_MIB = 24
 
 

@@ -72,6 +72,7 @@ class Reply:
     accepted: int
     process_s: float  # the child's time on the batch
     quarantined: dict[int, str]  # block -> why its shipped state could not be read
+    tiers: dict[str, int]  # alerts by tier
 
 
 class ChildFailed(SafehubError):
@@ -113,7 +114,7 @@ def serve(conn: Connection, rules: Rules, prefix: str, partitions: int | None = 
                 if block not in encoded:
                     encoded[block] = snapshot.encode(states[block])
             reply = Reply(encoded, result.rejected, result.alerts, resets + result.audit,
-                          result.accepted, time.perf_counter() - t0, quarantined)
+                          result.accepted, time.perf_counter() - t0, quarantined, result.tiers)
         except Exception:  # a bug, not bad input (that is rejected above): the worker stops
             conn.send_bytes(pickle.dumps(("error", traceback.format_exc())))
             raise

@@ -90,6 +90,7 @@ class BatchResult:
     alerts: list[tuple[bytes, bytes]]  # (cluster id key, encoded alert), in emission order
     audit: list[bytes]  # encoded audit entries, in processing order
     accepted: int
+    tiers: dict[str, int]  # alerts raised by tier (for the worker's metrics)
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -107,10 +108,20 @@ class BatchProcessor:
         self._rules = rules
         self._prefix = prefix
         self._partitions = partitions
+        # topic -> its agency: parsed once per topic, not once per record (a flood is many
+        # records on one topic). A name that is no ingress topic is not kept: it raises.
+        self._agencies: dict[str, str] = {}
+
+    def agency_of(self, topic: str) -> str:
+        """The agency whose ingress topic this is (ValidationError if it is not one)."""
+        agency = self._agencies.get(topic)
+        if agency is None:
+            agency = self._agencies[topic] = agency_from_topic(topic, self._prefix)
+        return agency
 
     def admit(self, message: Incoming, now_ms: int) -> IngressEvent:
         """The event in `message`, or ValidationError saying which rule it breaks."""
-        agency = agency_from_topic(message.topic, self._prefix)
+        agency = self.agency_of(message.topic)
         record = decode(message.value)
         if not isinstance(record, WarningSignEvent | MissingEpisodeEvent):
             raise ValidationError("value", "is not an ingress event")
@@ -133,6 +144,7 @@ class BatchProcessor:
         rejected: list[Rejected] = []
         alerts: list[tuple[bytes, bytes]] = []
         audit: list[bytes] = []
+        tiers: dict[str, int] = {}
         accepted = 0
         for index, message in enumerate(batch):
             digest = hashlib.sha256(message.value or b"").digest()
@@ -172,13 +184,14 @@ class BatchProcessor:
             for alert in raised:
                 data = encode(alert)
                 alerts.append((alert.cluster_id.encode("ascii"), data))
+                tiers[alert.tier.value] = tiers.get(alert.tier.value, 0) + 1
                 audit.append(_entry(AuditAction.ALERT_EMITTED, alert.alert_id, SERVICE,
                                     hashlib.sha256(data).digest(), now))
-        return BatchResult(states, rejected, alerts, audit, accepted)
+        return BatchResult(states, rejected, alerts, audit, accepted, tiers)
 
     def _deadletter_entry(self, message: Incoming, digest: bytes, now: int) -> bytes:
         try:
-            actor = agency_from_topic(message.topic, self._prefix)
+            actor = self.agency_of(message.topic)
         except ValidationError:
             actor = UNKNOWN_AGENCY
         # The event id may be unreadable; the entry is about the bytes, named by their digest.

@@ -1,4 +1,5 @@
-"""faust's aiokafka transport with a short fetch wait, and every partition read in order.
+"""faust's aiokafka transport with a short fetch wait, every partition read in order, and each
+ingress partition handed to faust a fair share at a time (fairness.py).
 
 faust-streaming builds its aiokafka consumer with `fetch_max_wait_ms=1500`, fixed in its
 driver. aiokafka keeps at most one fetch in flight per broker and leaves out of it every
@@ -37,6 +38,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode import Service
 
 from safehub.services.correlator import faust_contract
+from safehub.services.correlator.fairness import FairShare
 
 # Before anything below is used: on a faust or aiokafka these corrections were not checked
 # against, they could silently not apply (faust_contract.py).
@@ -110,6 +112,7 @@ class PromptConsumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.next_offsets = NextOffsets()
+        self.fair_share = FairShare()  # of the ingress partitions (fairness.py)
         # Per changelog partition: the last record's offset fetched, and the position after
         # the last fetch during recovery.
         self._fetched: dict[Any, int] = {}
@@ -119,8 +122,16 @@ class PromptConsumer(faust_aiokafka.Consumer):
         return PromptConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _getmany(self, active_partitions: Any, timeout: float) -> Any:
-        records = await super()._getmany(active_partitions, timeout)
+        if active_partitions is None:  # a client-only app: faust's own behaviour
+            return await super()._getmany(active_partitions, timeout)
         acked = self.app.topics.acks_enabled_for
+        share = self.fair_share
+        share.keep_only(self.assignment())
+        held = share.holding() & set(active_partitions)
+        # Partitions with records held are not fetched until those are handed over; with
+        # some held, what aiokafka has already buffered is taken without waiting for more.
+        ask = set(active_partitions) - held
+        records = await super()._getmany(ask, 0 if held else timeout) if ask else {}
         for tp, fetched in records.items():
             if fetched and not acked(tp.topic):
                 self._fetched[tp] = fetched[-1].offset
@@ -134,7 +145,11 @@ class PromptConsumer(faust_aiokafka.Consumer):
                     self._read_to[tp] = await self.position(tp) if tp in assigned else None
                 except IllegalStateError:  # revoked meanwhile: recovery restarts after it
                     self._read_to[tp] = None
-        return records
+        # Only ingress records are shared out: the changelog's, read in recovery, go as fetched.
+        ingress = {tp: fetched for tp, fetched in records.items() if acked(tp.topic)}
+        out = {tp: fetched for tp, fetched in records.items() if not acked(tp.topic)}
+        out.update(share.take(ingress, [tp for tp in active_partitions if acked(tp.topic)]))
+        return out
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
         acked = self.app.topics.acks_enabled_for  # ingress yes; the table's changelog no
@@ -156,9 +171,11 @@ class PromptConsumer(faust_aiokafka.Consumer):
     async def seek(self, partition: Any, offset: int) -> None:
         await super().seek(partition, offset)
         self.next_offsets.reset(partition, offset)
+        self.fair_share.drop(partition)
 
     async def perform_seek(self) -> None:
         """Seek every ingress partition to its committed offset, or its beginning if none."""
+        self.fair_share.clear()
         await super().perform_seek()  # aiokafka seeks only commits above 0
         acked = self.app.topics.acks_enabled_for
         tps = {tp for tp in self.assignment() if acked(tp.topic)}

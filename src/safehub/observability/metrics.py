@@ -103,8 +103,8 @@ class ServiceMetrics:
     def alert(self, tier: str, hub: str = "", count: int = 1) -> None:
         ALERTS.labels(self.service, tier, hub).inc(count)
 
-    def dead_letter(self, topic: str, error: BaseException) -> None:
-        DEAD_LETTERS.labels(self.service, topic, reason_of(error)).inc()
+    def dead_letter(self, topic: str, error: BaseException, count: int = 1) -> None:
+        DEAD_LETTERS.labels(self.service, topic, reason_of(error)).inc(count)
 
     def escalation(self, hub: str) -> None:
         ESCALATIONS.labels(self.service, hub).inc()

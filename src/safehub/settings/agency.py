@@ -108,9 +108,10 @@ class CorrelatorEnv:
                                "the changelog's replication factor")
     data_dir: Path = setting("SAFEHUB_CORRELATOR_DATA_DIR", FilePath(),
                              Path("safehub-correlator-data"), "faust's local table store")
-    # Why 3000 and 24: services/correlator/command.py (DEFAULT_BATCH, DEFAULT_HELD_MIB).
-    batch: int = setting("SAFEHUB_CORRELATOR_BATCH", Integer(1), 3000,
-                         "the most events taken in one batch and transaction")
+    # Why 1000 and 24: services/correlator/command.py (DEFAULT_BATCH, DEFAULT_HELD_MIB).
+    batch: int = setting("SAFEHUB_CORRELATOR_BATCH", Integer(1), 1000,
+                         "the most events taken in one batch and transaction (and the most "
+                         "faust queues ahead of it)")
     held_mib: int = setting("SAFEHUB_CORRELATOR_HELD_MIB", Integer(0), 24,
                             "most MiB of encoded block states kept decoded (least recently "
                             "used let go first)")
