@@ -48,6 +48,7 @@ from safehub.services.correlation.linking import block_key
 from safehub.services.correlation.rules import Rules
 from safehub.services.correlator import transport
 from safehub.services.correlator.changelog import BlockStates
+from safehub.services.correlator.fairness import SHARE
 from safehub.services.correlator.ingress import warn_of_unread_topics
 from safehub.services.correlator.offload import Child, Reply
 from safehub.services.correlator.outputs import DeadLetterRecord, OutputWriter
@@ -79,6 +80,8 @@ class CorrelatorSettings:
     transactional_id: str  # of its outputs (outputs.transactional_id)
     # most encoded bytes of block states the correlation child holds decoded (residency.py)
     held_bytes: int = DEFAULT_BUDGET_BYTES
+    # most records of one ingress partition handed to faust per fetch round (fairness.py)
+    fair_share: int = SHARE
 
 
 class Throughput:
@@ -156,7 +159,8 @@ def build_app(
         **web,
     )
     transport.install(app, None if settings.worker_id is None
-                      else transport.static_member_id(settings.worker_id, ingress_topics))
+                      else transport.static_member_id(settings.worker_id, ingress_topics),
+                      settings.fair_share)
     ingress = app.topic(
         *ingress_topics,
         key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",

@@ -10,6 +10,8 @@ changelog topics' partition count, default 6), SAFEHUB_CORRELATOR_REPLICATION (c
 replication, default 1),
 SAFEHUB_CORRELATOR_DATA_DIR (faust's local data, default ./safehub-correlator-data),
 SAFEHUB_CORRELATOR_BATCH (most events per batch and transaction, default 1000),
+SAFEHUB_CORRELATOR_FAIR_SHARE (most records of one ingress partition handed to faust per fetch
+round, default 100: fairness.py),
 SAFEHUB_CORRELATOR_HELD_MIB (most MiB of encoded block states the worker's correlation process
 keeps decoded, least recently used let go first; default 24, about 270 MiB at worst: residency.py),
 SAFEHUB_CORRELATOR_WEB_PORT (faust's web server; off unless set),
@@ -86,6 +88,7 @@ def settings_from_env() -> CorrelatorSettings:
         worker_id=env.worker_id,
         transactional_id=transactional_id(app_id, env.worker_id),
         held_bytes=env.held_mib * 1024 * 1024,
+        fair_share=env.fair_share,
     )
 
 

@@ -38,7 +38,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode import Service
 
 from safehub.services.correlator import faust_contract
-from safehub.services.correlator.fairness import FairShare
+from safehub.services.correlator.fairness import SHARE, FairShare
 
 # Before anything below is used: on a faust or aiokafka these corrections were not checked
 # against, they could silently not apply (faust_contract.py).
@@ -112,7 +112,8 @@ class PromptConsumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.next_offsets = NextOffsets()
-        self.fair_share = FairShare()  # of the ingress partitions (fairness.py)
+        # Of the ingress partitions (fairness.py); the transport says how large a share is.
+        self.fair_share = FairShare(getattr(self.transport, "fair_share", SHARE))
         # Per changelog partition: the last record's offset fetched, and the position after
         # the last fetch during recovery.
         self._fetched: dict[Any, int] = {}
@@ -244,6 +245,7 @@ class PromptConsumer(faust_aiokafka.Consumer):
 class PromptTransport(faust_aiokafka.Transport):
     Consumer = PromptConsumer
     group_instance_id: str | None = None
+    fair_share: int = SHARE
 
 
 def static_member_id(worker_id: str, topics: Sequence[str]) -> str:
@@ -258,7 +260,7 @@ def static_member_id(worker_id: str, topics: Sequence[str]) -> str:
     return f"{worker_id}-{digest}"
 
 
-def install(app: Any, group_instance_id: str | None = None) -> None:
+def install(app: Any, group_instance_id: str | None = None, fair_share: int = SHARE) -> None:
     """Give `app` the prompt transport; call before anything asks the app for topics.
 
     With a `group_instance_id` the worker is a static member of its consumer group (KIP-345):
@@ -268,3 +270,4 @@ def install(app: Any, group_instance_id: str | None = None) -> None:
     the other workers, as it does not leave the group."""
     app.transport = PromptTransport(app.conf.broker_consumer, app)
     app.transport.group_instance_id = group_instance_id
+    app.transport.fair_share = fair_share

@@ -112,6 +112,11 @@ class CorrelatorEnv:
     batch: int = setting("SAFEHUB_CORRELATOR_BATCH", Integer(1), 1000,
                          "the most events taken in one batch and transaction (and the most "
                          "faust queues ahead of it)")
+    # Why 100: services/correlator/fairness.py (SHARE).
+    fair_share: int = setting("SAFEHUB_CORRELATOR_FAIR_SHARE", Integer(1), 100,
+                              "the most records of one ingress partition handed to faust per "
+                              "fetch round: lower keeps one agency's flood from holding up the "
+                              "others, higher catches up a backlog faster")
     held_mib: int = setting("SAFEHUB_CORRELATOR_HELD_MIB", Integer(0), 24,
                             "most MiB of encoded block states kept decoded (least recently "
                             "used let go first)")
