@@ -4,9 +4,9 @@ One agency flooding its ingress topic must not hold up the others' events. faust
 records of one fetch round (everything aiokafka has buffered: up to 1 MiB a partition, some
 11,000 small malformed records) to its queue one at a time, round-robin between partitions,
 and asks for the next round only when the last record of this one is queued. An event of
-another agency fetched meanwhile therefore waited for the whole round: 3.1 s behind a
-100,000-record flood in one run of bench/flood_bench.py, 0.5 s in another, depending on when
-its fetch landed.
+another agency fetched meanwhile therefore waited for the whole round: with faust's queue and
+the batches already cut to 1,000, 3.1 s behind a 100,000-record flood in one run of
+bench/flood_bench.py and 0.5 s in two others, depending on when its fetch landed.
 
 `FairShare` keeps what a round fetched and hands faust at most `share` records of each
 partition per round, the rest in later rounds, before anything newer of that partition is

@@ -9,10 +9,10 @@ the valid event is journalled promptly, and every malformed record is on `deadle
 once, told apart by its source partition and offset (bench/flood_bench.py runs the issue's
 100,000).
 
-A flood also must not hold up the other agencies: each agency writes its own ingress topic, and
-the worker takes at most a batch's worth of records into its queue ahead of the one it is
-working on (app.py), so another agency's event overtakes the flood's backlog instead of
-waiting for all of it.
+A flood also must not hold up the other agencies: each agency writes its own ingress topic, the
+worker hands faust a share of each partition per fetch round (fairness.py), and faust queues
+at most a batch ahead of the one being worked on (app.py), so another agency's event overtakes
+the flood's backlog instead of waiting for all of it.
 """
 
 from __future__ import annotations
