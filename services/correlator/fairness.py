@@ -25,10 +25,11 @@ from typing import Any
 
 # Records of one partition handed over per round (SAFEHUB_CORRELATOR_FAIR_SHARE): six flooded
 # partitions then put at most ~600 records in a round ahead of another agency's. The price is
-# paid in a catch-up: with 100, one worker correlated a backlog of 60,000 events at ~0.7x the
-# events/s it reached with the share unlimited (bench/correlation_bench.py, alternated runs;
-# why small rounds cost that much is not known: the time is not spent in this module or in
-# the consumer's fetch calls). An operator catching up a long outage may raise it.
+# paid in a catch-up: with 100, one worker correlated a backlog of 60,000 events at 0.59x the
+# events/s it reached with the share unlimited (3,316 against 5,633: bench/correlation_bench.py,
+# alternated runs). Why small rounds cost that much is not known: the correlation child's time
+# per event rose, and this module's own time is negligible. An operator catching up a long
+# outage may raise it.
 SHARE = 100
 
 
