@@ -59,8 +59,9 @@ log = logging.getLogger(__name__)
 READY = "tables recovered, correlating"
 # A batch is what one agency's flood can put ahead of another agency's event, several times
 # over: faust's queue holds a batch (app.py), and up to Pipeline.DEPTH more are in flight.
-# With 1,000, another agency's event waited 0.46-0.58 s behind a 100,000-record malformed
-# flood (bench/flood_bench.py); with 3,000 (and faust's queue at 6,000), 1.45 s. The price is
+# With 1,000, another agency's event waited 0.46 and 0.58 s behind a 100,000-record malformed
+# flood (bench/flood_bench.py), and 3.1 s once, behind a whole fetch round (which fairness.py
+# now cuts to a share); with 3,000 (and faust's queue at 6,000), 1.45 s. The price is
 # throughput under a backlog: larger batches mean fewer transactions and fewer block states
 # logged per event, and 1,000 gave ~0.9x the events/s of 3,000 (bench/correlation_bench.py,
 # 5,571 and 5,465 against 6,380 and 5,820, alternated in one session). At low rates a batch

@@ -128,10 +128,11 @@ class PromptConsumer(faust_aiokafka.Consumer):
         acked = self.app.topics.acks_enabled_for
         share = self.fair_share
         share.keep_only(self.assignment())
-        held = share.holding() & set(active_partitions)
+        active = set(active_partitions)
+        held = share.holding() & active
         # Partitions with records held are not fetched until those are handed over; with
         # some held, what aiokafka has already buffered is taken without waiting for more.
-        ask = set(active_partitions) - held
+        ask = active - held
         records = await super()._getmany(ask, 0 if held else timeout) if ask else {}
         for tp, fetched in records.items():
             if fetched and not acked(tp.topic):
@@ -147,9 +148,11 @@ class PromptConsumer(faust_aiokafka.Consumer):
                 except IllegalStateError:  # revoked meanwhile: recovery restarts after it
                     self._read_to[tp] = None
         # Only ingress records are shared out: the changelog's, read in recovery, go as fetched.
-        ingress = {tp: fetched for tp, fetched in records.items() if acked(tp.topic)}
-        out = {tp: fetched for tp, fetched in records.items() if not acked(tp.topic)}
-        out.update(share.take(ingress, [tp for tp in active_partitions if acked(tp.topic)]))
+        out: dict[Any, Any] = {}
+        ingress: dict[Any, Any] = {}
+        for tp, fetched in records.items():
+            (ingress if acked(tp.topic) else out)[tp] = fetched
+        out.update(share.take(ingress, [tp for tp in active if acked(tp.topic)]))
         return out
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
