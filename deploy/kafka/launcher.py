@@ -238,6 +238,14 @@ def _port_taken(port: int) -> bool:
     return False
 
 
+def _accepting(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2.0):
+            return True
+    except OSError:
+        return False
+
+
 def _is_our_broker(pid: int, root: str) -> bool:
     """True only for a live JVM running kafka.Kafka with a config under our root."""
     try:
@@ -516,10 +524,14 @@ class Cluster:
         )
 
     def wait_ready(self, expected_brokers: int, timeout: float = READY_TIMEOUT_S) -> None:
-        """Block until `admin`, on the CLIENT listeners, sees every broker; explain a failure.
+        """Block until `admin`, on the CLIENT listeners, sees every broker and each of them
+        accepts connections; explain a failure.
 
         Authentication failures are retried: a new SCRAM credential reaches each broker through
-        the metadata log, a moment after the controller accepted it.
+        the metadata log, a moment after the controller accepted it. A broker is listed once it
+        is unfenced, and opens its listeners only after that (its log says "Awaiting socket
+        connections" after "The broker has been unfenced"): under load, a client that came at
+        once was refused (a test fixture's first call, in a clean-clone run).
         """
         from kafka.errors import KafkaError
 
@@ -537,9 +549,13 @@ class Cluster:
                     meta = admin.describe_cluster()
                 finally:
                     admin.close()
-                if len(meta.get("brokers", [])) >= expected_brokers:
+                brokers = meta.get("brokers", [])
+                closed = [f"{b['host']}:{b['port']}" for b in brokers
+                          if not _accepting(str(b["host"]), int(b["port"]))]
+                if len(brokers) >= expected_brokers and not closed:
                     return
-                last_error = f"{len(meta.get('brokers', []))} of {expected_brokers} brokers up"
+                last_error = (f"{len(brokers)} of {expected_brokers} brokers up"
+                              + (f", not yet accepting on {', '.join(closed)}" if closed else ""))
             except (KafkaError, SafehubError) as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
             time.sleep(0.5)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -21,7 +23,7 @@ from safehub.observability.health import (
 )
 from safehub.observability.logs import JsonFormatter, format_from_env
 from safehub.observability.metrics import REGISTRY, ServiceMetrics, reason_of
-from safehub.observability.readiness import Assignments, Probe
+from safehub.observability.readiness import MAX_ABANDONED, Assignments, Probe
 from safehub.observability.watch import ServiceWatch
 from tests.fixtures.clock import ManualClock
 
@@ -143,6 +145,66 @@ def test_probe_is_ready_only_on_a_recent_answer() -> None:
     answers.append(None)
     probe.once()
     assert probe.check() is None
+
+
+def _until(condition: object, within_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_probe_call_that_never_returns_is_left_and_the_next_goes_to_a_new_client() -> None:
+    """The CI failure: kafka-python's metadata wait had not returned 30 s after the broker was
+    back. The running probe gives up on a call after `hung_s` and asks on a new thread, with a
+    client of its own (made per thread, as broker_probe makes them); the stuck one closes its
+    client when its call ends."""
+    release = threading.Event()
+    clients: list[str] = []
+    closed: list[str] = []
+    mine = threading.local()
+
+    def ask() -> None:
+        if getattr(mine, "client", None) is None:
+            mine.client = f"client-{len(clients)}"
+            clients.append(mine.client)
+        if mine.client == "client-0":
+            release.wait()  # the first client's call hangs until the test lets it go
+
+    def close() -> None:
+        closed.append(mine.client)
+
+    probe = Probe("broker", ask, every_s=0.05, stale_s=0.5, close=close, hung_s=0.3).start()
+    try:
+        assert _until(lambda: probe.check() is None), probe.check()
+        assert clients == ["client-0", "client-1"] and probe.abandoned == 1
+        assert closed == []  # the stuck call has not returned: its client is still in use
+        release.set()
+        assert _until(lambda: closed == ["client-0"]), closed
+    finally:
+        probe.stop()
+    assert _until(lambda: closed == ["client-0", "client-1"]), closed
+
+
+def test_a_probe_whose_every_call_hangs_holds_a_bounded_number_of_clients() -> None:
+    release = threading.Event()
+    clients: list[int] = []
+
+    def ask() -> None:
+        clients.append(1)
+        release.wait()
+
+    probe = Probe("broker", ask, every_s=0.01, stale_s=0.1, hung_s=0.05).start()
+    try:
+        time.sleep(1.5)  # 30 hang periods
+        assert probe.check() is not None
+        # The abandoned ones, and the one it now waits on.
+        assert len(clients) == MAX_ABANDONED + 1 and probe.abandoned == MAX_ABANDONED
+    finally:
+        probe.stop()
+        release.set()
 
 
 def test_assignments_name_the_consumers_without_partitions() -> None:
