@@ -338,6 +338,8 @@ class FaultRun:
         try:
             while True:
                 self.supervisor.check()
+                if time.monotonic() >= deadline:
+                    self.dump_stacks()
                 assert time.monotonic() < deadline, (
                     f"the pipeline did not settle in time (last seen: correlator lag {seen[0]}, "
                     f"router and inbox behind {seen[1]}, inbox rows {seen[2]})")
@@ -369,6 +371,16 @@ class FaultRun:
         finally:
             admin.close()
             consumer.close()
+
+    def dump_stacks(self) -> None:
+        """Every service's threads, in its log (`safehub` dumps them on SIGUSR1): where one
+        that stopped making progress waits. Kept with --keep."""
+        assert self.supervisor is not None
+        for r in self.supervisor.running:
+            if r.process.poll() is None:
+                r.process.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        self.result["stacks_dumped_in"] = str(self.work / "logs")
 
     def replay(self) -> dict[str, Any]:
         """`safehub audit replay` as the auditor, with the inbox database."""

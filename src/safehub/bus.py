@@ -244,12 +244,22 @@ def commit_batches(
     be past the last record: over the marker that ends a transaction (the correlator writes
     `correlated` in transactions), which is committed past too, so that a group that has read
     everything has committed the topic's end offset.
+
+    The position is the consumer's own, asked with no wait: kafka-python 3.0.12's `position`
+    otherwise first re-validates it with the partition's new leader after a broker's loss and
+    waits for that without a bound (`timeout_ms=None`), on the path every batch takes.
     """
     if not batches:
         return
-    offsets = {tp: OffsetAndMetadata(max(records[-1].offset + 1, consumer.position(tp)), "", -1)
+    offsets = {tp: OffsetAndMetadata(_past(consumer, tp, records), "", -1)
                for tp, records in batches.items()}
     try:
         consumer.commit(offsets)
     except KafkaError as exc:
         raise BrokerError(f"{who} offset commit failed: {type(exc).__name__}") from exc
+
+
+def _past(consumer: KafkaConsumer, tp: TopicPartition, records: Sequence[Any]) -> int:
+    after = int(records[-1].offset) + 1
+    position = consumer.position(tp, timeout_ms=0)
+    return after if position is None else max(after, int(position))

@@ -8,8 +8,10 @@ line to COMMANDS.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -71,6 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(logging.DEBUG if args.verbose else logging.INFO, log_format,
                       args.command or "safehub")
+    # `kill -USR1 <pid>`: every thread's stack on stderr, the process going on. For an operator
+    # facing a service that stopped making progress; frames only, never a variable's value.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     # Client chatter (kafka-python logs every refused reconnect as ERROR) is not for the
     # operator: our adapters translate the failures that matter into SafehubError. faust's and
     # mode's errors are kept: an agent that crashes is restarted by faust, and only says so there.
