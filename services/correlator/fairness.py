@@ -24,12 +24,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 # Records of one partition handed over per round (SAFEHUB_CORRELATOR_FAIR_SHARE): six flooded
-# partitions then put at most ~600 records in a round ahead of another agency's. The price is
-# paid in a catch-up: with 100, one worker correlated a backlog of 60,000 events at 0.59x the
-# events/s it reached with the share unlimited (3,316 against 5,633: bench/correlation_bench.py,
-# alternated runs). Why small rounds cost that much is not known: the correlation child's time
-# per event rose, and this module's own time is negligible. An operator catching up a long
-# outage may raise it.
+# partitions then put at most ~600 records in a round ahead of another agency's. A catch-up of
+# 60,000 events ran at ~0.96x the events/s it reached with the share unlimited (5,412 against
+# 5,645, medians of 5 alternated runs of bench/correlation_bench.py), once faust stopped pausing
+# ingress partitions under queue pressure (transport.py); it was 0.59x before that.
 SHARE = 100
 
 
