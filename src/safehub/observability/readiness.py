@@ -170,8 +170,8 @@ class Probe:
 
 def broker_probe(kafka: KafkaConnection, every_s: float = DEFAULT_EVERY_S,
                  stale_s: float = DEFAULT_STALE_S) -> Probe:
-    """A metadata request (the topics this principal may see) on a client of its own, made on
-    the probe's thread: the service's own clients are not thread-safe."""
+    """A metadata request (the topics this principal may see) on a client of the asker's own,
+    made on the asker's thread: the service's own clients are not thread-safe."""
     # One client per asker thread: an asker abandoned in a hung call keeps its own.
     mine = threading.local()
 
