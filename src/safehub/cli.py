@@ -8,6 +8,7 @@ line to COMMANDS.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
 import importlib
 import logging
@@ -61,6 +62,15 @@ def _build_parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, str | N
     return parser, chosen
 
 
+def _dump_stacks_on_sigusr1() -> None:
+    """`kill -USR1 <pid>`: every thread's stack on stderr, the process going on. For an operator
+    facing a service that stopped making progress; frames only, never a variable's value."""
+    # stderr may not be a file (main called in-process, its output captured): then no dumps,
+    # and the command runs as ever. io.UnsupportedOperation is an OSError.
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser, _ = _build_parser(args_list)
@@ -73,9 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(logging.DEBUG if args.verbose else logging.INFO, log_format,
                       args.command or "safehub")
-    # `kill -USR1 <pid>`: every thread's stack on stderr, the process going on. For an operator
-    # facing a service that stopped making progress; frames only, never a variable's value.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    _dump_stacks_on_sigusr1()
     # Client chatter (kafka-python logs every refused reconnect as ERROR) is not for the
     # operator: our adapters translate the failures that matter into SafehubError. faust's and
     # mode's errors are kept: an agent that crashes is restarted by faust, and only says so there.

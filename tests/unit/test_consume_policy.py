@@ -129,7 +129,7 @@ class StandIn:
     def assignment(self) -> set[TopicPartition]:
         return {TopicPartition("t", 0)}
 
-    def position(self, tp: TopicPartition) -> int:
+    def position(self, tp: TopicPartition, timeout_ms: int | None = None) -> int:
         return self.position_
 
     def seek(self, tp: TopicPartition, offset: int) -> None:

@@ -428,7 +428,7 @@ class Consumer:
     def seek(self, tp: Any, offset: int) -> None:
         self.seeks.append((tp, offset))
 
-    def position(self, _tp: Any) -> int:
+    def position(self, _tp: Any, timeout_ms: int | None = None) -> int:
         return 0
 
     def commit(self, offsets: dict[Any, Any]) -> None:
