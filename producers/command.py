@@ -162,13 +162,16 @@ def run(args: argparse.Namespace) -> int:
     keying, close_keys = settings.keys.open()
     vault = Vault.open(settings.vault_url)
     producer = make_producer(settings.kafka, f"safehub-publish-{settings.agency_id}")
+    publisher: Publisher | None = None
     errors: list[LineError] = []
     lines: list[int] = []
     delivered = 0
     try:
         publisher = Publisher(producer, vault, keying, settings.agency_id,
                               settings.mapping.sector, settings.topic_prefix,
-                              settings.batch_size)
+                              settings.batch_size,
+                              renew=lambda: make_producer(
+                                  settings.kafka, f"safehub-publish-{settings.agency_id}"))
         with tqdm(total=total, unit="line", file=sys.stderr,
                   disable=True if total < PROGRESS_MIN_ROWS else None) as bar:
             def seen(outcome: Outcome) -> None:
@@ -183,7 +186,8 @@ def run(args: argparse.Namespace) -> int:
             elif isinstance(outcome, Undelivered):
                 errors.append(LineError(line, "delivery", f"not acknowledged ({outcome.reason})"))
     finally:
-        producer.close()
+        # The one in use: a producer replaced for not settling records is closed already.
+        (producer if publisher is None else publisher.producer).close()
         vault.close()
         close_keys()
     for error in sorted(errors, key=lambda e: e.line):
