@@ -29,6 +29,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 
 from safehub import topics
+from safehub.bus import wedged_after_s
 from safehub.clock import wall_clock_ms
 from safehub.errors import BrokerError, ConfigError, SafehubError, ValidationError
 from safehub.producers.keying import Keying, as_keying
@@ -45,11 +46,6 @@ log = logging.getLogger(__name__)
 
 AGENCY_ID = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 DEFAULT_BATCH = 2000
-# How much longer than the producer's own delivery timeout a batch waits for its records to be
-# settled. kafka-python 3.0.12 is meant to fail every record by then, but under broker kills
-# (fault run M, session 26) a producer left 1,133 records neither acknowledged nor failed for
-# 240 s: a flush without a bound would have waited for ever.
-SETTLE_MARGIN_S = 30.0
 
 
 def ingress_topic(agency_id: str, prefix: str = "") -> str:
@@ -131,10 +127,6 @@ class Publisher:
         self.topic = ingress_topic(agency_id, topic_prefix)
         self.batch_size = batch_size
         self._clock_ms = clock_ms
-
-    def _settle_bound_s(self) -> float:
-        config = getattr(self.producer, "config", {})
-        return float(config.get("delivery_timeout_ms", 120_000)) / 1000 + SETTLE_MARGIN_S
 
     def _replace_wedged_producer(self, unsettled: int, bound_s: float) -> None:
         log.error("%d record(s) to %s not settled within %.0f s: the producer is stuck%s",
@@ -246,7 +238,7 @@ class Publisher:
         # Each record's own delivery.timeout.ms should settle it (acknowledged or failed) before
         # flush returns; a record still unsettled past that and a margin is reported undelivered,
         # to be sent again (the correlator drops a copy that arrived after all).
-        bound_s = self._settle_bound_s()
+        bound_s = wedged_after_s(self.producer)
         try:
             self.producer.flush(bound_s)
         except KafkaTimeoutError:

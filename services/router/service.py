@@ -22,7 +22,7 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 
-from safehub.bus import close_producer
+from safehub.bus import WEDGED_AFTER_DELIVERY_S, close_producer
 from safehub.consumers.deadletter import DeadLetterSink
 from safehub.consuming import (
     EXIT_TEMPORARY,
@@ -57,12 +57,10 @@ BACKOFF_S = (1.0, 30.0)  # first and longest wait between retries after a failed
 # A flush is waited for in slices, so that a broker that stops acknowledging is reported
 # (log, /readyz) while the producer keeps retrying; the producer's delivery timeout bounds it.
 FLUSH_SLICE_S = 5.0
-# A send fails once the producer's delivery timeout has passed, so a flush still waiting well
-# after it means a producer that has stopped working (seen in the fault run: a router waiting
-# 8 minutes after a broker kill, its heartbeat still beating). The router then stops with
-# EXIT_TEMPORARY and is restarted with fresh clients; nothing of the batch was saved or
-# committed, so it is read again, and a notification sent twice keeps its id (inboxes drop it).
-WEDGED_AFTER_DELIVERY_S = 30.0
+# A producer past WEDGED_AFTER_DELIVERY_S (bus.py) has stopped working (seen in the fault run:
+# a router waiting 8 minutes after a broker kill, its heartbeat still beating). The router then
+# stops with EXIT_TEMPORARY and is restarted with fresh clients; nothing of the batch was saved
+# or committed, so it is read again, and a notification sent twice keeps its id (inboxes drop it).
 # The router's producer: a send to a topic whose metadata the producer lacks (the first
 # escalation to a receiver, say) waits this long for the broker, not kafka-python's 60 s, so
 # that an outage is noticed, logged and retried with backoff from the loop.

@@ -122,7 +122,7 @@ class Probe:
     def start(self) -> Probe:
         def loop() -> None:
             asker: _Asker | None = None
-            abandoned: list[_Asker] = []
+            stuck: list[_Asker] = []
             waiting = False
             while not self._stop.is_set():
                 if asker is None:
@@ -136,14 +136,14 @@ class Probe:
                     self._stop.wait(self.every_s)
                     continue
                 # No answer is recorded: the last one grows stale and check() says so.
-                abandoned = [a for a in abandoned if a.alive()]
-                waiting = len(abandoned) >= MAX_ABANDONED
+                stuck = [a for a in stuck if a.alive()]
+                waiting = len(stuck) >= MAX_ABANDONED
                 if not waiting:
                     self.abandoned += 1
                     log.warning("the %s probe's call has not returned in %.0f s; asking again "
                                 "with a new client", self.name, self.hung_s)
                     asker.stop()
-                    abandoned.append(asker)
+                    stuck.append(asker)
                     asker = None
             if asker is not None:
                 asker.stop()
