@@ -21,9 +21,9 @@ of the local CA, the key service and the web pages: one held "+aa4" in its base6
 random or keyed hashes, so a name or a date inside one is a coincidence, not a leak; leaving
 them in makes the search flaky rather than stricter. A run of digits alone is never blanked
 below 32, so dates and NHS numbers that touch other digits are still searched. In text only, also
-blanked: `secrets.token_urlsafe` output (32 or more of A-Z, a-z, 0-9, "-" and "_" with all of
-upper case, lower case and digits), such as the key service's operator secret, which once held
-"-ai6": a two-letter simulated surname as a whole word.
+blanked: `secrets.token_urlsafe` output and unpadded base64 (32 or more of A-Z, a-z, 0-9, "-",
+"_", "+" and "/" with all of upper case, lower case and digits), such as the key service's
+operator secret, which once held "-ai6": a two-letter simulated surname as a whole word.
 """
 
 from __future__ import annotations
@@ -49,11 +49,13 @@ MIN_RAW_NAME = 5  # characters: shorter single names are searched only as words 
 _PEM = r"-----BEGIN [A-Z0-9 ]+-----[\s\S]*?-----END [A-Z0-9 ]+-----"
 _RANDOM_BYTES = re.compile(_PEM.encode() + rb"|[0-9a-fA-F]{16,}|[A-Za-z0-9+/]{16,}={1,2}")
 _RANDOM_TEXT = re.compile(_PEM + r"|[0-9a-fA-F]{16,}|[A-Za-z0-9+/]{16,}={1,2}")
-# `secrets.token_urlsafe` (session ids, the key service's operator secret): unpadded URL-safe
-# base64, 32 characters or more; blanked only when it mixes upper case, lower case and digits,
-# and only in text. In bytes a database packs fields side by side (a record reference beside a
-# handle makes such a run), and short names are not searched there anyway.
-_URLSAFE_TEXT = re.compile(r"[A-Za-z0-9_-]{32,}")
+# `secrets.token_urlsafe` (session ids, the key service's operator secret) and unpadded
+# standard base64: 32 characters or more; blanked only when it mixes upper case, lower case and
+# digits, and only in text. In bytes a database packs fields side by side (a record reference
+# beside a handle makes such a run), and short names are not searched there anyway. It runs
+# after the padded base64 is blanked whole: run first, it once blanked a signature up to its
+# "/" and left "/AA=", a two-letter simulated first name as a whole word.
+_URLSAFE_TEXT = re.compile(r"[A-Za-z0-9_+/-]{32,}")
 _UPPER, _LOWER = re.compile(r"[A-Z]"), re.compile(r"[a-z]")
 _HEX_LETTERS = re.compile(r"[a-fA-F]")
 _DIGITS = re.compile(r"[0-9]")
@@ -225,7 +227,7 @@ class Search:
         return list(hits.values())
 
     def in_text(self, text: str) -> list[Hit]:
-        text = _RANDOM_TEXT.sub(_blank_text, _URLSAFE_TEXT.sub(_blank_urlsafe, text))
+        text = _URLSAFE_TEXT.sub(_blank_urlsafe, _RANDOM_TEXT.sub(_blank_text, text))
         hits: dict[tuple[str, int], Hit] = {}  # a long name is both a substring and a word
         for pattern in (self._text_plain, self._text_digits, self._text_words):
             for m in pattern.finditer(text):

@@ -46,3 +46,11 @@ def test_the_same_name_and_numbers_outside_random_tokens_are_found() -> None:
     assert forms_found("Subject_Ai_seen_at_the_station_today_by_patrol") == {"Ai"}
     # A run of digits alone is never taken for a random token below 32 digits.
     assert "9434765919" in forms_found("x 9434765919 20100314 y")
+
+
+def test_a_short_name_inside_a_signature_is_chance() -> None:
+    # An audit checkpoint's signature as CI once wrote it: padded base64 whose last four
+    # characters are "/AA=" ...
+    assert forms_found("safehub 9yJ1qAbcK0Lm3Np7QrStUvWxYz2wEe8Bn4Gh6Kk5Mm1Pp0Rr/AA=\n") == set()
+    # ... and unpadded standard base64 with "+" and "/" in it.
+    assert forms_found("sig Qm9vK3ZpZGVv+aa/Zk9yX2JhcjEyMzQ1Njc4OTBhYmNkZWZnaGlq\n") == set()
