@@ -56,7 +56,7 @@ from bench.fault_checks import (
     recovery,
 )
 from safehub import topics
-from safehub.bus import make_admin, make_consumer, make_producer
+from safehub.bus import make_admin, make_consumer, make_producer, wedged_after_s
 from safehub.connection import KafkaConnection
 from safehub.deploy.kafka.launcher import Cluster
 from safehub.deploy.registry import ADMIN, Kind, Party, Registry, Service, validate
@@ -249,7 +249,7 @@ class FaultRun:
         assert self.admin is not None and self.supervisor is not None
         t0 = int(time.time() * 1000) - 40 * 86_400_000
         events = population(self.args.events, self.args.seed, t0)
-        producers = {a: make_producer(self.admin.as_principal(a), f"fault-{a}") for a in AGENCIES}
+        producers = {a: make_producer(self.admin_as(a), f"fault-{a}") for a in AGENCIES}
         pending: list[tuple[str, Any]] = []
         duration = self.args.publish_seconds
         rate = max(1, -(-len(events) // int(duration)))
@@ -289,19 +289,29 @@ class FaultRun:
 
     def deliver(self, producers: dict[str, Any], pending: list[tuple[str, Any]],
                 by_id: dict[str, Any]) -> list[tuple[str, Any]]:
-        """As an agency does: whatever the brokers did not acknowledge (the producer's delivery
-        timeout ran out while partitions were below min.insync.replicas) is sent again, until
-        all are acknowledged or 240 s have passed. A resent event that had arrived after all is
-        a duplicate the correlator drops (per agency and event id)."""
+        """As an agency's publisher does (producers/publisher.py): whatever the brokers did not
+        acknowledge (the producer's delivery timeout ran out while partitions were below
+        min.insync.replicas) is sent again, until all are acknowledged or 240 s have passed. A
+        producer that leaves records neither acknowledged nor failed past its delivery timeout
+        (run M: kafka-python 3.0.12 under broker kills) is stuck: it is replaced, and its
+        records are sent again on the new one. A resent event that had arrived after all is a
+        duplicate the correlator drops (per agency and event id)."""
         deadline = time.monotonic() + 240
-        resent = 0
+        resent, renewed = 0, 0
         while True:
             for p in producers.values():
                 with contextlib.suppress(KafkaTimeoutError):  # judged below
-                    p.flush(max(1.0, deadline - time.monotonic()))
-            failed = [eid for eid, fut in pending if fut.is_done and fut.failed()]
+                    p.flush(max(1.0, min(wedged_after_s(p), deadline - time.monotonic())))
+            failed = [eid for eid, fut in pending if not fut.is_done or fut.failed()]
             if not failed or time.monotonic() >= deadline:
                 break
+            stuck = {by_id[eid].agency_id for eid, fut in pending if not fut.is_done}
+            for agency in stuck:
+                old, producers[agency] = producers[agency], make_producer(
+                    self.admin_as(agency), f"fault-{agency}-{renewed}")
+                renewed += 1
+                # Its IO thread may be what is stuck: closed on the side, never waited for.
+                threading.Thread(target=old.close, kwargs={"timeout": 0}, daemon=True).start()
             resent += len(failed)
             again = set(failed)
             pending = [(eid, fut) for eid, fut in pending if eid not in again]
@@ -311,7 +321,12 @@ class FaultRun:
                     topics.ingress(self.prefix, e.agency_id),
                     key=e.subject.linkage_block.to_bytes(4, "big"), value=encode(e))))
         self.result["events_resent"] = resent
+        self.result["producers_replaced"] = renewed
         return pending
+
+    def admin_as(self, agency: str) -> KafkaConnection:
+        assert self.admin is not None
+        return self.admin.as_principal(agency)
 
     def lag(self, consumer: Any, admin: Any, group: str, topic_names: list[str]) -> int:
         parts = [TopicPartition(t, p) for t in topic_names
