@@ -46,7 +46,7 @@ from safehub.observability.watch import ServiceWatch
 from safehub.schemas.validation import LINKAGE_BLOCKS
 from safehub.services.correlation.linking import block_key
 from safehub.services.correlation.rules import Rules
-from safehub.services.correlator import transport
+from safehub.services.correlator import membership, transport
 from safehub.services.correlator.changelog import BlockStates
 from safehub.services.correlator.fairness import SHARE
 from safehub.services.correlator.ingress import warn_of_unread_topics
@@ -175,7 +175,8 @@ def build_app(
     # Its producer is made on first use inside the running worker, never at import or build.
     outputs = OutputWriter(settings.kafka, SERVICE, topics.correlated(settings.prefix),
                            topics.audit(settings.prefix), settings.transactional_id,
-                           topics.deadletter(settings.prefix))
+                           topics.deadletter(settings.prefix),
+                           ownership=membership.for_group(app.conf.id))
 
     async def close_outputs(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         if "pipeline" in holder:

@@ -26,6 +26,13 @@ ends it depends on the worker's transactional id:
 Two live workers given the same worker id fence each other in turn: each stops with an error
 that says so.
 
+A worker the group may have replaced. Fencing by transactional id stops a predecessor with
+the same worker id, not a worker whose partitions the group gave to another (a long stall, a
+session lost while its coordinator's broker was down). Such a worker's commit would put block
+states in the changelog after the new owner had recovered it. Between its sends and its commit
+a worker therefore checks that the group must still count it as a member of the same
+generation (membership.py), and otherwise aborts the transaction and stops (exit 70).
+
 Dead letters. A batch's refused records go to `deadletter` in the same transaction, so a
 record's dead letter becomes visible together with its EVENT_DEADLETTERED entry, never after
 it (every reader of `deadletter` reads committed records: safehub.bus), and is committed before
@@ -88,6 +95,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from safehub.bus import make_aio_producer
 from safehub.connection import KafkaConnection
 from safehub.errors import BrokerError
+from safehub.services.correlator.membership import Membership
 
 AUDIT_PARTITION = 0
 # One record to send: key, value, headers.
@@ -108,6 +116,9 @@ TRANSACTION_TIMEOUT_MS = 10_000
 # partitions have new leaders within seconds, and a restarted one is back within about 30 s.
 RETRY_FOR_S = 60.0
 RETRY_DELAY_S = (0.5, 5.0)  # first, then doubling up to the second
+# For a heartbeat to renew a membership that has run out (membership.py): half the
+# transaction timeout, as the transaction stays open meanwhile; heartbeats go every 2 s.
+OWNERSHIP_WAIT_S = TRANSACTION_TIMEOUT_MS / 1000 / 2
 STOP_WAIT_S = 10.0  # for a failed producer to stop; it may wait on batches it cannot send
 
 log = logging.getLogger(__name__)
@@ -186,10 +197,15 @@ async def fence(kafka: KafkaConnection, client_id: str, transactional: str) -> N
             await _stop_quietly(producer)
 
 
+class NotOwner(Exception):
+    """The group may have given this worker's partitions to another (membership.py)."""
+
+
 class OutputWriter:
     def __init__(self, kafka: KafkaConnection, client_id: str, correlated_topic: str,
                  audit_topic: str, transactional: str,
-                 deadletter_topic: str | None = None) -> None:
+                 deadletter_topic: str | None = None,
+                 ownership: Membership | None = None) -> None:
         # A producer is made anew after a failed transaction (`_drop_producer`), always alike.
         self._new_producer = partial(_producer, kafka, client_id, transactional)
         self._transactional_id = transactional
@@ -200,6 +216,9 @@ class OutputWriter:
         self._producer: AIOKafkaProducer | None = None
         self._partitions: list[int] = []
         self._partitioner = DefaultPartitioner()
+        # Whether the group still counts this worker as the owner of its partitions
+        # (membership.py); asked between a transaction's sends and its commit.
+        self._ownership = ownership
 
     @property
     def alerts_topic(self) -> str:
@@ -244,10 +263,19 @@ class OutputWriter:
             committing = False
             try:
                 producer = await self._started()
+                joins = self._ownership.joins if self._ownership is not None else 0
                 async with producer.transaction():
                     await self._send(producer, alerts, audit, states_topic, states, deadletters)
+                    lost = await self._lost_ownership(joins)
+                    if lost is not None:
+                        raise NotOwner(lost)  # inside the transaction: its exit aborts it
                     committing = True  # the context's exit asks for the commit
                 return
+            except NotOwner as exc:
+                raise BrokerError(
+                    f"transaction aborted, not committed: this worker's partitions may already "
+                    f"be another worker's ({exc}); its states would be lost to that worker") \
+                    from exc
             except BrokerError:
                 raise
             except ProducerFenced as exc:
@@ -266,6 +294,20 @@ class OutputWriter:
                         continue
                 raise BrokerError(f"alerts, audit entries or block states not committed: "
                                   f"{exc}") from exc
+
+    async def _lost_ownership(self, joins: int) -> str | None:
+        """Why the group may no longer count this worker as a member of the generation it was
+        in when the transaction began (`joins`), after waiting a little for a heartbeat to say
+        it still does (a coordinator that was slow to answer, or moved with a killed broker);
+        None while it does. Not longer than the transaction timeout allows: the transaction is
+        open meanwhile."""
+        if self._ownership is None:
+            return None
+        deadline = time.monotonic() + OWNERSHIP_WAIT_S
+        while ((lost := self._ownership.lost(joins)) is not None
+               and time.monotonic() < deadline):
+            await asyncio.sleep(0.2)
+        return lost
 
     async def _send(self, producer: AIOKafkaProducer, alerts: Sequence[tuple[bytes, bytes]],
                     audit: Sequence[bytes], states_topic: str,

@@ -42,11 +42,12 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiokafka
+from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.errors import IllegalStateError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode import Service
 
-from safehub.services.correlator import faust_contract
+from safehub.services.correlator import faust_contract, membership
 from safehub.services.correlator.fairness import SHARE, FairShare
 
 # Before anything below is used: on a faust or aiokafka these corrections were not checked
@@ -284,6 +285,7 @@ def install(app: Any, group_instance_id: str | None = None, fair_share: int = SH
     anonymous worker waits for the group to time its killed predecessor out (10 s). The price:
     a stopped static member's partitions also wait for its session to expire before moving to
     the other workers, as it does not leave the group."""
+    membership.watch(GroupCoordinator)  # what outputs.py asks before each commit
     app.transport = PromptTransport(app.conf.broker_consumer, app)
     app.transport.group_instance_id = group_instance_id
     app.transport.fair_share = fair_share

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import aiokafka.consumer.consumer
+import aiokafka.consumer.group_coordinator
 import faust.transport.consumer
 import faust.transport.drivers.aiokafka
 import pytest
@@ -16,9 +17,10 @@ import pytest
 from safehub.errors import ConfigError
 from safehub.services.correlator import faust_contract
 
-CORRECTIONS = [Path(faust_contract.__file__).with_name(n) for n in ("transport.py", "stalls.py")]
+CORRECTIONS = [Path(faust_contract.__file__).with_name(n) for n in ("transport.py", "stalls.py",
+                                                                 "membership.py")]
 LIBRARIES = (faust.transport.consumer, faust.transport.drivers.aiokafka,
-             aiokafka.consumer.consumer)
+             aiokafka.consumer.consumer, aiokafka.consumer.group_coordinator)
 
 
 def private_names(path: Path) -> set[str]:
