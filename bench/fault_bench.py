@@ -56,7 +56,13 @@ from bench.fault_checks import (
     recovery,
 )
 from safehub import topics
-from safehub.bus import make_admin, make_consumer, make_producer, wedged_after_s
+from safehub.bus import (
+    discard_stuck,
+    make_admin,
+    make_consumer,
+    make_producer,
+    wedged_after_s,
+)
 from safehub.connection import KafkaConnection
 from safehub.deploy.kafka.launcher import Cluster
 from safehub.deploy.registry import ADMIN, Kind, Party, Registry, Service, validate
@@ -310,8 +316,7 @@ class FaultRun:
                 old, producers[agency] = producers[agency], make_producer(
                     self.admin_as(agency), f"fault-{agency}-{renewed}")
                 renewed += 1
-                # Its IO thread may be what is stuck: closed on the side, never waited for.
-                threading.Thread(target=old.close, kwargs={"timeout": 0}, daemon=True).start()
+                discard_stuck(old)
             resent += len(failed)
             again = set(failed)
             pending = [(eid, fut) for eid, fut in pending if eid not in again]

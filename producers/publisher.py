@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 
 from safehub import topics
-from safehub.bus import wedged_after_s
+from safehub.bus import discard_stuck, wedged_after_s
 from safehub.clock import wall_clock_ms
 from safehub.errors import BrokerError, ConfigError, SafehubError, ValidationError
 from safehub.producers.keying import Keying, as_keying
@@ -135,9 +134,7 @@ class Publisher:
         if self._renew is None:
             return
         stuck, self.producer = self.producer, self._renew()
-        # Its IO thread may be what is stuck: closed on the side, never waited for here.
-        threading.Thread(target=stuck.close, kwargs={"timeout": 0}, daemon=True,
-                         name="safehub-stuck-producer").start()
+        discard_stuck(stuck)
 
     # -- single records -------------------------------------------------------------------
     def publish(self, sign: SignRecord) -> DeliveryReport:

@@ -17,6 +17,7 @@ connection: the launcher's node identity, and the attack tests' wrong passwords 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -81,6 +82,21 @@ WEDGED_AFTER_DELIVERY_S = 30.0
 def wedged_after_s(producer: KafkaProducer) -> float:
     """How long a flush may wait before the producer is taken to have stopped working."""
     return float(producer.config["delivery_timeout_ms"]) / 1000 + WEDGED_AFTER_DELIVERY_S
+
+
+def discard_stuck(producer: KafkaProducer) -> None:
+    """Close a producer that stopped settling records, on a thread of its own: its IO thread
+    may be what is stuck, so it is never waited for. Its unsent records fail the close
+    (kafka-python raises KafkaTimeoutError at once with no time to flush): said in one line,
+    not as a thread's traceback."""
+
+    def close() -> None:
+        try:
+            producer.close(timeout=0)
+        except KafkaError as exc:
+            log.warning("a stuck producer closed with its records unsent: %s", exc)
+
+    threading.Thread(target=close, daemon=True, name="safehub-stuck-producer").start()
 
 
 def make_producer(kafka: KafkaConnection, client_id: str, **overrides: Any) -> KafkaProducer:

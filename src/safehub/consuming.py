@@ -28,6 +28,7 @@ from kafka import KafkaConsumer, TopicPartition
 from safehub.bus import commit_batches
 from safehub.consumers.deadletter import ConsumedRecord, error_text
 from safehub.errors import BrokerError, SafehubError
+from safehub.fetch_stall import FetchStall
 from safehub.observability.watch import ServiceWatch
 
 # sysexits.h, as the supervisor and the deployment's restart policy expect them.
@@ -230,6 +231,9 @@ class ConsumeLoop:
     _streak: int = 0
     _rewind: dict[TopicPartition, int] | None = field(default=None, repr=False)
     _stale: bool = False
+    # A consumer wedged inside kafka-python (fetch_stall.py): the service stops, to be
+    # restarted with new clients.
+    stall: FetchStall = field(default_factory=FetchStall)
 
     def run(self, stop: threading.Event, timeout_ms: int = 500) -> None:
         while not stop.is_set():
@@ -257,6 +261,9 @@ class ConsumeLoop:
             self._failed(exc, batches, stop)
             return 0
         self._recovered()
+        if not batch and (stuck := self.stall.check(self.consumer)) is not None:
+            raise ServiceStopped(f"{self.policy.service} stopping: {stuck}; a restart reads on "
+                                 "from the committed offsets with new clients", EXIT_TEMPORARY)
         self.deadlettered += len(batch.refused)
         for rec, error in batch.refused:
             self.watch.metrics.dead_letter(rec.topic, error)
