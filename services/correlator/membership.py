@@ -18,11 +18,11 @@ rebalance timeout. Neither can happen before:
   coordinator received it later than it was sent), nor
 - while a rebalance is under way, the rebalance timeout after the send time of the last
   heartbeat that found the group stable (the rebalance began after that one was answered).
-`holds` is true until the earlier of those two, less a margin. A transaction whose records are
-all acknowledged while it holds is safe to commit at any later time: the records are in the
+`lost` answers None until the earlier of those two, less a margin. A transaction whose records
+are all acknowledged before then is safe to commit at any later time: the records are in the
 changelog before any new owner begins its recovery, and their open transaction holds that
 recovery back (it reads committed records only) until the commit or abort is written. So the
-worker checks after its sends and before its commit (outputs.py). One that no longer holds
+worker checks after its sends and before its commit (outputs.py). One that has run out
 waits a few seconds for a heartbeat sent after its sends: answered OK, the group still had it
 then, in the same generation, with no rebalance under way, so no one else had its partitions
 (a rebalance it took part in would have waited for this very batch). Otherwise it aborts and
@@ -75,7 +75,7 @@ class Membership:
     def heartbeat(self, sent_at: float, ok: bool, rebalancing: bool) -> None:
         """A heartbeat sent at `sent_at` was answered OK (or said a rebalance is under way)."""
         if not ok:
-            return  # not answered: only time tells, in `holds`
+            return  # not answered: only time tells, in `lost`
         with self._guard:
             self._alive_from = max(self._alive_from, sent_at)
             if rebalancing:
