@@ -285,6 +285,7 @@ class ConsumeLoop:
         return None if self.outage is None else f"waiting: {self.outage.reason}"
 
     def _failed(self, exc: Exception, batches: Batches, stop: threading.Event | None) -> None:
+        self.stall.reset()  # an outage is the policy's to wait out, not a stuck consumer
         reason = reason_of(exc)
         if classify(self.policy, exc).action is Action.RETRY:
             self.trouble(reason)

@@ -6,7 +6,9 @@ returning nothing, while thousands of alerts waited on `correlated` and no error
 raised (stack dump of run O). kafka-python 3.0.12 is then wedged in a way its own timeouts do
 not catch; a new process with new clients reads on from the committed offsets.
 
-The check: every `after_s` during which no assigned partition's position has moved, ask the
+The check: every `after_s` of successful steps during which no assigned partition's position
+has moved (a failed step, such as a broker outage the loop is waiting out, starts it afresh:
+seen in CI, where a router back from a 71 s outage was at once taken for stuck), ask the
 brokers for the partitions' end offsets (bounded by the client's request timeout). Records
 waiting that the consumer has not fetched for that long mean it is stuck. A position is past
 transaction markers and aborted records once the consumer has fetched them (kafka-python, read
@@ -36,6 +38,11 @@ class FetchStall:
         self._now = clock
         self._positions: dict[TopicPartition, int | None] = {}
         self._since = clock()
+
+    def reset(self) -> None:
+        """Start the bound afresh: a step failed (an outage is waited out by the loop's own
+        policy, and a consumer that just reconnected has not had its `after_s` yet)."""
+        self._positions, self._since = {}, self._now()
 
     def check(self, consumer: Any) -> str | None:
         """Why `consumer` is taken to be stuck, or None. Cheap unless its positions have not

@@ -36,6 +36,7 @@ from safehub.consuming import (
     exit_code_of,
 )
 from safehub.errors import BrokerError, ConfigError, StoreError, ValidationError
+from safehub.fetch_stall import FetchStall
 from safehub.observability.watch import ServiceWatch
 from safehub.services.audit.sink import POLICY as AUDIT_SINK
 from safehub.services.router.service import POLICY as ROUTER
@@ -232,3 +233,27 @@ def test_loop_gives_up_once_the_outage_outlasts_the_bound() -> None:
     with pytest.raises(OutageTooLong, match=r"gave up after .* router database"):
         steps(loop, 1)
 
+
+def test_a_failed_step_starts_the_stall_bound_afresh() -> None:
+    # As CI caught: a router back from a 71 s broker outage, its position unmoved since before
+    # it, was at once stopped as a stuck consumer.
+    loop, consumer = loop_over([], [])
+    now = [0.0]
+    loop.stall = FetchStall(60.0, lambda: now[0])
+    consumer.end_offsets = lambda tps: {tp: 5 for tp in tps}  # type: ignore[attr-defined]
+    steps(loop, 1)  # records wait past position 0 from the start
+
+    def down(timeout_ms: int) -> dict[TopicPartition, list[Rec]]:
+        raise BrokerError("down")
+
+    polls, consumer.poll = consumer.poll, down  # type: ignore[method-assign]
+    now[0] = 71.0
+    assert steps(loop, 1) == [0] and loop.outage is not None  # the outage's last failure
+    consumer.poll = polls  # type: ignore[method-assign]
+    now[0] = 82.0
+    assert steps(loop, 1) == [0] and loop.outage is None  # back, and not taken for stuck
+    now[0] = 131.0
+    assert steps(loop, 1) == [0]
+    now[0] = 142.0
+    with pytest.raises(ServiceStopped, match="5 record"):
+        steps(loop, 1)

@@ -70,3 +70,19 @@ def test_brokers_that_cannot_answer_are_asked_again_later() -> None:
     assert stall.check(consumer) is None
     consumer.fail, clock.now = False, 120.0
     assert stall.check(consumer) is not None
+
+
+def test_a_failed_step_starts_the_bound_afresh() -> None:
+    # As CI caught: a router back from a 71 s broker outage, its positions unmoved since
+    # before it, was at once taken for stuck.
+    clock, consumer = Clock(), Consumer(position=5, end=9)
+    stall = FetchStall(60.0, clock)
+    stall.check(consumer)
+    clock.now = 71.0
+    stall.reset()  # the loop's last failed step
+    clock.now = 82.0
+    assert stall.check(consumer) is None and consumer.asked == 0
+    clock.now = 131.0
+    assert stall.check(consumer) is None
+    clock.now = 142.0
+    assert stall.check(consumer) is not None
