@@ -308,14 +308,17 @@ class Pipeline:
             (int.from_bytes(key, "big"), self._table.get(key)) for key in touched)
         reply = self._child.submit(self._clock_ms(), shipped, batch, drop)
         previous = self._flushes[-1] if self._flushes else None
+        # The group generation the batch was taken in: a flush that starts after the worker
+        # has joined again (its partitions perhaps another's by then) must not commit.
+        joins = self._outputs.joins
         self._flushes.append(asyncio.ensure_future(
             self._flush(events, batch, seq, shipped, reply, previous, lag,
-                        time.perf_counter())))
+                        time.perf_counter(), joins)))
 
     async def _flush(self, events: Sequence[Any], batch: Sequence[Incoming], seq: int,
                      shipped: dict[int, bytes | None], reply_future: asyncio.Future[Reply],
                      previous: asyncio.Future[None] | None, lag_s: float,
-                     started: float) -> None:
+                     started: float, joins: int) -> None:
         try:
             reply = await reply_future
             if previous is not None:
@@ -333,7 +336,7 @@ class Pipeline:
             keys = {block: block_key(block) for block in reply.states}
             records = [(partition_of[keys[b]], keys[b], raw) for b, raw in reply.states.items()]
             await self._outputs.write(reply.alerts, reply.audit, self._states.topic, records,
-                                      dead)
+                                      dead, joins)
             self._states.store(records)
             self._residency.committed(seq, reply.states)
             t2 = time.perf_counter()

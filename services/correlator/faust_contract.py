@@ -1,15 +1,16 @@
 """What the correlator relies on inside faust-streaming and aiokafka, checked when it starts.
 
 The correlator keeps faust (docs/decisions/0001-keep-faust.md) but corrects it in a few
-places (transport.py, stalls.py, membership.py) through attributes and methods that are not
-faust's or aiokafka's public API. A release may rename or drop any of them without notice, and the
-corrections would then silently do nothing (an attribute set on an object that no longer reads
-it) while the worker kept running: events skipped, recovery never ending. So the versions are
+places (transport.py, stalls.py, membership.py, log_end.py) through attributes and methods
+that are not faust's or aiokafka's public API. A release may rename or drop any of them
+without notice, and the corrections would then silently do nothing (an attribute set on an
+object that no longer reads it) while the worker kept running: events skipped, recovery never
+ending. So the versions are
 pinned exactly in pyproject.toml, and `check()` refuses to start a worker on any other version
 or on one that lacks an attribute listed here. Upgrading faust or aiokafka means re-reading
 each entry below against the new source, then changing VERSIONS.
 
-Every private name transport.py, stalls.py and membership.py use is listed;
+Every private name transport.py, stalls.py, membership.py and log_end.py use is listed;
 tests/unit/test_faust_contract.py checks that the list is complete.
 """
 
@@ -48,6 +49,12 @@ RELIANCES = (
              "_create_worker_consumer", "where the three settings above are applied"),
     Reliance("faust.transport.drivers.aiokafka:Consumer", "_new_consumer_thread",
              "installs the consumer thread that applies them"),
+    Reliance("faust.transport.drivers.aiokafka:AIOKafkaConsumerThread", "_highwaters",
+             "recovery's targets: the log's end, open transactions counted (log_end.py)"),
+    Reliance("faust.transport.drivers.aiokafka:AIOKafkaConsumerThread", "_ensure_consumer",
+             "the aiokafka consumer whose connections log_end.py asks with"),
+    Reliance("aiokafka.consumer.consumer:AIOKafkaConsumer", "_client",
+             "its connections and metadata, for ListOffsets (log_end.py)", "__init__"),
     Reliance("faust.transport.consumer:Consumer", "_getmany",
              "records what recovery fetched (recovery past transaction markers)"),
     Reliance("faust.transport.consumer:Consumer", "_add_gap",

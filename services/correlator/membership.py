@@ -20,14 +20,17 @@ rebalance timeout. Neither can happen before:
   heartbeat that found the group stable (the rebalance began after that one was answered).
 `lost` answers None until the earlier of those two, less a margin. A transaction whose records
 are all acknowledged before then is safe to commit at any later time: the records are in the
-changelog before any new owner begins its recovery, and their open transaction holds that
-recovery back (it reads committed records only) until the commit or abort is written. So the
+changelog before any new owner begins its recovery, and that recovery reads to the changelog's
+end, so it waits for their open transaction until the commit or abort is written (log_end.py;
+until session 28 it read to the last stable offset, and ended before such a transaction). So the
 worker checks after its sends and before its commit (outputs.py). One that has run out
 waits a few seconds for a heartbeat sent after its sends: answered OK, the group still had it
 then, in the same generation, with no rebalance under way, so no one else had its partitions
 (a rebalance it took part in would have waited for this very batch). Otherwise it aborts and
 stops (exit 70, restarted: it then reads from the committed offsets). A coordinator that was
-away for a while (a killed broker) thus costs a short wait, not a restart.
+away for a while (a killed broker) thus costs a short wait, not a restart. The generation is
+the one the batch was taken in (app.py): a batch flushed after the worker joined again is
+refused even if the worker is still a member, as its partitions may have moved meanwhile.
 
 The times come from aiokafka's group coordinator (`watch`): every heartbeat's send time and
 answer, every join. It runs on faust's consumer thread; the pipeline asks on the worker's

@@ -247,13 +247,22 @@ class OutputWriter:
             self._producer, self._partitions = producer, sorted(partitions)
         return self._producer
 
+    @property
+    def joins(self) -> int:
+        """How many times the worker has joined its group so far (membership.py): taken when
+        a batch is taken, and given back to `write` with the batch's outputs."""
+        return self._ownership.joins if self._ownership is not None else 0
+
     async def write(self, alerts: Sequence[tuple[bytes, bytes]], audit: Sequence[bytes],
                     states_topic: str, states: Sequence[tuple[int, bytes, bytes]],
-                    deadletters: Sequence[DeadLetterRecord] = ()) -> None:
+                    deadletters: Sequence[DeadLetterRecord] = (),
+                    joins: int | None = None) -> None:
         """Send dead letters (key, value, headers), alerts (key, value), audit entries and
         block states (partition, key, value) in one transaction; return once it is committed.
         A transaction whose sends failed for the broker's sake is sent again (see the module's
-        docstring)."""
+        docstring). `joins`: `self.joins` when the batch was taken (by default, now); if the
+        worker has joined its group again since, its partitions may have moved meanwhile, and
+        the transaction is aborted."""
         if not alerts and not audit and not states and not deadletters:
             return
         if deadletters and self._deadletter is None:
@@ -263,7 +272,8 @@ class OutputWriter:
             committing = False
             try:
                 producer = await self._started()
-                joins = self._ownership.joins if self._ownership is not None else 0
+                if joins is None:
+                    joins = self.joins
                 async with producer.transaction():
                     await self._send(producer, alerts, audit, states_topic, states, deadletters)
                     lost = await self._lost_ownership(joins)

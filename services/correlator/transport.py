@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import aiokafka
@@ -49,6 +49,7 @@ from mode import Service
 
 from safehub.services.correlator import faust_contract, membership
 from safehub.services.correlator.fairness import SHARE, FairShare
+from safehub.services.correlator.log_end import log_ends
 
 # Before anything below is used: on a faust or aiokafka these corrections were not checked
 # against, they could silently not apply (faust_contract.py).
@@ -71,6 +72,11 @@ class PromptConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer._isolation_level = "read_committed"
         consumer._group_instance_id = transport.group_instance_id
         return consumer
+
+    async def _highwaters(self, partitions: list[Any]) -> Mapping[Any, int]:
+        # faust asks only for its recoveries' targets: the changelog's end with open
+        # transactions counted, not the last stable offset the consumer would answer with.
+        return await log_ends(self._ensure_consumer(), partitions)
 
 
 class NextOffsets:
@@ -110,9 +116,11 @@ class NextOffsets:
 
 def recovery_complete(last: int, applied: int | None, fetched: int | None,
                       read_to: int | None) -> bool:
-    """Whether a changelog partition whose last offset `last` is a transaction marker is
-    recovered: fetches have read past `last` (`read_to`, the position after them), and
-    recovery has applied the last record they returned (`fetched`), if they returned any."""
+    """Whether a changelog partition whose last offset `last` is a transaction marker (or a
+    record of a transaction that turned out aborted) is recovered: fetches have read past
+    `last` (`read_to`, the position after them), and recovery has applied the last record they
+    returned (`fetched`), if they returned any. While a transaction is open, a committed read
+    stops at its first offset, at or before `last` (log_end.py)."""
     if read_to is None or read_to <= last:
         return False
     return fetched is None or applied == fetched

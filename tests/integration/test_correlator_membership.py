@@ -5,7 +5,9 @@ reach the changelog after another worker has recovered it.
 Real broker, real consumer group, real timeouts, as the `correlator` principal of a secure
 namespace. Worker A's event loop stalls for longer than its session timeout (a long pause, as
 a loaded machine gives one); meanwhile worker B joins, and the group gives B every partition.
-When A resumes, its transaction is refused, and committed readers never see it."""
+When A resumes, its transaction is refused, and committed readers never see it. And a batch A
+took before it joined the group again (B joining: A keeps a member, with fewer partitions) is
+refused too, while one taken after that commits."""
 
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ async def assigned(consumer: AIOKafkaConsumer, want: int, timeout_s: float = 40)
 
 def second_worker(kafka: KafkaConnection, group: str, topic: str, partitions: int,
                   took_all: threading.Event, stop: threading.Event) -> None:
+    """Worker B joins, and sets `took_all` once it has `partitions` partitions."""
     async def run() -> None:
         b = worker(kafka, "b", group, topic)
         await b.start()
@@ -105,3 +108,52 @@ def test_a_worker_stalled_past_its_session_aborts_instead_of_committing(
     while time.monotonic() < deadline:
         seen = [r.value for r in reader.poll()]
     assert seen == [b"while a member"]
+
+
+@pytest.mark.timeout(180)
+def test_a_batch_taken_before_the_worker_joined_again_is_not_committed(
+    secure_namespace: Callable[..., Namespace],
+) -> None:
+    ns = secure_namespace(agencies={"police-r": "POLICE"}, hubs=["csc-r"])
+    kafka = ns.connection("correlator")
+    group, topic = correlator_group(ns.prefix), ns.ingress("police-r")
+    membership.watch(GroupCoordinator)
+    took_half, stop = threading.Event(), threading.Event()
+
+    async def run() -> None:
+        a = worker(kafka, "a", group, topic)
+        await a.start()
+        writer = OutputWriter(kafka, "membership-test", ns.correlated, ns.audit,
+                              transactional_id(group, "a"),
+                              ownership=membership.for_group(group))
+        b: threading.Thread | None = None
+        try:
+            partitions = len(a.partitions_for_topic(topic) or ())
+            await assigned(a, partitions)
+            taken = writer.joins  # a batch taken now, in this generation
+            b = threading.Thread(target=second_worker,
+                                 args=(kafka, group, topic, partitions // 2, took_half, stop))
+            b.start()
+            await assigned(a, partitions - partitions // 2)  # A polls: it joins again
+            assert took_half.wait(60), "B was never given half the partitions"
+            assert writer.joins > taken
+            assert membership.for_group(group).lost() is None  # a member, in good standing
+            with pytest.raises(BrokerError, match="transaction aborted, not committed"):
+                await writer.write([], [b"taken before the rejoin"],
+                                   changelog_topic(ns.prefix), [], joins=taken)
+            await writer.write([], [b"taken after it"], changelog_topic(ns.prefix), [],
+                               joins=writer.joins)
+        finally:
+            stop.set()
+            await writer.close()
+            await a.stop()
+            if b is not None:
+                b.join(30)
+
+    asyncio.run(run())
+    reader = TopicReader(ns.kafka, ns.audit)
+    deadline = time.monotonic() + 5
+    seen: list[bytes] = []
+    while time.monotonic() < deadline:
+        seen = [r.value for r in reader.poll()]
+    assert seen == [b"taken after it"]
