@@ -61,14 +61,25 @@ def error_text(error: BaseException) -> str:
     return text[:MAX_MESSAGE_CHARS]
 
 
+Reason = tuple[tuple[str, bytes], tuple[str, bytes]]
+
+
+def reason_headers(error: BaseException) -> Reason:
+    """The headers that say why a record was refused: alike for every record refused for the
+    same reason, so a sender of many (the correlator, under a flood) makes them once."""
+    return ((HEADER_ERROR_CLASS, type(error).__name__.encode("ascii")),
+            (HEADER_ERROR_MESSAGE, error_text(error).encode("ascii")))
+
+
 def headers_for(source_topic: str, partition: int, offset: int, error: BaseException,
-                at_ms: int | None = None) -> list[tuple[str, bytes]]:
+                at_ms: int | None = None, reason: Reason | None = None,
+                ) -> list[tuple[str, bytes]]:
+    """`reason`: `reason_headers(error)`, if already made."""
     headers = [
         (HEADER_SOURCE_TOPIC, source_topic.encode("utf-8")),
         (HEADER_SOURCE_PARTITION, str(partition).encode("ascii")),
         (HEADER_SOURCE_OFFSET, str(offset).encode("ascii")),
-        (HEADER_ERROR_CLASS, type(error).__name__.encode("ascii")),
-        (HEADER_ERROR_MESSAGE, error_text(error).encode("ascii")),
+        *(reason or reason_headers(error)),
     ]
     if at_ms is not None:
         headers.append((HEADER_AT, str(at_ms).encode("ascii")))
@@ -127,13 +138,13 @@ class DeadLetterSink:
 
 def dead_letter_message(raw_value: bytes | None, raw_key: bytes | None, source_topic: str,
                         partition: int, offset: int, error: BaseException,
-                        at_ms: int | None = None,
+                        at_ms: int | None = None, reason: Reason | None = None,
                         ) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
     """The (key, value, headers) of a dead letter, for a sender of its own (the correlator
     sends its dead letters in the transaction of the batch's outputs). A null value stays null
     (a tombstone is kept as one); the original key is kept so the dead letter can be matched
     with the other records of the same linkage block."""
-    headers = headers_for(source_topic, partition, offset, error, at_ms)
+    headers = headers_for(source_topic, partition, offset, error, at_ms, reason)
     if raw_value is None:
         headers.append((HEADER_NULL_VALUE, b"true"))
     value = b"" if raw_value is None and raw_key is None else raw_value

@@ -40,7 +40,12 @@ import faust
 
 from safehub import topics
 from safehub.connection import KafkaConnection
-from safehub.consumers.deadletter import dead_letter_message, error_text
+from safehub.consumers.deadletter import (
+    Reason,
+    dead_letter_message,
+    error_text,
+    reason_headers,
+)
 from safehub.errors import SafehubError, StoreError, ValidationError
 from safehub.observability.watch import ServiceWatch
 from safehub.schemas.validation import LINKAGE_BLOCKS
@@ -357,14 +362,21 @@ class Pipeline:
         reason (a flood of malformed records is one line a batch, not one per record)."""
         dead: list[DeadLetterRecord] = []
         seen: dict[tuple[str, int, str], list[int]] = {}
+        # A flood is mostly one or two reasons: each one's error and headers are made once.
+        reasons: dict[tuple[str, str, str], tuple[ValidationError, Reason, str]] = {}
         for rejected in reply.rejected:
-            m, error = batch[rejected.index], rejected.error()
+            m = batch[rejected.index]
+            why = (rejected.field, rejected.rule, rejected.detail)
+            if why not in reasons:
+                error = rejected.error()
+                reasons[why] = (error, reason_headers(error), error_text(error))
+            error, reason, text = reasons[why]
             dead.append(dead_letter_message(m.value, m.key, m.topic, m.partition, m.offset,
-                                            error))
-            seen.setdefault((m.topic, m.partition, error_text(error)), []).append(m.offset)
-        for (topic, partition, why), offsets in seen.items():
+                                            error, reason=reason))
+            seen.setdefault((m.topic, m.partition, text), []).append(m.offset)
+        for (topic, partition, said), offsets in seen.items():
             log.warning("dead-lettering %d record(s) of %s[%d] (offsets %d-%d): %s",
-                        len(offsets), topic, partition, offsets[0], offsets[-1], why)
+                        len(offsets), topic, partition, offsets[0], offsets[-1], said)
         return dead
 
     def _quarantine(self, block: int, why: str, raw: bytes | None,

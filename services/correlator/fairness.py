@@ -1,4 +1,4 @@
-"""Each ingress partition's fair share of what the worker hands to faust per fetch round.
+"""Each ingress partition's share of what the worker hands to faust per fetch round, events first.
 
 One agency flooding its ingress topic must not hold up the others' events. faust hands the
 records of one fetch round (everything aiokafka has buffered: up to 1 MiB a partition, some
@@ -9,18 +9,33 @@ the batches already cut to 1,000, 3.1 s behind a 100,000-record flood in one run
 bench/flood_bench.py and 0.5 s in two others, depending on when its fetch landed.
 
 `FairShare` keeps what a round fetched and hands faust at most `share` records of each
-partition per round, the rest in later rounds, before anything newer of that partition is
-asked for; a partition with nothing held is asked for at every round. What waits ahead of
-another agency's event is then at most a share of each partition, faust's queue and the
-batches in flight (command.py, DEFAULT_BATCH). Order within a partition is kept: held records
-go first, and a partition is fetched again only once its held records are all handed over.
-Held records are dropped when the partition is sought (its position moves, and aiokafka drops
-its own buffer too) or is no longer assigned.
+partition per round, the rest in later rounds. What waits ahead of another agency's event is
+then at most a share of each partition, faust's queue and the batches in flight (command.py,
+DEFAULT_BATCH). Order within a partition is kept: held records go first, and records fetched
+later are held after them.
+
+Events first. The flooding agency's own valid event waits for the records ahead of it on its
+own partition, which are refused in order (the journal follows the processing order). With
+every partition given the same share, its partition got a sixth of the worker under a flood of
+six: ~5.7 s behind ~8,500 refused records (bench/results/flood.json). So a partition holding a
+record that may be an event (`urgent`: a cheap look at the key and the schema header, which a
+malformed record fails; processing.py) is handed a full share per round, and while any is,
+the partitions holding none get LAGGARD_SHARE each: the refusals ahead of an event go at
+nearly the worker's whole rate. A flood made to pass the cheap look is served as before, a
+share per partition; the partitions holding nothing that looks like an event still move, so
+their offsets are committed and no stall is suspected (stalls.py).
+
+For that, a partition holding records is fetched again while it holds fewer than `hold_max`
+not yet handed over, and the worker holds at most `hold_total` in all: an event behind a held
+backlog is seen within a fetch, not once the backlog is handed over. Held records are dropped
+when the partition is sought (its position moves, and aiokafka drops its own buffer too) or
+is no longer assigned.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 # Records of one partition handed over per round (SAFEHUB_CORRELATOR_FAIR_SHARE): six flooded
@@ -29,54 +44,98 @@ from typing import Any
 # 5,645, medians of 5 alternated runs of bench/correlation_bench.py), once faust stopped pausing
 # ingress partitions under queue pressure (transport.py); it was 0.59x before that.
 SHARE = 100
+LAGGARD_SHARE = 1  # per round, for a partition holding no event while another holds one
+# Held and not yet handed over: at most this many of one partition before it is fetched no
+# more until some are handed over, and of all partitions (a few hundred bytes a record).
+HOLD_MAX = 20_000
+HOLD_TOTAL = 100_000
+
+
+def _never(record: Any) -> bool:
+    return False
+
+
+class _Held:
+    __slots__ = ("records", "taken", "urgent")
+
+    def __init__(self) -> None:
+        self.records: deque[Any] = deque()
+        self.taken = 0  # records handed over so far: the index of records[0] since holding began
+        self.urgent: deque[int] = deque()  # indices (as above) of held records that may be events
 
 
 class FairShare:
-    def __init__(self, share: int = SHARE) -> None:
+    def __init__(self, share: int = SHARE, urgent: Callable[[Any], bool] = _never,
+                 hold_max: int = HOLD_MAX, hold_total: int = HOLD_TOTAL) -> None:
         if share < 1:
             raise ValueError("a share is at least one record")
         self.share = share
-        # partition -> [its held records, the index of the first not yet handed over]
-        self._held: dict[Any, list[Any]] = {}
+        self._urgent = urgent
+        self._hold_max = hold_max
+        self._hold_total = hold_total
+        self._held: dict[Any, _Held] = {}
+        self._count = 0  # records held in all
 
     def holding(self) -> set[Any]:
-        """Partitions with records held back: not to be fetched until these are handed over."""
+        """Partitions with records held back."""
         return set(self._held)
+
+    def full(self) -> set[Any]:
+        """Partitions not to be fetched until some of their held records are handed over: those
+        holding `hold_max`, or every partition holding any once `hold_total` are held."""
+        if self._count >= self._hold_total:
+            return set(self._held)
+        return {tp for tp, held in self._held.items() if len(held.records) >= self._hold_max}
 
     def take(self, fetched: Mapping[Any, Sequence[Any]],
              active: Iterable[Any]) -> dict[Any, list[Any]]:
-        """Hold `fetched` (partition -> records, of partitions holding nothing) and hand over
-        up to a share of each `active` partition's held records, oldest first."""
+        """Hold `fetched` (partition -> records, after any it holds) and hand over, oldest first,
+        a share of each `active` partition's held records: LAGGARD_SHARE of those holding no
+        possible event while another active partition holds one."""
         for tp, records in fetched.items():
-            if not records:
-                continue
-            if tp in self._held:
-                self._held[tp][0].extend(records)
-            else:
-                self._held[tp] = [list(records), 0]
+            if records:
+                self._hold(tp, records)
+        active = list(active)
+        urgent = [tp for tp in active if tp in self._held and self._held[tp].urgent]
         out: dict[Any, list[Any]] = {}
         for tp in active:
             held = self._held.get(tp)
             if held is None:
                 continue
-            records, start = held
-            end = start + self.share
-            out[tp] = records[start:end]
-            if end < len(records):
-                held[1] = end
-            else:
+            n = self.share if not urgent or held.urgent else LAGGARD_SHARE
+            records = held.records
+            given = [records.popleft() for _ in range(min(n, len(records)))]
+            out[tp] = given
+            held.taken += len(given)
+            self._count -= len(given)
+            while held.urgent and held.urgent[0] < held.taken:
+                held.urgent.popleft()
+            if not records:
                 del self._held[tp]
         return out
 
+    def _hold(self, tp: Any, records: Sequence[Any]) -> None:
+        held = self._held.get(tp)
+        if held is None:
+            held = self._held[tp] = _Held()
+        first = held.taken + len(held.records)
+        held.records.extend(records)
+        self._count += len(records)
+        look = self._urgent
+        held.urgent.extend(first + i for i, record in enumerate(records) if look(record))
+
     def drop(self, tp: Any) -> None:
         """Forget what is held of `tp` (it was sought: it is read again from its new position)."""
-        self._held.pop(tp, None)
+        held = self._held.pop(tp, None)
+        if held is not None:
+            self._count -= len(held.records)
 
     def keep_only(self, assigned: Iterable[Any]) -> None:
         """Forget what is held of partitions no longer assigned."""
         keep = set(assigned)
         for tp in [tp for tp in self._held if tp not in keep]:
-            del self._held[tp]
+            self.drop(tp)
 
     def clear(self) -> None:
         self._held.clear()
+        self._count = 0

@@ -50,6 +50,7 @@ from mode import Service
 from safehub.services.correlator import faust_contract, membership
 from safehub.services.correlator.fairness import SHARE, FairShare
 from safehub.services.correlator.log_end import log_ends
+from safehub.services.correlator.processing import may_be_event
 
 # Before anything below is used: on a faust or aiokafka these corrections were not checked
 # against, they could silently not apply (faust_contract.py).
@@ -77,6 +78,10 @@ class PromptConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # faust asks only for its recoveries' targets: the changelog's end with open
         # transactions counted, not the last stable offset the consumer would answer with.
         return await log_ends(self._ensure_consumer(), partitions)
+
+
+def _may_be_event(record: Any) -> bool:
+    return may_be_event(record.key, record.value)
 
 
 class NextOffsets:
@@ -131,7 +136,8 @@ class PromptConsumer(faust_aiokafka.Consumer):
         super().__init__(*args, **kwargs)
         self.next_offsets = NextOffsets()
         # Of the ingress partitions (fairness.py); the transport says how large a share is.
-        self.fair_share = FairShare(getattr(self.transport, "fair_share", SHARE))
+        self.fair_share = FairShare(getattr(self.transport, "fair_share", SHARE),
+                                    urgent=_may_be_event)
         # Per changelog partition: the last record's offset fetched, and the position after
         # the last fetch during recovery.
         self._fetched: dict[Any, int] = {}
@@ -151,11 +157,11 @@ class PromptConsumer(faust_aiokafka.Consumer):
         share = self.fair_share
         share.keep_only(self.assignment())
         active = set(active_partitions)
-        held = share.holding() & active
-        # Partitions with records held are not fetched until those are handed over; with
-        # some held, what aiokafka has already buffered is taken without waiting for more.
-        ask = active - held
-        records = await super()._getmany(ask, 0 if held else timeout) if ask else {}
+        # A partition holding its most is not fetched until some are handed over; with some
+        # held, what aiokafka has already buffered is taken without waiting for more.
+        ask = active - share.full()
+        wait = 0 if share.holding() & active else timeout
+        records = await super()._getmany(ask, wait) if ask else {}
         for tp, fetched in records.items():
             if fetched and not acked(tp.topic):
                 self._fetched[tp] = fetched[-1].offset

@@ -1,4 +1,5 @@
-"""FairShare: each ingress partition handed to faust a share at a time, in order, nothing lost."""
+"""FairShare: each ingress partition handed to faust a share at a time, in order, nothing lost;
+partitions holding a possible event first."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from safehub.services.correlator.fairness import FairShare
+from safehub.samples.records import malformed_ingress
+from safehub.schemas.codec import encode
+from safehub.schemas.vocabulary import Sector
+from safehub.services.correlation.linking import block_key
+from safehub.services.correlator.fairness import LAGGARD_SHARE, FairShare
+from safehub.services.correlator.processing import may_be_event
+from tests.fixtures.correlator import child_sign
 
 
 def test_a_flooded_partition_is_handed_over_a_share_at_a_time_and_a_quiet_one_at_once() -> None:
@@ -44,17 +51,18 @@ def test_a_share_is_at_least_one_record() -> None:
         FairShare(0)
 
 
-@given(st.integers(1, 7),
+@given(st.integers(1, 7), st.integers(1, 30), st.integers(1, 12),
        st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 12)), max_size=30))
 def test_every_record_is_handed_over_once_in_order_and_at_most_a_share_per_round(
-        size: int, arrivals: list[tuple[str, int]]) -> None:
-    share = FairShare(size)
+        size: int, hold_max: int, every: int, arrivals: list[tuple[str, int]]) -> None:
+    # Every `every`-th record may be an event: partitions holding one go first.
+    share = FairShare(size, urgent=lambda r: r % every == 0, hold_max=hold_max, hold_total=40)
     sent: dict[str, list[int]] = {"a": [], "b": [], "c": []}
     got: dict[str, list[int]] = {"a": [], "b": [], "c": []}
     for tp, n in arrivals:
-        # As the consumer does: a partition holding records is not fetched.
-        fetched = {} if tp in share.holding() else {tp: list(range(len(sent[tp]),
-                                                                   len(sent[tp]) + n))}
+        # As the consumer does: a partition holding its most is not fetched.
+        fetched = {} if tp in share.full() else {tp: list(range(len(sent[tp]),
+                                                                len(sent[tp]) + n))}
         sent[tp] += fetched.get(tp, [])
         for p, records in share.take(fetched, "abc").items():
             assert 0 < len(records) <= size
@@ -63,3 +71,51 @@ def test_every_record_is_handed_over_once_in_order_and_at_most_a_share_per_round
         for p, records in share.take({}, "abc").items():
             got[p] += records
     assert got == sent
+
+
+def event_or_garbage(record: str) -> bool:
+    return record.startswith("event")
+
+
+def test_a_partition_holding_an_event_is_handed_a_share_while_the_others_get_a_laggards() -> None:
+    share = FairShare(100, urgent=event_or_garbage)
+    garbage = [f"g{i}" for i in range(1000)]
+    own = [*garbage[:250], "event", *garbage[250:]]  # the flooder's own event, behind 250
+    first = share.take({"own": own, "other": garbage, "third": garbage}, ["own", "other",
+                                                                          "third"])
+    assert first == {"own": own[:100], "other": garbage[:LAGGARD_SHARE],
+                     "third": garbage[:LAGGARD_SHARE]}
+    share.take({}, ["own", "other", "third"])
+    third = share.take({}, ["own", "other", "third"])
+    assert third["own"][50] == "event"
+    # Handed over: every partition is served alike again.
+    assert share.take({}, ["own", "other", "third"]) == {
+        "own": own[300:400], "other": garbage[3:103], "third": garbage[3:103]}
+
+
+def test_an_inactive_partition_holding_an_event_does_not_slow_the_active_ones() -> None:
+    share = FairShare(10, urgent=event_or_garbage)
+    assert share.take({"paused": ["event"], "a": ["g"] * 50}, ["a"]) == {"a": ["g"] * 10}
+
+
+def test_a_partition_is_fetched_while_it_holds_less_than_its_most_and_all_hold_less_than_theirs(
+) -> None:
+    share = FairShare(1, hold_max=3, hold_total=6)
+    share.take({"a": [1, 2], "b": [1, 2]}, [])
+    assert share.full() == set()  # both may be fetched again: an event behind is seen
+    share.take({"a": [3]}, [])
+    assert share.full() == {"a"}
+    share.take({"c": [1]}, [])
+    assert share.full() == {"a", "b", "c"}  # six held in all
+    share.take({}, ["a"])
+    assert share.full() == set()
+
+
+def test_an_event_may_be_one_and_no_record_of_a_malformed_flood_may() -> None:
+    event = child_sign("fairness test child", "police-x", Sector.POLICE, 1, 4095)
+    assert may_be_event(block_key(4095), encode(event))
+    for n in range(300):
+        assert not may_be_event(*malformed_ingress(n))
+    assert not may_be_event(b"\x00\x00\x10\x00", encode(event))  # block 4096: none makes it
+    assert not may_be_event(None, encode(event))
+    assert not may_be_event(block_key(1), encode(event)[:9])
