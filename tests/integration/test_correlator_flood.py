@@ -17,6 +17,7 @@ the flood's backlog instead of waiting for all of it.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -158,3 +159,55 @@ def test_a_flood_from_one_agency_does_not_hold_up_another_agencys_event(
     assert ahead <= MOST_AHEAD, (
         f"another agency's event waited behind {ahead} of the flood's {len(backlog)} "
         "outstanding records")
+
+
+OWN_FLOOD = 60_000
+
+
+@pytest.mark.timeout(240)
+def test_the_flooding_agencys_own_event_overtakes_the_flood_on_its_other_partitions(
+        correlator_site: Callable[..., Site]) -> None:
+    """Its own event must wait for the refusals ahead of it on its own partition (the journal
+    follows the processing order), but not for those on the flood's other partitions: its
+    partition is served first while it holds the event (fairness.py). With every partition
+    served alike, five refusals of the other partitions went ahead of it for each of its own."""
+    site = correlator_site({AGENCY: Sector.POLICE})
+    out = site.out
+    correlator = site.correlator()
+    correlator.start()
+    flooder = make_producer(site.ns.connection(AGENCY), "test-flood")
+    topic = site.ns.ingress(AGENCY)
+    event = child_sign("flood own event", AGENCY, Sector.POLICE, 0, 79)
+    flood = [(topic, *malformed_ingress(n), None) for n in range(OWN_FLOOD)]
+    try:
+        wait_until("the worker started", lambda: started(correlator), 90, correlator)
+        reports = send_all(flooder, flood)  # every record of the flood is on the broker ...
+        sent_ms = int(time.time() * 1000)
+        mine = send_all(flooder, [(topic, block_key(event.subject.linkage_block),
+                                   encode(event), None)])[0]  # ... before the agency's event
+        wait_until("the agency's own event journalled", lambda: event.event_id in out.accepted(),
+                   120, correlator)
+        wait_until("every dead letter", lambda: len(out.deadletter.poll()) >= OWN_FLOOD, 120,
+                   correlator)
+        assert correlator.stop() == 0
+        out.audit.read_to_end()
+    finally:
+        flooder.close()
+    # A refusal's journal entry names the refused bytes by their digest: the flood's non-empty
+    # records are all different, so each such entry tells its record's partition.
+    partition_of = {hashlib.sha256(value).digest(): report.partition
+                    for (_, _, value, _), report in zip(flood, reports, strict=True) if value}
+    entries = out.entries()
+    records = out.audit.records
+    at = next(i for i, e in enumerate(entries)
+              if e.action is AuditAction.EVENT_ACCEPTED and e.subject_id == event.event_id)
+    ahead = Counter("own" if partition_of[e.digest] == mine.partition else "other"
+                    for i, (e, r) in enumerate(zip(entries, records, strict=True))
+                    if i < at and e.action is AuditAction.EVENT_DEADLETTERED
+                    and r.timestamp >= sent_ms and e.digest in partition_of)
+    print(f"\nthe agency's own event waited behind {ahead['own']} refusals of its own partition "
+          f"and {ahead['other']} of the flood's other partitions")
+    assert ahead["own"] > 1000, "too little of the flood was left: raise OWN_FLOOD"
+    assert ahead["other"] < ahead["own"], (
+        f"the agency's own event waited behind {ahead['other']} refusals of other partitions "
+        f"for {ahead['own']} of its own")
