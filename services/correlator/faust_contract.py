@@ -1,17 +1,17 @@
 """What the correlator relies on inside faust-streaming and aiokafka, checked when it starts.
 
 The correlator keeps faust (docs/decisions/0001-keep-faust.md) but corrects it in a few
-places (transport.py, stalls.py, membership.py, log_end.py) through attributes and methods
-that are not faust's or aiokafka's public API. A release may rename or drop any of them
-without notice, and the corrections would then silently do nothing (an attribute set on an
-object that no longer reads it) while the worker kept running: events skipped, recovery never
-ending. So the versions are
-pinned exactly in pyproject.toml, and `check()` refuses to start a worker on any other version
-or on one that lacks an attribute listed here. Upgrading faust or aiokafka means re-reading
-each entry below against the new source, then changing VERSIONS.
+places (transport.py, stalls.py, membership.py, log_end.py, committed.py) through attributes
+and methods that are not faust's or aiokafka's public API. A release may rename or drop any of
+them without notice, and the corrections would then silently do nothing (an attribute set on
+an object that no longer reads it) while the worker kept running: events skipped, recovery
+never ending. So the versions are pinned exactly in pyproject.toml, and `check()` refuses to
+start a worker on any other version or on one that lacks an attribute listed here. Upgrading
+faust or aiokafka means re-reading each entry below against the new source, then changing
+VERSIONS.
 
-Every private name transport.py, stalls.py, membership.py and log_end.py use is listed;
-tests/unit/test_faust_contract.py checks that the list is complete.
+Every private name transport.py, stalls.py, membership.py, log_end.py and committed.py use is
+listed; tests/unit/test_faust_contract.py checks that the list is complete.
 """
 
 from __future__ import annotations
@@ -70,6 +70,8 @@ RELIANCES = (
              "each heartbeat's send time and answer (membership.py)"),
     Reliance("aiokafka.consumer.group_coordinator:GroupCoordinator", "_do_rejoin_group",
              "each completed join (membership.py)"),
+    Reliance("aiokafka.consumer.group_coordinator:GroupCoordinator", "_send_req",
+             "sees each OffsetFetch answer's group error (committed.py)"),
     Reliance("aiokafka.consumer.group_coordinator:GroupCoordinator", "_rejoin_needed_fut",
              "done after a heartbeat that found a rebalance under way", "__init__"),
     Reliance("aiokafka.consumer.group_coordinator:GroupCoordinator", "_session_timeout_ms",

@@ -47,7 +47,7 @@ from aiokafka.errors import IllegalStateError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode import Service
 
-from safehub.services.correlator import faust_contract, membership
+from safehub.services.correlator import committed, faust_contract, membership
 from safehub.services.correlator.fairness import SHARE, FairShare
 from safehub.services.correlator.log_end import log_ends
 from safehub.services.correlator.processing import may_be_event
@@ -300,6 +300,7 @@ def install(app: Any, group_instance_id: str | None = None, fair_share: int = SH
     a stopped static member's partitions also wait for its session to expire before moving to
     the other workers, as it does not leave the group."""
     membership.watch(GroupCoordinator)  # what outputs.py asks before each commit
+    committed.check_group_errors(GroupCoordinator)  # a coordinator's error is not "no offset"
     app.transport = PromptTransport(app.conf.broker_consumer, app)
     app.transport.group_instance_id = group_instance_id
     app.transport.fair_share = fair_share

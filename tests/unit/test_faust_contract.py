@@ -18,7 +18,8 @@ from safehub.errors import ConfigError
 from safehub.services.correlator import faust_contract
 
 CORRECTIONS = [Path(faust_contract.__file__).with_name(n) for n in ("transport.py", "stalls.py",
-                                                                 "membership.py", "log_end.py")]
+                                                                 "membership.py", "log_end.py",
+                                                                 "committed.py")]
 LIBRARIES = (faust.transport.consumer, faust.transport.drivers.aiokafka,
              aiokafka.consumer.consumer, aiokafka.consumer.group_coordinator)
 
