@@ -25,9 +25,11 @@ nearly the worker's whole rate. A flood made to pass the cheap look is served as
 share per partition; the partitions holding nothing that looks like an event still move, so
 their offsets are committed and no stall is suspected (stalls.py).
 
-For that, a partition holding records is fetched again while it holds fewer than `hold_max`
-not yet handed over, and the worker holds at most `hold_total` in all: an event behind a held
-backlog is seen within a fetch, not once the backlog is handed over. Held records are dropped
+For that, a partition holding records is fetched again while it holds less than `hold_max`
+bytes not yet handed over, and the worker holds at most `hold_total` in all: an event behind a
+held backlog is seen within a fetch, not once the backlog is handed over. The bounds are in
+bytes (keys, values and a record's own cost), as a flood of large records must not fill the
+worker's memory. Held records are dropped
 when the partition is sought (its position moves, and aiokafka drops its own buffer too) or
 is no longer assigned.
 """
@@ -45,36 +47,45 @@ from typing import Any
 # ingress partitions under queue pressure (transport.py); it was 0.59x before that.
 SHARE = 100
 LAGGARD_SHARE = 1  # per round, for a partition holding no event while another holds one
-# Held and not yet handed over: at most this many of one partition before it is fetched no
-# more until some are handed over, and of all partitions (a few hundred bytes a record).
-HOLD_MAX = 20_000
-HOLD_TOTAL = 100_000
+# Held and not yet handed over, in bytes: at most this much of one partition before it is
+# fetched no more until some is handed over (~28,000 records of a malformed flood), and of all.
+HOLD_MAX = 8 * 1024 * 1024
+HOLD_TOTAL = 64 * 1024 * 1024
+RECORD_COST = 200  # bytes a held record costs besides its key and value (aiokafka's object)
 
 
 def _never(record: Any) -> bool:
     return False
 
 
+def record_size(record: Any) -> int:
+    """What holding `record` (aiokafka's ConsumerRecord) costs, in bytes."""
+    return RECORD_COST + len(record.key or b"") + len(record.value or b"")
+
+
 class _Held:
-    __slots__ = ("records", "taken", "urgent")
+    __slots__ = ("records", "size", "taken", "urgent")
 
     def __init__(self) -> None:
         self.records: deque[Any] = deque()
+        self.size = 0  # bytes
         self.taken = 0  # records handed over so far: the index of records[0] since holding began
         self.urgent: deque[int] = deque()  # indices (as above) of held records that may be events
 
 
 class FairShare:
     def __init__(self, share: int = SHARE, urgent: Callable[[Any], bool] = _never,
-                 hold_max: int = HOLD_MAX, hold_total: int = HOLD_TOTAL) -> None:
+                 size: Callable[[Any], int] = record_size, hold_max: int = HOLD_MAX,
+                 hold_total: int = HOLD_TOTAL) -> None:
         if share < 1:
             raise ValueError("a share is at least one record")
         self.share = share
         self._urgent = urgent
+        self._size = size
         self._hold_max = hold_max
         self._hold_total = hold_total
         self._held: dict[Any, _Held] = {}
-        self._count = 0  # records held in all
+        self._total = 0  # bytes held in all
 
     def holding(self) -> set[Any]:
         """Partitions with records held back."""
@@ -82,10 +93,10 @@ class FairShare:
 
     def full(self) -> set[Any]:
         """Partitions not to be fetched until some of their held records are handed over: those
-        holding `hold_max`, or every partition holding any once `hold_total` are held."""
-        if self._count >= self._hold_total:
+        holding `hold_max` bytes, or every partition holding any once `hold_total` are held."""
+        if self._total >= self._hold_total:
             return set(self._held)
-        return {tp for tp, held in self._held.items() if len(held.records) >= self._hold_max}
+        return {tp for tp, held in self._held.items() if held.size >= self._hold_max}
 
     def take(self, fetched: Mapping[Any, Sequence[Any]],
              active: Iterable[Any]) -> dict[Any, list[Any]]:
@@ -107,7 +118,9 @@ class FairShare:
             given = [records.popleft() for _ in range(min(n, len(records)))]
             out[tp] = given
             held.taken += len(given)
-            self._count -= len(given)
+            size = sum(map(self._size, given))
+            held.size -= size
+            self._total -= size
             while held.urgent and held.urgent[0] < held.taken:
                 held.urgent.popleft()
             if not records:
@@ -120,7 +133,9 @@ class FairShare:
             held = self._held[tp] = _Held()
         first = held.taken + len(held.records)
         held.records.extend(records)
-        self._count += len(records)
+        size = sum(map(self._size, records))
+        held.size += size
+        self._total += size
         look = self._urgent
         held.urgent.extend(first + i for i, record in enumerate(records) if look(record))
 
@@ -128,7 +143,7 @@ class FairShare:
         """Forget what is held of `tp` (it was sought: it is read again from its new position)."""
         held = self._held.pop(tp, None)
         if held is not None:
-            self._count -= len(held.records)
+            self._total -= held.size
 
     def keep_only(self, assigned: Iterable[Any]) -> None:
         """Forget what is held of partitions no longer assigned."""
@@ -138,4 +153,4 @@ class FairShare:
 
     def clear(self) -> None:
         self._held.clear()
-        self._count = 0
+        self._total = 0

@@ -4,6 +4,7 @@ partitions holding a possible event first."""
 from __future__ import annotations
 
 import pytest
+from aiokafka.structs import ConsumerRecord
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,7 +18,7 @@ from tests.fixtures.correlator import child_sign
 
 
 def test_a_flooded_partition_is_handed_over_a_share_at_a_time_and_a_quiet_one_at_once() -> None:
-    share = FairShare(100)
+    share = FairShare(100, size=lambda r: 1)
     first = share.take({"flood": list(range(10_000))}, ["flood", "quiet"])
     assert first == {"flood": list(range(100))}
     assert share.holding() == {"flood"}
@@ -29,7 +30,7 @@ def test_a_flooded_partition_is_handed_over_a_share_at_a_time_and_a_quiet_one_at
 
 
 def test_held_records_of_an_inactive_partition_wait_and_are_not_lost() -> None:
-    share = FairShare(2)
+    share = FairShare(2, size=lambda r: 1)
     assert share.take({"a": [1, 2, 3]}, []) == {}
     assert share.take({}, ["a"]) == {"a": [1, 2]}
     assert share.take({}, ["a"]) == {"a": [3]}
@@ -37,7 +38,7 @@ def test_held_records_of_an_inactive_partition_wait_and_are_not_lost() -> None:
 
 
 def test_a_sought_or_revoked_partition_forgets_what_it_held() -> None:
-    share = FairShare(1)
+    share = FairShare(1, size=lambda r: 1)
     share.take({"a": [1, 2], "b": [1, 2], "c": [1, 2]}, [])
     share.drop("a")
     share.keep_only(["a", "b"])
@@ -54,9 +55,10 @@ def test_a_share_is_at_least_one_record() -> None:
 @given(st.integers(1, 7), st.integers(1, 30), st.integers(1, 12),
        st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 12)), max_size=30))
 def test_every_record_is_handed_over_once_in_order_and_at_most_a_share_per_round(
-        size: int, hold_max: int, every: int, arrivals: list[tuple[str, int]]) -> None:
+        each: int, hold_max: int, every: int, arrivals: list[tuple[str, int]]) -> None:
     # Every `every`-th record may be an event: partitions holding one go first.
-    share = FairShare(size, urgent=lambda r: r % every == 0, hold_max=hold_max, hold_total=40)
+    share = FairShare(each, urgent=lambda r: r % every == 0, size=lambda r: 1,
+                      hold_max=hold_max, hold_total=40)
     sent: dict[str, list[int]] = {"a": [], "b": [], "c": []}
     got: dict[str, list[int]] = {"a": [], "b": [], "c": []}
     for tp, n in arrivals:
@@ -65,7 +67,7 @@ def test_every_record_is_handed_over_once_in_order_and_at_most_a_share_per_round
                                                                 len(sent[tp]) + n))}
         sent[tp] += fetched.get(tp, [])
         for p, records in share.take(fetched, "abc").items():
-            assert 0 < len(records) <= size
+            assert 0 < len(records) <= each
             got[p] += records
     while share.holding():
         for p, records in share.take({}, "abc").items():
@@ -78,7 +80,7 @@ def event_or_garbage(record: str) -> bool:
 
 
 def test_a_partition_holding_an_event_is_handed_a_share_while_the_others_get_a_laggards() -> None:
-    share = FairShare(100, urgent=event_or_garbage)
+    share = FairShare(100, urgent=event_or_garbage, size=len)
     garbage = [f"g{i}" for i in range(1000)]
     own = [*garbage[:250], "event", *garbage[250:]]  # the flooder's own event, behind 250
     first = share.take({"own": own, "other": garbage, "third": garbage}, ["own", "other",
@@ -94,13 +96,13 @@ def test_a_partition_holding_an_event_is_handed_a_share_while_the_others_get_a_l
 
 
 def test_an_inactive_partition_holding_an_event_does_not_slow_the_active_ones() -> None:
-    share = FairShare(10, urgent=event_or_garbage)
+    share = FairShare(10, urgent=event_or_garbage, size=len)
     assert share.take({"paused": ["event"], "a": ["g"] * 50}, ["a"]) == {"a": ["g"] * 10}
 
 
 def test_a_partition_is_fetched_while_it_holds_less_than_its_most_and_all_hold_less_than_theirs(
 ) -> None:
-    share = FairShare(1, hold_max=3, hold_total=6)
+    share = FairShare(1, size=lambda r: 1, hold_max=3, hold_total=6)
     share.take({"a": [1, 2], "b": [1, 2]}, [])
     assert share.full() == set()  # both may be fetched again: an event behind is seen
     share.take({"a": [3]}, [])
@@ -119,3 +121,13 @@ def test_an_event_may_be_one_and_no_record_of_a_malformed_flood_may() -> None:
     assert not may_be_event(b"\x00\x00\x10\x00", encode(event))  # block 4096: none makes it
     assert not may_be_event(None, encode(event))
     assert not may_be_event(block_key(1), encode(event)[:9])
+
+
+def test_the_bounds_are_in_bytes_so_large_records_are_held_few_at_a_time() -> None:
+    share = FairShare(100, hold_max=8 * 1024 * 1024)
+    large = [ConsumerRecord("t", 0, i, 0, 0, b"k", b"x" * 1_000_000, None, 1, 1_000_000, [])
+             for i in range(9)]
+    share.take({"big": large}, [])
+    assert share.full() == {"big"}  # nine of 1 MB: fetched no more
+    share.take({}, ["big"])
+    assert share.full() == set()
