@@ -64,96 +64,96 @@ def second_worker(kafka: KafkaConnection, group: str, topic: str, partitions: in
     asyncio.run(run())
 
 
+class Workers:
+    """Worker A on this event loop (a consumer of the group and the correlator's OutputWriter,
+    its membership watched), and worker B on a thread of its own once `join_b` is called."""
+
+    def __init__(self, ns: Namespace, agency: str) -> None:
+        self.ns = ns
+        self.kafka = ns.connection("correlator")
+        self.group, self.topic = correlator_group(ns.prefix), ns.ingress(agency)
+        self.b_assigned, self._stop = threading.Event(), threading.Event()
+        self._b: threading.Thread | None = None
+        self.partitions = 0
+
+    async def __aenter__(self) -> Workers:
+        membership.watch(GroupCoordinator)
+        self.a = worker(self.kafka, "a", self.group, self.topic)
+        await self.a.start()
+        self.writer = OutputWriter(self.kafka, "membership-test", self.ns.correlated,
+                                   self.ns.audit, transactional_id(self.group, "a"),
+                                   ownership=membership.for_group(self.group))
+        self.partitions = len(self.a.partitions_for_topic(self.topic) or ())
+        await assigned(self.a, self.partitions)
+        return self
+
+    def join_b(self, partitions: int) -> None:
+        """B joins; `b_assigned` is set once the group has given it `partitions`."""
+        self._b = threading.Thread(target=second_worker, args=(
+            self.kafka, self.group, self.topic, partitions, self.b_assigned, self._stop))
+        self._b.start()
+
+    async def write(self, entry: bytes, joins: int | None = None) -> None:
+        await self.writer.write([], [entry], changelog_topic(self.ns.prefix), [], joins=joins)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        await self.writer.close()
+        await self.a.stop()
+        if self._b is not None:
+            self._b.join(30)
+
+    def journalled(self) -> list[bytes]:
+        """What committed readers of `audit` see."""
+        reader = TopicReader(self.ns.kafka, self.ns.audit)
+        deadline = time.monotonic() + 5
+        seen: list[bytes] = []
+        while time.monotonic() < deadline:
+            seen = [r.value for r in reader.poll()]
+        return seen
+
+
 @pytest.mark.timeout(180)
 def test_a_worker_stalled_past_its_session_aborts_instead_of_committing(
     secure_namespace: Callable[..., Namespace],
 ) -> None:
-    ns = secure_namespace(agencies={"police-a": "POLICE"}, hubs=["csc-a"])
-    kafka = ns.connection("correlator")
-    group, topic = correlator_group(ns.prefix), ns.ingress("police-a")
-    membership.watch(GroupCoordinator)
-    took_all, stop = threading.Event(), threading.Event()
+    workers = Workers(secure_namespace(agencies={"police-a": "POLICE"}, hubs=["csc-a"]),
+                      "police-a")
 
     async def run() -> None:
-        a = worker(kafka, "a", group, topic)
-        await a.start()
-        writer = OutputWriter(kafka, "membership-test", ns.correlated, ns.audit,
-                              transactional_id(group, "a"),
-                              ownership=membership.for_group(group))
-        b: threading.Thread | None = None
-        try:
-            partitions = len(a.partitions_for_topic(topic) or ())
-            await assigned(a, partitions)
-            assert membership.for_group(group).lost() is None
-            await writer.write([], [b"while a member"], changelog_topic(ns.prefix), [])
-            b = threading.Thread(target=second_worker,
-                                 args=(kafka, group, topic, partitions, took_all, stop))
-            b.start()
+        async with workers:
+            assert membership.for_group(workers.group).lost() is None
+            await workers.write(b"while a member")
+            workers.join_b(workers.partitions)
             time.sleep(SESSION_MS / 1000 + 3)  # the loop stalls: no heartbeat from A
-            assert took_all.wait(60), "the group never gave B the stalled worker's partitions"
+            assert workers.b_assigned.wait(60), \
+                "the group never gave B the stalled worker's partitions"
             with pytest.raises(BrokerError, match="transaction aborted, not committed"):
-                await writer.write([], [b"after the group moved on"],
-                                   changelog_topic(ns.prefix), [])
-        finally:
-            stop.set()
-            await writer.close()
-            await a.stop()
-            if b is not None:
-                b.join(30)
+                await workers.write(b"after the group moved on")
 
     asyncio.run(run())
-    reader = TopicReader(ns.kafka, ns.audit)
-    deadline = time.monotonic() + 5
-    seen: list[bytes] = []
-    while time.monotonic() < deadline:
-        seen = [r.value for r in reader.poll()]
-    assert seen == [b"while a member"]
+    assert workers.journalled() == [b"while a member"]
 
 
 @pytest.mark.timeout(180)
 def test_a_batch_taken_before_the_worker_joined_again_is_not_committed(
     secure_namespace: Callable[..., Namespace],
 ) -> None:
-    ns = secure_namespace(agencies={"police-r": "POLICE"}, hubs=["csc-r"])
-    kafka = ns.connection("correlator")
-    group, topic = correlator_group(ns.prefix), ns.ingress("police-r")
-    membership.watch(GroupCoordinator)
-    took_half, stop = threading.Event(), threading.Event()
+    workers = Workers(secure_namespace(agencies={"police-r": "POLICE"}, hubs=["csc-r"]),
+                      "police-r")
 
     async def run() -> None:
-        a = worker(kafka, "a", group, topic)
-        await a.start()
-        writer = OutputWriter(kafka, "membership-test", ns.correlated, ns.audit,
-                              transactional_id(group, "a"),
-                              ownership=membership.for_group(group))
-        b: threading.Thread | None = None
-        try:
-            partitions = len(a.partitions_for_topic(topic) or ())
-            await assigned(a, partitions)
-            taken = writer.joins  # a batch taken now, in this generation
-            b = threading.Thread(target=second_worker,
-                                 args=(kafka, group, topic, partitions // 2, took_half, stop))
-            b.start()
-            await assigned(a, partitions - partitions // 2)  # A polls: it joins again
-            assert took_half.wait(60), "B was never given half the partitions"
-            assert writer.joins > taken
-            assert membership.for_group(group).lost() is None  # a member, in good standing
+        async with workers:
+            taken = workers.writer.joins  # a batch taken now, in this generation
+            half = workers.partitions // 2
+            workers.join_b(half)
+            await assigned(workers.a, workers.partitions - half)  # A polls: it joins again
+            assert workers.b_assigned.wait(60), "B was never given half the partitions"
+            assert workers.writer.joins > taken
+            assert membership.for_group(workers.group).lost() is None  # in good standing
             with pytest.raises(BrokerError, match="transaction aborted, not committed"):
-                await writer.write([], [b"taken before the rejoin"],
-                                   changelog_topic(ns.prefix), [], joins=taken)
-            await writer.write([], [b"taken after it"], changelog_topic(ns.prefix), [],
-                               joins=writer.joins)
-        finally:
-            stop.set()
-            await writer.close()
-            await a.stop()
-            if b is not None:
-                b.join(30)
+                await workers.write(b"taken before the rejoin", joins=taken)
+            await workers.write(b"taken after it", joins=workers.writer.joins)
 
     asyncio.run(run())
-    reader = TopicReader(ns.kafka, ns.audit)
-    deadline = time.monotonic() + 5
-    seen: list[bytes] = []
-    while time.monotonic() < deadline:
-        seen = [r.value for r in reader.poll()]
-    assert seen == [b"taken after it"]
+    assert workers.journalled() == [b"taken after it"]
