@@ -29,9 +29,8 @@ For that, a partition holding records is fetched again while it holds less than 
 bytes not yet handed over, and the worker holds at most `hold_total` in all: an event behind a
 held backlog is seen within a fetch, not once the backlog is handed over. The bounds are in
 bytes (keys, values and a record's own cost), as a flood of large records must not fill the
-worker's memory. Held records are dropped
-when the partition is sought (its position moves, and aiokafka drops its own buffer too) or
-is no longer assigned.
+worker's memory. Held records are dropped when the partition is sought (its position moves,
+and aiokafka drops its own buffer too) or is no longer assigned.
 """
 
 from __future__ import annotations
@@ -106,13 +105,10 @@ class FairShare:
         for tp, records in fetched.items():
             if records:
                 self._hold(tp, records)
-        active = list(active)
-        urgent = [tp for tp in active if tp in self._held and self._held[tp].urgent]
+        serving = [(tp, self._held[tp]) for tp in active if tp in self._held]
+        urgent = any(held.urgent for _, held in serving)
         out: dict[Any, list[Any]] = {}
-        for tp in active:
-            held = self._held.get(tp)
-            if held is None:
-                continue
+        for tp, held in serving:
             n = self.share if not urgent or held.urgent else LAGGARD_SHARE
             records = held.records
             given = [records.popleft() for _ in range(min(n, len(records)))]

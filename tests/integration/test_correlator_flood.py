@@ -35,7 +35,7 @@ from safehub.schemas.codec import encode
 from safehub.schemas.vocabulary import AuditAction, Sector
 from safehub.services.correlation.linking import block_key
 from safehub.services.correlator.command import READY
-from tests.fixtures.correlator import Correlator, Site, child_sign, wait_until
+from tests.fixtures.correlator import Correlator, Outputs, Site, child_sign, wait_until
 
 pytestmark = pytest.mark.integration
 AGENCY = "police-f"
@@ -54,6 +54,17 @@ PROMPT_S = 20.0
 
 def started(correlator: Correlator) -> bool:
     return correlator.log.exists() and READY in correlator.log.read_text(errors="replace")
+
+
+def journalled_then_stopped(correlator: Correlator, out: Outputs, event_id: str, what: str,
+                            flood: int) -> None:
+    """Wait for the event's EVENT_ACCEPTED entry and for the flood's dead letters, stop the
+    worker, and read the journal to its end."""
+    wait_until(f"{what} journalled", lambda: event_id in out.accepted(), 120, correlator)
+    wait_until("every dead letter", lambda: len(out.deadletter.poll()) >= flood, 120,
+               correlator)
+    assert correlator.stop() == 0
+    out.audit.read_to_end()
 
 
 @pytest.mark.timeout(120)
@@ -128,15 +139,8 @@ def test_a_flood_from_one_agency_does_not_hold_up_another_agencys_event(
         sent_ms = int(time.time() * 1000)  # ... the other agency's event is sent
         send_all(other, [(site.ns.ingress(OTHER), block_key(event.subject.linkage_block),
                           encode(event), None)])
-
-        def accepted() -> bool:
-            return event.event_id in out.accepted()
-
-        wait_until("the other agency's event journalled", accepted, 120, correlator)
-        wait_until("every dead letter", lambda: len(out.deadletter.poll()) >= CROSS_FLOOD, 120,
-                   correlator)
-        assert correlator.stop() == 0
-        out.audit.read_to_end()
+        journalled_then_stopped(correlator, out, event.event_id, "the other agency's event",
+                                CROSS_FLOOD)
     finally:
         flooder.close()
         other.close()
@@ -185,12 +189,8 @@ def test_the_flooding_agencys_own_event_overtakes_the_flood_on_its_other_partiti
         sent_ms = int(time.time() * 1000)
         mine = send_all(flooder, [(topic, block_key(event.subject.linkage_block),
                                    encode(event), None)])[0]  # ... before the agency's event
-        wait_until("the agency's own event journalled", lambda: event.event_id in out.accepted(),
-                   120, correlator)
-        wait_until("every dead letter", lambda: len(out.deadletter.poll()) >= OWN_FLOOD, 120,
-                   correlator)
-        assert correlator.stop() == 0
-        out.audit.read_to_end()
+        journalled_then_stopped(correlator, out, event.event_id, "the agency's own event",
+                                OWN_FLOOD)
     finally:
         flooder.close()
     # A refusal's journal entry names the refused bytes by their digest: the flood's non-empty
