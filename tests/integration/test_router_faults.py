@@ -77,6 +77,10 @@ def stored_ids(url: str) -> set[str]:
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
+            # The router creates the SQLite file before its tables: between the two, nothing
+            # has been saved yet.
+            if not sa.inspect(conn).has_table("router_alert"):
+                return set()
             return {r[0] for r in conn.execute(sa.text("SELECT alert_id FROM router_alert"))}
     finally:
         engine.dispose()
