@@ -39,6 +39,8 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import uvloop
+
 from safehub.connection import KafkaConnection
 from safehub.errors import ConfigError
 from safehub.observability.watch import ServiceWatch
@@ -149,6 +151,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     del args
+    # uvloop's event loop, before faust makes its own: the worker's main thread (faust's
+    # per-record tasks and callbacks, TLS to the brokers) sets how fast a malformed flood is
+    # refused, and asyncio's loop machinery in Python was a large part of it (flood_bench.py).
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     settings = settings_from_env()
     # Refuse bad rules before connecting to anything.
     rules = load_rules(settings.rules_path)

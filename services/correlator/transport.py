@@ -47,7 +47,7 @@ from aiokafka.errors import IllegalStateError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode import Service
 
-from safehub.services.correlator import committed, faust_contract, membership
+from safehub.services.correlator import committed, faust_contract, handoff, membership
 from safehub.services.correlator.fairness import SHARE, FairShare
 from safehub.services.correlator.log_end import log_ends
 from safehub.services.correlator.processing import may_be_event
@@ -182,6 +182,14 @@ class PromptConsumer(faust_aiokafka.Consumer):
             (ingress if acked(tp.topic) else out)[tp] = fetched
         out.update(share.take(ingress, [tp for tp in active if acked(tp.topic)]))
         return out
+
+    async def wait_first(self, *coros: Any, timeout: Any = None) -> Any:
+        # faust's fetch loop hands each record to the channels through this (handoff.py).
+        if (timeout is None and len(coros) == 2 and not self.should_stop
+                and not self.suspend_flow.is_set()
+                and handoff.is_wait_of(coros[1], self.suspend_flow)):
+            return await handoff.hand_over(super().wait_first, coros[0], coros[1])
+        return await super().wait_first(*coros, timeout=timeout)
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
         acked = self.app.topics.acks_enabled_for  # ingress yes; the table's changelog no
