@@ -32,6 +32,10 @@ nearly every round of a catch-up: a round every ~0.3 s, then ~1.2 s lost every f
 (timed per round in session 26); 60,000 events took ~18 s instead of ~13. The pause is not
 needed here: the fair share already bounds what a round hands over, and faust's put into a
 full queue waits for room. Ingress partitions are therefore never paused for pressure.
+
+Handing over. faust's fetch loop races each record's hand-over against the flow's suspension
+through `wait_first`, four tasks a record; `PromptConsumer.wait_first` runs a hand-over that
+does not wait without them (handoff.py).
 """
 
 from __future__ import annotations
