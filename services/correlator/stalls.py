@@ -12,6 +12,16 @@ transport.py now keeps faust from delivering a partition's records out of order 
 most holes), and refuses to count offsets faust skipped as done; this watch remains the last
 resort for a hole that still gets past both.
 
+Not a hole: the message at the committed offset still on its way. A batch whose transaction
+is slow to commit (a broker down, seen in every fault run) holds its messages unacked for
+seconds, and faust's commit of acked offsets can wait as long for a group coordinator that is
+failing over. Re-reading then delivered again ~600 messages a partition that were already in
+flight, on a worker already slowed by the outage (bench/results/fault-100k.json, run T). So a
+partition whose committed offset is held by a message faust is still tracking (handed to the
+agent and not acked) or has acked but not yet committed is given up to `IN_FLIGHT_CHECKS` more
+checks; a transaction cannot stay open that long (its timeout is 10 s: outputs.py), and a
+message faust lost without letting go of it is still re-read, only later.
+
 All of this reaches into faust's consumer internals, so the checks act only when faust says no
 rebalance or recovery is in progress, and log what they do. A hole is re-read by seeking the
 partition back to its committed offset: the messages after it are processed again, which the
@@ -27,16 +37,28 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 STALL_CHECK_S = 10.0
+IN_FLIGHT_CHECKS = 3  # checks a commit held by a message on its way is waited for, at most
+
+
+def on_its_way(consumer: Any, tp: Any, offset: int) -> bool:
+    """Whether faust is tracking the message at `tp`/`offset`: handed to the agent and not yet
+    acked, or acked and not yet committed."""
+    if offset in consumer._acked_index.get(tp, ()):
+        return True
+    return any(m.offset == offset and m.tp == tp for m in list(consumer._unacked_messages))
 
 
 class StallWatch:
     def __init__(self) -> None:
         # committed offset per partition at the previous check, for partitions with a hole
         self._held: dict[Any, int] = {}
+        # checks each held partition's commit has been waited for, its message on its way
+        self._waited: dict[Any, int] = {}
 
     async def check(self, app: Any) -> None:
         if getattr(app, "rebalancing", False) or getattr(app, "in_recovery", False):
             self._held.clear()
+            self._waited.clear()
             return
         consumer = app.consumer
         changelogs = app.tables.changelog_topics
@@ -55,6 +77,7 @@ class StallWatch:
 
     async def _reread_holes(self, consumer: Any, assigned: set[Any]) -> None:
         held: dict[Any, int] = {}
+        waited: dict[Any, int] = {}
         for tp in assigned:
             committed = consumer._committed_offset.get(tp)
             if committed is None:
@@ -65,6 +88,14 @@ class StallWatch:
             if position is None or position <= committed:
                 continue
             if self._held.get(tp) == committed:
+                checks = self._waited.get(tp, 0)
+                if checks < IN_FLIGHT_CHECKS and on_its_way(consumer, tp, committed):
+                    log.info("%s: committed offset %d not moved for %.0f s; its message is on "
+                             "its way (a slow commit), not re-read yet", _names({tp})[0],
+                             committed, STALL_CHECK_S * (checks + 1))
+                    held[tp] = committed
+                    waited[tp] = checks + 1
+                    continue
                 log.warning("re-reading %s from offset %d: messages up to %d were read but "
                             "this one was never acknowledged (faust rebalance)",
                             _names({tp})[0], committed, position - 1)
@@ -72,6 +103,7 @@ class StallWatch:
             else:
                 held[tp] = committed
         self._held = held
+        self._waited = waited
 
 
 def _names(tps: set[Any]) -> list[str]:

@@ -1,0 +1,128 @@
+"""The stall watch (services/correlator/stalls.py): a commit held by a message faust lost is
+re-read; one held by a message still on its way (a slow commit) is waited for, a bounded time.
+
+The consumer here stands in for faust's, with the attributes the watch reads (listed in
+faust_contract.py); the watch's effect on a real group is in the integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+from weakref import WeakSet
+
+from safehub.services.correlator.stalls import IN_FLIGHT_CHECKS, StallWatch
+
+
+@dataclass(frozen=True)
+class TP:
+    topic: str
+    partition: int
+
+
+class Message:
+    def __init__(self, tp: TP, offset: int) -> None:
+        self.tp = tp
+        self.offset = offset
+
+
+@dataclass
+class Consumer:
+    tp: TP
+    committed: int
+    position_: int
+    sought: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._committed_offset = {self.tp: self.committed}
+        self._acked_index: defaultdict[Any, set[int]] = defaultdict(set)
+        self._unacked_messages: WeakSet[Message] = WeakSet()
+        self._buffered_partitions: set[Any] = set()
+
+    def assignment(self) -> set[TP]:
+        return {self.tp}
+
+    def _get_active_partitions(self) -> set[TP]:
+        return {self.tp}
+
+    def resume_partitions(self, tps: set[TP]) -> None:
+        raise AssertionError("nothing is paused here")
+
+    async def position(self, tp: TP) -> int:
+        return self.position_
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        self.sought.append(offset)
+        self.position_ = offset
+
+
+class Tables:
+    changelog_topics: set[str] = set()
+
+
+class App:
+    rebalancing = False
+    in_recovery = False
+    tables = Tables()
+
+    def __init__(self, consumer: Consumer) -> None:
+        self.consumer = consumer
+
+
+TP0 = TP("p.ingress.police", 0)
+
+
+def checks(watch: StallWatch, app: App, n: int) -> None:
+    async def run() -> None:
+        for _ in range(n):
+            await watch.check(app)
+
+    asyncio.run(run())
+
+
+def test_a_message_lost_at_the_committed_offset_is_re_read_on_the_second_check() -> None:
+    consumer = Consumer(TP0, committed=100, position_=400)
+    app = App(consumer)
+    watch = StallWatch()
+    checks(watch, app, 1)
+    assert consumer.sought == []  # once: the commit may just not have run yet
+    checks(watch, app, 1)
+    assert consumer.sought == [100]
+
+
+def test_a_message_still_on_its_way_is_waited_for_a_bounded_time() -> None:
+    consumer = Consumer(TP0, committed=100, position_=400)
+    in_flight = [Message(TP0, o) for o in range(100, 400)]
+    for m in in_flight:
+        consumer._unacked_messages.add(m)
+    app = App(consumer)
+    watch = StallWatch()
+    checks(watch, app, 1 + IN_FLIGHT_CHECKS)
+    assert consumer.sought == []
+    checks(watch, app, 1)  # still held after that: faust may have lost it without letting go
+    assert consumer.sought == [100]
+
+
+def test_an_acked_message_waiting_for_its_commit_is_not_re_read() -> None:
+    consumer = Consumer(TP0, committed=100, position_=400)
+    consumer._acked_index[TP0].update(range(100, 250))
+    app = App(consumer)
+    watch = StallWatch()
+    checks(watch, app, 3)
+    assert consumer.sought == []
+    consumer._committed_offset[TP0] = 250  # the coordinator is back: the commit moves
+    consumer._acked_index[TP0].clear()
+    checks(watch, app, 1)
+    assert consumer.sought == []
+
+
+def test_a_message_on_its_way_on_another_partition_does_not_hide_a_hole() -> None:
+    consumer = Consumer(TP0, committed=100, position_=400)
+    other = Message(TP("p.ingress.police", 1), 100)
+    consumer._unacked_messages.add(other)
+    consumer._acked_index[TP("p.ingress.police", 1)].add(100)
+    app = App(consumer)
+    watch = StallWatch()
+    checks(watch, app, 2)
+    assert consumer.sought == [100]
