@@ -17,10 +17,11 @@ is slow to commit (a broker down, seen in every fault run) holds its messages un
 seconds, and faust's commit of acked offsets can wait as long for a group coordinator that is
 failing over. Re-reading then delivered again ~600 messages a partition that were already in
 flight, on a worker already slowed by the outage (bench/results/fault-100k.json, run T). So a
-partition whose committed offset is held by a message faust is still tracking (handed to the
-agent and not acked) or has acked but not yet committed is given up to `IN_FLIGHT_CHECKS` more
-checks; a transaction cannot stay open that long (its timeout is 10 s: outputs.py), and a
-message faust lost without letting go of it is still re-read, only later.
+partition whose committed offset is held by a message faust still tracks (handed to the agent
+and not acked), or held while an offset commit is under way (faust drops the acked offsets it
+commits before it has the answer, so they are nowhere else), is given up to `IN_FLIGHT_CHECKS`
+more checks: as long as a batch's transaction is retried (outputs.RETRY_FOR_S). A message faust
+lost without letting go of it is still re-read, only that much later.
 
 All of this reaches into faust's consumer internals, so the checks act only when faust says no
 rebalance or recovery is in progress, and log what they do. A hole is re-read by seeking the
@@ -32,18 +33,22 @@ duplicates are dropped by every sink, and faust ignores a second ack of an offse
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
+
+from safehub.services.correlator.outputs import RETRY_FOR_S
 
 log = logging.getLogger(__name__)
 
 STALL_CHECK_S = 10.0
-IN_FLIGHT_CHECKS = 3  # checks a commit held by a message on its way is waited for, at most
+# checks a commit held by a message on its way is waited for, at most
+IN_FLIGHT_CHECKS = math.ceil(RETRY_FOR_S / STALL_CHECK_S)
 
 
 def on_its_way(consumer: Any, tp: Any, offset: int) -> bool:
-    """Whether faust is tracking the message at `tp`/`offset`: handed to the agent and not yet
-    acked, or acked and not yet committed."""
-    if offset in consumer._acked_index.get(tp, ()):
+    """Whether the message at `tp`/`offset` may still be committed without a re-read: faust
+    tracks it (handed to the agent, not yet acked), or an offset commit is under way."""
+    if consumer._commit_fut is not None:
         return True
     return any(m.offset == offset and m.tp == tp for m in list(consumer._unacked_messages))
 

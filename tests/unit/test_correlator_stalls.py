@@ -7,7 +7,6 @@ faust_contract.py); the watch's effect on a real group is in the integration tes
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 from weakref import WeakSet
@@ -36,7 +35,7 @@ class Consumer:
 
     def __post_init__(self) -> None:
         self._committed_offset = {self.tp: self.committed}
-        self._acked_index: defaultdict[Any, set[int]] = defaultdict(set)
+        self._commit_fut: asyncio.Future[None] | None = None
         self._unacked_messages: WeakSet[Message] = WeakSet()
         self._buffered_partitions: set[Any] = set()
 
@@ -106,24 +105,31 @@ def test_a_message_still_on_its_way_is_waited_for_a_bounded_time() -> None:
     assert consumer.sought == [100]
 
 
-def test_an_acked_message_waiting_for_its_commit_is_not_re_read() -> None:
+def test_a_commit_under_way_holds_the_re_read_until_it_is_answered() -> None:
+    # faust drops the offsets it commits from its acked list before the coordinator answers,
+    # so while a commit hangs (a coordinator failing over) the committed offset's message is
+    # tracked nowhere: the commit under way is what says it is not lost.
     consumer = Consumer(TP0, committed=100, position_=400)
-    consumer._acked_index[TP0].update(range(100, 250))
     app = App(consumer)
     watch = StallWatch()
-    checks(watch, app, 3)
-    assert consumer.sought == []
-    consumer._committed_offset[TP0] = 250  # the coordinator is back: the commit moves
-    consumer._acked_index[TP0].clear()
-    checks(watch, app, 1)
-    assert consumer.sought == []
+
+    async def run() -> None:
+        consumer._commit_fut = asyncio.get_running_loop().create_future()
+        for _ in range(3):
+            await watch.check(app)
+        assert consumer.sought == []
+        consumer._commit_fut = None  # answered: the commit moved
+        consumer._committed_offset[TP0] = 250
+        await watch.check(app)
+        assert consumer.sought == []
+
+    asyncio.run(run())
 
 
 def test_a_message_on_its_way_on_another_partition_does_not_hide_a_hole() -> None:
     consumer = Consumer(TP0, committed=100, position_=400)
     other = Message(TP("p.ingress.police", 1), 100)
     consumer._unacked_messages.add(other)
-    consumer._acked_index[TP("p.ingress.police", 1)].add(100)
     app = App(consumer)
     watch = StallWatch()
     checks(watch, app, 2)
