@@ -17,7 +17,7 @@ def test_records_in_order_are_admitted_and_a_skip_asks_for_a_re_read() -> None:
     # After the seek back, the partition is read from 17 and nothing is genuine.
     offsets.reset(TP, 17)
     assert [offsets.admit(TP, o) for o in range(17, 58)] == [None] * 41
-    assert offsets.genuine == set()
+    assert offsets.genuine == {}
 
 
 def test_a_hole_found_again_after_the_re_read_is_in_the_log_and_let_through() -> None:
@@ -26,7 +26,9 @@ def test_a_hole_found_again_after_the_re_read_is_in_the_log_and_let_through() ->
     assert offsets.admit(TP, 7) == 5  # offset 5 is a transaction marker, say
     offsets.reset(TP, 5)
     assert offsets.admit(TP, 7) is None
-    assert offsets.genuine == {(TP, 7)}
+    assert offsets.genuine == {(TP, 7): 5}
+    assert offsets.hole_at(TP, 5) == (5, 7) == offsets.hole_at(TP, 6)
+    assert offsets.hole_at(TP, 7) is None and offsets.hole_at(OTHER, 5) is None
     assert offsets.admit(TP, 8) is None
     # A later, different hole is re-read again.
     assert offsets.admit(TP, 20) == 9

@@ -1,0 +1,93 @@
+"""The correlator's commit point (PromptConsumer._new_offset and _add_gap, transport.py), on
+faust's own bookkeeping code: a single message lost inside faust is never committed past, and
+a gap in the log at the committed offset itself still lets the commit move.
+
+The consumer is built without starting it (no broker is needed to compute a commit offset);
+its attributes are the ones faust's __init__ makes, listed in faust_contract.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import Any
+
+from faust.transport.drivers.aiokafka import Consumer as FaustConsumer
+from faust.types import TP
+from intervaltree import IntervalTree
+
+from safehub.services.correlator.transport import NextOffsets, PromptConsumer
+
+TP0 = TP("p.ingress.police", 0)
+
+
+def bookkeeping(cls: type, committed: int, acked: list[int]) -> Any:
+    consumer = object.__new__(cls)
+    consumer._acked = defaultdict(list, {TP0: sorted(acked)})
+    consumer._acked_index = defaultdict(set, {TP0: set(acked)})
+    consumer._gap = defaultdict(IntervalTree)
+    consumer._committed_offset = defaultdict(lambda: None, {TP0: committed})
+    consumer.next_offsets = NextOffsets()
+    return consumer
+
+
+def commits(consumer: Any) -> list[int]:
+    """The offsets successive commit ticks would commit, as faust's _commit_offsets applies them."""
+    out = []
+    while (offset := consumer._new_offset(TP0)) is not None:
+        out.append(offset)
+        consumer._committed_offset[TP0] = offset
+    return out
+
+
+def test_faust_alone_commits_past_a_single_lost_message() -> None:
+    # Why the correction exists: offset 150 never acked, everything around it acked.
+    faust_own = bookkeeping(FaustConsumer, 100, [*range(100, 150), *range(151, 200)])
+    assert commits(faust_own) == [150, 200]
+
+
+def test_a_single_lost_message_holds_the_commit_at_it() -> None:
+    consumer = bookkeeping(PromptConsumer, 100, [*range(100, 150), *range(151, 200)])
+    assert commits(consumer) == [150]
+    assert consumer._committed_offset[TP0] == 150
+
+
+def test_a_lost_message_at_the_committed_offset_holds_the_commit() -> None:
+    consumer = bookkeeping(PromptConsumer, 100, list(range(101, 200)))
+    assert commits(consumer) == []
+
+
+def test_acked_in_order_the_commit_moves_as_before() -> None:
+    mine = bookkeeping(PromptConsumer, 100, list(range(100, 200)))
+    theirs = bookkeeping(FaustConsumer, 100, list(range(100, 200)))
+    assert commits(mine) == commits(theirs) == [200]
+
+
+def test_a_gap_in_the_log_reported_by_faust_lets_the_commit_move() -> None:
+    # Transaction markers at 100-101, found in the log itself by NextOffsets (re-read once),
+    # and reported by faust's fetch loop as a gap up to the record after them.
+    consumer = bookkeeping(PromptConsumer, 100, list(range(102, 200)))
+    consumer.next_offsets.reset(TP0, 100)
+    assert consumer.next_offsets.admit(TP0, 102) == 100
+    consumer.next_offsets.reset(TP0, 100)
+    assert consumer.next_offsets.admit(TP0, 102) is None
+    asyncio.run(consumer._add_gap(TP0, 100, 102))  # as faust calls it: up to the record
+    assert commits(consumer)[-1] == 200  # (faust's merge takes two ticks over the overlap)
+
+
+def test_a_marker_right_at_the_committed_offset_lets_the_commit_move() -> None:
+    # A transaction committed just before the worker's commit leaves its marker at the
+    # committed offset; after a seek there faust sees offset 101 one past the offset it read
+    # from and reports no gap: NextOffsets' finding lets the commit through.
+    consumer = bookkeeping(PromptConsumer, 100, list(range(101, 200)))
+    consumer.next_offsets.reset(TP0, 100)
+    assert consumer.next_offsets.admit(TP0, 101) == 100
+    consumer.next_offsets.reset(TP0, 100)
+    assert consumer.next_offsets.admit(TP0, 101) is None
+    assert commits(consumer) == [200]
+    assert consumer.next_offsets.genuine == {}
+
+
+def test_a_gap_the_log_does_not_have_is_not_recorded() -> None:
+    consumer = bookkeeping(PromptConsumer, 100, list(range(101, 200)))
+    asyncio.run(consumer._add_gap(TP0, 100, 100))  # not found in the log: messages lost
+    assert commits(consumer) == []
