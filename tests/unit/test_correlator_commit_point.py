@@ -30,6 +30,16 @@ def bookkeeping(cls: type, committed: int, acked: list[int]) -> Any:
     return consumer
 
 
+def found_twice(consumer: Any, committed: int, delivered: int) -> None:
+    """NextOffsets meets `delivered` after the committed offset, re-reads, and meets it again:
+    the log has no record in between."""
+    offsets = consumer.next_offsets
+    offsets.reset(TP0, committed)
+    assert offsets.admit(TP0, delivered) == committed
+    offsets.reset(TP0, committed)
+    assert offsets.admit(TP0, delivered) is None
+
+
 def commits(consumer: Any) -> list[int]:
     """The offsets successive commit ticks would commit, as faust's _commit_offsets applies them."""
     out = []
@@ -66,10 +76,7 @@ def test_a_gap_in_the_log_reported_by_faust_lets_the_commit_move() -> None:
     # Transaction markers at 100-101, found in the log itself by NextOffsets (re-read once),
     # and reported by faust's fetch loop as a gap up to the record after them.
     consumer = bookkeeping(PromptConsumer, 100, list(range(102, 200)))
-    consumer.next_offsets.reset(TP0, 100)
-    assert consumer.next_offsets.admit(TP0, 102) == 100
-    consumer.next_offsets.reset(TP0, 100)
-    assert consumer.next_offsets.admit(TP0, 102) is None
+    found_twice(consumer, 100, 102)
     asyncio.run(consumer._add_gap(TP0, 100, 102))  # as faust calls it: up to the record
     assert commits(consumer)[-1] == 200  # (faust's merge takes two ticks over the overlap)
 
@@ -79,10 +86,7 @@ def test_a_marker_right_at_the_committed_offset_lets_the_commit_move() -> None:
     # committed offset; after a seek there faust sees offset 101 one past the offset it read
     # from and reports no gap: NextOffsets' finding lets the commit through.
     consumer = bookkeeping(PromptConsumer, 100, list(range(101, 200)))
-    consumer.next_offsets.reset(TP0, 100)
-    assert consumer.next_offsets.admit(TP0, 101) == 100
-    consumer.next_offsets.reset(TP0, 100)
-    assert consumer.next_offsets.admit(TP0, 101) is None
+    found_twice(consumer, 100, 101)
     assert commits(consumer) == [200]
     assert consumer.next_offsets.genuine == {}
 

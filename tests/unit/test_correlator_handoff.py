@@ -37,6 +37,17 @@ async def waits_for(rec: Recorder, gate: asyncio.Event, lock: asyncio.Lock) -> s
             rec.cleaned = True
 
 
+class Waiting:
+    """A callback handed over and waiting at its gate, racing the suspend event."""
+
+    def __init__(self) -> None:
+        self.suspend, self.gate, self.lock = asyncio.Event(), asyncio.Event(), asyncio.Lock()
+        self.rec = Recorder()
+        self.handing = asyncio.ensure_future(hand_over(
+            Service().wait_first, waits_for(self.rec, self.gate, self.lock),
+            self.suspend.wait()))
+
+
 def test_a_callback_that_does_not_wait_makes_no_task() -> None:
     async def scenario() -> None:
         service = Service()
@@ -60,16 +71,12 @@ def test_a_callback_that_does_not_wait_makes_no_task() -> None:
 
 def test_a_waiting_callback_finishes_through_the_race_when_its_wait_ends() -> None:
     async def scenario() -> None:
-        service = Service()
-        suspend, gate, lock = asyncio.Event(), asyncio.Event(), asyncio.Lock()
-        rec = Recorder()
-        handing = asyncio.ensure_future(
-            hand_over(service.wait_first, waits_for(rec, gate, lock), suspend.wait()))
+        w = Waiting()
         await asyncio.sleep(0.05)
-        assert rec.reached == ["waiting"] and lock.locked() and not handing.done()
-        gate.set()
-        result = await asyncio.wait_for(handing, 5)
-        assert rec.reached == ["waiting", "done"] and rec.cleaned and not lock.locked()
+        assert w.rec.reached == ["waiting"] and w.lock.locked() and not w.handing.done()
+        w.gate.set()
+        result = await asyncio.wait_for(w.handing, 5)
+        assert w.rec.reached == ["waiting", "done"] and w.rec.cleaned and not w.lock.locked()
         assert list(result.results) == ["handed"] and not result.stopped
 
     asyncio.run(scenario())
@@ -77,20 +84,16 @@ def test_a_waiting_callback_finishes_through_the_race_when_its_wait_ends() -> No
 
 def test_a_suspension_cancels_a_waiting_callback_where_it_waits() -> None:
     async def scenario() -> None:
-        service = Service()
-        suspend, gate, lock = asyncio.Event(), asyncio.Event(), asyncio.Lock()
-        rec = Recorder()
-        handing = asyncio.ensure_future(
-            hand_over(service.wait_first, waits_for(rec, gate, lock), suspend.wait()))
+        w = Waiting()
         await asyncio.sleep(0.05)
-        suspend.set()  # a rebalance stops the flow
-        await asyncio.wait_for(handing, 5)
+        w.suspend.set()  # a rebalance stops the flow
+        await asyncio.wait_for(w.handing, 5)
         await asyncio.sleep(0.05)
         # Cancelled inside its wait: never handed over, its lock released, its finally run.
-        assert rec.reached == ["waiting"] and rec.cleaned and not lock.locked()
-        gate.set()
+        assert w.rec.reached == ["waiting"] and w.rec.cleaned and not w.lock.locked()
+        w.gate.set()
         await asyncio.sleep(0.05)
-        assert rec.reached == ["waiting"]
+        assert w.rec.reached == ["waiting"]
 
     asyncio.run(scenario())
 
