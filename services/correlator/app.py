@@ -8,14 +8,16 @@
   4-byte key. A block's state is logged to the changelog partition its events arrived on, so
   whichever worker owns the ingress partition recovers exactly that block's state.
 - Messages are taken in batches (`take_events`) and correlated in a child process on the
-  machine's other core (offload.py). For each batch, in order: dead letters, alerts, audit
-  entries and the blocks' states (for the table's changelog) are sent as one transaction and
-  committed (outputs.py); the states are put in the table's store
-  (changelog.py); and only then are the events acked; faust buffers the next batch meanwhile
-  (`Pipeline`). Input offsets are committed by faust afterwards, outside the transaction
-  (faust's exactly_once mode is not used): an event redelivered after a crash is either in its
-  block's committed state, and changes nothing, or in nothing committed, and is correlated
-  again.
+  machine's other core (offload.py). Records that cannot be events skip faust's channels: the
+  transport puts them in the refusals lane (refusals.py), from which `refuse` hands them to the
+  same pipeline in batches of their own, after any batch of events waiting for room. For each
+  batch, in order: dead letters, alerts, audit entries and the blocks' states (for the table's
+  changelog) are sent as one transaction and committed (outputs.py); the states are put in the
+  table's store (changelog.py); and only then are the events acked; faust buffers the next
+  batch meanwhile (`Pipeline`). Input offsets are committed by faust afterwards, outside the
+  transaction (faust's exactly_once mode is not used): an event redelivered after a crash is
+  either in its block's committed state, and changes nothing, or in nothing committed, and is
+  correlated again.
 - A block state the table cannot give back readable (a poisoned changelog record) is
   quarantined, not fatal: the block starts afresh (offload.py), the record goes to `deadletter`
   with the reason and its changelog partition and offset, an ERROR names the block and the
@@ -48,7 +50,6 @@ from safehub.consumers.deadletter import (
 )
 from safehub.errors import SafehubError, StoreError, ValidationError
 from safehub.observability.watch import ServiceWatch
-from safehub.schemas.validation import LINKAGE_BLOCKS
 from safehub.services.correlation.linking import block_key
 from safehub.services.correlation.rules import Rules
 from safehub.services.correlator import membership, transport
@@ -57,7 +58,7 @@ from safehub.services.correlator.fairness import SHARE
 from safehub.services.correlator.ingress import warn_of_unread_topics
 from safehub.services.correlator.offload import Child, Reply
 from safehub.services.correlator.outputs import DeadLetterRecord, OutputWriter
-from safehub.services.correlator.processing import SERVICE, Incoming
+from safehub.services.correlator.processing import SERVICE, Incoming, may_be_event
 from safehub.services.correlator.residency import DEFAULT_BUDGET_BYTES, Residency
 from safehub.services.correlator.stalls import STALL_CHECK_S, StallWatch
 from safehub.settings import CorrelatorEnv, load
@@ -206,20 +207,42 @@ def build_app(
 
     stats = Throughput(load(CorrelatorEnv).stats_every_s)
 
-    @app.agent(ingress)
-    async def correlate(stream: Any) -> None:
+    def pipeline() -> Pipeline:
+        # Made on first use inside the running worker: it starts the correlation child.
         if "pipeline" not in holder:
             child = Child(rules, settings.prefix, settings.partitions)
             holder["pipeline"] = Pipeline(app, table, child, outputs, states, clock_ms, stats,
                                           watch, Residency(settings.held_bytes))
-        pipeline: Pipeline = holder["pipeline"]
+        made: Pipeline = holder["pipeline"]
+        return made
+
+    @app.agent(ingress)
+    async def correlate(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
-            for e in events:
+            messages = [e.message for e in events]
+            for message in messages:
                 # take_events acks each event when this body returns; the extra reference
                 # holds the offset until the batch's outputs and states are acknowledged.
-                e.message.incref()
-            await pipeline.submit(events)
+                message.incref()
+            await pipeline().submit(messages)
 
+    async def refuse() -> None:
+        """The refusals lane (refusals.py) to the pipeline, a batch at a time, after events."""
+        try:
+            while True:
+                consumer: Any = app.consumer  # transport.PromptConsumer
+                lane = consumer.refusals
+                await lane.wait()
+                await pipeline().room()
+                messages = lane.take(settings.batch_max)
+                if messages:
+                    await pipeline().submit(messages)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a lane no longer drained holds every commit
+            _stop(exc)
+
+    app.task(refuse)
     return app
 
 
@@ -293,22 +316,31 @@ class Pipeline:
         # Flushes not yet done, oldest first; each waits for the one before it.
         self._flushes: list[asyncio.Future[None]] = []
 
-    async def submit(self, events: Sequence[Any]) -> None:
+    async def room(self) -> None:
+        """Until a batch can be submitted without waiting, and a batch of events waiting for
+        room has had its turn: refusals (refusals.py) go after events."""
+        while True:
+            self._flushes = [f for f in self._flushes if not f.done()]
+            if len(self._flushes) < self.DEPTH:
+                await asyncio.sleep(0)  # an agent woken by the same flush submits first
+                self._flushes = [f for f in self._flushes if not f.done()]
+                if len(self._flushes) < self.DEPTH:
+                    return
+            await asyncio.wait([self._flushes[0]])
+
+    async def submit(self, messages: Sequence[Any]) -> None:
+        """Correlate faust's `messages` (ConsumerMessage), acking each once its batch's outputs
+        are committed and states stored."""
         self._flushes = [f for f in self._flushes if not f.done()]
         if len(self._flushes) >= self.DEPTH:
             await self._flushes[0]
         # faust gives the record's timestamp in seconds (CreateTime: the producer's clock).
-        lag = time.time() - min(e.message.timestamp for e in events)
-        batch = [
-            Incoming(e.message.topic, e.message.partition, e.message.offset, e.message.key,
-                     e.message.value)
-            for e in events
-        ]
-        # Not a block key (None, not 4 bytes, or beyond the blocks producers make): the child
-        # dead-letters the message, and no state is held for it (a flood of random keys would
-        # otherwise fill the worker with empty blocks).
-        touched = {m.key for m in batch if m.key is not None and len(m.key) == 4
-                   and int.from_bytes(m.key, "big") < LINKAGE_BLOCKS}
+        lag = time.time() - min(m.timestamp for m in messages)
+        batch = [Incoming(m.topic, m.partition, m.offset, m.key, m.value) for m in messages]
+        # Only a record that may be an event is correlated on its block's state; any other is
+        # refused before its state is looked at (processing.py), and no state is held for it
+        # (a flood of random keys would otherwise fill the worker with empty blocks).
+        touched = {m.key for m in batch if m.key is not None and may_be_event(m.key, m.value)}
         seq, shipped, drop = self._residency.plan(
             (int.from_bytes(key, "big"), self._table.get(key)) for key in touched)
         reply = self._child.submit(self._clock_ms(), shipped, batch, drop)
@@ -317,10 +349,10 @@ class Pipeline:
         # has joined again (its partitions perhaps another's by then) must not commit.
         joins = self._outputs.joins
         self._flushes.append(asyncio.ensure_future(
-            self._flush(events, batch, seq, shipped, reply, previous, lag,
+            self._flush(messages, batch, seq, shipped, reply, previous, lag,
                         time.perf_counter(), joins)))
 
-    async def _flush(self, events: Sequence[Any], batch: Sequence[Incoming], seq: int,
+    async def _flush(self, messages: Sequence[Any], batch: Sequence[Incoming], seq: int,
                      shipped: dict[int, bytes | None], reply_future: asyncio.Future[Reply],
                      previous: asyncio.Future[None] | None, lag_s: float,
                      started: float, joins: int) -> None:
@@ -350,12 +382,11 @@ class Pipeline:
         except (SafehubError, OSError) as exc:
             _stop(exc)
         consumer = self._app.consumer
-        for e in events:
-            message = e.message
+        for message in messages:
             if message.ack(consumer):
                 self._app.sensors.on_message_out(message.tp, message.offset, message)
         self._stats.add(len(batch), reply.process_s, t2 - t1, time.perf_counter() - t2, lag_s)
-        self._count(events, batch, reply, started)
+        self._count(messages, batch, reply, started)
 
     def _dead_letters(self, batch: Sequence[Incoming], reply: Reply) -> list[DeadLetterRecord]:
         """The batch's refused records as dead letters, logged once per source partition and
@@ -396,7 +427,7 @@ class Pipeline:
     def idle(self) -> bool:
         return all(f.done() for f in self._flushes)
 
-    def _count(self, events: Sequence[Any], batch: Sequence[Incoming], reply: Reply,
+    def _count(self, messages: Sequence[Any], batch: Sequence[Incoming], reply: Reply,
                started: float) -> None:
         metrics = self._watch.metrics
         for topic, n in Counter(m.topic for m in batch).items():
@@ -409,7 +440,7 @@ class Pipeline:
         metrics.produced(self._outputs.alerts_topic, len(reply.alerts))
         metrics.produced(self._outputs.audit_topic, len(reply.audit))
         # faust gives the record's timestamp in seconds
-        metrics.latency_since(int(e.message.timestamp * 1000) for e in events)
+        metrics.latency_since(int(m.timestamp * 1000) for m in messages)
         metrics.batch(time.perf_counter() - started)
         self._watch.heartbeat.beat(SERVICE)
 

@@ -14,16 +14,18 @@ then at most a share of each partition, faust's queue and the batches in flight 
 DEFAULT_BATCH). Order within a partition is kept: held records go first, and records fetched
 later are held after them.
 
-Events first. The flooding agency's own valid event waits for the records ahead of it on its
-own partition, which are refused in order (the journal follows the processing order). With
-every partition given the same share, its partition got a sixth of the worker under a flood of
-six: ~5.7 s behind ~8,500 refused records (bench/results/flood.json). So a partition holding a
-record that may be an event (`urgent`: a cheap look at the key and the schema header, which a
-malformed record fails; processing.py) is handed a full share per round, and while any is,
-the partitions holding none get LAGGARD_SHARE each: the refusals ahead of an event go at
-nearly the worker's whole rate. A flood made to pass the cheap look is served as before, a
-share per partition; the partitions holding nothing that looks like an event still move, so
-their offsets are committed and no stall is suspected (stalls.py).
+Events first. A partition holding a record that may be an event (`urgent`: a cheap look at
+the key and the schema header, which a malformed record fails; processing.py) is handed a full
+share per round, and while any is, the partitions holding none get LAGGARD_SHARE each. Records
+that fail the cheap look go to the refusals lane instead of faust's queue (refusals.py): they
+are handed over beside the share, within the lane's room, the partitions holding a possible
+event first, and always those standing ahead of a possible event that the share hands over
+(within a larger room: they are held in memory already). So the flooding agency's own valid
+event no longer waits for the refusals ahead of it on its own partition: 1.04 s behind ~8,500
+of them in session 29, when they were refused in order through faust (bench/results/flood.json).
+A flood made to pass the cheap look is served as before, a share per partition; the partitions
+holding nothing that looks like an event still move, so their offsets are committed and no
+stall is suspected (stalls.py).
 
 For that, a partition holding records is fetched again while it holds less than `hold_max`
 bytes not yet handed over, and the worker holds at most `hold_total` in all: an event behind a
@@ -38,6 +40,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
+
+from safehub.services.correlator.refusals import MESSAGE_COST
 
 # Records of one partition handed over per round (SAFEHUB_CORRELATOR_FAIR_SHARE): six flooded
 # partitions then put at most ~600 records in a round ahead of another agency's. A catch-up of
@@ -62,6 +66,11 @@ def record_size(record: Any) -> int:
     return RECORD_COST + len(record.key or b"") + len(record.value or b"")
 
 
+def lane_record_size(record: Any) -> int:
+    """What the refusals lane counts for `record` once faust has made it a message."""
+    return MESSAGE_COST + len(record.key or b"") + len(record.value or b"")
+
+
 class _Held:
     __slots__ = ("records", "size", "taken", "urgent")
 
@@ -75,12 +84,14 @@ class _Held:
 class FairShare:
     def __init__(self, share: int = SHARE, urgent: Callable[[Any], bool] = _never,
                  size: Callable[[Any], int] = record_size, hold_max: int = HOLD_MAX,
-                 hold_total: int = HOLD_TOTAL) -> None:
+                 hold_total: int = HOLD_TOTAL,
+                 lane_size: Callable[[Any], int] = lane_record_size) -> None:
         if share < 1:
             raise ValueError("a share is at least one record")
         self.share = share
         self._urgent = urgent
         self._size = size
+        self._lane_size = lane_size
         self._hold_max = hold_max
         self._hold_total = hold_total
         self._held: dict[Any, _Held] = {}
@@ -97,21 +108,33 @@ class FairShare:
             return set(self._held)
         return {tp for tp, held in self._held.items() if held.size >= self._hold_max}
 
-    def take(self, fetched: Mapping[Any, Sequence[Any]],
-             active: Iterable[Any]) -> dict[Any, list[Any]]:
+    def take(self, fetched: Mapping[Any, Sequence[Any]], active: Iterable[Any],
+             lane: tuple[int, int] | None = None) -> dict[Any, list[Any]]:
         """Hold `fetched` (partition -> records, after any it holds) and hand over, oldest first,
         a share of each `active` partition's held records: LAGGARD_SHARE of those holding no
-        possible event while another active partition holds one."""
+        possible event while another active partition holds one.
+
+        With `lane`, records that cannot be events go to the refusals lane (refusals.py), not
+        to faust's queue: they are handed over beside the share, partitions holding a possible
+        event first, within the lane's room in bytes: `lane[1]` for those ahead of a possible
+        event the share hands over (they are held in memory already, and are all that stands
+        between it and faust), `lane[0]` for the others."""
         for tp, records in fetched.items():
             if records:
                 self._hold(tp, records)
         serving = [(tp, self._held[tp]) for tp in active if tp in self._held]
         urgent = any(held.urgent for _, held in serving)
+        if lane is not None and urgent:
+            serving.sort(key=lambda item: not item[1].urgent)
+        used = 0  # bytes handed to the lane this round
         out: dict[Any, list[Any]] = {}
         for tp, held in serving:
             n = self.share if not urgent or held.urgent else LAGGARD_SHARE
-            records = held.records
-            given = [records.popleft() for _ in range(min(n, len(records)))]
+            if lane is None:
+                records = held.records
+                given = [records.popleft() for _ in range(min(n, len(records)))]
+            else:
+                given, used = self._with_lane(held, n, lane, used)
             out[tp] = given
             held.taken += len(given)
             size = sum(map(self._size, given))
@@ -119,9 +142,35 @@ class FairShare:
             self._total -= size
             while held.urgent and held.urgent[0] < held.taken:
                 held.urgent.popleft()
-            if not records:
+            if not held.records:
                 del self._held[tp]
         return out
+
+    def _with_lane(self, held: _Held, n: int, lane: tuple[int, int],
+                   used: int) -> tuple[list[Any], int]:
+        """Up to `n` possible events of `held` and the records that cannot be, in order, within
+        the lane's room: the records handed over and the lane's bytes used after them."""
+        room, room_ahead = lane
+        records = held.records
+        urgent = iter(held.urgent)
+        next_urgent = next(urgent, None)
+        given: list[Any] = []
+        events = 0
+        while records:
+            at = held.taken + len(given)
+            if at == next_urgent:
+                if events >= n:
+                    break
+                events += 1
+                next_urgent = next(urgent, None)
+            else:
+                cost = self._lane_size(records[0])
+                ahead = next_urgent is not None and events < n
+                if used + cost > (room_ahead if ahead else room):
+                    break
+                used += cost
+            given.append(records.popleft())
+        return given, used
 
     def _hold(self, tp: Any, records: Sequence[Any]) -> None:
         held = self._held.get(tp)

@@ -73,7 +73,11 @@ RELIANCES = (
              "an offset commit under way: a held commit that is no hole (stalls.py)",
              "commit"),
     Reliance("faust.transport.consumer:Consumer", "_unacked_messages",
-             "messages handed to the agent and not yet acked (stalls.py)", "__init__"),
+             "messages handed to the agent or the refusals lane, not yet acked (stalls.py)",
+             "__init__"),
+    Reliance("faust.transport.consumer:Consumer", "_read_offset",
+             "the fetch loop's last offset handed on per partition: a record taken into the "
+             "refusals lane counts as handed on (transport.py)", "__init__"),
     Reliance("faust.transport.consumer:Consumer", "_buffered_partitions",
              "tells a paused partition from one with buffered records", "__init__"),
     Reliance("faust.transport.consumer:Consumer", "_get_active_partitions",

@@ -35,11 +35,15 @@ full queue waits for room. Ingress partitions are therefore never paused for pre
 
 Handing over. faust's fetch loop races each record's hand-over against the flow's suspension
 through `wait_first`, four tasks a record; `PromptConsumer.wait_first` runs a hand-over that
-does not wait without them (handoff.py).
+does not wait without them (handoff.py). A record that cannot be an event is not handed to
+faust's channels at all: `getmany` takes it into the refusals lane (refusals.py), with the
+bookkeeping faust's fetch loop would have done for it (tracked until acked, its partition's
+read offset moved), so that faust's commits and gaps treat it as a record handed on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -55,6 +59,7 @@ from safehub.services.correlator import committed, faust_contract, handoff, memb
 from safehub.services.correlator.fairness import SHARE, FairShare
 from safehub.services.correlator.log_end import log_ends
 from safehub.services.correlator.processing import may_be_event
+from safehub.services.correlator.refusals import Refusals
 
 # Before anything below is used: on a faust or aiokafka these corrections were not checked
 # against, they could silently not apply (faust_contract.py).
@@ -152,6 +157,9 @@ class PromptConsumer(faust_aiokafka.Consumer):
         # Of the ingress partitions (fairness.py); the transport says how large a share is.
         self.fair_share = FairShare(getattr(self.transport, "fair_share", SHARE),
                                     urgent=_may_be_event)
+        # Records refused whatever else holds, taken out of faust's per-record path
+        # (refusals.py); the app dead-letters them in batches of their own.
+        self.refusals = Refusals()
         # Per changelog partition: the last record's offset fetched, and the position after
         # the last fetch during recovery.
         self._fetched: dict[Any, int] = {}
@@ -169,7 +177,9 @@ class PromptConsumer(faust_aiokafka.Consumer):
             return await super()._getmany(active_partitions, timeout)
         acked = self.app.topics.acks_enabled_for
         share = self.fair_share
-        share.keep_only(self.assignment())
+        assigned = self.assignment()
+        share.keep_only(assigned)
+        self._forget(self.refusals.keep_only(assigned))
         active = set(active_partitions)
         # A partition holding its most is not fetched until some are handed over; with some
         # held, what aiokafka has already buffered is taken without waiting for more.
@@ -194,8 +204,15 @@ class PromptConsumer(faust_aiokafka.Consumer):
         ingress: dict[Any, Any] = {}
         for tp, fetched in records.items():
             (ingress if acked(tp.topic) else out)[tp] = fetched
-        out.update(share.take(ingress, [tp for tp in active if acked(tp.topic)]))
+        out.update(share.take(ingress, [tp for tp in active if acked(tp.topic)],
+                              self.refusals.room()))
         return out
+
+    def _forget(self, messages: Sequence[Any]) -> None:
+        """Messages taken into the refusals lane and dropped from it unrefused: their partition
+        is read again from an earlier offset, or is no longer this worker's."""
+        for message in messages:
+            self._unacked_messages.discard(message)
 
     async def wait_first(self, *coros: Any, timeout: Any = None) -> Any:
         # faust's fetch loop hands each record to the channels through this (handoff.py).
@@ -208,6 +225,7 @@ class PromptConsumer(faust_aiokafka.Consumer):
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
         acked = self.app.topics.acks_enabled_for  # ingress yes; the table's changelog no
         holes: set[Any] = set()
+        diverted = 0
         async for tp, message in super().getmany(timeout):
             if tp in holes:
                 continue  # the rest of this partition's batch comes again after the seek
@@ -220,16 +238,37 @@ class PromptConsumer(faust_aiokafka.Consumer):
                     holes.add(tp)
                     await self.seek(tp, reread_from)
                     continue
+                if not may_be_event(message.key, message.value):
+                    await self._refuse(tp, message)
+                    diverted += 1
+                    if not diverted % 100:
+                        await asyncio.sleep(0)  # a lane round can be thousands of records
+                    continue
             yield tp, message
+
+    async def _refuse(self, tp: Any, message: Any) -> None:
+        """Into the refusals lane, with the bookkeeping faust's fetch loop does for a message it
+        hands to the agent (`Consumer._drain_messages`): a gap in the log before it, the
+        message tracked until acked, and the partition's read offset."""
+        read = self._read_offset[tp]
+        if read is not None and message.offset < read:
+            return  # faust's loop drops it too: already read
+        if read and message.offset - read > 1:
+            await self._add_gap(tp, read + 1, message.offset)
+        self.track_message(message)
+        self.refusals.add(message)
+        self._read_offset[tp] = message.offset
 
     async def seek(self, partition: Any, offset: int) -> None:
         await super().seek(partition, offset)
         self.next_offsets.reset(partition, offset)
         self.fair_share.drop(partition)
+        self._forget(self.refusals.drop({partition}))
 
     async def perform_seek(self) -> None:
         """Seek every ingress partition to its committed offset, or its beginning if none."""
         self.fair_share.clear()
+        self._forget(self.refusals.keep_only(()))
         await super().perform_seek()  # aiokafka seeks only commits above 0
         acked = self.app.topics.acks_enabled_for
         tps = {tp for tp in self.assignment() if acked(tp.topic)}

@@ -131,3 +131,68 @@ def test_the_bounds_are_in_bytes_so_large_records_are_held_few_at_a_time() -> No
     assert share.full() == {"big"}  # nine of 1 MB: fetched no more
     share.take({}, ["big"])
     assert share.full() == set()
+
+
+# With the refusals lane (refusals.py): records that cannot be events are handed over beside the
+# share while the lane has room; `lane_size` is what the lane counts for one.
+def lane_share(share: int) -> FairShare:
+    return FairShare(share, urgent=event_or_garbage, size=len, lane_size=lambda r: 1)
+
+
+def test_with_the_lane_a_flood_goes_beside_the_share_and_an_event_behind_it_at_once() -> None:
+    share = lane_share(2)
+    garbage = [f"g{i}" for i in range(1000)]
+    own = [*garbage[:700], "event", "event2", "event3", *garbage[700:]]
+    first = share.take({"own": own, "other": garbage}, ["own", "other"], (1000, 2000))
+    # Its share of possible events (2), everything that cannot be one ahead of them, and the
+    # refusals after them while the lane has room: the partition holding an event goes first.
+    assert first["own"] == own[:702]
+    assert first["other"] == garbage[:300]  # the room the own partition left: 1000 - 700
+    second = share.take({}, ["own", "other"], (1000, 2000))
+    assert second == {"own": own[702:], "other": garbage[300:]}
+    assert share.holding() == set()
+
+
+def test_a_full_lane_takes_only_what_stands_ahead_of_an_event_and_then_nothing() -> None:
+    share = lane_share(1)
+    garbage = [f"g{i}" for i in range(100)]
+    own = [*garbage[:30], "event", *garbage[30:]]
+    # No room, but room for 40 ahead of an event: the 30 ahead go, the event, no more.
+    assert share.take({"own": own, "other": garbage}, ["own", "other"], (0, 40)) == {
+        "own": own[:31], "other": []}
+    # Less room ahead than stands ahead: as much as fits, the event waits.
+    share = lane_share(1)
+    assert share.take({"own": own}, ["own"], (0, 10)) == {"own": own[:10]}
+    assert share.take({}, ["own"], (0, 0)) == {"own": []}
+    assert share.holding() == {"own"}
+
+
+@given(st.integers(1, 5), st.integers(0, 12), st.integers(0, 30),
+       st.lists(st.tuples(st.sampled_from("abc"), st.lists(st.booleans(), max_size=12)),
+                max_size=25))
+def test_with_the_lane_every_record_is_handed_over_once_in_order_within_the_bounds(
+        each: int, room: int, ahead: int, arrivals: list[tuple[str, list[bool]]]) -> None:
+    share = lane_share(each)
+    sent: dict[str, list[str]] = {"a": [], "b": [], "c": []}
+    got: dict[str, list[str]] = {"a": [], "b": [], "c": []}
+
+    def take(fetched: dict[str, list[str]]) -> None:
+        used = 0
+        for p, records in share.take(fetched, "abc", (room, room + ahead)).items():
+            assert sum(event_or_garbage(r) for r in records) <= each
+            used += sum(not event_or_garbage(r) for r in records)
+            got[p] += records
+        assert used <= room + ahead
+
+    for tp, kinds in arrivals:
+        start = len(sent[tp])
+        fetched = [f"event{start + i}" if event else f"g{start + i}"
+                   for i, event in enumerate(kinds)]
+        sent[tp] += fetched
+        take({tp: fetched})
+    for _ in range(200):
+        if not share.holding():
+            break
+        room = max(room, 1)  # the lane drains
+        take({})
+    assert got == sent

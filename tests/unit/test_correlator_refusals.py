@@ -1,0 +1,110 @@
+"""The refusals lane: what it holds, its room, and what it forgets; and that a record it takes
+is one the contract refuses whatever else holds."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from safehub import topics
+from safehub.errors import ValidationError
+from safehub.samples.records import malformed_ingress
+from safehub.schemas.codec import encode
+from safehub.schemas.vocabulary import Sector
+from safehub.services.correlation.linking import block_key
+from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
+from safehub.services.correlator.processing import BatchProcessor, Incoming, may_be_event
+from safehub.services.correlator.refusals import MESSAGE_COST, Refusals, message_size
+from tests.fixtures.correlator import child_sign
+
+
+@dataclass(frozen=True)
+class Message:
+    tp: str
+    offset: int
+    key: bytes | None = None
+    value: bytes | None = b"x" * 10
+
+
+def test_the_lane_gives_its_records_oldest_first_and_frees_their_room() -> None:
+    lane = Refusals(most=10 * (MESSAGE_COST + 10))
+    for n in range(4):
+        lane.add(Message("a", n))
+    assert lane.room() == (6 * (MESSAGE_COST + 10), 16 * (MESSAGE_COST + 10))
+    assert [m.offset for m in lane.take(3)] == [0, 1, 2]
+    assert [m.offset for m in lane.take(3)] == [3]
+    assert lane.take(3) == []
+    assert lane.room() == (10 * (MESSAGE_COST + 10), 20 * (MESSAGE_COST + 10))
+
+
+def test_a_full_lane_has_no_room_and_large_records_count_their_bytes() -> None:
+    lane = Refusals(most=2 * MESSAGE_COST)
+    big = Message("a", 0, b"k", b"v" * 5 * MESSAGE_COST)
+    lane.add(big)
+    assert message_size(big) == MESSAGE_COST + 1 + 5 * MESSAGE_COST
+    assert lane.room() == (0, 0)
+
+
+def test_records_of_a_sought_or_revoked_partition_are_dropped_and_returned() -> None:
+    lane = Refusals()
+    for tp, n in [("a", 0), ("b", 0), ("a", 1), ("c", 0)]:
+        lane.add(Message(tp, n))
+    assert [(m.tp, m.offset) for m in lane.drop({"a"})] == [("a", 0), ("a", 1)]
+    assert [(m.tp, m.offset) for m in lane.keep_only({"b"})] == [("c", 0)]
+    assert [(m.tp, m.offset) for m in lane.take(10)] == [("b", 0)]
+    assert lane.room()[0] == Refusals().room()[0]
+
+
+def test_waiting_for_the_lane_returns_once_it_holds_a_record() -> None:
+    async def scenario() -> list[int]:
+        lane = Refusals()
+        waiter = asyncio.ensure_future(lane.wait())
+        await asyncio.sleep(0.01)
+        assert not waiter.done()
+        lane.add(Message("a", 7))
+        await asyncio.wait_for(waiter, 1)
+        return [m.offset for m in lane.take(1)]
+
+    assert asyncio.run(scenario()) == [7]
+
+
+EVENT = child_sign("refusals test child", "police-r", Sector.POLICE, 1, 300)
+PREFIX = "safehub."
+TOPIC = topics.ingress(PREFIX, "police-r")
+PROCESSOR = BatchProcessor(load_rules(DEFAULT_RULES_PATH), PREFIX)
+
+
+def _values() -> st.SearchStrategy[bytes | None]:
+    good = encode(EVENT)
+    return st.one_of(
+        st.none(), st.binary(max_size=64), st.just(good),
+        st.integers(0, len(good) - 1).map(lambda n: good[:n]),
+        st.tuples(st.integers(0, len(good) - 1), st.integers(0, 255)).map(
+            lambda c: good[:c[0]] + bytes([c[1]]) + good[c[0] + 1:]),
+        st.sampled_from([malformed_ingress(n)[1] for n in range(6)]))
+
+
+def _keys() -> st.SearchStrategy[bytes | None]:
+    return st.one_of(st.none(), st.binary(max_size=6), st.just(block_key(300)),
+                     st.integers(0, 2**32 - 1).map(lambda n: n.to_bytes(4, "big")))
+
+
+@given(_keys(), _values())
+def test_a_record_that_cannot_be_an_event_is_refused_by_the_contract(
+        key: bytes | None, value: bytes | None) -> None:
+    # The lane's premise: such a record is refused whatever the state, so its refusal may be
+    # journalled out of its partition's order.
+    if may_be_event(key, value):
+        return
+    with pytest.raises(ValidationError):
+        PROCESSOR.admit(Incoming(TOPIC, 0, 0, key, value), EVENT.reported_at + 60_000)
+
+
+def test_the_contract_admits_the_event_the_property_above_mutates() -> None:
+    message = Incoming(TOPIC, 0, 0, block_key(300), encode(EVENT))
+    assert may_be_event(message.key, message.value)
+    assert PROCESSOR.admit(message, EVENT.reported_at + 60_000) == EVENT
