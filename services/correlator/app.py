@@ -58,7 +58,12 @@ from safehub.services.correlator.fairness import SHARE
 from safehub.services.correlator.ingress import warn_of_unread_topics
 from safehub.services.correlator.offload import Child, Reply
 from safehub.services.correlator.outputs import DeadLetterRecord, OutputWriter
-from safehub.services.correlator.processing import SERVICE, Incoming, may_be_event
+from safehub.services.correlator.processing import (
+    SERVICE,
+    BatchProcessor,
+    Incoming,
+    may_be_event,
+)
 from safehub.services.correlator.residency import DEFAULT_BUDGET_BYTES, Residency
 from safehub.services.correlator.stalls import STALL_CHECK_S, StallWatch
 from safehub.settings import CorrelatorEnv, load
@@ -166,7 +171,9 @@ def build_app(
     )
     transport.install(app, None if settings.worker_id is None
                       else transport.static_member_id(settings.worker_id, ingress_topics),
-                      settings.fair_share)
+                      settings.fair_share,
+                      BatchProcessor(rules, settings.prefix, settings.partitions)
+                      .refused_at_any_time)
     ingress = app.topic(
         *ingress_topics,
         key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
@@ -236,7 +243,7 @@ def build_app(
                 await pipeline().room()
                 messages = lane.take(settings.batch_max)
                 if messages:
-                    await pipeline().submit(messages)
+                    await pipeline().submit(messages, refusals=True)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a lane no longer drained holds every commit
@@ -328,9 +335,10 @@ class Pipeline:
                     return
             await asyncio.wait([self._flushes[0]])
 
-    async def submit(self, messages: Sequence[Any]) -> None:
+    async def submit(self, messages: Sequence[Any], refusals: bool = False) -> None:
         """Correlate faust's `messages` (ConsumerMessage), acking each once its batch's outputs
-        are committed and states stored."""
+        are committed and states stored. `refusals`: from the refusals lane, every one of them
+        refused whatever the state (refusals.py)."""
         self._flushes = [f for f in self._flushes if not f.done()]
         if len(self._flushes) >= self.DEPTH:
             await self._flushes[0]
@@ -340,7 +348,8 @@ class Pipeline:
         # Only a record that may be an event is correlated on its block's state; any other is
         # refused before its state is looked at (processing.py), and no state is held for it
         # (a flood of random keys would otherwise fill the worker with empty blocks).
-        touched = {m.key for m in batch if m.key is not None and may_be_event(m.key, m.value)}
+        touched = set() if refusals else {m.key for m in batch
+                                          if m.key is not None and may_be_event(m.key, m.value)}
         seq, shipped, drop = self._residency.plan(
             (int.from_bytes(key, "big"), self._table.get(key)) for key in touched)
         reply = self._child.submit(self._clock_ms(), shipped, batch, drop)
@@ -367,6 +376,7 @@ class Pipeline:
             partition_of = {m.key: m.partition for i, m in enumerate(batch) if i not in refused}
             for m in batch:
                 partition_of.setdefault(m.key, m.partition)
+            self._suspect(batch, reply)
             dead = self._dead_letters(batch, reply)
             dead += [self._quarantine(block, why, shipped.get(block), partition_of)
                      for block, why in reply.quarantined.items()]
@@ -387,6 +397,18 @@ class Pipeline:
                 self._app.sensors.on_message_out(message.tp, message.offset, message)
         self._stats.add(len(batch), reply.process_s, t2 - t1, time.perf_counter() - t2, lag_s)
         self._count(messages, batch, reply, started)
+
+    def _suspect(self, batch: Sequence[Incoming], reply: Reply) -> None:
+        """Tell the refusals lane how many records of each partition that passed its cheap
+        look this batch refused: a flood made to pass it (refusals.py)."""
+        counts: Counter[tuple[str, int]] = Counter()
+        for rejected in reply.rejected:
+            m = batch[rejected.index]
+            if rejected.field != "event_id" and may_be_event(m.key, m.value):
+                counts[(m.topic, m.partition)] += 1  # a collision is reported, not refused
+        consumer = self._app.consumer  # transport.PromptConsumer
+        for tp, count in counts.items():
+            consumer.suspect(tp, count)
 
     def _dead_letters(self, batch: Sequence[Incoming], reply: Reply) -> list[DeadLetterRecord]:
         """The batch's refused records as dead letters, logged once per source partition and

@@ -184,6 +184,15 @@ class FairShare:
         look = self._urgent
         held.urgent.extend(first + i for i, record in enumerate(records) if look(record))
 
+    def judge_again(self, tp: Any) -> None:
+        """Tell again which of the records held of `tp` may be events: the judgement changed
+        (a partition suspected of a flood made to pass the cheap look: refusals.py)."""
+        held = self._held.get(tp)
+        if held is not None:
+            look = self._urgent
+            held.urgent = deque(held.taken + i for i, record in enumerate(held.records)
+                                if look(record))
+
     def drop(self, tp: Any) -> None:
         """Forget what is held of `tp` (it was sought: it is read again from its new position)."""
         held = self._held.pop(tp, None)

@@ -61,6 +61,7 @@ from safehub.services.correlation.rules import Rules
 
 SERVICE = "correlator"
 DAY_MS = 86_400_000
+FAR_FUTURE_MS = 2**62  # a `now` after every time a record can carry
 LATE_RULE = "is beyond the history limit ({days} days behind the newest event of its block)"
 UNKNOWN_AGENCY = "unknown"
 FULL_RULE = (f"its linkage block holds the most the hub keeps for one block ({MAX_BLOCK_EVENTS} "
@@ -169,6 +170,15 @@ class BatchProcessor:
             raise ValidationError("partition", "is not the partition Kafka's default "
                                                "partitioner gives the record's key")
         return record
+
+    def refused_at_any_time(self, message: Incoming) -> bool:
+        """Whether `admit` refuses `message` whenever it is asked: for a reason other than a
+        time in the future, the one rule that depends on when (schemas/validation.py)."""
+        try:
+            self.admit(message, FAR_FUTURE_MS)
+        except ValidationError:
+            return True
+        return False
 
     def process(
         self, batch: Sequence[Incoming], load: Callable[[int], BlockState], now: int

@@ -46,7 +46,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import aiokafka
@@ -58,7 +58,7 @@ from mode import Service
 from safehub.services.correlator import committed, faust_contract, handoff, membership
 from safehub.services.correlator.fairness import SHARE, FairShare
 from safehub.services.correlator.log_end import log_ends
-from safehub.services.correlator.processing import may_be_event
+from safehub.services.correlator.processing import Incoming, may_be_event
 from safehub.services.correlator.refusals import Refusals
 
 # Before anything below is used: on a faust or aiokafka these corrections were not checked
@@ -87,10 +87,6 @@ class PromptConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # faust asks only for its recoveries' targets: the changelog's end with open
         # transactions counted, not the last stable offset the consumer would answer with.
         return await log_ends(self._ensure_consumer(), partitions)
-
-
-def _may_be_event(record: Any) -> bool:
-    return may_be_event(record.key, record.value)
 
 
 class NextOffsets:
@@ -154,16 +150,65 @@ class PromptConsumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.next_offsets = NextOffsets()
-        # Of the ingress partitions (fairness.py); the transport says how large a share is.
-        self.fair_share = FairShare(getattr(self.transport, "fair_share", SHARE),
-                                    urgent=_may_be_event)
         # Records refused whatever else holds, taken out of faust's per-record path
         # (refusals.py); the app dead-letters them in batches of their own.
         self.refusals = Refusals()
+        self._refused_at_any_time: Callable[[Incoming], bool] | None = getattr(
+            self.transport, "refused_at_any_time", None)
+        # (topic, partition, offset) -> refused at any time: checked when held (`_may_be_event`);
+        # forgotten when the partition is sought, and all after a rebalance (`perform_seek`)
+        self._checked: dict[tuple[str, int, int], bool] = {}
+        # Of the ingress partitions (fairness.py); the transport says how large a share is.
+        self.fair_share = FairShare(getattr(self.transport, "fair_share", SHARE),
+                                    urgent=self._may_be_event)
         # Per changelog partition: the last record's offset fetched, and the position after
         # the last fetch during recovery.
         self._fetched: dict[Any, int] = {}
         self._read_to: dict[Any, int | None] = {}
+
+    def _may_be_event(self, record: Any) -> bool:
+        """Whether a fetched record (aiokafka's) goes to faust rather than to the refusals lane:
+        it passes the cheap look and, on a suspected partition, every rule that does not depend
+        on the time (refusals.py). The verdict of that check is kept for `_to_lane`."""
+        if not may_be_event(record.key, record.value):
+            return False
+        if not self.refusals.suspected((record.topic, record.partition)):
+            return True
+        refused = self._checked[(record.topic, record.partition, record.offset)] = (
+            self._refused_anyway(record))
+        return not refused
+
+    def _to_lane(self, message: Any) -> bool:
+        """Whether a message faust read goes to the refusals lane: as the fair share judged its
+        record when it was held, or, held before its partition was suspected, as judged now."""
+        if not may_be_event(message.key, message.value):
+            return True
+        refused = self._checked.pop((message.topic, message.partition, message.offset), None)
+        if refused is None:
+            if not self.refusals.suspected((message.topic, message.partition)):
+                return False
+            refused = self._refused_anyway(message)
+        return refused
+
+    def _refused_anyway(self, record: Any) -> bool:
+        check = self._refused_at_any_time
+        return check is not None and check(Incoming(record.topic, record.partition,
+                                                    record.offset, record.key, record.value))
+
+    def suspect(self, tp: tuple[str, int], count: int) -> None:
+        """A batch refused `count` records of `tp` that passed the cheap look (refusals.py); if
+        that makes the partition suspected, what it holds is judged again."""
+        if self.refusals.refused(tp, count):
+            self.fair_share.judge_again(tp)
+
+    def _forget_checks(self, tps: set[Any] | None = None) -> None:
+        """Drop the kept verdicts of partitions `tps` (all if None): their records are read
+        again, or are no longer this worker's."""
+        if tps is None:
+            self._checked.clear()
+        else:
+            for key in [key for key in self._checked if key[:2] in tps]:
+                del self._checked[key]
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return PromptConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -238,7 +283,7 @@ class PromptConsumer(faust_aiokafka.Consumer):
                     holes.add(tp)
                     await self.seek(tp, reread_from)
                     continue
-                if not may_be_event(message.key, message.value):
+                if self._to_lane(message):
                     await self._refuse(tp, message)
                     diverted += 1
                     if not diverted % 100:
@@ -264,11 +309,13 @@ class PromptConsumer(faust_aiokafka.Consumer):
         self.next_offsets.reset(partition, offset)
         self.fair_share.drop(partition)
         self._forget(self.refusals.drop({partition}))
+        self._forget_checks({partition})
 
     async def perform_seek(self) -> None:
         """Seek every ingress partition to its committed offset, or its beginning if none."""
         self.fair_share.clear()
         self._forget(self.refusals.keep_only(()))
+        self._forget_checks()
         await super().perform_seek()  # aiokafka seeks only commits above 0
         acked = self.app.topics.acks_enabled_for
         tps = {tp for tp in self.assignment() if acked(tp.topic)}
@@ -368,6 +415,7 @@ class PromptTransport(faust_aiokafka.Transport):
     Consumer = PromptConsumer
     group_instance_id: str | None = None
     fair_share: int = SHARE
+    refused_at_any_time: Callable[[Incoming], bool] | None = None
 
 
 def static_member_id(worker_id: str, topics: Sequence[str]) -> str:
@@ -382,7 +430,8 @@ def static_member_id(worker_id: str, topics: Sequence[str]) -> str:
     return f"{worker_id}-{digest}"
 
 
-def install(app: Any, group_instance_id: str | None = None, fair_share: int = SHARE) -> None:
+def install(app: Any, group_instance_id: str | None = None, fair_share: int = SHARE,
+            refused_at_any_time: Callable[[Incoming], bool] | None = None) -> None:
     """Give `app` the prompt transport; call before anything asks the app for topics.
 
     With a `group_instance_id` the worker is a static member of its consumer group (KIP-345):
@@ -395,3 +444,4 @@ def install(app: Any, group_instance_id: str | None = None, fair_share: int = SH
     app.transport = PromptTransport(app.conf.broker_consumer, app)
     app.transport.group_instance_id = group_instance_id
     app.transport.fair_share = fair_share
+    app.transport.refused_at_any_time = refused_at_any_time

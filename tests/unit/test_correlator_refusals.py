@@ -4,7 +4,7 @@ is one the contract refuses whatever else holds."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 from hypothesis import given
@@ -12,13 +12,24 @@ from hypothesis import strategies as st
 
 from safehub import topics
 from safehub.errors import ValidationError
-from safehub.samples.records import malformed_ingress
+from safehub.samples.records import malformed_ingress, malformed_past_the_look
 from safehub.schemas.codec import encode
 from safehub.schemas.vocabulary import Sector
 from safehub.services.correlation.linking import block_key
 from safehub.services.correlation.rules import DEFAULT_RULES_PATH, load_rules
-from safehub.services.correlator.processing import BatchProcessor, Incoming, may_be_event
-from safehub.services.correlator.refusals import MESSAGE_COST, Refusals, message_size
+from safehub.services.correlator.processing import (
+    BatchProcessor,
+    Incoming,
+    may_be_event,
+    partition_for,
+)
+from safehub.services.correlator.refusals import (
+    MESSAGE_COST,
+    SUSPECT_AFTER,
+    SUSPECT_FOR_S,
+    Refusals,
+    message_size,
+)
 from tests.fixtures.correlator import child_sign
 
 
@@ -75,7 +86,7 @@ def test_waiting_for_the_lane_returns_once_it_holds_a_record() -> None:
 EVENT = child_sign("refusals test child", "police-r", Sector.POLICE, 1, 300)
 PREFIX = "safehub."
 TOPIC = topics.ingress(PREFIX, "police-r")
-PROCESSOR = BatchProcessor(load_rules(DEFAULT_RULES_PATH), PREFIX)
+PROCESSOR = BatchProcessor(load_rules(DEFAULT_RULES_PATH), PREFIX, 6)
 
 
 def _values() -> st.SearchStrategy[bytes | None]:
@@ -105,6 +116,43 @@ def test_a_record_that_cannot_be_an_event_is_refused_by_the_contract(
 
 
 def test_the_contract_admits_the_event_the_property_above_mutates() -> None:
-    message = Incoming(TOPIC, 0, 0, block_key(300), encode(EVENT))
+    message = Incoming(TOPIC, partition_for(block_key(300), 6), 0, block_key(300), encode(EVENT))
     assert may_be_event(message.key, message.value)
     assert PROCESSOR.admit(message, EVENT.reported_at + 60_000) == EVENT
+
+
+def test_a_flood_made_to_pass_the_cheap_look_is_refused_by_the_rules_that_ignore_the_time(
+) -> None:
+    for n in range(300):
+        key, value = malformed_past_the_look(n, "police-r")
+        message = Incoming(TOPIC, partition_for(key, 6), n, key, value)
+        assert may_be_event(key, value)
+        assert PROCESSOR.refused_at_any_time(message)
+    assert not PROCESSOR.refused_at_any_time(
+        Incoming(TOPIC, partition_for(block_key(300), 6), 0, block_key(300), encode(EVENT)))
+
+
+def test_only_a_time_in_the_future_is_left_to_the_time_of_correlation() -> None:
+    # An event from a clock running ahead is refused now and may be admitted later: it must not
+    # be taken for a refusal at any time, and goes through faust in its partition's order.
+    ahead = replace(EVENT, occurred_at=EVENT.reported_at + 10**9, reported_at=EVENT.reported_at
+                    + 10**9)
+    message = Incoming(TOPIC, partition_for(block_key(300), 6), 0, block_key(300), encode(ahead))
+    with pytest.raises(ValidationError, match="future"):
+        PROCESSOR.admit(message, EVENT.reported_at)
+    assert not PROCESSOR.refused_at_any_time(message)
+
+
+def test_a_partition_is_suspected_after_a_batch_refusing_many_that_passed_the_look() -> None:
+    now = [0.0]
+    lane = Refusals(clock=lambda: now[0])
+    lane.refused(("t", 0), SUSPECT_AFTER - 1)
+    assert not lane.suspected(("t", 0))
+    lane.refused(("t", 0), SUSPECT_AFTER)
+    assert lane.suspected(("t", 0)) and not lane.suspected(("t", 1))
+    now[0] = SUSPECT_FOR_S - 1
+    lane.refused(("t", 0), SUSPECT_AFTER)  # the flood goes on: renewed
+    now[0] = SUSPECT_FOR_S + 1
+    assert lane.suspected(("t", 0))
+    now[0] = 2 * SUSPECT_FOR_S
+    assert not lane.suspected(("t", 0))

@@ -7,9 +7,11 @@ empty and non-empty collections); each takes keyword changes to its defaults.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from typing import Any
 
 from safehub import topics
+from safehub.schemas.codec import HEADER_BYTES, encode
 from safehub.schemas.records import (
     AlertAck,
     AuditEntry,
@@ -256,3 +258,20 @@ def malformed_ingress(n: int) -> tuple[bytes | None, bytes]:
     if kind == 1:
         return None, garbage
     return block_key(n % 4096), b""
+
+
+def malformed_past_the_look(n: int, agency: str) -> tuple[bytes, bytes]:
+    """(key, value) of the n-th record of a flood made to pass the correlator's cheap look (a
+    linkage block key and an ingress event's schema header, processing.may_be_event), each
+    refused by the contract whenever it arrives on `agency`'s topic: bytes after the header that
+    do not decode, an event of another agency, or an event reported before it occurred."""
+    block = n % 4096
+    event = sign_event(event_id=hex32(n), agency_id=agency, occurred_at=T0 + n,
+                       reported_at=T0 + n, subject=subject(linkage_block=block))
+    kind = n % 3
+    if kind == 0:
+        good = encode(event)
+        return block_key(block), good[:HEADER_BYTES] + hashlib.sha256(good).digest()
+    if kind == 1:
+        return block_key(block), encode(replace(event, agency_id=f"not-{agency}"))
+    return block_key(block), encode(replace(event, reported_at=event.occurred_at - 1))
