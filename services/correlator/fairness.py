@@ -96,6 +96,7 @@ class FairShare:
         self._hold_total = hold_total
         self._held: dict[Any, _Held] = {}
         self._total = 0  # bytes held in all
+        self._round = 0
 
     def holding(self) -> set[Any]:
         """Partitions with records held back."""
@@ -124,7 +125,12 @@ class FairShare:
                 self._hold(tp, records)
         serving = [(tp, self._held[tp]) for tp in active if tp in self._held]
         urgent = any(held.urgent for _, held in serving)
-        if lane is not None and urgent:
+        if lane is not None and serving:
+            # The lane's room goes first to the partitions holding a possible event, and among
+            # the others to each in turn: in a fixed order the first would take it every round.
+            self._round += 1
+            turn = self._round % len(serving)
+            serving = serving[turn:] + serving[:turn]
             serving.sort(key=lambda item: not item[1].urgent)
         used = 0  # bytes handed to the lane this round
         out: dict[Any, list[Any]] = {}

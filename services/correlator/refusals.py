@@ -24,8 +24,9 @@ checked by every rule that does not depend on the time (`BatchProcessor.refused_
 ~10 us a record where the cheap look takes 0.3 us); those it refuses go to the lane too. An
 agency's valid events pay that check only while its partition is suspected.
 
-The lane holds at most `LANE_MAX` bytes (a record's key, value and what faust's message costs);
-the fair share hands it no more while it is full (fairness.py), so the lane bounds memory and a
+The lane holds at most `LANE_MAX` bytes (a record's key, value and what faust's message costs),
+and AHEAD_TIMES that for records standing ahead of a possible event; the fair share hands it no
+more while it is full (fairness.py), so the lane bounds memory and a
 flood waits on the broker, not in the worker. Records of a partition that is sought (read again
 from an earlier offset) or no longer assigned are dropped: they are read again.
 """
@@ -41,6 +42,10 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 LANE_MAX = 16 * 1024 * 1024  # bytes held, ~25,000 small records
+# For records ahead of a possible event: ~100,000 small ones, more than the fair share holds of
+# one partition (fairness.HOLD_MAX). At twice LANE_MAX, an event behind 30,000 refusals of its
+# partition waited for ~15,000 of them (tests/integration/test_correlator_flood.py).
+AHEAD_TIMES = 4
 SUSPECT_AFTER = 50  # records of a partition that passed the cheap look, refused in one batch
 SUSPECT_FOR_S = 10.0
 MESSAGE_COST = 600  # bytes a held record costs besides its key and value (faust's and aiokafka's)
@@ -67,8 +72,10 @@ class Refusals:
 
     def room(self) -> tuple[int, int]:
         """Bytes the lane takes before it is full, and before it is full for records ahead of a
-        possible event (fairness.py): twice as many, as those are held in memory already."""
-        return max(self._most - self._size, 0), max(2 * self._most - self._size, 0)
+        possible event (fairness.py): AHEAD_TIMES as many, as those are held in memory already
+        and are all that stands between the event and faust."""
+        return (max(self._most - self._size, 0),
+                max(AHEAD_TIMES * self._most - self._size, 0))
 
     def add(self, message: Any) -> None:
         self._held.append(message)

@@ -169,8 +169,12 @@ OWN_FLOOD = 72_000  # ~12,000 a partition
 # The batches of refusals on their way when the agency's event is taken: DEPTH (app.py) of
 # DEFAULT_BATCH, and what the lane hands over while faust gathers the event's batch.
 MOST_AHEAD_OWN = 4_000
-OWN_FLOOD_PAST_THE_LOOK = 90_000
-MOST_AHEAD_PAST_THE_LOOK = 8_000  # measured 4,604
+# ~15,000 ahead of the event on its partition: within what the fair share holds of one
+# partition (fairness.HOLD_MAX). An event further behind is not fetched until some of them have
+# gone to the refusals lane, where its partition takes its turn with the others (measured: 4,902
+# and 45,210 ahead of it behind 30,000 of its partition).
+OWN_FLOOD_PAST_THE_LOOK = 45_000
+MOST_AHEAD_PAST_THE_LOOK = 6_000
 
 
 def past_the_look(n: int) -> tuple[bytes | None, bytes]:

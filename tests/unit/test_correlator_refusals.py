@@ -45,18 +45,18 @@ def test_the_lane_gives_its_records_oldest_first_and_frees_their_room() -> None:
     lane = Refusals(most=10 * (MESSAGE_COST + 10))
     for n in range(4):
         lane.add(Message("a", n))
-    assert lane.room() == (6 * (MESSAGE_COST + 10), 16 * (MESSAGE_COST + 10))
+    assert lane.room() == (6 * (MESSAGE_COST + 10), 36 * (MESSAGE_COST + 10))
     assert [m.offset for m in lane.take(3)] == [0, 1, 2]
     assert [m.offset for m in lane.take(3)] == [3]
     assert lane.take(3) == []
-    assert lane.room() == (10 * (MESSAGE_COST + 10), 20 * (MESSAGE_COST + 10))
+    assert lane.room() == (10 * (MESSAGE_COST + 10), 40 * (MESSAGE_COST + 10))
 
 
 def test_a_full_lane_has_no_room_and_large_records_count_their_bytes() -> None:
     lane = Refusals(most=2 * MESSAGE_COST)
-    big = Message("a", 0, b"k", b"v" * 5 * MESSAGE_COST)
+    big = Message("a", 0, b"k", b"v" * 9 * MESSAGE_COST)
     lane.add(big)
-    assert message_size(big) == MESSAGE_COST + 1 + 5 * MESSAGE_COST
+    assert message_size(big) == MESSAGE_COST + 1 + 9 * MESSAGE_COST
     assert lane.room() == (0, 0)
 
 
