@@ -10,11 +10,11 @@ event, which such a record's entry never does (it is named by its digest).
 Under a malformed flood such records went through faust's per-record path (its channel, stream
 and events: about a third of the worker's main thread, bench/flood_bench.py) one at a time in
 their partition's order, so the flooding agency's own valid event waited for every refusal
-ahead of it on its partition: 1.04 s behind ~8,500 of them (bench/results/flood.json, session
-29). Here the transport takes such records out as faust reads them (`PromptConsumer.getmany`):
-they are tracked and acked as faust's own messages are, so that their offsets are committed
-only once their dead letters are, and are handed to the pipeline in batches of their own
-(app.py), while the events behind them go on through faust at once.
+ahead of it on its partition: 1.04 s behind ~8,500 of them in session 29, 0.22 s with the lane
+(bench/results/flood.json). Here the transport takes such records out as faust reads them
+(`PromptConsumer.getmany`): they are tracked and acked as faust's own messages are, so that
+their offsets are committed only once their dead letters are, and are handed to the pipeline in
+batches of their own (app.py), while the events behind them go on through faust at once.
 
 A flood made to pass that cheap look (a block key and an ingress schema header before bytes
 that do not decode, or decodable events that break a rule) is told apart by its effect: once a
@@ -26,7 +26,7 @@ agency's valid events pay that check only while its partition is suspected.
 
 The lane holds at most `LANE_MAX` bytes (a record's key, value and what faust's message costs),
 and AHEAD_TIMES that for records standing ahead of a possible event; the fair share hands it no
-more while it is full (fairness.py), so the lane bounds memory and a
+more while it is full, each partition in turn (fairness.py), so the lane bounds memory and a
 flood waits on the broker, not in the worker. Records of a partition that is sought (read again
 from an earlier offset) or no longer assigned are dropped: they are read again.
 """
@@ -42,9 +42,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 LANE_MAX = 16 * 1024 * 1024  # bytes held, ~25,000 small records
-# For records ahead of a possible event: ~100,000 small ones, more than the fair share holds of
-# one partition (fairness.HOLD_MAX). At twice LANE_MAX, an event behind 30,000 refusals of its
-# partition waited for ~15,000 of them (tests/integration/test_correlator_flood.py).
+# For records ahead of a possible event, which are held in memory already and must all reach
+# the lane before the event reaches faust: ~100,000 small ones, more than the fair share holds
+# of one partition (fairness.HOLD_MAX).
 AHEAD_TIMES = 4
 SUSPECT_AFTER = 50  # records of a partition that passed the cheap look, refused in one batch
 SUSPECT_FOR_S = 10.0
