@@ -71,6 +71,9 @@ from safehub.topics import CORRELATOR_TABLE
 
 log = logging.getLogger(__name__)
 EXIT_UNRECOVERABLE = 70
+# A batch of events takes up to batch_max // this of the refusals lane with it: enough that the
+# lane keeps moving under a steady flow of events, few enough not to slow the events down.
+RIDERS = 4
 TABLE = CORRELATOR_TABLE  # its changelog topic is topics.table_changelog(app id)
 
 
@@ -231,7 +234,12 @@ def build_app(
                 # take_events acks each event when this body returns; the extra reference
                 # holds the offset until the batch's outputs and states are acknowledged.
                 message.incref()
-            await pipeline().submit(messages)
+            # Refusals ride along: a batch of events waiting for room goes before a batch of
+            # refusals (`refuse`), so under a steady flow of events the lane would never be
+            # refused, and the commits of its partitions would wait for it (found in review).
+            consumer: Any = app.consumer  # transport.PromptConsumer
+            riders = consumer.refusals.take(settings.batch_max // RIDERS)
+            await pipeline().submit(messages + riders)
 
     async def refuse() -> None:
         """The refusals lane (refusals.py) to the pipeline, a batch at a time, after events."""

@@ -61,6 +61,9 @@ RELIANCES = (
              "no commit past offsets faust lost"),
     Reliance("faust.transport.consumer:Consumer", "_new_offset",
              "no commit past a single message lost inside faust (transport.py)"),
+    Reliance("faust.transport.consumer:Consumer", "_acked",
+             "the acked offsets a commit would start from: none past a message in flight "
+             "(in_flight.py)", "__init__"),
     Reliance("faust.transport.consumer:Consumer", "_acked_index",
              "whether the message at the committed offset is acked", "__init__"),
     Reliance("faust.transport.consumer:Consumer", "_gap",

@@ -97,17 +97,20 @@ class Refusals:
         self._count.subtract(m.tp for m in taken)
         return taken
 
-    def drop(self, tps: Iterable[Any]) -> list[Any]:
-        """Forget the records of partitions `tps`, and return them."""
+    def drop(self, tps: Iterable[Any], from_offset: int = 0) -> list[Any]:
+        """Forget the records of partitions `tps` from `from_offset` on, and return them."""
         # Asked every fetch round: only a partition that holds records costs a look at each.
         gone = {tp for tp in tps if self._count[tp] > 0}
         if not gone:
             return []
-        dropped = [m for m in self._held if m.tp in gone]
-        self._held = deque(m for m in self._held if m.tp not in gone)
+
+        def dropped_(m: Any) -> bool:
+            return m.tp in gone and m.offset >= from_offset
+
+        dropped = [m for m in self._held if dropped_(m)]
+        self._held = deque(m for m in self._held if not dropped_(m))
         self._size -= sum(map(message_size, dropped))
-        for tp in gone:
-            del self._count[tp]
+        self._count.subtract(m.tp for m in dropped)
         return dropped
 
     def keep_only(self, tps: Iterable[Any]) -> list[Any]:

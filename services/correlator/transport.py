@@ -57,6 +57,7 @@ from mode import Service
 
 from safehub.services.correlator import committed, faust_contract, handoff, membership
 from safehub.services.correlator.fairness import SHARE, FairShare
+from safehub.services.correlator.in_flight import InFlight
 from safehub.services.correlator.log_end import log_ends
 from safehub.services.correlator.processing import Incoming, may_be_event
 from safehub.services.correlator.refusals import Refusals
@@ -153,6 +154,9 @@ class PromptConsumer(faust_aiokafka.Consumer):
         # Records refused whatever else holds, taken out of faust's per-record path
         # (refusals.py); the app dead-letters them in batches of their own.
         self.refusals = Refusals()
+        # What the commit must not pass, now that acks within a partition may come out of
+        # order (in_flight.py).
+        self.in_flight = InFlight()
         self._refused_at_any_time: Callable[[Incoming], bool] | None = getattr(
             self.transport, "refused_at_any_time", None)
         # (topic, partition, offset) -> refused at any time: checked when held (`_may_be_event`);
@@ -289,6 +293,9 @@ class PromptConsumer(faust_aiokafka.Consumer):
                     if not diverted % 100:
                         await asyncio.sleep(0)  # a lane round can be thousands of records
                     continue
+                read = self._read_offset[tp]
+                if read is None or message.offset >= read:  # else faust's loop drops it
+                    self.in_flight.handed(tp, message.offset)
             yield tp, message
 
     async def _refuse(self, tp: Any, message: Any) -> None:
@@ -301,20 +308,34 @@ class PromptConsumer(faust_aiokafka.Consumer):
         if read and message.offset - read > 1:
             await self._add_gap(tp, read + 1, message.offset)
         self.track_message(message)
+        self.in_flight.handed(tp, message.offset)
         self.refusals.add(message)
         self._read_offset[tp] = message.offset
+
+    def ack(self, message: Any) -> bool:
+        done: bool = super().ack(message)
+        self.in_flight.acked(message.tp, message.offset)
+        return done
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        # Not left for faust's wait_empty to refuse first: the new owner reads them again, and
+        # the commit stops short of them (in_flight.py).
+        self._forget(self.refusals.drop(revoked))
+        await super().on_partitions_revoked(revoked)
 
     async def seek(self, partition: Any, offset: int) -> None:
         await super().seek(partition, offset)
         self.next_offsets.reset(partition, offset)
         self.fair_share.drop(partition)
-        self._forget(self.refusals.drop({partition}))
+        self._forget(self.refusals.drop({partition}, offset))
+        self.in_flight.forget_from(partition, offset)
         self._forget_checks({partition})
 
     async def perform_seek(self) -> None:
         """Seek every ingress partition to its committed offset, or its beginning if none."""
         self.fair_share.clear()
         self._forget(self.refusals.keep_only(()))
+        self.in_flight.forget()
         self._forget_checks()
         await super().perform_seek()  # aiokafka seeks only commits above 0
         acked = self.app.topics.acks_enabled_for
@@ -374,8 +395,13 @@ class PromptConsumer(faust_aiokafka.Consumer):
         or the log has no record there: a gap faust reported (`_add_gap`), or a hole NextOffsets
         found, which faust does not report when it is right at the offset it read from (a
         transaction marker just after the last commit, met after a seek). Otherwise it holds,
-        and stalls.StallWatch re-reads the partition from there.
+        and stalls.StallWatch re-reads the partition from there. Nor does it pass a message
+        handed on and not yet acked (in_flight.py).
         """
+        first = self.in_flight.first(tp)
+        acked = self._acked.get(tp)
+        if first is not None and acked and first < min(acked):
+            return None  # handed on, not yet acked, and faust would commit past it
         committed = self._committed_offset.get(tp)
         if committed is not None and committed not in self._acked_index.get(tp, ()):
             gaps = self._gap[tp]

@@ -15,6 +15,7 @@ from faust.transport.drivers.aiokafka import Consumer as FaustConsumer
 from faust.types import TP
 from intervaltree import IntervalTree
 
+from safehub.services.correlator.in_flight import InFlight
 from safehub.services.correlator.transport import NextOffsets, PromptConsumer
 
 TP0 = TP("p.ingress.police", 0)
@@ -27,6 +28,7 @@ def bookkeeping(cls: type, committed: int, acked: list[int]) -> Any:
     consumer._gap = defaultdict(IntervalTree)
     consumer._committed_offset = defaultdict(lambda: None, {TP0: committed})
     consumer.next_offsets = NextOffsets()
+    consumer.in_flight = InFlight()
     return consumer
 
 
@@ -95,3 +97,55 @@ def test_a_gap_the_log_does_not_have_is_not_recorded() -> None:
     consumer = bookkeeping(PromptConsumer, 100, list(range(101, 200)))
     asyncio.run(consumer._add_gap(TP0, 100, 100))  # not found in the log: messages lost
     assert commits(consumer) == []
+
+
+def handed_and_acked(cls: type, committed: int | None, event: int, refusals: range) -> Any:
+    """An event handed to faust at `event`, never acked (dropped from faust's queue in a
+    rebalance), and `refusals` behind it acked out of order by the refusals lane."""
+    consumer = bookkeeping(cls, 0, list(refusals))
+    consumer._committed_offset = defaultdict(lambda: None, {TP0: committed})
+    if committed is None:
+        del consumer._committed_offset[TP0]  # faust pops a revoked partition's
+    consumer.in_flight.handed(TP0, event)
+    for offset in refusals:
+        consumer.in_flight.handed(TP0, offset)
+        consumer.in_flight.acked(TP0, offset)
+    return consumer
+
+
+def test_refusals_acked_behind_an_event_faust_dropped_in_a_rebalance_are_not_committed_past(
+) -> None:
+    # faust forgets a revoked partition's committed offset while its wait_empty still commits.
+    faust_own = handed_and_acked(FaustConsumer, None, 100, range(101, 150))
+    assert commits(faust_own) == [150]  # the event at 100 is committed past, never correlated
+    consumer = handed_and_acked(PromptConsumer, None, 100, range(101, 150))
+    assert commits(consumer) == []
+
+
+def test_a_partition_never_committed_holds_its_commit_at_an_event_not_yet_acked() -> None:
+    consumer = handed_and_acked(PromptConsumer, None, 0, range(1, 50))
+    assert commits(consumer) == []
+    consumer.in_flight.acked(TP0, 0)
+    consumer._acked[TP0].insert(0, 0)
+    consumer._acked_index[TP0].add(0)
+    assert commits(consumer) == [50]
+
+
+def test_refusals_acked_before_an_event_further_on_are_committed_up_to_it() -> None:
+    consumer = handed_and_acked(PromptConsumer, 100, 150, range(100, 150))
+    assert commits(consumer) == [150]
+
+
+def test_in_flight_forgets_what_is_read_again_and_skips_what_is_acked() -> None:
+    flight = InFlight()
+    for offset in range(10):
+        flight.handed(TP0, offset)
+    for offset in (0, 1, 3):
+        flight.acked(TP0, offset)
+    assert flight.first(TP0) == 2
+    flight.forget_from(TP0, 2)  # sought back to 2: handed again from there
+    assert flight.first(TP0) is None
+    flight.handed(TP0, 2)
+    assert flight.first(TP0) == 2
+    flight.forget()
+    assert flight.first(TP0) is None

@@ -156,3 +156,13 @@ def test_a_partition_is_suspected_after_a_batch_refusing_many_that_passed_the_lo
     assert lane.suspected(("t", 0))
     now[0] = 2 * SUSPECT_FOR_S
     assert not lane.suspected(("t", 0))
+
+
+def test_a_partition_sought_forward_keeps_the_records_before_the_offset() -> None:
+    # NextOffsets re-reads from the first offset it missed: the lane's records before it are
+    # not read again, so they stay to be refused.
+    lane = Refusals()
+    for n in range(5):
+        lane.add(Message("a", n))
+    assert [m.offset for m in lane.drop({"a"}, 3)] == [3, 4]
+    assert [m.offset for m in lane.take(10)] == [0, 1, 2]
