@@ -124,12 +124,16 @@ def test_a_worker_stalled_past_its_session_aborts_instead_of_committing(
         async with workers:
             assert membership.for_group(workers.group).lost() is None
             await workers.write(b"while a member")
+            # The batch is taken now, as the pipeline takes one: with the generation it was
+            # taken in. Once A's loop runs again its coordinator may join the group again
+            # before the write asks (a CI failure, session 30): the write must still abort.
+            taken = workers.writer.joins
             workers.join_b(workers.partitions)
             time.sleep(SESSION_MS / 1000 + 3)  # the loop stalls: no heartbeat from A
             assert workers.b_assigned.wait(60), \
                 "the group never gave B the stalled worker's partitions"
             with pytest.raises(BrokerError, match="transaction aborted, not committed"):
-                await workers.write(b"after the group moved on")
+                await workers.write(b"after the group moved on", joins=taken)
 
     asyncio.run(run())
     assert workers.journalled() == [b"while a member"]
