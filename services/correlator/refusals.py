@@ -17,8 +17,9 @@ their offsets are committed only once their dead letters are, and are handed to 
 batches of their own (app.py), while the events behind them go on through faust at once.
 
 A flood made to pass that cheap look (a block key and an ingress schema header before bytes
-that do not decode, or decodable events that break a rule) is told apart by its effect: once a
-batch refuses SUSPECT_AFTER or more records of one partition that passed the look, the
+that do not decode, or decodable events that break a rule) is told apart by its effect: once
+three in four of the first SAMPLE records of a fetch that passed the look are refused by every
+rule that does not depend on the time, or a batch refuses SUSPECT_AFTER or more of them, the
 partition is suspected for SUSPECT_FOR_S, renewed while it goes on, and its records are also
 checked by every rule that does not depend on the time (`BatchProcessor.refused_at_any_time`,
 ~10 us a record where the cheap look takes 0.3 us); those it refuses go to the lane too. An
@@ -47,6 +48,7 @@ LANE_MAX = 16 * 1024 * 1024  # bytes held, ~25,000 small records
 # of one partition (fairness.HOLD_MAX).
 AHEAD_TIMES = 4
 SUSPECT_AFTER = 50  # records of a partition that passed the cheap look, refused in one batch
+SAMPLE = 16  # records of a fetch that passed the cheap look, checked before the fetch is held
 SUSPECT_FOR_S = 10.0
 MESSAGE_COST = 600  # bytes a held record costs besides its key and value (faust's and aiokafka's)
 
@@ -123,11 +125,21 @@ class Refusals:
         makes `tp` suspected, where it was not."""
         if count < SUSPECT_AFTER:
             return False
+        return self._suspect(tp, f"{count} records that look like events refused in one batch")
+
+    def sampled(self, tp: Any, looked: int, refused: int) -> bool:
+        """Of the first `looked` records of a fetch of `tp` that passed the cheap look, every
+        rule that ignores the time refuses `refused`; True if that makes `tp` suspected."""
+        if looked < SAMPLE or refused * 4 < looked * 3:
+            return False
+        return self._suspect(tp, f"{refused} of the first {looked} records of a fetch that "
+                                 "look like events refused")
+
+    def _suspect(self, tp: Any, why: str) -> bool:
         new = not self.suspected(tp)
         if new:
-            log.warning("%s[%d]: %d records that look like events refused in one batch; "
-                        "its records are checked by every rule before they are queued, "
-                        "those refused go to the refusals lane", tp[0], tp[1], count)
+            log.warning("%s[%d]: %s; its records are checked by every rule before they are "
+                        "queued, those refused go to the refusals lane", tp[0], tp[1], why)
         self._suspects[tp] = self._clock() + SUSPECT_FOR_S
         return new
 

@@ -47,6 +47,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from itertools import islice
 from typing import Any
 
 import aiokafka
@@ -60,7 +61,7 @@ from safehub.services.correlator.fairness import SHARE, FairShare
 from safehub.services.correlator.in_flight import InFlight
 from safehub.services.correlator.log_end import log_ends
 from safehub.services.correlator.processing import Incoming, may_be_event
-from safehub.services.correlator.refusals import Refusals
+from safehub.services.correlator.refusals import SAMPLE, Refusals
 
 # Before anything below is used: on a faust or aiokafka these corrections were not checked
 # against, they could silently not apply (faust_contract.py).
@@ -253,9 +254,20 @@ class PromptConsumer(faust_aiokafka.Consumer):
         ingress: dict[Any, Any] = {}
         for tp, fetched in records.items():
             (ingress if acked(tp.topic) else out)[tp] = fetched
+        for tp, fetched in ingress.items():
+            if fetched and self._refused_at_any_time and not self.refusals.suspected(tp):
+                self._sample(tp, fetched)
         out.update(share.take(ingress, [tp for tp in active if acked(tp.topic)],
                               self.refusals.room()))
         return out
+
+    def _sample(self, tp: Any, fetched: Sequence[Any]) -> None:
+        """Check the first records of a fetch that pass the cheap look by every rule: a flood
+        made to pass it is suspected before it reaches faust's queue (refusals.py)."""
+        looks = list(islice((r for r in fetched if may_be_event(r.key, r.value)), SAMPLE))
+        refused = sum(map(self._refused_anyway, looks))
+        if self.refusals.sampled(tp, len(looks), refused):
+            self.fair_share.judge_again(tp)
 
     def _forget(self, messages: Sequence[Any]) -> None:
         """Messages taken into the refusals lane and dropped from it unrefused: their partition

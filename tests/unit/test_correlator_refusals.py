@@ -25,6 +25,7 @@ from safehub.services.correlator.processing import (
 )
 from safehub.services.correlator.refusals import (
     MESSAGE_COST,
+    SAMPLE,
     SUSPECT_AFTER,
     SUSPECT_FOR_S,
     Refusals,
@@ -166,3 +167,14 @@ def test_a_partition_sought_forward_keeps_the_records_before_the_offset() -> Non
         lane.add(Message("a", n))
     assert [m.offset for m in lane.drop({"a"}, 3)] == [3, 4]
     assert [m.offset for m in lane.take(10)] == [0, 1, 2]
+
+
+def test_a_fetch_mostly_refused_by_every_rule_makes_its_partition_suspected_at_once() -> None:
+    # Before the fetch reaches faust's queue: a batch's verdict comes only after faust has
+    # queued a batch or more of the flood ahead of the events behind it.
+    lane = Refusals()
+    assert not lane.sampled(("t", 0), SAMPLE - 1, SAMPLE - 1)  # too few to tell
+    assert not lane.sampled(("t", 0), SAMPLE, SAMPLE * 3 // 4 - 1)
+    assert lane.sampled(("t", 0), SAMPLE, SAMPLE * 3 // 4)
+    assert lane.suspected(("t", 0))
+    assert not lane.sampled(("t", 0), SAMPLE, SAMPLE)  # already suspected: renewed, not new
