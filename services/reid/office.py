@@ -139,13 +139,17 @@ class Office:
             now = self.clock()
             response = desk.answer(request, outcome, officer, now, reason, sealed)
             value = encode(response)
-            send_and_confirm(self.producer, reid_responses(self.prefix, request.hub_id), value,
-                             key=request.request_id.encode("ascii"))
             action = (AuditAction.REIDENTIFICATION_APPROVED if outcome is ReidOutcome.APPROVED
                       else AuditAction.REIDENTIFICATION_DECLINED)
-            # The digest is of the response as sent: it carries the outcome and the reason.
+            # Audited before it is sent, as the hub audits its request: an answer never leaves
+            # without its entry, and the hub's "delivered" always follows it in the one-partition
+            # log. If the send then fails, the officer is told and decides again; the entry that
+            # stays names a response (by its digest, which carries the outcome and the reason)
+            # that no hub received.
             self.journal.record(action, request.request_id, officer, desk.digest(value), now)
             self.journal.flush()
+            send_and_confirm(self.producer, reid_responses(self.prefix, request.hub_id), value,
+                             key=request.request_id.encode("ascii"))
             if not self.store.mark_decided(self.agency_id, request_id, outcome, reason, officer,
                                            now, response.response_id):
                 raise AlreadyDecided("this request has already been answered")

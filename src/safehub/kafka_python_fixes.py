@@ -1,4 +1,5 @@
-"""Two fixes to kafka-python 3.0.12's network loop, applied once when a client is first built.
+"""Fixes to kafka-python 3.0.12, applied once when a client is first built: two to its network
+loop, one to its idempotent producer.
 
 Why. With TLS and several clients per process (a hub inbox serving many hubs, the ACL matrix
 test), a client sometimes stopped for good: its caller waited on a task that its IO thread never
@@ -14,6 +15,15 @@ The fixes: the loop never sleeps longer than MAX_SLEEP_S, so a missed wake-up co
 that; and a task is marked READY before it becomes visible to the IO thread. Both only change
 when the loop looks again, never what it does.
 
+The producer. Every safehub producer is idempotent and not transactional. kafka-python's
+`TransactionManager.classify_batch_error` ends by calling any other non-retriable error FATAL
+for such a producer, though its own comment there says it should only fail the batch, as the
+Java client does. A fatal producer refuses every later send, so one refused write (an ACL
+revoked a moment, then restored) left a service running with a producer that could never send
+again (tests/integration/test_reid_agency.py found it). Such an error now bumps the producer's
+epoch instead: the batch fails and its caller is told, the sequence numbers start again, and the
+producer goes on. The errors kafka-python lists as fatal stay fatal.
+
 The version is pinned exactly in pyproject.toml; `apply` checks that the private names it
 relies on still exist, and refuses to run on another version rather than patch blindly.
 """
@@ -24,6 +34,7 @@ from typing import Any
 
 import kafka
 from kafka.net import selector
+from kafka.producer.transaction_manager import TransactionManager
 
 from safehub.errors import SafehubError
 
@@ -47,7 +58,13 @@ def apply() -> None:
     if not hasattr(selector, "TaskState") or not hasattr(selector.TaskState, "READY"):
         raise SafehubError("kafka-python's TaskState.READY is gone: re-check "
                            "safehub.kafka_python_fixes")
+    for name in ("classify_batch_error", "is_transactional", "_supports_epoch_bump",
+                 "_FATAL_ERRORS", "ERROR_CLASS_FATAL", "ERROR_CLASS_NEEDS_EPOCH_BUMP"):
+        if not hasattr(TransactionManager, name):
+            raise SafehubError(f"kafka-python's TransactionManager has no {name}: re-check "
+                               "safehub.kafka_python_fixes")
     scheduled = loop._next_scheduled_timeout
+    classify = TransactionManager.classify_batch_error
 
     def next_timeout(self: Any, now: float) -> float:
         timeout = scheduled(self, now)
@@ -57,6 +74,16 @@ def apply() -> None:
         task.state = selector.TaskState.READY
         self._ready.append(task)
 
+    def classify_idempotent(self: Any, error: Any, batch: Any, log_start_offset: int = -1
+                            ) -> str:
+        verdict: str = classify(self, error, batch, log_start_offset)
+        error_type = error if isinstance(error, type) else type(error)
+        if (verdict == self.ERROR_CLASS_FATAL and not self.is_transactional()
+                and error_type not in self._FATAL_ERRORS and self._supports_epoch_bump()):
+            return str(self.ERROR_CLASS_NEEDS_EPOCH_BUMP)
+        return verdict
+
     loop._next_scheduled_timeout = next_timeout
+    TransactionManager.classify_batch_error = classify_idempotent
     loop._add_ready_task = add_ready
     _applied = True

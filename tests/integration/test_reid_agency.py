@@ -26,13 +26,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from kafka.admin import ACL
 
-from safehub.bus import make_producer, send_all
+from safehub.bus import make_admin, make_producer, send_all
 from safehub.consumers.deadletter import HEADER_ERROR_MESSAGE, HEADER_SOURCE_TOPIC
+from safehub.deploy.access import apply, cluster_grants, to_acl
+from safehub.deploy.acl import Operation, grants
 from safehub.producers.exports import EXAMPLES_DIR
 from safehub.producers.records import ChildIdentity
 from safehub.producers.vault import Assignment, Vault
-from safehub.schemas.codec import encode
+from safehub.schemas.codec import decode, encode
 from safehub.schemas.records import AuditEntry, ReidRequest, ReidResponse
 from safehub.schemas.vocabulary import (
     AuditAction,
@@ -322,6 +325,49 @@ def test_requests_answered_sealed_declined_not_found_and_dead_lettered(
     for needle in IDENTITY_STRINGS:
         for form in {needle, needle.upper(), needle.replace(" ", "")}:
             assert not any(form.encode() in h for h in haystacks), "an identity leaked"
+
+
+def police_audit_write(ns: Namespace) -> list[ACL]:
+    return [to_acl(g) for g in grants(ns.registry, ns.prefix)
+            if g.principal == POLICE and g.name == ns.audit and g.operation is Operation.WRITE]
+
+
+def test_a_decision_that_cannot_be_audited_is_not_sent(world: World) -> None:
+    """The audit log records every decision before the hub can receive it: with the police
+    unable to write the audit log, the officer's approval is refused, nothing reaches the hub,
+    and the request stays pending; once the log is writable again, the same approval goes out
+    with its entry ahead of it."""
+    w = world
+    req = ask(POLICE, (w.handles["alice"],), hub_key(w, HUB))
+    send_as_hub(w, [(reid_requests(w.ns.prefix, POLICE), req.request_id.encode(), encode(req))])
+    police = officer(w, "off-police")
+    wait_until("the request", lambda: pending(police) == {req.request_id})
+
+    admin = make_admin(w.ns.kafka, "test-revoke-audit")
+    try:
+        (acl,) = police_audit_write(w.ns)
+        admin.delete_acls([acl])
+        wait_until("the revocation", lambda: acl.principal not in {
+            str(a.principal) for a in cluster_grants(admin)
+            if a.resource_pattern.resource_name == w.ns.audit and a.operation == acl.operation})
+    finally:
+        admin.close()
+    refused = police.post(f"/api/requests/{req.request_id}/approve")
+    assert refused.status_code == 503, refused.text
+    assert pending(police) == {req.request_id}
+    answers = TopicReader(w.ns.connection(HUB), reid_responses(w.ns.prefix, HUB))
+    assert answers.read_to_end() == []  # the answer never left without its audit entry
+
+    apply(w.ns.kafka, w.ns.registry, w.ns.prefix)  # the audit log writable again
+    answered = police.post(f"/api/requests/{req.request_id}/approve")
+    assert answered.status_code == 200, answered.text
+    wait_until("the answer", lambda: len(answers.decoded(ReidResponse)) == 1)
+    answers.close()
+    audit = TopicReader(w.ns.kafka, w.ns.audit)
+    decided = [e for e in (decode(r.value, AuditEntry) for r in audit.read_to_end())
+               if e.action is AuditAction.REIDENTIFICATION_APPROVED]
+    audit.close()
+    assert [e.subject_id for e in decided] == [req.request_id]
 
 
 def test_a_third_agency_reads_neither_requests_nor_answers(world: World) -> None:
