@@ -66,6 +66,7 @@ from safehub.services.correlator.processing import (
 )
 from safehub.services.correlator.residency import DEFAULT_BUDGET_BYTES, Residency
 from safehub.services.correlator.stalls import STALL_CHECK_S, StallWatch
+from safehub.services.correlator.turns import WriteTurns
 from safehub.settings import CorrelatorEnv, load
 from safehub.topics import CORRELATOR_TABLE
 
@@ -301,9 +302,10 @@ class Pipeline:
     and the blocks' states in one committed transaction (a dead letter is thus never visible
     after its EVENT_DEADLETTERED entry, and no round trip is paid per dead letter); then the
     states go into the table's store; only then are the batch's events acked (so their offsets
-    may be committed). Batches are flushed one at a time in submission
-    order, so audit entries and states keep the processing order. At most `DEPTH` batches are
-    outstanding.
+    may be committed). Batches write one at a time; batches of events in submission order, so
+    audit entries and states keep the processing order, and likewise batches from the refusals
+    lane, which change no state: a batch of events waiting to write goes before them
+    (turns.py). At most `DEPTH` batches of each kind are outstanding.
 
     Throughput under a flood. faust adds nothing to the next batch while `submit` waits (its
     `take_events` buffer is closed until the body returns), so a slow commit (~140 ms a batch
@@ -328,28 +330,35 @@ class Pipeline:
         self._stats = stats
         # The blocks the child holds decoded, within a memory budget (residency.py).
         self._residency = residency or Residency()
-        # Flushes not yet done, oldest first; each waits for the one before it.
-        self._flushes: list[asyncio.Future[None]] = []
+        # Flushes not yet done, oldest first, each with whether it is of refusals (refusals.py);
+        # each waits for the one before it of its kind, and for its turn to write.
+        self._flushes: list[tuple[asyncio.Future[None], bool]] = []
+        self._turns = WriteTurns()
+
+    def _outstanding(self, refusals: bool | None = None) -> list[asyncio.Future[None]]:
+        """The flushes not yet done, oldest first: of refusals, of events, or (None) all."""
+        self._flushes = [(f, r) for f, r in self._flushes if not f.done()]
+        return [f for f, r in self._flushes if refusals is None or r is refusals]
 
     async def room(self) -> None:
-        """Until a batch can be submitted without waiting, and a batch of events waiting for
-        room has had its turn: refusals (refusals.py) go after events."""
+        """Until a batch of refusals (refusals.py) can be submitted without waiting: fewer than
+        `DEPTH` batches of either kind outstanding, and a batch of events woken by the same
+        flush has been submitted first."""
         while True:
-            self._flushes = [f for f in self._flushes if not f.done()]
-            if len(self._flushes) < self.DEPTH:
+            if len(self._outstanding()) < self.DEPTH:
                 await asyncio.sleep(0)  # an agent woken by the same flush submits first
-                self._flushes = [f for f in self._flushes if not f.done()]
-                if len(self._flushes) < self.DEPTH:
+                if len(self._outstanding()) < self.DEPTH:
                     return
-            await asyncio.wait([self._flushes[0]])
+            await asyncio.wait([self._outstanding()[0]])
 
     async def submit(self, messages: Sequence[Any], refusals: bool = False) -> None:
         """Correlate faust's `messages` (ConsumerMessage), acking each once its batch's outputs
         are committed and states stored. `refusals`: from the refusals lane, every one of them
         refused whatever the state (refusals.py)."""
-        self._flushes = [f for f in self._flushes if not f.done()]
-        if len(self._flushes) >= self.DEPTH:
-            await self._flushes[0]
+        # A batch of events waits only for batches of events: it writes before the refusals.
+        ahead = self._outstanding(None if refusals else False)
+        if len(ahead) >= self.DEPTH:
+            await ahead[0]
         # faust gives the record's timestamp in seconds (CreateTime: the producer's clock).
         lag = time.time() - min(m.timestamp for m in messages)
         batch = [Incoming(m.topic, m.partition, m.offset, m.key, m.value) for m in messages]
@@ -361,23 +370,23 @@ class Pipeline:
         seq, shipped, drop = self._residency.plan(
             (int.from_bytes(key, "big"), self._table.get(key)) for key in touched)
         reply = self._child.submit(self._clock_ms(), shipped, batch, drop)
-        previous = self._flushes[-1] if self._flushes else None
+        same_kind = self._outstanding(refusals)
+        previous = same_kind[-1] if same_kind else None
         # The group generation the batch was taken in: a flush that starts after the worker
         # has joined again (its partitions perhaps another's by then) must not commit.
         joins = self._outputs.joins
-        self._flushes.append(asyncio.ensure_future(
+        self._flushes.append((asyncio.ensure_future(
             self._flush(messages, batch, seq, shipped, reply, previous, lag,
-                        time.perf_counter(), joins)))
+                        time.perf_counter(), joins, refusals)), refusals))
 
     async def _flush(self, messages: Sequence[Any], batch: Sequence[Incoming], seq: int,
                      shipped: dict[int, bytes | None], reply_future: asyncio.Future[Reply],
                      previous: asyncio.Future[None] | None, lag_s: float,
-                     started: float, joins: int) -> None:
+                     started: float, joins: int, refusals: bool) -> None:
         try:
             reply = await reply_future
             if previous is not None:
                 await previous
-            t1 = time.perf_counter()
             # A block's state goes to the partition of its events; a refused record on another
             # partition (a foreign partitioner) must not move it there.
             refused = {r.index for r in reply.rejected if r.field != "event_id"}
@@ -390,11 +399,13 @@ class Pipeline:
                      for block, why in reply.quarantined.items()]
             keys = {block: block_key(block) for block in reply.states}
             records = [(partition_of[keys[b]], keys[b], raw) for b, raw in reply.states.items()]
-            await self._outputs.write(reply.alerts, reply.audit, self._states.topic, records,
-                                      dead, joins)
-            self._states.store(records)
-            self._residency.committed(seq, reply.states)
-            t2 = time.perf_counter()
+            async with self._turns.turn(refusals):
+                t1 = time.perf_counter()
+                await self._outputs.write(reply.alerts, reply.audit, self._states.topic,
+                                          records, dead, joins)
+                self._states.store(records)
+                self._residency.committed(seq, reply.states)
+                t2 = time.perf_counter()
         except asyncio.CancelledError:
             raise  # shutting down: the batch is not acked, so it is redelivered
         except (SafehubError, OSError) as exc:
@@ -455,7 +466,7 @@ class Pipeline:
 
     @property
     def idle(self) -> bool:
-        return all(f.done() for f in self._flushes)
+        return not self._outstanding()
 
     def _count(self, messages: Sequence[Any], batch: Sequence[Incoming], reply: Reply,
                started: float) -> None:
