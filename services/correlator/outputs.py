@@ -120,6 +120,7 @@ RETRY_DELAY_S = (0.5, 5.0)  # first, then doubling up to the second
 # transaction timeout, as the transaction stays open meanwhile; heartbeats go every 2 s.
 OWNERSHIP_WAIT_S = TRANSACTION_TIMEOUT_MS / 1000 / 2
 STOP_WAIT_S = 10.0  # for a failed producer to stop; it may wait on batches it cannot send
+SLOW_TRANSACTION_S = 2.0  # a commit slower than this is logged with its steps
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,27 @@ async def fence(kafka: KafkaConnection, client_id: str, transactional: str) -> N
             await _stop_quietly(producer)
 
 
+class _Phases:
+    """How long each step of one transaction took: a slow one is logged with its steps, so an
+    operator sees whether the producer, the sends, the membership check or the commit held the
+    output up (fault runs show gaps of 20-40 s after broker kills)."""
+
+    def __init__(self) -> None:
+        self._last = self._start = time.monotonic()
+        self._steps: list[tuple[str, float]] = []
+
+    def done(self, step: str) -> None:
+        now = time.monotonic()
+        self._steps.append((step, now - self._last))
+        self._last = now
+
+    def report(self) -> None:
+        took = self._last - self._start
+        if took >= SLOW_TRANSACTION_S:
+            log.warning("a transaction took %.1f s to commit (%s)", took,
+                        ", ".join(f"{step} {s:.1f} s" for step, s in self._steps))
+
+
 class NotOwner(Exception):
     """The group may have given this worker's partitions to another (membership.py)."""
 
@@ -268,18 +290,25 @@ class OutputWriter:
         if deadletters and self._deadletter is None:
             raise BrokerError("dead letters to send, but this writer has no dead-letter topic")
         backoff = _Backoff()
+        phases = _Phases()
         while True:
             committing = False
             try:
                 producer = await self._started()
                 if joins is None:
                     joins = self.joins
+                phases.done("producer")
                 async with producer.transaction():
+                    phases.done("begin")
                     await self._send(producer, alerts, audit, states_topic, states, deadletters)
+                    phases.done("sends")
                     lost = await self._lost_ownership(joins)
                     if lost is not None:
                         raise NotOwner(lost)  # inside the transaction: its exit aborts it
+                    phases.done("membership")
                     committing = True  # the context's exit asks for the commit
+                phases.done("commit")
+                phases.report()
                 return
             except NotOwner as exc:
                 raise BrokerError(
@@ -299,8 +328,10 @@ class OutputWriter:
                 if not committing and _transient(exc) and not _refused(exc):
                     log.warning("transaction not sent (%s): sending it again with a new "
                                 "producer", exc)
+                    phases.done(f"failed ({type(exc).__name__})")
                     await self._drop_producer()
                     if await backoff.wait():
+                        phases.done("backoff")
                         continue
                 raise BrokerError(f"alerts, audit entries or block states not committed: "
                                   f"{exc}") from exc

@@ -10,9 +10,12 @@ machine, but 0.3-1.2 s while the broker shared the cores with the flood's produc
 
 A batch of refusals changes no block's state, and its records are refused whatever the state
 (refusals.py): where its entries fall in the journal relative to an event's changes nothing
-that replay checks. So a batch of events waiting for the turn takes it before any batch of
-refusals waiting too. Batches of the same kind still write in the order they were submitted
-(app.py chains each to the one before it of its kind): block states keep their order.
+that replay checks. So a batch of events waiting for the turn takes it before a batch of refusals
+waiting too, unless the turn just before was also events': then the refusals go first. A steady
+flow of events (a catch-up) would otherwise keep a submitted batch of refusals from writing for
+as long as it lasts, and its offsets from being committed; the stall watch (stalls.py) would
+read its partitions again. Batches of the same kind still write in the order they were
+submitted (app.py chains each to the one before it of its kind): block states keep their order.
 """
 
 from __future__ import annotations
@@ -26,13 +29,15 @@ from contextlib import asynccontextmanager
 class WriteTurns:
     def __init__(self) -> None:
         self._busy = False
+        self._events_last = False  # whether the turn now held, or last held, is events'
         self._events: deque[asyncio.Future[None]] = deque()
         self._refusals: deque[asyncio.Future[None]] = deque()
 
     @asynccontextmanager
     async def turn(self, refusals: bool) -> AsyncIterator[None]:
         """Hold the turn to write, once the writes before it are done: of the batches waiting,
-        those of events first, each kind in the order it asked."""
+        those of events first unless events held the turn just before, each kind in the order
+        it asked."""
         if self._busy:
             waiter = asyncio.get_running_loop().create_future()
             (self._refusals if refusals else self._events).append(waiter)
@@ -45,16 +50,21 @@ class WriteTurns:
                 raise
         else:
             self._busy = True
+            self._events_last = not refusals
         try:
             yield
         finally:
             self._hand_on()
 
     def _hand_on(self) -> None:
-        for waiting in (self._events, self._refusals):
+        kinds = [(self._events, True), (self._refusals, False)]
+        if self._events_last:
+            kinds.reverse()
+        for waiting, events in kinds:
             while waiting:
                 waiter = waiting.popleft()
                 if not waiter.done():  # else cancelled while it waited
                     waiter.set_result(None)
+                    self._events_last = events
                     return
         self._busy = False

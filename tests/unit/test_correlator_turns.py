@@ -1,5 +1,6 @@
 """WriteTurns (services/correlator/turns.py): one write at a time; of the batches waiting, those
-of events first, each kind in the order it asked; a waiter cancelled never holds the turn."""
+of events first, but never twice in a row while refusals wait; each kind in the order it asked;
+a waiter cancelled never holds the turn."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ async def started(log: list[str], name: str) -> None:
 
 
 def test_events_waiting_write_before_refusals_waiting_and_each_kind_keeps_its_order() -> None:
+    """E1 goes before R2, which was waiting longer; then R2, as events had the turn before."""
     async def scenario() -> list[str]:
         turns, log, gate = WriteTurns(), [], asyncio.Event()
         first = asyncio.ensure_future(write(turns, "R1", True, log, gate))
@@ -42,9 +44,24 @@ def test_events_waiting_write_before_refusals_waiting_and_each_kind_keeps_its_or
 
     log = asyncio.run(scenario())
     order = [line.split()[0] for line in log if line.endswith("starts")]
-    assert order == ["R1", "E1", "E2", "R2", "R3"]
+    assert order == ["R1", "E1", "R2", "E2", "R3"]
     # One at a time: every write ends before the next starts.
     assert log == [f"{n} {w}" for n in order for w in ("starts", "ends")]
+
+
+def test_a_steady_flow_of_events_leaves_every_other_turn_to_refusals() -> None:
+    async def scenario() -> list[str]:
+        turns, log, gate = WriteTurns(), [], asyncio.Event()
+        first = asyncio.ensure_future(write(turns, "E0", False, log, gate))
+        await started(log, "E0")
+        names = [("R1", True), ("R2", True), *((f"E{i}", False) for i in range(1, 7))]
+        rest = [asyncio.ensure_future(write(turns, n, r, log)) for n, r in names]
+        await asyncio.sleep(0)
+        gate.set()
+        await asyncio.gather(first, *rest)
+        return [line.split()[0] for line in log if line.endswith("starts")]
+
+    assert asyncio.run(scenario()) == ["E0", "R1", "E1", "R2", "E2", "E3", "E4", "E5", "E6"]
 
 
 def test_a_waiter_cancelled_before_or_as_it_is_handed_the_turn_never_keeps_it() -> None:
