@@ -235,12 +235,12 @@ def build_app(
                 # take_events acks each event when this body returns; the extra reference
                 # holds the offset until the batch's outputs and states are acknowledged.
                 message.incref()
-            # Refusals ride along: a batch of events waiting for room goes before a batch of
-            # refusals (`refuse`), so under a steady flow of events the lane would never be
+            # Refusals ride along: a batch of refusals (`refuse`) is submitted only while the
+            # pipeline has room, so under a steady flow of events the lane would never be
             # refused, and the commits of its partitions would wait for it (found in review).
             consumer: Any = app.consumer  # transport.PromptConsumer
             riders = consumer.refusals.take(settings.batch_max // RIDERS)
-            await pipeline().submit(messages + riders)
+            await pipeline().submit(messages, riders)
 
     async def refuse() -> None:
         """The refusals lane (refusals.py) to the pipeline, a batch at a time, after events."""
@@ -351,22 +351,25 @@ class Pipeline:
                     return
             await asyncio.wait([self._outstanding()[0]])
 
-    async def submit(self, messages: Sequence[Any], refusals: bool = False) -> None:
-        """Correlate faust's `messages` (ConsumerMessage), acking each once its batch's outputs
-        are committed and states stored. `refusals`: from the refusals lane, every one of them
-        refused whatever the state (refusals.py)."""
+    async def submit(self, messages: Sequence[Any], riders: Sequence[Any] = (),
+                     refusals: bool = False) -> None:
+        """Correlate faust's `messages` (ConsumerMessage) and `riders`, acking each once its
+        batch's outputs are committed and states stored. `riders`, and with `refusals` every
+        message: from the refusals lane, refused whatever the state (refusals.py)."""
         # A batch of events waits only for batches of events: it writes before the refusals.
         ahead = self._outstanding(None if refusals else False)
         if len(ahead) >= self.DEPTH:
             await ahead[0]
+        events = () if refusals else messages
+        messages = [*messages, *riders]
         # faust gives the record's timestamp in seconds (CreateTime: the producer's clock).
         lag = time.time() - min(m.timestamp for m in messages)
         batch = [Incoming(m.topic, m.partition, m.offset, m.key, m.value) for m in messages]
-        # Only a record that may be an event is correlated on its block's state; any other is
-        # refused before its state is looked at (processing.py), and no state is held for it
-        # (a flood of random keys would otherwise fill the worker with empty blocks).
-        touched = set() if refusals else {m.key for m in batch
-                                          if m.key is not None and may_be_event(m.key, m.value)}
+        # Only a record that may be an event is correlated on its block's state; any other,
+        # the lane's included, is refused before its state is looked at (processing.py), and no
+        # state is held for it (a flood of random keys would otherwise fill the worker with
+        # empty blocks).
+        touched = {m.key for m in events if m.key is not None and may_be_event(m.key, m.value)}
         seq, shipped, drop = self._residency.plan(
             (int.from_bytes(key, "big"), self._table.get(key)) for key in touched)
         reply = self._child.submit(self._clock_ms(), shipped, batch, drop)
