@@ -422,7 +422,7 @@ class Pipeline:
 
     def _suspect(self, batch: Sequence[Incoming], reply: Reply) -> None:
         """Tell the refusals lane how many records of each partition that passed its cheap
-        look this batch refused: a flood made to pass it (refusals.py)."""
+        look this batch refused: a flood made to pass it (suspicion.py)."""
         counts: Counter[tuple[str, int]] = Counter()
         for rejected in reply.rejected:
             m = batch[rejected.index]

@@ -192,7 +192,7 @@ class FairShare:
 
     def judge_again(self, tp: Any) -> None:
         """Tell again which of the records held of `tp` may be events: the judgement changed
-        (a partition suspected of a flood made to pass the cheap look: refusals.py)."""
+        (a partition suspected of a flood made to pass the cheap look: suspicion.py)."""
         held = self._held.get(tp)
         if held is not None:
             look = self._urgent

@@ -16,14 +16,9 @@ ahead of it on its partition: 1.04 s behind ~8,500 of them in session 29, 0.22 s
 their offsets are committed only once their dead letters are, and are handed to the pipeline in
 batches of their own (app.py), while the events behind them go on through faust at once.
 
-A flood made to pass that cheap look (a block key and an ingress schema header before bytes
-that do not decode, or decodable events that break a rule) is told apart by its effect: once
-three in four of the first SAMPLE records of a fetch that passed the look are refused by every
-rule that does not depend on the time, or a batch refuses SUSPECT_AFTER or more of them, the
-partition is suspected for SUSPECT_FOR_S, renewed while it goes on, and its records are also
-checked by every rule that does not depend on the time (`BatchProcessor.refused_at_any_time`,
-~10 us a record where the cheap look takes 0.3 us); those it refuses go to the lane too. An
-agency's valid events pay that check only while its partition is suspected.
+A flood made to pass that cheap look is told apart by its effect, and the records of its
+partition checked by every rule that does not depend on the time before faust sees them
+(suspicion.py); those it refuses come to the lane too.
 
 The lane holds at most `LANE_MAX` bytes (a record's key, value and what faust's message costs),
 and AHEAD_TIMES that for records standing ahead of a possible event; the fair share hands it no
@@ -35,21 +30,15 @@ from an earlier offset) or no longer assigned are dropped: they are read again.
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
-log = logging.getLogger(__name__)
 LANE_MAX = 16 * 1024 * 1024  # bytes held, ~25,000 small records
 # For records ahead of a possible event, which are held in memory already and must all reach
 # the lane before the event reaches faust: ~100,000 small ones, more than the fair share holds
 # of one partition (fairness.HOLD_MAX).
 AHEAD_TIMES = 4
-SUSPECT_AFTER = 50  # records of a partition that passed the cheap look, refused in one batch
-SAMPLE = 16  # records of a fetch that passed the cheap look, checked before the fetch is held
-SUSPECT_FOR_S = 10.0
 MESSAGE_COST = 600  # bytes a held record costs besides its key and value (faust's and aiokafka's)
 
 
@@ -59,11 +48,8 @@ def message_size(message: Any) -> int:
 
 
 class Refusals:
-    def __init__(self, most: int = LANE_MAX,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, most: int = LANE_MAX) -> None:
         self._most = most
-        self._clock = clock
-        self._suspects: dict[Any, float] = {}  # partition -> suspected until (clock)
         self._held: deque[Any] = deque()
         self._size = 0
         self._count: Counter[Any] = Counter()  # records held per partition
@@ -119,36 +105,3 @@ class Refusals:
         """Forget the records of partitions not in `tps`, and return them."""
         keep = set(tps)
         return self.drop([tp for tp in self._count if tp not in keep])
-
-    def refused(self, tp: Any, count: int) -> bool:
-        """A batch refused `count` records of `tp` that passed the cheap look; True if that
-        makes `tp` suspected, where it was not."""
-        if count < SUSPECT_AFTER:
-            return False
-        return self._suspect(tp, f"{count} records that look like events refused in one batch")
-
-    def sampled(self, tp: Any, looked: int, refused: int) -> bool:
-        """Of the first `looked` records of a fetch of `tp` that passed the cheap look, every
-        rule that ignores the time refuses `refused`; True if that makes `tp` suspected."""
-        if looked < SAMPLE or refused * 4 < looked * 3:
-            return False
-        return self._suspect(tp, f"{refused} of the first {looked} records of a fetch that "
-                                 "look like events refused")
-
-    def _suspect(self, tp: Any, why: str) -> bool:
-        new = not self.suspected(tp)
-        if new:
-            log.warning("%s[%d]: %s; its records are checked by every rule before they are "
-                        "queued, those refused go to the refusals lane", tp[0], tp[1], why)
-        self._suspects[tp] = self._clock() + SUSPECT_FOR_S
-        return new
-
-    def suspected(self, tp: Any) -> bool:
-        """Whether `tp`'s records are to be checked by every rule before faust sees them."""
-        until = self._suspects.get(tp)
-        if until is None:
-            return False
-        if until < self._clock():
-            del self._suspects[tp]
-            return False
-        return True

@@ -47,7 +47,6 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from itertools import islice
 from typing import Any
 
 import aiokafka
@@ -60,8 +59,9 @@ from safehub.services.correlator import committed, faust_contract, handoff, memb
 from safehub.services.correlator.fairness import SHARE, FairShare
 from safehub.services.correlator.in_flight import InFlight
 from safehub.services.correlator.log_end import log_ends
-from safehub.services.correlator.processing import Incoming, may_be_event
-from safehub.services.correlator.refusals import SAMPLE, Refusals
+from safehub.services.correlator.processing import Incoming
+from safehub.services.correlator.refusals import Refusals
+from safehub.services.correlator.suspicion import Suspicion
 
 # Before anything below is used: on a faust or aiokafka these corrections were not checked
 # against, they could silently not apply (faust_contract.py).
@@ -97,20 +97,28 @@ class NextOffsets:
     `admit` returns the offset to re-read the partition from when records before this one were
     skipped. The log itself may have no record at an offset (a transaction marker, compaction):
     then re-reading finds the same hole again, and the second time it is let through, and
-    remembered in `genuine`: (partition, the offset let through) -> the hole's first offset.
+    remembered until the commit point takes it (`take_hole_at`, `take_hole_before`).
     """
 
     def __init__(self) -> None:
         self._next: dict[Any, int] = {}
         self._reread: dict[Any, int] = {}  # partition -> the offset it was sought back to
-        self.genuine: dict[tuple[Any, int], int] = {}  # holes in the log (above)
+        # Holes found in the log: (partition, the offset let through) -> the hole's first offset.
+        self._holes: dict[tuple[Any, int], int] = {}
 
-    def hole_at(self, tp: Any, offset: int) -> tuple[int, int] | None:
-        """The hole in the log of `tp` that holds `offset`, as (first, end), end excluded."""
-        for (held_tp, after), first in self.genuine.items():
+    def take_hole_at(self, tp: Any, offset: int) -> tuple[int, int] | None:
+        """The hole in the log of `tp` that holds `offset`, as (first, end), end excluded, and
+        forgotten: the caller records it as a gap."""
+        for (held_tp, after), first in self._holes.items():
             if held_tp == tp and first <= offset < after:
+                del self._holes[(held_tp, after)]
                 return first, after
         return None
+
+    def take_hole_before(self, tp: Any, offset: int) -> bool:
+        """Whether the log of `tp` has a hole that ends where `offset` was let through, then
+        forgotten: the caller records it as a gap."""
+        return self._holes.pop((tp, offset), None) is not None
 
     def reset(self, tp: Any, offset: int) -> None:
         self._next[tp] = offset
@@ -120,8 +128,8 @@ class NextOffsets:
         for tp in [tp for tp in self._next if tp not in tps]:
             del self._next[tp]
             self._reread.pop(tp, None)
-        for key in [key for key in self.genuine if key[0] not in tps]:
-            del self.genuine[key]
+        for key in [key for key in self._holes if key[0] not in tps]:
+            del self._holes[key]
 
     def admit(self, tp: Any, offset: int) -> int | None:
         expected = self._next.get(tp)
@@ -129,7 +137,7 @@ class NextOffsets:
             if self._reread.get(tp) != expected:
                 self._reread[tp] = expected
                 return expected
-            self.genuine[(tp, offset)] = expected
+            self._holes[(tp, offset)] = expected
         self._reread.pop(tp, None)
         if expected is None or offset >= expected:
             self._next[tp] = offset + 1
@@ -158,62 +166,21 @@ class PromptConsumer(faust_aiokafka.Consumer):
         # What the commit must not pass, now that acks within a partition may come out of
         # order (in_flight.py).
         self.in_flight = InFlight()
-        self._refused_at_any_time: Callable[[Incoming], bool] | None = getattr(
-            self.transport, "refused_at_any_time", None)
-        # (topic, partition, offset) -> refused at any time: checked when held (`_may_be_event`);
-        # forgotten when the partition is sought, and all after a rebalance (`perform_seek`)
-        self._checked: dict[tuple[str, int, int], bool] = {}
+        # Which records of a flood made to pass the cheap look go to the lane too.
+        self.suspicion = Suspicion(getattr(self.transport, "refused_at_any_time", None))
         # Of the ingress partitions (fairness.py); the transport says how large a share is.
         self.fair_share = FairShare(getattr(self.transport, "fair_share", SHARE),
-                                    urgent=self._may_be_event)
+                                    urgent=self.suspicion.may_be_event)
         # Per changelog partition: the last record's offset fetched, and the position after
         # the last fetch during recovery.
         self._fetched: dict[Any, int] = {}
         self._read_to: dict[Any, int | None] = {}
 
-    def _may_be_event(self, record: Any) -> bool:
-        """Whether a fetched record (aiokafka's) goes to faust rather than to the refusals lane:
-        it passes the cheap look and, on a suspected partition, every rule that does not depend
-        on the time (refusals.py). The verdict of that check is kept for `_to_lane`."""
-        if not may_be_event(record.key, record.value):
-            return False
-        if not self.refusals.suspected((record.topic, record.partition)):
-            return True
-        refused = self._checked[(record.topic, record.partition, record.offset)] = (
-            self._refused_anyway(record))
-        return not refused
-
-    def _to_lane(self, message: Any) -> bool:
-        """Whether a message faust read goes to the refusals lane: as the fair share judged its
-        record when it was held, or, held before its partition was suspected, as judged now."""
-        if not may_be_event(message.key, message.value):
-            return True
-        refused = self._checked.pop((message.topic, message.partition, message.offset), None)
-        if refused is None:
-            if not self.refusals.suspected((message.topic, message.partition)):
-                return False
-            refused = self._refused_anyway(message)
-        return refused
-
-    def _refused_anyway(self, record: Any) -> bool:
-        check = self._refused_at_any_time
-        return check is not None and check(Incoming(record.topic, record.partition,
-                                                    record.offset, record.key, record.value))
-
     def suspect(self, tp: tuple[str, int], count: int) -> None:
-        """A batch refused `count` records of `tp` that passed the cheap look (refusals.py); if
+        """A batch refused `count` records of `tp` that passed the cheap look (suspicion.py); if
         that makes the partition suspected, what it holds is judged again."""
-        if self.refusals.refused(tp, count):
+        if self.suspicion.refused(tp, count):
             self.fair_share.judge_again(tp)
-
-    def _forget_checks(self, tps: set[Any] | None = None) -> None:
-        """Drop the kept verdicts of partitions `tps` (all if None): their records are read
-        again, or are no longer this worker's."""
-        if tps is None:
-            self._checked.clear()
-        else:
-            for key in [key for key in self._checked if key[:2] in tps]:
-                del self._checked[key]
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return PromptConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -255,19 +222,11 @@ class PromptConsumer(faust_aiokafka.Consumer):
         for tp, fetched in records.items():
             (ingress if acked(tp.topic) else out)[tp] = fetched
         for tp, fetched in ingress.items():
-            if fetched and self._refused_at_any_time and not self.refusals.suspected(tp):
-                self._sample(tp, fetched)
+            if fetched and self.suspicion.sample(tp, fetched):
+                self.fair_share.judge_again(tp)
         out.update(share.take(ingress, [tp for tp in active if acked(tp.topic)],
                               self.refusals.room()))
         return out
-
-    def _sample(self, tp: Any, fetched: Sequence[Any]) -> None:
-        """Check the first records of a fetch that pass the cheap look by every rule: a flood
-        made to pass it is suspected before it reaches faust's queue (refusals.py)."""
-        looks = list(islice((r for r in fetched if may_be_event(r.key, r.value)), SAMPLE))
-        refused = sum(map(self._refused_anyway, looks))
-        if self.refusals.sampled(tp, len(looks), refused):
-            self.fair_share.judge_again(tp)
 
     def _forget(self, messages: Sequence[Any]) -> None:
         """Messages taken into the refusals lane and dropped from it unrefused: their partition
@@ -299,7 +258,7 @@ class PromptConsumer(faust_aiokafka.Consumer):
                     holes.add(tp)
                     await self.seek(tp, reread_from)
                     continue
-                if self._to_lane(message):
+                if self.suspicion.to_lane(message):
                     await self._refuse(tp, message)
                     diverted += 1
                     if not diverted % 100:
@@ -341,14 +300,14 @@ class PromptConsumer(faust_aiokafka.Consumer):
         self.fair_share.drop(partition)
         self._forget(self.refusals.drop({partition}, offset))
         self.in_flight.forget_from(partition, offset)
-        self._forget_checks({partition})
+        self.suspicion.forget({partition})
 
     async def perform_seek(self) -> None:
         """Seek every ingress partition to its committed offset, or its beginning if none."""
         self.fair_share.clear()
         self._forget(self.refusals.keep_only(()))
         self.in_flight.forget()
-        self._forget_checks()
+        self.suspicion.forget()
         await super().perform_seek()  # aiokafka seeks only commits above 0
         acked = self.app.topics.acks_enabled_for
         tps = {tp for tp in self.assignment() if acked(tp.topic)}
@@ -418,11 +377,10 @@ class PromptConsumer(faust_aiokafka.Consumer):
         if committed is not None and committed not in self._acked_index.get(tp, ()):
             gaps = self._gap[tp]
             if not gaps.overlaps(committed):
-                hole = self.next_offsets.hole_at(tp, committed)
+                hole = self.next_offsets.take_hole_at(tp, committed)
                 if hole is None:
                     return None
                 gaps.addi(*hole)
-                del self.next_offsets.genuine[(tp, hole[1])]
         result: int | None = super()._new_offset(tp)
         return result
 
@@ -436,8 +394,7 @@ class PromptConsumer(faust_aiokafka.Consumer):
         correlated. Left unrecorded, the gap holds the commit at the first missing offset, and
         stalls.StallWatch re-reads the partition from there.
         """
-        if (tp, offset_to) in self.next_offsets.genuine:
-            del self.next_offsets.genuine[(tp, offset_to)]
+        if self.next_offsets.take_hole_before(tp, offset_to):
             # faust's own starts a gap no earlier than one past the committed offset: a hole at
             # the committed offset itself would then hold the commit for good (`_new_offset`).
             committed = self._committed_offset.get(tp)

@@ -1,5 +1,6 @@
-"""The refusals lane: what it holds, its room, and what it forgets; and that a record it takes
-is one the contract refuses whatever else holds."""
+"""The refusals lane: what it holds, its room, and what it forgets; that a record it takes is one
+the contract refuses whatever else holds; and the suspicion of a flood made to pass the cheap
+look: when a partition is suspected, and that each of its records is checked once."""
 
 from __future__ import annotations
 
@@ -23,13 +24,12 @@ from safehub.services.correlator.processing import (
     may_be_event,
     partition_for,
 )
-from safehub.services.correlator.refusals import (
-    MESSAGE_COST,
+from safehub.services.correlator.refusals import MESSAGE_COST, Refusals, message_size
+from safehub.services.correlator.suspicion import (
     SAMPLE,
     SUSPECT_AFTER,
     SUSPECT_FOR_S,
-    Refusals,
-    message_size,
+    Suspicion,
 )
 from tests.fixtures.correlator import child_sign
 
@@ -146,17 +146,17 @@ def test_only_a_time_in_the_future_is_left_to_the_time_of_correlation() -> None:
 
 def test_a_partition_is_suspected_after_a_batch_refusing_many_that_passed_the_look() -> None:
     now = [0.0]
-    lane = Refusals(clock=lambda: now[0])
-    lane.refused(("t", 0), SUSPECT_AFTER - 1)
-    assert not lane.suspected(("t", 0))
-    lane.refused(("t", 0), SUSPECT_AFTER)
-    assert lane.suspected(("t", 0)) and not lane.suspected(("t", 1))
+    suspicion = Suspicion(None, clock=lambda: now[0])
+    suspicion.refused(("t", 0), SUSPECT_AFTER - 1)
+    assert not suspicion.suspected(("t", 0))
+    suspicion.refused(("t", 0), SUSPECT_AFTER)
+    assert suspicion.suspected(("t", 0)) and not suspicion.suspected(("t", 1))
     now[0] = SUSPECT_FOR_S - 1
-    lane.refused(("t", 0), SUSPECT_AFTER)  # the flood goes on: renewed
+    suspicion.refused(("t", 0), SUSPECT_AFTER)  # the flood goes on: renewed
     now[0] = SUSPECT_FOR_S + 1
-    assert lane.suspected(("t", 0))
+    assert suspicion.suspected(("t", 0))
     now[0] = 2 * SUSPECT_FOR_S
-    assert not lane.suspected(("t", 0))
+    assert not suspicion.suspected(("t", 0))
 
 
 def test_a_partition_sought_forward_keeps_the_records_before_the_offset() -> None:
@@ -172,9 +172,77 @@ def test_a_partition_sought_forward_keeps_the_records_before_the_offset() -> Non
 def test_a_fetch_mostly_refused_by_every_rule_makes_its_partition_suspected_at_once() -> None:
     # Before the fetch reaches faust's queue: a batch's verdict comes only after faust has
     # queued a batch or more of the flood ahead of the events behind it.
-    lane = Refusals()
-    assert not lane.sampled(("t", 0), SAMPLE - 1, SAMPLE - 1)  # too few to tell
-    assert not lane.sampled(("t", 0), SAMPLE, SAMPLE * 3 // 4 - 1)
-    assert lane.sampled(("t", 0), SAMPLE, SAMPLE * 3 // 4)
-    assert lane.suspected(("t", 0))
-    assert not lane.sampled(("t", 0), SAMPLE, SAMPLE)  # already suspected: renewed, not new
+    suspicion = Suspicion(None)
+    assert not suspicion.sampled(("t", 0), SAMPLE - 1, SAMPLE - 1)  # too few to tell
+    assert not suspicion.sampled(("t", 0), SAMPLE, SAMPLE * 3 // 4 - 1)
+    assert suspicion.sampled(("t", 0), SAMPLE, SAMPLE * 3 // 4)
+    assert suspicion.suspected(("t", 0))
+    assert not suspicion.sampled(("t", 0), SAMPLE, SAMPLE)  # already suspected: renewed, not new
+
+
+@dataclass(frozen=True)
+class Fetched:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def _counting() -> tuple[Suspicion, list[int]]:
+    """A suspicion asking the real processor, and the offsets it asked about."""
+    asked: list[int] = []
+
+    def check(message: Incoming) -> bool:
+        asked.append(message.offset)
+        return PROCESSOR.refused_at_any_time(message)
+
+    return Suspicion(check), asked
+
+
+P = partition_for(block_key(300), 6)  # where the valid event is on its own partition
+
+
+def _flood(first: int, n: int) -> list[Fetched]:
+    return [Fetched(TOPIC, P, first + i, *malformed_past_the_look(first + i, "police-r"))
+            for i in range(n)]
+
+
+def test_a_fetch_of_a_flood_is_sampled_then_each_record_checked_once_on_its_way() -> None:
+    suspicion, asked = _counting()
+    good = Fetched(TOPIC, P, 99, block_key(300), encode(EVENT))
+    assert suspicion.may_be_event(good) and not suspicion.to_lane(good)  # not suspected: free
+    assert asked == []
+    assert suspicion.sample((TOPIC, P), _flood(0, 40))
+    assert len(asked) == SAMPLE and not suspicion.sample((TOPIC, P), _flood(40, 40))
+    asked.clear()
+    # Suspected: held (the fair share's look), then read (faust's), checked once in all.
+    flood = _flood(100, 5)
+    assert not any(map(suspicion.may_be_event, flood))
+    assert all(map(suspicion.to_lane, flood))
+    assert asked == [100, 101, 102, 103, 104]
+    # The partition's valid event pays the check, and still goes to faust.
+    good = replace(good, offset=105)
+    assert suspicion.may_be_event(good) and not suspicion.to_lane(good)
+    assert asked[-1] == 105 and len(asked) == 6
+    # A record held before its partition was suspected is judged when faust reads it.
+    assert suspicion.to_lane(_flood(200, 1)[0]) and asked[-1] == 200
+    # A record that cannot be an event goes to the lane without being asked about.
+    assert suspicion.to_lane(Fetched(TOPIC, P, 300, None, b"junk")) and asked[-1] == 200
+
+
+def test_a_partition_sought_again_forgets_its_verdicts_and_only_its() -> None:
+    suspicion, asked = _counting()
+    for partition in (P, P + 1):
+        assert suspicion.sample((TOPIC, partition), [replace(f, partition=partition)
+                                                     for f in _flood(0, SAMPLE)])
+    held = [replace(f, partition=p) for p in (P, P + 1) for f in _flood(500, 2)]
+    assert not any(map(suspicion.may_be_event, held))
+    asked.clear()
+    suspicion.forget({(TOPIC, P)})
+    assert all(map(suspicion.to_lane, held))
+    assert asked == [500, 501]  # partition 0's judged again, partition 1's kept
+
+
+def test_without_a_processor_nothing_is_suspected_by_sampling() -> None:
+    assert not Suspicion(None).sample((TOPIC, P), _flood(0, 40))
