@@ -20,9 +20,11 @@ event is on its ingress topic; for every child, the highest tier on `correlated`
 topic and in the inbox is the tier the pure core reaches over the events on the ingress topics;
 no alert id has two versions; no inbox holds two rows of one alert; and `safehub audit replay`
 (as the `auditor`, with the inbox database) reports a full match. Per kill, how long until the
-pipeline's output moved again. The whole run is bounded by `--max-seconds`; every process it
-started is stopped, and the cluster removed, however it ends. Writes bench/results/fault.json,
-failures included, and exits non-zero when a check fails.
+pipeline's output moved again, and how long until the cluster had no partition below
+min.insync.replicas (where no acks=all write completes). The whole run is bounded by
+`--max-seconds`; every process it started is stopped, and the cluster removed, however it
+ends. Writes bench/results/fault.json, failures included, and exits non-zero when a check
+fails.
 """
 
 from __future__ import annotations
@@ -44,13 +46,16 @@ from types import FrameType
 from typing import Any
 
 from kafka import TopicPartition
-from kafka.errors import KafkaTimeoutError
+from kafka.errors import KafkaError, KafkaTimeoutError
 
 from bench.fault_checks import (
     AGENCIES,
     HUB,
+    IsrSample,
     Sample,
+    below_min_isr,
     inbox_count,
+    isr_timeline,
     judge,
     population,
     recovery,
@@ -77,6 +82,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 WORKERS = ("w1", "w2")
 BROKER_EVERY_S = 15.0
 BROKER_DOWN_S = 5.0
+MIN_INSYNC = 2  # the launcher's min.insync.replicas on 3 nodes, internal topics' included
 WORKER_KILLS_AT = (0.25, 0.55, 0.85)  # of the publishing time
 QUIET_S = 8.0  # nothing consumed or written for this long, with no lag: settled
 
@@ -109,6 +115,7 @@ class FaultRun:
         self.stop_sampling = threading.Event()
         self.threads: list[threading.Thread] = []
         self.samples: list[Sample] = []
+        self.isr_samples: list[IsrSample] = []
         self.broker_kills: list[dict[str, Any]] = []
         self.worker_kills: list[dict[str, Any]] = []
         self.t0 = time.monotonic()
@@ -241,6 +248,26 @@ class FaultRun:
                     offsets = {(tp.topic, tp.partition): m.offset for tp, m in got.items()
                                if topics.in_family(tp.topic, topics.Family.INGRESS, self.prefix)}
                 self.samples.append((time.monotonic(), offsets, inbox_count(self.inbox_db)))
+        finally:
+            admin.close()
+
+    def sample_isr(self) -> None:
+        """Every second: the partitions below min.insync.replicas or without a leader, where
+        no acks=all write completes (internal topics included: the transaction coordinators
+        write the same way)."""
+        assert self.admin is not None
+        admin = make_admin(self.admin, "fault-bench-isr", request_timeout_ms=5000)
+        try:
+            while not self.stop_sampling.wait(1.0):
+                try:
+                    described = admin.describe_topics()
+                except (KafkaError, OSError):
+                    continue  # a broker away: no sample this second
+                below = tuple(sorted(
+                    f"{t['name']}[{p['partition_index']}]" for t in described
+                    for p in t["partitions"]
+                    if p["leader_id"] < 0 or len(p["isr_nodes"]) < MIN_INSYNC))
+                self.isr_samples.append((time.monotonic(), below))
         finally:
             admin.close()
 
@@ -428,6 +455,7 @@ class FaultRun:
     def run(self) -> list[str]:
         self.setup()
         self.thread(self.sample, "fault-sampler")
+        self.thread(self.sample_isr, "fault-isr-sampler")
         acked = self.publish()
         unacknowledged = self.args.events - len(acked)
         self.settle(self.args.settle_timeout)
@@ -481,11 +509,16 @@ class FaultRun:
 
     def figures(self) -> None:
         """Kills with their recovery times, from the samples."""
-        self.result["broker_kills"] = [
-            {**k, **recovery(self.samples, self.t0 + k["at_s"])} for k in self.broker_kills]
+        def timed(kill: dict[str, Any], at: float) -> dict[str, Any]:
+            moved = recovery(self.samples, at)
+            return {**kill, **moved,
+                    **below_min_isr(self.isr_samples, at, moved["output_s"])}
+
+        self.result["broker_kills"] = [timed(k, self.t0 + k["at_s"]) for k in self.broker_kills]
         self.result["worker_kills"] = [
-            {k2: v for k2, v in k.items() if k2 not in ("t", "pid")}
-            | recovery(self.samples, k["t"]) for k in self.worker_kills]
+            timed({k2: v for k2, v in k.items() if k2 not in ("t", "pid")}, k["t"])
+            for k in self.worker_kills]
+        self.result["partitions_below_min_isr"] = isr_timeline(self.isr_samples, self.t0)
         consumed = self.result.get("correlator_consumed_all_s")
         began = self.result.get("publish_started_s")
         if consumed is not None and began is not None:

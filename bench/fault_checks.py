@@ -193,5 +193,35 @@ def recovery(samples: Sequence[Sample], at: float, window_s: float = 120.0) -> d
             "inbox_s": _r(inbox)}
 
 
+# (t, the partitions then below min.insync.replicas or without a leader, as "topic[partition]")
+IsrSample = tuple[float, tuple[str, ...]]
+
+
+def below_min_isr(samples: Sequence[IsrSample], at: float, stall_s: float | None,
+                  window_s: float = 120.0) -> dict[str, Any]:
+    """Of the output's stall after a kill at `at` (`stall_s`, as `recovery` found it; the
+    window when it did not move again), how many seconds some partition was below
+    min.insync.replicas or without a leader, where no acks=all write completes, a transaction's
+    included; and the most such partitions at once. Nearly the whole stall: the cluster's;
+    little of it: the pipeline's. A killed broker counts only once its session has expired
+    (broker.session.timeout.ms): until then the metadata still names it in the ISRs."""
+    end = at + (window_s if stall_s is None else stall_s)
+    during = [(t, below) for t, below in samples if at <= t <= end]
+    # Each sample holds until the next, the last until the stall's end (none sampled: none).
+    ends = [t for t, _ in during[1:]] + [end]
+    seconds = sum(until - t for (t, below), until in zip(during, ends, strict=False) if below)
+    return {"below_min_isr_s": round(seconds, 1),
+            "below_min_isr_most": max((len(b) for _, b in during), default=0)}
+
+
+def isr_timeline(samples: Sequence[IsrSample], t0: float) -> list[tuple[float, int]]:
+    """(s since t0, partitions below min.insync.replicas) at each change: the run's record."""
+    timeline: list[tuple[float, int]] = []
+    for t, below in samples:
+        if not timeline or timeline[-1][1] != len(below):
+            timeline.append((round(t - t0, 1), len(below)))
+    return timeline
+
+
 def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 1)
