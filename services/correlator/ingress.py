@@ -55,8 +55,9 @@ def partition_counts(kafka: KafkaConnection, attempts: int = 1,
         except (KafkaError, BrokerError) as exc:
             if attempt == attempts or not _retriable(exc):
                 raise BrokerError(f"cannot list topics at {kafka.bootstrap}: {exc}") from exc
-            log.warning("cannot list topics at %s (%s); trying again in %.0f s (%d of %d)",
-                        kafka.bootstrap, exc, pause_s, attempt, attempts)
+            if attempt % 4 == 1:  # not a line every half second in an outage
+                log.warning("cannot list topics at %s (%s); trying again in %.1f s (%d of %d)",
+                            kafka.bootstrap, exc, pause_s, attempt, attempts)
             time.sleep(pause_s)
             continue
         return {t["name"]: len(t["partitions"]) for t in described if not t.get("error_code")}
