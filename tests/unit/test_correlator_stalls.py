@@ -37,6 +37,7 @@ class Consumer:
         self._committed_offset = {self.tp: self.committed}
         self._commit_fut: asyncio.Future[None] | None = None
         self._unacked_messages: WeakSet[Message] = WeakSet()
+        self._acked_index: dict[TP, set[int]] = {}
         self._buffered_partitions: set[Any] = set()
 
     def assignment(self) -> set[TP]:
@@ -134,3 +135,25 @@ def test_a_message_on_its_way_on_another_partition_does_not_hide_a_hole() -> Non
     watch = StallWatch()
     checks(watch, app, 2)
     assert consumer.sought == [100]
+
+
+def test_a_message_acked_and_not_yet_committed_is_waited_for() -> None:
+    # A batch's transaction ends and acks its messages; faust commits the acked offsets at its
+    # next commit, a second or so later (or later still while the group coordinator is away).
+    # A check in between once took the committed offset's message for lost.
+    consumer = Consumer(TP0, committed=100, position_=400)
+    in_flight = [Message(TP0, o) for o in range(100, 400)]
+    for m in in_flight:
+        consumer._unacked_messages.add(m)
+    app = App(consumer)
+    watch = StallWatch()
+    checks(watch, app, 1)
+    for m in in_flight[:150]:  # the transaction is committed: acked, tracked no more
+        consumer._unacked_messages.discard(m)
+    consumer._acked_index[TP0] = set(range(100, 250))
+    checks(watch, app, 1)
+    assert consumer.sought == []
+    consumer._acked_index[TP0] = set()  # committed
+    consumer._committed_offset[TP0] = 250
+    checks(watch, app, 2)
+    assert consumer.sought == []  # messages 250-399 are still on their way
