@@ -91,11 +91,18 @@ def test_a_message_lost_at_the_committed_offset_is_re_read_on_the_second_check()
     assert consumer.sought == [100]
 
 
-def test_a_message_still_on_its_way_is_waited_for_a_bounded_time() -> None:
-    consumer = Consumer(TP0, committed=100, position_=400)
-    in_flight = [Message(TP0, o) for o in range(100, 400)]
+def in_flight_from(committed: int, read_to: int) -> tuple[Consumer, list[Message]]:
+    """A consumer whose messages from the committed offset on are handed on, none acked; the
+    messages are returned so that they stay tracked (faust's set holds them weakly)."""
+    consumer = Consumer(TP0, committed=committed, position_=read_to)
+    in_flight = [Message(TP0, o) for o in range(committed, read_to)]
     for m in in_flight:
         consumer._unacked_messages.add(m)
+    return consumer, in_flight
+
+
+def test_a_message_still_on_its_way_is_waited_for_a_bounded_time() -> None:
+    consumer, _in_flight = in_flight_from(100, 400)
     app = App(consumer)
     watch = StallWatch()
     checks(watch, app, 2)
@@ -141,10 +148,7 @@ def test_a_message_acked_and_not_yet_committed_is_waited_for() -> None:
     # A batch's transaction ends and acks its messages; faust commits the acked offsets at its
     # next commit, a second or so later (or later still while the group coordinator is away).
     # A check in between once took the committed offset's message for lost.
-    consumer = Consumer(TP0, committed=100, position_=400)
-    in_flight = [Message(TP0, o) for o in range(100, 400)]
-    for m in in_flight:
-        consumer._unacked_messages.add(m)
+    consumer, in_flight = in_flight_from(100, 400)
     app = App(consumer)
     watch = StallWatch()
     checks(watch, app, 1)
