@@ -10,6 +10,7 @@ from pathlib import Path
 
 import aiokafka.consumer.consumer
 import aiokafka.consumer.group_coordinator
+import faust.tables.recovery
 import faust.transport.consumer
 import faust.transport.drivers.aiokafka
 import pytest
@@ -20,7 +21,7 @@ from safehub.services.correlator import faust_contract
 CORRECTIONS = [Path(faust_contract.__file__).with_name(n) for n in ("transport.py", "stalls.py",
                                                                  "membership.py", "log_end.py",
                                                                  "committed.py")]
-LIBRARIES = (faust.transport.consumer, faust.transport.drivers.aiokafka,
+LIBRARIES = (faust.transport.consumer, faust.transport.drivers.aiokafka, faust.tables.recovery,
              aiokafka.consumer.consumer, aiokafka.consumer.group_coordinator)
 
 

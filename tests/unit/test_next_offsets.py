@@ -14,10 +14,10 @@ def test_records_in_order_are_admitted_and_a_skip_asks_for_a_re_read() -> None:
     assert [offsets.admit(TP, o) for o in (14, 15, 16)] == [None, None, None]
     # faust dropped 17-56 during a rebalance: 57 must not overtake them.
     assert offsets.admit(TP, 57) == 17
-    # After the seek back, the partition is read from 17 and nothing is genuine.
+    # After the seek back, the partition is read from 17 and no hole is in the log.
     offsets.reset(TP, 17)
     assert [offsets.admit(TP, o) for o in range(17, 58)] == [None] * 41
-    assert offsets.genuine == {}
+    assert all(offsets.take_hole_at(TP, o) is None for o in range(14, 58))
 
 
 def test_a_hole_found_again_after_the_re_read_is_in_the_log_and_let_through() -> None:
@@ -26,9 +26,9 @@ def test_a_hole_found_again_after_the_re_read_is_in_the_log_and_let_through() ->
     assert offsets.admit(TP, 7) == 5  # offset 5 is a transaction marker, say
     offsets.reset(TP, 5)
     assert offsets.admit(TP, 7) is None
-    assert offsets.genuine == {(TP, 7): 5}
-    assert offsets.hole_at(TP, 5) == (5, 7) == offsets.hole_at(TP, 6)
-    assert offsets.hole_at(TP, 7) is None and offsets.hole_at(OTHER, 5) is None
+    assert offsets.take_hole_at(TP, 7) is None and offsets.take_hole_at(OTHER, 5) is None
+    assert offsets.take_hole_at(TP, 6) == (5, 7)
+    assert offsets.take_hole_at(TP, 5) is None  # taken, and so forgotten
     assert offsets.admit(TP, 8) is None
     # A later, different hole is re-read again.
     assert offsets.admit(TP, 20) == 9
@@ -72,3 +72,26 @@ def test_recovery_ends_only_once_every_record_fetched_is_applied() -> None:
     assert not recovery_complete(580, applied=-1, fetched=None, read_to=None)
     # Only aborted transactions in the partition: nothing fetched, nothing to apply.
     assert recovery_complete(3, applied=-1, fetched=None, read_to=4)
+
+
+def test_a_hole_is_taken_by_where_it_ends_once() -> None:
+    # faust reports the same hole as a gap up to the record let through (`_add_gap`).
+    offsets = NextOffsets()
+    offsets.reset(TP, 5)
+    assert offsets.admit(TP, 7) == 5
+    offsets.reset(TP, 5)
+    assert offsets.admit(TP, 7) is None
+    assert not offsets.take_hole_before(OTHER, 7) and not offsets.take_hole_before(TP, 6)
+    assert offsets.take_hole_before(TP, 7)
+    assert not offsets.take_hole_before(TP, 7) and offsets.take_hole_at(TP, 5) is None
+
+
+def test_partitions_no_longer_assigned_lose_their_holes() -> None:
+    offsets = NextOffsets()
+    for tp in (TP, OTHER):
+        offsets.reset(tp, 5)
+        assert offsets.admit(tp, 7) == 5
+        offsets.reset(tp, 5)
+        assert offsets.admit(tp, 7) is None
+    offsets.keep_only({OTHER})
+    assert offsets.take_hole_at(TP, 5) is None and offsets.take_hole_at(OTHER, 5) == (5, 7)
