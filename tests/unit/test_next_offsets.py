@@ -74,13 +74,18 @@ def test_recovery_ends_only_once_every_record_fetched_is_applied() -> None:
     assert recovery_complete(3, applied=-1, fetched=None, read_to=4)
 
 
+def hole_at_5_and_6(offsets: NextOffsets, tp: tuple[str, int]) -> None:
+    """Offsets 5 and 6 of `tp` hold no record: read past once, re-read, and let through."""
+    offsets.reset(tp, 5)
+    assert offsets.admit(tp, 7) == 5
+    offsets.reset(tp, 5)
+    assert offsets.admit(tp, 7) is None
+
+
 def test_a_hole_is_taken_by_where_it_ends_once() -> None:
     # faust reports the same hole as a gap up to the record let through (`_add_gap`).
     offsets = NextOffsets()
-    offsets.reset(TP, 5)
-    assert offsets.admit(TP, 7) == 5
-    offsets.reset(TP, 5)
-    assert offsets.admit(TP, 7) is None
+    hole_at_5_and_6(offsets, TP)
     assert not offsets.take_hole_before(OTHER, 7) and not offsets.take_hole_before(TP, 6)
     assert offsets.take_hole_before(TP, 7)
     assert not offsets.take_hole_before(TP, 7) and offsets.take_hole_at(TP, 5) is None
@@ -89,9 +94,6 @@ def test_a_hole_is_taken_by_where_it_ends_once() -> None:
 def test_partitions_no_longer_assigned_lose_their_holes() -> None:
     offsets = NextOffsets()
     for tp in (TP, OTHER):
-        offsets.reset(tp, 5)
-        assert offsets.admit(tp, 7) == 5
-        offsets.reset(tp, 5)
-        assert offsets.admit(tp, 7) is None
+        hole_at_5_and_6(offsets, tp)
     offsets.keep_only({OTHER})
     assert offsets.take_hole_at(TP, 5) is None and offsets.take_hole_at(OTHER, 5) == (5, 7)
